@@ -1,0 +1,41 @@
+package org.moe4j.core.backend;
+
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.buffer.Buffer;
+
+/**
+ * One compute backend ("cpu", "cuda"). Implementations register through
+ * {@code META-INF/services/org.moe4j.core.backend.Backend} and are chosen by {@link Backends}.
+ *
+ * <p>A backend owns device memory allocation; the kernels it runs are provided per kernel family
+ * (a small interface that a module declares, e.g. {@code RoutingKernels}) by {@link KernelProvider}s.
+ */
+public interface Backend {
+    /** @return short lower-case name, the value of {@code moe4j.backend} that selects it */
+    String name();
+
+    /** @return preference in automatic selection; higher wins among available backends */
+    int priority();
+
+    /**
+     * Checks cheaply whether this backend can run here. Never throws.
+     *
+     * @return availability and, when unavailable, the reason
+     */
+    Availability probe();
+
+    /**
+     * Allocates a zeroed buffer in this backend's memory.
+     *
+     * @param dtype element type
+     * @param shape shape
+     * @return the owning buffer
+     */
+    Buffer allocate(DType dtype, Shape shape);
+
+    /** @return one line for logs: name, device, memory */
+    default String describe() {
+        return name();
+    }
+}

@@ -1,0 +1,140 @@
+package org.moe4j.core.backend;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.ServiceLoader;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.stream.Collectors;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The one place that picks a backend and its kernels.
+ *
+ * <p>Selection: the system property {@value #PROPERTY}, else the environment variable
+ * {@value #ENV}, else {@code auto}. A named backend that is missing or unavailable is an error
+ * (never a silent fallback). In {@code auto} mode the available backend with the highest priority
+ * wins and each skipped backend is logged once with its reason.
+ *
+ * <p>Kernels: {@link #kernels(Class)} returns the selected backend's provider of a family; when
+ * that backend has none, the CPU provider is used and this is logged once per family.
+ */
+public final class Backends {
+    /** System property naming the backend ({@code cpu}, {@code cuda}, {@code auto}). */
+    public static final String PROPERTY = "moe4j.backend";
+    /** Environment variable used when the property is absent. */
+    public static final String ENV = "MOE4J_BACKEND";
+
+    private static final Logger LOG = LoggerFactory.getLogger(Backends.class);
+    private static final Map<String, Backend> SELECTED = new ConcurrentHashMap<>();
+    private static final Map<String, Object> KERNELS = new ConcurrentHashMap<>();
+
+    private Backends() {
+    }
+
+    /** @return the requested backend name: property, environment, or "auto" */
+    public static String requested() {
+        String v = System.getProperty(PROPERTY);
+        if (v == null || v.isBlank()) {
+            v = System.getenv(ENV);
+        }
+        return v == null || v.isBlank() ? "auto" : v.trim().toLowerCase(Locale.ROOT);
+    }
+
+    /** @return every registered backend, highest priority first */
+    public static List<Backend> all() {
+        List<Backend> list = new ArrayList<>();
+        ServiceLoader.load(Backend.class).forEach(list::add);
+        if (list.stream().noneMatch(b -> b.name().equals(CpuBackend.NAME))) {
+            list.add(new CpuBackend());
+        }
+        list.sort(Comparator.comparingInt(Backend::priority).reversed());
+        return list;
+    }
+
+    /**
+     * @return the backend chosen by {@link #requested()} (cached per requested name)
+     * @throws IllegalStateException if a named backend is unknown or unavailable
+     */
+    public static Backend selected() {
+        return SELECTED.computeIfAbsent(requested(), Backends::choose);
+    }
+
+    /**
+     * Chooses a backend by name without caching.
+     *
+     * @param name a backend name or "auto"
+     * @return the backend
+     * @throws IllegalStateException if a named backend is unknown or unavailable
+     */
+    public static Backend choose(String name) {
+        List<Backend> all = all();
+        if (!name.equals("auto")) {
+            Backend b = all.stream().filter(x -> x.name().equals(name)).findFirst().orElseThrow(() ->
+                    new IllegalStateException(PROPERTY + "=" + name + ": no such backend; registered: "
+                            + all.stream().map(Backend::name).collect(Collectors.joining(", "))));
+            Availability a = b.probe();
+            if (!a.available()) {
+                throw new IllegalStateException(PROPERTY + "=" + name + " requested but unavailable: " + a.reason());
+            }
+            LOG.info("backend {} selected by request: {}", b.name(), a.reason());
+            return b;
+        }
+        for (Backend b : all) {
+            Availability a = b.probe();
+            if (a.available()) {
+                LOG.info("backend {} selected automatically: {}", b.name(), a.reason());
+                return b;
+            }
+            LOG.info("backend {} not used: {}", b.name(), a.reason());
+        }
+        throw new IllegalStateException("no backend available"); // unreachable: cpu is always available
+    }
+
+    /**
+     * @param family the kernel family interface
+     * @param <K>    its type
+     * @return the selected backend's kernels of that family
+     */
+    public static <K> K kernels(Class<K> family) {
+        return kernels(family, selected());
+    }
+
+    /**
+     * @param family  the kernel family interface
+     * @param backend the backend whose kernels are wanted
+     * @param <K>     its type
+     * @return that backend's kernels, or the CPU ones (logged once) when it has none
+     * @throws IllegalStateException if not even a CPU provider is registered
+     */
+    public static <K> K kernels(Class<K> family, Backend backend) {
+        Object k = KERNELS.computeIfAbsent(backend.name() + "/" + family.getName(), key -> {
+            KernelProvider<?> p = provider(family, backend.name());
+            if (p != null) {
+                return p.create(backend);
+            }
+            KernelProvider<?> cpu = provider(family, CpuBackend.NAME);
+            if (cpu == null) {
+                throw new IllegalStateException("no kernel provider for " + family.getName()
+                        + " (is the module's META-INF/services/" + KernelProvider.class.getName() + " on the class path?)");
+            }
+            LOG.info("backend {} has no {}; using the cpu kernels for this family", backend.name(),
+                    family.getSimpleName());
+            return cpu.create(backend.name().equals(CpuBackend.NAME) ? backend : new CpuBackend());
+        });
+        return family.cast(k);
+    }
+
+    @SuppressWarnings("rawtypes")
+    private static KernelProvider<?> provider(Class<?> family, String backendName) {
+        for (KernelProvider p : ServiceLoader.load(KernelProvider.class)) {
+            if (p.family().equals(family) && p.backend().equals(backendName)) {
+                return p;
+            }
+        }
+        return null;
+    }
+}

@@ -1,0 +1,38 @@
+package org.moe4j.core.backend;
+
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.cpu.CpuParallel;
+
+/** The reference backend: host memory, Java kernels. Always available; lowest priority. */
+public final class CpuBackend implements Backend {
+    /** Name used by {@code moe4j.backend=cpu}. */
+    public static final String NAME = "cpu";
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public int priority() {
+        return 0;
+    }
+
+    @Override
+    public Availability probe() {
+        return Availability.yes(CpuParallel.common().threads() + " thread(s)");
+    }
+
+    @Override
+    public Buffer allocate(DType dtype, Shape shape) {
+        return HostBuffer.allocate(dtype, shape);
+    }
+
+    @Override
+    public String describe() {
+        return "cpu (" + CpuParallel.common().threads() + " threads, " + Runtime.version() + ")";
+    }
+}

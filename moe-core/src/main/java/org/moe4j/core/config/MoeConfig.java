@@ -1,0 +1,259 @@
+package org.moe4j.core.config;
+
+import java.util.Objects;
+import org.moe4j.core.DType;
+
+/**
+ * The complete, validated description of one MoE layer: sizes, routing, balancing, capacity,
+ * shared experts and expert parallelism. Immutable; build one with {@link #builder()}.
+ *
+ * <p>Every invalid value or combination is refused in the constructor with an
+ * {@link IllegalArgumentException} that names the field and its value.
+ *
+ * @param hidden          model hidden size (the token row width)
+ * @param experts         routed experts {@code E}
+ * @param topK            experts chosen per token {@code K}
+ * @param ffn             intermediate size of one routed expert
+ * @param scoreFunction   softmax or sigmoid
+ * @param expertGroups    expert groups {@code G} for node-limited routing (1 = no grouping)
+ * @param limitedGroups   groups kept per token (equal to {@code expertGroups} = no limit)
+ * @param groupScore      how a group is scored (top-2 sum or max)
+ * @param routeNorm       divide the top-k weights by their sum (+1e-20)
+ * @param routeScale      multiply the top-k weights by this factor
+ * @param expertBiasCoeff step size of the aux-loss-free expert-bias update (0 = no bias update)
+ * @param biasCentering   re-centre the bias to zero mean after each update, or not
+ * @param auxLoss         auxiliary-loss coefficients
+ * @param capacity        capacity factor and drop policy (dropless by default)
+ * @param sharedExperts   shared experts applied to every token (0 = none)
+ * @param sharedFfn       intermediate size of one shared expert (used when {@code sharedExperts > 0})
+ * @param expertParallel  expert-parallel world size {@code W}; each rank owns {@code E/W} experts
+ * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
+ * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
+ */
+public record MoeConfig(
+        int hidden,
+        int experts,
+        int topK,
+        int ffn,
+        ScoreFunction scoreFunction,
+        int expertGroups,
+        int limitedGroups,
+        GroupScore groupScore,
+        boolean routeNorm,
+        double routeScale,
+        double expertBiasCoeff,
+        BiasCentering biasCentering,
+        AuxLoss auxLoss,
+        Capacity capacity,
+        int sharedExperts,
+        int sharedFfn,
+        int expertParallel,
+        int groupAlignment,
+        DType expertDtype) {
+
+    public MoeConfig {
+        Objects.requireNonNull(scoreFunction, "MoeConfig.scoreFunction");
+        Objects.requireNonNull(groupScore, "MoeConfig.groupScore");
+        Objects.requireNonNull(biasCentering, "MoeConfig.biasCentering");
+        Objects.requireNonNull(auxLoss, "MoeConfig.auxLoss");
+        Objects.requireNonNull(capacity, "MoeConfig.capacity");
+        Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
+        Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
+        positive("hidden", hidden);
+        positive("experts", experts);
+        positive("topK", topK);
+        positive("ffn", ffn);
+        positive("expertGroups", expertGroups);
+        positive("limitedGroups", limitedGroups);
+        positive("expertParallel", expertParallel);
+        positive("groupAlignment", groupAlignment);
+        if (topK > experts) {
+            fail("topK", topK, "must not exceed experts (" + experts + ")");
+        }
+        if (experts % expertGroups != 0) {
+            fail("expertGroups", expertGroups, "must divide experts (" + experts + ")");
+        }
+        if (expertGroups > 1 && experts / expertGroups < 2) {
+            fail("expertGroups", expertGroups, "leaves " + experts / expertGroups
+                    + " expert per group; node-limited routing needs at least 2 (experts=" + experts + ")");
+        }
+        if (limitedGroups > expertGroups) {
+            fail("limitedGroups", limitedGroups, "must not exceed expertGroups (" + expertGroups + ")");
+        }
+        int reachable = limitedGroups * (experts / expertGroups);
+        if (topK > reachable) {
+            fail("topK", topK, "exceeds the " + reachable + " experts reachable in " + limitedGroups
+                    + " limited group(s) of " + experts / expertGroups);
+        }
+        if (!(routeScale > 0) || Double.isInfinite(routeScale)) {
+            fail("routeScale", routeScale, "must be finite and > 0");
+        }
+        nonNegativeFinite("expertBiasCoeff", expertBiasCoeff);
+        nonNegativeFinite("auxLoss.switchCoeff", auxLoss.switchCoeff());
+        nonNegativeFinite("auxLoss.seqCoeff", auxLoss.seqCoeff());
+        nonNegativeFinite("auxLoss.zCoeff", auxLoss.zCoeff());
+        if (auxLoss.seqLength() < 0) {
+            fail("auxLoss.seqLength", auxLoss.seqLength(), "must be >= 0 (0 = whole batch)");
+        }
+        nonNegativeFinite("capacity.factor", capacity.factor());
+        if (sharedExperts < 0) {
+            fail("sharedExperts", sharedExperts, "must be >= 0");
+        }
+        if (sharedExperts > 0 && sharedFfn <= 0) {
+            fail("sharedFfn", sharedFfn, "must be > 0 when sharedExperts (" + sharedExperts + ") > 0");
+        }
+        if (sharedFfn < 0) {
+            fail("sharedFfn", sharedFfn, "must be >= 0");
+        }
+        if (experts % expertParallel != 0) {
+            fail("expertParallel", expertParallel, "must divide experts (" + experts + ")");
+        }
+        if (expertDtype != DType.F32 && expertDtype != DType.BF16) {
+            fail("expertDtype", expertDtype, "must be F32 or BF16");
+        }
+    }
+
+    private static void positive(String field, int value) {
+        if (value <= 0) {
+            fail(field, value, "must be > 0");
+        }
+    }
+
+    private static void nonNegativeFinite(String field, double value) {
+        if (!(value >= 0) || Double.isInfinite(value)) {
+            fail(field, value, "must be finite and >= 0");
+        }
+    }
+
+    private static void fail(String field, Object value, String why) {
+        throw new IllegalArgumentException("MoeConfig." + field + "=" + value + ": " + why);
+    }
+
+    /** @return experts per expert-parallel rank, {@code E / W} */
+    public int localExperts() {
+        return experts / expertParallel;
+    }
+
+    /** @return experts per group, {@code E / G} */
+    public int expertsPerGroup() {
+        return experts / expertGroups;
+    }
+
+    /** @return true when node-limited routing actually excludes groups */
+    public boolean groupLimited() {
+        return expertGroups > 1 && limitedGroups < expertGroups;
+    }
+
+    /** @return total intermediate size of the shared experts (0 when none) */
+    public int sharedFfnTotal() {
+        return sharedExperts * sharedFfn;
+    }
+
+    /** @return a builder with every field of this config */
+    public Builder toBuilder() {
+        return new Builder(this);
+    }
+
+    /** @return a builder with defaults: softmax, no groups, no norm, scale 1, no bias, no aux loss, dropless, W=1 */
+    public static Builder builder() {
+        return new Builder();
+    }
+
+    /** Mutable builder; {@link #build()} validates. */
+    public static final class Builder {
+        private int hidden;
+        private int experts;
+        private int topK;
+        private int ffn;
+        private ScoreFunction scoreFunction = ScoreFunction.SOFTMAX;
+        private int expertGroups = 1;
+        private int limitedGroups = -1; // -1: same as expertGroups
+        private GroupScore groupScore = GroupScore.TOP2_SUM;
+        private boolean routeNorm;
+        private double routeScale = 1.0;
+        private double expertBiasCoeff;
+        private BiasCentering biasCentering = BiasCentering.ZERO_MEAN;
+        private AuxLoss auxLoss = AuxLoss.NONE;
+        private Capacity capacity = Capacity.DROPLESS;
+        private int sharedExperts;
+        private int sharedFfn;
+        private int expertParallel = 1;
+        private int groupAlignment = 1;
+        private DType expertDtype = DType.F32;
+
+        private Builder() {
+        }
+
+        private Builder(MoeConfig c) {
+            hidden = c.hidden;
+            experts = c.experts;
+            topK = c.topK;
+            ffn = c.ffn;
+            scoreFunction = c.scoreFunction;
+            expertGroups = c.expertGroups;
+            limitedGroups = c.limitedGroups;
+            groupScore = c.groupScore;
+            routeNorm = c.routeNorm;
+            routeScale = c.routeScale;
+            expertBiasCoeff = c.expertBiasCoeff;
+            biasCentering = c.biasCentering;
+            auxLoss = c.auxLoss;
+            capacity = c.capacity;
+            sharedExperts = c.sharedExperts;
+            sharedFfn = c.sharedFfn;
+            expertParallel = c.expertParallel;
+            groupAlignment = c.groupAlignment;
+            expertDtype = c.expertDtype;
+        }
+
+        /** @param v hidden size @return this */
+        public Builder hidden(int v) { hidden = v; return this; }
+        /** @param v routed experts @return this */
+        public Builder experts(int v) { experts = v; return this; }
+        /** @param v experts per token @return this */
+        public Builder topK(int v) { topK = v; return this; }
+        /** @param v expert intermediate size @return this */
+        public Builder ffn(int v) { ffn = v; return this; }
+        /** @param v score function @return this */
+        public Builder scoreFunction(ScoreFunction v) { scoreFunction = v; return this; }
+        /** @param groups expert groups @param limited groups kept per token @return this */
+        public Builder groups(int groups, int limited) { expertGroups = groups; limitedGroups = limited; return this; }
+        /** @param v expert groups @return this */
+        public Builder expertGroups(int v) { expertGroups = v; return this; }
+        /** @param v limited groups @return this */
+        public Builder limitedGroups(int v) { limitedGroups = v; return this; }
+        /** @param v group scoring @return this */
+        public Builder groupScore(GroupScore v) { groupScore = v; return this; }
+        /** @param v route norm @return this */
+        public Builder routeNorm(boolean v) { routeNorm = v; return this; }
+        /** @param v route scale @return this */
+        public Builder routeScale(double v) { routeScale = v; return this; }
+        /** @param v expert-bias update coefficient @return this */
+        public Builder expertBiasCoeff(double v) { expertBiasCoeff = v; return this; }
+        /** @param v bias centering @return this */
+        public Builder biasCentering(BiasCentering v) { biasCentering = v; return this; }
+        /** @param v aux losses @return this */
+        public Builder auxLoss(AuxLoss v) { auxLoss = v; return this; }
+        /** @param v capacity @return this */
+        public Builder capacity(Capacity v) { capacity = v; return this; }
+        /** @param count shared experts @param ffnEach intermediate size of each @return this */
+        public Builder sharedExperts(int count, int ffnEach) { sharedExperts = count; sharedFfn = ffnEach; return this; }
+        /** @param v expert-parallel world size @return this */
+        public Builder expertParallel(int v) { expertParallel = v; return this; }
+        /** @param v expert group alignment @return this */
+        public Builder groupAlignment(int v) { groupAlignment = v; return this; }
+        /** @param v expert compute dtype @return this */
+        public Builder expertDtype(DType v) { expertDtype = v; return this; }
+
+        /**
+         * @return the validated config
+         * @throws IllegalArgumentException naming the first invalid field and its value
+         */
+        public MoeConfig build() {
+            return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
+                    limitedGroups < 0 ? expertGroups : limitedGroups, groupScore, routeNorm, routeScale,
+                    expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
+                    groupAlignment, expertDtype);
+        }
+    }
+}

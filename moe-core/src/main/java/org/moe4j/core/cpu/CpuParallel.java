@@ -1,0 +1,170 @@
+package org.moe4j.core.cpu;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * Deterministic data parallelism for CPU kernels.
+ *
+ * <p>Work is cut into chunks whose boundaries depend only on the problem size and the chunk size,
+ * never on the thread count; kernels that reduce do so per chunk and combine the chunk results in
+ * chunk order. So results are bitwise identical for any thread count.
+ *
+ * <p>The common instance uses {@code moe4j.threads} (system property) or the number of processors.
+ * A call made from inside a worker runs inline, so nested use cannot deadlock, and the calling
+ * thread always takes part, so concurrent callers (in-process ranks) always make progress.
+ */
+public final class CpuParallel implements AutoCloseable {
+    /** System property with the thread count of {@link #common()}. */
+    public static final String THREADS_PROPERTY = "moe4j.threads";
+
+    private static final ThreadLocal<Boolean> INSIDE = ThreadLocal.withInitial(() -> false);
+    private static volatile CpuParallel common;
+
+    private final int threads;
+    private final ExecutorService pool; // null when threads == 1
+
+    /**
+     * @param threads worker count including the caller, ≥ 1
+     */
+    public CpuParallel(int threads) {
+        if (threads < 1) {
+            throw new IllegalArgumentException("threads must be >= 1, got " + threads);
+        }
+        this.threads = threads;
+        AtomicInteger id = new AtomicInteger();
+        this.pool = threads == 1 ? null : Executors.newFixedThreadPool(threads - 1, r -> {
+            Thread t = new Thread(r, "moe4j-cpu-" + id.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        });
+    }
+
+    /** @return the process-wide instance */
+    public static CpuParallel common() {
+        CpuParallel c = common;
+        if (c == null) {
+            synchronized (CpuParallel.class) {
+                c = common;
+                if (c == null) {
+                    String p = System.getProperty(THREADS_PROPERTY);
+                    int n = p == null ? Runtime.getRuntime().availableProcessors() : Integer.parseInt(p.trim());
+                    c = common = new CpuParallel(n);
+                }
+            }
+        }
+        return c;
+    }
+
+    /** @return threads used, including the caller */
+    public int threads() {
+        return threads;
+    }
+
+    /** Body of one chunk. */
+    @FunctionalInterface
+    public interface ChunkBody {
+        /**
+         * @param chunk chunk index, {@code 0 .. chunks-1}
+         * @param from  first item (inclusive)
+         * @param to    last item (exclusive)
+         */
+        void run(int chunk, int from, int to);
+    }
+
+    /**
+     * @param n     item count
+     * @param chunk items per chunk
+     * @return number of chunks {@link #forEachChunk} will run
+     */
+    public static int chunks(int n, int chunk) {
+        return n == 0 ? 0 : (n + chunk - 1) / chunk;
+    }
+
+    /**
+     * Runs {@code body} over {@code [0, n)} cut into chunks of {@code chunk} items (the last may be
+     * shorter). Chunk boundaries do not depend on the thread count. The first exception thrown by
+     * any chunk is rethrown here after all workers stop.
+     *
+     * @param n     item count
+     * @param chunk items per chunk, ≥ 1
+     * @param body  the work
+     */
+    public void forEachChunk(int n, int chunk, ChunkBody body) {
+        if (chunk < 1) {
+            throw new IllegalArgumentException("chunk must be >= 1, got " + chunk);
+        }
+        int chunks = chunks(n, chunk);
+        if (pool == null || chunks <= 1 || INSIDE.get()) {
+            for (int c = 0; c < chunks; c++) {
+                body.run(c, c * chunk, Math.min(n, (c + 1) * chunk));
+            }
+            return;
+        }
+        AtomicInteger next = new AtomicInteger();
+        AtomicInteger failed = new AtomicInteger();
+        Runnable worker = () -> {
+            boolean was = INSIDE.get();
+            INSIDE.set(true);
+            try {
+                int c;
+                while (failed.get() == 0 && (c = next.getAndIncrement()) < chunks) {
+                    try {
+                        body.run(c, c * chunk, Math.min(n, (c + 1) * chunk));
+                    } catch (RuntimeException | Error e) {
+                        failed.incrementAndGet();
+                        throw e;
+                    }
+                }
+            } finally {
+                INSIDE.set(was);
+            }
+        };
+        int helpers = Math.min(threads, chunks) - 1;
+        List<Future<?>> futures = new ArrayList<>(helpers);
+        for (int i = 0; i < helpers; i++) {
+            futures.add(pool.submit(worker));
+        }
+        Throwable first = null;
+        try {
+            worker.run();
+        } catch (RuntimeException | Error e) {
+            first = e;
+        }
+        for (Future<?> f : futures) {
+            try {
+                f.get();
+            } catch (ExecutionException e) {
+                if (first == null) {
+                    first = e.getCause();
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                if (first == null) {
+                    first = e;
+                }
+            }
+        }
+        if (first instanceof RuntimeException re) {
+            throw re;
+        }
+        if (first instanceof Error er) {
+            throw er;
+        }
+        if (first != null) {
+            throw new IllegalStateException("parallel chunk interrupted", first);
+        }
+    }
+
+    @Override
+    public void close() {
+        if (pool != null && this != common) {
+            pool.shutdownNow();
+        }
+    }
+}
