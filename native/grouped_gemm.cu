@@ -1,0 +1,235 @@
+// moe4j grouped GEMM for the experts: bf16 operands, fp32 accumulation, bf16 or fp32 output.
+//
+// Groups are contiguous row ranges of the token-side matrices: group g owns rows
+// [offsets[g], offsets[g+1]) (int32 offsets [groups+1], non-decreasing; empty groups allowed)
+// and uses expert weights number g (groups = local experts). Every operand has an explicit
+// leading dimension (elements), so views into a larger buffer (e.g. [dG | dU]) work.
+//
+// Kernels (extern "C", stable names), "_mma" = portable path (mma.sync, sm_80+),
+// "_wgmma" = Hopper path (sm_90a: wgmma.mma_async + TMA bulk tensor copies + mbarrier pipeline):
+//   moe_gg_fwd_mma / moe_gg_fwd_wgmma        C[r, n] = sum_k A[r, k] * B_g[n, k]
+//       A [rows, K] (lda), B [groups][N][K] (ldb, strideB per group), C [rows, N] (ldc)
+//       used for the down projection Y = Hact . W2_g^T and generally X . W^T.
+//   moe_gg_swiglu_mma / moe_gg_swiglu_wgmma  fused gate+up with SwiGLU epilogue:
+//       G = A . W1_g^T, U = A . W3_g^T (one pass over A), H = silu(G) * U -> C [rows, N];
+//       optional Gsave/Usave [rows, N] (ldgu, same dtype as C) for the backward.
+//   moe_gg_dx_mma                            C[r, n] = sum_k A1[r, k] B1_g[k, n] (+ A2 . B2_g)
+//       B stored [groups][K][N] (the forward weights read transposed): dHact = dY . W2_g and
+//       dX = dG . W1_g + dU . W3_g in one kernel (second pair nullable).
+//   moe_gg_wgrad_mma                         C_g[m, n] = sum_{r in group g} A[r, m] * B[r, n]
+//       A [rows, M], B [rows, N], C [groups][M][N] (strideC, ldc): dW2_g = dY^T Hact,
+//       dW1_g = dG^T X, dW3_g = dU^T X. Empty groups write zeros.
+//   moe_swiglu_bwd                           dG, dU from dH, G, U (elementwise, fp32 math).
+//
+// Determinism: every output element is reduced by exactly one CTA in a fixed k order
+// (no split-K, no atomics); results are bitwise reproducible run to run on a given GPU.
+//
+// Limits (checked by the host launcher): K, N (and M of wgrad) multiples of 8; all base
+// pointers 16-byte aligned and leading dimensions multiples of 8 elements; rows < 2^31.
+// Launch shapes:
+//   _mma kernels: block 256; dynamic smem = moe_gg_smem_bytes(kind) (above 48 KB: the launcher
+//     raises CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES once per function).
+//     fwd/dx:   grid (ceil(rows/128) + groups, ceil(N/128));  swiglu: (ceil(rows/128) + groups, ceil(N/64))
+//     wgrad:    grid (ceil(N/128), ceil(M/128), groups)
+//   _wgmma kernels: see grouped_gemm_wgmma.cuh (block 384, tensor maps built on the host).
+//   moe_swiglu_bwd: block 256, any grid (grid-stride).
+//
+// Smem per kind (bytes): fwd 61440, swiglu 61440, dx 56832, wgrad 52224.
+
+#include "grouped_gemm_mma.cuh"
+#include "grouped_gemm_wgmma.cuh"
+
+using namespace moe_mma;
+
+namespace {
+
+// Epilogue for the row-grouped kernels: write acc of operand 0 as C (NB = 1).
+template <int NT>
+__device__ __forceinline__ void store_plain(const float (&acc)[4][NT][4], void* C, long ldc, int cBf16,
+                                            int rowStart, int rows, int n0, int N) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm0 = (warp >> 2) * 64, wn0 = (warp & 3) * (NT * 8);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = wm0 + i * 16 + (lane >> 2) + h * 8;
+            if (r >= rows) continue;
+#pragma unroll
+            for (int j = 0; j < NT; ++j) {
+                const int n = n0 + wn0 + j * 8 + (lane & 3) * 2;
+                if (n < N) store2(C, (long)(rowStart + r) * ldc + n, cBf16, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+            }
+        }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+moe_gg_fwd_mma(const __nv_bfloat16* __restrict__ A, long lda,
+               const __nv_bfloat16* __restrict__ B, long strideB, long ldb,
+               const int* __restrict__ offsets, int groups, int N, int K,
+               void* __restrict__ C, long ldc, int cBf16) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    int g, rowStart, rows;
+    if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
+    const int n0 = blockIdx.y * 128;
+    Operands ops[1];
+    ops[0].a = A + (long)rowStart * lda;
+    ops[0].lda = lda;
+    ops[0].b[0] = B + g * strideB + (long)n0 * ldb;
+    ops[0].b[1] = nullptr;
+    ops[0].ldb = ldb;
+    float acc[1][4][4][4] = {};
+    mainloop<true, true, 1>(acc, ops[0], ops[0], 1, rows, N - n0, K, reinterpret_cast<__nv_bfloat16*>(smemRaw));
+    store_plain<4>(acc[0], C, ldc, cBf16, rowStart, rows, n0, N);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+moe_gg_swiglu_mma(const __nv_bfloat16* __restrict__ A, long lda,
+                  const __nv_bfloat16* __restrict__ W1, const __nv_bfloat16* __restrict__ W3,
+                  long strideW, long ldw, const int* __restrict__ offsets, int groups, int N, int K,
+                  void* __restrict__ C, long ldc, int cBf16,
+                  void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    int g, rowStart, rows;
+    if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
+    const int n0 = blockIdx.y * 64;
+    Operands ops[1];
+    ops[0].a = A + (long)rowStart * lda;
+    ops[0].lda = lda;
+    ops[0].b[0] = W1 + g * strideW + (long)n0 * ldw;
+    ops[0].b[1] = W3 + g * strideW + (long)n0 * ldw;
+    ops[0].ldb = ldw;
+    float acc[2][4][2][4] = {};
+    mainloop<true, true, 2>(acc, ops[0], ops[0], 1, rows, N - n0, K, reinterpret_cast<__nv_bfloat16*>(smemRaw));
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm0 = (warp >> 2) * 64, wn0 = (warp & 3) * 16;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = wm0 + i * 16 + (lane >> 2) + h * 8;
+            if (r >= rows) continue;
+            const long row = rowStart + r;
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const int n = n0 + wn0 + j * 8 + (lane & 3) * 2;
+                if (n >= N) continue;
+                const float g0 = acc[0][i][j][2 * h], g1 = acc[0][i][j][2 * h + 1];
+                const float u0 = acc[1][i][j][2 * h], u1 = acc[1][i][j][2 * h + 1];
+                if (cBf16) {
+                    // the backward sees the rounded G and U: compute H from the same values
+                    const __nv_bfloat162 gb = __floats2bfloat162_rn(g0, g1);
+                    const __nv_bfloat162 ub = __floats2bfloat162_rn(u0, u1);
+                    store2(C, row * ldc + n, true,
+                           silu(__low2float(gb)) * __low2float(ub), silu(__high2float(gb)) * __high2float(ub));
+                    if (Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Gsave) + row * ldgu + n) = gb;
+                    if (Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Usave) + row * ldgu + n) = ub;
+                } else {
+                    store2(C, row * ldc + n, false, silu(g0) * u0, silu(g1) * u1);
+                    if (Gsave) store2(Gsave, row * ldgu + n, false, g0, g1);
+                    if (Usave) store2(Usave, row * ldgu + n, false, u0, u1);
+                }
+            }
+        }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+moe_gg_dx_mma(const __nv_bfloat16* __restrict__ A1, long lda1, const __nv_bfloat16* __restrict__ B1,
+              const __nv_bfloat16* __restrict__ A2, long lda2, const __nv_bfloat16* __restrict__ B2,
+              long strideB, long ldb, const int* __restrict__ offsets, int groups, int N, int K,
+              void* __restrict__ C, long ldc, int cBf16) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    int g, rowStart, rows;
+    if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
+    const int n0 = blockIdx.y * 128;
+    Operands ops[2];
+    ops[0].a = A1 + (long)rowStart * lda1;
+    ops[0].lda = lda1;
+    ops[0].b[0] = B1 + g * strideB + n0;
+    ops[0].b[1] = nullptr;
+    ops[0].ldb = ldb;
+    const int pairs = A2 != nullptr ? 2 : 1;
+    ops[1].a = A2 != nullptr ? A2 + (long)rowStart * lda2 : nullptr;
+    ops[1].lda = lda2;
+    ops[1].b[0] = B2 != nullptr ? B2 + g * strideB + n0 : nullptr;
+    ops[1].b[1] = nullptr;
+    ops[1].ldb = ldb;
+    float acc[1][4][4][4] = {};
+    mainloop<true, false, 1>(acc, ops[0], ops[1], pairs, rows, N - n0, K, reinterpret_cast<__nv_bfloat16*>(smemRaw));
+    store_plain<4>(acc[0], C, ldc, cBf16, rowStart, rows, n0, N);
+}
+
+extern "C" __global__ void __launch_bounds__(256, 1)
+moe_gg_wgrad_mma(const __nv_bfloat16* __restrict__ A, long lda, const __nv_bfloat16* __restrict__ B, long ldb,
+                 const int* __restrict__ offsets, int groups, int M, int N,
+                 void* __restrict__ C, long strideC, long ldc, int cBf16) {
+    extern __shared__ __align__(128) unsigned char smemRaw[];
+    const int g = blockIdx.z;
+    if (g >= groups) return;
+    const int n0 = blockIdx.x * 128, m0 = blockIdx.y * 128;
+    const int r0 = offsets[g], kLen = offsets[g + 1] - r0;
+    Operands ops[1];
+    ops[0].a = A + (long)r0 * lda + m0;
+    ops[0].lda = lda;
+    ops[0].b[0] = B + (long)r0 * ldb + n0;
+    ops[0].b[1] = nullptr;
+    ops[0].ldb = ldb;
+    float acc[1][4][4][4] = {};
+    mainloop<false, false, 1>(acc, ops[0], ops[0], 1, M - m0, N - n0, kLen, reinterpret_cast<__nv_bfloat16*>(smemRaw));
+
+    // C_g rows are m (tile origin m0), columns n
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm0 = (warp >> 2) * 64, wn0 = (warp & 3) * 32;
+    char* Cg = reinterpret_cast<char*>(C) + (long)g * strideC * (cBf16 ? 2 : 4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int m = m0 + wm0 + i * 16 + (lane >> 2) + h * 8;
+            if (m >= M) continue;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const int n = n0 + wn0 + j * 8 + (lane & 3) * 2;
+                if (n < N) store2(Cg, (long)m * ldc + n, cBf16, acc[0][i][j][2 * h], acc[0][i][j][2 * h + 1]);
+            }
+        }
+}
+
+// SwiGLU backward, elementwise over rows x N (row-major with leading dimensions):
+//   s = sigmoid(G), dU = dH * G * s, dG = dH * U * s * (1 + G * (1 - s)); outputs bf16.
+//   dH dtype per dhBf16, G/U dtype per guBf16.
+extern "C" __global__ void __launch_bounds__(256)
+moe_swiglu_bwd(const void* __restrict__ dH, long ldh, int dhBf16,
+               const void* __restrict__ G, const void* __restrict__ U, long ldgu, int guBf16,
+               long rows, int N, __nv_bfloat16* __restrict__ dG, __nv_bfloat16* __restrict__ dU, long ldd) {
+    const long total = rows * N;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
+        const long r = i / N;
+        const int n = (int)(i - r * N);
+        const float dh = dhBf16 ? __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(dH)[r * ldh + n])
+                                : reinterpret_cast<const float*>(dH)[r * ldh + n];
+        float g, u;
+        if (guBf16) {
+            g = __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(G)[r * ldgu + n]);
+            u = __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(U)[r * ldgu + n]);
+        } else {
+            g = reinterpret_cast<const float*>(G)[r * ldgu + n];
+            u = reinterpret_cast<const float*>(U)[r * ldgu + n];
+        }
+        const float s = 1.0f / (1.0f + expf(-g));
+        dU[r * ldd + n] = __float2bfloat16_rn(dh * g * s);
+        dG[r * ldd + n] = __float2bfloat16_rn(dh * u * s * (1.0f + g * (1.0f - s)));
+    }
+}
+
+// Dynamic shared memory needed by a kernel kind: 0 fwd, 1 swiglu, 2 dx, 3 wgrad,
+// 4 fwd_wgmma, 5 swiglu_wgmma. A host-callable mirror lives in the Java launcher; this
+// device function exists so that the numbers are checked against the templates by
+// static_asserts below.
+static_assert(smem_bytes<true, true, 1>() == 61440, "fwd smem");
+static_assert(smem_bytes<true, true, 2>() == 61440, "swiglu smem");
+static_assert(smem_bytes<true, false, 1>() == 56832, "dx smem");
+static_assert(smem_bytes<false, false, 1>() == 52224, "wgrad smem");
