@@ -233,3 +233,140 @@ static_assert(smem_bytes<true, true, 1>() == 61440, "fwd smem");
 static_assert(smem_bytes<true, true, 2>() == 61440, "swiglu smem");
 static_assert(smem_bytes<true, false, 1>() == 56832, "dx smem");
 static_assert(smem_bytes<false, false, 1>() == 52224, "wgrad smem");
+
+// ---------------------------------------------------------------------------------------
+// Hopper path (sm_90a). Contract and launch shape: grouped_gemm_wgmma.cuh.
+// ---------------------------------------------------------------------------------------
+namespace {
+
+template <int NB>
+__device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtensorMap* tmB0, const CUtensorMap* tmB1,
+                                           const int* offsets, int groups, int N, int K,
+                                           void* C, long ldc, int cBf16, void* Gsave, void* Usave, long ldgu) {
+#if MOE_WGMMA_ENABLED
+    namespace W = moe_wg;
+    extern __shared__ __align__(1024) unsigned char smemDyn[];
+    __shared__ __align__(8) uint64_t full[W::STAGES];
+    __shared__ __align__(8) uint64_t empty[W::STAGES];
+    unsigned char* smem = smemDyn + ((1024u - (W::smem_u32(smemDyn) & 1023u)) & 1023u);
+
+    int g, rowStart, rows;
+    if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;  // uniform across the CTA
+    constexpr int BN = NB == 2 ? 64 : 128;
+    const int n0 = blockIdx.y * BN;
+    const int kTiles = (K + W::BK - 1) / W::BK;
+    const int wg = threadIdx.x / 128;
+
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int s = 0; s < W::STAGES; ++s) {
+            W::mbar_init(&full[s], 1);
+            W::mbar_init(&empty[s], 2);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        W::reg_dealloc<40>();
+        if (threadIdx.x == 0) {
+            for (int t = 0; t < kTiles; ++t) {
+                const int s = t % W::STAGES;
+                W::mbar_wait(&empty[s], ((t / W::STAGES) & 1) ^ 1);
+                W::mbar_expect_tx(&full[s], W::STAGE_BYTES);
+                unsigned char* sA = smem + s * W::STAGE_BYTES;
+                W::tma_load_2d(sA, tmA, &full[s], t * W::BK, rowStart);
+                W::tma_load_2d(sA + W::A_BYTES, tmB0, &full[s], t * W::BK, g * N + n0);
+                if (NB == 2) W::tma_load_2d(sA + W::A_BYTES + W::B_BYTES / 2, tmB1, &full[s], t * W::BK, g * N + n0);
+            }
+        }
+    } else {
+        W::reg_alloc<232>();
+        const int cw = wg - 1;                // consumer: CTA rows [cw*64, cw*64+64)
+        const int tid = threadIdx.x & 127;
+        float acc0[BN / 2];
+        float acc1[NB == 2 ? BN / 2 : 1];
+#pragma unroll
+        for (int i = 0; i < BN / 2; ++i) acc0[i] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < (NB == 2 ? BN / 2 : 1); ++i) acc1[i] = 0.0f;
+
+        for (int t = 0; t < kTiles; ++t) {
+            const int s = t % W::STAGES;
+            W::mbar_wait(&full[s], (t / W::STAGES) & 1);
+            const unsigned char* sA = smem + s * W::STAGE_BYTES + cw * 64 * 128;
+            const unsigned char* sB = smem + s * W::STAGE_BYTES + W::A_BYTES;
+            const uint64_t dA = W::make_desc(sA);
+            const uint64_t dB0 = W::make_desc(sB);
+            W::wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < W::BK / 16; ++kk) {
+                // +32 bytes along k inside the 128-byte swizzled row = +2 in the address field
+                if constexpr (NB == 1) {
+                    W::wgmma_m64n128k16(acc0, dA + 2 * kk, dB0 + 2 * kk, 1);
+                } else {
+                    const uint64_t dB1 = W::make_desc(sB + W::B_BYTES / 2);
+                    W::wgmma_m64n64k16(acc0, dA + 2 * kk, dB0 + 2 * kk, 1);
+                    W::wgmma_m64n64k16(acc1, dA + 2 * kk, dB1 + 2 * kk, 1);
+                }
+            }
+            W::wgmma_commit();
+            W::wgmma_wait<1>();  // the group of tile t-1 has finished reading its stage
+            if (t > 0 && tid == 0) W::mbar_arrive(&empty[(t - 1) % W::STAGES]);
+        }
+        W::wgmma_wait<0>();
+
+        const int w4 = tid >> 5, lane = tid & 31;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int r = cw * 64 + w4 * 16 + (lane >> 2) + 8 * h;
+            if (r >= rows) continue;
+            const long row = rowStart + r;
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+                const int n = n0 + j * 8 + (lane & 3) * 2;
+                if (n >= N) continue;
+                const float a0 = acc0[4 * j + 2 * h], a1 = acc0[4 * j + 2 * h + 1];
+                if constexpr (NB == 1) {
+                    store2(C, row * ldc + n, cBf16, a0, a1);
+                } else {
+                    const float u0 = acc1[4 * j + 2 * h], u1 = acc1[4 * j + 2 * h + 1];
+                    if (cBf16) {
+                        const __nv_bfloat162 gb = __floats2bfloat162_rn(a0, a1);
+                        const __nv_bfloat162 ub = __floats2bfloat162_rn(u0, u1);
+                        store2(C, row * ldc + n, true, silu(__low2float(gb)) * __low2float(ub),
+                               silu(__high2float(gb)) * __high2float(ub));
+                        if (Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Gsave) + row * ldgu + n) = gb;
+                        if (Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Usave) + row * ldgu + n) = ub;
+                    } else {
+                        store2(C, row * ldc + n, false, silu(a0) * u0, silu(a1) * u1);
+                        if (Gsave) store2(Gsave, row * ldgu + n, false, a0, a1);
+                        if (Usave) store2(Usave, row * ldgu + n, false, u0, u1);
+                    }
+                }
+            }
+        }
+    }
+#else
+    __trap();  // compute_90 PTX: the launcher selects the wgmma kernels only on sm_90a devices
+#endif
+}
+
+}  // namespace
+
+// C = A . B_g^T on Hopper. tmA over A [rows, K], tmB over B [groups*N, K] (box rows 128).
+extern "C" __global__ void __launch_bounds__(384, 1)
+moe_gg_fwd_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+                 const int* __restrict__ offsets, int groups, int N, int K,
+                 void* __restrict__ C, long ldc, int cBf16) {
+    wgmma_body<1>(&tmA, &tmB, &tmB, offsets, groups, N, K, C, ldc, cBf16, nullptr, nullptr, 0);
+}
+
+// H = silu(A . W1_g^T) * (A . W3_g^T) on Hopper. tmW1/tmW3 over [groups*N, K] (box rows 64).
+extern "C" __global__ void __launch_bounds__(384, 1)
+moe_gg_swiglu_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmW1,
+                    const __grid_constant__ CUtensorMap tmW3, const int* __restrict__ offsets, int groups,
+                    int N, int K, void* __restrict__ C, long ldc, int cBf16,
+                    void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
+    wgmma_body<2>(&tmA, &tmW1, &tmW3, offsets, groups, N, K, C, ldc, cBf16, Gsave, Usave, ldgu);
+}
