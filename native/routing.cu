@@ -1,23 +1,30 @@
-// moe4j routing kernels: token-choice top-k router forward/backward, load statistics,
-// auxiliary-loss helpers and the aux-loss-free expert-bias update.
+// moe4j routing kernels: the device side of org.moe4j.routing.RoutingKernels
+// (gateLogits, route, countTokens, dropOverCapacity, segmentStats, routeBackward, gateBackward)
+// plus the aux-loss-free expert-bias step.
 //
-// Contract (DESIGN.md section 2; must match the CPU RoutingKernels of moe-routing):
+// Contract (DESIGN.md section 2; matches moe-routing's CpuRoutingKernels, read that first):
 //   logits      [tokens, experts]  fp32 or bf16, row-major
-//   scores      [tokens, experts]  fp32 = softmax(logits) or sigmoid(logits)
+//   scores      [tokens, experts]  fp32 = softmax(logits) or sigmoid(logits); 0 for padding tokens
 //   choice      = scores + expertBias           (bias steers selection only)
 //   node-limited routing: experts split into `groups` contiguous groups; group score =
 //   sum of the two largest choice values in the group (TOP2_SUM) or the largest (MAX);
-//   the top `limitedGroups` groups are kept (ties -> lower group index); experts of the
-//   other groups count as -inf for selection.
-//   topkIdx     [tokens, topK]     int32; top-k of choice, ties -> lower expert index,
-//                                  in descending choice order; -1 for masked tokens
-//   topkWeights [tokens, topK]     fp32; scores[topkIdx]; if routeNorm: / (sum_k + 1e-20);
-//                                  then * routeScale; 0 for masked tokens
-//   tokensPerExpert [experts]      int32 histogram of topkIdx (skipping -1), accumulated with
-//                                  integer atomics (exact, order-free): caller zeroes it first.
+//   the top `limitedGroups` groups are kept (ties -> lower group index); only experts of
+//   kept groups are selectable.
+//   selected    [tokens, topK]     int32; top-k of choice in descending order, ties -> lower
+//                                  expert index; forceBalanced: (t*topK + k) mod experts;
+//                                  -1 for padding tokens
+//   topkWeights [tokens, topK]     fp32; scores[selected]; if routeNorm: / (sum_k + 1e-20) with the
+//                                  sum in k order; then * routeScale; 0 for padding tokens
+//   lse         [tokens]           logsumexp(logits) (0 for padding)
+//   A token whose logits hold NaN/Inf is reported through firstBad (integer atomicMin: the
+//   lowest such index) and its outputs are left unwritten, as on the CPU.
+//   Histograms use integer atomics only (exact, order-free); callers zero them first.
 //
 // Determinism: no floating-point atomics anywhere in this file. Every floating-point
-// reduction runs in a fixed order that depends only on the launch shape stated below.
+// reduction runs in a fixed order that depends only on the launch shape stated below. Sums
+// over k run serially in k order (bit-identical to the CPU); sums over experts use a warp
+// butterfly (within a few ulp of the CPU's vector sums; the CPU's exp is its own polynomial,
+// so scores agree to ~1e-7 relative, not bitwise).
 //
 // Launch shapes and limits (checked on the host by the Java launcher; kernels trust them):
 //   moe_router_fwd       block 128 threads (4 warps, one warp per token), grid ceil(tokens/4),
@@ -25,14 +32,14 @@
 //                        experts <= 2048, 1 <= topK <= min(32, experts), groups <= 32,
 //                        experts % groups == 0, 1 <= limitedGroups <= groups.
 //   moe_router_bwd       block 128 (one warp per token), grid ceil(tokens/4), dynamic shared
-//                        memory = 4 * 2 * experts * 4 bytes (above 48 KB, i.e. experts > 1536,
-//                        the launcher raises the kernel's dynamic shared-memory limit); topK <= 32.
-//   moe_router_logits    block (16,16), grid (ceil(experts/64), ceil(tokens/64)); fp32 math.
-//   moe_seq_histogram    block 256, grid ceil(tokens*topK/256), dynamic smem experts*4 when
-//                        seqLength >= tokens (single sequence), else 0.
-//   moe_row_sum          block 128 (warp per token), grid ceil(tokens/4).
-//   moe_score_colsum     block 128, grid (ceil(experts/128), numSeq).
-//   moe_aux_grad         block 128 (warp per token), grid ceil(tokens/4).
+//                        memory = 4 * experts * 4 bytes; topK <= 32, experts <= 2048.
+//   moe_fp32_gemm        block (16,16), grid (ceil(N/64), ceil(M/64)); fp32 math, fixed k order.
+//   moe_seq_histogram    block 256, grid ceil(tokens*topK/256), dynamic smem experts*4.
+//   moe_segment_partials block 256, grid segments * ceil(segmentLength/64), dynamic smem
+//                        experts*4 + 64*4 bytes; writes per-block partials.
+//   moe_segment_finish   block 128, grid (ceil(experts/128), segments).
+//   moe_capacity_drop    block 256, grid experts; uses the expert-major rowSrc and unpadded
+//                        expertOffsets of permute.cu's layout kernels (align = 1).
 //   moe_expert_bias_update  block 1, thread 1 (experts is small; serial = CPU order).
 
 #include <cuda_bf16.h>
@@ -81,22 +88,27 @@ __device__ __forceinline__ void warp_argmax(float& v, int& i) {
 
 }  // namespace
 
-// Fused router forward. See the contract above. Pointers marked (nullable) may be 0.
-//   logits: [tokens, experts] fp32 (logitsBf16=0) or bf16 (logitsBf16=1)
-//   expertBias (nullable): [experts] fp32
-//   tokenMask (nullable): [tokens] int32, 0 = padding token (gets -1 / 0)
+
+// route(): scores, (biased, node-limited) top-k selection and weights; see the contract above.
+//   logits [tokens, experts] fp32 (logitsBf16 = 0) or bf16 (1)
+//   expertBias (nullable) [experts] fp32
+//   paddingMask (nullable) [tokens] int32, 0 = padding token
 //   scoreFn: 0 softmax, 1 sigmoid;  groupScore: 0 TOP2_SUM, 1 MAX
 //   groups <= 1 or limitedGroups >= groups disables the group mask
-//   scoresOut (nullable): [tokens, experts] fp32
-//   tokensPerExpert (nullable): [experts] int32, zeroed by the caller
+//   scores [tokens, experts] fp32, selected/topkWeights [tokens, topK]
+//   lse (nullable) [tokens] fp32
+//   tokensPerExpert (nullable) [experts] int32, zeroed by the caller
+//   firstBad (nullable) int32 scalar, set to INT_MAX by the caller; receives the lowest token
+//   index with non-finite logits
 extern "C" __global__ void __launch_bounds__(128)
 moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
-               const float* __restrict__ expertBias, const int* __restrict__ tokenMask,
+               const float* __restrict__ expertBias, const int* __restrict__ paddingMask,
                int tokens, int experts, int topK, int scoreFn,
                int groups, int limitedGroups, int groupScore,
-               int routeNorm, float routeScale,
-               float* __restrict__ scoresOut, int* __restrict__ topkIdx,
-               float* __restrict__ topkWeights, int* __restrict__ tokensPerExpert) {
+               int routeNorm, float routeScale, int forceBalanced,
+               float* __restrict__ scores, int* __restrict__ selected,
+               float* __restrict__ topkWeights, float* __restrict__ lse,
+               int* __restrict__ tokensPerExpert, int* __restrict__ firstBad) {
     extern __shared__ float smem[];
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
@@ -111,39 +123,51 @@ moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
     __syncthreads();
 
     const int t = blockIdx.x * MOE_ROUTER_WARPS + warp;
-    if (t < tokens) {
-        const long row = (long)t * experts;
-        // 1-2. scores
-        if (scoreFn == 0) {
-            float m = -INFINITY;
-            for (int e = lane; e < experts; e += 32) {
-                float x = load_logit(logits, row + e, logitsBf16);
-                sScore[e] = x;
-                m = fmaxf(m, x);
-            }
-            m = warp_max(m);
-            float s = 0.0f;
-            for (int e = lane; e < experts; e += 32) {
-                float x = expf(sScore[e] - m);
-                sScore[e] = x;
-                s = __fadd_rn(s, x);
-            }
-            s = warp_sum(s);
-            for (int e = lane; e < experts; e += 32) sScore[e] = __fdiv_rn(sScore[e], s);
-        } else {
-            for (int e = lane; e < experts; e += 32) {
-                float x = load_logit(logits, row + e, logitsBf16);
-                sScore[e] = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-x)));
-            }
+    const long row = (long)t * experts;
+    const bool padding = t < tokens && paddingMask != nullptr && paddingMask[t] == 0;
+    if (t < tokens && padding) {
+        for (int e = lane; e < experts; e += 32) scores[row + e] = 0.0f;
+        if (lane < topK) {
+            selected[(long)t * topK + lane] = -1;
+            topkWeights[(long)t * topK + lane] = 0.0f;
         }
+        if (lse && lane == 0) lse[t] = 0.0f;
+    }
+    bool finite = true;
+    if (t < tokens && !padding) {
+        float m = -INFINITY;
+        for (int e = lane; e < experts; e += 32) {
+            float x = load_logit(logits, row + e, logitsBf16);
+            finite = finite && isfinite(x);
+            sScore[e] = x;
+            m = fmaxf(m, x);
+        }
+        finite = __all_sync(0xffffffffu, finite);
+        if (!finite && lane == 0 && firstBad) atomicMin(firstBad, t);
+    }
+    if (t < tokens && !padding && finite) {
+        // 1-2. scores (and logsumexp)
+        float m = -INFINITY;
+        for (int e = lane; e < experts; e += 32) m = fmaxf(m, sScore[e]);
+        m = warp_max(m);
+        if (scoreFn == 0 || lse) {
+            float sum = 0.0f;
+            for (int e = lane; e < experts; e += 32) sum = __fadd_rn(sum, expf(sScore[e] - m));
+            sum = warp_sum(sum);
+            if (lse && lane == 0) lse[t] = m + logf(sum);
+            if (scoreFn == 0)
+                for (int e = lane; e < experts; e += 32) sScore[e] = __fdiv_rn(expf(sScore[e] - m), sum);
+        }
+        if (scoreFn != 0)
+            for (int e = lane; e < experts; e += 32)
+                sScore[e] = __fdiv_rn(1.0f, __fadd_rn(expf(-sScore[e]), 1.0f));
         __syncwarp();
-        if (scoresOut)
-            for (int e = lane; e < experts; e += 32) scoresOut[row + e] = sScore[e];
+        for (int e = lane; e < experts; e += 32) scores[row + e] = sScore[e];
 
         // 4. node-limited group mask (bit g set = group g kept)
         unsigned kept = 0xffffffffu;
         int perGroup = experts;
-        if (groups > 1 && limitedGroups < groups) {
+        if (!forceBalanced && groups > 1 && limitedGroups < groups) {
             perGroup = experts / groups;
             float gs = -INFINITY;
             int gi = -1;
@@ -166,42 +190,38 @@ moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
             }
         }
 
-        // 5. top-k over choice; selected[j] bit = expert lane + 32*j already taken
-        uint64_t selected = 0;
-        const bool valid = tokenMask == nullptr || tokenMask[t] != 0;
+        // 5. top-k over choice; bit j of `taken` = expert lane + 32*j already selected
+        uint64_t taken = 0;
         int myIdx = -1;
         float myW = 0.0f;
         for (int k = 0; k < topK; ++k) {
-            float bv = -INFINITY;
             int bi = -1;
-            int j = 0;
-            for (int e = lane; e < experts; e += 32, ++j) {
-                if ((selected >> j) & 1ull) continue;
-                float c = ((kept >> (e / perGroup)) & 1u) ? __fadd_rn(sScore[e], sBias[e]) : -INFINITY;
-                if (better(c, e, bv, bi)) { bv = c; bi = e; }
+            if (forceBalanced) {
+                bi = (int)(((long)t * topK + k) % experts);
+            } else {
+                float bv = -INFINITY;
+                int j = 0;
+                for (int e = lane; e < experts; e += 32, ++j) {
+                    if ((taken >> j) & 1ull) continue;
+                    if (!((kept >> (e / perGroup)) & 1u)) continue;
+                    float c = __fadd_rn(sScore[e], sBias[e]);
+                    if (better(c, e, bv, bi)) { bv = c; bi = e; }
+                }
+                warp_argmax(bv, bi);
+                if (bi >= 0 && (bi & 31) == lane) taken |= 1ull << (bi >> 5);
             }
-            warp_argmax(bv, bi);
-            if (bi >= 0 && (bi & 31) == lane) selected |= 1ull << (bi >> 5);
             if (lane == k) { myIdx = bi; myW = bi >= 0 ? sScore[bi] : 0.0f; }
         }
         // 6. weights: sum in k order (every lane computes the same serial sum)
-        float denom = 1.0f;
-        if (routeNorm) {
-            float s = 0.0f;
-            for (int k = 0; k < topK; ++k) s = __fadd_rn(s, __shfl_sync(0xffffffffu, myW, k));
-            denom = __fadd_rn(s, 1e-20f);
-        }
+        float s = 0.0f;
+        for (int k = 0; k < topK; ++k) s = __fadd_rn(s, __shfl_sync(0xffffffffu, myW, k));
+        const float denom = __fadd_rn(s, 1e-20f);
         if (lane < topK) {
             const long o = (long)t * topK + lane;
-            if (valid) {
-                float w = routeNorm ? __fdiv_rn(myW, denom) : myW;
-                topkWeights[o] = __fmul_rn(w, routeScale);
-                topkIdx[o] = myIdx;
-                if (tokensPerExpert && myIdx >= 0) atomicAdd(&sHist[myIdx], 1);
-            } else {
-                topkWeights[o] = 0.0f;
-                topkIdx[o] = -1;
-            }
+            const float w = routeNorm ? __fdiv_rn(myW, denom) : myW;
+            topkWeights[o] = __fmul_rn(w, routeScale);
+            selected[o] = myIdx;
+            if (tokensPerExpert && myIdx >= 0) atomicAdd(&sHist[myIdx], 1);
         }
     }
     __syncthreads();
@@ -213,145 +233,146 @@ moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
     }
 }
 
-// Router backward: dLogits from dTopkWeights (+ optional aux terms).
-//   scores [tokens, experts] fp32 (saved from forward); topkIdx, dTopkWeights [tokens, topK]
-//   dScoresExtra (nullable): [tokens, experts] fp32 gradient w.r.t. scores from auxiliary
-//     losses (see moe_aux_grad), added before the score -> logit step
-//   zLogits (nullable): [tokens, experts] logits (fp32 or bf16 per zLogitsBf16); the z-loss
-//     term dLogits += zScale * lse(logits_t) * softmax(logits_t) is added when zScale != 0.
-//     For scoreFn == softmax zLogits may be null (softmax(logits) == scores).
-//     zScale = 2 * zCoeff / tokens for z = zCoeff * mean_t lse_t^2.
-//   dLogits [tokens, experts] fp32 (fully written)
-// weights w_k = scale * s_k / (S + 1e-20) (routeNorm) or scale * s_k:
-//   dS_j = scale * (dW_j / (S+eps) - sum_k dW_k s_k / (S+eps)^2)   or scale * dW_j.
-// softmax: dL_e = s_e * (dS_e - sum_j s_j dS_j);  sigmoid: dL_e = dS_e * s_e * (1 - s_e).
+// routeBackward(): dLogits for every token (0 for padding tokens, i.e. selected[t,0] < 0).
+//   logits (nullable unless zGrad != 0) [tokens, experts] fp32; scores [tokens, experts]
+//   selected (before capacity drops), topkIdx (after drops) [tokens, topK]
+//   dTopkWeights (nullable) [tokens, topK]: g_k = kept ? dW_k * routeScale : 0;
+//     routeNorm: S = sum_k s[sel_k], dot = sum_k g_k s[sel_k] (k order), den = S + 1e-20,
+//     dS[sel_k] += g_k / den - dot / (den * den); else dS[sel_k] += g_k
+//   auxGrad (nullable) [segments, experts] = dLoss/dp, segment = t / auxSegmentLength;
+//     softmax: dS = auxGrad; sigmoid (p = s / sum s): dS = (auxGrad - <auxGrad, p>) / sum s
+//   through the score function: sigmoid dL = dS * (s * (1 - s)); softmax dL = s * (dS - <dS, s>)
+//   z-loss: dL += (zGrad * lse[t]) * exp(logits - lse[t])
 extern "C" __global__ void __launch_bounds__(128)
-moe_router_bwd(const float* __restrict__ scores, const int* __restrict__ topkIdx,
-               const float* __restrict__ dTopkWeights,
+moe_router_bwd(const float* __restrict__ logits, const float* __restrict__ scores,
+               const int* __restrict__ selected, const int* __restrict__ topkIdx,
+               const float* __restrict__ dTopkWeights, const float* __restrict__ auxGrad, int auxSegmentLength,
+               const float* __restrict__ lse, float zGrad,
                int tokens, int experts, int topK, int scoreFn, int routeNorm, float routeScale,
-               const float* __restrict__ dScoresExtra,
-               const void* __restrict__ zLogits, int zLogitsBf16, float zScale,
                float* __restrict__ dLogits) {
     extern __shared__ float smem[];
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
-    float* sDs = smem + warp * experts * 2;  // [experts] dScores
-    float* sZ = sDs + experts;               // [experts] softmax(zLogits) scratch
+    float* sDs = smem + warp * experts;  // [experts] dScores
     const int t = blockIdx.x * MOE_ROUTER_WARPS + warp;
     if (t >= tokens) return;
     const long row = (long)t * experts;
+    const long slot = (long)t * topK;
+    if (selected[slot] < 0) {
+        for (int e = lane; e < experts; e += 32) dLogits[row + e] = 0.0f;
+        return;
+    }
 
-    for (int e = lane; e < experts; e += 32) sDs[e] = dScoresExtra ? dScoresExtra[row + e] : 0.0f;
+    // balance-loss path
+    if (auxGrad) {
+        const float* a = auxGrad + (long)(t / auxSegmentLength) * experts;
+        if (scoreFn == 0) {
+            for (int e = lane; e < experts; e += 32) sDs[e] = a[e];
+        } else {
+            float sum = 0.0f;
+            for (int e = lane; e < experts; e += 32) sum = __fadd_rn(sum, scores[row + e]);
+            sum = warp_sum(sum);
+            float dot = 0.0f;
+            for (int e = lane; e < experts; e += 32)
+                dot = __fadd_rn(dot, __fmul_rn(a[e], __fdiv_rn(scores[row + e], sum)));
+            dot = warp_sum(dot);
+            for (int e = lane; e < experts; e += 32) sDs[e] = __fdiv_rn(__fsub_rn(a[e], dot), sum);
+        }
+    } else {
+        for (int e = lane; e < experts; e += 32) sDs[e] = 0.0f;
+    }
     __syncwarp();
 
-    // gradient through the weight normalisation, selected experts only
-    int idx = -1;
-    float s = 0.0f, dw = 0.0f;
-    if (lane < topK) {
-        idx = topkIdx[(long)t * topK + lane];
-        if (idx >= 0) {
-            s = scores[row + idx];
-            dw = dTopkWeights[(long)t * topK + lane];
+    // top-k weight path (selected experts are distinct: lanes update distinct entries)
+    if (dTopkWeights) {
+        int e = -1;
+        float s = 0.0f, g = 0.0f;
+        if (lane < topK) {
+            e = selected[slot + lane];
+            s = scores[row + e];
+            g = topkIdx[slot + lane] >= 0 ? __fmul_rn(dTopkWeights[slot + lane], routeScale) : 0.0f;
         }
-    }
-    float g;
-    if (routeNorm) {
-        float S = 0.0f, dot = 0.0f;
+        float sum = 0.0f, dot = 0.0f;
         for (int k = 0; k < topK; ++k) {
-            S = __fadd_rn(S, __shfl_sync(0xffffffffu, s, k));
-            dot = __fadd_rn(dot, __fmul_rn(__shfl_sync(0xffffffffu, dw, k), __shfl_sync(0xffffffffu, s, k)));
+            const float sk = __shfl_sync(0xffffffffu, s, k);
+            sum = __fadd_rn(sum, sk);
+            dot = __fadd_rn(dot, __fmul_rn(__shfl_sync(0xffffffffu, g, k), sk));
         }
-        const float den = __fadd_rn(S, 1e-20f);
-        g = __fmul_rn(routeScale, __fsub_rn(__fdiv_rn(dw, den), __fdiv_rn(dot, __fmul_rn(den, den))));
-    } else {
-        g = __fmul_rn(routeScale, dw);
-    }
-    // experts are distinct within a token, so plain adds in k order are race free
-    for (int k = 0; k < topK; ++k) {
-        int e = __shfl_sync(0xffffffffu, idx, k);
-        float gk = __shfl_sync(0xffffffffu, g, k);
-        if (lane == 0 && e >= 0) sDs[e] = __fadd_rn(sDs[e], gk);
-        __syncwarp();
-    }
-
-    // z-loss softmax(logits) and logsumexp
-    const bool z = zScale != 0.0f;
-    float zlse = 0.0f;
-    if (z) {
-        if (zLogits) {
-            float m = -INFINITY;
-            for (int e = lane; e < experts; e += 32) {
-                float x = load_logit(zLogits, row + e, zLogitsBf16);
-                sZ[e] = x;
-                m = fmaxf(m, x);
+        if (lane < topK) {
+            float add;
+            if (routeNorm) {
+                const float den = __fadd_rn(sum, 1e-20f);
+                const float corr = __fdiv_rn(dot, __fmul_rn(den, den));
+                add = __fsub_rn(__fdiv_rn(g, den), corr);
+            } else {
+                add = g;
             }
-            m = warp_max(m);
-            float sum = 0.0f;
-            for (int e = lane; e < experts; e += 32) {
-                float x = expf(sZ[e] - m);
-                sZ[e] = x;
-                sum = __fadd_rn(sum, x);
-            }
-            sum = warp_sum(sum);
-            zlse = m + logf(sum);
-            for (int e = lane; e < experts; e += 32) sZ[e] = __fdiv_rn(sZ[e], sum);
+            sDs[e] = __fadd_rn(sDs[e], add);
         }
         __syncwarp();
     }
 
+    // through the score function, then the z-loss
+    float dot = 0.0f;
     if (scoreFn == 0) {
-        float dot = 0.0f;
-        for (int e = lane; e < experts; e += 32) dot = fmaf(scores[row + e], sDs[e], dot);
+        for (int e = lane; e < experts; e += 32) dot = __fadd_rn(dot, __fmul_rn(sDs[e], scores[row + e]));
         dot = warp_sum(dot);
-        for (int e = lane; e < experts; e += 32) {
-            float se = scores[row + e];
-            float v = __fmul_rn(se, __fsub_rn(sDs[e], dot));
-            if (z) v = fmaf(zScale * zlse, zLogits ? sZ[e] : se, v);
-            dLogits[row + e] = v;
-        }
-    } else {
-        for (int e = lane; e < experts; e += 32) {
-            float se = scores[row + e];
-            float v = __fmul_rn(sDs[e], __fmul_rn(se, __fsub_rn(1.0f, se)));
-            if (z && zLogits) v = fmaf(zScale * zlse, sZ[e], v);
-            dLogits[row + e] = v;
-        }
+    }
+    const float zc = zGrad != 0.0f ? __fmul_rn(zGrad, lse[t]) : 0.0f;
+    const float lt = zGrad != 0.0f ? lse[t] : 0.0f;
+    for (int e = lane; e < experts; e += 32) {
+        const float se = scores[row + e];
+        float v = scoreFn == 0 ? __fmul_rn(se, __fsub_rn(sDs[e], dot))
+                               : __fmul_rn(sDs[e], __fmul_rn(se, __fsub_rn(1.0f, se)));
+        if (zGrad != 0.0f) v = fmaf(expf(logits[row + e] - lt), zc, v);
+        dLogits[row + e] = v;
     }
 }
 
-// Gate projection logits = x . Wg^T in fp32 (x fp32 or bf16, Wg fp32 or bf16), fixed k order.
-//   x [tokens, hidden], gate [experts, hidden], logits [tokens, experts] fp32.
+// Small fp32 GEMM with strided operands (fixed k order, fp32 FMA accumulation):
+//   C[m, n] = sum_k A[m*aRs + k*aKs] * B[n*bNs + k*bKs], C row-major [M, N] (ldc = N).
+// A and B are fp32 or bf16 (aBf16/bBf16). Used for the gate projection and its backward:
+//   gateLogits:  A = x [T,H] (aRs=H, aKs=1), B = Wg [E,H] (bNs=H, bKs=1), M=T, N=E, K=H
+//   dX:          A = dLogits [T,E] (E, 1), B = Wg read as (n=h, k=e): (1, H), M=T, N=H, K=E
+//   dGate:       A = dLogits read as (m=e, k=t): (1, E), B = x as (n=h, k=t): (1, H), M=E, N=H, K=T
 // 64x64 output tile per block of 16x16 threads, 4x4 outputs per thread, k tile 16.
 extern "C" __global__ void __launch_bounds__(256)
-moe_router_logits(const void* __restrict__ x, int xBf16, const void* __restrict__ gate, int gateBf16,
-                  int tokens, int hidden, int experts, float* __restrict__ logits) {
-    __shared__ float sx[16][64 + 1];
-    __shared__ float sg[16][64 + 1];
+moe_fp32_gemm(const void* __restrict__ A, int aBf16, long aRs, long aKs,
+              const void* __restrict__ B, int bBf16, long bNs, long bKs,
+              int M, int N, int K, float* __restrict__ C) {
+    __shared__ float sa[16][64 + 1];
+    __shared__ float sb[16][64 + 1];
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int tid = ty * 16 + tx;
-    const int t0 = blockIdx.y * 64, e0 = blockIdx.x * 64;
+    const int m0 = blockIdx.y * 64, n0 = blockIdx.x * 64;
+    // unit-stride operand along k: threads walk k fastest; otherwise along m/n (coalescing)
+    const bool aKfast = aKs == 1, bKfast = bKs == 1;
     float acc[4][4];
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-    for (int k0 = 0; k0 < hidden; k0 += 16) {
+    for (int k0 = 0; k0 < K; k0 += 16) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-            int li = tid + r * 256;      // 0..1023 over a 64x16 tile
-            int m = li >> 4, kk = li & 15;
-            int gt = t0 + m, ge = e0 + m, gk = k0 + kk;
-            sx[kk][m] = (gt < tokens && gk < hidden) ? load_logit(x, (long)gt * hidden + gk, xBf16) : 0.0f;
-            sg[kk][m] = (ge < experts && gk < hidden) ? load_logit(gate, (long)ge * hidden + gk, gateBf16) : 0.0f;
+            const int li = tid + r * 256;  // 0..1023 over a 64x16 tile
+            int m = aKfast ? li >> 4 : li & 63, kk = aKfast ? li & 15 : li >> 6;
+            int gm = m0 + m, gk = k0 + kk;
+            sa[kk][m] = (gm < M && gk < K) ? load_logit(A, gm * aRs + gk * aKs, aBf16) : 0.0f;
+            int n = bKfast ? li >> 4 : li & 63;
+            kk = bKfast ? li & 15 : li >> 6;
+            int gn = n0 + n;
+            gk = k0 + kk;
+            sb[kk][n] = (gn < N && gk < K) ? load_logit(B, gn * bNs + gk * bKs, bBf16) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < 16; ++kk) {
             float a[4], b[4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) a[i] = sx[kk][ty + 16 * i];
+            for (int i = 0; i < 4; ++i) a[i] = sa[kk][ty + 16 * i];
 #pragma unroll
-            for (int j = 0; j < 4; ++j) b[j] = sg[kk][tx + 16 * j];
+            for (int j = 0; j < 4; ++j) b[j] = sb[kk][tx + 16 * j];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -363,120 +384,184 @@ moe_router_logits(const void* __restrict__ x, int xBf16, const void* __restrict_
     for (int i = 0; i < 4; ++i)
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-            int t = t0 + ty + 16 * i, e = e0 + tx + 16 * j;
-            if (t < tokens && e < experts) logits[(long)t * experts + e] = acc[i][j];
+            int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < M && n < N) C[(long)m * N + n] = acc[i][j];
         }
 }
 
-// Per-sequence histogram of topkIdx: counts[(t / seqLength) * experts + e] += 1 (skips -1).
-// counts [numSeq, experts] int32 zeroed by the caller; seqLength >= tokens gives the global
-// tokens-per-expert histogram (then a shared-memory pre-count is used).
+// countTokens(): counts[e] += number of entries equal to e in topkIdx (skips -1 and ids out of
+// range). counts [experts] int32 zeroed by the caller.
 extern "C" __global__ void __launch_bounds__(256)
-moe_seq_histogram(const int* __restrict__ topkIdx, int tokens, int topK, int experts,
-                  int seqLength, int* __restrict__ counts) {
+moe_seq_histogram(const int* __restrict__ topkIdx, long n, int experts, int* __restrict__ counts) {
     extern __shared__ int sCount[];
-    const bool single = seqLength >= tokens;
-    if (single) {
-        for (int e = threadIdx.x; e < experts; e += blockDim.x) sCount[e] = 0;
-        __syncthreads();
-    }
-    const long n = (long)tokens * topK;
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) sCount[e] = 0;
+    __syncthreads();
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) {
         int e = topkIdx[i];
-        if (e >= 0 && e < experts) {
-            if (single) atomicAdd(&sCount[e], 1);
-            else atomicAdd(&counts[(long)((i / topK) / seqLength) * experts + e], 1);
+        if (e >= 0 && e < experts) atomicAdd(&sCount[e], 1);
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < experts; e += blockDim.x)
+        if (sCount[e]) atomicAdd(&counts[e], sCount[e]);
+}
+
+#define MOE_SEG_BLOCK 64
+
+// segmentStats() stage 1. Segment s covers tokens [s*L, min(tokens, (s+1)*L)); each CTA takes
+// the 64-token block b of segment s (grid = segments * blocksPerSegment, blocksPerSegment =
+// ceil(L / 64)) and writes, over its valid tokens (selected[t,0] >= 0), in token order:
+//   probPart [cta, experts] double: sum of p[t,e] (score; sigmoid: score / sum_e score with the
+//                                   per-token sum serial in expert order, as on the CPU)
+//   countPart [cta, experts] int:   assignments to e
+//   validPart [cta] int, lsePart [cta] double (sum of lse^2; lse nullable)
+extern "C" __global__ void __launch_bounds__(256)
+moe_segment_partials(const float* __restrict__ scores, const int* __restrict__ selected,
+                     const float* __restrict__ lse, int tokens, int experts, int topK, int sigmoid,
+                     int segmentLength, int blocksPerSegment,
+                     double* __restrict__ probPart, int* __restrict__ countPart,
+                     int* __restrict__ validPart, double* __restrict__ lsePart) {
+    extern __shared__ int sCount[];  // [experts] then float sRowSum[64]
+    float* sRowSum = reinterpret_cast<float*>(sCount + experts);
+    const int seg = blockIdx.x / blocksPerSegment, blk = blockIdx.x % blocksPerSegment;
+    const int tBegin = seg * segmentLength + blk * MOE_SEG_BLOCK;
+    const int tEnd = min(min(tokens, (seg + 1) * segmentLength), tBegin + MOE_SEG_BLOCK);
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) sCount[e] = 0;
+    if (threadIdx.x < MOE_SEG_BLOCK) {
+        const int t = tBegin + threadIdx.x;
+        float sum = 1.0f;
+        if (sigmoid && t < tEnd) {
+            sum = 0.0f;
+            for (int e = 0; e < experts; ++e) sum = __fadd_rn(sum, scores[(long)t * experts + e]);
+        }
+        sRowSum[threadIdx.x] = sum;
+    }
+    __syncthreads();
+    for (long i = (long)tBegin * topK + threadIdx.x; i < (long)tEnd * topK; i += blockDim.x) {
+        const long t = i / topK;
+        if (selected[t * topK] >= 0) {
+            const int e = selected[i];
+            if (e >= 0 && e < experts) atomicAdd(&sCount[e], 1);
         }
     }
-    if (single) {
-        __syncthreads();
-        for (int e = threadIdx.x; e < experts; e += blockDim.x)
-            if (sCount[e]) atomicAdd(&counts[e], sCount[e]);
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+        double acc = 0.0;
+        for (int t = tBegin; t < tEnd; ++t) {
+            if (selected[(long)t * topK] < 0) continue;
+            const float s = scores[(long)t * experts + e];
+            acc += (double)(sigmoid ? __fdiv_rn(s, sRowSum[t - tBegin]) : s);
+        }
+        probPart[(long)blockIdx.x * experts + e] = acc;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) countPart[(long)blockIdx.x * experts + e] = sCount[e];
+    if (threadIdx.x == 0) {
+        int valid = 0;
+        double l2 = 0.0;
+        for (int t = tBegin; t < tEnd; ++t) {
+            if (selected[(long)t * topK] < 0) continue;
+            ++valid;
+            if (lse) {
+                const double l = lse[t];
+                l2 += l * l;
+            }
+        }
+        validPart[blockIdx.x] = valid;
+        lsePart[blockIdx.x] = l2;
     }
 }
 
-// rowSum[t] = sum_e scores[t, e] (butterfly order, fixed).
+// segmentStats() stage 2: sums the partials of each segment in block order.
+//   probSum [segments, experts] fp32, counts [segments, experts] int32,
+//   valid [segments] int32, lseSq [segments] fp32.
 extern "C" __global__ void __launch_bounds__(128)
-moe_row_sum(const float* __restrict__ scores, int tokens, int experts, float* __restrict__ rowSum) {
-    const int t = blockIdx.x * MOE_ROUTER_WARPS + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
-    if (t >= tokens) return;
-    float s = 0.0f;
-    for (int e = lane; e < experts; e += 32) s = __fadd_rn(s, scores[(long)t * experts + e]);
-    s = warp_sum(s);
-    if (lane == 0) rowSum[t] = s;
-}
-
-// colSum[q, e] = sum over tokens t of sequence q (in token order) of scores[t,e] / rowSum[t]
-// (rowSum nullable = no normalisation). Deterministic: one thread per (q, e), serial over t.
-extern "C" __global__ void __launch_bounds__(128)
-moe_score_colsum(const float* __restrict__ scores, const float* __restrict__ rowSum,
-                 int tokens, int experts, int seqLength, float* __restrict__ colSum) {
+moe_segment_finish(const double* __restrict__ probPart, const int* __restrict__ countPart,
+                   const int* __restrict__ validPart, const double* __restrict__ lsePart,
+                   int experts, int blocksPerSegment,
+                   float* __restrict__ probSum, int* __restrict__ counts,
+                   int* __restrict__ valid, float* __restrict__ lseSq) {
+    const int seg = blockIdx.y;
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
-    const int q = blockIdx.y;
-    if (e >= experts) return;
-    const int tEnd = min(tokens, (q + 1) * seqLength);
-    float s = 0.0f;
-    for (int t = q * seqLength; t < tEnd; ++t) {
-        float v = scores[(long)t * experts + e];
-        if (rowSum) v = __fdiv_rn(v, __fadd_rn(rowSum[t], 1e-20f));
-        s = __fadd_rn(s, v);
+    const long b0 = (long)seg * blocksPerSegment;
+    if (e < experts) {
+        double acc = 0.0;
+        int c = 0;
+        for (int b = 0; b < blocksPerSegment; ++b) {
+            acc += probPart[(b0 + b) * experts + e];
+            c += countPart[(b0 + b) * experts + e];
+        }
+        probSum[(long)seg * experts + e] = (float)acc;
+        counts[(long)seg * experts + e] = c;
     }
-    colSum[(long)q * experts + e] = s;
-}
-
-// Auxiliary balance-loss gradient w.r.t. scores, accumulated into dScores (+=).
-// With c = coefScale * counts[t / seqLength, :] (a loss sum_e c_e * P_e, P_e built from the
-// scores of the tokens in the sequence):
-//   normalize == 0:  dScores[t, e] += c_e
-//   normalize != 0:  s' = s / (sum_j s_j + 1e-20);  dScores[t, e] += (c_e - sum_j c_j s'_j) / (sum_j s_j + 1e-20)
-// Switch loss: seqLength = tokens. DeepSeek-V3 sequence loss: normalize = 1.
-extern "C" __global__ void __launch_bounds__(128)
-moe_aux_grad(const float* __restrict__ scores, const int* __restrict__ counts, float coefScale,
-             int tokens, int experts, int seqLength, int normalize, float* __restrict__ dScores) {
-    const int t = blockIdx.x * MOE_ROUTER_WARPS + (threadIdx.x >> 5);
-    const int lane = threadIdx.x & 31;
-    if (t >= tokens) return;
-    const long row = (long)t * experts;
-    const int* cnt = counts + (long)(t / seqLength) * experts;
-    if (!normalize) {
-        for (int e = lane; e < experts; e += 32)
-            dScores[row + e] = __fadd_rn(dScores[row + e], __fmul_rn(coefScale, (float)cnt[e]));
-        return;
-    }
-    float S = 0.0f, dot = 0.0f;
-    for (int e = lane; e < experts; e += 32) {
-        float s = scores[row + e];
-        S = __fadd_rn(S, s);
-        dot = fmaf(__fmul_rn(coefScale, (float)cnt[e]), s, dot);
-    }
-    S = __fadd_rn(warp_sum(S), 1e-20f);
-    dot = __fdiv_rn(warp_sum(dot), S);
-    for (int e = lane; e < experts; e += 32) {
-        float c = __fmul_rn(coefScale, (float)cnt[e]);
-        dScores[row + e] = __fadd_rn(dScores[row + e], __fdiv_rn(__fsub_rn(c, dot), S));
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        double l2 = 0.0;
+        int v = 0;
+        for (int b = 0; b < blocksPerSegment; ++b) {
+            l2 += lsePart[b0 + b];
+            v += validPart[b0 + b];
+        }
+        valid[seg] = v;
+        lseSq[seg] = (float)l2;
     }
 }
 
-// Aux-loss-free balancing: bias[e] += coeff * sign(mean(load) - load[e]); then, if centre != 0,
-// bias -= mean(bias). sign() is evaluated exactly in integers (sum(load) - experts * load[e]);
-// the mean of the bias is a serial fp32 sum in expert order (the CPU order). One thread.
-extern "C" __global__ void moe_expert_bias_update(const int* __restrict__ load, int experts,
+// dropOverCapacity(): one CTA per expert e. Its assignments are rows [offsets[e], offsets[e+1])
+// of the expert-major, token-ordered layout (rowSrc = flat slot t*topK+k; permute.cu with
+// align = 1). When more than `capacity`: BY_POSITION (policy 1) drops the rows past capacity;
+// BY_SCORE (policy 0) drops those whose rank by (score desc, slot asc) is >= capacity (rank by
+// counting, O(n_e^2) per expert). Dropped slots: topkIdx = -1, topkWeights = 0 (topkIdx holds
+// a copy of `selected` on entry). dropped (int64) += number of dropped slots (integer atomic).
+extern "C" __global__ void __launch_bounds__(256)
+moe_capacity_drop(const int* __restrict__ rowSrc, const int* __restrict__ offsets,
+                  const float* __restrict__ scores, int topK, int experts, int capacity, int policy,
+                  int* __restrict__ topkIdx, float* __restrict__ topkWeights,
+                  unsigned long long* __restrict__ dropped) {
+    const int e = blockIdx.x;
+    const int begin = offsets[e], n = offsets[e + 1] - begin;
+    if (n <= capacity) return;
+    unsigned long long mine = 0;
+    for (int q = threadIdx.x; q < n; q += blockDim.x) {
+        const int flat = rowSrc[begin + q];
+        int rank = q;
+        if (policy == 0) {
+            const float s = scores[(long)(flat / topK) * experts + e];
+            rank = 0;
+            for (int j = 0; j < n; ++j) {
+                const int f2 = rowSrc[begin + j];
+                const float s2 = scores[(long)(f2 / topK) * experts + e];
+                rank += (s2 > s || (s2 == s && f2 < flat)) ? 1 : 0;
+            }
+        }
+        if (rank >= capacity) {
+            topkIdx[flat] = -1;
+            topkWeights[flat] = 0.0f;
+            ++mine;
+        }
+    }
+    if (mine) atomicAdd(dropped, mine);
+}
+
+// Aux-loss-free balancing step, as ExpertBias.step + update: mean = (float) sum(load) / experts;
+// delta[e] = coeff * sign(mean - (float) load[e]); ZERO_MEAN (centre != 0): delta -= sum(delta)
+// / experts (serial fp32 sum in expert order); bias += delta. load is int64. One thread.
+extern "C" __global__ void moe_expert_bias_update(const long long* __restrict__ load, int experts,
                                                   float coeff, int centre, float* __restrict__ bias) {
     if (blockIdx.x != 0 || threadIdx.x != 0) return;
     long long total = 0;
     for (int e = 0; e < experts; ++e) total += load[e];
+    const float mean = __fdiv_rn((float)total, (float)experts);
     float sum = 0.0f;
     for (int e = 0; e < experts; ++e) {
-        long long d = total - (long long)experts * load[e];
-        float sg = d > 0 ? 1.0f : (d < 0 ? -1.0f : 0.0f);
-        float b = __fadd_rn(bias[e], __fmul_rn(coeff, sg));
-        bias[e] = b;
-        sum = __fadd_rn(sum, b);
+        const float d = __fsub_rn(mean, (float)load[e]);
+        const float sg = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f);
+        sum = __fadd_rn(sum, __fmul_rn(coeff, sg));
     }
-    if (centre) {
-        float mean = __fdiv_rn(sum, (float)experts);
-        for (int e = 0; e < experts; ++e) bias[e] = __fsub_rn(bias[e], mean);
+    const float m = centre ? __fdiv_rn(sum, (float)experts) : 0.0f;
+    for (int e = 0; e < experts; ++e) {
+        const float d = __fsub_rn(mean, (float)load[e]);
+        const float sg = d > 0.0f ? 1.0f : (d < 0.0f ? -1.0f : 0.0f);
+        float delta = __fmul_rn(coeff, sg);
+        if (centre) delta = __fsub_rn(delta, m);
+        bias[e] = __fadd_rn(bias[e], delta);
     }
 }

@@ -33,8 +33,8 @@ class KernelStaticCheckTest {
     private static final Map<String, List<String>> KERNELS = new LinkedHashMap<>();
 
     static {
-        KERNELS.put("routing", List.of("moe_router_fwd", "moe_router_bwd", "moe_router_logits",
-                "moe_seq_histogram", "moe_row_sum", "moe_score_colsum", "moe_aux_grad",
+        KERNELS.put("routing", List.of("moe_router_fwd", "moe_router_bwd", "moe_fp32_gemm",
+                "moe_seq_histogram", "moe_segment_partials", "moe_segment_finish", "moe_capacity_drop",
                 "moe_expert_bias_update"));
         KERNELS.put("permute", List.of("moe_fill_i32", "moe_chunk_counts", "moe_layout",
                 "moe_dispatch_rows", "moe_regroup_layout", "moe_regroup_rows", "moe_permute_rows",
