@@ -356,17 +356,17 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
 
 // C = A . B_g^T on Hopper. tmA over A [rows, K], tmB over B [groups*N, K] (box rows 128).
 extern "C" __global__ void __launch_bounds__(384, 1)
-moe_gg_fwd_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
+moe_gg_fwd_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmB,
                  const int* __restrict__ offsets, int groups, int N, int K,
                  void* __restrict__ C, long ldc, int cBf16) {
-    wgmma_body<1>(&tmA, &tmB, &tmB, offsets, groups, N, K, C, ldc, cBf16, nullptr, nullptr, 0);
+    wgmma_body<1>(tmA, tmB, tmB, offsets, groups, N, K, C, ldc, cBf16, nullptr, nullptr, 0);
 }
 
 // H = silu(A . W1_g^T) * (A . W3_g^T) on Hopper. tmW1/tmW3 over [groups*N, K] (box rows 64).
 extern "C" __global__ void __launch_bounds__(384, 1)
-moe_gg_swiglu_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmW1,
-                    const __grid_constant__ CUtensorMap tmW3, const int* __restrict__ offsets, int groups,
+moe_gg_swiglu_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmW1,
+                    const CUtensorMap* __restrict__ tmW3, const int* __restrict__ offsets, int groups,
                     int N, int K, void* __restrict__ C, long ldc, int cBf16,
                     void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
-    wgmma_body<2>(&tmA, &tmW1, &tmW3, offsets, groups, N, K, C, ldc, cBf16, Gsave, Usave, ldgu);
+    wgmma_body<2>(tmA, tmW1, tmW3, offsets, groups, N, K, C, ldc, cBf16, Gsave, Usave, ldgu);
 }

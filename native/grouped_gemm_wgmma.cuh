@@ -12,8 +12,10 @@
 //   NB = 1 (moe_gg_fwd_wgmma):    B box 128 rows, wgmma m64n128k16, CTA tile 128 x 128.
 //   NB = 2 (moe_gg_swiglu_wgmma): W1 and W3 boxes of 64 rows, two m64n64k16 accumulators,
 //                                 CTA tile 128 x 64 of H = silu(G) * U.
-// Tensor maps (built on the host with cuTensorMapEncodeTiled, passed by value as
-// __grid_constant__ parameters), all bf16, 2-D, interleave none, swizzle 128B, OOB fill zero:
+// Tensor maps (built on the host with cuTensorMapEncodeTiled and copied into device memory,
+// 64-byte aligned; the kernels take their global addresses, which the bulk tensor copy accepts
+// and which needs no by-value struct kernel argument), all bf16, 2-D, interleave none,
+// swizzle 128B, OOB fill zero:
 //   A: dims {K, rows}, strides {lda*2 bytes}, box {64, 128}
 //   B: dims {K, groups*N}, strides {ldb*2}, box {64, 128 (NB=1) or 64 (NB=2)}
 //   (expert g's weights are rows [g*N, (g+1)*N) of B; strideB = N*ldb is implied.)
