@@ -1,81 +1,65 @@
-// moe4j permute / combine kernels: dispatch layout on the device, row gather into dispatch
-// order, regrouping after the all-to-all, un-permute, weighted combine and its backward.
+// moe4j dispatch / combine kernels: the device side of org.moe4j.dispatch.DispatchKernels
+// (countRoutes, buildSendPlan, packUnits, countLocal, buildRecvPlan, validSlots, copyRows,
+// weightedSum, rowDots, scatterValues). Read DispatchKernels' Javadoc for the vocabulary
+// (slot, unit, meta row, slot row); this file follows CpuDispatchKernels operation by operation.
 //
-// Contract (DESIGN.md section 2; must match the CPU DispatchKernels of moe-dispatch):
-//   topkIdx     [tokens, topK] int32 global expert ids, -1 = no expert (skipped everywhere)
-//   topkWeights [tokens, topK] fp32
-//   Dispatch order: expert-major (hence destination-rank-major, ranks own contiguous experts),
-//   token order stable inside an expert (flat index t*topK + k ascending). Optional padding:
-//   each expert's group is rounded up to a multiple of `align` rows; padding rows are zero.
-//   dstRow [tokens*topK] int32: row of entry (t,k) in the permuted buffer, or -1.
-//   rowSrc [paddedRows]  int32: flat entry t*topK+k feeding each permuted row, or -1 (padding).
-//   Layout, positions and offsets are computed with integer arithmetic only: per-chunk counts,
-//   then a per-expert scan over chunks in chunk order, then an in-chunk rank by warp match.
-//   Results are exact and independent of scheduling (the integer atomics in moe_chunk_counts
-//   only count).
-//   Combine: out[t] = sum_k w[t,k] * y[dstRow[t,k]] in k order, fp32 accumulation with
-//   separately rounded multiply and add (no FMA contraction, same as Java's `acc += w * y`),
-//   starting from acc = first contribution; entries with -1 are skipped; tokens with no
-//   contribution get +0. Optional shared-expert rows are added last. No atomics.
-//   Combine backward: dY[row] = w[t,k] * dOut[t] (padding rows 0);
-//   dTopkWeights[t,k] = <dOut[t], y[dstRow[t,k]]> with a fixed-order in-block reduction.
+// Ordering without atomics on positions. Every plan ordering is "stable by key": entries of a flat
+// sequence (slots t*K+k, or meta entries u*K+k) carry a key in [0, numKeys) or -1; an entry's
+// position is base[key] + (number of earlier entries with the same key). It is computed exactly:
+//   1. moe_key_chunk_counts: per chunk of `chunk` entries, counts per key (shared-memory integer
+//      atomics: counting only);
+//   2. moe_key_layout (one block): per-key scan over chunks in chunk order -> chunk bases, totals,
+//      and key bases (an exclusive scan of the totals, or caller-given bases);
+//   3. moe_key_positions: one warp walks each chunk in order; the rank among equal keys inside a
+//      32-entry slice comes from __match_any_sync + popc.
+// Results are integers, exact and independent of scheduling.
+//
+// Row kernels: rows are F32, BF16 or F16 (dtype code 0, 1, 2). Conversions and products are fp32,
+// rounded once to the destination (round to nearest even). weightedSum accumulates from +0 in k
+// order with a separately rounded multiply and add (no FMA contraction, as Java's
+// `acc = acc + row * w`), so fp32 results are bit-identical to the CPU. rowDots reduces with a fixed
+// 256-thread tree (deterministic; within rounding of the CPU's lane-order sum). No float atomics.
 //
 // Launch shapes and limits:
-//   moe_fill_i32          any 1-D grid.
-//   moe_chunk_counts      block 256, grid numChunks = ceil(n / chunk), chunk = 256 * j,
-//                         dynamic smem experts*4; writes chunkCounts [numChunks, experts].
-//   moe_layout            block 1024, grid 1, dynamic smem experts*4; experts <= 65536.
-//   moe_dispatch_rows     block 32 (one warp walks its chunk in order), grid numChunks.
-//   moe_regroup_layout    block 1, thread 1 (W * localExperts entries, small).
-//   moe_regroup_rows      block 256, grid W * localExperts.
-//   moe_permute_rows      block 128, grid min(rows, 65535) (grid-stride over rows);
-//                         16-byte vector path when rowBytes % 16 == 0 and both bases are
-//                         16-byte aligned, 4-byte path when rowBytes % 4 == 0, else bytes.
-//   moe_combine           block 128, grid min(tokens, 65535) (grid-stride); hidden any;
-//                         vector path when hidden % 4 == 0 (fp32 16 B / bf16 8 B loads).
-//   moe_combine_bwd_dy    block 128, grid min(rows, 65535).
-//   moe_combine_bwd_dw    block 256 (reduction tree fixed for 256), grid min(tokens, 65535).
+//   moe_fill_i32            any 1-D grid
+//   moe_count_routes        block 256 (thread per token), grid ceil(T/256), dynamic smem
+//                           W*(L+1)*4 bytes; routeCounts zeroed, firstBad = INT_MAX by the caller
+//   moe_send_keys           block 256 (thread per token), grid ceil(T/256)
+//   moe_key_chunk_counts    block 256, grid numChunks = ceil(n/chunk), dynamic smem numKeys*4
+//   moe_key_layout          block 1024, grid 1, dynamic smem numKeys*4
+//   moe_key_positions       block 32, grid numChunks, dynamic smem numKeys*4
+//   moe_send_meta           block 256 (thread per token), grid ceil(T/256)
+//   moe_exclusive_scan      block 1024, grid 1 (n <= 2^31)
+//   moe_send_return         block 256 (thread per token), grid ceil(T/256)
+//   moe_pack_units          block 256 (thread per token)
+//   moe_count_local         block 256, grid ceil(units*K/256), dynamic smem L*4; counts zeroed
+//   moe_recv_keys, moe_recv_write, moe_valid_slots, moe_scatter_values: block 256, 1-D grid
+//   moe_copy_rows           block 128, grid min(M, 65535) (grid-stride over rows); 16-byte path
+//                           when dtypes match, no weights, and row bytes / bases are 16-aligned
+//   moe_weighted_sum        block 128, grid min(T, 65535) (grid-stride over tokens)
+//   moe_row_dots            block 256 (fixed tree), grid min(M, 65535)
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
+
+#define MOE_META_FIXED 2
 
 namespace {
 
-__device__ __forceinline__ float ld(const void* p, long i, int bf16) {
-    if (bf16) return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
+__device__ __forceinline__ float ld_any(const void* p, long i, int dt) {
+    if (dt == 1) return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]);
+    if (dt == 2) return __half2float(reinterpret_cast<const __half*>(p)[i]);
     return reinterpret_cast<const float*>(p)[i];
 }
 
-__device__ __forceinline__ void st(void* p, long i, int bf16, float v) {
-    if (bf16) reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+__device__ __forceinline__ void st_any(void* p, long i, int dt, float v) {
+    if (dt == 1) reinterpret_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+    else if (dt == 2) reinterpret_cast<__half*>(p)[i] = __float2half_rn(v);
     else reinterpret_cast<float*>(p)[i] = v;
 }
 
-__device__ __forceinline__ void ld4(const void* p, long i, int bf16, float v[4]) {
-    if (bf16) {
-        uint2 u = *reinterpret_cast<const uint2*>(reinterpret_cast<const __nv_bfloat16*>(p) + i);
-        __nv_bfloat162 a = *reinterpret_cast<__nv_bfloat162*>(&u.x);
-        __nv_bfloat162 b = *reinterpret_cast<__nv_bfloat162*>(&u.y);
-        v[0] = __low2float(a); v[1] = __high2float(a);
-        v[2] = __low2float(b); v[3] = __high2float(b);
-    } else {
-        float4 f = *reinterpret_cast<const float4*>(reinterpret_cast<const float*>(p) + i);
-        v[0] = f.x; v[1] = f.y; v[2] = f.z; v[3] = f.w;
-    }
-}
-
-__device__ __forceinline__ void st4(void* p, long i, int bf16, const float v[4]) {
-    if (bf16) {
-        __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]);
-        __nv_bfloat162 b = __floats2bfloat162_rn(v[2], v[3]);
-        uint2 u;
-        u.x = *reinterpret_cast<uint32_t*>(&a);
-        u.y = *reinterpret_cast<uint32_t*>(&b);
-        *reinterpret_cast<uint2*>(reinterpret_cast<__nv_bfloat16*>(p) + i) = u;
-    } else {
-        *reinterpret_cast<float4*>(reinterpret_cast<float*>(p) + i) = make_float4(v[0], v[1], v[2], v[3]);
-    }
-}
+__device__ __forceinline__ int elem_bytes(int dt) { return dt == 0 ? 4 : 2; }
 
 }  // namespace
 
@@ -85,279 +69,439 @@ extern "C" __global__ void moe_fill_i32(int* __restrict__ p, long n, int value) 
         p[i] = value;
 }
 
-// chunkCounts[c, e] = number of entries i in [c*chunk, min(n, (c+1)*chunk)) with topkIdx[i] == e.
+// ---------------------------------------------------------------------------------------------
+// countRoutes: routeCounts [W, L+1]: [d, l] slots for local expert l of rank d, [d, L] units sent
+// to rank d (slots, or distinct (token, rank) pairs with dedup). firstBad receives the lowest flat
+// index of an entry outside [0, E) other than -1 (integer atomicMin); such entries are not counted.
 extern "C" __global__ void __launch_bounds__(256)
-moe_chunk_counts(const int* __restrict__ topkIdx, long n, int experts, int chunk,
-                 int* __restrict__ chunkCounts) {
+moe_count_routes(const int* __restrict__ topkIdx, int tokens, int topK, int experts, int world, int dedup,
+                 int* __restrict__ routeCounts, int* __restrict__ firstBad) {
+    extern __shared__ int sCounts[];  // [W * (L+1)]
+    const int local = experts / world;
+    const int width = local + 1;
+    for (int i = threadIdx.x; i < world * width; i += blockDim.x) sCounts[i] = 0;
+    __syncthreads();
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < tokens) {
+        for (int j = 0; j < topK; ++j) {
+            const int e = topkIdx[(long)t * topK + j];
+            if (e == -1) continue;
+            if (e < 0 || e >= experts) {
+                atomicMin(firstBad, t * topK + j);
+                continue;
+            }
+            const int d = e / local;
+            atomicAdd(&sCounts[d * width + e % local], 1);
+            bool first = true;
+            if (dedup) {
+                for (int q = 0; q < j; ++q) {
+                    const int e2 = topkIdx[(long)t * topK + q];
+                    if (e2 >= 0 && e2 < experts && e2 / local == d) { first = false; break; }
+                }
+            }
+            if (first) atomicAdd(&sCounts[d * width + local], 1);
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < world * width; i += blockDim.x)
+        if (sCounts[i]) atomicAdd(&routeCounts[i], sCounts[i]);
+}
+
+// Send-plan keys per slot: without dedup key = expert (units expert-major, token order); with
+// dedup key = destination rank for the first slot of a token going to that rank, else -1
+// (units rank-major, token order). Empty slots: -1.
+extern "C" __global__ void __launch_bounds__(256)
+moe_send_keys(const int* __restrict__ topkIdx, int tokens, int topK, int experts, int world, int dedup,
+              int* __restrict__ keys) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= tokens) return;
+    const int local = experts / world;
+    for (int j = 0; j < topK; ++j) {
+        const long s = (long)t * topK + j;
+        const int e = topkIdx[s];
+        int key = -1;
+        if (e >= 0) {
+            if (!dedup) {
+                key = e;
+            } else {
+                const int d = e / local;
+                key = d;
+                for (int q = 0; q < j; ++q) {
+                    const int e2 = topkIdx[(long)t * topK + q];
+                    if (e2 >= 0 && e2 / local == d) { key = -1; break; }
+                }
+            }
+        }
+        keys[s] = key;
+    }
+}
+
+// chunkCounts[c, key] = entries in [c*chunk, min(n, (c+1)*chunk)) with keys[i] == key.
+extern "C" __global__ void __launch_bounds__(256)
+moe_key_chunk_counts(const int* __restrict__ keys, long n, int numKeys, int chunk, int* __restrict__ chunkCounts) {
     extern __shared__ int sCount[];
-    for (int e = threadIdx.x; e < experts; e += blockDim.x) sCount[e] = 0;
+    for (int e = threadIdx.x; e < numKeys; e += blockDim.x) sCount[e] = 0;
     __syncthreads();
     const long begin = (long)blockIdx.x * chunk;
     const long end = min(n, begin + chunk);
     for (long i = begin + threadIdx.x; i < end; i += blockDim.x) {
-        int e = topkIdx[i];
-        if (e >= 0 && e < experts) atomicAdd(&sCount[e], 1);
+        const int k = keys[i];
+        if (k >= 0 && k < numKeys) atomicAdd(&sCount[k], 1);
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < experts; e += blockDim.x)
-        chunkCounts[(long)blockIdx.x * experts + e] = sCount[e];
+    for (int e = threadIdx.x; e < numKeys; e += blockDim.x) chunkCounts[(long)blockIdx.x * numKeys + e] = sCount[e];
 }
 
-// From chunkCounts [numChunks, experts]:
-//   tokensPerExpert [experts]   total entries per expert (unpadded)
-//   expertOffsets  [experts+1]  exclusive scan of counts rounded up to `align` (>= 1)
-//   chunkBase [numChunks, experts] (in place over chunkCounts): first row of chunk c's
-//                               entries for expert e = expertOffsets[e] + entries in earlier chunks
-//   rankCounts (nullable) [worldSize]  unpadded entries per destination rank
-//                               (rank r owns experts [r*E/W, (r+1)*E/W))
+// From chunkCounts [numChunks, numKeys] (rewritten in place into chunk bases):
+//   totals [numKeys] (nullable)      entries per key
+//   keyBase [numKeys + 1] (nullable) exclusive scan of totals (keyBase[numKeys] = all entries);
+//                                    ignored when givenBase != null
+//   givenBase [numKeys] (nullable)   caller-given first position of each key (e.g. padded offsets)
+//   chunkBase = base(key) + entries of that key in earlier chunks
 extern "C" __global__ void __launch_bounds__(1024)
-moe_layout(int* __restrict__ chunkCounts, int numChunks, int experts, int align,
-           int* __restrict__ tokensPerExpert, int* __restrict__ expertOffsets,
-           int worldSize, int* __restrict__ rankCounts) {
-    extern __shared__ int sPadded[];  // [experts]
-    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
+moe_key_layout(int* __restrict__ chunkCounts, int numChunks, int numKeys, int* __restrict__ totals,
+               int* __restrict__ keyBase, const int* __restrict__ givenBase) {
+    extern __shared__ int sBase[];  // [numKeys]
+    for (int e = threadIdx.x; e < numKeys; e += blockDim.x) {
         int run = 0;
         for (int c = 0; c < numChunks; ++c) {
-            long o = (long)c * experts + e;
-            int v = chunkCounts[o];
+            const long o = (long)c * numKeys + e;
+            const int v = chunkCounts[o];
             chunkCounts[o] = run;
             run += v;
         }
-        tokensPerExpert[e] = run;
-        sPadded[e] = align > 1 ? (run + align - 1) / align * align : run;
+        if (totals) totals[e] = run;
+        sBase[e] = run;
     }
     __syncthreads();
-    // serial exclusive scan by one thread: experts is small next to the chunk loops
     if (threadIdx.x == 0) {
-        int run = 0;
-        for (int e = 0; e < experts; ++e) {
-            int v = sPadded[e];
-            sPadded[e] = run;
-            expertOffsets[e] = run;
-            run += v;
-        }
-        expertOffsets[experts] = run;
-        if (rankCounts) {
-            const int per = experts / worldSize;
-            for (int r = 0; r < worldSize; ++r) {
-                int s = 0;
-                for (int e = r * per; e < (r + 1) * per; ++e) s += tokensPerExpert[e];
-                rankCounts[r] = s;
+        if (givenBase) {
+            for (int e = 0; e < numKeys; ++e) sBase[e] = givenBase[e];
+        } else {
+            int run = 0;
+            for (int e = 0; e < numKeys; ++e) {
+                const int v = sBase[e];
+                sBase[e] = run;
+                if (keyBase) keyBase[e] = run;
+                run += v;
             }
+            if (keyBase) keyBase[numKeys] = run;
         }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < experts; e += blockDim.x) {
-        const int off = sPadded[e];
-        for (int c = 0; c < numChunks; ++c) chunkCounts[(long)c * experts + e] += off;
+    for (int e = threadIdx.x; e < numKeys; e += blockDim.x) {
+        const int off = sBase[e];
+        for (int c = 0; c < numChunks; ++c) chunkCounts[(long)c * numKeys + e] += off;
     }
 }
 
-// One warp per chunk walks its entries in order; with chunkBase from moe_layout it writes
-//   dstRow[i] (row of entry i, or -1) and rowSrc[dstRow[i]] = i.
-// rowSrc must be pre-filled with -1 (moe_fill_i32) so that padding rows read as -1.
+// pos[i] = chunkBase[chunk(i), key] + rank of i among equal keys earlier in its chunk; -1 for key -1.
+// inverse (nullable): inverse[pos[i]] = i.
 extern "C" __global__ void __launch_bounds__(32)
-moe_dispatch_rows(const int* __restrict__ topkIdx, long n, int experts, int chunk,
-                  const int* __restrict__ chunkBase, int* __restrict__ dstRow, int* __restrict__ rowSrc) {
-    extern __shared__ int sRun[];  // [experts]
+moe_key_positions(const int* __restrict__ keys, long n, int numKeys, int chunk, const int* __restrict__ chunkBase,
+                  int* __restrict__ pos, int* __restrict__ inverse) {
+    extern __shared__ int sRun[];  // [numKeys]
     const int lane = threadIdx.x;
-    for (int e = lane; e < experts; e += 32) sRun[e] = chunkBase[(long)blockIdx.x * experts + e];
+    for (int e = lane; e < numKeys; e += 32) sRun[e] = chunkBase[(long)blockIdx.x * numKeys + e];
     __syncwarp();
     const long begin = (long)blockIdx.x * chunk;
     const long end = min(n, begin + chunk);
     for (long base = begin; base < end; base += 32) {
         const long i = base + lane;
-        int e = i < end ? topkIdx[i] : -1;
-        if (e >= experts) e = -1;
-        const unsigned same = __match_any_sync(0xffffffffu, e);
+        int k = i < end ? keys[i] : -1;
+        if (k >= numKeys) k = -1;
+        const unsigned same = __match_any_sync(0xffffffffu, k);
         const int rank = __popc(same & ((1u << lane) - 1u));
-        int row = -1;
-        if (e >= 0) row = sRun[e] + rank;
+        const int p = k >= 0 ? sRun[k] + rank : -1;
         __syncwarp();
-        if (e >= 0 && rank == 0) sRun[e] += __popc(same);
+        if (k >= 0 && rank == 0) sRun[k] += __popc(same);
         __syncwarp();
         if (i < end) {
-            dstRow[i] = row;
-            if (row >= 0) rowSrc[row] = (int)i;
+            pos[i] = p;
+            if (inverse && p >= 0) inverse[p] = (int)i;
         }
     }
 }
 
-// Regrouping after the all-to-all. The received buffer is source-rank-major, local-expert-major
-// inside: block (r, e) has counts[r * L + e] rows. The grouped buffer is local-expert-major,
-// source-rank-major inside, each group padded to a multiple of `align`.
-//   groupOffsets [L+1], recvOffsets [W*L], groupBase [W*L] (first grouped row of block (r,e)).
-extern "C" __global__ void moe_regroup_layout(const int* __restrict__ counts, int worldSize, int localExperts,
-                                              int align, int* __restrict__ groupOffsets,
-                                              int* __restrict__ recvOffsets, int* __restrict__ groupBase) {
-    if (blockIdx.x != 0 || threadIdx.x != 0) return;
-    const int L = localExperts, W = worldSize;
-    int run = 0;
-    for (int i = 0; i < W * L; ++i) { recvOffsets[i] = run; run += counts[i]; }
-    run = 0;
-    for (int e = 0; e < L; ++e) {
-        groupOffsets[e] = run;
-        int g = 0;
-        for (int r = 0; r < W; ++r) { groupBase[r * L + e] = run + g; g += counts[r * L + e]; }
-        run += align > 1 ? (g + align - 1) / align * align : g;
-    }
-    groupOffsets[L] = run;
-}
-
-// rowSrc [groupedRows] (pre-filled -1): received row feeding each grouped row;
-// groupedRow [recvRows]: grouped row of each received row (for the return trip).
+// buildSendPlan, meta and tokens. keyPos = moe_key_positions over moe_send_keys (the unit of each
+// key slot). Thread per token, slots in k order: a slot that opens a unit writes its meta row
+// (rank, t, experts -1, weight bits 0) and sendToken; every slot then sets its expert and weight
+// bits in its unit's row. slotUnit [T*K] (unit of each slot, -1 if empty); unitSlots [U] (number of
+// slots travelling with each unit, for the return-order scan).
 extern "C" __global__ void __launch_bounds__(256)
-moe_regroup_rows(const int* __restrict__ counts, const int* __restrict__ recvOffsets,
-                 const int* __restrict__ groupBase, int* __restrict__ rowSrc, int* __restrict__ groupedRow) {
-    const int b = blockIdx.x;
-    const int c = counts[b], src = recvOffsets[b], dst = groupBase[b];
-    for (int i = threadIdx.x; i < c; i += blockDim.x) {
-        rowSrc[dst + i] = src + i;
-        groupedRow[src + i] = dst + i;
+moe_send_meta(const int* __restrict__ topkIdx, const float* __restrict__ topkWeights, int tokens, int topK,
+              int experts, int world, int rank, int dedup, const int* __restrict__ keyPos,
+              int* __restrict__ sendToken, int* __restrict__ sendMeta, int* __restrict__ slotUnit,
+              int* __restrict__ unitSlots) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= tokens) return;
+    const int local = experts / world;
+    const int width = MOE_META_FIXED + 2 * topK;
+    for (int j = 0; j < topK; ++j) {
+        const long s = (long)t * topK + j;
+        const int e = topkIdx[s];
+        if (e < 0) {
+            slotUnit[s] = -1;
+            continue;
+        }
+        int u = keyPos[s];
+        bool opens = u >= 0;
+        if (dedup && !opens) {
+            const int d = e / local;
+            for (int q = 0; q < j; ++q) {
+                const int e2 = topkIdx[(long)t * topK + q];
+                if (e2 >= 0 && e2 / local == d) { u = keyPos[(long)t * topK + q]; break; }
+            }
+        }
+        int* row = sendMeta + (long)u * width;
+        if (opens) {
+            row[0] = rank;
+            row[1] = t;
+            for (int q = 0; q < topK; ++q) {
+                row[MOE_META_FIXED + q] = -1;
+                row[MOE_META_FIXED + topK + q] = 0;
+            }
+            sendToken[u] = t;
+            unitSlots[u] = 0;
+        }
+        row[MOE_META_FIXED + j] = e;
+        row[MOE_META_FIXED + topK + j] = __float_as_int(topkWeights[s]);
+        unitSlots[u] += 1;
+        slotUnit[s] = u;
     }
 }
 
-// dst[r, :] = src[map[r] / srcDiv, :] for map[r] >= 0, else zeros. Rows are opaque bytes
-// (any dtype). Permute: map = rowSrc, srcDiv = topK. Regroup: map = rowSrc, srcDiv = 1.
-// Un-permute into [tokens*topK] slots: map = dstRow, srcDiv = 1.
+// out[i] = sum of in[0..i) (exclusive), out[n] = total. One block; serial chunks per thread
+// then a shared-memory scan of the per-thread totals.
+extern "C" __global__ void __launch_bounds__(1024)
+moe_exclusive_scan(const int* __restrict__ in, int n, int* __restrict__ out) {
+    __shared__ int sTot[1024];
+    const int per = (n + blockDim.x - 1) / blockDim.x;
+    const int b = threadIdx.x * per, e = min(n, b + per);
+    int s = 0;
+    for (int i = b; i < e; ++i) s += in[i];
+    sTot[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int run = 0;
+        for (int i = 0; i < (int)blockDim.x; ++i) {
+            const int v = sTot[i];
+            sTot[i] = run;
+            run += v;
+        }
+        out[n] = run;
+    }
+    __syncthreads();
+    int run = sTot[threadIdx.x];
+    for (int i = b; i < e; ++i) {
+        const int v = in[i];
+        out[i] = run;
+        run += v;
+    }
+}
+
+// buildSendPlan, return order: units in send order, k ascending inside. unitBase = exclusive scan
+// of unitSlots. Thread per token: slot j of unit u gets r = unitBase[u] + (earlier slots of t in u).
+// slotReturnRow [T*K] gets -1 for empty slots.
+extern "C" __global__ void __launch_bounds__(256)
+moe_send_return(const int* __restrict__ slotUnit, int tokens, int topK, const int* __restrict__ unitBase,
+                int* __restrict__ returnToken, int* __restrict__ returnSlot, int* __restrict__ slotReturnRow) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= tokens) return;
+    for (int j = 0; j < topK; ++j) {
+        const long s = (long)t * topK + j;
+        const int u = slotUnit[s];
+        if (u < 0) {
+            slotReturnRow[s] = -1;
+            continue;
+        }
+        int before = 0;
+        for (int q = 0; q < j; ++q) before += slotUnit[(long)t * topK + q] == u ? 1 : 0;
+        const int r = unitBase[u] + before;
+        returnToken[r] = t;
+        returnSlot[r] = (int)s;
+        slotReturnRow[s] = r;
+    }
+}
+
+// packUnits: meta [T, 2+2K] = (rank, t, topkIdx[t, :], bits(topkWeights[t, :])).
+extern "C" __global__ void __launch_bounds__(256)
+moe_pack_units(const int* __restrict__ topkIdx, const float* __restrict__ topkWeights, int tokens, int topK,
+               int rank, int* __restrict__ meta) {
+    const int t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= tokens) return;
+    int* row = meta + (long)t * (MOE_META_FIXED + 2 * topK);
+    row[0] = rank;
+    row[1] = t;
+    for (int j = 0; j < topK; ++j) {
+        row[MOE_META_FIXED + j] = topkIdx[(long)t * topK + j];
+        row[MOE_META_FIXED + topK + j] = __float_as_int(topkWeights[(long)t * topK + j]);
+    }
+}
+
+// countLocal: counts[l] (zeroed by the caller) += meta experts equal to firstExpert + l.
+extern "C" __global__ void __launch_bounds__(256)
+moe_count_local(const int* __restrict__ meta, int units, int topK, int firstExpert, int localExperts,
+                int* __restrict__ counts) {
+    extern __shared__ int sCount[];
+    for (int l = threadIdx.x; l < localExperts; l += blockDim.x) sCount[l] = 0;
+    __syncthreads();
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < (long)units * topK) {
+        const long u = i / topK;
+        const int j = (int)(i - u * topK);
+        const int l = meta[u * (MOE_META_FIXED + 2 * topK) + MOE_META_FIXED + j] - firstExpert;
+        if (l >= 0 && l < localExperts) atomicAdd(&sCount[l], 1);
+    }
+    __syncthreads();
+    for (int l = threadIdx.x; l < localExperts; l += blockDim.x)
+        if (sCount[l]) atomicAdd(&counts[l], sCount[l]);
+}
+
+// buildRecvPlan keys over entries i = u*K + j: groupKey = local expert (or -1), validKey = 0 for a
+// local entry (or -1). Positions: row = moe_key_positions(groupKey, bases = groupOffsets),
+// r = moe_key_positions(validKey, one key, base 0).
+extern "C" __global__ void __launch_bounds__(256)
+moe_recv_keys(const int* __restrict__ meta, int units, int topK, int firstExpert, int localExperts,
+              int* __restrict__ groupKey, int* __restrict__ validKey) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)units * topK) return;
+    const long u = i / topK;
+    const int j = (int)(i - u * topK);
+    const int l = meta[u * (MOE_META_FIXED + 2 * topK) + MOE_META_FIXED + j] - firstExpert;
+    const bool ok = l >= 0 && l < localExperts;
+    groupKey[i] = ok ? l : -1;
+    validKey[i] = ok ? 0 : -1;
+}
+
+// buildRecvPlan outputs (rowSrcRank/rowSrcIndex/rowTopkSlot pre-filled with -1 for padding rows).
+extern "C" __global__ void __launch_bounds__(256)
+moe_recv_write(const int* __restrict__ meta, int units, int topK, const int* __restrict__ rowPos,
+               const int* __restrict__ rPos, int* __restrict__ slotUnit, int* __restrict__ slotUnitSlot,
+               int* __restrict__ slotExpertRow, float* __restrict__ slotWeight, int* __restrict__ rowSrcRank,
+               int* __restrict__ rowSrcIndex, int* __restrict__ rowTopkSlot) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)units * topK) return;
+    const int r = rPos[i];
+    if (r < 0) return;
+    const long u = i / topK;
+    const int j = (int)(i - u * topK);
+    const int* m = meta + u * (MOE_META_FIXED + 2 * topK);
+    const int row = rowPos[i];
+    slotUnit[r] = (int)u;
+    slotUnitSlot[r] = (int)i;
+    slotExpertRow[r] = row;
+    slotWeight[r] = __int_as_float(m[MOE_META_FIXED + topK + j]);
+    rowSrcRank[row] = m[0];
+    rowSrcIndex[row] = m[1];
+    rowTopkSlot[row] = j;
+}
+
+// validSlots: slotRow[s] = s, slotToken[s] = s / K for non-empty slots, else -1.
+extern "C" __global__ void __launch_bounds__(256)
+moe_valid_slots(const int* __restrict__ topkIdx, long n, int topK, int* __restrict__ slotRow, int* __restrict__ slotToken) {
+    const long s = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= n) return;
+    const bool ok = topkIdx[s] >= 0;
+    slotRow[s] = ok ? (int)s : -1;
+    slotToken[s] = ok ? (int)(s / topK) : -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// copyRows: dst[dstIndex[j]] = weights[j] * src[srcIndex[j]] for j < M (null index = identity,
+// srcIndex -1 = zero row, dstIndex -1 = nothing). Product in fp32, rounded once to dst's dtype.
 extern "C" __global__ void __launch_bounds__(128)
-moe_permute_rows(const void* __restrict__ src, long rowBytes, const int* __restrict__ map,
-                 int rows, int srcDiv, void* __restrict__ dst) {
-    const bool v16 = (rowBytes & 15) == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 15) == 0;
-    const bool v4 = (rowBytes & 3) == 0 && ((uintptr_t)src & 3) == 0 && ((uintptr_t)dst & 3) == 0;
-    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        const int m = map[r];
-        const char* s = m >= 0 ? reinterpret_cast<const char*>(src) + (long)(m / srcDiv) * rowBytes : nullptr;
-        char* d = reinterpret_cast<char*>(dst) + (long)r * rowBytes;
+moe_copy_rows(const void* __restrict__ src, int srcDt, const int* __restrict__ srcIndex,
+              void* __restrict__ dst, int dstDt, const int* __restrict__ dstIndex,
+              const float* __restrict__ weights, int M, int hidden) {
+    const long srcRowBytes = (long)hidden * elem_bytes(srcDt);
+    const bool bulk = srcDt == dstDt && weights == nullptr;
+    const bool v16 = bulk && (srcRowBytes & 15) == 0 && ((uintptr_t)src & 15) == 0 && ((uintptr_t)dst & 15) == 0;
+    for (int j = blockIdx.x; j < M; j += gridDim.x) {
+        const int dr = dstIndex ? dstIndex[j] : j;
+        if (dr < 0) continue;
+        const int sr = srcIndex ? srcIndex[j] : j;
         if (v16) {
-            const long nv = rowBytes >> 4;
-            const uint4* s4 = reinterpret_cast<const uint4*>(s);
-            uint4* d4 = reinterpret_cast<uint4*>(d);
-            long j = threadIdx.x;
-            // four independent 16-byte loads in flight per thread
-            for (; j + 3 * blockDim.x < nv; j += 4 * blockDim.x) {
-                uint4 a = s ? s4[j] : make_uint4(0, 0, 0, 0);
-                uint4 b = s ? s4[j + blockDim.x] : make_uint4(0, 0, 0, 0);
-                uint4 c = s ? s4[j + 2 * blockDim.x] : make_uint4(0, 0, 0, 0);
-                uint4 e = s ? s4[j + 3 * blockDim.x] : make_uint4(0, 0, 0, 0);
-                d4[j] = a; d4[j + blockDim.x] = b; d4[j + 2 * blockDim.x] = c; d4[j + 3 * blockDim.x] = e;
-            }
-            for (; j < nv; j += blockDim.x) d4[j] = s ? s4[j] : make_uint4(0, 0, 0, 0);
-        } else if (v4) {
-            const long nv = rowBytes >> 2;
-            for (long j = threadIdx.x; j < nv; j += blockDim.x)
-                reinterpret_cast<uint32_t*>(d)[j] = s ? reinterpret_cast<const uint32_t*>(s)[j] : 0u;
-        } else {
-            for (long j = threadIdx.x; j < rowBytes; j += blockDim.x) d[j] = s ? s[j] : (char)0;
-        }
-    }
-}
-
-// out[t, :] = sum_k topkWeights[t,k] * y[dstRow[t,k], :] (+ shared[t, :]); see contract above.
-//   y [rows, hidden] fp32/bf16 (yBf16); shared (nullable) [tokens, hidden] in the out dtype.
-extern "C" __global__ void __launch_bounds__(128)
-moe_combine(const void* __restrict__ y, int yBf16, const int* __restrict__ dstRow,
-            const float* __restrict__ topkWeights, const void* __restrict__ shared,
-            int tokens, int topK, int hidden, void* __restrict__ out, int outBf16) {
-    const bool vec = (hidden & 3) == 0;
-    for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
-        const long o = (long)t * hidden;
-        if (vec) {
-            for (int h = threadIdx.x * 4; h < hidden; h += blockDim.x * 4) {
-                float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                bool any = false;
-                for (int k = 0; k < topK; ++k) {
-                    const int r = dstRow[(long)t * topK + k];
-                    if (r < 0) continue;
-                    const float w = topkWeights[(long)t * topK + k];
-                    float v[4];
-                    ld4(y, (long)r * hidden + h, yBf16, v);
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) {
-                        const float p = __fmul_rn(w, v[q]);
-                        acc[q] = any ? __fadd_rn(acc[q], p) : p;
-                    }
-                    any = true;
+            const long nv = srcRowBytes >> 4;
+            uint4* d4 = reinterpret_cast<uint4*>(reinterpret_cast<char*>(dst) + dr * srcRowBytes);
+            if (sr < 0) {
+                for (long v = threadIdx.x; v < nv; v += blockDim.x) d4[v] = make_uint4(0, 0, 0, 0);
+            } else {
+                const uint4* s4 = reinterpret_cast<const uint4*>(reinterpret_cast<const char*>(src) + sr * srcRowBytes);
+                long v = threadIdx.x;
+                // four independent 16-byte loads in flight per thread
+                for (; v + 3 * (long)blockDim.x < nv; v += 4 * (long)blockDim.x) {
+                    const uint4 a = s4[v], b = s4[v + blockDim.x], c = s4[v + 2 * blockDim.x], e = s4[v + 3 * blockDim.x];
+                    d4[v] = a; d4[v + blockDim.x] = b; d4[v + 2 * blockDim.x] = c; d4[v + 3 * blockDim.x] = e;
                 }
-                if (shared) {
-                    float s[4];
-                    ld4(shared, o + h, outBf16, s);
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) acc[q] = __fadd_rn(acc[q], s[q]);
-                }
-                st4(out, o + h, outBf16, acc);
+                for (; v < nv; v += blockDim.x) d4[v] = s4[v];
             }
         } else {
+            const float w = weights ? weights[j] : 1.0f;
             for (int h = threadIdx.x; h < hidden; h += blockDim.x) {
-                float acc = 0.0f;
-                bool any = false;
-                for (int k = 0; k < topK; ++k) {
-                    const int r = dstRow[(long)t * topK + k];
-                    if (r < 0) continue;
-                    const float p = __fmul_rn(topkWeights[(long)t * topK + k], ld(y, (long)r * hidden + h, yBf16));
-                    acc = any ? __fadd_rn(acc, p) : p;
-                    any = true;
+                float x = 0.0f;
+                if (sr >= 0) {
+                    x = ld_any(src, (long)sr * hidden + h, srcDt);
+                    if (weights) x = __fmul_rn(x, w);
                 }
-                if (shared) acc = __fadd_rn(acc, ld(shared, o + h, outBf16));
-                st(out, o + h, outBf16, acc);
+                st_any(dst, (long)dr * hidden + h, dstDt, x);
             }
         }
     }
 }
 
-// dY[r, :] = topkWeights[i] * dOut[i / topK, :] with i = rowSrc[r]; padding rows (i < 0) = 0.
+// weightedSum: out[t] = sum_k weights[t,k] * rows[slotRow[t*K+k]] (k ascending, from +0, skipping
+// -1; without weights the plain sum), fp32 accumulation, rounded once to out's dtype.
 extern "C" __global__ void __launch_bounds__(128)
-moe_combine_bwd_dy(const void* __restrict__ dOut, int dOutBf16, const float* __restrict__ topkWeights,
-                   const int* __restrict__ rowSrc, int rows, int topK, int hidden,
-                   void* __restrict__ dY, int dyBf16) {
-    const bool vec = (hidden & 3) == 0;
-    for (int r = blockIdx.x; r < rows; r += gridDim.x) {
-        const int i = rowSrc[r];
-        const float w = i >= 0 ? topkWeights[i] : 0.0f;
-        const long src = i >= 0 ? (long)(i / topK) * hidden : 0;
-        const long dst = (long)r * hidden;
-        if (vec) {
-            for (int h = threadIdx.x * 4; h < hidden; h += blockDim.x * 4) {
-                float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-                if (i >= 0) {
-                    ld4(dOut, src + h, dOutBf16, v);
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) v[q] = __fmul_rn(w, v[q]);
-                }
-                st4(dY, dst + h, dyBf16, v);
+moe_weighted_sum(const void* __restrict__ rows, int rowsDt, const int* __restrict__ slotRow,
+                 const float* __restrict__ weights, int tokens, int topK, int hidden,
+                 void* __restrict__ out, int outDt) {
+    for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
+        for (int h = threadIdx.x; h < hidden; h += blockDim.x) {
+            float acc = 0.0f;
+            for (int k = 0; k < topK; ++k) {
+                const int r = slotRow[(long)t * topK + k];
+                if (r < 0) continue;
+                const float y = ld_any(rows, (long)r * hidden + h, rowsDt);
+                acc = weights ? __fadd_rn(acc, __fmul_rn(y, weights[(long)t * topK + k])) : __fadd_rn(acc, y);
             }
-        } else {
-            for (int h = threadIdx.x; h < hidden; h += blockDim.x)
-                st(dY, dst + h, dyBf16, i >= 0 ? __fmul_rn(w, ld(dOut, src + h, dOutBf16)) : 0.0f);
+            st_any(out, (long)t * hidden + h, outDt, acc);
         }
     }
 }
 
-// dTopkWeights[t, k] = <dOut[t, :], y[dstRow[t,k], :]> (0 for -1). Each thread sums its strided
-// elements in order, then a fixed shared-memory tree over 256 threads: deterministic.
+// rowDots: out[outIndex[j]] = <a[aIndex[j]], b[bIndex[j]]> in fp32 (0 when either index is -1;
+// outIndex -1 writes nothing). Thread partials in element order, then a fixed 256-thread tree.
 extern "C" __global__ void __launch_bounds__(256)
-moe_combine_bwd_dw(const void* __restrict__ dOut, int dOutBf16, const void* __restrict__ y, int yBf16,
-                   const int* __restrict__ dstRow, int tokens, int topK, int hidden,
-                   float* __restrict__ dTopkWeights) {
+moe_row_dots(const void* __restrict__ a, int aDt, const int* __restrict__ aIndex,
+             const void* __restrict__ b, int bDt, const int* __restrict__ bIndex,
+             float* __restrict__ out, const int* __restrict__ outIndex, int M, int hidden) {
     __shared__ float sRed[256];
-    for (int t = blockIdx.x; t < tokens; t += gridDim.x) {
-        for (int k = 0; k < topK; ++k) {
-            const int r = dstRow[(long)t * topK + k];  // uniform across the block
-            if (r < 0) {
-                if (threadIdx.x == 0) dTopkWeights[(long)t * topK + k] = 0.0f;
-                continue;
-            }
-            float s = 0.0f;
+    for (int j = blockIdx.x; j < M; j += gridDim.x) {
+        const int o = outIndex ? outIndex[j] : j;  // uniform across the block
+        if (o < 0) continue;
+        const int ar = aIndex ? aIndex[j] : j;
+        const int br = bIndex ? bIndex[j] : j;
+        float s = 0.0f;
+        if (ar >= 0 && br >= 0)
             for (int h = threadIdx.x; h < hidden; h += blockDim.x)
-                s = fmaf(ld(dOut, (long)t * hidden + h, dOutBf16), ld(y, (long)r * hidden + h, yBf16), s);
-            sRed[threadIdx.x] = s;
-            __syncthreads();
-            for (int w = 128; w > 0; w >>= 1) {
-                if (threadIdx.x < w) sRed[threadIdx.x] = __fadd_rn(sRed[threadIdx.x], sRed[threadIdx.x + w]);
-                __syncthreads();
-            }
-            if (threadIdx.x == 0) dTopkWeights[(long)t * topK + k] = sRed[0];
+                s = fmaf(ld_any(a, (long)ar * hidden + h, aDt), ld_any(b, (long)br * hidden + h, bDt), s);
+        sRed[threadIdx.x] = s;
+        __syncthreads();
+        for (int w = 128; w > 0; w >>= 1) {
+            if (threadIdx.x < w) sRed[threadIdx.x] = __fadd_rn(sRed[threadIdx.x], sRed[threadIdx.x + w]);
             __syncthreads();
         }
+        if (threadIdx.x == 0) out[o] = sRed[0];
+        __syncthreads();
     }
+}
+
+// scatterValues: dst[index[j]] = src[j] (F32), index -1 writes nothing.
+extern "C" __global__ void __launch_bounds__(256)
+moe_scatter_values(const float* __restrict__ src, const int* __restrict__ index, long M, float* __restrict__ dst) {
+    const long j = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= M) return;
+    const int at = index[j];
+    if (at >= 0) dst[at] = src[j];
 }

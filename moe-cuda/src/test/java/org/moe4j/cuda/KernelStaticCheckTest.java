@@ -36,9 +36,11 @@ class KernelStaticCheckTest {
         KERNELS.put("routing", List.of("moe_router_fwd", "moe_router_bwd", "moe_fp32_gemm",
                 "moe_seq_histogram", "moe_segment_partials", "moe_segment_finish", "moe_capacity_drop",
                 "moe_expert_bias_update"));
-        KERNELS.put("permute", List.of("moe_fill_i32", "moe_chunk_counts", "moe_layout",
-                "moe_dispatch_rows", "moe_regroup_layout", "moe_regroup_rows", "moe_permute_rows",
-                "moe_combine", "moe_combine_bwd_dy", "moe_combine_bwd_dw"));
+        KERNELS.put("permute", List.of("moe_fill_i32", "moe_count_routes", "moe_send_keys",
+                "moe_key_chunk_counts", "moe_key_layout", "moe_key_positions", "moe_send_meta",
+                "moe_exclusive_scan", "moe_send_return", "moe_pack_units", "moe_count_local", "moe_recv_keys",
+                "moe_recv_write", "moe_valid_slots", "moe_copy_rows", "moe_weighted_sum", "moe_row_dots",
+                "moe_scatter_values"));
         KERNELS.put("grouped_gemm", List.of("moe_gg_fwd_mma", "moe_gg_swiglu_mma", "moe_gg_dx_mma",
                 "moe_gg_wgrad_mma", "moe_swiglu_bwd", "moe_gg_fwd_wgmma", "moe_gg_swiglu_wgmma"));
     }
