@@ -20,6 +20,12 @@
 //       A [rows, M], B [rows, N], C [groups][M][N] (strideC, ldc): dW2_g = dY^T Hact,
 //       dW1_g = dG^T X, dW3_g = dU^T X. Empty groups write zeros.
 //   moe_swiglu_bwd                           dG, dU from dH, G, U (elementwise, fp32 math).
+//   fwd/dx/wgrad _mma take `accumulate` (C += result; C must be fp32), for ExpertKernels.GemmSpec.
+// ExpertKernels support (org.moe4j.experts.ExpertKernels, matching CpuExpertKernels):
+//   moe_gg_matmul_f32 / moe_gg_wgrad_f32     exact-fp32 SIMT grouped GEMMs (F32 operands without
+//                                            the bf16 option; BF16 operands also accepted)
+//   moe_cast_bf16, moe_transpose_batched     operand preparation (bf16 rounding, [G,R,C]->[G,C,R])
+//   moe_swiglu_fwd_f32 / moe_swiglu_bwd_f32  element-wise SwiGLU with the CPU's operation order
 //
 // Determinism: every output element is reduced by exactly one CTA in a fixed k order
 // (no split-K, no atomics); results are bitwise reproducible run to run on a given GPU.
@@ -46,7 +52,7 @@ namespace {
 // Epilogue for the row-grouped kernels: write acc of operand 0 as C (NB = 1).
 template <int NT>
 __device__ __forceinline__ void store_plain(const float (&acc)[4][NT][4], void* C, long ldc, int cBf16,
-                                            int rowStart, int rows, int n0, int N) {
+                                            int rowStart, int rows, int n0, int N, int accumulate) {
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int wm0 = (warp >> 2) * 64, wn0 = (warp & 3) * (NT * 8);
 #pragma unroll
@@ -58,7 +64,11 @@ __device__ __forceinline__ void store_plain(const float (&acc)[4][NT][4], void* 
 #pragma unroll
             for (int j = 0; j < NT; ++j) {
                 const int n = n0 + wn0 + j * 8 + (lane & 3) * 2;
-                if (n < N) store2(C, (long)(rowStart + r) * ldc + n, cBf16, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+                if (n < N) {
+                    const long o = (long)(rowStart + r) * ldc + n;
+                    if (accumulate) add2(C, o, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+                    else store2(C, o, cBf16, acc[i][j][2 * h], acc[i][j][2 * h + 1]);
+                }
             }
         }
 }
@@ -69,7 +79,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
 moe_gg_fwd_mma(const __nv_bfloat16* __restrict__ A, long lda,
                const __nv_bfloat16* __restrict__ B, long strideB, long ldb,
                const int* __restrict__ offsets, int groups, int N, int K,
-               void* __restrict__ C, long ldc, int cBf16) {
+               void* __restrict__ C, long ldc, int cBf16, int accumulate) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
     int g, rowStart, rows;
     if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
@@ -82,7 +92,7 @@ moe_gg_fwd_mma(const __nv_bfloat16* __restrict__ A, long lda,
     ops[0].ldb = ldb;
     float acc[1][4][4][4] = {};
     mainloop<true, true, 1>(acc, ops[0], ops[0], 1, rows, N - n0, K, reinterpret_cast<__nv_bfloat16*>(smemRaw));
-    store_plain<4>(acc[0], C, ldc, cBf16, rowStart, rows, n0, N);
+    store_plain<4>(acc[0], C, ldc, cBf16, rowStart, rows, n0, N, accumulate);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1)
@@ -140,7 +150,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
 moe_gg_dx_mma(const __nv_bfloat16* __restrict__ A1, long lda1, const __nv_bfloat16* __restrict__ B1,
               const __nv_bfloat16* __restrict__ A2, long lda2, const __nv_bfloat16* __restrict__ B2,
               long strideB, long ldb, const int* __restrict__ offsets, int groups, int N, int K,
-              void* __restrict__ C, long ldc, int cBf16) {
+              void* __restrict__ C, long ldc, int cBf16, int accumulate) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
     int g, rowStart, rows;
     if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
@@ -159,13 +169,13 @@ moe_gg_dx_mma(const __nv_bfloat16* __restrict__ A1, long lda1, const __nv_bfloat
     ops[1].ldb = ldb;
     float acc[1][4][4][4] = {};
     mainloop<true, false, 1>(acc, ops[0], ops[1], pairs, rows, N - n0, K, reinterpret_cast<__nv_bfloat16*>(smemRaw));
-    store_plain<4>(acc[0], C, ldc, cBf16, rowStart, rows, n0, N);
+    store_plain<4>(acc[0], C, ldc, cBf16, rowStart, rows, n0, N, accumulate);
 }
 
 extern "C" __global__ void __launch_bounds__(256, 1)
 moe_gg_wgrad_mma(const __nv_bfloat16* __restrict__ A, long lda, const __nv_bfloat16* __restrict__ B, long ldb,
                  const int* __restrict__ offsets, int groups, int M, int N,
-                 void* __restrict__ C, long strideC, long ldc, int cBf16) {
+                 void* __restrict__ C, long strideC, long ldc, int cBf16, int accumulate) {
     extern __shared__ __align__(128) unsigned char smemRaw[];
     const int g = blockIdx.z;
     if (g >= groups) return;
@@ -193,7 +203,10 @@ moe_gg_wgrad_mma(const __nv_bfloat16* __restrict__ A, long lda, const __nv_bfloa
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
                 const int n = n0 + wn0 + j * 8 + (lane & 3) * 2;
-                if (n < N) store2(Cg, (long)m * ldc + n, cBf16, acc[0][i][j][2 * h], acc[0][i][j][2 * h + 1]);
+                if (n < N) {
+                    if (accumulate) add2(Cg, (long)m * ldc + n, acc[0][i][j][2 * h], acc[0][i][j][2 * h + 1]);
+                    else store2(Cg, (long)m * ldc + n, cBf16, acc[0][i][j][2 * h], acc[0][i][j][2 * h + 1]);
+                }
             }
         }
 }
@@ -369,4 +382,187 @@ moe_gg_swiglu_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __re
                     int N, int K, void* __restrict__ C, long ldc, int cBf16,
                     void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
     wgmma_body<2>(tmA, tmW1, tmW3, offsets, groups, N, K, C, ldc, cBf16, Gsave, Usave, ldgu);
+}
+
+// ---------------------------------------------------------------------------------------
+// ExpertKernels support: exact-fp32 grouped GEMMs (SIMT FMA, for F32 operands without the bf16
+// option), bf16 cast, batched transpose, element-wise SwiGLU. Operand dtype codes: 0 F32, 1 BF16.
+// ---------------------------------------------------------------------------------------
+namespace {
+
+__device__ __forceinline__ float ldf(const void* p, long i, int bf16) {
+    return bf16 ? __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(p)[i]) : reinterpret_cast<const float*>(p)[i];
+}
+
+constexpr int F_BM = 64;
+
+__device__ __forceinline__ bool find_m_tile64(const int* offsets, int groups, int& g, int& rowStart, int& rows) {
+    int tile = blockIdx.y;
+    for (g = 0; g < groups; ++g) {
+        const int m = offsets[g + 1] - offsets[g];
+        const int nt = (m + F_BM - 1) / F_BM;
+        if (tile < nt) {
+            rowStart = offsets[g] + tile * F_BM;
+            rows = min(F_BM, offsets[g + 1] - rowStart);
+            return true;
+        }
+        tile -= nt;
+    }
+    return false;
+}
+
+}  // namespace
+
+// groupedMatmul in fp32: out[r, :] (+)= a[r, :] . b[g] for the rows r of group g.
+//   a [rows, K] (aBf16), b [groups, K, N] (bBf16), out [rows, N] fp32. k ascending, fp32 FMA.
+// Block (16,16), grid (ceil(N/64), ceil(rows/64) + groups); 64x64 tile, 4x4 per thread.
+extern "C" __global__ void __launch_bounds__(256)
+moe_gg_matmul_f32(const void* __restrict__ a, int aBf16, const void* __restrict__ b, int bBf16,
+                  const int* __restrict__ offsets, int groups, int N, int K,
+                  float* __restrict__ out, int accumulate) {
+    __shared__ float sa[16][F_BM + 1];
+    __shared__ float sb[16][64 + 1];
+    int g, rowStart, rows;
+    if (!find_m_tile64(offsets, groups, g, rowStart, rows)) return;
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+    const int n0 = blockIdx.x * 64;
+    const long bBase = (long)g * K * N;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < K; k0 += 16) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int li = tid + r * 256;
+            const int m = li >> 4, kk = li & 15;  // a: k fastest (rows are k-contiguous)
+            sa[kk][m] = (m < rows && k0 + kk < K) ? ldf(a, (long)(rowStart + m) * K + k0 + kk, aBf16) : 0.0f;
+            const int n = li & 63, kb = li >> 6;  // b: n fastest (rows of b[g] are n-contiguous)
+            sb[kb][n] = (n0 + n < N && k0 + kb < K) ? ldf(b, bBase + (long)(k0 + kb) * N + n0 + n, bBf16) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk) {
+            float x[4], y[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) x[i] = sa[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) y[j] = sb[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(x[i], y[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int m = ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < rows && n < N) {
+                float* p = out + (long)(rowStart + m) * N + n;
+                *p = accumulate ? __fadd_rn(*p, acc[i][j]) : acc[i][j];
+            }
+        }
+}
+
+// groupedWeightGrad in fp32: out[g] (+)= a[rows of g]^T . b[rows of g], rows ascending.
+//   a [rows, M], b [rows, N], out [groups, M, N] fp32. Block (16,16), grid (ceil(N/64), ceil(M/64), groups).
+extern "C" __global__ void __launch_bounds__(256)
+moe_gg_wgrad_f32(const void* __restrict__ a, int aBf16, const void* __restrict__ b, int bBf16,
+                 const int* __restrict__ offsets, int M, int N, float* __restrict__ out, int accumulate) {
+    __shared__ float sa[16][64 + 1];
+    __shared__ float sb[16][64 + 1];
+    const int g = blockIdx.z;
+    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
+    const int m0 = blockIdx.y * 64, n0 = blockIdx.x * 64;
+    const int r0 = offsets[g], r1 = offsets[g + 1];
+    float acc[4][4] = {};
+    for (int k0 = r0; k0 < r1; k0 += 16) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int li = tid + r * 256;
+            const int c = li & 63, kk = li >> 6;  // both operands: column fastest
+            sa[kk][c] = (m0 + c < M && k0 + kk < r1) ? ldf(a, (long)(k0 + kk) * M + m0 + c, aBf16) : 0.0f;
+            sb[kk][c] = (n0 + c < N && k0 + kk < r1) ? ldf(b, (long)(k0 + kk) * N + n0 + c, bBf16) : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < 16; ++kk) {
+            float x[4], y[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) x[i] = sa[kk][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) y[j] = sb[kk][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(x[i], y[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    float* og = out + (long)g * M * N;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < M && n < N) {
+                float* p = og + (long)m * N + n;
+                *p = accumulate ? __fadd_rn(*p, acc[i][j]) : acc[i][j];
+            }
+        }
+}
+
+// dst[i] = bf16(src[i]) (round to nearest even); src F32.
+extern "C" __global__ void __launch_bounds__(256)
+moe_cast_bf16(const float* __restrict__ src, long n, __nv_bfloat16* __restrict__ dst) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+// Batched transpose with dtype conversion: dst[g][c][r] = src[g][r][c]; src [G, R, C], dst [G, C, R].
+// Block (32, 8), grid (ceil(C/32), ceil(R/32), G); 32x32 tile through padded shared memory.
+extern "C" __global__ void __launch_bounds__(256)
+moe_transpose_batched(const void* __restrict__ src, int srcBf16, int R, int C,
+                      void* __restrict__ dst, int dstBf16) {
+    __shared__ float tile[32][33];
+    const long base = (long)blockIdx.z * R * C;
+    const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        const int r = r0 + i, c = c0 + threadIdx.x;
+        if (r < R && c < C) tile[i][threadIdx.x] = ldf(src, base + (long)r * C + c, srcBf16);
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < 32; i += 8) {
+        const int c = c0 + i, r = r0 + threadIdx.x;
+        if (r < R && c < C) {
+            const long o = base + (long)c * R + r;
+            const float v = tile[threadIdx.x][i];
+            if (dstBf16) reinterpret_cast<__nv_bfloat16*>(dst)[o] = __float2bfloat16_rn(v);
+            else reinterpret_cast<float*>(dst)[o] = v;
+        }
+    }
+}
+
+// swigluForward: out = (h * s) * u with s = 1 / (1 + exp(-h)); F32, n elements.
+extern "C" __global__ void __launch_bounds__(256)
+moe_swiglu_fwd_f32(const float* __restrict__ gate, const float* __restrict__ up, long n, float* __restrict__ out) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float h = gate[i];
+        const float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-h)));
+        out[i] = __fmul_rn(__fmul_rn(h, s), up[i]);
+    }
+}
+
+// swigluBackward: dGate = (dOut * up) * (s * (1 + h * (1 - s))), dUp = dOut * (h * s); F32.
+extern "C" __global__ void __launch_bounds__(256)
+moe_swiglu_bwd_f32(const float* __restrict__ gate, const float* __restrict__ up, const float* __restrict__ dOut,
+                   long n, float* __restrict__ dGate, float* __restrict__ dUp) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float h = gate[i], v = up[i], dy = dOut[i];
+        const float s = __fdiv_rn(1.0f, __fadd_rn(1.0f, expf(-h)));
+        const float silu = __fmul_rn(h, s);
+        const float dsilu = __fmul_rn(s, __fadd_rn(1.0f, __fmul_rn(h, __fsub_rn(1.0f, s))));
+        dGate[i] = __fmul_rn(__fmul_rn(dy, v), dsilu);
+        dUp[i] = __fmul_rn(dy, silu);
+    }
 }

@@ -88,6 +88,15 @@ __device__ __forceinline__ void store2(void* base, long idx, bool bf16, float v0
     }
 }
 
+// C[idx..idx+1] += (v0, v1), fp32 only (ExpertKernels' accumulate option).
+__device__ __forceinline__ void add2(void* base, long idx, float v0, float v1) {
+    float2* p = reinterpret_cast<float2*>(reinterpret_cast<float*>(base) + idx);
+    float2 c = *p;
+    c.x = __fadd_rn(c.x, v0);
+    c.y = __fadd_rn(c.y, v1);
+    *p = c;
+}
+
 // Operand description for one k-slice source (a pair A, B[NB]).
 struct Operands {
     const __nv_bfloat16* a;     // origin of this CTA's A tile at k = 0 (see mainloop)

@@ -42,7 +42,9 @@ class KernelStaticCheckTest {
                 "moe_recv_write", "moe_valid_slots", "moe_copy_rows", "moe_weighted_sum", "moe_row_dots",
                 "moe_scatter_values"));
         KERNELS.put("grouped_gemm", List.of("moe_gg_fwd_mma", "moe_gg_swiglu_mma", "moe_gg_dx_mma",
-                "moe_gg_wgrad_mma", "moe_swiglu_bwd", "moe_gg_fwd_wgmma", "moe_gg_swiglu_wgmma"));
+                "moe_gg_wgrad_mma", "moe_swiglu_bwd", "moe_gg_fwd_wgmma", "moe_gg_swiglu_wgmma",
+                "moe_gg_matmul_f32", "moe_gg_wgrad_f32", "moe_cast_bf16", "moe_transpose_batched",
+                "moe_swiglu_fwd_f32", "moe_swiglu_bwd_f32"));
     }
 
     private static Path nvcc;
