@@ -74,6 +74,11 @@ class BackendsTest {
     }
 
     @Test
+    void aProviderMayLookUpAnotherFamilyWhileBeingCreated() {
+        assertEquals("cpu kernels on cpu", Backends.kernels(NestedKernels.class, new CpuBackend()).inner());
+    }
+
+    @Test
     void aFamilyWithoutAnyProviderIsAnErrorNamingIt() {
         IllegalStateException e = assertThrows(IllegalStateException.class,
                 () -> Backends.kernels(Runnable.class, new CpuBackend()));
