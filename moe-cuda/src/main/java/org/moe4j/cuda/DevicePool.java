@@ -216,12 +216,18 @@ public final class DevicePool implements AutoCloseable {
                 + " live buffer(s), " + bytes + " bytes: " + String.join("; ", leaked));
     }
 
+    private static boolean internalFrame(String cls) {
+        for (Class<?> c : new Class<?>[] {DevicePool.class, DeviceBuffer.class, CudaBackend.class}) {
+            if (cls.equals(c.getName()) || cls.startsWith(c.getName() + "$")) {
+                return true;
+            }
+        }
+        return cls.startsWith("org.moe4j.core.backend.");
+    }
+
     private static String callSite() {
         return WALKER.walk(frames -> frames
-                .filter(f -> !f.getClassName().startsWith("org.moe4j.cuda.DevicePool")
-                        && !f.getClassName().startsWith("org.moe4j.cuda.DeviceBuffer")
-                        && !f.getClassName().startsWith("org.moe4j.cuda.CudaBackend")
-                        && !f.getClassName().startsWith("org.moe4j.core.backend."))
+                .filter(f -> !internalFrame(f.getClassName()))
                 .findFirst()
                 .map(f -> f.getClassName() + "." + f.getMethodName() + ":" + f.getLineNumber())
                 .orElse("?"));
