@@ -13,6 +13,7 @@ import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
  * the driver's description, e.g.
  * {@code cuMemAlloc_v2(1073741824 bytes) failed: CUDA_ERROR_OUT_OF_MEMORY (2): out of memory}.
  */
+@SuppressWarnings("restricted") // FFM native access is this class's purpose
 public final class CudaException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 

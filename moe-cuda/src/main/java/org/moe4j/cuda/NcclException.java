@@ -9,6 +9,7 @@ import org.moe4j.cuda.internal.ffi.nccl.nccl_h;
  * {@code ncclResult_t} becomes an exception; the message names the call, the code, the result's
  * name and NCCL's description, e.g. {@code ncclCommInitRank(rank 0 of 2) failed: ncclInvalidUsage (5): ...}.
  */
+@SuppressWarnings("restricted") // FFM native access is this class's purpose
 public final class NcclException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 

@@ -14,6 +14,7 @@ import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
  * and a {@link DeviceBuffer} on a stream are truly asynchronous and run at full PCIe/NVLink speed.
  * Closing frees the memory; the {@link #host()} view is invalid afterwards.
  */
+@SuppressWarnings("restricted") // FFM native access is this class's purpose
 public final class PinnedHostBuffer implements AutoCloseable {
     private final Arena arena;
     private final HostBuffer host;

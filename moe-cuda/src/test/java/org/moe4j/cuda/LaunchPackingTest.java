@@ -10,6 +10,7 @@ import java.lang.foreign.ValueLayout;
 import org.junit.jupiter.api.Test;
 
 /** The kernelParams array that Launch hands to cuLaunchKernel, checked without a GPU. */
+@SuppressWarnings("restricted") // FFM native access is this class's purpose
 class LaunchPackingTest {
     @Test
     void argumentsArePackedInOrderAsPointersToTheirValues() {

@@ -39,6 +39,7 @@ import org.moe4j.cuda.NativeLibraryException;
  * </ol>
  * When all fail, the {@link NativeLibraryException} lists every place looked at.
  */
+@SuppressWarnings("restricted") // FFM native access is this class's purpose
 public final class NativeLibraries {
     /** System property naming additional Python site-packages directories (path-separated). */
     public static final String SITE_PACKAGES_PROPERTY = "moe4j.python.sitePackages";
