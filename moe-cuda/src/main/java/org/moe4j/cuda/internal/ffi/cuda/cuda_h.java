@@ -21,7 +21,7 @@ import java.lang.invoke.MethodHandle;
  * {@code org.moe4j.cuda}. The library is located by {@code NativeLibraries} the first time any
  * symbol is needed; call {@link #symbolLookup()} first to get a clear error when it is missing.
  */
-@SuppressWarnings(('unused', 'restricted'))
+@SuppressWarnings({"unused", "restricted"})
 public final class cuda_h {
     private cuda_h() {
     }
