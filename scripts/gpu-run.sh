@@ -128,7 +128,7 @@ SKIP_REASON="$(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-400
 {
   echo "moe4j GPU run"
   cat "$OUTDIR/env.txt"
-  echo "gpu: $(tail -n +2 "$OUTDIR/gpu.txt" | head -1)"
+  echo "gpu: $(grep -v "^name," "$OUTDIR/gpu.txt" | head -1)"
   echo "tests: ${TESTS:-?} run, ${FAILURES:-?} failed, ${ERRORS:-?} errors, ${SKIPPED:-?} skipped (console launcher exit $TEST_RC)"
   if [[ -n "$TESTS" && "$TESTS" == "$SKIPPED" && "$TESTS" != "0" ]]; then
     echo "  all GPU tests SKIPPED: ${SKIP_REASON:-see tests.log}"
