@@ -1,0 +1,257 @@
+package org.moe4j.cuda.kernels;
+
+import static org.moe4j.cuda.kernels.Kernels.blocks;
+import static org.moe4j.cuda.kernels.Kernels.dev;
+import static org.moe4j.cuda.kernels.Kernels.dtypeCode;
+import static org.moe4j.cuda.kernels.Kernels.ptr;
+import static org.moe4j.cuda.kernels.Kernels.rows;
+import static org.moe4j.cuda.kernels.Kernels.width;
+
+import org.moe4j.core.DType;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.cuda.DeviceBuffer;
+import org.moe4j.dispatch.DispatchKernels;
+
+/**
+ * {@link DispatchKernels} on the GPU ({@code native/permute.cu}). Same contract and results as the
+ * CPU reference: plans are exact integer orderings (stable by key, no atomics on positions), fp32
+ * row copies and weighted sums are bit-identical, dot products agree within rounding.
+ *
+ * <p>Host synchronisation happens only where the contract needs a host decision: the bad-id check
+ * of {@link #countRoutes} and the explicit host copies.
+ */
+public final class CudaDispatchKernels implements DispatchKernels {
+    /** Entries per chunk of the key ordering (a multiple of 32). */
+    static final int ORDER_CHUNK = 1024;
+
+    private final Kernels k;
+
+    /** @param backend the cuda backend */
+    public CudaDispatchKernels(Backend backend) {
+        this.k = new Kernels(backend, "permute");
+    }
+
+    @Override
+    public void countRoutes(Buffer topkIdx, int experts, int world, boolean perRankDedup, Buffer routeCounts) {
+        int tokens = rows(topkIdx);
+        int topK = topkIdx.shape().dimInt(1);
+        int local = experts / world;
+        DeviceBuffer counts = dev("routeCounts", routeCounts);
+        counts.zeroAsync(k.stream());
+        try (DeviceBuffer bad = k.scratch(DType.I32, 1); HostBuffer badHost = HostBuffer.ofInts(new int[] {Integer.MAX_VALUE}, 1)) {
+            bad.copyFromAsync(badHost, k.stream());
+            if (tokens > 0) {
+                k.launch("moe_count_routes").grid(blocks(tokens, 256)).block(256).sharedMemory(world * (local + 1) * 4)
+                        .arg(dev("topkIdx", topkIdx)).arg(tokens).arg(topK).arg(experts).arg(world).arg(perRankDedup ? 1 : 0)
+                        .arg(counts).arg(bad).launch();
+            }
+            bad.copyToAsync(badHost, k.stream());
+            k.stream().synchronize();
+            int flat = badHost.getInt(0);
+            if (flat != Integer.MAX_VALUE) {
+                int t = flat / topK;
+                int j = flat % topK;
+                try (HostBuffer one = HostBuffer.allocate(DType.I32, org.moe4j.core.Shape.of(1))) {
+                    dev("topkIdx", topkIdx).view(DType.I32, org.moe4j.core.Shape.of(1), (long) flat * 4).copyTo(one);
+                    throw new IllegalArgumentException("topkIdx[" + t + ", " + j + "] = " + one.getInt(0) + " is outside [0, "
+                            + experts + ") (use -1 for no expert)");
+                }
+            }
+        }
+    }
+
+    @Override
+    public void buildSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, boolean perRankDedup,
+            SendPlan plan) {
+        int tokens = rows(topkIdx);
+        int topK = topkIdx.shape().dimInt(1);
+        long slots = (long) tokens * topK;
+        int units = rows(plan.sendToken());
+        int numKeys = perRankDedup ? world : experts;
+        DeviceBuffer idx = dev("topkIdx", topkIdx);
+        try (DeviceBuffer keys = k.scratch(DType.I32, Math.max(1, slots));
+                DeviceBuffer keyPos = k.scratch(DType.I32, Math.max(1, slots));
+                DeviceBuffer slotUnit = k.scratch(DType.I32, Math.max(1, slots));
+                DeviceBuffer unitSlots = k.scratch(DType.I32, Math.max(1, units));
+                DeviceBuffer unitBase = k.scratch(DType.I32, units + 1)) {
+            if (tokens == 0) {
+                return;
+            }
+            k.launch("moe_send_keys").grid(blocks(tokens, 256)).block(256).arg(idx).arg(tokens).arg(topK).arg(experts)
+                    .arg(world).arg(perRankDedup ? 1 : 0).arg(keys).launch();
+            orderByKey(keys, slots, numKeys, null, null, null, keyPos, null);
+            k.launch("moe_send_meta").grid(blocks(tokens, 256)).block(256).arg(idx).arg(dev("topkWeights", topkWeights))
+                    .arg(tokens).arg(topK).arg(experts).arg(world).arg(rank).arg(perRankDedup ? 1 : 0).arg(keyPos)
+                    .arg(dev("plan.sendToken", plan.sendToken())).arg(dev("plan.sendMeta", plan.sendMeta()))
+                    .arg(slotUnit).arg(unitSlots).launch();
+            if (units > 0) {
+                k.launch("moe_exclusive_scan").grid(1).block(1024).arg(unitSlots).arg(units).arg(unitBase).launch();
+            }
+            k.launch("moe_send_return").grid(blocks(tokens, 256)).block(256).arg(slotUnit).arg(tokens).arg(topK).arg(unitBase)
+                    .arg(dev("plan.returnToken", plan.returnToken())).arg(dev("plan.returnSlot", plan.returnSlot()))
+                    .arg(dev("plan.slotReturnRow", plan.slotReturnRow())).launch();
+        }
+    }
+
+    /**
+     * Stable positions by key (see permute.cu): pos[i] = base(key[i]) + earlier entries with the
+     * same key; optional totals, key bases (exclusive scan) or given bases, and the inverse map.
+     */
+    private void orderByKey(DeviceBuffer keys, long n, int numKeys, DeviceBuffer givenBase, DeviceBuffer totals,
+            DeviceBuffer keyBase, DeviceBuffer pos, DeviceBuffer inverse) {
+        int chunks = blocks(n, ORDER_CHUNK);
+        try (DeviceBuffer chunkCounts = k.scratch(DType.I32, (long) chunks * numKeys)) {
+            k.launchWithSmem("moe_key_chunk_counts", numKeys * 4).grid(chunks).block(256).arg(keys).arg(n).arg(numKeys)
+                    .arg(ORDER_CHUNK).arg(chunkCounts).launch();
+            k.launchWithSmem("moe_key_layout", numKeys * 4).grid(1).block(1024).arg(chunkCounts).arg(chunks).arg(numKeys)
+                    .argPointer(totals == null ? 0 : totals.address()).argPointer(keyBase == null ? 0 : keyBase.address())
+                    .argPointer(givenBase == null ? 0 : givenBase.address()).launch();
+            k.launchWithSmem("moe_key_positions", numKeys * 4).grid(chunks).block(32).arg(keys).arg(n).arg(numKeys)
+                    .arg(ORDER_CHUNK).arg(chunkCounts).arg(pos).argPointer(inverse == null ? 0 : inverse.address()).launch();
+        }
+    }
+
+    @Override
+    public void packUnits(Buffer topkIdx, Buffer topkWeights, int rank, Buffer meta) {
+        int tokens = rows(topkIdx);
+        if (tokens == 0) {
+            return;
+        }
+        k.launch("moe_pack_units").grid(blocks(tokens, 256)).block(256).arg(dev("topkIdx", topkIdx))
+                .arg(dev("topkWeights", topkWeights)).arg(tokens).arg(topkIdx.shape().dimInt(1)).arg(rank)
+                .arg(dev("meta", meta)).launch();
+    }
+
+    @Override
+    public void countLocal(Buffer meta, int firstExpert, int localExperts, Buffer counts) {
+        int units = rows(meta);
+        int topK = (meta.shape().dimInt(1) - META_FIXED) / 2;
+        DeviceBuffer c = dev("counts", counts);
+        c.zeroAsync(k.stream());
+        if (units == 0 || topK == 0) {
+            return;
+        }
+        k.launchWithSmem("moe_count_local", localExperts * 4).grid(blocks((long) units * topK, 256)).block(256)
+                .arg(dev("meta", meta)).arg(units).arg(topK).arg(firstExpert).arg(localExperts).arg(c).launch();
+    }
+
+    @Override
+    public void buildRecvPlan(Buffer meta, int firstExpert, Buffer groupOffsets, RecvPlan plan) {
+        int units = rows(meta);
+        int topK = (meta.shape().dimInt(1) - META_FIXED) / 2;
+        int localExperts = groupOffsets.shape().dimInt(0) - 1;
+        long n = (long) units * topK;
+        DeviceBuffer rowSrcRank = dev("plan.rowSrcRank", plan.rowSrcRank());
+        DeviceBuffer rowSrcIndex = dev("plan.rowSrcIndex", plan.rowSrcIndex());
+        DeviceBuffer rowTopkSlot = dev("plan.rowTopkSlot", plan.rowTopkSlot());
+        for (DeviceBuffer b : new DeviceBuffer[] {rowSrcRank, rowSrcIndex, rowTopkSlot}) {
+            if (b.numel() > 0) {
+                k.launch("moe_fill_i32").grid(blocks(b.numel(), 256)).block(256).arg(b).arg(b.numel()).arg(-1).launch();
+            }
+        }
+        if (n == 0) {
+            return;
+        }
+        try (DeviceBuffer groupKey = k.scratch(DType.I32, n); DeviceBuffer validKey = k.scratch(DType.I32, n);
+                DeviceBuffer rowPos = k.scratch(DType.I32, n); DeviceBuffer rPos = k.scratch(DType.I32, n);
+                DeviceBuffer zero = k.scratch(DType.I32, 1)) {
+            DeviceBuffer meta_ = dev("meta", meta);
+            k.launch("moe_recv_keys").grid(blocks(n, 256)).block(256).arg(meta_).arg(units).arg(topK).arg(firstExpert)
+                    .arg(localExperts).arg(groupKey).arg(validKey).launch();
+            orderByKey(groupKey, n, localExperts, dev("groupOffsets", groupOffsets), null, null, rowPos, null);
+            orderByKey(validKey, n, 1, zero, null, null, rPos, null);
+            k.launch("moe_recv_write").grid(blocks(n, 256)).block(256).arg(meta_).arg(units).arg(topK).arg(rowPos).arg(rPos)
+                    .arg(dev("plan.slotUnit", plan.slotUnit())).arg(dev("plan.slotUnitSlot", plan.slotUnitSlot()))
+                    .arg(dev("plan.slotExpertRow", plan.slotExpertRow())).arg(dev("plan.slotWeight", plan.slotWeight()))
+                    .arg(rowSrcRank).arg(rowSrcIndex).arg(rowTopkSlot).launch();
+        }
+    }
+
+    @Override
+    public void validSlots(Buffer topkIdx, Buffer slotRow, Buffer slotToken) {
+        long n = topkIdx.numel();
+        if (n == 0) {
+            return;
+        }
+        k.launch("moe_valid_slots").grid(blocks(n, 256)).block(256).arg(dev("topkIdx", topkIdx)).arg(n)
+                .arg(topkIdx.shape().dimInt(1)).arg(dev("slotRow", slotRow)).arg(dev("slotToken", slotToken)).launch();
+    }
+
+    @Override
+    public void copyRows(Buffer src, Buffer srcIndex, Buffer dst, Buffer dstIndex, Buffer weights) {
+        int h = width(src);
+        if (width(dst) != h) {
+            throw new IllegalArgumentException("copyRows: src " + src.shape() + " and dst " + dst.shape() + " differ in row width");
+        }
+        int m = srcIndex != null ? srcIndex.shape().dimInt(0) : dstIndex != null ? dstIndex.shape().dimInt(0) : rows(src);
+        if (m == 0 || h == 0) {
+            return;
+        }
+        k.launch("moe_copy_rows").grid(Math.min(m, 65535)).block(128).arg(dev("src", src)).arg(dtypeCode("src", src.dtype()))
+                .argPointer(ptr("srcIndex", srcIndex)).arg(dev("dst", dst)).arg(dtypeCode("dst", dst.dtype()))
+                .argPointer(ptr("dstIndex", dstIndex)).argPointer(ptr("weights", weights)).arg(m).arg(h).launch();
+    }
+
+    @Override
+    public void weightedSum(Buffer rows, Buffer slotRow, Buffer weights, Buffer out) {
+        int h = width(rows);
+        int tokens = rows(out);
+        int topK = tokens == 0 ? 0 : (int) (slotRow.numel() / tokens);
+        if (tokens == 0 || h == 0) {
+            return;
+        }
+        k.launch("moe_weighted_sum").grid(Math.min(tokens, 65535)).block(128).arg(dev("rows", rows))
+                .arg(dtypeCode("rows", rows.dtype())).arg(dev("slotRow", slotRow)).argPointer(ptr("weights", weights))
+                .arg(tokens).arg(topK).arg(h).arg(dev("out", out)).arg(dtypeCode("out", out.dtype())).launch();
+    }
+
+    @Override
+    public void rowDots(Buffer a, Buffer aIndex, Buffer b, Buffer bIndex, Buffer out, Buffer outIndex) {
+        int h = width(a);
+        if (width(b) != h) {
+            throw new IllegalArgumentException("rowDots: a " + a.shape() + " and b " + b.shape() + " differ in row width");
+        }
+        int m = aIndex != null ? aIndex.shape().dimInt(0) : bIndex != null ? bIndex.shape().dimInt(0)
+                : outIndex != null ? outIndex.shape().dimInt(0) : rows(a);
+        if (m == 0) {
+            return;
+        }
+        k.launch("moe_row_dots").grid(Math.min(m, 65535)).block(256).arg(dev("a", a)).arg(dtypeCode("a", a.dtype()))
+                .argPointer(ptr("aIndex", aIndex)).arg(dev("b", b)).arg(dtypeCode("b", b.dtype()))
+                .argPointer(ptr("bIndex", bIndex)).arg(dev("out", out)).argPointer(ptr("outIndex", outIndex)).arg(m).arg(h)
+                .launch();
+    }
+
+    @Override
+    public void scatterValues(Buffer src, Buffer index, Buffer dst) {
+        long m = index.numel();
+        if (m == 0) {
+            return;
+        }
+        k.launch("moe_scatter_values").grid(blocks(m, 256)).block(256).arg(dev("src", src)).arg(dev("index", index)).arg(m)
+                .arg(dev("dst", dst)).launch();
+    }
+
+    @Override
+    public void copyToHost(Buffer src, HostBuffer dst) {
+        requireSameBytes(src, dst);
+        dev("src", src).copyToAsync(dst, k.stream());
+        k.stream().synchronize();
+    }
+
+    @Override
+    public void copyFromHost(HostBuffer src, Buffer dst) {
+        requireSameBytes(src, dst);
+        dev("dst", dst).copyFromAsync(src, k.stream());
+        k.stream().synchronize();
+    }
+
+    private static void requireSameBytes(Buffer a, Buffer b) {
+        if (a.dtype() != b.dtype() || a.numel() != b.numel()) {
+            throw new IllegalArgumentException("copy between " + a.dtype() + " " + a.shape() + " and " + b.dtype() + " "
+                    + b.shape() + ": dtype and element count must match");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+package org.moe4j.cuda.kernels.internal;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.FunctionDescriptor;
+import java.lang.foreign.Linker;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandle;
+import org.moe4j.cuda.CudaException;
+import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
+
+/**
+ * Binding of {@code cuTensorMapEncodeTiled} (CUDA 12+ driver), in the jextract shape, plus the one
+ * tensor-map layout the Hopper grouped GEMM uses: 2-D bf16, box {64, rows}, 128-byte swizzle.
+ *
+ * <pre>{@code
+ * CUresult cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType tensorDataType,
+ *     cuuint32_t tensorRank, void* globalAddress, const cuuint64_t* globalDim,
+ *     const cuuint64_t* globalStrides, const cuuint32_t* boxDim, const cuuint32_t* elementStrides,
+ *     CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+ *     CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill);
+ * }</pre>
+ */
+public final class TensorMaps {
+    /** {@code sizeof(CUtensorMap)}: 16 quad words. */
+    public static final int BYTES = 128;
+    /** {@code CU_TENSOR_MAP_DATA_TYPE_BFLOAT16}. */
+    public static final int DATA_TYPE_BFLOAT16 = 9;
+    /** {@code CU_TENSOR_MAP_INTERLEAVE_NONE}. */
+    public static final int INTERLEAVE_NONE = 0;
+    /** {@code CU_TENSOR_MAP_SWIZZLE_128B}. */
+    public static final int SWIZZLE_128B = 3;
+    /** {@code CU_TENSOR_MAP_L2_PROMOTION_L2_128B}. */
+    public static final int L2_PROMOTION_L2_128B = 2;
+    /** {@code CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE} (out-of-bounds elements read as zero). */
+    public static final int OOB_FILL_NONE = 0;
+
+    private TensorMaps() {
+    }
+
+    private static final class Holder {
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(
+                cuda_h.symbolLookup().find("cuTensorMapEncodeTiled").orElseThrow(() ->
+                        new UnsatisfiedLinkError("libcuda: symbol cuTensorMapEncodeTiled not found (driver older than CUDA 12?)")),
+                FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.ADDRESS, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
+                        ValueLayout.JAVA_LONG, ValueLayout.ADDRESS, ValueLayout.ADDRESS, ValueLayout.ADDRESS,
+                        ValueLayout.ADDRESS, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT,
+                        ValueLayout.JAVA_INT));
+    }
+
+    /** The raw call; see the C prototype in the class comment. @return the CUresult */
+    public static int cuTensorMapEncodeTiled(MemorySegment tensorMap, int dataType, int rank, long globalAddress,
+            MemorySegment globalDim, MemorySegment globalStrides, MemorySegment boxDim, MemorySegment elementStrides,
+            int interleave, int swizzle, int l2Promotion, int oobFill) {
+        try {
+            return (int) Holder.HANDLE.invokeExact(tensorMap, dataType, rank, globalAddress, globalDim, globalStrides,
+                    boxDim, elementStrides, interleave, swizzle, l2Promotion, oobFill);
+        } catch (Throwable t) {
+            if (t instanceof RuntimeException r) {
+                throw r;
+            }
+            if (t instanceof Error e) {
+                throw e;
+            }
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /**
+     * Encodes a row-major bf16 matrix {@code [rows, cols]} (leading dimension {@code ld} elements)
+     * for boxes of {@code boxCols x boxRows} with 128-byte swizzle ({@code boxCols * 2 == 128}).
+     *
+     * @param address device address, 16-byte aligned
+     * @return the 128-byte {@code CUtensorMap}, in {@code arena}
+     * @throws CudaException when the driver refuses the layout
+     */
+    public static MemorySegment bf16RowMajor(Arena arena, long address, long rows, long cols, long ld, int boxCols,
+            int boxRows) {
+        MemorySegment map = arena.allocate(BYTES, 64);
+        MemorySegment dims = arena.allocateFrom(ValueLayout.JAVA_LONG, cols, rows);
+        MemorySegment strides = arena.allocateFrom(ValueLayout.JAVA_LONG, ld * 2);
+        MemorySegment box = arena.allocateFrom(ValueLayout.JAVA_INT, boxCols, boxRows);
+        MemorySegment elem = arena.allocateFrom(ValueLayout.JAVA_INT, 1, 1);
+        int rc = cuTensorMapEncodeTiled(map, DATA_TYPE_BFLOAT16, 2, address, dims, strides, box, elem, INTERLEAVE_NONE,
+                SWIZZLE_128B, L2_PROMOTION_L2_128B, OOB_FILL_NONE);
+        CudaException.check(rc, "cuTensorMapEncodeTiled(bf16 [" + rows + ", " + cols + "], ld " + ld + ", box " + boxCols
+                + "x" + boxRows + ")");
+        return map;
+    }
+}
