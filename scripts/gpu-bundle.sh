@@ -102,6 +102,10 @@ if command -v strip >/dev/null; then strip --strip-unneeded "$STAGE/jre/lib/serv
 cp scripts/gpu-run.sh "$STAGE/run.sh"
 chmod +x "$STAGE/run.sh"
 cp scripts/gpu-benchmarks.txt "$STAGE/benchmarks.txt"
+# PyTorch peers of the GPU benchmarks (run.sh runs them when python3 with a CUDA torch exists there)
+if compgen -G "scripts/gpu-peers/*.py" >/dev/null; then
+  mkdir -p "$STAGE/peers" && cp scripts/gpu-peers/*.py "$STAGE/peers/"
+fi
 {
   echo "moe4j GPU bundle"
   echo "commit:  $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (dirty)')"
@@ -109,7 +113,7 @@ cp scripts/gpu-benchmarks.txt "$STAGE/benchmarks.txt"
   echo "jdk:     $("$STAGE/jre/bin/java" -version 2>&1 | head -1)"
   echo "modules: $MODULES"
   echo "files:"
-  (cd "$STAGE" && find . -type f \( -name '*.jar' -o -name '*.fatbin' -o -name '*.sh' -o -name '*.txt' \) -printf '  %-60p %10s\n' | sort)
+  (cd "$STAGE" && find . -type f \( -name '*.jar' -o -name '*.fatbin' -o -name '*.sh' -o -name '*.txt' -o -name '*.py' \) -printf '  %-60p %10s\n' | sort)
 } > "$STAGE/BUNDLE.txt"
 
 rm -rf "$OUT"

@@ -124,6 +124,38 @@ if [[ -f "$HERE/benchmarks.txt" ]]; then
   done < "$HERE/benchmarks.txt"
 fi
 
+# PyTorch peers (same GPU, same run): scripts/gpu-peers/*.py, when python3 with a CUDA torch is here.
+PEER_LINES=()
+if [[ -d "$HERE/peers" ]] && command -v python3 >/dev/null 2>&1 \
+    && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+  for py in "$HERE"/peers/*_peer.py; do
+    name="$(basename "$py" .py)"
+    echo "run.sh: peer $name"
+    timeout "${MOE4J_BENCH_TIMEOUT:-300}" python3 "$py" --out "$OUTDIR/$name.json" > "$OUTDIR/$name.log" 2>&1
+    rc=$?
+    PEER_LINES+=("  $name: $([[ $rc -eq 0 ]] && echo ok || echo "FAILED rc=$rc")")
+  done
+elif [[ -d "$HERE/peers" ]]; then
+  PEER_LINES+=("  skipped: no python3 with a CUDA-enabled torch")
+fi
+
+# compute-sanitizer memcheck and racecheck over the kernel parity tests (MOE4J_SANITIZER=0 skips).
+SAN_LINES=()
+SANITIZER="$(command -v compute-sanitizer 2>/dev/null || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+if [[ -n "$SANITIZER" && "${MOE4J_SANITIZER:-1}" != "0" ]]; then
+  for tool in memcheck racecheck; do
+    echo "run.sh: compute-sanitizer --tool $tool (kernel parity tests)"
+    timeout "${MOE4J_SANITIZER_TIMEOUT:-1200}" "$SANITIZER" --tool "$tool" --target-processes all --error-exitcode 99 \
+      "$JAVA" "${JVM[@]}" -Dmoe4j.gpu.small=true -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
+      --class-path "$CP" --select-package org.moe4j.cuda.kernels --include-tag gpu \
+      --details=summary > "$OUTDIR/sanitizer-$tool.log" 2>&1
+    rc=$?
+    SAN_LINES+=("  $tool: $([[ $rc -eq 0 ]] && echo clean || echo "FAILED rc=$rc (see sanitizer-$tool.log)")")
+  done
+else
+  SAN_LINES+=("  skipped: $([[ -z "$SANITIZER" ]] && echo 'compute-sanitizer not found' || echo 'MOE4J_SANITIZER=0')")
+fi
+
 SKIP_REASON="$(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-400)"
 {
   echo "moe4j GPU run"
@@ -136,6 +168,10 @@ SKIP_REASON="$(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-400
   grep -E '\[X\]|✘' "$OUTDIR/tests.log" | head -20 | sed 's/^/  /'
   echo "benchmarks:"
   ((${#BENCH_LINES[@]})) && printf '%s\n' "${BENCH_LINES[@]}"
+  echo "peers:"
+  ((${#PEER_LINES[@]})) && printf '%s\n' "${PEER_LINES[@]}"
+  echo "compute-sanitizer:"
+  ((${#SAN_LINES[@]})) && printf '%s\n' "${SAN_LINES[@]}"
   echo "files: $(cd "$OUTDIR" && find . -type f | sort | tr '\n' ' ')"
 } > "$OUTDIR/summary.txt"
 cat "$OUTDIR/summary.txt"

@@ -93,6 +93,7 @@ class CudaDispatchKernelsGpuTest {
     @ParameterizedTest
     @ValueSource(ints = {67, 256, 7168})
     void copyRowsIsBitExactForAnyWidthDtypeAndIndex(int hidden) {
+        org.junit.jupiter.api.Assumptions.assumeTrue(!GpuParity.SMALL || hidden < 1000, "small run");
         int n = 300;
         int m = 250;
         for (DType st : new DType[] {DType.F32, DType.BF16}) {
@@ -175,7 +176,7 @@ class CudaDispatchKernelsGpuTest {
     @ParameterizedTest
     @ValueSource(ints = {1, 2, 4, 8})
     void sendAndRecvPlansEqualTheCpuPlansForAnyWorldSize(int world) {
-        int tokens = 777;
+        int tokens = GpuParity.SMALL ? 100 : 777;
         int topK = 6;
         int experts = 64;
         int local = experts / world;

@@ -19,6 +19,9 @@ final class GpuParity {
     /** bf16 poison (a NaN). */
     static final short POISON16 = (short) 0x7FC1;
 
+    /** Smaller problem sizes (set by the bundle's compute-sanitizer runs: -Dmoe4j.gpu.small=true). */
+    static final boolean SMALL = Boolean.getBoolean("moe4j.gpu.small");
+
     private GpuParity() {
     }
 
