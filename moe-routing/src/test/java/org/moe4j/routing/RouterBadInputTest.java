@@ -159,7 +159,7 @@ class RouterBadInputTest {
         assertRefused("topK=9: must not exceed experts (8)", () -> b.groups(1, 1).topK(9).build());
         assertRefused("topK=6: exceeds the 4 experts reachable", () -> b.topK(6).groups(4, 2).build());
         assertRefused("routeScale=0.0: must be finite and > 0", () -> b.topK(2).routeScale(0).build());
-        assertRefused("must not exceed experts", () -> new RouteParams(4, 5, ScoreFunction.SOFTMAX, 1, 1,
+        assertRefused("need 1 <= topK (5) <= experts (4)", () -> new RouteParams(4, 5, ScoreFunction.SOFTMAX, 1, 1,
                 org.moe4j.core.config.GroupScore.TOP2_SUM, false, 1f, false));
     }
 }

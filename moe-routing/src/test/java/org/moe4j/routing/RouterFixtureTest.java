@@ -111,6 +111,7 @@ class RouterFixtureTest {
                     RouterGrads g = router.backward(out, dW)) {
                 double lErr = Norms.relErr(((HostBuffer) g.dLogits()).toFloatArray(), Fixture.floats(ex.get("dLogits")));
                 assertTrue(lErr <= GRAD_TOL, name + ": dLogits rel err " + lErr);
+                System.out.printf("%s: weights %.2e scores %.2e dLogits %.2e%n", name, wErr, sErr, lErr);
                 if (fromHidden) {
                     assertNotNull(g.dX());
                     double xErr = Norms.relErr(((HostBuffer) g.dX()).toFloatArray(), Fixture.floats(ex.get("dX")));
@@ -118,6 +119,7 @@ class RouterFixtureTest {
                     double gErr = Norms.relErr(((HostBuffer) g.dGateWeight()).toFloatArray(),
                             Fixture.floats(ex.get("dGate")));
                     assertTrue(gErr <= GRAD_TOL, name + ": dGate rel err " + gErr);
+                    System.out.printf("%s: dX %.2e dGate %.2e%n", name, xErr, gErr);
                 } else {
                     assertEquals(null, g.dX());
                 }
