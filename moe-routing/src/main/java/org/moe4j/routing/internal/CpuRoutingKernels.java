@@ -5,6 +5,7 @@ import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -201,7 +202,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
                         Vec.add(row, bias, choice, experts);
                         c = choice;
                     }
-                    select(p, c, topVal, topIdx, groupScore, groupKeep);
+                    select(p, c, topVal, topIdx, groupScore, groupKeep, tmp);
                 }
                 float sum = 0f;
                 for (int j = 0; j < k; j++) {
@@ -228,71 +229,122 @@ public final class CpuRoutingKernels implements RoutingKernels {
     /**
      * Top-k of {@code c} (descending, ties to the lower index), restricted to the kept groups when
      * node-limited.
+     *
+     * <p>Two passes: the lane-wise maximum over all candidate vectors gives L distinct elements, so
+     * the k-th largest of those lanes is a lower bound of the k-th largest choice; the second pass
+     * inserts (in index order, strict comparison) only the elements at or above that bound.
      */
-    static void select(RouteParams p, float[] c, float[] topVal, int[] topIdx, float[] groupScore, int[] groupKeep) {
-        int k = topVal.length;
+    static void select(RouteParams p, float[] c, float[] topVal, int[] topIdx, float[] groupScore, int[] groupKeep,
+            float[] lanes) {
         Arrays.fill(topVal, Float.NEGATIVE_INFINITY);
         Arrays.fill(topIdx, -1);
         if (!p.groupLimited()) {
-            insertRange(c, 0, p.experts(), topVal, topIdx);
-            return;
-        }
-        int g = p.expertGroups();
-        int per = p.expertsPerGroup();
-        boolean max = p.groupScore() == GroupScore.MAX;
-        for (int gi = 0; gi < g; gi++) {
-            float a = Float.NEGATIVE_INFINITY;
-            float b = Float.NEGATIVE_INFINITY; // a >= b: the two largest
-            for (int e = gi * per, end = e + per; e < end; e++) {
-                float v = c[e];
-                if (v > a) {
-                    b = a;
-                    a = v;
-                } else if (v > b) {
-                    b = v;
+            groupKeep = null;
+        } else {
+            int g = p.expertGroups();
+            int per = p.expertsPerGroup();
+            boolean max = p.groupScore() == GroupScore.MAX;
+            for (int gi = 0; gi < g; gi++) {
+                groupScore[gi] = max ? groupMax(c, gi * per, per) : groupTop2Sum(c, gi * per, per);
+            }
+            // keep the top limitedGroups groups, ties to the lower group index
+            int keep = groupKeep.length;
+            int kept = 0;
+            for (int gi = 0; gi < g; gi++) {
+                float v = groupScore[gi];
+                if (kept == keep && !(v > groupScore[groupKeep[keep - 1]])) {
+                    continue;
                 }
+                int pos = kept == keep ? keep - 1 : kept++;
+                while (pos > 0 && v > groupScore[groupKeep[pos - 1]]) {
+                    groupKeep[pos] = groupKeep[pos - 1];
+                    pos--;
+                }
+                groupKeep[pos] = gi;
             }
-            groupScore[gi] = max ? a : a + b;
+            // visit kept groups in ascending order so equal choices keep the lower expert index
+            Arrays.sort(groupKeep);
         }
-        // keep the top limitedGroups groups, ties to the lower group index
-        int keep = groupKeep.length;
-        int kept = 0;
-        for (int gi = 0; gi < g; gi++) {
-            float v = groupScore[gi];
-            if (kept == keep && !(v > groupScore[groupKeep[keep - 1]])) {
-                continue;
+        int ranges = groupKeep == null ? 1 : groupKeep.length;
+        int len = groupKeep == null ? p.experts() : p.expertsPerGroup();
+        FloatVector colMax = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
+        for (int r = 0; r < ranges; r++) {
+            int from = groupKeep == null ? 0 : groupKeep[r] * len;
+            for (int j = 0; j < len; j += Vec.L) {
+                VectorMask<Float> m = Vec.S.indexInRange(j, len);
+                colMax = colMax.max(FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not()));
             }
-            int pos = kept == keep ? keep - 1 : kept++;
-            while (pos > 0 && v > groupScore[groupKeep[pos - 1]]) {
-                groupKeep[pos] = groupKeep[pos - 1];
-                pos--;
-            }
-            groupKeep[pos] = gi;
         }
-        // visit kept groups in ascending group order so equal choices keep the lower expert index
-        Arrays.sort(groupKeep);
-        for (int gi : groupKeep) {
-            insertRange(c, gi * per, gi * per + per, topVal, topIdx);
+        float bound = kthLargestLane(colMax, topVal.length, lanes);
+        for (int r = 0; r < ranges; r++) {
+            int from = groupKeep == null ? 0 : groupKeep[r] * len;
+            insertRange(c, from, from + len, bound, topVal, topIdx);
         }
     }
 
-    private static void insertRange(float[] c, int from, int to, float[] topVal, int[] topIdx) {
+    /** @return the k-th largest lane of {@code v} (-Inf when k exceeds the lane count) */
+    private static float kthLargestLane(FloatVector v, int k, float[] lanes) {
+        if (k > Vec.L) {
+            return Float.NEGATIVE_INFINITY;
+        }
+        v.intoArray(lanes, 0);
+        for (int i = 0; i < Vec.L; i++) {
+            float x = lanes[i];
+            if (v.compare(VectorOperators.GT, x).trueCount() < k && v.compare(VectorOperators.GE, x).trueCount() >= k) {
+                return x;
+            }
+        }
+        return Float.NEGATIVE_INFINITY; // unreachable for k <= L
+    }
+
+    private static float groupMax(float[] c, int from, int n) {
+        FloatVector mx = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
+        for (int j = 0; j < n; j += Vec.L) {
+            VectorMask<Float> m = Vec.S.indexInRange(j, n);
+            mx = mx.max(FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not()));
+        }
+        return mx.reduceLanes(VectorOperators.MAX);
+    }
+
+    /** Sum of the two largest values of {@code c[from, from + n)} (the largest twice if it occurs twice). */
+    private static float groupTop2Sum(float[] c, int from, int n) {
+        float top = groupMax(c, from, n);
+        int count = 0;
+        FloatVector mx = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
+        for (int j = 0; j < n; j += Vec.L) {
+            VectorMask<Float> m = Vec.S.indexInRange(j, n);
+            FloatVector v = FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not());
+            VectorMask<Float> eq = v.compare(VectorOperators.EQ, top);
+            count += eq.trueCount();
+            mx = mx.max(v.blend(Float.NEGATIVE_INFINITY, eq));
+        }
+        return top + (count >= 2 ? top : mx.reduceLanes(VectorOperators.MAX));
+    }
+
+    private static void insertRange(float[] c, int from, int to, float bound, float[] topVal, int[] topIdx) {
         int k = topVal.length;
         float last = topVal[k - 1];
-        for (int e = from; e < to; e++) {
-            float v = c[e];
-            if (!(v > last)) {
-                continue;
+        int n = to - from;
+        for (int j = 0; j < n; j += Vec.L) {
+            VectorMask<Float> m = Vec.S.indexInRange(j, n);
+            long bits = FloatVector.fromArray(Vec.S, c, from + j, m).compare(VectorOperators.GE, bound, m).toLong();
+            while (bits != 0) {
+                int e = from + j + Long.numberOfTrailingZeros(bits);
+                bits &= bits - 1;
+                float v = c[e];
+                if (!(v > last)) {
+                    continue;
+                }
+                int pos = k - 1;
+                while (pos > 0 && v > topVal[pos - 1]) {
+                    topVal[pos] = topVal[pos - 1];
+                    topIdx[pos] = topIdx[pos - 1];
+                    pos--;
+                }
+                topVal[pos] = v;
+                topIdx[pos] = e;
+                last = topVal[k - 1];
             }
-            int pos = k - 1;
-            while (pos > 0 && v > topVal[pos - 1]) {
-                topVal[pos] = topVal[pos - 1];
-                topIdx[pos] = topIdx[pos - 1];
-                pos--;
-            }
-            topVal[pos] = v;
-            topIdx[pos] = e;
-            last = topVal[k - 1];
         }
     }
 
