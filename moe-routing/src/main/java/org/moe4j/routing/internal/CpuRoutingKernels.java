@@ -163,6 +163,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
             float[] groupScore = new float[g];
             int[] groupKeep = new int[p.limitedGroups()];
             float[] tmp = new float[Vec.L];
+            float[] scratch = new float[(g + 1) * Vec.L];
             int bad = -1;
             for (int t = from; t < to; t++) {
                 long rowOff = (long) t * experts * 4;
@@ -202,7 +203,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
                         Vec.add(row, bias, choice, experts);
                         c = choice;
                     }
-                    select(p, c, topVal, topIdx, groupScore, groupKeep, tmp);
+                    select(p, c, topVal, topIdx, groupScore, groupKeep, scratch);
                 }
                 float sum = 0f;
                 for (int j = 0; j < k; j++) {
@@ -230,95 +231,106 @@ public final class CpuRoutingKernels implements RoutingKernels {
      * Top-k of {@code c} (descending, ties to the lower index), restricted to the kept groups when
      * node-limited.
      *
-     * <p>Two passes: the lane-wise maximum over all candidate vectors gives L distinct elements, so
-     * the k-th largest of those lanes is a lower bound of the k-th largest choice; the second pass
-     * inserts (in index order, strict comparison) only the elements at or above that bound.
+     * <p>Two passes: the lane-wise maximum over all candidate vectors holds L distinct elements, so
+     * its k-th largest lane is a lower bound of the k-th largest choice; the second pass inserts (in
+     * index order, strict comparison) only the elements at or above that bound.
+     *
+     * @param scratch at least {@code (expertGroups + 1) · L} floats
      */
     static void select(RouteParams p, float[] c, float[] topVal, int[] topIdx, float[] groupScore, int[] groupKeep,
-            float[] lanes) {
+            float[] scratch) {
         Arrays.fill(topVal, Float.NEGATIVE_INFINITY);
         Arrays.fill(topIdx, -1);
+        int k = topVal.length;
         if (!p.groupLimited()) {
-            groupKeep = null;
-        } else {
-            int g = p.expertGroups();
-            int per = p.expertsPerGroup();
-            boolean max = p.groupScore() == GroupScore.MAX;
-            for (int gi = 0; gi < g; gi++) {
-                groupScore[gi] = max ? groupMax(c, gi * per, per) : groupTop2Sum(c, gi * per, per);
-            }
-            // keep the top limitedGroups groups, ties to the lower group index
-            int keep = groupKeep.length;
-            int kept = 0;
-            for (int gi = 0; gi < g; gi++) {
-                float v = groupScore[gi];
-                if (kept == keep && !(v > groupScore[groupKeep[keep - 1]])) {
-                    continue;
-                }
-                int pos = kept == keep ? keep - 1 : kept++;
-                while (pos > 0 && v > groupScore[groupKeep[pos - 1]]) {
-                    groupKeep[pos] = groupKeep[pos - 1];
-                    pos--;
-                }
-                groupKeep[pos] = gi;
-            }
-            // visit kept groups in ascending order so equal choices keep the lower expert index
-            Arrays.sort(groupKeep);
+            FloatVector colMax = laneMax(c, 0, p.experts());
+            insertRange(c, 0, p.experts(), kthLargestLane(colMax, k), topVal, topIdx);
+            return;
         }
-        int ranges = groupKeep == null ? 1 : groupKeep.length;
-        int len = groupKeep == null ? p.experts() : p.expertsPerGroup();
+        int g = p.expertGroups();
+        int per = p.expertsPerGroup();
+        boolean max = p.groupScore() == GroupScore.MAX;
+        for (int gi = 0; gi < g; gi++) {
+            groupScore[gi] = groupScore(c, gi * per, per, max, scratch, (gi + 1) * Vec.L);
+        }
+        // keep the top limitedGroups groups, ties to the lower group index
+        int keep = groupKeep.length;
+        int kept = 0;
+        for (int gi = 0; gi < g; gi++) {
+            float v = groupScore[gi];
+            if (kept == keep && !(v > groupScore[groupKeep[keep - 1]])) {
+                continue;
+            }
+            int pos = kept == keep ? keep - 1 : kept++;
+            while (pos > 0 && v > groupScore[groupKeep[pos - 1]]) {
+                groupKeep[pos] = groupKeep[pos - 1];
+                pos--;
+            }
+            groupKeep[pos] = gi;
+        }
+        // visit kept groups in ascending order so equal choices keep the lower expert index
+        Arrays.sort(groupKeep);
         FloatVector colMax = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
-        for (int r = 0; r < ranges; r++) {
-            int from = groupKeep == null ? 0 : groupKeep[r] * len;
-            for (int j = 0; j < len; j += Vec.L) {
-                VectorMask<Float> m = Vec.S.indexInRange(j, len);
-                colMax = colMax.max(FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not()));
-            }
+        for (int gi : groupKeep) {
+            colMax = colMax.max(FloatVector.fromArray(Vec.S, scratch, (gi + 1) * Vec.L));
         }
-        float bound = kthLargestLane(colMax, topVal.length, lanes);
-        for (int r = 0; r < ranges; r++) {
-            int from = groupKeep == null ? 0 : groupKeep[r] * len;
-            insertRange(c, from, from + len, bound, topVal, topIdx);
+        float bound = kthLargestLane(colMax, k);
+        for (int gi : groupKeep) {
+            insertRange(c, gi * per, gi * per + per, bound, topVal, topIdx);
         }
     }
 
-    /** @return the k-th largest lane of {@code v} (-Inf when k exceeds the lane count) */
-    private static float kthLargestLane(FloatVector v, int k, float[] lanes) {
-        if (k > Vec.L) {
-            return Float.NEGATIVE_INFINITY;
-        }
-        v.intoArray(lanes, 0);
-        for (int i = 0; i < Vec.L; i++) {
-            float x = lanes[i];
-            if (v.compare(VectorOperators.GT, x).trueCount() < k && v.compare(VectorOperators.GE, x).trueCount() >= k) {
-                return x;
-            }
-        }
-        return Float.NEGATIVE_INFINITY; // unreachable for k <= L
-    }
-
-    private static float groupMax(float[] c, int from, int n) {
+    /** @return lane-wise maximum of {@code c[from, from + n)} viewed as vectors (-Inf in unused lanes) */
+    private static FloatVector laneMax(float[] c, int from, int n) {
         FloatVector mx = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
         for (int j = 0; j < n; j += Vec.L) {
             VectorMask<Float> m = Vec.S.indexInRange(j, n);
             mx = mx.max(FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not()));
         }
-        return mx.reduceLanes(VectorOperators.MAX);
+        return mx;
     }
 
-    /** Sum of the two largest values of {@code c[from, from + n)} (the largest twice if it occurs twice). */
-    private static float groupTop2Sum(float[] c, int from, int n) {
-        float top = groupMax(c, from, n);
-        int count = 0;
-        FloatVector mx = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
+    /**
+     * Group score in one pass: lane-wise best and second best, then the best lane plus the larger
+     * of (the other lanes' best, the best lane's second). Stores the lane-wise best at
+     * {@code laneMaxOut[at, at + L)}.
+     *
+     * @return the maximum ({@code max}) or the sum of the two largest values (the largest twice if tied)
+     */
+    private static float groupScore(float[] c, int from, int n, boolean max, float[] laneMaxOut, int at) {
+        FloatVector ninf = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
+        FloatVector a = ninf;
+        FloatVector b = ninf;
         for (int j = 0; j < n; j += Vec.L) {
             VectorMask<Float> m = Vec.S.indexInRange(j, n);
             FloatVector v = FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not());
-            VectorMask<Float> eq = v.compare(VectorOperators.EQ, top);
-            count += eq.trueCount();
-            mx = mx.max(v.blend(Float.NEGATIVE_INFINITY, eq));
+            b = b.max(a.min(v));
+            a = a.max(v);
         }
-        return top + (count >= 2 ? top : mx.reduceLanes(VectorOperators.MAX));
+        a.intoArray(laneMaxOut, at);
+        float top = a.reduceLanes(VectorOperators.MAX);
+        if (max) {
+            return top;
+        }
+        VectorMask<Float> eq = a.compare(VectorOperators.EQ, top);
+        float second = eq.trueCount() >= 2 ? top : a.blend(b, eq).reduceLanes(VectorOperators.MAX);
+        return top + second;
+    }
+
+    /** @return the k-th largest lane of {@code v} (-Inf when k exceeds the lane count) */
+    private static float kthLargestLane(FloatVector v, int k) {
+        if (k > Vec.L) {
+            return Float.NEGATIVE_INFINITY;
+        }
+        // the largest lane value x with at least k lanes >= x
+        float best = Float.NEGATIVE_INFINITY;
+        for (int i = 0; i < Vec.L; i++) {
+            float x = v.lane(i);
+            if (x > best && v.compare(VectorOperators.GE, x).trueCount() >= k) {
+                best = x;
+            }
+        }
+        return best;
     }
 
     private static void insertRange(float[] c, int from, int to, float bound, float[] topVal, int[] topIdx) {
