@@ -73,7 +73,7 @@ public final class Reports {
         BitmapEncoder.saveBitmap(loss, dir.resolve("loss.png").toString(), BitmapEncoder.BitmapFormat.PNG);
 
         int experts = steps.get(0).load().length;
-        int cols = Math.min(100, steps.size());
+        int cols = Math.min(50, steps.size());
         int[] xIdx = new int[cols];
         int[] yIdx = new int[experts];
         double[][] heat = new double[cols][experts];
@@ -104,7 +104,19 @@ public final class Reports {
                 new java.awt.Color(200, 30, 30)});
         hm.getStyler().setXAxisLabelRotation(90);
         hm.getStyler().setXAxisTickMarkSpacingHint(60);
-        hm.addSeries("load", xIdx, yIdx, heat);
+        List<Integer> xl = new java.util.ArrayList<>();
+        List<Integer> yl = new java.util.ArrayList<>();
+        List<Number[]> cells = new java.util.ArrayList<>();
+        for (int c = 0; c < cols; c++) {
+            xl.add(xIdx[c]);
+            for (int e = 0; e < experts; e++) {
+                cells.add(new Number[] {c, e, heat[c][e]});
+            }
+        }
+        for (int e = 0; e < experts; e++) {
+            yl.add(yIdx[e]);
+        }
+        hm.addSeries("load", xl, yl, cells);
         BitmapEncoder.saveBitmap(hm, dir.resolve("expert_load.png").toString(), BitmapEncoder.BitmapFormat.PNG);
     }
 }

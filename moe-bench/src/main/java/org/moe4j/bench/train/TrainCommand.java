@@ -28,7 +28,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--ranks", defaultValue = "4", description = "expert-parallel in-process ranks (default: ${DEFAULT-VALUE})")
     int ranks;
 
-    @Option(names = "--steps", defaultValue = "300", description = "optimiser steps (default: ${DEFAULT-VALUE})")
+    @Option(names = "--steps", defaultValue = "400", description = "optimiser steps (default: ${DEFAULT-VALUE})")
     int steps;
 
     @Option(names = "--tokens", defaultValue = "256", description = "tokens per rank per step (default: ${DEFAULT-VALUE})")
