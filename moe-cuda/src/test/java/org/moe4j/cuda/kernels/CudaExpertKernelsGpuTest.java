@@ -1,0 +1,254 @@
+package org.moe4j.cuda.kernels;
+
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moe4j.cuda.kernels.GpuParity.assertBitEqual;
+import static org.moe4j.cuda.kernels.GpuParity.assertFullyWritten;
+import static org.moe4j.cuda.kernels.GpuParity.down;
+import static org.moe4j.cuda.kernels.GpuParity.poisoned;
+import static org.moe4j.cuda.kernels.GpuParity.poisonedDevice;
+import static org.moe4j.cuda.kernels.GpuParity.relError;
+import static org.moe4j.cuda.kernels.GpuParity.up;
+
+import java.util.Random;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
+import org.moe4j.core.DType;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.cpu.CpuParallel;
+import org.moe4j.cuda.DeviceBuffer;
+import org.moe4j.cuda.GpuTestSupport;
+import org.moe4j.experts.ExpertKernels;
+import org.moe4j.experts.ExpertKernels.GemmSpec;
+import org.moe4j.experts.internal.CpuExpertKernels;
+
+/**
+ * {@link CudaExpertKernels} (both bf16 paths, mma and wgmma, and the exact fp32 path) against
+ * {@link CpuExpertKernels} on fresh random data with odd, tiny and empty groups; outputs poisoned
+ * first; rows outside every group must keep the poison.
+ */
+@Tag("gpu")
+class CudaExpertKernelsGpuTest {
+    /** bf16 operands, fp32 accumulation (issue 8's bound). */
+    static final double BF16_TOLERANCE = 1e-2;
+    /** Same bf16-rounded operands on both sides: only the summation order differs. */
+    static final double SAME_OPERANDS_TOLERANCE = 1e-4;
+    /** fp32 operands, fp32 FMA in another order. */
+    static final double FP32_TOLERANCE = 1e-5;
+
+    final ExpertKernels cpu = new CpuExpertKernels(CpuParallel.common());
+    Random rnd;
+
+    @BeforeEach
+    void setUp() {
+        GpuTestSupport.assumeGpu();
+        long seed = System.nanoTime();
+        rnd = new Random(seed);
+        System.out.println("seed=" + seed);
+    }
+
+    HostBuffer gaussian(DType t, float scale, long... dims) {
+        HostBuffer h = HostBuffer.allocate(t, dims);
+        for (long i = 0; i < h.numel(); i++) {
+            h.setFloat(i, scale * (float) rnd.nextGaussian());
+        }
+        return h;
+    }
+
+    /** Group sizes with empty, single-row, odd and multi-tile groups; offsets start at `lead`. */
+    int[] offsets(int groups, int lead) {
+        int[] sizes = new int[groups];
+        for (int g = 0; g < groups; g++) {
+            sizes[g] = switch (g % 5) {
+                case 0 -> 0;
+                case 1 -> 1;
+                case 2 -> 1 + rnd.nextInt(37);
+                case 3 -> 129 + rnd.nextInt(200);
+                default -> rnd.nextInt(300);
+            };
+        }
+        int[] off = new int[groups + 1];
+        off[0] = lead;
+        for (int g = 0; g < groups; g++) {
+            off[g + 1] = off[g] + sizes[g];
+        }
+        return off;
+    }
+
+    CudaExpertKernels gpu(String path) {
+        if (path.equals("wgmma")) {
+            Assumptions.assumeTrue(GpuParity.backend().context().device().major() == 9
+                    && GpuParity.backend().context().device().minor() == 0, "wgmma needs compute capability 9.0");
+        }
+        return new CudaExpertKernels(GpuParity.backend(), path);
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"mma", "wgmma"})
+    void bf16GroupedMatmulMatchesTheCpuWithinBf16Bounds(String path) {
+        CudaExpertKernels gpu = gpu(path);
+        int groups = 7;
+        int lead = 3;
+        int[] off = offsets(groups, lead);
+        int rows = off[groups] + 5; // rows outside every group at both ends
+        int k = GpuParity.SMALL ? 136 : 1032;
+        int n = GpuParity.SMALL ? 200 : 776;
+        for (boolean accumulate : new boolean[] {false, true}) {
+            if (accumulate && path.equals("wgmma")) {
+                continue; // the launcher uses mma for accumulate
+            }
+            try (HostBuffer a = gaussian(DType.BF16, 1f, rows, k); HostBuffer b = gaussian(DType.BF16, 0.05f, groups, k, n);
+                    HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, rows, n);
+                    DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dO = up(o);
+                    DeviceBuffer dOut = poisonedDevice(DType.F32, rows, n)) {
+                if (accumulate) {
+                    for (long i = 0; i < outCpu.numel(); i++) {
+                        outCpu.setFloat(i, 0.5f);
+                    }
+                    dOut.copyFrom(outCpu);
+                }
+                GemmSpec spec = new GemmSpec(accumulate, true);
+                cpu.groupedMatmul(a, b, o, outCpu, spec);
+                gpu.groupedMatmul(dA, dB, dO, dOut, spec);
+                try (HostBuffer got = down(dOut)) {
+                    checkGroupRows("groupedMatmul " + path, got, outCpu, off, rows, n, accumulate);
+                }
+            }
+        }
+    }
+
+    /** Rows inside groups within tolerance and written; rows outside keep exactly what was there. */
+    private static void checkGroupRows(String what, HostBuffer got, HostBuffer ref, int[] off, int rows, int n, boolean acc) {
+        int groups = off.length - 1;
+        try (HostBuffer gIn = HostBuffer.allocate(DType.F32, Math.max(1, off[groups] - off[0]), n);
+                HostBuffer rIn = HostBuffer.allocate(DType.F32, Math.max(1, off[groups] - off[0]), n)) {
+            for (long i = 0; i < (long) (off[groups] - off[0]) * n; i++) {
+                gIn.setFloat(i, got.getFloat((long) off[0] * n + i));
+                rIn.setFloat(i, ref.getFloat((long) off[0] * n + i));
+            }
+            if (!acc) {
+                assertFullyWritten(what + " group rows", gIn);
+            }
+            double err = relError(gIn, rIn);
+            assertTrue(err < SAME_OPERANDS_TOLERANCE && err < BF16_TOLERANCE, what + ": relative error " + err);
+        }
+        for (int r = 0; r < rows; r++) {
+            if (r < off[0] || r >= off[groups]) {
+                for (int j = 0; j < n; j++) {
+                    assertTrue(Float.floatToRawIntBits(got.getFloat((long) r * n + j))
+                            == Float.floatToRawIntBits(ref.getFloat((long) r * n + j)), what + ": row " + r + " outside the groups changed");
+                }
+            }
+        }
+    }
+
+    @Test
+    void fp32GroupedMatmulAndWeightGradAreExactFp32() {
+        CudaExpertKernels gpu = gpu("mma");
+        int groups = 6;
+        int[] off = offsets(groups, 0);
+        int rows = off[groups];
+        int k = 100;
+        int n = 90;
+        try (HostBuffer a = gaussian(DType.F32, 1f, rows, k); HostBuffer b = gaussian(DType.F32, 0.1f, groups, k, n);
+                HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, rows, n);
+                DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dO = up(o);
+                DeviceBuffer dOut = poisonedDevice(DType.F32, rows, n)) {
+            cpu.groupedMatmul(a, b, o, outCpu, GemmSpec.OVERWRITE);
+            gpu.groupedMatmul(dA, dB, dO, dOut, GemmSpec.OVERWRITE);
+            try (HostBuffer got = down(dOut)) {
+                assertFullyWritten("fp32 groupedMatmul", got);
+                assertTrue(relError(got, outCpu) < FP32_TOLERANCE, "fp32 groupedMatmul " + relError(got, outCpu));
+            }
+            try (HostBuffer dy = gaussian(DType.F32, 1f, rows, n); HostBuffer wCpu = poisoned(DType.F32, groups, n, k);
+                    DeviceBuffer dDy = up(dy); DeviceBuffer dWg = poisonedDevice(DType.F32, groups, n, k)) {
+                cpu.groupedWeightGrad(dy, a, o, wCpu, GemmSpec.OVERWRITE);
+                gpu.groupedWeightGrad(dDy, dA, dO, dWg, GemmSpec.OVERWRITE);
+                try (HostBuffer got = down(dWg)) {
+                    assertFullyWritten("fp32 weight grad (empty groups give zeros)", got);
+                    assertTrue(relError(got, wCpu) < FP32_TOLERANCE, "fp32 weight grad " + relError(got, wCpu));
+                }
+            }
+        }
+    }
+
+    @Test
+    void bf16WeightGradMatchesTheCpuIncludingEmptyGroupsAndAccumulate() {
+        CudaExpertKernels gpu = gpu("mma");
+        int groups = 5;
+        int[] off = offsets(groups, 2);
+        int rows = off[groups] + 3;
+        int m = GpuParity.SMALL ? 136 : 520;
+        int n = GpuParity.SMALL ? 72 : 264;
+        for (boolean accumulate : new boolean[] {false, true}) {
+            try (HostBuffer a = gaussian(DType.BF16, 1f, rows, m); HostBuffer b = gaussian(DType.F32, 1f, rows, n);
+                    HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, groups, m, n);
+                    DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dO = up(o);
+                    DeviceBuffer dOut = poisonedDevice(DType.F32, groups, m, n)) {
+                if (accumulate) {
+                    for (long i = 0; i < outCpu.numel(); i++) {
+                        outCpu.setFloat(i, -1f);
+                    }
+                    dOut.copyFrom(outCpu);
+                }
+                GemmSpec spec = new GemmSpec(accumulate, true);
+                cpu.groupedWeightGrad(a, b, o, outCpu, spec);
+                gpu.groupedWeightGrad(dA, dB, dO, dOut, spec);
+                try (HostBuffer got = down(dOut)) {
+                    assertFullyWritten("weight grad", got);
+                    double err = relError(got, outCpu);
+                    assertTrue(err < SAME_OPERANDS_TOLERANCE, "bf16 weight grad accumulate=" + accumulate + ": " + err);
+                }
+            }
+        }
+    }
+
+    @Test
+    void transposeAndSwigluMatchTheCpu() {
+        CudaExpertKernels gpu = gpu("mma");
+        try (HostBuffer src = gaussian(DType.F32, 1f, 3, 45, 70); HostBuffer tc = poisoned(DType.BF16, 3, 70, 45);
+                DeviceBuffer dSrc = up(src); DeviceBuffer dT = poisonedDevice(DType.BF16, 3, 70, 45)) {
+            cpu.transpose(src, tc);
+            gpu.transpose(dSrc, dT);
+            try (HostBuffer got = down(dT)) {
+                assertBitEqual("transpose F32 -> BF16", tc, got);
+            }
+        }
+        int n = 10007;
+        try (HostBuffer g = gaussian(DType.F32, 3f, n); HostBuffer u = gaussian(DType.F32, 1f, n); HostBuffer d = gaussian(DType.F32, 1f, n);
+                HostBuffer oc = poisoned(DType.F32, n); HostBuffer dgc = poisoned(DType.F32, n); HostBuffer duc = poisoned(DType.F32, n);
+                DeviceBuffer dG = up(g); DeviceBuffer dU = up(u); DeviceBuffer dD = up(d);
+                DeviceBuffer og = poisonedDevice(DType.F32, n); DeviceBuffer dgg = poisonedDevice(DType.F32, n);
+                DeviceBuffer dug = poisonedDevice(DType.F32, n)) {
+            cpu.swigluForward(g, u, oc);
+            gpu.swigluForward(dG, dU, og);
+            cpu.swigluBackward(g, u, d, dgc, duc);
+            gpu.swigluBackward(dG, dU, dD, dgg, dug);
+            try (HostBuffer a = down(og); HostBuffer b = down(dgg); HostBuffer c = down(dug)) {
+                assertTrue(relError(a, oc) < 1e-6, "swiglu " + relError(a, oc));
+                assertTrue(relError(b, dgc) < 1e-6, "dGate " + relError(b, dgc));
+                assertTrue(relError(c, duc) < 1e-6, "dUp " + relError(c, duc));
+            }
+        }
+    }
+
+    @Test
+    void badOffsetsAreRefusedBeforeAnythingIsWritten() {
+        CudaExpertKernels gpu = gpu("mma");
+        try (HostBuffer a = gaussian(DType.BF16, 1f, 10, 16); HostBuffer b = gaussian(DType.BF16, 1f, 2, 16, 8);
+                HostBuffer o = HostBuffer.ofInts(new int[] {0, 6, 4}, 3);
+                DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dOut = poisonedDevice(DType.F32, 10, 8)) {
+            IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+                    () -> gpu.groupedMatmul(dA, dB, o, dOut, GemmSpec.OVERWRITE));
+            assertTrue(e.getMessage().contains("groupOffsets must not decrease"), e.getMessage());
+            try (HostBuffer got = down(dOut)) {
+                for (float v : got.toFloatArray()) {
+                    assertTrue(Float.isNaN(v), "output must stay untouched after a refused call");
+                }
+            }
+        }
+    }
+}
