@@ -274,7 +274,7 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
 #pragma unroll
         for (int s = 0; s < W::STAGES; ++s) {
             W::mbar_init(&full[s], 1);
-            W::mbar_init(&empty[s], 2);
+            W::mbar_init(&empty[s], 8);  // one arrival per consumer warp (2 warpgroups x 4 warps)
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -325,7 +325,8 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
             }
             W::wgmma_commit();
             W::wgmma_wait<1>();  // the group of tile t-1 has finished reading its stage
-            if (t > 0 && tid == 0) W::mbar_arrive(&empty[(t - 1) % W::STAGES]);
+            // every warp has waited for its own part of the group before its lane 0 releases the stage
+            if (t > 0 && (tid & 31) == 0) W::mbar_arrive(&empty[(t - 1) % W::STAGES]);
         }
         W::wgmma_wait<0>();
 

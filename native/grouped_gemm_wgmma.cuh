@@ -7,7 +7,8 @@
 // signals a "full" mbarrier per stage (transaction bytes). Warpgroups 1 and 2 are consumers:
 // each owns 64 rows of the 128-row CTA tile, waits on "full", issues 4 wgmma.mma_async
 // (k16 each, BK = 64) with both operands read from shared memory through matrix descriptors,
-// keeps one wgmma group in flight, and releases the previous stage on its "empty" mbarrier.
+// keeps one wgmma group in flight, and releases the previous stage on its "empty" mbarrier
+// (one arrival per consumer warp, after that warp's wgmma.wait_group).
 // setmaxnreg moves registers from the producer (40) to the consumers (232).
 //   NB = 1 (moe_gg_fwd_wgmma):    B box 128 rows, wgmma m64n128k16, CTA tile 128 x 128.
 //   NB = 2 (moe_gg_swiglu_wgmma): W1 and W3 boxes of 64 rows, two m64n64k16 accumulators,
