@@ -167,18 +167,17 @@ public final class CudaExpertKernels implements ExpertKernels {
             if (rows == 0 || n == 0 || groups == 0) {
                 return;
             }
-            int mTiles = blocks(rows, 128) + groups;
             if (tensorCores(a, b, spec, kDim, n)) {
                 DeviceBuffer ab = asBf16(a);
                 DeviceBuffer bb = asBf16(b);
                 try {
                     if (path.equals("wgmma") && !spec.accumulate()) {
-                        wgmmaMatmul(ab, bb, offDev, rows, kDim, n, groups, dev("out", out));
+                        try (DeviceBuffer bt = transposedBf16(bb, groups, kDim, n);
+                                DeviceBuffer maps = tensorMaps(ab, bt, rows, kDim, n, groups)) {
+                            launchWgmma(maps, offDev, rows, kDim, n, groups, dev("out", out));
+                        }
                     } else {
-                        k.launchWithSmem("moe_gg_dx_mma", SMEM_DX).grid(mTiles, blocks(n, 128), 1).block(256)
-                                .arg(ab).arg((long) kDim).arg(bb).argPointer(0L).arg(0L).argPointer(0L)
-                                .arg((long) kDim * n).arg((long) n).arg(offDev).arg(groups).arg(n).arg(kDim)
-                                .arg(dev("out", out)).arg((long) n).arg(0).arg(spec.accumulate() ? 1 : 0).launch();
+                        launchMma(ab, bb, offDev, rows, kDim, n, groups, dev("out", out), spec.accumulate());
                     }
                 } finally {
                     owned(ab, a);
@@ -196,26 +195,49 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
     }
 
-    /** Hopper path: b transposed to K-major bf16 once, tensor maps in device memory, wgmma kernel. */
-    private void wgmmaMatmul(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
-            DeviceBuffer out) {
-        try (DeviceBuffer bt = k.pool().allocateUninitialized(DType.BF16, org.moe4j.core.Shape.of(groups, n, kDim));
-                DeviceBuffer maps = k.scratch(DType.I64, 2L * TensorMaps.BYTES / 8);
-                Arena arena = Arena.ofConfined()) {
-            k.launch("moe_transpose_batched").grid(blocks(n, 32), blocks(kDim, 32), groups).block(32, 8, 1)
-                    .arg(b).arg(1).arg(kDim).arg(n).arg(bt).arg(1).launch();
+    /**
+     * The portable bf16 kernel alone (no validation, no host synchronisation):
+     * {@code out[r] (+)= a[r] . b[g]}, a bf16 {@code [rows, K]}, b bf16 {@code [groups, K, N]}, out F32.
+     */
+    void launchMma(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
+            DeviceBuffer out, boolean accumulate) {
+        k.launchWithSmem("moe_gg_dx_mma", SMEM_DX).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(256)
+                .arg(a).arg((long) kDim).arg(b).argPointer(0L).arg(0L).argPointer(0L)
+                .arg((long) kDim * n).arg((long) n).arg(offsets).arg(groups).arg(n).arg(kDim)
+                .arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+    }
+
+    /** @return b {@code [groups, K, N]} bf16 transposed to K-major {@code [groups, N, K]} (new buffer) */
+    DeviceBuffer transposedBf16(DeviceBuffer b, int groups, int kDim, int n) {
+        DeviceBuffer bt = k.pool().allocateUninitialized(DType.BF16, org.moe4j.core.Shape.of(groups, n, kDim));
+        k.launch("moe_transpose_batched").grid(blocks(n, 32), blocks(kDim, 32), groups).block(32, 8, 1)
+                .arg(b).arg(1).arg(kDim).arg(n).arg(bt).arg(1).launch();
+        return bt;
+    }
+
+    /** @return the two tensor maps (A, then K-major B) of the Hopper kernel, in device memory */
+    DeviceBuffer tensorMaps(DeviceBuffer a, DeviceBuffer bt, int rows, int kDim, int n, int groups) {
+        DeviceBuffer maps = k.scratch(DType.I64, 2L * TensorMaps.BYTES / 8);
+        try (Arena arena = Arena.ofConfined();
+                HostBuffer h = HostBuffer.allocate(DType.I64, 2L * TensorMaps.BYTES / 8)) {
             MemorySegment mapA = TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128);
             MemorySegment mapB = TensorMaps.bf16RowMajor(arena, bt.address(), (long) groups * n, kDim, kDim, 64, 128);
-            try (HostBuffer h = HostBuffer.allocate(DType.I64, 2L * TensorMaps.BYTES / 8)) {
-                MemorySegment.copy(mapA, 0, h.segment(), 0, TensorMaps.BYTES);
-                MemorySegment.copy(mapB, 0, h.segment(), TensorMaps.BYTES, TensorMaps.BYTES);
-                maps.copyFromAsync(h, k.stream());
-                k.stream().synchronize(); // the host staging buffer dies here
-            }
-            k.launchWithSmem("moe_gg_fwd_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
-                    .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(n).arg(kDim)
-                    .arg(out).arg((long) n).arg(0).launch();
+            MemorySegment.copy(mapA, 0, h.segment(), 0, TensorMaps.BYTES);
+            MemorySegment.copy(mapB, 0, h.segment(), TensorMaps.BYTES, TensorMaps.BYTES);
+            maps.copyFromAsync(h, k.stream());
+            k.stream().synchronize(); // the host staging buffer dies here
+        } catch (RuntimeException e) {
+            maps.close();
+            throw e;
         }
+        return maps;
+    }
+
+    /** The Hopper kernel alone (maps from {@link #tensorMaps}; overwrite, F32 out). */
+    void launchWgmma(DeviceBuffer maps, DeviceBuffer offsets, int rows, int kDim, int n, int groups, DeviceBuffer out) {
+        k.launchWithSmem("moe_gg_fwd_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
+                .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(n).arg(kDim)
+                .arg(out).arg((long) n).arg(0).launch();
     }
 
     @Override
