@@ -283,6 +283,11 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
     if (wg == 0) {
         W::reg_dealloc<40>();
         if (threadIdx.x == 0) {
+            // the tensor maps live in global memory, written by a host copy: acquire them for the
+            // tensor-map proxy before the first bulk tensor copy reads them
+            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmA) : "memory");
+            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmB0) : "memory");
+            if (NB == 2) asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmB1) : "memory");
             for (int t = 0; t < kTiles; ++t) {
                 const int s = t % W::STAGES;
                 W::mbar_wait(&empty[s], ((t / W::STAGES) & 1) ^ 1);
@@ -303,6 +308,8 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
         for (int i = 0; i < BN / 2; ++i) acc0[i] = 0.0f;
 #pragma unroll
         for (int i = 0; i < (NB == 2 ? BN / 2 : 1); ++i) acc1[i] = 0.0f;
+        W::fence_operands(acc0);
+        if constexpr (NB == 2) W::fence_operands(acc1);
 
         for (int t = 0; t < kTiles; ++t) {
             const int s = t % W::STAGES;
@@ -329,6 +336,8 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
             if (t > 0 && (tid & 31) == 0) W::mbar_arrive(&empty[(t - 1) % W::STAGES]);
         }
         W::wgmma_wait<0>();
+        W::fence_operands(acc0);
+        if constexpr (NB == 2) W::fence_operands(acc1);
 
         const int w4 = tid >> 5, lane = tid & 31;
 #pragma unroll
