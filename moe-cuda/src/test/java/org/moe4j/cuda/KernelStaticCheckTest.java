@@ -23,7 +23,8 @@ import org.junit.jupiter.api.io.TempDir;
  * Static checks of the CUDA kernel sources that need no GPU, only the CUDA compiler: every
  * kernel of {@code native/routing.cu}, {@code native/permute.cu} and {@code native/grouped_gemm.cu}
  * assembles for sm_90a with its stable {@code extern "C"} name and without register spills, and
- * the Hopper grouped GEMM really uses {@code wgmma.mma_async}. Skipped (by assumption) where
+ * the Hopper grouped GEMM really uses {@code wgmma.mma_async}, neither serialised (ptxas C7515) nor
+ * with an ignored {@code setmaxnreg} (C7508). Skipped (by assumption) where
  * {@code nvcc} is not installed.
  */
 class KernelStaticCheckTest {
@@ -72,7 +73,7 @@ class KernelStaticCheckTest {
     }
 
     @Test
-    void everyKernelAssemblesForSm90aWithoutSpills() throws Exception {
+    void everyKernelAssemblesForSm90aWithoutSpillsOrSerialisedWgmma() throws Exception {
         assumeTools();
         List<String> problems = new ArrayList<>();
         for (Map.Entry<String, List<String>> file : KERNELS.entrySet()) {
@@ -80,6 +81,13 @@ class KernelStaticCheckTest {
             String report = run(List.of(ptxas.toString(), "-arch=sm_90a", "-v",
                     "-o", work.resolve(file.getKey() + ".cubin").toString(), ptx.toString()));
             Map<String, long[]> props = parsePtxasReport(report);
+            // C7515: wgmma serialised (accumulators touched inside the pipeline); C7508: setmaxnreg ignored
+            for (String code : List.of("C7515", "C7508")) {
+                if (report.contains(code)) {
+                    problems.add(file.getKey() + ".cu: ptxas reports " + code + ": "
+                            + report.lines().filter(l -> l.contains(code)).findFirst().orElse(""));
+                }
+            }
             for (String kernel : file.getValue()) {
                 long[] p = props.get(kernel);
                 if (p == null) {
