@@ -9,7 +9,7 @@ import picocli.CommandLine.Command;
 /** Entry point of the {@code moe} command-line tool. */
 @Command(name = "moe", mixinStandardHelpOptions = true, version = "moe4j 0.1.0",
         description = "moe4j: train, benchmark and inspect Mixture-of-Experts layers on the JVM.",
-        subcommands = {MoeCli.Info.class})
+        subcommands = {MoeCli.Info.class, MoeCli.Jmh.class})
 public final class MoeCli implements Callable<Integer> {
 
     /**
@@ -23,6 +23,19 @@ public final class MoeCli implements Callable<Integer> {
     public Integer call() {
         CommandLine.usage(this, System.out);
         return 0;
+    }
+
+    /** {@code moe jmh ...}: the JMH runner over every benchmark in this jar (all JMH options pass through). */
+    @Command(name = "jmh", description = "Run JMH benchmarks (options as for JMH's own runner; -h for its help).")
+    static final class Jmh implements Callable<Integer> {
+        @CommandLine.Unmatched
+        private java.util.List<String> args = new java.util.ArrayList<>();
+
+        @Override
+        public Integer call() throws Exception {
+            org.openjdk.jmh.Main.main(args.toArray(String[]::new));
+            return 0;
+        }
     }
 
     /** {@code moe info}: the backends found and which one is selected. */
