@@ -60,7 +60,15 @@ public final class Backends {
      * @throws IllegalStateException if a named backend is unknown or unavailable
      */
     public static Backend selected() {
-        return SELECTED.computeIfAbsent(requested(), Backends::choose);
+        String name = requested();
+        Backend b = SELECTED.get(name);
+        if (b == null) {
+            // not computeIfAbsent: a backend's probe may itself use Backends without a recursive-update error
+            b = choose(name);
+            Backend raced = SELECTED.putIfAbsent(name, b);
+            b = raced != null ? raced : b;
+        }
+        return b;
     }
 
     /**
@@ -111,21 +119,30 @@ public final class Backends {
      * @throws IllegalStateException if not even a CPU provider is registered
      */
     public static <K> K kernels(Class<K> family, Backend backend) {
-        Object k = KERNELS.computeIfAbsent(backend.name() + "/" + family.getName(), key -> {
-            KernelProvider<?> p = provider(family, backend.name());
-            if (p != null) {
-                return p.create(backend);
-            }
-            KernelProvider<?> cpu = provider(family, CpuBackend.NAME);
-            if (cpu == null) {
-                throw new IllegalStateException("no kernel provider for " + family.getName()
-                        + " (is the module's META-INF/services/" + KernelProvider.class.getName() + " on the class path?)");
-            }
-            LOG.info("backend {} has no {}; using the cpu kernels for this family", backend.name(),
-                    family.getSimpleName());
-            return cpu.create(backend.name().equals(CpuBackend.NAME) ? backend : new CpuBackend());
-        });
+        String key = backend.name() + "/" + family.getName();
+        Object k = KERNELS.get(key);
+        if (k == null) {
+            // not computeIfAbsent: a provider's create() may look up other families through Backends
+            k = createKernels(family, backend);
+            Object raced = KERNELS.putIfAbsent(key, k);
+            k = raced != null ? raced : k;
+        }
         return family.cast(k);
+    }
+
+    private static Object createKernels(Class<?> family, Backend backend) {
+        KernelProvider<?> p = provider(family, backend.name());
+        if (p != null) {
+            return p.create(backend);
+        }
+        KernelProvider<?> cpu = provider(family, CpuBackend.NAME);
+        if (cpu == null) {
+            throw new IllegalStateException("no kernel provider for " + family.getName()
+                    + " (is the module's META-INF/services/" + KernelProvider.class.getName() + " on the class path?)");
+        }
+        LOG.info("backend {} has no {}; using the cpu kernels for this family", backend.name(),
+                family.getSimpleName());
+        return cpu.create(backend.name().equals(CpuBackend.NAME) ? backend : new CpuBackend());
     }
 
     @SuppressWarnings("rawtypes")

@@ -1,12 +1,9 @@
 package org.moe4j.core.cpu;
 
-import java.util.ArrayList;
-import java.util.List;
-import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * Deterministic data parallelism for CPU kernels.
@@ -83,13 +80,18 @@ public final class CpuParallel implements AutoCloseable {
      * @return number of chunks {@link #forEachChunk} will run
      */
     public static int chunks(int n, int chunk) {
-        return n == 0 ? 0 : (n + chunk - 1) / chunk;
+        return n == 0 ? 0 : (int) (((long) n + chunk - 1) / chunk);
+    }
+
+    private static int end(int n, int chunk, int c) {
+        return (int) Math.min(n, (c + 1L) * chunk);
     }
 
     /**
      * Runs {@code body} over {@code [0, n)} cut into chunks of {@code chunk} items (the last may be
      * shorter). Chunk boundaries do not depend on the thread count. The first exception thrown by
-     * any chunk is rethrown here after all workers stop.
+     * any chunk is rethrown here after all workers stop; chunks not yet started when it was thrown
+     * are skipped.
      *
      * @param n     item count
      * @param chunk items per chunk, ≥ 1
@@ -99,65 +101,93 @@ public final class CpuParallel implements AutoCloseable {
         if (chunk < 1) {
             throw new IllegalArgumentException("chunk must be >= 1, got " + chunk);
         }
+        if (n < 0) {
+            throw new IllegalArgumentException("n must be >= 0, got " + n);
+        }
         int chunks = chunks(n, chunk);
         if (pool == null || chunks <= 1 || INSIDE.get()) {
             for (int c = 0; c < chunks; c++) {
-                body.run(c, c * chunk, Math.min(n, (c + 1) * chunk));
+                body.run(c, c * chunk, end(n, chunk, c));
             }
             return;
         }
         AtomicInteger next = new AtomicInteger();
-        AtomicInteger failed = new AtomicInteger();
+        AtomicReference<Throwable> firstError = new AtomicReference<>();
         Runnable worker = () -> {
             boolean was = INSIDE.get();
             INSIDE.set(true);
             try {
                 int c;
-                while (failed.get() == 0 && (c = next.getAndIncrement()) < chunks) {
-                    try {
-                        body.run(c, c * chunk, Math.min(n, (c + 1) * chunk));
-                    } catch (RuntimeException | Error e) {
-                        failed.incrementAndGet();
-                        throw e;
-                    }
+                while (firstError.get() == null && (c = next.getAndIncrement()) < chunks) {
+                    body.run(c, c * chunk, end(n, chunk, c));
                 }
+            } catch (RuntimeException | Error e) {
+                firstError.compareAndSet(null, e);
             } finally {
                 INSIDE.set(was);
             }
         };
-        int helpers = Math.min(threads, chunks) - 1;
-        List<Future<?>> futures = new ArrayList<>(helpers);
-        for (int i = 0; i < helpers; i++) {
-            futures.add(pool.submit(worker));
-        }
-        Throwable first = null;
-        try {
-            worker.run();
-        } catch (RuntimeException | Error e) {
-            first = e;
-        }
-        for (Future<?> f : futures) {
-            try {
-                f.get();
-            } catch (ExecutionException e) {
-                if (first == null) {
-                    first = e.getCause();
-                }
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                if (first == null) {
-                    first = e;
+        // Helpers enter through a gate. Once the caller's own loop ends every chunk has been claimed,
+        // so the caller closes the gate: a helper that has not started yet (its pool thread busy with
+        // another caller's chunks) finds it closed and returns at once, and the caller waits only for
+        // helpers still running a chunk. Concurrent callers therefore never wait on each other's work.
+        Gate gate = new Gate();
+        Runnable helper = () -> {
+            if (gate.enter()) {
+                try {
+                    worker.run();
+                } finally {
+                    gate.leave();
                 }
             }
+        };
+        int helpers = Math.min(threads, chunks) - 1;
+        for (int i = 0; i < helpers; i++) {
+            pool.execute(helper);
         }
+        worker.run();
+        gate.closeAndAwait();
+        Throwable first = firstError.get();
         if (first instanceof RuntimeException re) {
             throw re;
         }
         if (first instanceof Error er) {
             throw er;
         }
-        if (first != null) {
-            throw new IllegalStateException("parallel chunk interrupted", first);
+    }
+
+    /** Admission of helper tasks for one {@link #forEachChunk} call. */
+    private static final class Gate {
+        private boolean open = true;
+        private int active;
+
+        synchronized boolean enter() {
+            if (!open) {
+                return false;
+            }
+            active++;
+            return true;
+        }
+
+        synchronized void leave() {
+            active--;
+            notifyAll();
+        }
+
+        /** Closes the gate and waits, uninterruptibly, until no helper is inside. */
+        synchronized void closeAndAwait() {
+            open = false;
+            boolean interrupted = false;
+            while (active > 0) {
+                try {
+                    wait();
+                } catch (InterruptedException e) {
+                    interrupted = true;
+                }
+            }
+            if (interrupted) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 
