@@ -115,4 +115,41 @@ class LaunchCommandTest {
         assertEquals(LaunchCommand.USAGE_ERROR, r.exit);
         assertTrue(String.join("\n", r.err).contains("Missing required parameter: 'COMMAND'"), r.err::toString);
     }
+
+    @Test
+    @Timeout(value = 90, unit = TimeUnit.SECONDS)
+    void stoppingTheLauncherStopsEveryRankAndItsChildren(@TempDir Path dir) throws Exception {
+        String java = ProcessHandle.current().info().command().orElseThrow();
+        String d = dir.toString();
+        Process launcher = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"), MoeCli.class.getName(),
+                "launch", "--nproc", "2", "--stop-grace-ms", "2000", "--", "bash", "-c",
+                "sleep 300 & echo $! > " + d + "/child$RANK.tmp; mv " + d + "/child$RANK.tmp " + d + "/child$RANK; wait")
+                .redirectErrorStream(true).redirectOutput(dir.resolve("launcher.log").toFile()).start();
+        try {
+            Path c0 = dir.resolve("child0");
+            Path c1 = dir.resolve("child1");
+            while (!(Files.exists(c0) && Files.exists(c1))) {
+                assertTrue(launcher.isAlive(), () -> "launcher exited early: " + read(dir.resolve("launcher.log")));
+                Thread.sleep(50);
+            }
+            long[] children = {Long.parseLong(Files.readString(c0).trim()), Long.parseLong(Files.readString(c1).trim())};
+            launcher.destroy(); // SIGTERM, as from Ctrl-C or a scheduler
+            assertTrue(launcher.waitFor(60, TimeUnit.SECONDS), "launcher did not exit after SIGTERM");
+            for (long pid : children) {
+                assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false),
+                        "child " + pid + " outlived the stopped launcher");
+            }
+        } finally {
+            launcher.descendants().forEach(ProcessHandle::destroyForcibly);
+            launcher.destroyForcibly();
+        }
+    }
+
+    private static String read(Path p) {
+        try {
+            return Files.readString(p);
+        } catch (java.io.IOException e) {
+            return e.toString();
+        }
+    }
 }

@@ -5,10 +5,16 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertInstanceOf;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import java.net.Inet4Address;
+import java.net.InetAddress;
+import java.net.NetworkInterface;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.Collections;
 import java.util.List;
+import java.util.OptionalInt;
 import java.util.Random;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -206,5 +212,39 @@ class TcpRendezvousTest {
                     () -> rv.allGather(new byte[TcpRendezvous.MAX_BLOB_BYTES + 1])).getMessage()
                     .contains("at most " + TcpRendezvous.MAX_BLOB_BYTES));
         }
+    }
+
+    @Test
+    void rendezvousWorksOverANonLoopbackAddress() throws Exception {
+        InetAddress self = nonLoopbackAddress();
+        assumeTrue(self != null, "this host has no non-loopback address");
+        int port = Ranks.freePort();
+        int world = 3;
+        List<Object> results = Ranks.run(world, r -> {
+            DistEnv env = new DistEnv(r, world, 0, OptionalInt.empty(), self.getHostAddress(), port);
+            try (TcpRendezvous rv = TcpRendezvous.join(env, TIMEOUT)) {
+                return rv.broadcast(r == 0 ? new byte[] {4, 2} : null);
+            }
+        });
+        for (Object o : results) {
+            if (o instanceof Throwable t) {
+                throw new AssertionError(t);
+            }
+            assertArrayEquals(new byte[] {4, 2}, (byte[]) o);
+        }
+    }
+
+    private static InetAddress nonLoopbackAddress() throws Exception {
+        for (NetworkInterface nif : Collections.list(NetworkInterface.getNetworkInterfaces())) {
+            if (!nif.isUp() || nif.isLoopback()) {
+                continue;
+            }
+            for (InetAddress a : Collections.list(nif.getInetAddresses())) {
+                if (a instanceof Inet4Address) {
+                    return a;
+                }
+            }
+        }
+        return null;
     }
 }
