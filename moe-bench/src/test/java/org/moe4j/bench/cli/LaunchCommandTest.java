@@ -79,18 +79,22 @@ class LaunchCommandTest {
                 + "echo failing; exit 7; fi; "
                 + "sleep 300 & echo $! > " + d + "/child$RANK.tmp; mv " + d + "/child$RANK.tmp " + d + "/child$RANK; "
                 + "echo $$ > " + d + "/shell$RANK; wait";
-        Result r = launch("--nproc", "3", "--stop-grace-ms", "3000", "--", "bash", "-c", script);
-        assertEquals(7, r.exit, () -> String.join("\n", r.err));
-        assertTrue(r.out.contains("[rank 1] failing"), r.out::toString);
-        assertTrue(r.err.stream().anyMatch(l -> l.contains("rank 1 exited with code 7; stopping the other ranks")),
-                r.err::toString);
-        List<Long> pids = new ArrayList<>();
-        for (String f : new String[] {"child0", "child2", "shell0", "shell2"}) {
-            pids.add(Long.parseLong(Files.readString(dir.resolve(f)).trim()));
-        }
-        for (long pid : pids) {
-            assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false),
-                    "process " + pid + " outlived the launch");
+        try {
+            Result r = launch("--nproc", "3", "--stop-grace-ms", "3000", "--", "bash", "-c", script);
+            assertEquals(7, r.exit, () -> String.join("\n", r.err));
+            assertTrue(r.out.contains("[rank 1] failing"), r.out::toString);
+            assertTrue(r.err.stream().anyMatch(l -> l.contains("rank 1 exited with code 7; stopping the other ranks")),
+                    r.err::toString);
+            List<Long> pids = new ArrayList<>();
+            for (String f : new String[] {"child0", "child2", "shell0", "shell2"}) {
+                pids.add(Long.parseLong(Files.readString(dir.resolve(f)).trim()));
+            }
+            for (long pid : pids) {
+                assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false),
+                        "process " + pid + " outlived the launch");
+            }
+        } finally {
+            killRecorded(dir);
         }
     }
 
@@ -142,6 +146,23 @@ class LaunchCommandTest {
         } finally {
             launcher.descendants().forEach(ProcessHandle::destroyForcibly);
             launcher.destroyForcibly();
+            killRecorded(dir);
+        }
+    }
+
+    /** Kills, after the assertions had their look, every process whose pid a test script wrote under {@code dir}. */
+    private static void killRecorded(Path dir) throws java.io.IOException {
+        try (var files = Files.list(dir)) {
+            for (Path p : files.filter(f -> f.getFileName().toString().matches("(child|shell)\\d+")).toList()) {
+                try {
+                    long pid = Long.parseLong(Files.readString(p).trim());
+                    ProcessHandle.of(pid)
+                            .filter(h -> h.info().command().map(c -> c.endsWith("/sleep") || c.endsWith("/bash")).orElse(false))
+                            .ifPresent(ProcessHandle::destroyForcibly); // only our scripts' processes, never a reused pid
+                } catch (NumberFormatException e) {
+                    // a file being written: nothing to kill yet
+                }
+            }
         }
     }
 
