@@ -45,15 +45,18 @@ public final class Router {
     private Router(Builder b) {
         this.config = b.config;
         this.params = RouteParams.of(b.config, b.forceBalanced);
-        this.backend = b.backend != null ? b.backend : (b.kernels == null && b.parallel == null ? Backends.selected()
+        Backend chosen = b.backend != null ? b.backend : (b.kernels == null && b.parallel == null ? Backends.selected()
                 : new CpuBackend());
         if (b.kernels != null) {
             this.kernels = b.kernels;
         } else if (b.parallel != null) {
             this.kernels = new CpuRoutingKernels(b.parallel);
         } else {
-            this.kernels = Backends.kernels(RoutingKernels.class, backend);
+            this.kernels = Backends.kernels(RoutingKernels.class, chosen);
         }
+        // the CPU kernels (also the fallback of a backend without routing kernels) need host buffers
+        this.backend = kernels instanceof CpuRoutingKernels && !chosen.name().equals(CpuBackend.NAME)
+                ? new CpuBackend() : chosen;
         this.expertBias = b.expertBias != null ? b.expertBias : ExpertBias.of(b.config);
         if (expertBias.experts() != config.experts()) {
             throw new IllegalArgumentException("Router: expertBias has " + expertBias.experts()

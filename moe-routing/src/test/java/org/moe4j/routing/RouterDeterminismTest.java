@@ -42,7 +42,7 @@ class RouterDeterminismTest {
     @ParameterizedTest
     @EnumSource(ScoreFunction.class)
     void resultsAreBitwiseIdenticalForOneTwoAndThreeThreads(ScoreFunction sf) {
-        long seed = System.nanoTime();
+        long seed = Long.getLong("moe4j.test.seed", System.nanoTime());
         System.out.println("RouterDeterminismTest seed=" + seed + " " + sf);
         Random rnd = new Random(seed);
         int tokens = 1000; // several token blocks, a partial last block

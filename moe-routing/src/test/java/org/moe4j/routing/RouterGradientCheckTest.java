@@ -18,7 +18,7 @@ import org.moe4j.core.cpu.CpuParallel;
  */
 class RouterGradientCheckTest {
     /** Finite-difference step. */
-    static final float H = 2e-3f;
+    static final float H = 1e-3f;
     /** fp32 forward evaluated by central differences: noise ~ 1e-7 / H. */
     static final double FD_TOL = 5e-3;
 
@@ -59,6 +59,15 @@ class RouterGradientCheckTest {
         return g;
     }
 
+    /** @return false when more than a quarter of the coordinates flipped the selection (near-tie input) */
+    static boolean usable(float[] numeric) {
+        int skipped = 0;
+        for (float v : numeric) {
+            skipped += Float.isNaN(v) ? 1 : 0;
+        }
+        return skipped < numeric.length / 4;
+    }
+
     static void assertClose(String what, float[] analytic, float[] numeric) {
         int skipped = 0;
         float[] a = analytic.clone();
@@ -77,9 +86,20 @@ class RouterGradientCheckTest {
     @ParameterizedTest
     @EnumSource(ScoreFunction.class)
     void backwardMatchesFiniteDifferencesWithEveryLossTerm(ScoreFunction sf) {
-        long seed = System.nanoTime();
+        long seed = Long.getLong("moe4j.test.seed", System.nanoTime());
         System.out.println("RouterGradientCheckTest seed=" + seed + " " + sf);
         Random rnd = new Random(seed);
+        for (int attempt = 0; attempt < 10; attempt++) {
+            if (check(sf, rnd)) {
+                return;
+            }
+            System.out.println("near-tie input, redrawing (attempt " + attempt + ")");
+        }
+        throw new AssertionError("no input without near-ties in 10 draws, seed " + seed);
+    }
+
+    /** @return false if the drawn input has near-ties (too many selection flips); asserts otherwise */
+    static boolean check(ScoreFunction sf, Random rnd) {
         MoeConfig cfg = MoeConfig.builder().hidden(HIDDEN).experts(EXPERTS).topK(3).ffn(1).scoreFunction(sf)
                 .groups(4, 2).routeNorm(true).routeScale(1.7)
                 .auxLoss(new AuxLoss(0.3, 0.2, 0.05, 6)).build();
@@ -117,9 +137,15 @@ class RouterGradientCheckTest {
                 assertArrayEquals(new float[EXPERTS], java.util.Arrays.copyOfRange(dL, 4 * EXPERTS, 5 * EXPERTS),
                         "padding token gets no gradient");
             }
-            assertClose("dX", dX, numeric(r, x, gate, mask, dw, x, baseSel));
-            assertClose("dGate", dG, numeric(r, x, gate, mask, dw, gate, baseSel));
+            float[] nX = numeric(r, x, gate, mask, dw, x, baseSel);
+            float[] nG = numeric(r, x, gate, mask, dw, gate, baseSel);
             r.expertBias().close();
+            if (!usable(nX) || !usable(nG)) {
+                return false;
+            }
+            assertClose("dX", dX, nX);
+            assertClose("dGate", dG, nG);
+            return true;
         }
     }
 }

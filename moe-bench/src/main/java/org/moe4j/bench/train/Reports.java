@@ -96,10 +96,10 @@ public final class Reports {
             yIdx[e] = e;
         }
         HeatMapChart hm = new HeatMapChartBuilder().width(1000).height(500)
-                .title("expert load over steps (1.0 = perfectly balanced)").xAxisTitle("step").yAxisTitle("expert").build();
+                .title("expert load / mean load over steps (white = 1.0, balanced; clipped to [0, 2])").xAxisTitle("step").yAxisTitle("expert").build();
         hm.getStyler().setShowValue(false);
         hm.getStyler().setMin(0);
-        hm.getStyler().setMax(3);
+        hm.getStyler().setMax(2); // diverging scale centred on 1.0 = perfectly balanced
         hm.getStyler().setRangeColors(new java.awt.Color[] {new java.awt.Color(30, 60, 160), java.awt.Color.WHITE,
                 new java.awt.Color(200, 30, 30)});
         hm.getStyler().setXAxisLabelRotation(90);
@@ -110,7 +110,7 @@ public final class Reports {
         for (int c = 0; c < cols; c++) {
             xl.add(xIdx[c]);
             for (int e = 0; e < experts; e++) {
-                cells.add(new Number[] {c, e, heat[c][e]});
+                cells.add(new Number[] {c, e, Math.min(2.0, heat[c][e])});
             }
         }
         for (int e = 0; e < experts; e++) {
