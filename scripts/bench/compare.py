@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""moe4j vs PyTorch: turns JMH results into PyTorch peer shapes, and both into docs/benchmarks.md.
+
+Called by scripts/bench/compare.sh; two subcommands:
+  plan   --jmh jmh.json --out shapes.json
+         Reads JMH's JSON result file and writes the list of PyTorch peer workloads (stage + params) with
+         exactly the shapes moe4j ran, for torch_peers.py --shapes.
+  render --run DIR --out docs/benchmarks.md --command "..." [--gpu-results PATH] [--mode quick|full]
+         Reads DIR/{jmh.json, peers.json, torch-env.json, run.json} and writes the markdown report: one table
+         per stage (shape, moe4j, PyTorch, speedup = PyTorch time / moe4j time, target, met), the machine,
+         the date and the command. A hand-written block between the NOTES markers of the existing output
+         file is kept across runs (that is where the reasons for missed targets go).
+
+Which JMH benchmark is which stage is decided by STAGE_RULES below (benchmark class and method names);
+JMH @Param names are normalised through PARAM_ALIASES so that torch_peers.py sees one vocabulary.
+Standard library only (runs with any python3).
+"""
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import sys
+
+NOTES_BEGIN = "<!-- notes:begin (kept across runs; edit freely) -->"
+NOTES_END = "<!-- notes:end -->"
+
+
+class Stage:
+    def __init__(self, key, cls, title, target, what):
+        self.key, self.cls, self.title, self.target, self.what = key, cls, title, target, what
+
+
+# Report order, targets from issue 10 (speedup = PyTorch ms / moe4j ms; None = no target, shown for information).
+STAGES = [
+    Stage("router", "RouterBenchmark", "Router from logits", 5.0,
+          "scores, expert bias, node-limited group mask, top-k, weights and tokens per expert from given "
+          "logits. PyTorch: the same steps as separate tensor ops (torchtitan style)."),
+    Stage("router-hidden", "RouterBenchmark", "Router from hidden states", None,
+          "gate GEMM `x · Wgᵀ` plus the routing above. PyTorch: `x @ gate.t()` (OpenBLAS) then the same ops."),
+    Stage("dispatch+combine", "DispatchBenchmark", "Dispatch + combine (one rank)", 1.0,
+          "layout (tokens per expert), stable expert-major permutation of the token rows, then the weighted "
+          "un-permute `out[t] = Σ_k w[t,k]·y[t,k]`. PyTorch: bincount, stable argsort, index_select, scatter, "
+          "weighted sum. Rows with W > 1 or the memory-copy baseline have no PyTorch peer."),
+    Stage("experts-forward", "ExpertsBenchmark", "Experts forward (grouped SwiGLU)", None,
+          "`y = (silu(x·W1ᵀ) ⊙ (x·W3ᵀ))·W2ᵀ` over the contiguous expert groups. PyTorch: one matmul per expert "
+          "and projection (OpenBLAS)."),
+    Stage("experts-forward-backward", "ExpertsBenchmark", "Experts forward + backward", None,
+          "the grouped SwiGLU forward plus dX, dW1, dW3, dW2. PyTorch: autograd through the per-expert loop."),
+    Stage("layer-forward", "MoeLayerBenchmark", "MoE layer forward", None,
+          "gate GEMM, routing, dispatch, experts, combine. PyTorch: the same pipeline in eager mode."),
+    Stage("layer-forward-backward", "MoeLayerBenchmark", "MoE layer forward + backward", 0.8,
+          "the layer forward plus the whole backward (dX, gate and expert weight gradients). PyTorch: "
+          "autograd."),
+]
+STAGE_BY_KEY = {s.key: s for s in STAGES}
+
+
+PARAM_ALIASES = {
+    "t": "tokens", "numtokens": "tokens", "tokens": "tokens", "seqlen": "tokens",
+    "e": "experts", "numexperts": "experts", "experts": "experts", "nexperts": "experts",
+    "k": "topK", "topk": "topK",
+    "h": "hidden", "hidden": "hidden", "hiddensize": "hidden", "dim": "hidden",
+    "ffn": "ffn", "f": "ffn", "ffnhidden": "ffn", "intermediate": "ffn", "moeintermediatesize": "ffn",
+    "groups": "groups", "expertgroups": "groups", "ngroups": "groups",
+    "limitedgroups": "limitedGroups", "limited": "limitedGroups", "topkgroups": "limitedGroups",
+    "world": "world", "worldsize": "world", "w": "world", "ranks": "world", "ep": "world",
+    "dtype": "dtype", "expertdtype": "dtype",
+    "scorefunction": "scoreFunction", "score": "scoreFunction",
+    "routenorm": "routeNorm", "routescale": "routeScale",
+}
+SHAPE_ORDER = ["tokens", "hidden", "ffn", "experts", "topK", "groups", "world", "dtype", "scoreFunction"]
+SHAPE_SHORT = {"tokens": "T", "hidden": "H", "ffn": "F", "experts": "E", "topK": "K", "world": "W",
+               "dtype": "", "scoreFunction": ""}
+
+
+def _num(v):
+    if isinstance(v, (int, float)):
+        return v
+    s = str(v).strip()
+    if re.fullmatch(r"-?\d+", s):
+        return int(s)
+    if re.fullmatch(r"-?\d+\.\d*(e-?\d+)?", s, re.I):
+        return float(s)
+    return s
+
+
+def normalise_params(params):
+    """JMH @Param values (strings) -> peer vocabulary; a groups value like '8/4', '8of4', '8-4' or 'none' splits."""
+    out = {}
+    for name, value in (params or {}).items():
+        key = PARAM_ALIASES.get(name.lower(), name)
+        out[key] = _num(value)
+    g = out.get("groups")
+    if isinstance(g, str):
+        m = re.fullmatch(r"(\d+)\s*(?:/|of|-|x|:)\s*(\d+)", g, re.I)
+        if m:
+            out["groups"], out["limitedGroups"] = int(m.group(1)), int(m.group(2))
+        elif g.lower() in ("none", "off", "no", "1"):
+            out["groups"], out["limitedGroups"] = 1, 1
+    if "groups" in out and "limitedGroups" not in out:
+        out["limitedGroups"] = out["groups"]
+    return out
+
+
+def classify(benchmark, params):
+    """(stage key, has PyTorch peer, variant label) for one JMH benchmark name + normalised params."""
+    cls, _, method = benchmark.rpartition(".")
+    cls = cls.rpartition(".")[2]
+    m = method.lower()
+    variant = "" if m in ("run", "measure", "bench", "benchmark") else method
+    if cls == "RouterBenchmark":
+        src = str(params.get("input", params.get("from", params.get("source", "")))).lower()
+        hidden = "hidden" in m or "gate" in m or src.startswith("hidden") or src == "x"
+        if "backward" in m:
+            return ("router-hidden" if hidden else "router"), False, method
+        return ("router-hidden" if hidden else "router"), True, variant
+    if cls == "DispatchBenchmark":
+        if "copy" in m or "memcpy" in m or "baseline" in m:
+            return "dispatch+combine", False, method
+        world = params.get("world", 1)
+        both = ("combine" in m and ("dispatch" in m or "permute" in m)) or m in ("roundtrip", "round_trip", "run")
+        return "dispatch+combine", bool(both and world == 1), method
+    if cls == "ExpertsBenchmark":
+        key = "experts-forward-backward" if "backward" in m else "experts-forward"
+        return key, True, variant
+    if cls == "MoeLayerBenchmark":
+        key = "layer-forward-backward" if "backward" in m else "layer-forward"
+        return key, True, variant
+    return None, False, method
+
+
+def shape_label(params):
+    p = dict(params)
+    parts = []
+    for k in SHAPE_ORDER:
+        if k not in p:
+            continue
+        v = p.pop(k)
+        if k == "groups":
+            lim = p.pop("limitedGroups", v)
+            parts.append("no groups" if v in (1, 0) else f"G={v}/{lim}")
+        else:
+            parts.append(f"{SHAPE_SHORT[k]}={v}" if SHAPE_SHORT[k] else str(v))
+    p.pop("limitedGroups", None)
+    parts += [f"{k}={v}" for k, v in sorted(p.items())]
+    return " ".join(parts)
+
+
+def to_ms(score, unit):
+    """A JMH primary score in its unit -> milliseconds per operation."""
+    per_op = {"ns/op": 1e-6, "us/op": 1e-3, "ms/op": 1.0, "s/op": 1e3, "min/op": 6e4}
+    per_time = {"ops/ns": 1e-6, "ops/us": 1e-3, "ops/ms": 1.0, "ops/s": 1e3, "ops/min": 6e4}
+    if unit in per_op:
+        return score * per_op[unit]
+    if unit in per_time and score > 0:
+        return per_time[unit] / score
+    raise ValueError(f"JMH score unit '{unit}' is not a time per operation or operations per time")
+
+
+def load_json(path, default=None):
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return default
+
+
+def peer_key(stage, params):
+    return stage + " " + json.dumps(params, sort_keys=True)
+
+
+def jmh_rows(jmh):
+    """JMH result entries -> dicts with stage, peer flag, params, ms, error ms."""
+    rows = []
+    for r in jmh or []:
+        params = normalise_params(r.get("params"))
+        stage, peer, variant = classify(r["benchmark"], params)
+        pm = r["primaryMetric"]
+        ms = to_ms(pm["score"], pm["scoreUnit"])
+        err = pm.get("scoreError")
+        err_ms = None
+        if isinstance(err, (int, float)) and err == err:  # NaN when too few iterations
+            err_ms = abs(to_ms(pm["score"] + err, pm["scoreUnit"]) - ms) if pm["scoreUnit"].startswith("ops") \
+                else to_ms(err, pm["scoreUnit"])
+        peer_params = {k: v for k, v in params.items() if k not in ("input", "from", "source")}
+        rows.append({"benchmark": r["benchmark"], "stage": stage, "peer": peer, "variant": variant,
+                     "params": params, "peer_params": peer_params, "ms": ms, "err_ms": err_ms})
+    return rows
+
+
+def cmd_plan(a):
+    rows = jmh_rows(load_json(a.jmh, []))
+    seen, shapes = set(), []
+    for r in rows:
+        if not r["peer"]:
+            continue
+        k = peer_key(r["stage"], r["peer_params"])
+        if k not in seen:
+            seen.add(k)
+            shapes.append({"id": len(shapes), "stage": r["stage"], "params": r["peer_params"]})
+    with open(a.out, "w") as f:
+        json.dump(shapes, f, indent=1)
+    print(f"compare.py: {len(shapes)} PyTorch peer workloads from {len(rows)} JMH results -> {a.out}")
+
+
+# ------------------------------------------------------------------------------------------- render
+
+def fmt_ms(ms, err=None):
+    if ms is None:
+        return "—"
+    s = f"{ms:.3f}" if ms < 10 else f"{ms:.2f}" if ms < 100 else f"{ms:.1f}"
+    if err is not None and ms > 0:
+        s += f" ± {100 * err / ms:.0f}%"
+    return s
+
+
+def machine_section(env, torch_env, run):
+    cpu, cores = "unknown", os.cpu_count()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    blas = (torch_env or {}).get("blas") or {}
+    lines = ["| | |", "| --- | --- |",
+             f"| CPU | {run.get('cpu', cpu)} ({run.get('cores', cores)} logical cores visible) |",
+             f"| threads | {run.get('threads', '?')} for both (`-Dmoe4j.threads`, `torch.set_num_threads`, "
+             "`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`) |",
+             f"| JDK | {env.get('jdk', '?')} |",
+             f"| PyTorch | {(torch_env or {}).get('torch', '?')} (Python {(torch_env or {}).get('python', '?')}) |",
+             f"| BLAS used by PyTorch | {', '.join(blas.get('libraries') or []) or '?'} — sgemm "
+             f"{blas.get('sgemm_n', '?')}³: {blas.get('sgemm_gflops', '?')} GFLOP/s at {blas.get('threads', '?')} "
+             "threads |",
+             f"| moe4j commit | {run.get('commit', '?')} |",
+             f"| date | {run.get('date', '?')} |",
+             f"| JMH | {env.get('jmh', '?')} |"]
+    return lines
+
+
+def stage_tables(rows, peers, selected):
+    """Markdown lines: one table per stage with measurements, and the targets summary."""
+    by_id = {peer_key(p["stage"], p["params"]): p for p in peers or []}
+    out, summary = [], []
+    for st in STAGES:
+        srows = [r for r in rows if r["stage"] == st.key]
+        out.append(f"### {st.title}")
+        out.append("")
+        out.append(st.what)
+        out.append("")
+        if not srows:
+            if selected is not None and st.cls not in selected:
+                why = f"{st.cls} not selected in this run"
+            else:
+                why = f"no JMH result from {st.cls} (absent from moe.jar, not merged yet, or failed)"
+            out.append(f"_No measurement: {why}._")
+            out.append("")
+            continue
+        tgt = f"≥ {st.target:g}×" if st.target else "—"
+        out.append("| shape | variant | moe4j ms | PyTorch ms | speedup | target | met |")
+        out.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
+        ratios = []
+        for r in sorted(srows, key=lambda r: (not r["peer"], shape_label(r["params"]), r["variant"])):
+            p = by_id.get(peer_key(r["stage"], r["peer_params"])) if r["peer"] else None
+            ratio = p["ms"] / r["ms"] if p and r["ms"] > 0 else None
+            met = "—"
+            if ratio is not None and st.target:
+                met = "met" if ratio >= st.target else "**not met**"
+                ratios.append(ratio)
+            out.append(f"| {shape_label(r['params'])} | {r['variant'] or ''} | {fmt_ms(r['ms'], r['err_ms'])} | "
+                       f"{fmt_ms(p['ms']) if p else '—'} | {f'{ratio:.2f}×' if ratio is not None else '—'} | "
+                       f"{tgt if r['peer'] else '—'} | {met} |")
+        out.append("")
+        if st.target:
+            if ratios:
+                ok = sum(1 for x in ratios if x >= st.target)
+                summary.append(f"| {st.title} | ≥ {st.target:g}× | {min(ratios):.2f}× – {max(ratios):.2f}× | "
+                               f"{'met' if ok == len(ratios) else f'**not met** ({ok} of {len(ratios)} shapes)'} |")
+            else:
+                summary.append(f"| {st.title} | ≥ {st.target:g}× | — | not measured |")
+    head = ["| stage | target | speedup range | verdict |", "| --- | --- | --- | --- |"] + summary
+    return head, out
+
+
+def gpu_section(path):
+    lines = ["## GPU", ""]
+    if not path:
+        return lines + ["No GPU run yet. A GPU host runs the bundle (`docs/gpu.md`); give its result directory to "
+                        "`scripts/bench/compare.sh --render-only <run dir> --gpu-results <dir>` to fill this "
+                        "section.", ""]
+    files = sorted(glob.glob(os.path.join(path, "**", "*.json"), recursive=True)) if os.path.isdir(path) else [path]
+    jmh, peers, other = [], [], []
+    for f in files:
+        try:
+            data = load_json(f, [])
+        except (ValueError, OSError) as e:
+            lines.append(f"- `{f}`: unreadable ({e})")
+            continue
+        if not isinstance(data, list):
+            continue
+        for r in data:
+            if not isinstance(r, dict):
+                continue
+            if "primaryMetric" in r and "benchmark" in r:
+                jmh.append(r)
+            elif "id" in r and r.get("stage") in STAGE_BY_KEY and "ms" in r:
+                peers.append(r)
+            elif "stage" in r and "ms" in r:
+                other.append((os.path.relpath(f, path) if os.path.isdir(path) else os.path.basename(f), r))
+    lines.append(f"Results read from `{path}`.")
+    lines.append("")
+    device = next((r.get("gpu") or r.get("device") for _, r in other if r.get("device")), None)
+    if device:
+        lines += [f"Device: {device}.", ""]
+    if jmh:
+        summary, tables = stage_tables(jmh_rows(jmh), peers, None)
+        lines += ["### moe4j (JMH on the CUDA backend) vs PyTorch on the same GPU", ""] + summary + [""]
+        lines += [t.replace("### ", "#### ") for t in tables]
+    if other:
+        lines += ["### Kernel benchmarks and peers", "",
+                  "| file | stage | params | ms | other metrics |", "| --- | --- | --- | ---: | --- |"]
+        skip = {"stage", "params", "ms", "device", "torch", "cuda", "sms", "gpu"}
+        for f, r in other:
+            extra = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in r.items() if k not in skip)
+            lines.append(f"| {f} | {r['stage']} | {shape_label(normalise_params(r.get('params', {})))} | "
+                         f"{fmt_ms(r['ms'])} | {extra} |")
+        lines.append("")
+    if not (jmh or other):
+        lines += ["No result rows found there.", ""]
+    return lines
+
+
+def kept_notes(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    i, j = text.find(NOTES_BEGIN), text.find(NOTES_END)
+    if i < 0 or j < i:
+        return None
+    return text[i + len(NOTES_BEGIN):j].strip("\n")
+
+
+DEFAULT_NOTES = """_Why a target is missed (fill in after a measurement, per stage): what PyTorch does better, what moe4j
+would need. This block is kept when the file is regenerated._"""
+
+
+def cmd_render(a):
+    run = load_json(os.path.join(a.run, "run.json"), {}) if a.run else {}
+    jmh = load_json(os.path.join(a.run, "jmh.json"), []) if a.run else []
+    peers = load_json(os.path.join(a.run, "peers.json"), []) if a.run else []
+    torch_env = load_json(os.path.join(a.run, "torch-env.json"), {}) if a.run else {}
+    env = {}
+    if jmh:
+        j = jmh[0]
+        env["jdk"] = f"{j.get('vmName', '?')} {j.get('vmVersion', '?')} (JDK {j.get('jdkVersion', '?')})"
+        env["jmh"] = (f"{j.get('jmhVersion', '?')}, {j.get('forks')} fork, {j.get('warmupIterations')} × "
+                      f"{j.get('warmupTime')} warm-up, {j.get('measurementIterations')} × {j.get('measurementTime')} "
+                      f"measurement, mode {j.get('mode')}; JVM args {' '.join(j.get('jvmArgs') or [])}")
+    rows = jmh_rows(jmh)
+    selected = run.get("benchmarks")
+    summary, tables = stage_tables(rows, peers, selected)
+    quick = run.get("mode") == "quick"
+    command = run.get("command") or "scripts/bench/compare.sh"
+    L = ["# Benchmarks: moe4j next to PyTorch", "",
+         "Generated by `scripts/bench/compare.sh` (do not edit by hand, except the notes block). We claim speed "
+         "only against a peer measured in the same run, on the same machine, shapes and thread count.", ""]
+    if quick:
+        L += ["> **QUICK MODE** — tiny JMH and PyTorch iteration counts, to test the pipeline. These numbers are "
+              "noise; do not cite them.", ""]
+    if not rows:
+        L += ["> No measurement in this file yet: run the command below on a quiet machine.", ""]
+    L += ["## How to reproduce", "", "```", "scripts/bench/compare.sh            # what produced this file", "```", "",
+          f"This file: `{command}`.", "",
+          "Options: `--quick` (pipeline smoke test, writes under `build/bench/` unless `--out` is given), "
+          "`--stages router,dispatch,experts,layer`, `--threads N` (default 2), `--jmh-args \"-p tokens=16384\"`, "
+          "`--gpu-results <file|dir>`, `--render-only <run dir>`, `--out <file>`. Raw results of every run stay in "
+          "`build/bench/<run>/` (jmh.json, shapes.json, peers.json, torch-env.json, logs).", "",
+          "What it does: builds `moe.jar` if stale; checks that PyTorch calls OpenBLAS (refuses otherwise: Debian's "
+          "torch without `libopenblas0-pthread` falls back to the reference BLAS, ~60× slower sgemm); runs the JMH "
+          "benchmarks with `-Dmoe4j.threads=N`, average time per operation; derives the PyTorch workloads from the "
+          "JMH parameters actually run (`compare.py plan`), so both sides see the same shapes; runs "
+          "`torch_peers.py` with `/usr/bin/python3 --threads N` (median of repetitions after warm-up); writes this "
+          "file. Speedup = PyTorch time / moe4j time (above 1 means moe4j is faster).", ""]
+    L += ["## Machine", ""] + machine_section(env, torch_env, run) + [""]
+    L += ["## Targets (issue 10, 2-core CPU)", ""] + summary + [""]
+    L += ["## Results per stage (CPU)", ""] + tables
+    L += ["## Notes", "", NOTES_BEGIN, kept_notes(a.out) or DEFAULT_NOTES, NOTES_END, ""]
+    L += ["## Semantics matched by the PyTorch peers", "",
+          "- Routing: torchtitan-style token choice — sigmoid or softmax scores, expert bias added for selection "
+          "only, node-limited groups scored by the sum of their top-2 biased scores, top-k, weights gathered from "
+          "the unbiased scores, normalised (+1e-20) and scaled, tokens per expert by `bincount`.",
+          "- Dispatch/combine: stable expert-major permutation (token order inside an expert), combine summing "
+          "over k in k order with fp32 accumulation.",
+          "- Experts: SwiGLU per expert, `(silu(x·W1ᵀ) ⊙ (x·W3ᵀ))·W2ᵀ`, one matmul per expert and projection.",
+          "- Backward: PyTorch autograd w.r.t. x, gate, W1, W3, W2 with an all-ones upstream gradient.", ""]
+    L += gpu_section(a.gpu_results)
+    with open(a.out, "w") as f:
+        f.write("\n".join(L).rstrip("\n") + "\n")
+    print(f"compare.py: wrote {a.out} ({len(rows)} moe4j results, {len(peers or [])} PyTorch results)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("--jmh", required=True)
+    p.add_argument("--out", required=True)
+    r = sub.add_parser("render")
+    r.add_argument("--run", help="run directory (jmh.json, peers.json, torch-env.json, run.json); omit for a template")
+    r.add_argument("--out", required=True)
+    r.add_argument("--gpu-results")
+    a = ap.parse_args()
+    {"plan": cmd_plan, "render": cmd_render}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
