@@ -1,0 +1,141 @@
+package org.moe4j.bench;
+
+import java.lang.foreign.MemorySegment;
+import java.time.Duration;
+import java.util.Random;
+import java.util.concurrent.CyclicBarrier;
+import java.util.concurrent.TimeUnit;
+import org.moe4j.core.DType;
+import org.moe4j.core.backend.CpuBackend;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.dispatch.DispatchConfig;
+import org.moe4j.dispatch.DispatchKernels;
+import org.moe4j.dispatch.DispatchResult;
+import org.moe4j.dispatch.DispatchStrategy;
+import org.moe4j.dispatch.Dispatcher;
+import org.moe4j.dispatch.LocalGroup;
+import org.moe4j.dispatch.internal.CpuDispatchKernels;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+
+/**
+ * Dispatch + combine (identity experts) over W in-process ranks, next to a plain memory copy of the
+ * same payload bytes in the same run. Payload per op = 2 x W x tokens x topK x hidden x 4 bytes
+ * (each routed row travels out and back); the figure of merit is time(copy) / time(dispatchCombine).
+ *
+ * <p>Each rank runs on its own thread ({@link LocalGroup}), kept alive across invocations; one
+ * benchmark op releases every rank for one dispatch + combine and waits for all of them.
+ */
+@State(Scope.Benchmark)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MILLISECONDS)
+@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
+@Warmup(iterations = 2, time = 1)
+@Measurement(iterations = 3, time = 1)
+public class DispatchBenchmark {
+    @Param({"2048"})
+    public int tokens;
+
+    @Param({"1024"})
+    public int hidden;
+
+    @Param({"16"})
+    public int experts;
+
+    @Param({"2"})
+    public int topK;
+
+    @Param({"1", "4"})
+    public int world;
+
+    @Param({"ALL_TO_ALL"})
+    public String strategy;
+
+    private CyclicBarrier start;
+    private CyclicBarrier done;
+    private volatile boolean stop;
+    private Thread group;
+    private MemorySegment copySrc;
+    private MemorySegment copyDst;
+
+    @Setup(Level.Trial)
+    public void setup() {
+        int perRank = tokens / world;
+        start = new CyclicBarrier(world + 1);
+        done = new CyclicBarrier(world + 1);
+        DispatchConfig config = DispatchConfig.of(experts).withStrategy(DispatchStrategy.valueOf(strategy));
+        DispatchKernels kernels = new CpuDispatchKernels();
+        group = new Thread(() -> LocalGroup.run(world, Duration.ofMinutes(5), comm -> {
+            Random rnd = new Random(42 + comm.rank());
+            float[] xs = new float[perRank * hidden];
+            int[] idx = new int[perRank * topK];
+            float[] w = new float[perRank * topK];
+            for (int i = 0; i < xs.length; i++) {
+                xs[i] = (float) rnd.nextGaussian();
+            }
+            for (int t = 0; t < perRank; t++) {
+                int first = rnd.nextInt(experts);
+                for (int k = 0; k < topK; k++) {
+                    idx[t * topK + k] = (first + k) % experts;
+                    w[t * topK + k] = rnd.nextFloat();
+                }
+            }
+            Dispatcher dispatcher = Dispatcher.create(config, comm, new CpuBackend(), kernels);
+            try (HostBuffer x = HostBuffer.ofFloats(xs, perRank, hidden);
+                    HostBuffer topkIdx = HostBuffer.ofInts(idx, perRank, topK);
+                    HostBuffer topkWeights = HostBuffer.ofFloats(w, perRank, topK)) {
+                while (true) {
+                    start.await();
+                    if (stop) {
+                        return null;
+                    }
+                    try (DispatchResult d = dispatcher.dispatch(x, topkIdx, topkWeights);
+                            Buffer out = dispatcher.combine(d, d.expertInput())) {
+                        if (out.isClosed()) {
+                            throw new IllegalStateException("unreachable");
+                        }
+                    }
+                    done.await();
+                }
+            }
+        }), "dispatch-benchmark-group");
+        group.setDaemon(true);
+        group.start();
+        long bytes = 2L * tokens * topK * hidden * 4;
+        copySrc = java.lang.foreign.Arena.ofAuto().allocate(bytes, 64);
+        copyDst = java.lang.foreign.Arena.ofAuto().allocate(bytes, 64);
+    }
+
+    @TearDown(Level.Trial)
+    public void tearDown() throws Exception {
+        stop = true;
+        start.await(10, TimeUnit.SECONDS);
+        group.join(10_000);
+    }
+
+    /** One dispatch + combine on every rank. */
+    @Benchmark
+    public void dispatchCombine() throws Exception {
+        start.await();
+        done.await();
+    }
+
+    /** A single-threaded copy of the same payload bytes: the peer. */
+    @Benchmark
+    public MemorySegment memoryCopy() {
+        MemorySegment.copy(copySrc, 0, copyDst, 0, copySrc.byteSize());
+        return copyDst;
+    }
+}

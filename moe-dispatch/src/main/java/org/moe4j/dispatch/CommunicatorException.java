@@ -1,0 +1,21 @@
+package org.moe4j.dispatch;
+
+/** A collective failed: a timeout, a rank that failed or left, or arguments that disagree across ranks. */
+public class CommunicatorException extends RuntimeException {
+    private static final long serialVersionUID = 1L;
+
+    /**
+     * @param message what failed, where and why
+     */
+    public CommunicatorException(String message) {
+        super(message);
+    }
+
+    /**
+     * @param message what failed, where and why
+     * @param cause   the underlying failure (e.g. another rank's exception)
+     */
+    public CommunicatorException(String message, Throwable cause) {
+        super(message, cause);
+    }
+}

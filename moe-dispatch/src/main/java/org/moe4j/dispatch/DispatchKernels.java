@@ -1,0 +1,184 @@
+package org.moe4j.dispatch;
+
+import org.moe4j.core.buffer.Buffer;
+
+/**
+ * The device kernels of dispatch and combine. The CPU reference lives in
+ * {@code org.moe4j.dispatch.internal}; a device backend implements the same methods on its buffers.
+ * Callers allocate every output (zeroed, through the {@link org.moe4j.core.backend.Backend}).
+ *
+ * <h2>Vocabulary</h2>
+ * <ul>
+ *   <li>slot: one {@code (token, k)} entry of {@code topkIdx [T, K]}, flat index {@code t*K + k};
+ *       an entry {@code -1} is an empty slot that moves nothing.</li>
+ *   <li>unit: one row that travels to an expert rank: a slot, or with per-rank deduplication one
+ *       token sent once to a rank that owns several of its experts.</li>
+ *   <li>meta: one I32 row per unit, {@code [srcRank, srcIndex, expert_0..expert_{K-1},
+ *       weightBits_0..weightBits_{K-1}]} ({@value #META_FIXED} + 2K columns); {@code expert_k} is the
+ *       global expert id, or -1 where slot k does not travel with this unit; weights are fp32 bits.</li>
+ *   <li>slot row: one {@code (unit, k)} pair at an expert rank, in return order: units in received
+ *       order, k ascending inside.</li>
+ * </ul>
+ * Index buffers are I32; an index {@code -1} means "none" as documented per method.
+ */
+public interface DispatchKernels {
+    /** Columns of a meta row before the per-slot columns. */
+    int META_FIXED = 2;
+
+    /**
+     * Counts routes per destination and validates every expert id.
+     *
+     * @param topkIdx       I32 {@code [T, K]}
+     * @param experts       {@code E}
+     * @param world         {@code W}, divides {@code E}
+     * @param perRankDedup  count units as tokens per destination rank instead of slots
+     * @param routeCounts   out I32 {@code [W, L+1]}: {@code [d, l]} slots for local expert {@code l} of
+     *                      rank {@code d}; {@code [d, L]} units sent to rank {@code d}
+     * @throws IllegalArgumentException naming the first entry outside {@code [0, E)} other than -1
+     */
+    void countRoutes(Buffer topkIdx, int experts, int world, boolean perRankDedup, Buffer routeCounts);
+
+    /**
+     * Builds the sender's plan; see {@link SendPlan} for the outputs.
+     *
+     * @param topkIdx      I32 {@code [T, K]}, validated
+     * @param topkWeights  F32 {@code [T, K]}
+     * @param experts      {@code E}
+     * @param world        {@code W}
+     * @param rank         this rank (written into meta)
+     * @param perRankDedup one unit per (token, destination rank) instead of one per slot
+     * @param plan         outputs, sized from {@link #countRoutes}
+     */
+    void buildSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, boolean perRankDedup,
+            SendPlan plan);
+
+    /**
+     * Writes one meta row per token with every slot present (the all-gather strategy's units).
+     *
+     * @param topkIdx     I32 {@code [T, K]}
+     * @param topkWeights F32 {@code [T, K]}
+     * @param rank        source rank written into column 0
+     * @param meta        out I32 {@code [T, 2+2K]}
+     */
+    void packUnits(Buffer topkIdx, Buffer topkWeights, int rank, Buffer meta);
+
+    /**
+     * Counts the slots of received units that belong to local experts.
+     *
+     * @param meta         I32 {@code [R, 2+2K]}
+     * @param firstExpert  global id of local expert 0
+     * @param localExperts {@code L}
+     * @param counts       out I32 {@code [L]}
+     */
+    void countLocal(Buffer meta, int firstExpert, int localExperts, Buffer counts);
+
+    /**
+     * Builds the expert rank's plan: slot rows in return order and the local-expert-major layout.
+     *
+     * @param meta         I32 {@code [R, 2+2K]}, units in source-rank order
+     * @param firstExpert  global id of local expert 0
+     * @param groupOffsets I32 {@code [L+1]} padded row offset of each local expert group
+     * @param plan         outputs, sized from {@link #countLocal}
+     */
+    void buildRecvPlan(Buffer meta, int firstExpert, Buffer groupOffsets, RecvPlan plan);
+
+    /**
+     * Identity map of a rank's own non-empty slots.
+     *
+     * @param topkIdx   I32 {@code [T, K]}
+     * @param slotRow   out I32 {@code [T*K]}: {@code s}, or -1 for an empty slot
+     * @param slotToken out I32 {@code [T*K]}: {@code s / K}, or -1 for an empty slot
+     */
+    void validSlots(Buffer topkIdx, Buffer slotRow, Buffer slotToken);
+
+    /**
+     * {@code dst[dstIndex[j]] = weights[j] * src[srcIndex[j]]} for {@code j < M}, rows of equal width,
+     * converting between floating dtypes (the product in fp32, rounded once to {@code dst}'s dtype).
+     * A null index is the identity; {@code M} is the length of a non-null index (else the rows of
+     * {@code src}). {@code srcIndex[j] == -1} writes a zero row; {@code dstIndex[j] == -1} writes nothing.
+     *
+     * @param src      {@code [N, H]}
+     * @param srcIndex I32 {@code [M]} or null
+     * @param dst      {@code [N', H]}
+     * @param dstIndex I32 {@code [M]} or null
+     * @param weights  F32 {@code [M]} or null (no scaling)
+     */
+    void copyRows(Buffer src, Buffer srcIndex, Buffer dst, Buffer dstIndex, Buffer weights);
+
+    /**
+     * {@code out[t] = sum_k weights[t,k] * rows[slotRow[t*K+k]]}, k ascending, accumulated in fp32
+     * from +0, skipping {@code slotRow == -1}; without weights, the plain sum.
+     *
+     * @param rows    {@code [N, H]}
+     * @param slotRow I32 {@code [T*K]}
+     * @param weights F32 {@code [T, K]} or null
+     * @param out     {@code [T, H]}
+     */
+    void weightedSum(Buffer rows, Buffer slotRow, Buffer weights, Buffer out);
+
+    /**
+     * {@code out[outIndex[j]] = <a[aIndex[j]], b[bIndex[j]]>} in fp32; a -1 in {@code aIndex} or
+     * {@code bIndex} gives 0, a -1 in {@code outIndex} writes nothing. Null indexes are the identity.
+     *
+     * @param a        {@code [Na, H]}
+     * @param aIndex   I32 {@code [M]} or null
+     * @param b        {@code [Nb, H]}
+     * @param bIndex   I32 {@code [M]} or null
+     * @param out      F32, any shape, flat
+     * @param outIndex I32 {@code [M]} or null
+     */
+    void rowDots(Buffer a, Buffer aIndex, Buffer b, Buffer bIndex, Buffer out, Buffer outIndex);
+
+    /**
+     * {@code dst[index[j]] = src[j]} for F32 values, flat; {@code index[j] == -1} writes nothing.
+     *
+     * @param src   F32 {@code [M]}
+     * @param index I32 {@code [M]}
+     * @param dst   F32, any shape, flat
+     */
+    void scatterValues(Buffer src, Buffer index, Buffer dst);
+
+    /**
+     * Copies a buffer into host memory (small count and index buffers that host logic needs).
+     *
+     * @param src any buffer of this backend
+     * @param dst host buffer of the same dtype and element count
+     */
+    void copyToHost(Buffer src, org.moe4j.core.buffer.HostBuffer dst);
+
+    /**
+     * Copies host memory into a buffer of this backend.
+     *
+     * @param src host buffer
+     * @param dst buffer of the same dtype and element count
+     */
+    void copyFromHost(org.moe4j.core.buffer.HostBuffer src, Buffer dst);
+
+    /**
+     * The sender's plan.
+     *
+     * @param sendToken     I32 {@code [U]}: source token of each unit, destination-rank-major
+     *                      (then expert-major and token order, or token order with dedup)
+     * @param sendMeta      I32 {@code [U, 2+2K]}: meta of each unit
+     * @param returnToken   I32 {@code [J]}: source token of each returned slot row
+     * @param returnSlot    I32 {@code [J]}: slot {@code t*K+k} of each returned slot row
+     * @param slotReturnRow I32 {@code [T*K]}: returned row of each slot, -1 for an empty slot
+     */
+    record SendPlan(Buffer sendToken, Buffer sendMeta, Buffer returnToken, Buffer returnSlot, Buffer slotReturnRow) {
+    }
+
+    /**
+     * The expert rank's plan.
+     *
+     * @param slotUnit      I32 {@code [J]}: received unit of each slot row
+     * @param slotUnitSlot  I32 {@code [J]}: {@code unit*K + k} of each slot row
+     * @param slotExpertRow I32 {@code [J]}: row of the expert input holding it
+     * @param slotWeight    F32 {@code [J]}: its routing weight
+     * @param rowSrcRank    I32 {@code [P]}: source rank of each expert-input row (-1 for padding)
+     * @param rowSrcIndex   I32 {@code [P]}: source token index (-1 for padding)
+     * @param rowTopkSlot   I32 {@code [P]}: top-k slot k (-1 for padding)
+     */
+    record RecvPlan(Buffer slotUnit, Buffer slotUnitSlot, Buffer slotExpertRow, Buffer slotWeight, Buffer rowSrcRank,
+            Buffer rowSrcIndex, Buffer rowTopkSlot) {
+    }
+}
