@@ -70,6 +70,13 @@ PARAM_ALIASES = {
     "scorefunction": "scoreFunction", "score": "scoreFunction",
     "routenorm": "routeNorm", "routescale": "routeScale",
 }
+# What a benchmark class hard-codes (not a @Param) that its PyTorch peer must also do.
+FIXED_PEER_PARAMS = {
+    "RouterBenchmark": {"scoreFunction": "sigmoid", "routeNorm": "true", "routeScale": 2.5},
+    "DispatchBenchmark": {"topkPattern": "consecutive"},
+}
+# JMH params that select a variant or a thread count, not a shape: never passed to the peer.
+NOT_PEER_PARAMS = {"input", "from", "source", "threads", "strategy"}
 SHAPE_ORDER = ["tokens", "hidden", "ffn", "experts", "topK", "groups", "world", "dtype", "scoreFunction"]
 SHAPE_SHORT = {"tokens": "T", "hidden": "H", "ffn": "F", "experts": "E", "topK": "K", "world": "W",
                "dtype": "", "scoreFunction": ""}
@@ -132,7 +139,7 @@ def classify(benchmark, params):
 
 
 def shape_label(params):
-    p = dict(params)
+    p = {k: v for k, v in params.items() if k not in ("threads", "source", "input", "from")}
     parts = []
     for k in SHAPE_ORDER:
         if k not in p:
@@ -183,7 +190,9 @@ def jmh_rows(jmh):
         if isinstance(err, (int, float)) and err == err:  # NaN when too few iterations
             err_ms = abs(to_ms(pm["score"] + err, pm["scoreUnit"]) - ms) if pm["scoreUnit"].startswith("ops") \
                 else to_ms(err, pm["scoreUnit"])
-        peer_params = {k: v for k, v in params.items() if k not in ("input", "from", "source")}
+        cls = r["benchmark"].rpartition(".")[0].rpartition(".")[2]
+        peer_params = {k: v for k, v in params.items() if k not in NOT_PEER_PARAMS}
+        peer_params.update(FIXED_PEER_PARAMS.get(cls, {}))
         rows.append({"benchmark": r["benchmark"], "stage": stage, "peer": peer, "variant": variant,
                      "params": params, "peer_params": peer_params, "ms": ms, "err_ms": err_ms})
     return rows
@@ -227,9 +236,10 @@ def machine_section(env, torch_env, run):
         pass
     blas = (torch_env or {}).get("blas") or {}
     lines = ["| | |", "| --- | --- |",
+             f"| mode | {run.get('mode', '?')} |",
              f"| CPU | {run.get('cpu', cpu)} ({run.get('cores', cores)} logical cores visible) |",
-             f"| threads | {run.get('threads', '?')} for both (`-Dmoe4j.threads`, `torch.set_num_threads`, "
-             "`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`) |",
+             f"| threads | {run.get('threads', '?')} for both: moe4j `-Dmoe4j.threads` (and `-p threads`), PyTorch "
+             f"`torch.set_num_threads` with {' '.join(f'`{k}={v}`' for k, v in ((torch_env or {}).get('env') or {}).items()) or 'no thread variables set'} |",
              f"| JDK | {env.get('jdk', '?')} |",
              f"| PyTorch | {(torch_env or {}).get('torch', '?')} (Python {(torch_env or {}).get('python', '?')}) |",
              f"| BLAS used by PyTorch | {', '.join(blas.get('libraries') or []) or '?'} — sgemm "
@@ -241,25 +251,33 @@ def machine_section(env, torch_env, run):
     return lines
 
 
-def stage_tables(rows, peers, selected):
-    """Markdown lines: one table per stage with measurements, and the targets summary."""
+def stage_tables(rows, peers, selected, cpu=True):
+    """Markdown lines: one table per stage with measurements, and the targets summary.
+
+    cpu=False (GPU results): no targets (issue 10's targets are for the 2-core CPU), no stage descriptions,
+    stages without results left out."""
     by_id = {peer_key(p["stage"], p["params"]): p for p in peers or []}
     out, summary = [], []
     for st in STAGES:
         srows = [r for r in rows if r["stage"] == st.key]
+        if not srows and not cpu:
+            continue
+        target = st.target if cpu else None
         out.append(f"### {st.title}")
         out.append("")
-        out.append(st.what)
-        out.append("")
+        if cpu:
+            out += [st.what, ""]
         if not srows:
-            if selected is not None and st.cls not in selected:
-                why = f"{st.cls} not selected in this run"
+            if selected is not None and st.cls not in selected[0]:
+                why = f"{st.cls} not selected in this run (`--stages`)"
+            elif selected is not None and st.cls not in selected[1]:
+                why = f"{st.cls} is not in moe.jar yet"
             else:
                 why = f"no JMH result from {st.cls} (absent from moe.jar, not merged yet, or failed)"
             out.append(f"_No measurement: {why}._")
             out.append("")
             continue
-        tgt = f"≥ {st.target:g}×" if st.target else "—"
+        tgt = f"≥ {target:g}×" if target else "—"
         out.append("| shape | variant | moe4j ms | PyTorch ms | speedup | target | met |")
         out.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
         ratios = []
@@ -267,14 +285,14 @@ def stage_tables(rows, peers, selected):
             p = by_id.get(peer_key(r["stage"], r["peer_params"])) if r["peer"] else None
             ratio = p["ms"] / r["ms"] if p and r["ms"] > 0 else None
             met = "—"
-            if ratio is not None and st.target:
-                met = "met" if ratio >= st.target else "**not met**"
+            if ratio is not None and target:
+                met = "met" if ratio >= target else "**not met**"
                 ratios.append(ratio)
             out.append(f"| {shape_label(r['params'])} | {r['variant'] or ''} | {fmt_ms(r['ms'], r['err_ms'])} | "
                        f"{fmt_ms(p['ms']) if p else '—'} | {f'{ratio:.2f}×' if ratio is not None else '—'} | "
                        f"{tgt if r['peer'] else '—'} | {met} |")
         out.append("")
-        if st.target:
+        if target:
             if ratios:
                 ok = sum(1 for x in ratios if x >= st.target)
                 summary.append(f"| {st.title} | ≥ {st.target:g}× | {min(ratios):.2f}× – {max(ratios):.2f}× | "
@@ -287,10 +305,15 @@ def stage_tables(rows, peers, selected):
 
 def gpu_section(path):
     lines = ["## GPU", ""]
+    how = ("Give a GPU run's result file or directory with `--gpu-results` (e.g. "
+           "`scripts/bench/compare.sh --render-only build/bench/<run> --gpu-results <dir>`). Every `*.json` "
+           "there is read: JMH result files (`-rf json`, run with the CUDA backend) form per-stage tables, paired "
+           "with `torch_peers.py --device cuda --shapes <compare.py plan of that JMH file>` rows; any other "
+           "list of `{stage, params, ms, ...}` rows (the kernel benchmarks and `scripts/gpu-peers/`) is listed "
+           "as it is.")
     if not path:
-        return lines + ["No GPU run yet. A GPU host runs the bundle (`docs/gpu.md`); give its result directory to "
-                        "`scripts/bench/compare.sh --render-only <run dir> --gpu-results <dir>` to fill this "
-                        "section.", ""]
+        return lines + ["No GPU run yet. " + how, ""]
+    lines += [how, ""]
     files = sorted(glob.glob(os.path.join(path, "**", "*.json"), recursive=True)) if os.path.isdir(path) else [path]
     jmh, peers, other = [], [], []
     for f in files:
@@ -316,8 +339,8 @@ def gpu_section(path):
     if device:
         lines += [f"Device: {device}.", ""]
     if jmh:
-        summary, tables = stage_tables(jmh_rows(jmh), peers, None)
-        lines += ["### moe4j (JMH on the CUDA backend) vs PyTorch on the same GPU", ""] + summary + [""]
+        _, tables = stage_tables(jmh_rows(jmh), peers, None, cpu=False)
+        lines += ["### moe4j (JMH on the CUDA backend) vs PyTorch on the same GPU", ""]
         lines += [t.replace("### ", "#### ") for t in tables]
     if other:
         lines += ["### Kernel benchmarks and peers", "",
@@ -363,7 +386,7 @@ def cmd_render(a):
                       f"{j.get('warmupTime')} warm-up, {j.get('measurementIterations')} × {j.get('measurementTime')} "
                       f"measurement, mode {j.get('mode')}; JVM args {' '.join(j.get('jvmArgs') or [])}")
     rows = jmh_rows(jmh)
-    selected = run.get("benchmarks")
+    selected = (run["selected"], run["benchmarks"]) if "selected" in run else None
     summary, tables = stage_tables(rows, peers, selected)
     quick = run.get("mode") == "quick"
     command = run.get("command") or "scripts/bench/compare.sh"

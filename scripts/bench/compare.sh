@@ -70,8 +70,10 @@ mkdir -p "$RUN"
 [[ -z "$OUT" ]] && { [[ $QUICK == 1 ]] && OUT="$RUN/benchmarks.md" || OUT="$ROOT/docs/benchmarks.md"; }
 echo "compare.sh: run directory $RUN"
 
-# Same thread count for every pool PyTorch may use.
-export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
+# Same thread count for every pool PyTorch may use (torch's OpenMP pool and OpenBLAS's own pthread pool),
+# unless the caller set them (e.g. OPENBLAS_NUM_THREADS=1 to try without the two pools competing for 2 cores);
+# the report records the values used.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$THREADS}" OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-$THREADS}"
 
 # 1. PyTorch must call OpenBLAS, or the comparison is meaningless.
 "$PY" -c 'import torch' 2>/dev/null || { echo "compare.sh: $PY cannot import torch (Debian: apt-get install python3-torch)" >&2; exit 2; }
@@ -91,27 +93,29 @@ for c in "${CLASSES[@]}"; do
 done
 [[ ${#PRESENT[@]} -gt 0 ]] || { echo "compare.sh: none of the selected benchmarks (${CLASSES[*]}) is in moe.jar" >&2; exit 4; }
 
-# 3. JMH: average time per operation, one fork, N threads inside moe4j.
+# 3. JMH: average time per operation, one fork, N threads inside moe4j (-Dmoe4j.threads for the common pool,
+#    -p threads=N for benchmarks that build their own pool; JMH ignores -p for a benchmark without that param).
 if [[ $QUICK == 1 ]]; then
   ITER=(-f 1 -wi 1 -w 200ms -i 1 -r 300ms); PEER_REPS=(--reps 3 --budget 2)
 else
-  ITER=(-f 1 -wi 3 -w 2s -i 5 -r 2s); PEER_REPS=(--reps 15 --budget 15)
+  ITER=(-f 1 -wi 2 -w 1s -i 5 -r 1s); PEER_REPS=(--reps 15 --budget 15)
 fi
 REGEX="^org\.moe4j\.bench\.($(IFS='|'; echo "${PRESENT[*]}"))\."
 read -ra EXTRA <<< "$JMH_EXTRA"
 GIT_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+local changes')"
-"$PY" - "$RUN/run.json" "$THREADS" "$QUICK" "$GIT_COMMIT" "$(printf '%q ' scripts/bench/compare.sh "${ORIG_ARGS[@]}")" "${PRESENT[@]}" <<'EOF'
+"$PY" - "$RUN/run.json" "$THREADS" "$QUICK" "$GIT_COMMIT" "$(printf '%q ' scripts/bench/compare.sh "${ORIG_ARGS[@]}")" \
+  "${CLASSES[*]}" "${PRESENT[@]}" <<'EOF'
 import datetime, json, os, sys
-out, threads, quick, commit, command, *present = sys.argv[1:]
+out, threads, quick, commit, command, selected, *present = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 json.dump({"threads": int(threads), "mode": "quick" if quick == "1" else "full", "commit": commit,
-           "command": command.strip(), "benchmarks": present, "cpu": cpu, "cores": os.cpu_count(),
+           "command": command.strip(), "selected": selected.split(), "benchmarks": present, "cpu": cpu, "cores": os.cpu_count(),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
           open(out, "w"), indent=1)
 EOF
 echo "compare.sh: JMH ${PRESENT[*]} (${ITER[*]}, -Dmoe4j.threads=$THREADS)"
 "$ROOT/moe" jmh "$REGEX" "${ITER[@]}" -bm avgt -tu ms -rf json -rff "$RUN/jmh.json" \
-  -jvmArgsAppend "-Dmoe4j.threads=$THREADS" "${EXTRA[@]}" 2>&1 | tee "$RUN/jmh.log"
+  -jvmArgsAppend "-Dmoe4j.threads=$THREADS" -p "threads=$THREADS" "${EXTRA[@]}" 2>&1 | tee "$RUN/jmh.log"
 [[ -s "$RUN/jmh.json" ]] || { echo "compare.sh: JMH wrote no results (see $RUN/jmh.log)" >&2; exit 4; }
 
 # 4. PyTorch peers on the shapes JMH ran.

@@ -16,7 +16,8 @@ Stages and the params each reads (defaults in brackets):
   router                  tokens experts topK groups[1] limitedGroups[groups] scoreFunction[sigmoid]
                           routeNorm[true] routeScale[1.0]       -- routing from given logits
   router-hidden           the same + hidden                    -- logits = x @ gate^T, then routing
-  dispatch+combine        tokens hidden experts topK dtype[F32] -- permute, counts, weighted un-permute
+  dispatch+combine        tokens hidden experts topK dtype[F32] topkPattern[random|consecutive]
+                                                                -- permute, counts, weighted un-permute
   experts-forward         tokens hidden ffn experts topK        -- SwiGLU per expert over routed rows
   experts-forward-backward                                      -- the same with autograd backward
   layer-forward           tokens hidden ffn experts topK (+ routing params) -- gate, route, permute,
@@ -36,6 +37,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 
@@ -149,7 +151,10 @@ def run_stage(stage, p, dev, reps, budget_s):
     if stage == "dispatch+combine":
         dtype = DTYPES[str(p.get("dtype", "F32")).upper()]
         x = torch.randn(T, H, device=dev).to(dtype)
-        idx = torch.randint(0, E, (T, K), device=dev)
+        if p.get("topkPattern") == "consecutive":  # token t -> experts first_t, first_t + 1, ... (mod E)
+            idx = (torch.randint(0, E, (T, 1), device=dev) + torch.arange(K, device=dev)) % E
+        else:
+            idx = torch.randint(0, E, (T, K), device=dev)
         w = torch.rand(T, K, device=dev)
 
         def dc():
@@ -238,7 +243,7 @@ def blas_info(threads):
 
 def env_info(dev, threads, blas):
     info = {"torch": torch.__version__, "python": platform.python_version(), "device": dev, "threads": threads,
-            "blas": blas}
+            "blas": blas, "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
     if dev == "cuda" and torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         info["gpu"] = p.name
