@@ -303,6 +303,55 @@ def stage_tables(rows, peers, selected, cpu=True):
     return head, out
 
 
+def parse_jmh_text(text):
+    """JMH's printed summary tables (as in a log) -> entries shaped like its JSON results.
+
+    Columns are found from the header line: JMH right-aligns every column under its header name, except the
+    first (benchmark) and the last (units)."""
+    out, lines = [], text.splitlines()
+    for i, head in enumerate(lines):
+        if not re.match(r"^Benchmark\s.*\sMode\s+Cnt\s+Score\s+Error\s+Units\s*$", head):
+            continue
+        cols = [(m.group(0), m.end()) for m in re.finditer(r"\S+", head)]
+        names = [c[0] for c in cols]
+        for row in lines[i + 1:]:
+            if not row.strip() or len(row) < cols[-2][1]:
+                break
+            name = row.split()[0]
+            vals, prev = {}, len(name)
+            for col, end in cols[1:-1]:
+                vals[col] = row[prev:end].strip()
+                prev = end
+            unit = row[prev:].strip()
+            try:
+                score = float(vals["Score"])
+            except (KeyError, ValueError):
+                break
+            err = vals.get("Error", "").lstrip("±").strip()
+            params = {n[1:-1]: vals[n] for n in names if n.startswith("(") and n.endswith(")")}
+            out.append({"benchmark": name, "mode": vals.get("Mode"), "params": params,
+                        "primaryMetric": {"score": score, "scoreError": float(err) if err else None,
+                                          "scoreUnit": unit}})
+    return out
+
+
+def json_lists_in_text(text):
+    """Every JSON list printed on its own lines ('[' ... ']') inside a log."""
+    found, buf = [], None
+    for line in text.splitlines():
+        if buf is None and line.strip() == "[":
+            buf = [line]
+        elif buf is not None:
+            buf.append(line)
+            if line.strip() == "]":
+                try:
+                    found.append(json.loads("\n".join(buf)))
+                except ValueError:
+                    pass
+                buf = None
+    return found
+
+
 def gpu_section(path):
     lines = ["## GPU", ""]
     how = ("Give a GPU run's result file or directory with `--gpu-results` (e.g. "
@@ -314,16 +363,32 @@ def gpu_section(path):
     if not path:
         return lines + ["No GPU run yet. " + how, ""]
     lines += [how, ""]
-    files = sorted(glob.glob(os.path.join(path, "**", "*.json"), recursive=True)) if os.path.isdir(path) else [path]
-    jmh, peers, other = [], [], []
+    if os.path.isdir(path):
+        files = sorted(f for ext in ("json", "log", "txt") for f in glob.glob(os.path.join(path, "**", "*." + ext),
+                                                                             recursive=True))
+    else:
+        files = [path]
+    jmh, peers, other, device = [], [], [], None
     for f in files:
         try:
-            data = load_json(f, [])
-        except (ValueError, OSError) as e:
+            with open(f, errors="replace") as fh:
+                text = fh.read()
+        except OSError as e:
             lines.append(f"- `{f}`: unreadable ({e})")
             continue
-        if not isinstance(data, list):
-            continue
+        if os.path.basename(f) == "gpu.txt" and "," in text:  # nvidia-smi CSV: header line, then one per GPU
+            rows = [r for r in text.splitlines()[1:] if r.strip()]
+            device = device or (rows[0].split(",")[0].strip() if rows else None)
+        if f.endswith(".json"):
+            try:
+                lists = [json.loads(text)]
+            except ValueError as e:
+                lines.append(f"- `{f}`: not JSON ({e})")
+                continue
+        else:
+            jmh += parse_jmh_text(text)
+            lists = json_lists_in_text(text)
+        data = [r for x in lists if isinstance(x, list) for r in x]
         for r in data:
             if not isinstance(r, dict):
                 continue
@@ -335,7 +400,7 @@ def gpu_section(path):
                 other.append((os.path.relpath(f, path) if os.path.isdir(path) else os.path.basename(f), r))
     lines.append(f"Results read from `{path}`.")
     lines.append("")
-    device = next((r.get("gpu") or r.get("device") for _, r in other if r.get("device")), None)
+    device = device or next((r.get("gpu") or r.get("device") for _, r in other if r.get("device")), None)
     if device:
         lines += [f"Device: {device}.", ""]
     if jmh:
