@@ -51,10 +51,11 @@ def route(logits, bias, groups, limited, top_k, score_fn="sigmoid", norm=True, s
     if groups > 1 and limited < groups:
         g = choice.view(T, groups, E // groups)
         group_scores = g.topk(2, dim=-1).values.sum(dim=-1)
-        keep = group_scores.topk(limited, dim=-1).indices
-        mask = torch.ones(T, groups, dtype=torch.bool, device=logits.device)
+        keep = group_scores.topk(limited, dim=-1, sorted=False).indices
+        mask = torch.ones_like(group_scores, dtype=torch.bool)
         mask.scatter_(1, keep, False)
-        choice = choice.masked_fill(mask.repeat_interleave(E // groups, dim=1), float("-inf"))
+        # broadcast the [T, G] mask over each group's experts (no [T, E] mask materialised), as torchtitan does
+        choice = g.masked_fill(mask.unsqueeze(-1), float("-inf")).view(T, E)
     idx = choice.topk(top_k, dim=-1, sorted=False).indices
     w = scores.gather(1, idx)
     if norm:
