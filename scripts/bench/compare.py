@@ -69,6 +69,7 @@ PARAM_ALIASES = {
     "dtype": "dtype", "expertdtype": "dtype",
     "scorefunction": "scoreFunction", "score": "scoreFunction",
     "routenorm": "routeNorm", "routescale": "routeScale",
+    "sharedexperts": "sharedExperts", "shared": "sharedExperts", "sharedffn": "sharedFfn",
 }
 # What a benchmark class hard-codes (not a @Param) that its PyTorch peer must also do.
 FIXED_PEER_PARAMS = {

@@ -20,8 +20,8 @@ Stages and the params each reads (defaults in brackets):
                                                                 -- permute, counts, weighted un-permute
   experts-forward         tokens hidden ffn experts topK        -- SwiGLU per expert over routed rows
   experts-forward-backward                                      -- the same with autograd backward
-  layer-forward           tokens hidden ffn experts topK (+ routing params) -- gate, route, permute,
-                          experts, combine
+  layer-forward           tokens hidden ffn experts topK (+ routing params, sharedExperts[0] sharedFfn[ffn])
+                          -- gate, route, permute, experts, combine (+ shared experts on every token)
   layer-forward-backward  the same with autograd backward (dX, dGate, dW1, dW3, dW2)
 Output: JSON list of {"id", "stage", "params", "ms", "reps", "device", "torch"}.
 --check-blas exits with status 3 and a message when torch does not call OpenBLAS (CPU only).
@@ -91,12 +91,16 @@ def experts_swiglu(x_perm, counts, w1, w3, w2):
     return torch.cat(outs, dim=0)
 
 
-def layer(x, gate, bias, w1, w3, w2, rp, top_k):
+def layer(x, gate, bias, w1, w3, w2, rp, top_k, shared=None):
     logits = x @ gate.t()
     idx, w, counts = route(logits, bias, rp["groups"], rp["limited"], top_k, rp["score"], rp["norm"], rp["scale"])
     x_perm, order = permute(x, idx, top_k)
     y_perm = experts_swiglu(x_perm, counts, w1, w3, w2)
-    return combine(y_perm, order, w)
+    out = combine(y_perm, order, w)
+    if shared is not None:  # dense SwiGLU on every token (DeepSeek shared experts, fused into one wide FFN)
+        s1, s3, s2 = shared
+        out = out + (F.silu(x @ s1.t()) * (x @ s3.t())) @ s2.t()
+    return out
 
 
 # ------------------------------------------------------------------------------------------- timing
@@ -184,16 +188,22 @@ def run_stage(stage, p, dev, reps, budget_s):
             y = experts_swiglu(xg, counts, *ws)
             y.backward(torch.ones_like(y))
         return timeit(efb, dev, reps, budget_s=budget_s)
+    shared = None
+    n_shared = int(p.get("sharedExperts", 0))
+    if n_shared > 0:
+        SF = n_shared * int(p.get("sharedFfn", FF))
+        shared = (torch.randn(SF, H, device=dev) / H ** 0.5, torch.randn(SF, H, device=dev) / H ** 0.5,
+                  torch.randn(H, SF, device=dev) / SF ** 0.5)
     if stage == "layer-forward":
-        return timeit(lambda: layer(x, gate, bias, w1, w3, w2, rp, K), dev, reps, budget_s=budget_s)
+        return timeit(lambda: layer(x, gate, bias, w1, w3, w2, rp, K, shared), dev, reps, budget_s=budget_s)
     if stage == "layer-forward-backward":
-        params = [t.requires_grad_() for t in (gate, w1, w3, w2)]
+        params = [t.requires_grad_() for t in (gate, w1, w3, w2) + (shared or ())]
         xg = x.clone().requires_grad_()
 
         def fb():
             for t in params + [xg]:
                 t.grad = None
-            out = layer(xg, gate, bias, w1, w3, w2, rp, K)
+            out = layer(xg, gate, bias, w1, w3, w2, rp, K, shared)
             out.backward(torch.ones_like(out))
         return timeit(fb, dev, reps, budget_s=budget_s)
     raise ValueError(f"unknown stage '{stage}' (known: router, router-hidden, dispatch+combine, experts-forward, "
