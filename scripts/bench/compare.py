@@ -28,8 +28,9 @@ NOTES_END = "<!-- notes:end -->"
 
 
 class Stage:
-    def __init__(self, key, cls, title, target, what):
+    def __init__(self, key, cls, title, target, what, optional=False):
         self.key, self.cls, self.title, self.target, self.what = key, cls, title, target, what
+        self.optional = optional  # left out of the report when no benchmark feeds it
 
 
 # Report order, targets from issue 10 (speedup = PyTorch ms / moe4j ms; None = no target, shown for information).
@@ -43,11 +44,20 @@ STAGES = [
           "layout (tokens per expert), stable expert-major permutation of the token rows, then the weighted "
           "un-permute `out[t] = Σ_k w[t,k]·y[t,k]`. PyTorch: bincount, stable argsort, index_select, scatter, "
           "weighted sum. Rows with W > 1 or the memory-copy baseline have no PyTorch peer."),
+    Stage("grouped-gemm", "ExpertsBenchmark", "Experts: grouped GEMM forward", None,
+          "`out[g] = x[g] · W[g]` over `experts` contiguous equal groups of `rows` rows, `[hidden] → [ffn]` "
+          "(one expert projection). PyTorch: one `torch.mm` per group into a preallocated output (OpenBLAS "
+          "sgemm). For `BF16` rows moe4j rounds operands to bf16 and accumulates in fp32; the PyTorch peer stays "
+          "fp32, its fastest CPU path (its bf16 GEMM is slower on this CPU)."),
+    Stage("grouped-gemm-wgrad", "ExpertsBenchmark", "Experts: grouped GEMM weight gradient", None,
+          "`dW[g] = dOut[g]ᵀ · x[g]` per group (the expert weight gradient). PyTorch: one `torch.mm` per group "
+          "into a preallocated `dW`."),
     Stage("experts-forward", "ExpertsBenchmark", "Experts forward (grouped SwiGLU)", None,
           "`y = (silu(x·W1ᵀ) ⊙ (x·W3ᵀ))·W2ᵀ` over the contiguous expert groups. PyTorch: one matmul per expert "
-          "and projection (OpenBLAS)."),
+          "and projection (OpenBLAS).", optional=True),
     Stage("experts-forward-backward", "ExpertsBenchmark", "Experts forward + backward", None,
-          "the grouped SwiGLU forward plus dX, dW1, dW3, dW2. PyTorch: autograd through the per-expert loop."),
+          "the grouped SwiGLU forward plus dX, dW1, dW3, dW2. PyTorch: autograd through the per-expert loop.",
+          optional=True),
     Stage("layer-forward", "MoeLayerBenchmark", "MoE layer forward", None,
           "gate GEMM, routing, dispatch, experts, combine. PyTorch: the same pipeline in eager mode."),
     Stage("layer-forward-backward", "MoeLayerBenchmark", "MoE layer forward + backward", 0.8,
@@ -66,7 +76,8 @@ PARAM_ALIASES = {
     "groups": "groups", "expertgroups": "groups", "ngroups": "groups",
     "limitedgroups": "limitedGroups", "limited": "limitedGroups", "topkgroups": "limitedGroups",
     "world": "world", "worldsize": "world", "w": "world", "ranks": "world", "ep": "world",
-    "dtype": "dtype", "expertdtype": "dtype",
+    "dtype": "dtype", "expertdtype": "dtype", "compute": "dtype",
+    "rows": "rows", "m": "rows",
     "scorefunction": "scoreFunction", "score": "scoreFunction",
     "routenorm": "routeNorm", "routescale": "routeScale",
     "sharedexperts": "sharedExperts", "shared": "sharedExperts", "sharedffn": "sharedFfn",
@@ -75,11 +86,12 @@ PARAM_ALIASES = {
 FIXED_PEER_PARAMS = {
     "RouterBenchmark": {"scoreFunction": "sigmoid", "routeNorm": "true", "routeScale": 2.5},
     "DispatchBenchmark": {"topkPattern": "consecutive"},
+    "MoeLayerBenchmark": {"scoreFunction": "sigmoid", "routeNorm": "true", "routeScale": 1.0},
 }
 # JMH params that select a variant or a thread count, not a shape: never passed to the peer.
 NOT_PEER_PARAMS = {"input", "from", "source", "threads", "strategy"}
-SHAPE_ORDER = ["tokens", "hidden", "ffn", "experts", "topK", "groups", "world", "dtype", "scoreFunction"]
-SHAPE_SHORT = {"tokens": "T", "hidden": "H", "ffn": "F", "experts": "E", "topK": "K", "world": "W",
+SHAPE_ORDER = ["rows", "tokens", "hidden", "ffn", "experts", "topK", "groups", "world", "dtype", "scoreFunction"]
+SHAPE_SHORT = {"rows": "rows=", "tokens": "T", "hidden": "H", "ffn": "F", "experts": "E", "topK": "K", "world": "W",
                "dtype": "", "scoreFunction": ""}
 
 
@@ -131,11 +143,14 @@ def classify(benchmark, params):
         both = ("combine" in m and ("dispatch" in m or "permute" in m)) or m in ("roundtrip", "round_trip", "run")
         return "dispatch+combine", bool(both and world == 1), method
     if cls == "ExpertsBenchmark":
-        key = "experts-forward-backward" if "backward" in m else "experts-forward"
-        return key, True, variant
+        if "swiglu" in m or "experts" in m:
+            return ("experts-forward-backward" if "backward" in m else "experts-forward"), True, variant
+        if "grad" in m or "backward" in m:
+            return "grouped-gemm-wgrad", "weight" in m or m == "backward", method
+        return "grouped-gemm", True, method
     if cls == "MoeLayerBenchmark":
         key = "layer-forward-backward" if "backward" in m else "layer-forward"
-        return key, True, variant
+        return key, params.get("world", 1) == 1, variant
     return None, False, method
 
 
@@ -150,7 +165,8 @@ def shape_label(params):
             lim = p.pop("limitedGroups", v)
             parts.append("no groups" if v in (1, 0) else f"G={v}/{lim}")
         else:
-            parts.append(f"{SHAPE_SHORT[k]}={v}" if SHAPE_SHORT[k] else str(v))
+            short = SHAPE_SHORT[k]
+            parts.append(f"{short}{v}" if short.endswith("=") else f"{short}={v}" if short else str(v))
     p.pop("limitedGroups", None)
     parts += [f"{k}={v}" for k, v in sorted(p.items())]
     return " ".join(parts)
@@ -246,6 +262,7 @@ def machine_section(env, torch_env, run):
              f"| BLAS used by PyTorch | {', '.join(blas.get('libraries') or []) or '?'} — sgemm "
              f"{blas.get('sgemm_n', '?')}³: {blas.get('sgemm_gflops', '?')} GFLOP/s at {blas.get('threads', '?')} "
              "threads |",
+             f"| load average before the run | {run.get('loadavg', '?')} (1 min) |",
              f"| moe4j commit | {run.get('commit', '?')} |",
              f"| date | {run.get('date', '?')} |",
              f"| JMH | {env.get('jmh', '?')} |"]
@@ -261,7 +278,7 @@ def stage_tables(rows, peers, selected, cpu=True):
     out, summary = [], []
     for st in STAGES:
         srows = [r for r in rows if r["stage"] == st.key]
-        if not srows and not cpu:
+        if not srows and (not cpu or st.optional):
             continue
         target = st.target if cpu else None
         out.append(f"### {st.title}")

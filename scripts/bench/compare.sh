@@ -69,6 +69,11 @@ RUN="$ROOT/build/bench/$(date -u +%Y%m%d-%H%M%S)$([[ $QUICK == 1 ]] && echo -qui
 mkdir -p "$RUN"
 [[ -z "$OUT" ]] && { [[ $QUICK == 1 ]] && OUT="$RUN/benchmarks.md" || OUT="$ROOT/docs/benchmarks.md"; }
 echo "compare.sh: run directory $RUN"
+LOAD="$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)"
+if [[ $QUICK == 0 ]] && awk -v l="$LOAD" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "compare.sh: warning: load average $LOAD before measuring: other work competes for the cores and" \
+       "2-thread timings (PyTorch's especially) suffer; measure on a quiet machine" >&2
+fi
 
 # Same thread count for every pool PyTorch may use (torch's OpenMP pool and OpenBLAS's own pthread pool),
 # unless the caller set them (e.g. OPENBLAS_NUM_THREADS=1 to try without the two pools competing for 2 cores);
@@ -104,12 +109,12 @@ REGEX="^org\.moe4j\.bench\.($(IFS='|'; echo "${PRESENT[*]}"))\."
 read -ra EXTRA <<< "$JMH_EXTRA"
 GIT_COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+local changes')"
 "$PY" - "$RUN/run.json" "$THREADS" "$QUICK" "$GIT_COMMIT" "$(printf '%q ' scripts/bench/compare.sh "${ORIG_ARGS[@]}")" \
-  "${CLASSES[*]}" "${PRESENT[@]}" <<'EOF'
+  "$LOAD" "${CLASSES[*]}" "${PRESENT[@]}" <<'EOF'
 import datetime, json, os, sys
-out, threads, quick, commit, command, selected, *present = sys.argv[1:]
+out, threads, quick, commit, command, load, selected, *present = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 json.dump({"threads": int(threads), "mode": "quick" if quick == "1" else "full", "commit": commit,
-           "command": command.strip(), "selected": selected.split(), "benchmarks": present, "cpu": cpu, "cores": os.cpu_count(),
+           "command": command.strip(), "loadavg": float(load), "selected": selected.split(), "benchmarks": present, "cpu": cpu, "cores": os.cpu_count(),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")},
           open(out, "w"), indent=1)
 EOF

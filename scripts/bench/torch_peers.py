@@ -18,6 +18,8 @@ Stages and the params each reads (defaults in brackets):
   router-hidden           the same + hidden                    -- logits = x @ gate^T, then routing
   dispatch+combine        tokens hidden experts topK dtype[F32] topkPattern[random|consecutive]
                                                                 -- permute, counts, weighted un-permute
+  grouped-gemm            rows hidden ffn experts               -- out[g] = x[g] @ W[g], equal groups, fp32
+  grouped-gemm-wgrad      rows hidden ffn experts               -- dW[g] = dOut[g]^T @ x[g]
   experts-forward         tokens hidden ffn experts topK        -- SwiGLU per expert over routed rows
   experts-forward-backward                                      -- the same with autograd backward
   layer-forward           tokens hidden ffn experts topK (+ routing params, sharedExperts[0] sharedFfn[ffn])
@@ -139,9 +141,9 @@ def routing_params(p):
 
 def run_stage(stage, p, dev, reps, budget_s):
     """Builds the inputs of one workload and times it; returns (median ms, reps run)."""
-    T, E, K = int(p["tokens"]), int(p["experts"]), int(p["topK"])
-    rp = routing_params(p)
     if stage in ("router", "router-hidden"):
+        T, E, K = int(p["tokens"]), int(p["experts"]), int(p["topK"])
+        rp = routing_params(p)
         bias = torch.randn(E, device=dev) * 0.01
         if stage == "router":
             logits = torch.randn(T, E, device=dev)
@@ -152,6 +154,27 @@ def run_stage(stage, p, dev, reps, budget_s):
         gate = torch.randn(E, H, device=dev) / H ** 0.5
         return timeit(lambda: route(x @ gate.t(), bias, rp["groups"], rp["limited"], K, rp["score"], rp["norm"],
                                     rp["scale"]), dev, reps, budget_s=budget_s)
+    if stage in ("grouped-gemm", "grouped-gemm-wgrad"):
+        R, H, FF, E = int(p["rows"]), int(p["hidden"]), int(p["ffn"]), int(p["experts"])
+        off = [R * g // E for g in range(E + 1)]  # equal groups, as ExpertsBenchmark splits them
+        x = torch.randn(R, H, device=dev)
+        if stage == "grouped-gemm":
+            w = torch.randn(E, H, FF, device=dev)
+            out = torch.empty(R, FF, device=dev)
+
+            def gg():
+                for g in range(E):
+                    torch.mm(x[off[g]:off[g + 1]], w[g], out=out[off[g]:off[g + 1]])
+            return timeit(gg, dev, reps, budget_s=budget_s)
+        d_out = torch.randn(R, FF, device=dev)
+        dw = torch.empty(E, FF, H, device=dev)
+
+        def wg():
+            for g in range(E):
+                torch.mm(d_out[off[g]:off[g + 1]].t(), x[off[g]:off[g + 1]], out=dw[g])
+        return timeit(wg, dev, reps, budget_s=budget_s)
+    T, E, K = int(p["tokens"]), int(p["experts"]), int(p["topK"])
+    rp = routing_params(p)
     H = int(p["hidden"])
     if stage == "dispatch+combine":
         dtype = DTYPES[str(p.get("dtype", "F32")).upper()]
@@ -206,7 +229,8 @@ def run_stage(stage, p, dev, reps, budget_s):
             out = layer(xg, gate, bias, w1, w3, w2, rp, K, shared)
             out.backward(torch.ones_like(out))
         return timeit(fb, dev, reps, budget_s=budget_s)
-    raise ValueError(f"unknown stage '{stage}' (known: router, router-hidden, dispatch+combine, experts-forward, "
+    raise ValueError(f"unknown stage '{stage}' (known: router, router-hidden, dispatch+combine, grouped-gemm, "
+                     "grouped-gemm-wgrad, experts-forward, "
                      "experts-forward-backward, layer-forward, layer-forward-backward)")
 
 
