@@ -9,7 +9,7 @@ import picocli.CommandLine.Command;
 /** Entry point of the {@code moe} command-line tool. */
 @Command(name = "moe", mixinStandardHelpOptions = true, version = "moe4j 0.1.0",
         description = "moe4j: train, benchmark and inspect Mixture-of-Experts layers on the JVM.",
-        subcommands = {MoeCli.Info.class, MoeCli.Jmh.class})
+        subcommands = {MoeCli.Info.class, MoeCli.Jmh.class, org.moe4j.bench.train.TrainCommand.class})
 public final class MoeCli implements Callable<Integer> {
 
     /**

@@ -61,6 +61,16 @@ public final class Backends {
      */
     public static Backend selected() {
         String name = requested();
+        Backend cached = SELECTED.get(name);
+        if (cached != null) {
+            return cached;
+        }
+        synchronized (Backends.class) { // one selection (and one log line per skipped backend) per process
+            return selectOnce(name);
+        }
+    }
+
+    private static Backend selectOnce(String name) {
         Backend b = SELECTED.get(name);
         if (b == null) {
             // not computeIfAbsent: a backend's probe may itself use Backends without a recursive-update error

@@ -1,0 +1,95 @@
+package org.moe4j.bench;
+
+import java.util.concurrent.TimeUnit;
+import org.moe4j.core.DType;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.experts.ExpertKernels.GemmSpec;
+import org.moe4j.experts.internal.CpuExpertKernels;
+import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.BenchmarkMode;
+import org.openjdk.jmh.annotations.Fork;
+import org.openjdk.jmh.annotations.Level;
+import org.openjdk.jmh.annotations.Measurement;
+import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OutputTimeUnit;
+import org.openjdk.jmh.annotations.Param;
+import org.openjdk.jmh.annotations.Scope;
+import org.openjdk.jmh.annotations.Setup;
+import org.openjdk.jmh.annotations.State;
+import org.openjdk.jmh.annotations.TearDown;
+import org.openjdk.jmh.annotations.Warmup;
+
+/**
+ * The CPU grouped GEMM of the experts: {@code rows} token rows split evenly over {@code experts}
+ * groups, forward ({@code [rows, hidden] · [hidden, ffn]} per group) and weight gradient
+ * ({@code [rows, ffn]ᵀ · [rows, hidden]} per group). Both do {@code 2·rows·hidden·ffn} flops:
+ * GFLOP/s = {@code 2·rows·hidden·ffn / (ms · 1e6)}.
+ */
+@State(Scope.Benchmark)
+@BenchmarkMode(Mode.AverageTime)
+@OutputTimeUnit(TimeUnit.MILLISECONDS)
+@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
+@Warmup(iterations = 2, time = 1)
+@Measurement(iterations = 3, time = 1)
+public class ExpertsBenchmark {
+    @Param({"2048"})
+    int rows;
+    @Param({"512"})
+    int hidden;
+    @Param({"1024"})
+    int ffn;
+    @Param({"8"})
+    int experts;
+    @Param({"F32", "BF16"})
+    String compute;
+
+    HostBuffer x;
+    HostBuffer w;
+    HostBuffer offsets;
+    HostBuffer out;
+    HostBuffer dOut;
+    HostBuffer dw;
+    CpuExpertKernels kernels;
+    GemmSpec spec;
+
+    @Setup(Level.Trial)
+    public void setup() {
+        x = HostBuffer.allocate(DType.F32, rows, hidden);
+        w = HostBuffer.allocate(DType.F32, experts, hidden, ffn);
+        out = HostBuffer.allocate(DType.F32, rows, ffn);
+        dOut = HostBuffer.allocate(DType.F32, rows, ffn);
+        dw = HostBuffer.allocate(DType.F32, experts, ffn, hidden);
+        for (long i = 0; i < x.numel(); i++) {
+            x.setFloat(i, (i % 13) * 0.01f);
+        }
+        for (long i = 0; i < w.numel(); i++) {
+            w.setFloat(i, (i % 7) * 0.01f);
+        }
+        int[] off = new int[experts + 1];
+        for (int g = 0; g <= experts; g++) {
+            off[g] = (int) ((long) rows * g / experts);
+        }
+        offsets = HostBuffer.ofInts(off, experts + 1);
+        kernels = new CpuExpertKernels();
+        spec = new GemmSpec(false, compute.equals("BF16"));
+    }
+
+    @Benchmark
+    public HostBuffer forward() {
+        kernels.groupedMatmul(x, w, offsets, out, spec);
+        return out;
+    }
+
+    @Benchmark
+    public HostBuffer weightGrad() {
+        kernels.groupedWeightGrad(dOut, x, offsets, dw, spec);
+        return dw;
+    }
+
+    @TearDown(Level.Trial)
+    public void tearDown() {
+        for (HostBuffer b : new HostBuffer[] {x, w, offsets, out, dOut, dw}) {
+            b.close();
+        }
+    }
+}

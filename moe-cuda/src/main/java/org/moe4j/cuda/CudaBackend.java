@@ -1,0 +1,162 @@
+package org.moe4j.cuda;
+
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.backend.Availability;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.buffer.Buffer;
+
+/**
+ * The CUDA backend ({@code moe4j.backend=cuda}): device memory from a {@link DevicePool}, kernels from
+ * the fatbins built out of {@code native/*.cu}. Registered through {@code ServiceLoader}; priority 100,
+ * so automatic selection prefers it wherever {@link #probe()} says it can run.
+ *
+ * <p>The device is {@code moe4j.cuda.device} (system property), else {@code LOCAL_RANK} (torchrun),
+ * else 0. Context, pool, compute stream and loaded modules are shared by every instance in the process
+ * (ServiceLoader makes a new instance per lookup) and live as long as the process.
+ */
+public final class CudaBackend implements Backend {
+    /** Name used by {@code moe4j.backend=cuda}. */
+    public static final String NAME = "cuda";
+    /** Selection priority: above the CPU backend's 0. */
+    public static final int PRIORITY = 100;
+    /** System property with the device index. */
+    public static final String DEVICE_PROPERTY = "moe4j.cuda.device";
+    /** Kernel family whose presence shows that the build compiled the kernels. */
+    public static final String MARKER_FAMILY = "smoke";
+
+    private static final Map<Integer, Shared> SHARED = new ConcurrentHashMap<>();
+    private static volatile Availability probed;
+
+    /** Per-device state shared by all instances. */
+    private static final class Shared {
+        final CudaContext context;
+        final DevicePool pool;
+        final CudaStream stream;
+        final Map<String, CudaModule> modules = new ConcurrentHashMap<>();
+
+        Shared(int ordinal) {
+            context = CudaContext.open(ordinal);
+            pool = context.createPool();
+            stream = context.createStream();
+        }
+    }
+
+    @Override
+    public String name() {
+        return NAME;
+    }
+
+    @Override
+    public int priority() {
+        return PRIORITY;
+    }
+
+    /** @return the device index this backend uses */
+    public static int deviceOrdinal() {
+        String p = System.getProperty(DEVICE_PROPERTY);
+        if (p == null || p.isBlank()) {
+            p = System.getenv("LOCAL_RANK");
+        }
+        if (p == null || p.isBlank()) {
+            return 0;
+        }
+        try {
+            return Integer.parseInt(p.trim());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(DEVICE_PROPERTY + " / LOCAL_RANK must be a device index, got '" + p + "'", e);
+        }
+    }
+
+    /**
+     * Checks for libcuda, a device, and built kernels. Never throws; the result is computed once.
+     *
+     * @return available with the device description, or not with the reason
+     */
+    @Override
+    public Availability probe() {
+        Availability a = probed;
+        if (a == null) {
+            a = probed = probeNow();
+        }
+        return a;
+    }
+
+    static Availability probeNow() {
+        try {
+            Cuda.init();
+            int count = Cuda.deviceCount();
+            if (count == 0) {
+                return Availability.no("no CUDA device visible (libcuda loaded, cuDeviceGetCount = 0; check CUDA_VISIBLE_DEVICES)");
+            }
+            int ordinal = deviceOrdinal();
+            CudaDevice dev = CudaDevice.query(ordinal);
+            String found = dev.describe() + ", driver CUDA " + Cuda.driverVersion();
+            if (!CudaModule.isBuilt(MARKER_FAMILY)) {
+                return Availability.no(KernelsNotBuiltException.REASON + " (found " + found + ")");
+            }
+            if (dev.major() < 9) {
+                return Availability.no("cuda:" + ordinal + " has compute capability " + dev.computeCapability()
+                        + "; the kernels are built for sm_90a with compute_90 PTX, so they need 9.0 or newer (found " + found + ")");
+            }
+            return Availability.yes(found);
+        } catch (NativeLibraryException e) {
+            return Availability.no("no CUDA driver: " + e.getMessage());
+        } catch (CudaException e) {
+            return Availability.no("the CUDA driver failed: " + e.getMessage());
+        } catch (RuntimeException | LinkageError e) {
+            return Availability.no("CUDA probe failed: " + e);
+        }
+    }
+
+    private Shared shared() {
+        Availability a = probe();
+        if (!a.available()) {
+            throw new IllegalStateException("CUDA backend unavailable: " + a.reason());
+        }
+        return SHARED.computeIfAbsent(deviceOrdinal(), Shared::new);
+    }
+
+    /** @return the context of this backend's device */
+    public CudaContext context() {
+        return shared().context;
+    }
+
+    /** @return the pool that {@link #allocate} draws from */
+    public DevicePool pool() {
+        return shared().pool;
+    }
+
+    /** @return the stream kernels of this backend are launched on */
+    public CudaStream stream() {
+        return shared().stream;
+    }
+
+    /**
+     * @param family kernel family, e.g. {@code "routing"}
+     * @return its module, loaded once per process
+     * @throws KernelsNotBuiltException when the family's fatbin is missing
+     */
+    public CudaModule module(String family) {
+        Shared s = shared();
+        return s.modules.computeIfAbsent(family, s.context::loadModule);
+    }
+
+    /**
+     * Allocates a zeroed device buffer on this backend's device.
+     *
+     * @throws IllegalStateException naming the reason when the backend is unavailable
+     */
+    @Override
+    public Buffer allocate(DType dtype, Shape shape) {
+        return pool().allocate(dtype, shape);
+    }
+
+    @Override
+    public String describe() {
+        Availability a = probe();
+        return a.available() ? "cuda (" + a.reason() + ")" : "cuda (unavailable: " + a.reason() + ")";
+    }
+}

@@ -1,0 +1,177 @@
+package org.moe4j.cuda;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import org.moe4j.core.Device;
+import org.moe4j.core.buffer.BufferClosedException;
+import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
+
+/**
+ * One device's primary context, retained for the lifetime of this object.
+ *
+ * <p>The driver binds a context per thread; every wrapper in this package calls {@link #makeCurrent()}
+ * before touching the driver, so any Java thread may use any object of this package. The primary
+ * context is the one the CUDA runtime (and so NCCL, cuBLAS, PyTorch) uses too.
+ */
+public final class CudaContext implements AutoCloseable {
+    private static final ThreadLocal<MemorySegment> CURRENT = new ThreadLocal<>();
+
+    private final CudaDevice device;
+    private final MemorySegment handle; // CUcontext
+    private final CudaStream defaultStream;
+    private volatile boolean closed;
+
+    private CudaContext(CudaDevice device, MemorySegment handle) {
+        this.device = device;
+        this.handle = handle;
+        this.defaultStream = new CudaStream(this, MemorySegment.NULL, false);
+    }
+
+    /**
+     * Retains the primary context of a device.
+     *
+     * @param ordinal device index
+     * @return the context; close it to release the retain
+     * @throws NativeLibraryException when libcuda is missing
+     * @throws CudaException          when the driver fails
+     */
+    public static CudaContext open(int ordinal) {
+        CudaDevice dev = CudaDevice.query(ordinal);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(ValueLayout.ADDRESS);
+            CudaException.check(cuda_h.cuDevicePrimaryCtxRetain(out, dev.handle()), "cuDevicePrimaryCtxRetain(cuda:" + ordinal + ")");
+            CudaContext ctx = new CudaContext(dev, out.get(ValueLayout.ADDRESS, 0));
+            ctx.makeCurrent();
+            return ctx;
+        }
+    }
+
+    /** @return the device this context belongs to */
+    public CudaDevice device() {
+        return device;
+    }
+
+    /** @return {@code cuda:N} */
+    public Device location() {
+        return device.device();
+    }
+
+    /**
+     * Binds this context to the calling thread if it is not bound already.
+     *
+     * @throws BufferClosedException after {@link #close()}
+     */
+    public void makeCurrent() {
+        if (closed) {
+            throw new BufferClosedException("CudaContext " + location());
+        }
+        if (CURRENT.get() != handle) {
+            CudaException.check(cuda_h.cuCtxSetCurrent(handle), "cuCtxSetCurrent(" + location() + ")");
+            CURRENT.set(handle);
+        }
+    }
+
+    /** @return the legacy default stream (not owned: closing it does nothing); it orders with every blocking stream */
+    public CudaStream defaultStream() {
+        return defaultStream;
+    }
+
+    /**
+     * @return a new blocking stream (ordered with the legacy default stream, where buffers are zeroed)
+     * @throws CudaException when the driver fails
+     */
+    public CudaStream createStream() {
+        makeCurrent();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(ValueLayout.ADDRESS);
+            CudaException.check(cuda_h.cuStreamCreate(out, cuda_h.CU_STREAM_DEFAULT), "cuStreamCreate");
+            return new CudaStream(this, out.get(ValueLayout.ADDRESS, 0), true);
+        }
+    }
+
+    /**
+     * @param timing whether the event records time (needed for {@link CudaEvent#elapsedMillis(CudaEvent)})
+     * @return a new event
+     * @throws CudaException when the driver fails
+     */
+    public CudaEvent createEvent(boolean timing) {
+        makeCurrent();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment out = a.allocate(ValueLayout.ADDRESS);
+            CudaException.check(cuda_h.cuEventCreate(out, timing ? cuda_h.CU_EVENT_DEFAULT : cuda_h.CU_EVENT_DISABLE_TIMING),
+                    "cuEventCreate");
+            return new CudaEvent(this, out.get(ValueLayout.ADDRESS, 0));
+        }
+    }
+
+    /**
+     * Loads a kernel family's fatbin ({@code org/moe4j/cuda/kernels/<family>.fatbin}).
+     *
+     * @param family kernel family, e.g. {@code "smoke"}
+     * @return the module
+     * @throws KernelsNotBuiltException when the fatbin is not on the class path
+     * @throws CudaException            when the driver refuses the image
+     */
+    public CudaModule loadModule(String family) {
+        return CudaModule.load(this, family);
+    }
+
+    /** @return a new pool for device memory; close it when done (it fails on leaks) */
+    public DevicePool createPool() {
+        return DevicePool.create(this);
+    }
+
+    /**
+     * Waits for all work on this device.
+     *
+     * @throws CudaException when the driver fails (also for asynchronous errors of earlier kernels)
+     */
+    public void synchronize() {
+        makeCurrent();
+        CudaException.check(cuda_h.cuCtxSynchronize(), "cuCtxSynchronize(" + location() + ")");
+    }
+
+    /**
+     * Free and total device memory.
+     *
+     * @param free  bytes free
+     * @param total bytes in total
+     */
+    public record MemoryInfo(long free, long total) {
+    }
+
+    /** @return free and total device memory */
+    public MemoryInfo memoryInfo() {
+        makeCurrent();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment f = a.allocate(ValueLayout.JAVA_LONG);
+            MemorySegment t = a.allocate(ValueLayout.JAVA_LONG);
+            CudaException.check(cuda_h.cuMemGetInfo_v2(f, t), "cuMemGetInfo_v2");
+            return new MemoryInfo(f.get(ValueLayout.JAVA_LONG, 0), t.get(ValueLayout.JAVA_LONG, 0));
+        }
+    }
+
+    /** @return true after {@link #close()} */
+    public boolean isClosed() {
+        return closed;
+    }
+
+    /** Releases the primary-context retain. Idempotent. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (CURRENT.get() == handle) {
+            CURRENT.remove();
+        }
+        CudaException.check(cuda_h.cuDevicePrimaryCtxRelease_v2(device.handle()), "cuDevicePrimaryCtxRelease_v2(" + location() + ")");
+    }
+
+    @Override
+    public String toString() {
+        return "CudaContext[" + device.describe() + (closed ? ", closed" : "") + "]";
+    }
+}

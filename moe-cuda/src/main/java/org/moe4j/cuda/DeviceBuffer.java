@@ -1,0 +1,295 @@
+package org.moe4j.cuda;
+
+import java.lang.foreign.MemorySegment;
+import java.util.Objects;
+import org.moe4j.core.DType;
+import org.moe4j.core.Device;
+import org.moe4j.core.Shape;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.BufferClosedException;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
+
+/**
+ * A typed, shaped block of device memory; moe-core's {@link Buffer} on a CUDA device.
+ *
+ * <p>Owning buffers come from a {@link DevicePool}; {@link #close()} frees the memory and tells the
+ * pool. Views ({@link #reshape}, {@link #view}) share their owner's memory and are invalid once it is
+ * closed. Any use after close throws {@link BufferClosedException}.
+ *
+ * <p>Copies: the plain methods are synchronous and run on the legacy default stream, so they are
+ * ordered after work already queued on blocking streams. The {@code Async} variants queue on the
+ * given stream and return at once; the host buffer must then stay open and unchanged until that
+ * stream is synchronized (with pageable host memory the driver may stage the copy and return early
+ * or late; either way the data is taken at copy time in stream order).
+ */
+public final class DeviceBuffer implements Buffer {
+    private final DevicePool pool;
+    private final DeviceBuffer owner; // null for an owning buffer
+    private final long id;
+    private final DType dtype;
+    private final Shape shape;
+    private final long address;
+    private final String site;
+    private volatile boolean closed;
+
+    DeviceBuffer(DevicePool pool, DeviceBuffer owner, long id, DType dtype, Shape shape, long address, String site) {
+        this.pool = pool;
+        this.owner = owner;
+        this.id = id;
+        this.dtype = dtype;
+        this.shape = shape;
+        this.address = address;
+        this.site = site;
+    }
+
+    @Override
+    public DType dtype() {
+        return dtype;
+    }
+
+    @Override
+    public Shape shape() {
+        return shape;
+    }
+
+    @Override
+    public Device device() {
+        return pool.device();
+    }
+
+    /** @return the pool this buffer (or its owner) came from */
+    public DevicePool pool() {
+        return pool;
+    }
+
+    /** @return the CUDA context */
+    public CudaContext context() {
+        return pool.context();
+    }
+
+    long id() {
+        return id;
+    }
+
+    long rawAddress() {
+        return address;
+    }
+
+    /**
+     * @return the device pointer ({@code CUdeviceptr}), for kernel arguments
+     * @throws BufferClosedException after close (of this buffer or its owner)
+     */
+    public long address() {
+        if (isClosed()) {
+            throw new BufferClosedException(describe());
+        }
+        return address;
+    }
+
+    /** @return true for a view that does not own its memory */
+    public boolean isView() {
+        return owner != null;
+    }
+
+    @Override
+    public boolean isClosed() {
+        return closed || (owner != null && owner.isClosed());
+    }
+
+    /** Frees the memory (a view only detaches). Idempotent. */
+    @Override
+    public void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (owner == null) {
+            pool.release(this);
+        }
+    }
+
+    /**
+     * A view of the same memory with another shape of the same element count.
+     *
+     * @param dims new dimensions
+     * @return the view (closing it does not free memory)
+     */
+    public DeviceBuffer reshape(long... dims) {
+        Shape s = Shape.of(dims);
+        if (s.numel() != shape.numel()) {
+            throw new IllegalArgumentException(describe() + ": cannot reshape to " + s + " (" + s.numel()
+                    + " elements, have " + shape.numel() + ")");
+        }
+        return view(dtype, s, 0);
+    }
+
+    /**
+     * A view of part of this buffer's memory.
+     *
+     * @param dtype      element type of the view
+     * @param shape      shape of the view
+     * @param byteOffset offset from the start of this buffer, a multiple of the view's element size
+     * @return the view (closing it does not free memory)
+     * @throws IllegalArgumentException when the view does not fit
+     */
+    public DeviceBuffer view(DType dtype, Shape shape, long byteOffset) {
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(shape, "shape");
+        long base = address();
+        long bytes = shape.numel() * dtype.byteSize();
+        if (byteOffset < 0 || byteOffset % dtype.byteSize() != 0 || byteOffset + bytes > byteSize()) {
+            throw new IllegalArgumentException(describe() + ": view " + dtype + " " + shape + " at byte offset "
+                    + byteOffset + " does not fit (" + bytes + " bytes, have " + byteSize() + ")");
+        }
+        DeviceBuffer root = owner == null ? this : owner;
+        return new DeviceBuffer(pool, root, id, dtype, shape, base + byteOffset, site);
+    }
+
+    private void requireSameSize(String op, Buffer other) {
+        if (other.dtype() != dtype || other.numel() != numel()) {
+            throw new IllegalArgumentException(describe() + ": " + op + " " + other
+                    + ": dtype and element count must match (" + dtype + " x " + numel() + " vs "
+                    + other.dtype() + " x " + other.numel() + ")");
+        }
+        if (other.isClosed()) {
+            throw new BufferClosedException(other.toString());
+        }
+    }
+
+    /**
+     * Queues a host-to-device copy of all of {@code src} into this buffer.
+     *
+     * @param src    host data, same dtype and element count
+     * @param stream the stream
+     */
+    public void copyFromAsync(HostBuffer src, CudaStream stream) {
+        requireSameSize("copyFrom", src);
+        long dst = address();
+        if (byteSize() == 0) {
+            return;
+        }
+        context().makeCurrent();
+        CudaException.check(cuda_h.cuMemcpyHtoDAsync_v2(dst, src.segment(), byteSize(), stream.handle()),
+                "cuMemcpyHtoDAsync_v2(" + byteSize() + " bytes to " + describe() + ")");
+    }
+
+    /**
+     * Copies all of {@code src} into this buffer and waits for it.
+     *
+     * @param src host data, same dtype and element count
+     */
+    public void copyFrom(HostBuffer src) {
+        CudaStream s = context().defaultStream();
+        copyFromAsync(src, s);
+        s.synchronize();
+    }
+
+    /**
+     * Queues a device-to-host copy of this buffer into {@code dst}.
+     *
+     * @param dst    host buffer, same dtype and element count
+     * @param stream the stream
+     */
+    public void copyToAsync(HostBuffer dst, CudaStream stream) {
+        requireSameSize("copyTo", dst);
+        long src = address();
+        if (byteSize() == 0) {
+            return;
+        }
+        context().makeCurrent();
+        CudaException.check(cuda_h.cuMemcpyDtoHAsync_v2(dst.segment(), src, byteSize(), stream.handle()),
+                "cuMemcpyDtoHAsync_v2(" + byteSize() + " bytes from " + describe() + ")");
+    }
+
+    /**
+     * Copies this buffer into {@code dst} and waits for it.
+     *
+     * @param dst host buffer, same dtype and element count
+     */
+    public void copyTo(HostBuffer dst) {
+        CudaStream s = context().defaultStream();
+        copyToAsync(dst, s);
+        s.synchronize();
+    }
+
+    /**
+     * Queues a device-to-device copy of all of {@code src} into this buffer.
+     *
+     * @param src    device data, same dtype and element count
+     * @param stream the stream
+     */
+    public void copyFromAsync(DeviceBuffer src, CudaStream stream) {
+        requireSameSize("copyFrom", src);
+        long dst = address();
+        if (byteSize() == 0) {
+            return;
+        }
+        context().makeCurrent();
+        CudaException.check(cuda_h.cuMemcpyDtoDAsync_v2(dst, src.address(), byteSize(), stream.handle()),
+                "cuMemcpyDtoDAsync_v2(" + byteSize() + " bytes, " + src.describe() + " to " + describe() + ")");
+    }
+
+    /**
+     * Copies all of {@code src} into this buffer and waits for it.
+     *
+     * @param src device data, same dtype and element count
+     */
+    public void copyFrom(DeviceBuffer src) {
+        CudaStream s = context().defaultStream();
+        copyFromAsync(src, s);
+        s.synchronize();
+    }
+
+    /**
+     * Queues setting every byte to zero.
+     *
+     * @param stream the stream
+     */
+    public void zeroAsync(CudaStream stream) {
+        long dst = address();
+        if (byteSize() == 0) {
+            return;
+        }
+        context().makeCurrent();
+        CudaException.check(cuda_h.cuMemsetD8Async(dst, (byte) 0, byteSize(), stream.handle()), "cuMemsetD8Async(" + describe() + ")");
+    }
+
+    /** Sets every byte to zero and waits for it. */
+    public void zero() {
+        CudaStream s = context().defaultStream();
+        zeroAsync(s);
+        s.synchronize();
+    }
+
+    /** @return a new host buffer with this buffer's dtype, shape and contents */
+    public HostBuffer toHost() {
+        HostBuffer h = HostBuffer.allocate(dtype, shape);
+        try {
+            copyTo(h);
+        } catch (RuntimeException e) {
+            h.close();
+            throw e;
+        }
+        return h;
+    }
+
+    /** @return e.g. {@code DeviceBuffer#3[F32 [4, 8] cuda:0]} */
+    public String describe() {
+        return "DeviceBuffer#" + id + (owner != null ? " view" : "") + "[" + dtype + " " + shape + " " + pool.device() + "]";
+    }
+
+    String describeWithSite() {
+        return describe() + " allocated at " + site;
+    }
+
+    @Override
+    public String toString() {
+        return describe() + (isClosed() ? " (closed)" : "");
+    }
+
+    /** @return {@code MemorySegment} of the device pointer (for bindings taking {@code void*} device pointers, e.g. NCCL) */
+    public MemorySegment pointer() {
+        return MemorySegment.ofAddress(address());
+    }
+}

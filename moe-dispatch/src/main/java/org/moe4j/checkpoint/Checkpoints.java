@@ -1,0 +1,150 @@
+package org.moe4j.checkpoint;
+
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.moe4j.core.Shape;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.experts.GroupedExperts;
+import org.moe4j.experts.SharedExperts;
+
+/**
+ * Saving and loading named tensors in safetensors files, with Hugging Face DeepSeek-V3 names.
+ *
+ * <p>Loading is all-or-nothing: every target is checked against the file (present, shape, a
+ * floating dtype) before the first byte is copied, so a bad file leaves the targets unchanged.
+ * Files may hold F32, BF16 or F16 tensors; values are converted to the target's dtype (widening is
+ * exact; narrowing rounds to nearest even).
+ */
+public final class Checkpoints {
+    private Checkpoints() {
+    }
+
+    /**
+     * Names of one routed expert's tensors, e.g. {@code model.layers.3.mlp.experts.17.gate_proj.weight}.
+     *
+     * @param prefix       e.g. {@code mlp.} or {@code model.layers.3.mlp.}
+     * @param globalExpert global expert index
+     * @param proj         {@code gate_proj}, {@code up_proj} or {@code down_proj}
+     * @return the tensor name
+     */
+    public static String expertName(String prefix, int globalExpert, String proj) {
+        return prefix + "experts." + globalExpert + "." + proj + ".weight";
+    }
+
+    /**
+     * The HF-named 2-D views of every local expert's weights: {@code experts.{i}.gate_proj.weight}
+     * {@code [ffn, hidden]}, {@code up_proj} {@code [ffn, hidden]}, {@code down_proj}
+     * {@code [hidden, ffn]}, with {@code i} the global expert index.
+     *
+     * @param experts the experts (host memory)
+     * @param prefix  name prefix, e.g. {@code mlp.}
+     * @return name → view, in expert order
+     */
+    public static Map<String, HostBuffer> expertTensors(GroupedExperts experts, String prefix) {
+        Map<String, HostBuffer> out = new LinkedHashMap<>();
+        int f = experts.ffn();
+        int h = experts.hidden();
+        for (int e = 0; e < experts.localExperts(); e++) {
+            int g = experts.firstExpert() + e;
+            out.put(expertName(prefix, g, "gate_proj"), slice(experts.w1(), e, f, h));
+            out.put(expertName(prefix, g, "up_proj"), slice(experts.w3(), e, f, h));
+            out.put(expertName(prefix, g, "down_proj"), slice(experts.w2(), e, h, f));
+        }
+        return out;
+    }
+
+    /**
+     * @param shared the shared experts
+     * @param prefix name prefix, e.g. {@code mlp.}
+     * @return {@code shared_experts.gate_proj/up_proj/down_proj.weight} views
+     */
+    public static Map<String, HostBuffer> sharedTensors(SharedExperts shared, String prefix) {
+        GroupedExperts m = shared.mlp();
+        Map<String, HostBuffer> out = new LinkedHashMap<>();
+        out.put(prefix + "shared_experts.gate_proj.weight", slice(m.w1(), 0, m.ffn(), m.hidden()));
+        out.put(prefix + "shared_experts.up_proj.weight", slice(m.w3(), 0, m.ffn(), m.hidden()));
+        out.put(prefix + "shared_experts.down_proj.weight", slice(m.w2(), 0, m.hidden(), m.ffn()));
+        return out;
+    }
+
+    /**
+     * @param b    a host buffer {@code [n, rows, cols]}
+     * @param i    index in the first dimension
+     * @param rows second dimension
+     * @param cols third dimension
+     * @return a non-owning {@code [rows, cols]} view of slice {@code i}
+     */
+    public static HostBuffer slice(Buffer b, int i, int rows, int cols) {
+        HostBuffer h = (HostBuffer) b;
+        long bytes = (long) rows * cols * h.dtype().byteSize();
+        return HostBuffer.wrap(h.dtype(), Shape.of(rows, cols), h.segment().asSlice(i * bytes, bytes));
+    }
+
+    /**
+     * Writes tensors to a safetensors file (in their own dtype).
+     *
+     * @param path     destination
+     * @param tensors  name → buffer, in file order
+     * @param metadata {@code __metadata__} entries
+     * @throws CheckpointException on I/O errors
+     */
+    public static void save(Path path, Map<String, HostBuffer> tensors, Map<String, String> metadata) {
+        SafetensorsWriter.write(path, tensors, metadata);
+    }
+
+    /**
+     * Loads every target from the file, or nothing.
+     *
+     * @param path    a safetensors file
+     * @param targets name → destination (F32 or BF16 host buffers of the expected shape)
+     * @throws CheckpointException naming the file and the first tensor that is missing, of the wrong
+     *                             shape or dtype, or a bad/truncated file; targets are then unchanged
+     */
+    public static void load(Path path, Map<String, HostBuffer> targets) {
+        try (SafetensorsFile f = SafetensorsFile.open(path)) {
+            load(f, targets);
+        }
+    }
+
+    /**
+     * @param file    an open file
+     * @param targets name → destination
+     * @throws CheckpointException as {@link #load(Path, Map)}
+     */
+    public static void load(SafetensorsFile file, Map<String, HostBuffer> targets) {
+        List<Map.Entry<String, HostBuffer>> plan = List.copyOf(targets.entrySet());
+        for (Map.Entry<String, HostBuffer> e : plan) {
+            TensorInfo t = file.tensors().get(e.getKey());
+            if (t == null) {
+                throw new CheckpointException(file.path() + ": missing tensor " + e.getKey());
+            }
+            HostBuffer dst = e.getValue();
+            if (!t.dtype().isFloatingPoint()) {
+                throw new CheckpointException(file.path() + ": tensor " + t.name() + " has dtype " + t.dtype()
+                        + "; expected a floating dtype (F32, BF16 or F16)");
+            }
+            if (!t.shape().equals(dst.shape())) {
+                throw new CheckpointException(file.path() + ": tensor " + t.name() + " has shape " + t.shape()
+                        + " but the layer needs " + dst.shape());
+            }
+        }
+        for (Map.Entry<String, HostBuffer> e : plan) {
+            copy(file.view(e.getKey()), e.getValue());
+        }
+    }
+
+    private static void copy(HostBuffer src, HostBuffer dst) {
+        if (src.dtype() == dst.dtype()) {
+            MemorySegment.copy(src.segment(), 0, dst.segment(), 0, src.byteSize());
+            return;
+        }
+        long n = src.numel(); // converting copy: exact widening, nearest-even narrowing
+        for (long i = 0; i < n; i++) {
+            dst.setFloat(i, src.getFloat(i));
+        }
+    }
+}

@@ -1,0 +1,93 @@
+package org.moe4j.experts;
+
+import org.moe4j.core.buffer.Buffer;
+
+/**
+ * Device kernels of the expert computation: grouped GEMMs over contiguous, variable-size token
+ * groups (one group per local expert) and the SwiGLU element-wise epilogue.
+ *
+ * <p>Groups are described by {@code groupOffsets}, an I32 buffer {@code [groups + 1]} of
+ * non-decreasing row offsets: group {@code g} owns rows {@code [off[g], off[g+1])} of the row
+ * operands. Empty groups are allowed; rows outside every group are left untouched.
+ *
+ * <p>Every floating operand may be F32 or BF16; products accumulate in fp32 and outputs are F32.
+ * When {@link GemmSpec#bf16Operands()} is set, F32 operands are rounded to bf16 (nearest-even) as
+ * they are read, so an fp32 master weight behaves exactly as its bf16 copy would.
+ *
+ * <p>Determinism contract (all backends): each output element is produced by one task, and the
+ * reduction over the inner dimension runs in a fixed order (ascending, in fixed-size blocks). The
+ * results therefore do not depend on thread count or scheduling.
+ */
+public interface ExpertKernels {
+
+    /**
+     * Options of one GEMM call.
+     *
+     * @param accumulate   add into the output instead of overwriting it
+     * @param bf16Operands round F32 operands to bf16 on load (bf16 compute, fp32 accumulation)
+     */
+    record GemmSpec(boolean accumulate, boolean bf16Operands) {
+        /** Overwrite, fp32 operands. */
+        public static final GemmSpec OVERWRITE = new GemmSpec(false, false);
+        /** Accumulate, fp32 operands. */
+        public static final GemmSpec ACCUMULATE = new GemmSpec(true, false);
+    }
+
+    /**
+     * Grouped {@code out = a · b}: for every group {@code g} and row {@code r} of it,
+     * {@code out[r, :] (+)= a[r, :] · b[g]}.
+     *
+     * @param a            row operand {@code [rows, K]}
+     * @param b            per-group matrices {@code [groups, K, N]}
+     * @param groupOffsets I32 {@code [groups + 1]}
+     * @param out          F32 {@code [rows, N]}
+     * @param spec         accumulate / bf16 options
+     * @throws IllegalArgumentException on shape, dtype or offset errors (before anything is written)
+     */
+    void groupedMatmul(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec);
+
+    /**
+     * Grouped weight gradient {@code out[g] (+)= a[rows of g]ᵀ · b[rows of g]}, reduced over the
+     * group's rows in ascending row order.
+     *
+     * @param a            row operand {@code [rows, M]} (e.g. the output gradient)
+     * @param b            row operand {@code [rows, N]} (e.g. the layer input)
+     * @param groupOffsets I32 {@code [groups + 1]}
+     * @param out          F32 {@code [groups, M, N]}
+     * @param spec         accumulate / bf16 options
+     * @throws IllegalArgumentException on shape, dtype or offset errors
+     */
+    void groupedWeightGrad(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec);
+
+    /**
+     * Batched transpose with dtype conversion: {@code dst[g] = src[g]ᵀ}.
+     *
+     * @param src {@code [groups, R, C]}
+     * @param dst {@code [groups, C, R]}, F32 or BF16
+     * @throws IllegalArgumentException on shape mismatch
+     */
+    void transpose(Buffer src, Buffer dst);
+
+    /**
+     * SwiGLU forward, element-wise: {@code out = silu(gate) ⊙ up}, {@code silu(h) = h·σ(h)}.
+     *
+     * @param gate F32, any shape
+     * @param up   F32, same shape
+     * @param out  F32, same shape
+     * @throws IllegalArgumentException on shape or dtype mismatch
+     */
+    void swigluForward(Buffer gate, Buffer up, Buffer out);
+
+    /**
+     * SwiGLU backward, element-wise: {@code dGate = dOut ⊙ up ⊙ silu'(gate)},
+     * {@code dUp = dOut ⊙ silu(gate)}.
+     *
+     * @param gate  F32 forward input
+     * @param up    F32 forward input
+     * @param dOut  F32 gradient of the output
+     * @param dGate F32 output
+     * @param dUp   F32 output
+     * @throws IllegalArgumentException on shape or dtype mismatch
+     */
+    void swigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp);
+}

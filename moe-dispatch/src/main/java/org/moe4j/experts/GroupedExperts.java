@@ -1,0 +1,284 @@
+package org.moe4j.experts;
+
+import java.util.List;
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Backends;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.init.ParamInit;
+import org.moe4j.experts.ExpertKernels.GemmSpec;
+import org.moe4j.optim.Parameter;
+
+/**
+ * The routed experts of one rank: {@code localExperts} SwiGLU MLPs applied to contiguous token
+ * groups, {@code y = (silu(x·W1ₑᵀ) ⊙ (x·W3ₑᵀ))·W2ₑᵀ}, as three grouped GEMMs forward and six
+ * backward.
+ *
+ * <p>Weights are fp32 masters; with compute dtype BF16 every GEMM operand is rounded to bf16 and
+ * products accumulate in fp32. Expert {@code e} of this rank is global expert
+ * {@code firstExpert + e}; its initial values come from {@link ParamInit} indexed by the global
+ * expert, so a model is initialised identically for every expert-parallel world size.
+ *
+ * <p>Names follow Hugging Face: {@code gate_proj} = W1, {@code up_proj} = W3, {@code down_proj} = W2.
+ */
+public final class GroupedExperts implements AutoCloseable {
+    /** Init stream of W1 (gate_proj); W3 and W2 use the next two ids. */
+    public static final long STREAM_ROUTED = 100;
+    /** Init stream of the shared experts' W1; W3 and W2 use the next two ids. */
+    public static final long STREAM_SHARED = 200;
+
+    private final String name;
+    private final int localExperts;
+    private final int firstExpert;
+    private final int hidden;
+    private final int ffn;
+    private final DType compute;
+    private final Backend backend;
+    private final ExpertKernels kernels;
+
+    private final Buffer w1; // [localExperts, ffn, hidden]  gate_proj
+    private final Buffer w3; // [localExperts, ffn, hidden]  up_proj
+    private final Buffer w2; // [localExperts, hidden, ffn]  down_proj
+    private final Buffer gw1; // [localExperts, ffn, hidden]
+    private final Buffer gw3; // [localExperts, ffn, hidden]
+    private final Buffer gw2; // [localExperts, hidden, ffn]
+    private final Buffer w1t; // [localExperts, hidden, ffn]  compute copy, refreshed per forward
+    private final Buffer w3t; // [localExperts, hidden, ffn]
+    private final Buffer w2t; // [localExperts, ffn, hidden]
+
+    /**
+     * Saved forward state for {@link #backward}. Owns its intermediate buffers (close it, or let
+     * backward close it); the input {@code x} is borrowed and must stay alive until backward.
+     *
+     * @param x            borrowed input {@code [rows, hidden]}
+     * @param groupOffsets borrowed I32 {@code [localExperts + 1]}
+     * @param h1           {@code x·W1ᵀ} {@code [rows, ffn]}
+     * @param h3           {@code x·W3ᵀ} {@code [rows, ffn]}
+     * @param act          {@code silu(h1) ⊙ h3} {@code [rows, ffn]}
+     */
+    public record Context(Buffer x, Buffer groupOffsets, Buffer h1, Buffer h3, Buffer act) implements AutoCloseable {
+        @Override
+        public void close() {
+            h1.close();
+            h3.close();
+            act.close();
+        }
+    }
+
+    /**
+     * @param output  {@code [rows, hidden]} (rows outside every group are zero); caller closes it
+     * @param context state for backward
+     */
+    public record Result(Buffer output, Context context) {
+    }
+
+    /**
+     * Creates and initialises the experts with the selected backend's kernels.
+     *
+     * @param name         parameter name prefix, e.g. {@code experts}
+     * @param localExperts experts held here
+     * @param firstExpert  global index of the first one
+     * @param hidden       hidden size
+     * @param ffn          intermediate size per expert
+     * @param compute      F32 or BF16
+     * @param seed         init seed
+     * @param stream       init stream of W1 ({@link #STREAM_ROUTED} or {@link #STREAM_SHARED})
+     * @return the experts
+     */
+    public static GroupedExperts create(String name, int localExperts, int firstExpert, int hidden, int ffn,
+                                        DType compute, long seed, long stream) {
+        Backend b = Backends.selected();
+        return new GroupedExperts(name, localExperts, firstExpert, hidden, ffn, compute, seed, stream, b,
+                Backends.kernels(ExpertKernels.class, b));
+    }
+
+    /**
+     * @param name         parameter name prefix, e.g. {@code experts}
+     * @param localExperts experts held here, ≥ 1
+     * @param firstExpert  global index of the first one, ≥ 0
+     * @param hidden       hidden size
+     * @param ffn          intermediate size per expert
+     * @param compute      F32 or BF16
+     * @param seed         init seed
+     * @param stream       init stream of W1; W3 uses {@code stream+1}, W2 {@code stream+2}
+     * @param backend      allocates the buffers (host-initialised: the CPU backend)
+     * @param kernels      the kernels to run
+     * @throws IllegalArgumentException on bad sizes or dtype
+     */
+    public GroupedExperts(String name, int localExperts, int firstExpert, int hidden, int ffn, DType compute,
+                          long seed, long stream, Backend backend, ExpertKernels kernels) {
+        if (localExperts < 1 || firstExpert < 0 || hidden < 1 || ffn < 1) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": bad sizes localExperts=" + localExperts
+                    + " firstExpert=" + firstExpert + " hidden=" + hidden + " ffn=" + ffn);
+        }
+        if (compute != DType.F32 && compute != DType.BF16) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": compute dtype must be F32 or BF16, got " + compute);
+        }
+        this.name = name;
+        this.localExperts = localExperts;
+        this.firstExpert = firstExpert;
+        this.hidden = hidden;
+        this.ffn = ffn;
+        this.compute = compute;
+        this.backend = backend;
+        this.kernels = kernels;
+        Shape up = Shape.of(localExperts, ffn, hidden);
+        Shape down = Shape.of(localExperts, hidden, ffn);
+        w1 = backend.allocate(DType.F32, up);
+        w3 = backend.allocate(DType.F32, up);
+        w2 = backend.allocate(DType.F32, down);
+        gw1 = backend.allocate(DType.F32, up);
+        gw3 = backend.allocate(DType.F32, up);
+        gw2 = backend.allocate(DType.F32, down);
+        w1t = backend.allocate(compute, down);
+        w3t = backend.allocate(compute, down);
+        w2t = backend.allocate(compute, up);
+        long perExpert = (long) ffn * hidden;
+        ParamInit.fillUniform(host(w1), seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
+        ParamInit.fillUniform(host(w3), seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
+        ParamInit.fillUniform(host(w2), seed, stream + 2, firstExpert * perExpert, ParamInit.linearBound(ffn));
+    }
+
+    private static HostBuffer host(Buffer b) {
+        if (b instanceof HostBuffer h) {
+            return h;
+        }
+        throw new IllegalStateException("parameter initialisation needs host memory; got a buffer on " + b.device());
+    }
+
+    /** @return experts held here */
+    public int localExperts() {
+        return localExperts;
+    }
+
+    /** @return global index of local expert 0 */
+    public int firstExpert() {
+        return firstExpert;
+    }
+
+    /** @return hidden size */
+    public int hidden() {
+        return hidden;
+    }
+
+    /** @return intermediate size per expert */
+    public int ffn() {
+        return ffn;
+    }
+
+    /** @return compute dtype of the GEMMs */
+    public DType computeDtype() {
+        return compute;
+    }
+
+    /** @return W1 (gate_proj) {@code [localExperts, ffn, hidden]} */
+    public Buffer w1() {
+        return w1;
+    }
+
+    /** @return W3 (up_proj) {@code [localExperts, ffn, hidden]} */
+    public Buffer w3() {
+        return w3;
+    }
+
+    /** @return W2 (down_proj) {@code [localExperts, hidden, ffn]} */
+    public Buffer w2() {
+        return w2;
+    }
+
+    /** @return gate_proj, up_proj, down_proj with their gradients */
+    public List<Parameter> parameters() {
+        return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),
+                new Parameter(name + ".down_proj", w2, gw2));
+    }
+
+    /** Sets the gradients to zero. */
+    public void zeroGrad() {
+        host(gw1).zero();
+        host(gw3).zero();
+        host(gw2).zero();
+    }
+
+    /**
+     * Forward over grouped rows: rows {@code [off[e], off[e+1])} go through local expert {@code e}.
+     *
+     * @param x            {@code [rows, hidden]}, F32 or BF16
+     * @param groupOffsets I32 {@code [localExperts + 1]}
+     * @return output and context
+     * @throws IllegalArgumentException on shape/dtype/offset errors
+     */
+    public Result forward(Buffer x, Buffer groupOffsets) {
+        if (x.shape().rank() != 2 || x.shape().dim(1) != hidden) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": x must be [rows, " + hidden + "], got "
+                    + x.shape());
+        }
+        groupOffsets.require(name + " groupOffsets", DType.I32, localExperts + 1L);
+        long rows = x.shape().dim(0);
+        kernels.transpose(w1, w1t);
+        kernels.transpose(w3, w3t);
+        kernels.transpose(w2, w2t);
+        GemmSpec spec = new GemmSpec(false, compute == DType.BF16);
+        Buffer h1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
+        Buffer h3 = backend.allocate(DType.F32, Shape.of(rows, ffn));
+        Buffer act = backend.allocate(DType.F32, Shape.of(rows, ffn));
+        Buffer out = backend.allocate(DType.F32, Shape.of(rows, hidden));
+        try {
+            kernels.groupedMatmul(x, w1t, groupOffsets, h1, spec);
+            kernels.groupedMatmul(x, w3t, groupOffsets, h3, spec);
+            kernels.swigluForward(h1, h3, act);
+            kernels.groupedMatmul(act, w2t, groupOffsets, out, spec);
+        } catch (RuntimeException e) {
+            h1.close();
+            h3.close();
+            act.close();
+            out.close();
+            throw e;
+        }
+        return new Result(out, new Context(x, groupOffsets, h1, h3, act));
+    }
+
+    /**
+     * Backward: returns {@code dX} and adds this batch's contribution to the weight gradients. Closes
+     * the context.
+     *
+     * @param ctx the forward context
+     * @param dY  gradient of the output {@code [rows, hidden]}, F32
+     * @return {@code dX [rows, hidden]} (caller closes)
+     */
+    public Buffer backward(Context ctx, Buffer dY) {
+        long rows = ctx.x().shape().dim(0);
+        dY.require(name + " dY", DType.F32, rows, hidden);
+        GemmSpec overwrite = new GemmSpec(false, compute == DType.BF16);
+        GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
+        Buffer off = ctx.groupOffsets();
+        try (Buffer dAct = backend.allocate(DType.F32, Shape.of(rows, ffn));
+             Buffer dH1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
+             Buffer dH3 = backend.allocate(DType.F32, Shape.of(rows, ffn))) {
+            Buffer dX = backend.allocate(DType.F32, Shape.of(rows, hidden));
+            try {
+                kernels.groupedMatmul(dY, w2, off, dAct, overwrite);               // dAct = dY · W2
+                kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
+                kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
+                kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
+                kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
+                kernels.groupedMatmul(dH1, w1, off, dX, overwrite);                // dX = dH1 · W1
+                kernels.groupedMatmul(dH3, w3, off, dX, accumulate);               //    + dH3 · W3
+            } catch (RuntimeException e) {
+                dX.close();
+                throw e;
+            }
+            return dX;
+        } finally {
+            ctx.close();
+        }
+    }
+
+    @Override
+    public void close() {
+        for (Buffer b : new Buffer[] {w1, w3, w2, gw1, gw3, gw2, w1t, w3t, w2t}) {
+            b.close();
+        }
+    }
+}

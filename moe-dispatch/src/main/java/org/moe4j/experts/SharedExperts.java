@@ -1,0 +1,112 @@
+package org.moe4j.experts;
+
+import java.util.List;
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Backends;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.optim.Parameter;
+
+/**
+ * Shared experts: one dense SwiGLU MLP applied to every token. As in Hugging Face DeepSeek-V3,
+ * {@code n} shared experts of intermediate size {@code f} are one MLP of intermediate size
+ * {@code n·f}. Parameters are named {@code shared_experts.gate_proj/up_proj/down_proj}
+ * ({@code [n·f, hidden]}, {@code [n·f, hidden]}, {@code [hidden, n·f]}).
+ */
+public final class SharedExperts implements AutoCloseable {
+    private final GroupedExperts mlp;
+    private final Backend backend;
+
+    /**
+     * @param hidden  hidden size
+     * @param ffn     total intermediate size (shared experts × their intermediate size)
+     * @param compute F32 or BF16
+     * @param seed    init seed
+     * @param backend allocates the buffers
+     * @param kernels kernels to run
+     */
+    public SharedExperts(int hidden, int ffn, DType compute, long seed, Backend backend, ExpertKernels kernels) {
+        this.backend = backend;
+        this.mlp = new GroupedExperts("shared_experts", 1, 0, hidden, ffn, compute, seed,
+                GroupedExperts.STREAM_SHARED, backend, kernels);
+    }
+
+    /**
+     * @param hidden  hidden size
+     * @param ffn     total intermediate size
+     * @param compute F32 or BF16
+     * @param seed    init seed
+     * @return shared experts on the selected backend
+     */
+    public static SharedExperts create(int hidden, int ffn, DType compute, long seed) {
+        Backend b = Backends.selected();
+        return new SharedExperts(hidden, ffn, compute, seed, b, Backends.kernels(ExpertKernels.class, b));
+    }
+
+    /** Forward context: the dense MLP's context plus the offsets buffer it borrows. */
+    public record Context(GroupedExperts.Context inner, Buffer offsets) implements AutoCloseable {
+        @Override
+        public void close() {
+            inner.close();
+            offsets.close();
+        }
+    }
+
+    /**
+     * @param output  {@code [tokens, hidden]}
+     * @param context state for backward
+     */
+    public record Result(Buffer output, Context context) {
+    }
+
+    /**
+     * @param x {@code [tokens, hidden]} (borrowed until backward)
+     * @return output and context
+     */
+    public Result forward(Buffer x) {
+        long tokens = x.shape().dim(0);
+        Buffer off = backend.allocate(DType.I32, Shape.of(2));
+        if (off instanceof org.moe4j.core.buffer.HostBuffer h) {
+            h.setInt(1, Math.toIntExact(tokens));
+        } else {
+            off.close();
+            throw new IllegalStateException("SharedExperts needs host offsets on this backend");
+        }
+        GroupedExperts.Result r = mlp.forward(x, off);
+        return new Result(r.output(), new Context(r.context(), off));
+    }
+
+    /**
+     * @param ctx forward context (closed here)
+     * @param dY  {@code [tokens, hidden]}
+     * @return {@code dX}
+     */
+    public Buffer backward(Context ctx, Buffer dY) {
+        try {
+            return mlp.backward(ctx.inner(), dY);
+        } finally {
+            ctx.offsets().close();
+        }
+    }
+
+    /** @return the dense MLP (as one expert) */
+    public GroupedExperts mlp() {
+        return mlp;
+    }
+
+    /** @return gate_proj, up_proj, down_proj (each with a leading dimension of 1) */
+    public List<Parameter> parameters() {
+        return mlp.parameters();
+    }
+
+    /** Sets gradients to zero. */
+    public void zeroGrad() {
+        mlp.zeroGrad();
+    }
+
+    @Override
+    public void close() {
+        mlp.close();
+    }
+}

@@ -1,0 +1,466 @@
+package org.moe4j.layer;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import org.moe4j.checkpoint.Checkpoints;
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Backends;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.config.MoeConfig;
+import org.moe4j.core.init.ParamInit;
+import org.moe4j.dispatch.CombineGrads;
+import org.moe4j.dispatch.Communicator;
+import org.moe4j.dispatch.DispatchConfig;
+import org.moe4j.dispatch.DispatchResult;
+import org.moe4j.dispatch.Dispatcher;
+import org.moe4j.dispatch.ReduceOp;
+import org.moe4j.experts.ExpertKernels;
+import org.moe4j.experts.GroupedExperts;
+import org.moe4j.experts.SharedExperts;
+import org.moe4j.optim.Parameter;
+import org.moe4j.routing.AuxLosses;
+import org.moe4j.routing.ExpertBias;
+import org.moe4j.routing.Router;
+import org.moe4j.routing.RouterGrads;
+import org.moe4j.routing.RouterOutput;
+
+/**
+ * One Mixture-of-Experts layer on one expert-parallel rank: router → dispatch → grouped SwiGLU
+ * experts → combine, plus optional shared experts, forward and backward.
+ *
+ * <p>Expert parallelism: the layer runs on every rank of a {@link Communicator} group of size
+ * {@code W = config.expertParallel()}; rank {@code r} owns experts {@code [r·E/W, (r+1)·E/W)}.
+ * Tokens, the gate and the shared experts are per rank (data parallel): each rank feeds its own
+ * tokens and holds a replica of the gate and shared experts. The global loss is the <b>sum</b> of
+ * the ranks' losses: routed-expert gradients arrive through the dispatcher from every rank, and
+ * {@link #reduceGradients()} sums the replicated gradients over the ranks, so every replica sees
+ * the same gradient and stays identical after an optimiser step.
+ *
+ * <p>Expert bias (aux-loss-free balancing): each forward adds its pre-drop assignments per expert
+ * to the bias' load; {@link #updateExpertBias()} applies one update. With
+ * {@link Builder#syncReplicated(boolean) syncReplicated} (default on) the load is summed over the
+ * ranks first, so every rank's bias stays identical; without it each rank balances its own load
+ * and the replicas may drift apart.
+ *
+ * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
+ * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
+ * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
+ * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
+ * order, so they agree to fp32 rounding).
+ */
+public final class MoeLayer implements AutoCloseable {
+    /** Init stream of the gate weight. */
+    public static final long STREAM_GATE = 10;
+
+    private final MoeConfig config;
+    private final Communicator comm;
+    private final Backend backend;
+    private final boolean syncReplicated;
+    private final Router router;
+    private final Dispatcher dispatcher;
+    private final GroupedExperts experts;
+    private final SharedExperts shared; // null when config.sharedExperts() == 0
+    private final Buffer gateWeight; // [experts, hidden]
+    private final Buffer gateGrad;   // [experts, hidden]
+
+    /**
+     * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
+     * borrowed and must stay alive until backward.
+     */
+    public static final class Context implements AutoCloseable {
+        private final Buffer x;
+        private final RouterOutput route;
+        private final DispatchResult dispatch;
+        private final Buffer groupOffsets;
+        private final GroupedExperts.Context expertCtx;
+        private final Buffer expertOut;
+        private final SharedExperts.Context sharedCtx;
+        private boolean closed;
+
+        Context(Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+                GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
+            this.x = x;
+            this.route = route;
+            this.dispatch = dispatch;
+            this.groupOffsets = groupOffsets;
+            this.expertCtx = expertCtx;
+            this.expertOut = expertOut;
+            this.sharedCtx = sharedCtx;
+        }
+
+        /** @return the routing result of this forward */
+        public RouterOutput route() {
+            return route;
+        }
+
+        /** @return the dispatch context of this forward */
+        public DispatchResult dispatch() {
+            return dispatch;
+        }
+
+        @Override
+        public void close() {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            if (expertCtx != null) {
+                expertCtx.close();
+            }
+            if (sharedCtx != null) {
+                sharedCtx.close();
+            }
+            for (AutoCloseable c : new AutoCloseable[] {expertOut, groupOffsets, dispatch, route}) {
+                try {
+                    if (c != null) {
+                        c.close();
+                    }
+                } catch (Exception e) {
+                    throw new IllegalStateException("closing MoeLayer context", e);
+                }
+            }
+        }
+    }
+
+    /**
+     * Result of a forward.
+     *
+     * @param output          F32 {@code [tokens, hidden]} (caller closes)
+     * @param context         state for backward
+     * @param tokensPerExpert this rank's assignments per global expert after drops
+     * @param dropped         assignments dropped by the capacity limit on this rank
+     * @param auxLosses       auxiliary losses of this rank's tokens (their gradients are added in backward)
+     */
+    public record Forward(Buffer output, Context context, int[] tokensPerExpert, long dropped, AuxLosses auxLosses) {
+    }
+
+    private MoeLayer(Builder b) {
+        this.config = b.config;
+        this.comm = b.comm;
+        this.syncReplicated = b.syncReplicated;
+        this.backend = b.backend != null ? b.backend : Backends.selected();
+        if (comm.size() != config.expertParallel()) {
+            throw new IllegalArgumentException("MoeLayer: communicator has " + comm.size()
+                    + " ranks but config.expertParallel=" + config.expertParallel());
+        }
+        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
+        Router.Builder rb = Router.builder(config).backend(backend);
+        if (b.expertBias != null) {
+            rb.expertBias(b.expertBias);
+        }
+        this.router = rb.build();
+        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm);
+        int local = config.localExperts();
+        this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
+                config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
+        this.shared = config.sharedExperts() > 0
+                ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
+                : null;
+        this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+        this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+        ParamInit.fillUniform((HostBuffer) gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+    }
+
+    /**
+     * @param config the layer config ({@code expertParallel} must equal the group size)
+     * @param comm   this rank's communicator
+     * @return a builder
+     */
+    public static Builder builder(MoeConfig config, Communicator comm) {
+        return new Builder(config, comm);
+    }
+
+    /** Builder of {@link MoeLayer}. */
+    public static final class Builder {
+        private final MoeConfig config;
+        private final Communicator comm;
+        private long seed = 0;
+        private boolean syncReplicated = true;
+        private Backend backend;
+        private ExpertKernels expertKernels;
+        private ExpertBias expertBias;
+
+        private Builder(MoeConfig config, Communicator comm) {
+            this.config = Objects.requireNonNull(config, "config");
+            this.comm = Objects.requireNonNull(comm, "comm");
+        }
+
+        /** @param v init seed (same on every rank) @return this */
+        public Builder seed(long v) {
+            seed = v;
+            return this;
+        }
+
+        /**
+         * @param v sum replicated gradients and the bias load over the ranks (default true)
+         * @return this
+         */
+        public Builder syncReplicated(boolean v) {
+            syncReplicated = v;
+            return this;
+        }
+
+        /** @param v backend that allocates buffers @return this */
+        public Builder backend(Backend v) {
+            backend = v;
+            return this;
+        }
+
+        /** @param v expert kernels to use @return this */
+        public Builder expertKernels(ExpertKernels v) {
+            expertKernels = v;
+            return this;
+        }
+
+        /** @param v expert-bias state to use @return this */
+        public Builder expertBias(ExpertBias v) {
+            expertBias = v;
+            return this;
+        }
+
+        /** @return the layer */
+        public MoeLayer build() {
+            return new MoeLayer(this);
+        }
+    }
+
+    /** @return the config */
+    public MoeConfig config() {
+        return config;
+    }
+
+    /** @return the router */
+    public Router router() {
+        return router;
+    }
+
+    /** @return the routed experts of this rank */
+    public GroupedExperts experts() {
+        return experts;
+    }
+
+    /** @return the shared experts, or null */
+    public SharedExperts sharedExperts() {
+        return shared;
+    }
+
+    /** @return the gate weight F32 {@code [experts, hidden]} */
+    public Buffer gateWeight() {
+        return gateWeight;
+    }
+
+    /** @return the expert-bias state */
+    public ExpertBias expertBias() {
+        return router.expertBias();
+    }
+
+    /** @return the communicator */
+    public Communicator communicator() {
+        return comm;
+    }
+
+    /**
+     * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
+     * @return output, context and statistics
+     */
+    public Forward forward(Buffer x) {
+        x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
+        RouterOutput route = router.forward(x, gateWeight);
+        DispatchResult d = null;
+        Buffer off = null;
+        GroupedExperts.Result ex = null;
+        SharedExperts.Result sh = null;
+        try {
+            d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+            int[] offsets = d.groupOffsets();
+            off = backend.allocate(DType.I32, Shape.of(offsets.length));
+            for (int i = 0; i < offsets.length; i++) {
+                ((HostBuffer) off).setInt(i, offsets[i]);
+            }
+            ex = experts.forward(d.expertInput(), off);
+            Buffer out = dispatcher.combine(d, ex.output());
+            if (shared != null) {
+                sh = shared.forward(x);
+                addInto(out, sh.output());
+                sh.output().close();
+            }
+            int[] tpe = route.tokensPerExpert().toIntArray();
+            return new Forward(out, new Context(x, route, d, off, ex.context(), ex.output(),
+                    sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
+        } catch (RuntimeException e) {
+            new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+                    sh == null ? null : sh.context()).close();
+            throw e;
+        }
+    }
+
+    /**
+     * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
+     * gradients (this rank's part; see {@link #reduceGradients()}). Closes the context. A
+     * collective: all ranks call it.
+     *
+     * @param ctx the forward context
+     * @param dY  F32 {@code [tokens, hidden]} gradient of the output
+     * @return F32 {@code [tokens, hidden]} (caller closes)
+     */
+    public Buffer backward(Context ctx, Buffer dY) {
+        try (ctx) {
+            Buffer dX;
+            try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
+                Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
+                try (dExpIn) {
+                    dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
+                }
+                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
+                    addInto(dX, rg.dX());
+                    addInto(gateGrad, rg.dGateWeight());
+                }
+            }
+            if (shared != null) {
+                try (Buffer dXs = shared.backward(ctx.sharedCtx, dY)) {
+                    addInto(dX, dXs);
+                }
+            }
+            return dX;
+        }
+    }
+
+    private static void addInto(Buffer acc, Buffer add) {
+        HostBuffer a = (HostBuffer) acc;
+        HostBuffer b = (HostBuffer) add;
+        long n = a.numel();
+        var sa = a.segment();
+        var sb = b.segment();
+        for (long i = 0; i < n; i++) {
+            sa.setAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i,
+                    sa.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i)
+                            + sb.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i));
+        }
+    }
+
+    /**
+     * Sums the gradients of the replicated parameters (gate, shared experts) over the ranks, in rank
+     * order, when {@code syncReplicated} is on (a no-op otherwise). Call once per optimiser step,
+     * after the last backward. A collective.
+     */
+    public void reduceGradients() {
+        if (!syncReplicated || comm.size() == 1) {
+            return;
+        }
+        comm.allReduce(gateGrad, ReduceOp.SUM);
+        if (shared != null) {
+            for (Parameter p : shared.parameters()) {
+                comm.allReduce(p.grad(), ReduceOp.SUM);
+            }
+        }
+    }
+
+    /**
+     * Applies one expert-bias update from the load accumulated since the last one (summed over the
+     * ranks when {@code syncReplicated} is on). A collective when syncing.
+     *
+     * @return the load per expert used for the update
+     */
+    public long[] updateExpertBias() {
+        ExpertBias bias = router.expertBias();
+        long[] load = bias.load();
+        if (syncReplicated && comm.size() > 1) {
+            try (HostBuffer b = HostBuffer.allocate(DType.I64, load.length)) {
+                for (int i = 0; i < load.length; i++) {
+                    b.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+                }
+                comm.allReduce(b, ReduceOp.SUM);
+                for (int i = 0; i < load.length; i++) {
+                    load[i] = b.getLong(i);
+                }
+            }
+        }
+        bias.update(load);
+        return load;
+    }
+
+    /** @return gate weight, routed experts, shared experts (if any), each with its gradient */
+    public List<Parameter> parameters() {
+        List<Parameter> out = new ArrayList<>();
+        out.add(new Parameter("gate.weight", gateWeight, gateGrad));
+        out.addAll(experts.parameters());
+        if (shared != null) {
+            out.addAll(shared.parameters());
+        }
+        return out;
+    }
+
+    /** Zeroes every gradient. */
+    public void zeroGrad() {
+        ((HostBuffer) gateGrad).zero();
+        experts.zeroGrad();
+        if (shared != null) {
+            shared.zeroGrad();
+        }
+    }
+
+    /**
+     * This rank's tensors with Hugging Face DeepSeek-V3 names: {@code gate.weight},
+     * {@code gate.e_score_correction_bias}, {@code experts.{i}.gate_proj/up_proj/down_proj.weight}
+     * (global {@code i}, local experts only), {@code shared_experts.*}. The bias entry is a copy
+     * (write-only on save); the others are live views.
+     *
+     * @param prefix e.g. {@code mlp.} or {@code model.layers.3.mlp.}
+     * @return name → host buffer
+     */
+    public Map<String, HostBuffer> namedTensors(String prefix) {
+        Map<String, HostBuffer> out = new LinkedHashMap<>();
+        out.put(prefix + "gate.weight", (HostBuffer) gateWeight);
+        out.putAll(Checkpoints.expertTensors(experts, prefix));
+        if (shared != null) {
+            out.putAll(Checkpoints.sharedTensors(shared, prefix));
+        }
+        return out;
+    }
+
+    /**
+     * Loads this rank's tensors (and the expert bias) from a safetensors file; all or nothing.
+     *
+     * @param path   the file (e.g. a Hugging Face shard)
+     * @param prefix e.g. {@code model.layers.3.mlp.}
+     * @throws org.moe4j.checkpoint.CheckpointException on a bad file; the layer is then unchanged
+     */
+    public void load(java.nio.file.Path path, String prefix) {
+        try (HostBuffer bias = HostBuffer.allocate(DType.F32, config.experts())) {
+            Map<String, HostBuffer> targets = namedTensors(prefix);
+            targets.put(prefix + "gate.e_score_correction_bias", bias);
+            Checkpoints.load(path, targets);
+            router.expertBias().setValues(bias.toFloatArray());
+        }
+    }
+
+    /**
+     * Saves this rank's tensors (for W &gt; 1, each rank writes its own file holding its experts).
+     *
+     * @param path   destination
+     * @param prefix e.g. {@code model.layers.3.mlp.}
+     */
+    public void save(java.nio.file.Path path, String prefix) {
+        try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
+            Map<String, HostBuffer> t = namedTensors(prefix);
+            t.put(prefix + "gate.e_score_correction_bias", bias);
+            Checkpoints.save(path, t, Map.of("format", "pt", "producer", "moe4j"));
+        }
+    }
+
+    @Override
+    public void close() {
+        experts.close();
+        if (shared != null) {
+            shared.close();
+        }
+        gateWeight.close();
+        gateGrad.close();
+    }
+}

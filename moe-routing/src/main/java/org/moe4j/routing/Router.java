@@ -1,0 +1,440 @@
+package org.moe4j.routing;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Objects;
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Backends;
+import org.moe4j.core.backend.CpuBackend;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.config.AuxLoss;
+import org.moe4j.core.config.MoeConfig;
+import org.moe4j.core.cpu.CpuParallel;
+import org.moe4j.routing.internal.CpuRoutingKernels;
+
+/**
+ * Token-choice top-k router (torchtitan {@code TokenChoiceTopKRouter}, DeepSeek-V3 {@code noaux_tc}).
+ *
+ * <p>Per token: {@code logits = x · Wgᵀ} (fp32), {@code scores = softmax|sigmoid(logits)},
+ * selection on {@code scores + expertBias}, optionally restricted to the best
+ * {@code limitedGroups} of {@code expertGroups} groups (group score: top-2 sum or max), top-k with
+ * ties to the lower expert index, weights {@code = scores[topkIdx]} (optionally divided by their sum
+ * + 1e-20) times {@code routeScale}. Then an optional capacity limit drops assignments, and the
+ * configured auxiliary losses are evaluated. {@link #backward} differentiates
+ * {@code Σ dTopkWeights · topkWeights + auxLosses.total()} with respect to the logits and, when the
+ * forward started from hidden states, {@code x} and the gate weight.
+ *
+ * <p>Each forward adds its pre-drop assignments per expert to the {@link ExpertBias} load (unless
+ * disabled in the builder); the caller decides when to {@link ExpertBias#update()}.
+ * A failed call leaves the bias and its load unchanged.
+ */
+public final class Router {
+    /** Tokens per segment of the batch-wide balance statistics. */
+    static final int STATS_BLOCK = 256;
+
+    private final MoeConfig config;
+    private final RouteParams params;
+    private final RoutingKernels kernels;
+    private final Backend backend;
+    private final ExpertBias expertBias;
+    private final boolean accumulateLoad;
+
+    private Router(Builder b) {
+        this.config = b.config;
+        this.params = RouteParams.of(b.config, b.forceBalanced);
+        this.backend = b.backend != null ? b.backend : (b.kernels == null && b.parallel == null ? Backends.selected()
+                : new CpuBackend());
+        if (b.kernels != null) {
+            this.kernels = b.kernels;
+        } else if (b.parallel != null) {
+            this.kernels = new CpuRoutingKernels(b.parallel);
+        } else {
+            this.kernels = Backends.kernels(RoutingKernels.class, backend);
+        }
+        this.expertBias = b.expertBias != null ? b.expertBias : ExpertBias.of(b.config);
+        if (expertBias.experts() != config.experts()) {
+            throw new IllegalArgumentException("Router: expertBias has " + expertBias.experts()
+                    + " experts but the config has " + config.experts());
+        }
+        this.accumulateLoad = b.accumulateLoad;
+    }
+
+    /**
+     * A router with the selected backend's kernels and a fresh zero {@link ExpertBias}.
+     *
+     * @param config the layer config
+     */
+    public Router(MoeConfig config) {
+        this(builder(config));
+    }
+
+    /**
+     * @param config the layer config
+     * @return a builder for injecting kernels, threads, backend, expert bias or force-balanced mode
+     */
+    public static Builder builder(MoeConfig config) {
+        return new Builder(config);
+    }
+
+    /** @return the config */
+    public MoeConfig config() {
+        return config;
+    }
+
+    /** @return the selection parameters */
+    public RouteParams params() {
+        return params;
+    }
+
+    /** @return the expert-bias state used for selection */
+    public ExpertBias expertBias() {
+        return expertBias;
+    }
+
+    /** @return the kernels in use */
+    public RoutingKernels kernels() {
+        return kernels;
+    }
+
+    /**
+     * Routes from hidden states.
+     *
+     * @param x          F32 or BF16 {@code [tokens, hidden]}
+     * @param gateWeight F32 {@code [experts, hidden]}
+     * @return the routing result; keeps references to {@code x} and {@code gateWeight} for backward
+     * @throws IllegalArgumentException on wrong dtypes or shapes, or non-finite logits (naming the first bad token)
+     */
+    public RouterOutput forward(Buffer x, Buffer gateWeight) {
+        return forward(x, gateWeight, null);
+    }
+
+    /**
+     * Routes from hidden states with a padding mask.
+     *
+     * @param x           F32 or BF16 {@code [tokens, hidden]}
+     * @param gateWeight  F32 {@code [experts, hidden]}
+     * @param paddingMask I32 {@code [tokens]}, 0 = padding (routes nowhere, no load, no loss), or null
+     * @return the routing result
+     * @throws IllegalArgumentException on wrong dtypes or shapes, or non-finite logits (naming the first bad token)
+     */
+    public RouterOutput forward(Buffer x, Buffer gateWeight, Buffer paddingMask) {
+        Objects.requireNonNull(x, "x");
+        Objects.requireNonNull(gateWeight, "gateWeight");
+        if (x.dtype() != DType.F32 && x.dtype() != DType.BF16) {
+            throw new IllegalArgumentException("Router.forward: x must be F32 or BF16 but is " + x.dtype());
+        }
+        if (x.shape().rank() != 2 || x.shape().dim(1) != config.hidden()) {
+            throw new IllegalArgumentException("Router.forward: x must be [tokens, hidden=" + config.hidden()
+                    + "] but is " + x.shape());
+        }
+        requireExact("Router.forward", "gateWeight", gateWeight, DType.F32, config.experts(), config.hidden());
+        int tokens = x.shape().dimInt(0);
+        Buffer logits = backend.allocate(DType.F32, Shape.of(tokens, config.experts()));
+        try {
+            kernels.gateLogits(x, gateWeight, logits);
+            return route(logits, true, x, gateWeight, paddingMask);
+        } catch (RuntimeException e) {
+            logits.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Routes from precomputed logits.
+     *
+     * @param logits F32 {@code [tokens, experts]}
+     * @return the routing result (keeps a reference to {@code logits})
+     * @throws IllegalArgumentException on wrong dtype or shape, or non-finite logits (naming the first bad token)
+     */
+    public RouterOutput forwardLogits(Buffer logits) {
+        return forwardLogits(logits, null);
+    }
+
+    /**
+     * Routes from precomputed logits with a padding mask.
+     *
+     * @param logits      F32 {@code [tokens, experts]}
+     * @param paddingMask I32 {@code [tokens]}, 0 = padding, or null
+     * @return the routing result (keeps a reference to {@code logits})
+     * @throws IllegalArgumentException on wrong dtype or shape, or non-finite logits (naming the first bad token)
+     */
+    public RouterOutput forwardLogits(Buffer logits, Buffer paddingMask) {
+        Objects.requireNonNull(logits, "logits");
+        if (logits.dtype() != DType.F32 || logits.shape().rank() != 2 || logits.shape().dim(1) != config.experts()) {
+            throw new IllegalArgumentException("Router.forwardLogits: logits must be F32 [tokens, experts="
+                    + config.experts() + "] but is " + logits.dtype() + " " + logits.shape());
+        }
+        return route(logits, false, null, null, paddingMask);
+    }
+
+    private static void requireExact(String where, String name, Buffer b, DType dtype, long... dims) {
+        Objects.requireNonNull(b, name);
+        if (b.dtype() != dtype || !b.shape().equals(Shape.of(dims))) {
+            throw new IllegalArgumentException(where + ": " + name + " must be " + dtype + " " + Shape.of(dims)
+                    + " but is " + b.dtype() + " " + b.shape());
+        }
+    }
+
+    private RouterOutput route(Buffer logits, boolean ownsLogits, Buffer x, Buffer gate, Buffer paddingMask) {
+        int tokens = logits.shape().dimInt(0);
+        int experts = config.experts();
+        int k = config.topK();
+        String where = ownsLogits ? "Router.forward" : "Router.forwardLogits";
+        if (paddingMask != null) {
+            requireExact(where, "paddingMask", paddingMask, DType.I32, tokens);
+        }
+        AuxLoss aux = config.auxLoss();
+        int seqLength = aux.seqLength() == 0 ? Math.max(tokens, 1) : aux.seqLength();
+        if (aux.seqCoeff() != 0 && tokens % seqLength != 0) {
+            throw new IllegalArgumentException(where + ": tokens=" + tokens + " is not a multiple of auxLoss.seqLength="
+                    + aux.seqLength());
+        }
+        List<Buffer> owned = new ArrayList<>();
+        try {
+            Buffer scores = track(owned, backend.allocate(DType.F32, Shape.of(tokens, experts)));
+            Buffer selected = track(owned, backend.allocate(DType.I32, Shape.of(tokens, k)));
+            Buffer weights = track(owned, backend.allocate(DType.F32, Shape.of(tokens, k)));
+            Buffer lse = aux.zCoeff() != 0 ? track(owned, backend.allocate(DType.F32, Shape.of(tokens))) : null;
+            int bad = kernels.route(params, logits, expertBias.buffer(), paddingMask, scores, selected, weights, lse);
+            if (bad >= 0) {
+                throw new IllegalArgumentException(where + ": router logits of token " + bad
+                        + " are not finite (NaN or Inf)" + (ownsLogits ? "; check x and gateWeight" : ""));
+            }
+            HostBuffer selCounts = track(owned, HostBuffer.allocate(DType.I32, experts));
+            kernels.countTokens(selected, selCounts);
+            int[] selectedPerExpert = selCounts.toIntArray();
+            long assignments = 0;
+            for (int c : selectedPerExpert) {
+                assignments += c;
+            }
+            int valid = (int) (assignments / k);
+            Buffer topkIdx = selected;
+            HostBuffer tokensPerExpert = selCounts;
+            long dropped = 0;
+            if (!config.capacity().dropless()) {
+                int capacity = config.capacity().perExpert(valid, k, experts);
+                topkIdx = track(owned, backend.allocate(DType.I32, Shape.of(tokens, k)));
+                dropped = kernels.dropOverCapacity(selected, scores, capacity, config.capacity().policy(), topkIdx,
+                        weights);
+                tokensPerExpert = track(owned, HostBuffer.allocate(DType.I32, experts));
+                kernels.countTokens(topkIdx, tokensPerExpert);
+            }
+            AuxResult ar = auxLosses(tokens, valid, scores, selected, lse, selectedPerExpert, seqLength, owned);
+            RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, topkIdx, weights, lse,
+                    tokensPerExpert, selectedPerExpert, valid, dropped, ar.losses, ar.grad, ar.segmentLength, ar.zGrad);
+            if (tokensPerExpert != selCounts) {
+                selCounts.close();
+            }
+            if (accumulateLoad) {
+                expertBias.accumulate(selectedPerExpert); // last: nothing above may fail after this
+            }
+            return out;
+        } catch (RuntimeException e) {
+            for (Buffer b : owned) {
+                b.close();
+            }
+            throw e;
+        }
+    }
+
+    private static <B extends Buffer> B track(List<Buffer> owned, B b) {
+        owned.add(b);
+        return b;
+    }
+
+    private record AuxResult(AuxLosses losses, HostBuffer grad, int segmentLength, float zGrad) {
+    }
+
+    private AuxResult auxLosses(int tokens, int valid, Buffer scores, Buffer selected, Buffer lse, int[] counts,
+            int seqLength, List<Buffer> owned) {
+        AuxLoss aux = config.auxLoss();
+        if (!aux.any() || valid == 0) {
+            return new AuxResult(AuxLosses.NONE, null, Math.max(tokens, 1), 0f);
+        }
+        int experts = config.experts();
+        int k = config.topK();
+        double switchLoss = 0;
+        double zLoss = 0;
+        double[] switchGrad = null;
+        if (aux.switchCoeff() != 0 || aux.zCoeff() != 0) {
+            Stats st = stats(scores, selected, lse, STATS_BLOCK);
+            if (aux.switchCoeff() != 0) {
+                switchGrad = new double[experts];
+                double n = valid;
+                for (int e = 0; e < experts; e++) {
+                    double f = counts[e] / (n * k);
+                    double pMean = st.probSum(e) / n;
+                    switchLoss += f * pMean;
+                    switchGrad[e] = aux.switchCoeff() * experts * counts[e] / (k * n * n);
+                }
+                switchLoss *= aux.switchCoeff() * experts;
+            }
+            if (aux.zCoeff() != 0) {
+                zLoss = aux.zCoeff() * st.lseSq() / valid;
+            }
+        }
+        double seqLoss = 0;
+        HostBuffer grad = null;
+        int segLen = Math.max(tokens, 1);
+        if (aux.seqCoeff() != 0) {
+            int seqs = tokens / seqLength;
+            Stats st = stats(scores, selected, lse, seqLength);
+            grad = track(owned, HostBuffer.allocate(DType.F32, seqs, experts));
+            segLen = seqLength;
+            for (int s = 0; s < seqs; s++) {
+                double ns = st.valid[s];
+                double sum = 0;
+                for (int e = 0; e < experts; e++) {
+                    int c = st.counts[s * experts + e];
+                    double g = ns == 0 ? 0 : aux.seqCoeff() * experts * c / ((double) seqs * k * ns * ns);
+                    if (ns > 0) {
+                        sum += (experts * c / (k * ns)) * (st.probSum[s * experts + e] / ns);
+                    }
+                    grad.setFloat((long) s * experts + e, (float) (g + (switchGrad == null ? 0 : switchGrad[e])));
+                }
+                seqLoss += sum;
+            }
+            seqLoss *= aux.seqCoeff() / seqs;
+        } else if (switchGrad != null) {
+            grad = track(owned, HostBuffer.allocate(DType.F32, 1, experts));
+            for (int e = 0; e < experts; e++) {
+                grad.setFloat(e, (float) switchGrad[e]);
+            }
+        }
+        float zGrad = aux.zCoeff() != 0 ? (float) (2 * aux.zCoeff() / valid) : 0f;
+        return new AuxResult(new AuxLosses(switchLoss, seqLoss, zLoss), grad, segLen, zGrad);
+    }
+
+    /** Per-segment statistics, host copies; {@code probSum(e)} and {@code lseSq()} fold all segments in order. */
+    private record Stats(int segments, int experts, float[] probSum, int[] counts, int[] valid, float[] lseSqs) {
+        double probSum(int e) {
+            double s = 0;
+            for (int i = 0; i < segments; i++) {
+                s += probSum[i * experts + e];
+            }
+            return s;
+        }
+
+        double lseSq() {
+            double s = 0;
+            for (float v : lseSqs) {
+                s += v;
+            }
+            return s;
+        }
+    }
+
+    private Stats stats(Buffer scores, Buffer selected, Buffer lse, int segmentLength) {
+        int tokens = scores.shape().dimInt(0);
+        int experts = config.experts();
+        int segs = Math.max(1, CpuParallel.chunks(tokens, segmentLength));
+        try (HostBuffer prob = HostBuffer.allocate(DType.F32, segs, experts);
+                HostBuffer cnt = HostBuffer.allocate(DType.I32, segs, experts);
+                HostBuffer val = HostBuffer.allocate(DType.I32, segs);
+                HostBuffer lsq = HostBuffer.allocate(DType.F32, segs)) {
+            kernels.segmentStats(config.scoreFunction(), scores, selected, lse, segmentLength, prob, cnt, val, lsq);
+            return new Stats(segs, experts, prob.toFloatArray(), cnt.toIntArray(), val.toIntArray(),
+                    lsq.toFloatArray());
+        }
+    }
+
+    /**
+     * Gradients of {@code Σ dTopkWeights · topkWeights + auxLosses.total()}.
+     *
+     * @param out          a forward result of this router, not closed
+     * @param dTopkWeights F32 {@code [tokens, topK]} upstream gradient of the top-k weights (entries
+     *                     of dropped or padding slots are ignored), or null for aux losses only
+     * @return dLogits, plus dX and dGateWeight when {@code out} came from {@link #forward}
+     * @throws IllegalArgumentException on a foreign or closed {@code out}, or a wrong dtype or shape
+     */
+    public RouterGrads backward(RouterOutput out, Buffer dTopkWeights) {
+        Objects.requireNonNull(out, "out");
+        if (out.router() != this) {
+            throw new IllegalArgumentException("Router.backward: out was produced by another router");
+        }
+        if (out.isClosed()) {
+            throw new IllegalArgumentException("Router.backward: out is closed");
+        }
+        int tokens = out.tokens();
+        if (dTopkWeights != null) {
+            requireExact("Router.backward", "dTopkWeights", dTopkWeights, DType.F32, tokens, config.topK());
+        }
+        List<Buffer> owned = new ArrayList<>();
+        try {
+            Buffer dLogits = track(owned, backend.allocate(DType.F32, Shape.of(tokens, config.experts())));
+            kernels.routeBackward(params, out.logits(), out.scores(), out.selected(), out.topkIdx(), dTopkWeights,
+                    out.auxGrad(), out.auxSegmentLength(), out.lse(), out.zGrad(), dLogits);
+            if (!out.fromHidden()) {
+                return new RouterGrads(dLogits, null, null);
+            }
+            Buffer dX = track(owned, backend.allocate(DType.F32, Shape.of(tokens, config.hidden())));
+            Buffer dGate = track(owned, backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())));
+            kernels.gateBackward(out.x(), out.gateWeight(), dLogits, dX, dGate);
+            return new RouterGrads(dLogits, dX, dGate);
+        } catch (RuntimeException e) {
+            for (Buffer b : owned) {
+                b.close();
+            }
+            throw e;
+        }
+    }
+
+    /** Builder for {@link Router}. */
+    public static final class Builder {
+        private final MoeConfig config;
+        private RoutingKernels kernels;
+        private CpuParallel parallel;
+        private Backend backend;
+        private ExpertBias expertBias;
+        private boolean forceBalanced;
+        private boolean accumulateLoad = true;
+
+        private Builder(MoeConfig config) {
+            this.config = Objects.requireNonNull(config, "config");
+        }
+
+        /** @param v kernels to use instead of the selected backend's @return this */
+        public Builder kernels(RoutingKernels v) {
+            kernels = v;
+            return this;
+        }
+
+        /** @param v run the CPU kernels on this thread pool @return this */
+        public Builder parallel(CpuParallel v) {
+            parallel = v;
+            return this;
+        }
+
+        /** @param v backend that allocates outputs (must match the kernels) @return this */
+        public Builder backend(Backend v) {
+            backend = v;
+            return this;
+        }
+
+        /** @param v expert-bias state to use (shared with the caller) @return this */
+        public Builder expertBias(ExpertBias v) {
+            expertBias = v;
+            return this;
+        }
+
+        /** @param v round-robin selection for perfectly even load (benchmarks, tests) @return this */
+        public Builder forceBalanced(boolean v) {
+            forceBalanced = v;
+            return this;
+        }
+
+        /** @param v add each forward's load to the expert bias (default true) @return this */
+        public Builder accumulateLoad(boolean v) {
+            accumulateLoad = v;
+            return this;
+        }
+
+        /** @return the router */
+        public Router build() {
+            return new Router(this);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+package org.moe4j.routing;
+
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+
+/**
+ * Result of one {@link Router} forward call and the context its {@link Router#backward} needs.
+ * Owns the buffers it allocated (not the caller's {@code x}, {@code gateWeight} or logits);
+ * close it after backward.
+ */
+public final class RouterOutput implements AutoCloseable {
+    private final Router router;
+    private final int tokens;
+    private final Buffer x; // [tokens, hidden] or null (caller's)
+    private final Buffer gateWeight; // [experts, hidden] or null (caller's)
+    private final Buffer logits; // [tokens, experts], owned when x != null
+    private final Buffer scores; // [tokens, experts]
+    private final Buffer selected; // [tokens, topK], before capacity drops
+    private final Buffer topkIdx; // [tokens, topK], after drops (same buffer as selected when dropless)
+    private final Buffer topkWeights; // [tokens, topK]
+    private final Buffer lse; // [tokens] or null
+    private final HostBuffer tokensPerExpert; // [experts], after drops
+    private final int[] selectedPerExpert; // [experts], before drops
+    private final int validTokens;
+    private final long dropped;
+    private final AuxLosses auxLosses;
+    private final HostBuffer auxGrad; // [segments, experts] dLoss/dp, or null
+    private final int auxSegmentLength;
+    private final float zGrad;
+    private boolean closed;
+
+    RouterOutput(Router router, int tokens, Buffer x, Buffer gateWeight, Buffer logits, Buffer scores,
+            Buffer selected, Buffer topkIdx, Buffer topkWeights, Buffer lse, HostBuffer tokensPerExpert,
+            int[] selectedPerExpert, int validTokens, long dropped, AuxLosses auxLosses, HostBuffer auxGrad,
+            int auxSegmentLength, float zGrad) {
+        this.router = router;
+        this.tokens = tokens;
+        this.x = x;
+        this.gateWeight = gateWeight;
+        this.logits = logits;
+        this.scores = scores;
+        this.selected = selected;
+        this.topkIdx = topkIdx;
+        this.topkWeights = topkWeights;
+        this.lse = lse;
+        this.tokensPerExpert = tokensPerExpert;
+        this.selectedPerExpert = selectedPerExpert;
+        this.validTokens = validTokens;
+        this.dropped = dropped;
+        this.auxLosses = auxLosses;
+        this.auxGrad = auxGrad;
+        this.auxSegmentLength = auxSegmentLength;
+        this.zGrad = zGrad;
+    }
+
+    /** @return tokens in the batch (padding included) */
+    public int tokens() {
+        return tokens;
+    }
+
+    /** @return tokens not masked as padding */
+    public int validTokens() {
+        return validTokens;
+    }
+
+    /** @return F32 {@code [tokens, experts]} router logits (the caller's buffer for {@code forwardLogits}) */
+    public Buffer logits() {
+        return open(logits);
+    }
+
+    /** @return F32 {@code [tokens, experts]} scores (softmax or sigmoid of the logits; 0 for padding) */
+    public Buffer scores() {
+        return open(scores);
+    }
+
+    /**
+     * @return I32 {@code [tokens, topK]} chosen experts, slots by descending (biased) score, -1 for
+     *         padding tokens and dropped assignments
+     */
+    public Buffer topkIdx() {
+        return open(topkIdx);
+    }
+
+    /** @return I32 {@code [tokens, topK]} the selection before capacity drops (-1 only for padding) */
+    public Buffer selected() {
+        return open(selected);
+    }
+
+    /** @return F32 {@code [tokens, topK]} gate weights (0 where {@code topkIdx} is -1) */
+    public Buffer topkWeights() {
+        return open(topkWeights);
+    }
+
+    /** @return host I32 {@code [experts]} assignments per expert after drops */
+    public HostBuffer tokensPerExpert() {
+        return open(tokensPerExpert);
+    }
+
+    /** @return assignments per expert before drops (the load the expert bias balances) */
+    public int[] selectedPerExpert() {
+        return selectedPerExpert.clone();
+    }
+
+    /** @return assignments dropped by the capacity limit (0 when dropless) */
+    public long dropped() {
+        return dropped;
+    }
+
+    /** @return the auxiliary losses (scaled by their coefficients) */
+    public AuxLosses auxLosses() {
+        return auxLosses;
+    }
+
+    /** @return true when the forward started from hidden states (backward then yields dX and dGate) */
+    public boolean fromHidden() {
+        return x != null;
+    }
+
+    Router router() {
+        return router;
+    }
+
+    Buffer x() {
+        return x;
+    }
+
+    Buffer gateWeight() {
+        return gateWeight;
+    }
+
+    Buffer lse() {
+        return lse;
+    }
+
+    HostBuffer auxGrad() {
+        return auxGrad;
+    }
+
+    int auxSegmentLength() {
+        return auxSegmentLength;
+    }
+
+    float zGrad() {
+        return zGrad;
+    }
+
+    /** @return true after {@link #close()} */
+    public synchronized boolean isClosed() {
+        return closed;
+    }
+
+    private <B> B open(B b) {
+        if (isClosed()) {
+            throw new IllegalStateException("RouterOutput is closed");
+        }
+        return b;
+    }
+
+    /** Frees the buffers this output owns. Idempotent. */
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (x != null) {
+            logits.close();
+        }
+        scores.close();
+        selected.close();
+        topkIdx.close();
+        topkWeights.close();
+        if (lse != null) {
+            lse.close();
+        }
+        tokensPerExpert.close();
+        if (auxGrad != null) {
+            auxGrad.close();
+        }
+    }
+}

@@ -1,0 +1,154 @@
+package org.moe4j.routing.internal;
+
+import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.VectorMask;
+import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorSpecies;
+
+/**
+ * Row-wise vector helpers for the routing kernels. Only exactly rounded IEEE operations are used
+ * (add, mul, div, fma, min/max, bit manipulation) and lane sums are taken in lane order, so
+ * interpreted, C1 and C2 code give bitwise identical results. In particular {@link #exp} is a
+ * Cephes-style polynomial written here instead of {@code VectorOperators.EXP}, whose intrinsic and
+ * fallback implementations may differ in the last bit.
+ */
+final class Vec {
+    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    static final int L = S.length();
+
+    private static final float LOG2E = 1.44269504088896341f;
+    private static final float LN2_HI = 0.693359375f;
+    private static final float LN2_LO = -2.12194440e-4f;
+    /** Below this {@code exp} returns 0 (the true value is under 1.7e-38, irrelevant next to 1). */
+    private static final float EXP_LO = -87.0f;
+    /** Above this {@code exp} returns +Inf. */
+    private static final float EXP_HI = 88.7f;
+    /** 1.5 · 2²³: adding it rounds a float of magnitude < 2²² to an integer (ties to even). */
+    private static final float ROUND_MAGIC = 12582912f;
+    private static final int ROUND_MAGIC_BITS = Float.floatToRawIntBits(ROUND_MAGIC);
+
+    private Vec() {
+    }
+
+    /**
+     * @param x arguments
+     * @return {@code e^x} per lane, within about 1 ulp; 0 below -87, +Inf above 88.7
+     */
+    static FloatVector exp(FloatVector x) {
+        VectorMask<Float> under = x.compare(VectorOperators.LT, EXP_LO);
+        VectorMask<Float> over = x.compare(VectorOperators.GT, EXP_HI);
+        FloatVector xc = x.max(EXP_LO).min(EXP_HI);
+        FloatVector t = xc.mul(LOG2E).add(ROUND_MAGIC);
+        FloatVector n = t.sub(ROUND_MAGIC);
+        IntVector ni = (IntVector) t.reinterpretAsInts();
+        ni = ni.sub(ROUND_MAGIC_BITS);
+        FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), xc);
+        r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
+        FloatVector p = r.fma(1.9875691500E-4f, 1.3981999507E-3f);
+        p = p.fma(r, FloatVector.broadcast(S, 8.3334519073E-3f));
+        p = p.fma(r, FloatVector.broadcast(S, 4.1665795894E-2f));
+        p = p.fma(r, FloatVector.broadcast(S, 1.6666665459E-1f));
+        p = p.fma(r, FloatVector.broadcast(S, 5.0000001201E-1f));
+        FloatVector y = p.fma(r.mul(r), r).add(1f);
+        // 2^n as 2^(n-1) · 2 so that n = 128 (x near 88.7) stays representable
+        FloatVector scale = (FloatVector) ni.add(126).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
+        y = y.mul(scale).mul(2f);
+        y = y.blend(0f, under);
+        return y.blend(Float.POSITIVE_INFINITY, over);
+    }
+
+    /** @return the lanes of {@code v} summed in lane order */
+    static float sumLanes(FloatVector v, float[] tmp) {
+        v.intoArray(tmp, 0);
+        float s = 0f;
+        for (int i = 0; i < L; i++) {
+            s += tmp[i];
+        }
+        return s;
+    }
+
+    /** @return true if {@code a[0..n)} has no NaN and no infinity */
+    static boolean allFinite(float[] a, int n) {
+        for (int i = 0; i < n; i += L) {
+            VectorMask<Float> m = S.indexInRange(i, n);
+            FloatVector v = FloatVector.fromArray(S, a, i, m);
+            // v - v is NaN exactly for NaN and ±Inf
+            if (v.sub(v).compare(VectorOperators.NE, 0f, m).anyTrue()) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Replaces {@code a[0..n)} by its softmax.
+     *
+     * @return {@code logsumexp(a)} of the original values
+     */
+    static float softmaxInPlace(float[] a, int n, float[] tmp) {
+        float max = max(a, n);
+        FloatVector acc = FloatVector.zero(S);
+        for (int i = 0; i < n; i += L) {
+            VectorMask<Float> m = S.indexInRange(i, n);
+            FloatVector e = exp(FloatVector.fromArray(S, a, i, m).sub(max));
+            e.intoArray(a, i, m);
+            acc = acc.add(e, m);
+        }
+        float sum = sumLanes(acc, tmp);
+        for (int i = 0; i < n; i += L) {
+            VectorMask<Float> m = S.indexInRange(i, n);
+            FloatVector.fromArray(S, a, i, m).div(sum).intoArray(a, i, m);
+        }
+        return max + (float) Math.log(sum);
+    }
+
+    /**
+     * Replaces {@code a[0..n)} by {@code sigmoid(a) = 1 / (1 + e^-a)}.
+     *
+     * @param wantLse also compute {@code logsumexp} of the original values (costs one more exp pass)
+     * @return the logsumexp, or 0 when not wanted
+     */
+    static float sigmoidInPlace(float[] a, int n, boolean wantLse, float[] tmp) {
+        float lse = 0f;
+        if (wantLse) {
+            float max = max(a, n);
+            FloatVector acc = FloatVector.zero(S);
+            for (int i = 0; i < n; i += L) {
+                VectorMask<Float> m = S.indexInRange(i, n);
+                acc = acc.add(exp(FloatVector.fromArray(S, a, i, m).sub(max)), m);
+            }
+            lse = max + (float) Math.log(sumLanes(acc, tmp));
+        }
+        for (int i = 0; i < n; i += L) {
+            VectorMask<Float> m = S.indexInRange(i, n);
+            FloatVector v = FloatVector.fromArray(S, a, i, m);
+            FloatVector one = FloatVector.broadcast(S, 1f);
+            one.div(exp(v.neg()).add(1f)).intoArray(a, i, m);
+        }
+        return lse;
+    }
+
+    /** @return the maximum of {@code a[0..n)} */
+    static float max(float[] a, int n) {
+        FloatVector mx = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
+        for (int i = 0; i < n; i += L) {
+            VectorMask<Float> m = S.indexInRange(i, n);
+            mx = mx.blend(mx.max(FloatVector.fromArray(S, a, i, m)), m);
+        }
+        return mx.reduceLanes(VectorOperators.MAX); // exact: order does not matter
+    }
+
+    /** {@code out = a + b} over {@code [0, n)}. */
+    static void add(float[] a, float[] b, float[] out, int n) {
+        for (int i = 0; i < n; i += L) {
+            VectorMask<Float> m = S.indexInRange(i, n);
+            FloatVector.fromArray(S, a, i, m).add(FloatVector.fromArray(S, b, i, m)).intoArray(out, i, m);
+        }
+    }
+
+    /** @return {@code e^x} for one value, the same arithmetic as {@link #exp(FloatVector)} */
+    static float exp(float x) {
+        return exp(FloatVector.broadcast(S, x)).lane(0);
+    }
+}
