@@ -172,6 +172,15 @@ def shape_label(params):
     return " ".join(parts)
 
 
+def shape_key(params):
+    """Sort key: the shape parameters in SHAPE_ORDER, numbers numerically, then everything else."""
+    key = []
+    for k in SHAPE_ORDER + sorted(set(params) - set(SHAPE_ORDER)):
+        v = params.get(k)
+        key.append((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)))
+    return key
+
+
 def to_ms(score, unit):
     """A JMH primary score in its unit -> milliseconds per operation."""
     per_op = {"ns/op": 1e-6, "us/op": 1e-3, "ms/op": 1.0, "s/op": 1e3, "min/op": 6e4}
@@ -200,6 +209,8 @@ def jmh_rows(jmh):
     for r in jmh or []:
         params = normalise_params(r.get("params"))
         stage, peer, variant = classify(r["benchmark"], params)
+        if stage == "router":
+            params.pop("hidden", None)  # routing from logits never reads it
         pm = r["primaryMetric"]
         ms = to_ms(pm["score"], pm["scoreUnit"])
         err = pm.get("scoreError")
@@ -299,7 +310,7 @@ def stage_tables(rows, peers, selected, cpu=True):
         out.append("| shape | variant | moe4j ms | PyTorch ms | speedup | target | met |")
         out.append("| --- | --- | ---: | ---: | ---: | --- | --- |")
         ratios = []
-        for r in sorted(srows, key=lambda r: (not r["peer"], shape_label(r["params"]), r["variant"])):
+        for r in sorted(srows, key=lambda r: (not r["peer"], shape_key(r["params"]), r["variant"])):
             p = by_id.get(peer_key(r["stage"], r["peer_params"])) if r["peer"] else None
             ratio = p["ms"] / r["ms"] if p and r["ms"] > 0 else None
             met = "—"
