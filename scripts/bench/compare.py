@@ -385,10 +385,11 @@ def gpu_section(path):
     lines = ["## GPU", ""]
     how = ("Give a GPU run's result file or directory with `--gpu-results` (e.g. "
            "`scripts/bench/compare.sh --render-only build/bench/<run> --gpu-results <dir>`). Every `*.json` "
-           "there is read: JMH result files (`-rf json`, run with the CUDA backend) form per-stage tables, paired "
-           "with `torch_peers.py --device cuda --shapes <compare.py plan of that JMH file>` rows; any other "
-           "list of `{stage, params, ms, ...}` rows (the kernel benchmarks and `scripts/gpu-peers/`) is listed "
-           "as it is.")
+           "there is read, and every `*.log`/`*.txt` (the bundle's `bench.log`): JMH results (`-rf json` files, "
+           "or the summary tables JMH prints) of runs on the CUDA backend form per-stage tables, paired with "
+           "`torch_peers.py --device cuda --shapes <compare.py plan of that JMH file>` rows; any other list of "
+           "`{stage, params, ms, ...}` rows (the kernel benchmarks, `scripts/gpu-peers/`, also when printed as "
+           "JSON into a log) is listed as it is; the device name comes from `gpu.txt` (nvidia-smi CSV).")
     if not path:
         return lines + ["No GPU run yet. " + how, ""]
     lines += [how, ""]
@@ -493,7 +494,7 @@ def cmd_render(a):
     if not rows:
         L += ["> No measurement in this file yet: run the command below on a quiet machine.", ""]
     L += ["## How to reproduce", "", "```", "scripts/bench/compare.sh            # what produced this file", "```", "",
-          f"This file: `{command}`.", "",
+          *([f"This file: `{command}`.", ""] if run else []),
           "Options: `--quick` (pipeline smoke test, writes under `build/bench/` unless `--out` is given), "
           "`--stages router,dispatch,experts,layer`, `--threads N` (default 2), `--jmh-args \"-p tokens=16384\"`, "
           "`--gpu-results <file|dir>`, `--render-only <run dir>`, `--out <file>`. Raw results of every run stay in "
@@ -504,7 +505,11 @@ def cmd_render(a):
           "JMH parameters actually run (`compare.py plan`), so both sides see the same shapes; runs "
           "`torch_peers.py` with `/usr/bin/python3 --threads N` (median of repetitions after warm-up); writes this "
           "file. Speedup = PyTorch time / moe4j time (above 1 means moe4j is faster).", ""]
-    L += ["## Machine", ""] + machine_section(env, torch_env, run) + [""]
+    if run:
+        L += ["## Machine", ""] + machine_section(env, torch_env, run) + [""]
+    else:
+        L += ["## Machine", "", "_Filled by the run: CPU model, cores, threads, JDK, PyTorch and its BLAS (with an "
+              "sgemm probe), load average, commit, date, JMH settings._", ""]
     L += ["## Targets (issue 10, 2-core CPU)", ""] + summary + [""]
     L += ["## Results per stage (CPU)", ""] + tables
     L += ["## Notes", "", NOTES_BEGIN, kept_notes(a.out) or DEFAULT_NOTES, NOTES_END, ""]
@@ -514,8 +519,18 @@ def cmd_render(a):
           "the unbiased scores, normalised (+1e-20) and scaled, tokens per expert by `bincount`.",
           "- Dispatch/combine: stable expert-major permutation (token order inside an expert), combine summing "
           "over k in k order with fp32 accumulation.",
-          "- Experts: SwiGLU per expert, `(silu(x·W1ᵀ) ⊙ (x·W3ᵀ))·W2ᵀ`, one matmul per expert and projection.",
-          "- Backward: PyTorch autograd w.r.t. x, gate, W1, W3, W2 with an all-ones upstream gradient.", ""]
+          "- Experts: SwiGLU per expert, `(silu(x·W1ᵀ) ⊙ (x·W3ᵀ))·W2ᵀ`, one matmul per expert and projection; "
+          "shared experts (when the benchmark has them) as one dense SwiGLU on every token.",
+          "- Backward: PyTorch autograd w.r.t. x, gate, W1, W3, W2 with an all-ones upstream gradient.",
+          "- What a benchmark hard-codes rather than exposes as a `@Param` (score function, route norm and scale, "
+          "the top-k pattern of the dispatch benchmark) is passed to the peer from `FIXED_PEER_PARAMS` in "
+          "`scripts/bench/compare.py`; keep it in step when a benchmark changes.",
+          "- Timing: moe4j is JMH's average time per operation after warm-up; PyTorch is the median of repetitions "
+          "after two warm-up calls. Both sides use the same number of threads; PyTorch's OpenMP pool and "
+          "OpenBLAS's own pthread pool are both set to it (they take turns, but on 2 cores a busy machine makes "
+          "them compete: measure on a quiet machine, the report records the load average).",
+          "- Rows without a PyTorch peer (dispatch with W > 1, the memory-copy baseline, layer with several ranks) "
+          "are shown for information.", ""]
     L += gpu_section(a.gpu_results)
     with open(a.out, "w") as f:
         f.write("\n".join(L).rstrip("\n") + "\n")
