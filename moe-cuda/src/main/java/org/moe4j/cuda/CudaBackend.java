@@ -7,6 +7,7 @@ import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Availability;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
 
 /**
  * The CUDA backend ({@code moe4j.backend=cuda}): device memory from a {@link DevicePool}, kernels from
@@ -152,6 +153,17 @@ public final class CudaBackend implements Backend {
     @Override
     public Buffer allocate(DType dtype, Shape shape) {
         return pool().allocate(dtype, shape);
+    }
+
+    /**
+     * Copies host data into a new device buffer on this backend's device (synchronous; the buffer is
+     * not zeroed first).
+     *
+     * @throws IllegalStateException naming the reason when the backend is unavailable
+     */
+    @Override
+    public Buffer upload(HostBuffer src) {
+        return pool().copyOf(src);
     }
 
     @Override

@@ -179,6 +179,7 @@ public final class DeviceBuffer implements Buffer {
      *
      * @param src host data, same dtype and element count
      */
+    @Override
     public void copyFrom(HostBuffer src) {
         CudaStream s = context().defaultStream();
         copyFromAsync(src, s);
@@ -207,6 +208,7 @@ public final class DeviceBuffer implements Buffer {
      *
      * @param dst host buffer, same dtype and element count
      */
+    @Override
     public void copyTo(HostBuffer dst) {
         CudaStream s = context().defaultStream();
         copyToAsync(dst, s);
@@ -256,6 +258,7 @@ public final class DeviceBuffer implements Buffer {
     }
 
     /** Sets every byte to zero and waits for it. */
+    @Override
     public void zero() {
         CudaStream s = context().defaultStream();
         zeroAsync(s);
@@ -263,6 +266,7 @@ public final class DeviceBuffer implements Buffer {
     }
 
     /** @return a new host buffer with this buffer's dtype, shape and contents */
+    @Override
     public HostBuffer toHost() {
         HostBuffer h = HostBuffer.allocate(dtype, shape);
         try {

@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Function;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -45,14 +46,32 @@ public final class Checkpoints {
      * @return name → view, in expert order
      */
     public static Map<String, HostBuffer> expertTensors(GroupedExperts experts, String prefix) {
+        return expertTensors(experts, prefix, Checkpoints::requireHost);
+    }
+
+    /**
+     * As {@link #expertTensors(GroupedExperts, String)}, slicing host mirrors of the weights: the way
+     * to stage device-resident experts through the host.
+     *
+     * @param experts the experts (any backend)
+     * @param prefix  name prefix, e.g. {@code mlp.}
+     * @param host    maps each weight buffer ({@code w1}, {@code w3}, {@code w2}) to a host buffer of
+     *                the same dtype and shape (the buffer itself when it is in host memory)
+     * @return name → view of the host buffers, in expert order
+     */
+    public static Map<String, HostBuffer> expertTensors(GroupedExperts experts, String prefix,
+            Function<Buffer, HostBuffer> host) {
+        HostBuffer w1 = host.apply(experts.w1());
+        HostBuffer w3 = host.apply(experts.w3());
+        HostBuffer w2 = host.apply(experts.w2());
         Map<String, HostBuffer> out = new LinkedHashMap<>();
         int f = experts.ffn();
         int h = experts.hidden();
         for (int e = 0; e < experts.localExperts(); e++) {
             int g = experts.firstExpert() + e;
-            out.put(expertName(prefix, g, "gate_proj"), slice(experts.w1(), e, f, h));
-            out.put(expertName(prefix, g, "up_proj"), slice(experts.w3(), e, f, h));
-            out.put(expertName(prefix, g, "down_proj"), slice(experts.w2(), e, h, f));
+            out.put(expertName(prefix, g, "gate_proj"), slice(w1, e, f, h));
+            out.put(expertName(prefix, g, "up_proj"), slice(w3, e, f, h));
+            out.put(expertName(prefix, g, "down_proj"), slice(w2, e, h, f));
         }
         return out;
     }
@@ -63,12 +82,31 @@ public final class Checkpoints {
      * @return {@code shared_experts.gate_proj/up_proj/down_proj.weight} views
      */
     public static Map<String, HostBuffer> sharedTensors(SharedExperts shared, String prefix) {
+        return sharedTensors(shared, prefix, Checkpoints::requireHost);
+    }
+
+    /**
+     * @param shared the shared experts (any backend)
+     * @param prefix name prefix, e.g. {@code mlp.}
+     * @param host   maps each weight buffer to a host buffer of the same dtype and shape
+     * @return {@code shared_experts.gate_proj/up_proj/down_proj.weight} views of the host buffers
+     */
+    public static Map<String, HostBuffer> sharedTensors(SharedExperts shared, String prefix,
+            Function<Buffer, HostBuffer> host) {
         GroupedExperts m = shared.mlp();
         Map<String, HostBuffer> out = new LinkedHashMap<>();
-        out.put(prefix + "shared_experts.gate_proj.weight", slice(m.w1(), 0, m.ffn(), m.hidden()));
-        out.put(prefix + "shared_experts.up_proj.weight", slice(m.w3(), 0, m.ffn(), m.hidden()));
-        out.put(prefix + "shared_experts.down_proj.weight", slice(m.w2(), 0, m.hidden(), m.ffn()));
+        out.put(prefix + "shared_experts.gate_proj.weight", slice(host.apply(m.w1()), 0, m.ffn(), m.hidden()));
+        out.put(prefix + "shared_experts.up_proj.weight", slice(host.apply(m.w3()), 0, m.ffn(), m.hidden()));
+        out.put(prefix + "shared_experts.down_proj.weight", slice(host.apply(m.w2()), 0, m.hidden(), m.ffn()));
         return out;
+    }
+
+    private static HostBuffer requireHost(Buffer b) {
+        if (b instanceof HostBuffer h) {
+            return h;
+        }
+        throw new IllegalArgumentException("Checkpoints: " + b + " is not in host memory; pass a host mirror"
+                + " (see expertTensors(experts, prefix, host))");
     }
 
     /**

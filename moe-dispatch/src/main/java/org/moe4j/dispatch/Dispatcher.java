@@ -60,14 +60,15 @@ public interface Dispatcher {
     Buffer dispatchBackward(DispatchResult d, Buffer dExpertInput);
 
     /**
-     * A dispatcher on the selected backend and its kernels.
+     * A dispatcher on the selected backend and its kernels (the CPU backend when the selected one
+     * has no {@link DispatchKernels}).
      *
      * @param config settings
      * @param comm   the expert-parallel group
      * @return the dispatcher
      */
     static Dispatcher create(DispatchConfig config, Communicator comm) {
-        Backend backend = Backends.selected();
+        Backend backend = Backends.backendFor(DispatchKernels.class);
         return create(config, comm, backend, Backends.kernels(DispatchKernels.class, backend));
     }
 

@@ -6,7 +6,6 @@ import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
-import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
 import org.moe4j.optim.Parameter;
@@ -75,7 +74,8 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
-     * Creates and initialises the experts with the selected backend's kernels.
+     * Creates and initialises the experts with the selected backend's kernels (the CPU backend when
+     * the selected one has no {@link ExpertKernels}).
      *
      * @param name         parameter name prefix, e.g. {@code experts}
      * @param localExperts experts held here
@@ -89,7 +89,7 @@ public final class GroupedExperts implements AutoCloseable {
      */
     public static GroupedExperts create(String name, int localExperts, int firstExpert, int hidden, int ffn,
                                         DType compute, long seed, long stream) {
-        Backend b = Backends.selected();
+        Backend b = Backends.backendFor(ExpertKernels.class);
         return new GroupedExperts(name, localExperts, firstExpert, hidden, ffn, compute, seed, stream, b,
                 Backends.kernels(ExpertKernels.class, b));
     }
@@ -103,7 +103,8 @@ public final class GroupedExperts implements AutoCloseable {
      * @param compute      F32 or BF16
      * @param seed         init seed
      * @param stream       init stream of W1; W3 uses {@code stream+1}, W2 {@code stream+2}
-     * @param backend      allocates the buffers (host-initialised: the CPU backend)
+     * @param backend      allocates the buffers (values are made on the host by {@link ParamInit} and
+     *                     uploaded, so they are bitwise the same on every backend)
      * @param kernels      the kernels to run
      * @throws IllegalArgumentException on bad sizes or dtype
      */
@@ -136,16 +137,9 @@ public final class GroupedExperts implements AutoCloseable {
         w3t = backend.allocate(compute, down);
         w2t = backend.allocate(compute, up);
         long perExpert = (long) ffn * hidden;
-        ParamInit.fillUniform(host(w1), seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
-        ParamInit.fillUniform(host(w3), seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
-        ParamInit.fillUniform(host(w2), seed, stream + 2, firstExpert * perExpert, ParamInit.linearBound(ffn));
-    }
-
-    private static HostBuffer host(Buffer b) {
-        if (b instanceof HostBuffer h) {
-            return h;
-        }
-        throw new IllegalStateException("parameter initialisation needs host memory; got a buffer on " + b.device());
+        ParamInit.fillUniform(w1, seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
+        ParamInit.fillUniform(w3, seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
+        ParamInit.fillUniform(w2, seed, stream + 2, firstExpert * perExpert, ParamInit.linearBound(ffn));
     }
 
     /** @return experts held here */
@@ -196,9 +190,9 @@ public final class GroupedExperts implements AutoCloseable {
 
     /** Sets the gradients to zero. */
     public void zeroGrad() {
-        host(gw1).zero();
-        host(gw3).zero();
-        host(gw2).zero();
+        gw1.zero();
+        gw3.zero();
+        gw2.zero();
     }
 
     /**

@@ -2,10 +2,10 @@ package org.moe4j.experts;
 
 import java.util.List;
 import org.moe4j.core.DType;
-import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.optim.Parameter;
 
 /**
@@ -37,10 +37,10 @@ public final class SharedExperts implements AutoCloseable {
      * @param ffn     total intermediate size
      * @param compute F32 or BF16
      * @param seed    init seed
-     * @return shared experts on the selected backend
+     * @return shared experts on the selected backend (the CPU backend when it has no {@link ExpertKernels})
      */
     public static SharedExperts create(int hidden, int ffn, DType compute, long seed) {
-        Backend b = Backends.selected();
+        Backend b = Backends.backendFor(ExpertKernels.class);
         return new SharedExperts(hidden, ffn, compute, seed, b, Backends.kernels(ExpertKernels.class, b));
     }
 
@@ -66,12 +66,9 @@ public final class SharedExperts implements AutoCloseable {
      */
     public Result forward(Buffer x) {
         long tokens = x.shape().dim(0);
-        Buffer off = backend.allocate(DType.I32, Shape.of(2));
-        if (off instanceof org.moe4j.core.buffer.HostBuffer h) {
-            h.setInt(1, Math.toIntExact(tokens));
-        } else {
-            off.close();
-            throw new IllegalStateException("SharedExperts needs host offsets on this backend");
+        Buffer off;
+        try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(tokens)}, 2)) {
+            off = backend.upload(h); // staged: the offsets are made on the host
         }
         GroupedExperts.Result r = mlp.forward(x, off);
         return new Result(r.output(), new Context(r.context(), off));

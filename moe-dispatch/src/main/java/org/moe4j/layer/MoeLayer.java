@@ -1,10 +1,12 @@
 package org.moe4j.layer;
 
 import java.util.ArrayList;
+import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.function.Function;
 import org.moe4j.checkpoint.Checkpoints;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
@@ -17,18 +19,21 @@ import org.moe4j.core.init.ParamInit;
 import org.moe4j.dispatch.CombineGrads;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
+import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchResult;
 import org.moe4j.dispatch.Dispatcher;
 import org.moe4j.dispatch.ReduceOp;
 import org.moe4j.experts.ExpertKernels;
 import org.moe4j.experts.GroupedExperts;
 import org.moe4j.experts.SharedExperts;
+import org.moe4j.optim.OptimizerKernels;
 import org.moe4j.optim.Parameter;
 import org.moe4j.routing.AuxLosses;
 import org.moe4j.routing.ExpertBias;
 import org.moe4j.routing.Router;
 import org.moe4j.routing.RouterGrads;
 import org.moe4j.routing.RouterOutput;
+import org.moe4j.routing.RoutingKernels;
 
 /**
  * One Mixture-of-Experts layer on one expert-parallel rank: router → dispatch → grouped SwiGLU
@@ -68,6 +73,7 @@ public final class MoeLayer implements AutoCloseable {
     private final SharedExperts shared; // null when config.sharedExperts() == 0
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
+    private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
@@ -144,7 +150,8 @@ public final class MoeLayer implements AutoCloseable {
         this.config = b.config;
         this.comm = b.comm;
         this.syncReplicated = b.syncReplicated;
-        this.backend = b.backend != null ? b.backend : Backends.selected();
+        this.backend = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
+                DispatchKernels.class, ExpertKernels.class, OptimizerKernels.class);
         if (comm.size() != config.expertParallel()) {
             throw new IllegalArgumentException("MoeLayer: communicator has " + comm.size()
                     + " ranks but config.expertParallel=" + config.expertParallel());
@@ -155,7 +162,9 @@ public final class MoeLayer implements AutoCloseable {
             rb.expertBias(b.expertBias);
         }
         this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm);
+        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
+                Backends.kernels(DispatchKernels.class, backend));
+        this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
         int local = config.localExperts();
         this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
                 config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
@@ -164,7 +173,7 @@ public final class MoeLayer implements AutoCloseable {
                 : null;
         this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        ParamInit.fillUniform((HostBuffer) gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+        ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
     }
 
     /**
@@ -279,9 +288,8 @@ public final class MoeLayer implements AutoCloseable {
         try {
             d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
             int[] offsets = d.groupOffsets();
-            off = backend.allocate(DType.I32, Shape.of(offsets.length));
-            for (int i = 0; i < offsets.length; i++) {
-                ((HostBuffer) off).setInt(i, offsets[i]);
+            try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
+                off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
             }
             ex = experts.forward(d.expertInput(), off);
             Buffer out = dispatcher.combine(d, ex.output());
@@ -331,17 +339,8 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
-    private static void addInto(Buffer acc, Buffer add) {
-        HostBuffer a = (HostBuffer) acc;
-        HostBuffer b = (HostBuffer) add;
-        long n = a.numel();
-        var sa = a.segment();
-        var sb = b.segment();
-        for (long i = 0; i < n; i++) {
-            sa.setAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i,
-                    sa.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i)
-                            + sb.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i));
-        }
+    private void addInto(Buffer acc, Buffer add) {
+        elementwise.accumulate(acc, add);
     }
 
     /**
@@ -371,13 +370,16 @@ public final class MoeLayer implements AutoCloseable {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
-            try (HostBuffer b = HostBuffer.allocate(DType.I64, load.length)) {
+            try (HostBuffer h = HostBuffer.allocate(DType.I64, load.length)) {
                 for (int i = 0; i < load.length; i++) {
-                    b.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+                    h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
                 }
-                comm.allReduce(b, ReduceOp.SUM);
+                try (Buffer b = backend.upload(h)) { // staged: the communicator works in the backend's memory
+                    comm.allReduce(b, ReduceOp.SUM);
+                    b.copyTo(h);
+                }
                 for (int i = 0; i < load.length; i++) {
-                    load[i] = b.getLong(i);
+                    load[i] = h.getLong(i);
                 }
             }
         }
@@ -398,7 +400,7 @@ public final class MoeLayer implements AutoCloseable {
 
     /** Zeroes every gradient. */
     public void zeroGrad() {
-        ((HostBuffer) gateGrad).zero();
+        gateGrad.zero();
         experts.zeroGrad();
         if (shared != null) {
             shared.zeroGrad();
@@ -409,48 +411,75 @@ public final class MoeLayer implements AutoCloseable {
      * This rank's tensors with Hugging Face DeepSeek-V3 names: {@code gate.weight},
      * {@code gate.e_score_correction_bias}, {@code experts.{i}.gate_proj/up_proj/down_proj.weight}
      * (global {@code i}, local experts only), {@code shared_experts.*}. The bias entry is a copy
-     * (write-only on save); the others are live views.
+     * (write-only on save). On a host backend the others are live views; on a device backend they are
+     * host snapshots taken now (writing them does not change the layer; use {@link #load}).
      *
      * @param prefix e.g. {@code mlp.} or {@code model.layers.3.mlp.}
      * @return name → host buffer
      */
     public Map<String, HostBuffer> namedTensors(String prefix) {
+        return namedTensors(prefix, new IdentityHashMap<>(), true);
+    }
+
+    /**
+     * @param mirrors  filled with parameter → host mirror for every parameter not in host memory
+     *                 (the caller closes the mirrors)
+     * @param download whether the mirrors get the parameter's current values
+     */
+    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostBuffer> mirrors, boolean download) {
+        Function<Buffer, HostBuffer> host = p -> {
+            if (p instanceof HostBuffer h) {
+                return h;
+            }
+            return mirrors.computeIfAbsent(p, d -> download ? d.toHost() : HostBuffer.allocate(d.dtype(), d.shape()));
+        };
         Map<String, HostBuffer> out = new LinkedHashMap<>();
-        out.put(prefix + "gate.weight", (HostBuffer) gateWeight);
-        out.putAll(Checkpoints.expertTensors(experts, prefix));
+        out.put(prefix + "gate.weight", host.apply(gateWeight));
+        out.putAll(Checkpoints.expertTensors(experts, prefix, host));
         if (shared != null) {
-            out.putAll(Checkpoints.sharedTensors(shared, prefix));
+            out.putAll(Checkpoints.sharedTensors(shared, prefix, host));
         }
         return out;
     }
 
     /**
-     * Loads this rank's tensors (and the expert bias) from a safetensors file; all or nothing.
+     * Loads this rank's tensors (and the expert bias) from a safetensors file; all or nothing. On a
+     * device backend the file is read into host mirrors first, then every parameter is uploaded.
      *
      * @param path   the file (e.g. a Hugging Face shard)
      * @param prefix e.g. {@code model.layers.3.mlp.}
      * @throws org.moe4j.checkpoint.CheckpointException on a bad file; the layer is then unchanged
      */
     public void load(java.nio.file.Path path, String prefix) {
+        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.allocate(DType.F32, config.experts())) {
-            Map<String, HostBuffer> targets = namedTensors(prefix);
+            Map<String, HostBuffer> targets = namedTensors(prefix, mirrors, false);
             targets.put(prefix + "gate.e_score_correction_bias", bias);
             Checkpoints.load(path, targets);
+            for (Map.Entry<Buffer, HostBuffer> e : mirrors.entrySet()) {
+                e.getKey().copyFrom(e.getValue());
+            }
             router.expertBias().setValues(bias.toFloatArray());
+        } finally {
+            mirrors.values().forEach(HostBuffer::close);
         }
     }
 
     /**
      * Saves this rank's tensors (for W &gt; 1, each rank writes its own file holding its experts).
+     * On a device backend the parameters are downloaded to host mirrors first.
      *
      * @param path   destination
      * @param prefix e.g. {@code model.layers.3.mlp.}
      */
     public void save(java.nio.file.Path path, String prefix) {
+        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
-            Map<String, HostBuffer> t = namedTensors(prefix);
+            Map<String, HostBuffer> t = namedTensors(prefix, mirrors, true);
             t.put(prefix + "gate.e_score_correction_bias", bias);
             Checkpoints.save(path, t, Map.of("format", "pt", "producer", "moe4j"));
+        } finally {
+            mirrors.values().forEach(HostBuffer::close);
         }
     }
 

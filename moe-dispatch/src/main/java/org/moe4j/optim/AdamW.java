@@ -1,13 +1,14 @@
 package org.moe4j.optim;
 
-import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Objects;
 import org.moe4j.core.DType;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Backends;
+import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
-import org.moe4j.core.cpu.CpuParallel;
 
 /**
  * AdamW (Loshchilov &amp; Hutter): Adam with decoupled weight decay and bias correction, the same
@@ -17,8 +18,11 @@ import org.moe4j.core.cpu.CpuParallel;
  *   m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²
  *   p ← p − lr · (m / (1 − β1ᵗ)) / (sqrt(v / (1 − β2ᵗ)) + ε)
  * </pre>
- * Works on fp32 host parameters (the CPU backend); the update is element-wise, so it is
- * deterministic for any thread count. State is kept per parameter in fp32.
+ * Works on fp32 parameters in any backend's memory: the moments are allocated on the parameters'
+ * backend and the update runs as that backend's {@link OptimizerKernels} (on the GPU, parameters
+ * and state never leave the device). The update is element-wise with separately rounded fp32
+ * operations, so it is deterministic for any thread count and bitwise the same on every backend.
+ * State is kept per parameter in fp32.
  */
 public final class AdamW implements AutoCloseable {
 
@@ -71,39 +75,78 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
-    private static final int CHUNK = 16384;
-
     private final List<Parameter> params;
-    private final List<HostBuffer> m = new ArrayList<>();
-    private final List<HostBuffer> v = new ArrayList<>();
-    private final CpuParallel parallel;
+    private final List<Buffer> m = new ArrayList<>(); // per parameter, its shape, F32
+    private final List<Buffer> v = new ArrayList<>();
+    private final OptimizerKernels kernels;
     private Options options;
     private long step;
 
     /**
-     * @param params  the parameters to update (fp32 host buffers)
+     * An optimiser on the backend that holds the parameters: the CPU backend for host buffers,
+     * otherwise the selected backend (see {@link Backends#backendFor(Class[])}).
+     *
+     * @param params  the parameters to update (F32)
      * @param options hyper-parameters
-     * @throws IllegalArgumentException if a parameter is not an F32 host buffer
+     * @throws IllegalArgumentException if a parameter is not F32, or lives in memory the chosen
+     *                                  backend does not own
      */
     public AdamW(List<Parameter> params, Options options) {
+        this(params, options, defaultBackend(params));
+    }
+
+    /**
+     * @param params  the parameters to update (F32, in {@code backend}'s memory)
+     * @param options hyper-parameters
+     * @param backend allocates the optimiser state; its {@link OptimizerKernels} run the update
+     * @throws IllegalArgumentException if a parameter is not F32, or is on another device than the
+     *                                  backend's kernels expect
+     */
+    public AdamW(List<Parameter> params, Options options, Backend backend) {
+        this(params, options, backend, Backends.kernels(OptimizerKernels.class, backend));
+    }
+
+    /**
+     * @param params  the parameters to update (F32, in {@code backend}'s memory)
+     * @param options hyper-parameters
+     * @param backend allocates the optimiser state
+     * @param kernels run the update
+     * @throws IllegalArgumentException if a parameter is not F32
+     */
+    public AdamW(List<Parameter> params, Options options, Backend backend, OptimizerKernels kernels) {
         this.params = List.copyOf(params);
-        this.options = options;
-        this.parallel = CpuParallel.common();
+        this.options = Objects.requireNonNull(options, "options");
+        this.kernels = Objects.requireNonNull(kernels, "kernels");
+        boolean host = backend.name().equals(CpuBackend.NAME);
         for (Parameter p : this.params) {
-            host(p.name(), p.value());
-            host(p.name() + ".grad", p.grad());
-            m.add(HostBuffer.allocate(DType.F32, p.value().shape()));
-            v.add(HostBuffer.allocate(DType.F32, p.value().shape()));
+            f32(p.name(), p.value(), host);
+            f32(p.name() + ".grad", p.grad(), host);
+        }
+        try {
+            for (Parameter p : this.params) {
+                m.add(backend.allocate(DType.F32, p.value().shape()));
+                v.add(backend.allocate(DType.F32, p.value().shape()));
+            }
+        } catch (RuntimeException e) {
+            close();
+            throw e;
         }
     }
 
-    private static HostBuffer host(String name, Buffer b) {
-        if (!(b instanceof HostBuffer h) || b.dtype() != DType.F32) {
-            throw new IllegalArgumentException("AdamW: parameter " + name + " must be an F32 host buffer, got "
-                    + b.dtype() + " on " + b.device());
+    private static Backend defaultBackend(List<Parameter> params) {
+        boolean allHost = params.stream().allMatch(p -> p.value() instanceof HostBuffer && p.grad() instanceof HostBuffer);
+        return allHost ? new CpuBackend() : Backends.backendFor(OptimizerKernels.class);
+    }
+
+    private static void f32(String name, Buffer b, boolean host) {
+        if (b.dtype() != DType.F32) {
+            throw new IllegalArgumentException("AdamW: parameter " + name + " must be F32, got " + b.dtype()
+                    + " on " + b.device());
         }
-        return h;
+        if (host && !(b instanceof HostBuffer)) {
+            throw new IllegalArgumentException("AdamW: parameter " + name + " must be an F32 host buffer on the cpu"
+                    + " backend, got " + b.dtype() + " on " + b.device());
+        }
     }
 
     /** @return the current hyper-parameters */
@@ -134,36 +177,21 @@ public final class AdamW implements AutoCloseable {
         for (int i = 0; i < params.size(); i++) {
             Parameter p = params.get(i);
             float decay = p.value().shape().rank() >= 2 ? (float) (1 - o.lr() * o.weightDecay()) : 1f;
-            MemorySegment ps = ((HostBuffer) p.value()).segment();
-            MemorySegment gs = ((HostBuffer) p.grad()).segment();
-            MemorySegment ms = m.get(i).segment();
-            MemorySegment vs = v.get(i).segment();
-            int n = Math.toIntExact(p.value().numel());
-            parallel.forEachChunk(n, CHUNK, (chunk, from, to) -> {
-                for (int j = from; j < to; j++) {
-                    float g = gs.getAtIndex(F32, j);
-                    float mj = b1 * ms.getAtIndex(F32, j) + (1 - b1) * g;
-                    float vj = b2 * vs.getAtIndex(F32, j) + (1 - b2) * g * g;
-                    ms.setAtIndex(F32, j, mj);
-                    vs.setAtIndex(F32, j, vj);
-                    float pj = ps.getAtIndex(F32, j) * decay;
-                    pj -= lr * (mj / c1) / ((float) Math.sqrt(vj / c2) + eps);
-                    ps.setAtIndex(F32, j, pj);
-                }
-            });
+            kernels.adamW(p.value(), p.grad(), m.get(i), v.get(i), new OptimizerKernels.AdamWStep(lr, b1, b2, c1, c2,
+                    eps, decay));
         }
     }
 
     /** Sets every gradient to zero. */
     public void zeroGrad() {
         for (Parameter p : params) {
-            ((HostBuffer) p.grad()).zero();
+            p.grad().zero();
         }
     }
 
     @Override
     public void close() {
-        m.forEach(HostBuffer::close);
-        v.forEach(HostBuffer::close);
+        m.forEach(Buffer::close);
+        v.forEach(Buffer::close);
     }
 }

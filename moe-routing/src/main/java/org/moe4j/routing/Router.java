@@ -201,7 +201,16 @@ public final class Router {
             Buffer selected = track(owned, backend.allocate(DType.I32, Shape.of(tokens, k)));
             Buffer weights = track(owned, backend.allocate(DType.F32, Shape.of(tokens, k)));
             Buffer lse = aux.zCoeff() != 0 ? track(owned, backend.allocate(DType.F32, Shape.of(tokens))) : null;
-            int bad = kernels.route(params, logits, expertBias.buffer(), paddingMask, scores, selected, weights, lse);
+            int bad;
+            Buffer staged = stagedBias();
+            try {
+                bad = kernels.route(params, logits, staged != null ? staged : expertBias.buffer(), paddingMask, scores,
+                        selected, weights, lse);
+            } finally {
+                if (staged != null) {
+                    staged.close();
+                }
+            }
             if (bad >= 0) {
                 throw new IllegalArgumentException(where + ": router logits of token " + bad
                         + " are not finite (NaN or Inf)" + (ownsLogits ? "; check x and gateWeight" : ""));
@@ -241,6 +250,19 @@ public final class Router {
             }
             throw e;
         }
+    }
+
+    /**
+     * The expert bias where the kernels read it: null on the CPU backend (the host state itself is
+     * used), else an upload of it that the caller closes (the bias is host state, updated once per
+     * step; E floats per forward).
+     */
+    private Buffer stagedBias() {
+        Buffer host = expertBias.buffer();
+        if (backend.name().equals(CpuBackend.NAME) || !(host instanceof HostBuffer h)) {
+            return null;
+        }
+        return backend.upload(h);
     }
 
     private static <B extends Buffer> B track(List<Buffer> owned, B b) {

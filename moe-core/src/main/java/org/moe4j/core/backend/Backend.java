@@ -3,6 +3,7 @@ package org.moe4j.core.backend;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
 
 /**
  * One compute backend ("cpu", "cuda"). Implementations register through
@@ -33,6 +34,26 @@ public interface Backend {
      * @return the owning buffer
      */
     Buffer allocate(DType dtype, Shape shape);
+
+    /**
+     * Copies host data into a new buffer in this backend's memory: the explicit staging step for
+     * host-made values (initial parameters, checkpoint tensors, small tables such as the expert bias
+     * or group offsets). On the CPU backend this is a plain copy, so values are bitwise the same on
+     * every backend.
+     *
+     * @param src host data
+     * @return a new owning buffer with {@code src}'s dtype, shape and contents (caller closes it)
+     */
+    default Buffer upload(HostBuffer src) {
+        Buffer b = allocate(src.dtype(), src.shape());
+        try {
+            b.copyFrom(src);
+        } catch (RuntimeException e) {
+            b.close();
+            throw e;
+        }
+        return b;
+    }
 
     /** @return one line for logs: name, device, memory */
     default String describe() {

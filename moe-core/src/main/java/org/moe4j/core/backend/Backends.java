@@ -31,6 +31,7 @@ public final class Backends {
     private static final Logger LOG = LoggerFactory.getLogger(Backends.class);
     private static final Map<String, Backend> SELECTED = new ConcurrentHashMap<>();
     private static final Map<String, Object> KERNELS = new ConcurrentHashMap<>();
+    private static final Map<String, Boolean> FALLBACKS = new ConcurrentHashMap<>();
 
     private Backends() {
     }
@@ -110,6 +111,48 @@ public final class Backends {
             LOG.info("backend {} not used: {}", b.name(), a.reason());
         }
         throw new IllegalStateException("no backend available"); // unreachable: cpu is always available
+    }
+
+    /**
+     * The backend an orchestrator (router, dispatcher, experts, layer) should allocate on when it
+     * runs the given kernel families: the selected backend when it provides all of them, else the
+     * CPU backend (logged once per backend and family set), so CPU kernels never receive device
+     * buffers.
+     *
+     * @param families the kernel family interfaces the caller will use
+     * @return the selected backend or the CPU backend
+     */
+    public static Backend backendFor(Class<?>... families) {
+        return backendFor(selected(), families);
+    }
+
+    /**
+     * As {@link #backendFor(Class[])} for a given backend.
+     *
+     * @param backend  the preferred backend
+     * @param families the kernel family interfaces the caller will use
+     * @return {@code backend} when it has a provider of every family (or is the CPU backend), else
+     *         the CPU backend
+     */
+    public static Backend backendFor(Backend backend, Class<?>... families) {
+        if (backend.name().equals(CpuBackend.NAME)) {
+            return backend;
+        }
+        List<String> missing = new ArrayList<>();
+        for (Class<?> f : families) {
+            if (provider(f, backend.name()) == null) {
+                missing.add(f.getSimpleName());
+            }
+        }
+        if (missing.isEmpty()) {
+            return backend;
+        }
+        String key = backend.name() + " lacks " + String.join(", ", missing);
+        if (FALLBACKS.putIfAbsent(key, Boolean.TRUE) == null) {
+            LOG.info("backend {} has no {}; allocating on the cpu backend and running the cpu kernels instead",
+                    backend.name(), String.join(", ", missing));
+        }
+        return new CpuBackend();
     }
 
     /**

@@ -39,6 +39,57 @@ public interface Buffer extends AutoCloseable {
     void close();
 
     /**
+     * Overwrites this buffer with the contents of a host buffer (host memory: a memcpy; device
+     * memory: an upload that has finished when this returns). This is the seam that stages host data
+     * (initial parameter values, checkpoints, small tables) into any backend's memory.
+     *
+     * @param src host data of the same dtype and element count
+     * @throws IllegalArgumentException       on a dtype or element-count mismatch
+     * @throws UnsupportedOperationException  when this kind of buffer cannot be written from the host
+     */
+    default void copyFrom(HostBuffer src) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " on " + device()
+                + " does not support copyFrom(HostBuffer)");
+    }
+
+    /**
+     * Copies this buffer's contents into a host buffer (finished when this returns).
+     *
+     * @param dst host buffer of the same dtype and element count
+     * @throws IllegalArgumentException       on a dtype or element-count mismatch
+     * @throws UnsupportedOperationException  when this kind of buffer cannot be read from the host
+     */
+    default void copyTo(HostBuffer dst) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " on " + device()
+                + " does not support copyTo(HostBuffer)");
+    }
+
+    /**
+     * @return a new host buffer with this buffer's dtype, shape and contents (caller closes it)
+     * @throws UnsupportedOperationException when this kind of buffer cannot be read from the host
+     */
+    default HostBuffer toHost() {
+        HostBuffer h = HostBuffer.allocate(dtype(), shape());
+        try {
+            copyTo(h);
+        } catch (RuntimeException e) {
+            h.close();
+            throw e;
+        }
+        return h;
+    }
+
+    /**
+     * Sets every byte to zero (finished when this returns).
+     *
+     * @throws UnsupportedOperationException when this kind of buffer cannot be zeroed
+     */
+    default void zero() {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " on " + device()
+                + " does not support zero()");
+    }
+
+    /**
      * Checks dtype and shape, naming the buffer in the error.
      *
      * @param name  name used in the message

@@ -300,8 +300,49 @@ public final class HostBuffer implements Buffer {
     }
 
     /** Sets every byte to zero. */
+    @Override
     public void zero() {
         segment().fill((byte) 0);
+    }
+
+    /**
+     * Copies all of {@code src} into this buffer (a memcpy).
+     *
+     * @param src same dtype and element count
+     * @throws IllegalArgumentException on a dtype or element-count mismatch
+     */
+    @Override
+    public void copyFrom(HostBuffer src) {
+        requireSameSize("copyFrom", src);
+        MemorySegment.copy(src.segment(), 0, segment(), 0, byteSize());
+    }
+
+    /**
+     * Copies all of this buffer into {@code dst} (a memcpy).
+     *
+     * @param dst same dtype and element count
+     * @throws IllegalArgumentException on a dtype or element-count mismatch
+     */
+    @Override
+    public void copyTo(HostBuffer dst) {
+        dst.copyFrom(this);
+    }
+
+    /** @return a new owning copy (as {@link #copy()}) */
+    @Override
+    public HostBuffer toHost() {
+        return copy();
+    }
+
+    private void requireSameSize(String op, HostBuffer other) {
+        if (other.dtype() != dtype || other.numel() != numel()) {
+            throw new IllegalArgumentException(describe() + ": " + op + " " + other.describe()
+                    + ": dtype and element count must match (" + dtype + " x " + numel() + " vs "
+                    + other.dtype() + " x " + other.numel() + ")");
+        }
+        if (other.isClosed()) {
+            throw new BufferClosedException(other.describe());
+        }
     }
 
     /** @return a new owning buffer with the same dtype, shape and contents */

@@ -1,5 +1,6 @@
 package org.moe4j.core.init;
 
+import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 
 /**
@@ -69,6 +70,28 @@ public final class ParamInit {
         long n = target.numel();
         for (long j = 0; j < n; j++) {
             target.setFloat(j, uniform(seed, stream, offset + j, bound));
+        }
+    }
+
+    /**
+     * {@link #fillUniform(HostBuffer, long, long, long, float)} for a buffer in any backend's memory:
+     * host buffers are filled in place; others are filled on the host and uploaded with
+     * {@link Buffer#copyFrom(HostBuffer)}, so every backend holds bitwise the same values.
+     *
+     * @param target destination (any floating dtype; rounded on store)
+     * @param seed   run seed
+     * @param stream tensor stream id
+     * @param offset stream index of the first element
+     * @param bound  half-width
+     */
+    public static void fillUniform(Buffer target, long seed, long stream, long offset, float bound) {
+        if (target instanceof HostBuffer h) {
+            fillUniform(h, seed, stream, offset, bound);
+            return;
+        }
+        try (HostBuffer h = HostBuffer.allocate(target.dtype(), target.shape())) {
+            fillUniform(h, seed, stream, offset, bound);
+            target.copyFrom(h);
         }
     }
 

@@ -1,0 +1,54 @@
+package org.moe4j.optim;
+
+import org.moe4j.core.buffer.Buffer;
+
+/**
+ * The element-wise F32 kernels of a training step: gradient accumulation and the AdamW update.
+ * The CPU reference ships in this module (registered as the {@code cpu}
+ * {@link org.moe4j.core.backend.KernelProvider}); a device backend implements the same interface so
+ * that parameters, gradients and optimiser state never leave the device.
+ *
+ * <p>Both operations are element-wise with separately rounded fp32 operations (no fused
+ * multiply-add), so every backend gives bitwise the same result. Validation of dtypes and shapes is
+ * the caller's job; all buffers of one call hold the same number of F32 elements.
+ */
+public interface OptimizerKernels {
+
+    /**
+     * Scalars of one AdamW update, already in fp32 (see {@link AdamW} for the formula).
+     *
+     * @param lr    learning rate
+     * @param beta1 first-moment decay
+     * @param beta2 second-moment decay
+     * @param bias1 {@code 1 − beta1^step}
+     * @param bias2 {@code 1 − beta2^step}
+     * @param eps   denominator epsilon
+     * @param decay the decoupled weight-decay factor {@code 1 − lr·wd} (1 for undecayed tensors)
+     */
+    record AdamWStep(float lr, float beta1, float beta2, float bias1, float bias2, float eps, float decay) {
+    }
+
+    /**
+     * {@code acc[i] = acc[i] + x[i]} for every element.
+     *
+     * @param acc in/out: F32
+     * @param x   F32, same element count
+     */
+    void accumulate(Buffer acc, Buffer x);
+
+    /**
+     * One AdamW update of every element, in this order and with each operation rounded to fp32:
+     * <pre>
+     *   m = beta1·m + (1 − beta1)·g
+     *   v = beta2·v + (1 − beta2)·g·g
+     *   p = p·decay − lr·(m / bias1) / (sqrt(v / bias2) + eps)
+     * </pre>
+     *
+     * @param param in/out: F32 parameter values
+     * @param grad  F32 gradient
+     * @param m     in/out: F32 first moment
+     * @param v     in/out: F32 second moment
+     * @param step  the scalars
+     */
+    void adamW(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep step);
+}

@@ -1,0 +1,38 @@
+// moe4j optimizer kernels: the device side of org.moe4j.optim.OptimizerKernels
+// (accumulate, adamW); read CpuOptimizerKernels (moe-dispatch) first.
+//
+// Contract: all pointers are F32 arrays of n elements (n < 2^63), 4-byte aligned; in/out
+// arrays may not alias other arguments.
+//   moe_accumulate_f32:  acc[i] = acc[i] + x[i]
+//   moe_adamw_f32:       m = b1*m + (1-b1)*g;  v = b2*v + ((1-b2)*g)*g;
+//                        p = p*decay - (lr*(m/c1)) / (sqrt(v/c2) + eps)
+// Every operation is a separately rounded IEEE fp32 operation (__fmul_rn, __fadd_rn, __fdiv_rn,
+// __fsqrt_rn: no FMA contraction), in the order Java evaluates the CPU reference, so results are
+// bitwise identical to the CPU for any launch shape. Element-wise: no reductions, no atomics.
+//
+// Launch shapes: block 256, any 1-D grid (grid-stride loop); the launcher uses
+// min(ceil(n/256), 2^20) blocks.
+
+extern "C" __global__ void __launch_bounds__(256)
+moe_accumulate_f32(float* __restrict__ acc, const float* __restrict__ x, long n) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        acc[i] = __fadd_rn(acc[i], x[i]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+moe_adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
+              long n, float lr, float b1, float b2, float c1, float c2, float eps, float decay) {
+    const float one_b1 = __fadd_rn(1.0f, -b1);
+    const float one_b2 = __fadd_rn(1.0f, -b2);
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float gi = g[i];
+        const float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(one_b1, gi));
+        const float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(one_b2, gi), gi));
+        m[i] = mi;
+        v[i] = vi;
+        const float num = __fmul_rn(lr, __fdiv_rn(mi, c1));
+        const float den = __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, c2)), eps);
+        p[i] = __fadd_rn(__fmul_rn(p[i], decay), -__fdiv_rn(num, den));
+    }
+}
