@@ -94,4 +94,28 @@ class BackendsTest {
             assertEquals(12, b.byteSize());
         }
     }
+
+    @Test
+    void backendForKeepsABackendThatProvidesEveryFamilyElseFallsBackToCpu() {
+        FakeAccelBackend accel = new FakeAccelBackend();
+        assertEquals(FakeAccelBackend.NAME, Backends.backendFor(accel, EchoKernels.class).name());
+        // NestedKernels has only a cpu provider: allocating on fake-accel would hand its buffers to cpu kernels
+        assertEquals(CpuBackend.NAME, Backends.backendFor(accel, EchoKernels.class, NestedKernels.class).name());
+        assertEquals(CpuBackend.NAME, Backends.backendFor(new CpuBackend(), EchoKernels.class).name());
+        FakeAccelBackend.ENABLED.set(true);
+        System.setProperty(Backends.PROPERTY, FakeAccelBackend.NAME);
+        assertEquals(FakeAccelBackend.NAME, Backends.backendFor(EchoKernels.class).name());
+        assertEquals(CpuBackend.NAME, Backends.backendFor(NestedKernels.class).name());
+    }
+
+    @Test
+    void uploadCopiesHostDataIntoANewBufferOfTheBackend() {
+        try (HostBuffer src = HostBuffer.ofFloats(new float[] {1.5f, -2f, 3.25f}, 3);
+             Buffer up = new CpuBackend().upload(src)) {
+            src.setFloat(0, 9f); // the upload is a copy, not a view
+            assertEquals(Shape.of(3), up.shape());
+            assertEquals(1.5f, ((HostBuffer) up).getFloat(0));
+            assertEquals(3.25f, ((HostBuffer) up).getFloat(2));
+        }
+    }
 }

@@ -143,4 +143,70 @@ class HostBufferTest {
             assertEquals(0, b.toFloatArray().length);
         }
     }
+
+    @Test
+    void copyFromCopyToAndToHostMoveEveryByte() {
+        try (HostBuffer a = HostBuffer.ofFloats(new float[] {1f, -0f, Float.NaN, 7.5f}, 2, 2);
+             HostBuffer b = HostBuffer.allocate(DType.F32, 4);
+             HostBuffer c = HostBuffer.allocate(DType.F32, 2, 2)) {
+            b.copyFrom(a); // same dtype and element count; shapes may differ
+            assertArrayEquals(a.segment().toArray(ValueLayout.JAVA_BYTE), b.segment().toArray(ValueLayout.JAVA_BYTE));
+            b.copyTo(c);
+            assertArrayEquals(a.segment().toArray(ValueLayout.JAVA_BYTE), c.segment().toArray(ValueLayout.JAVA_BYTE));
+            Buffer asBuffer = a;
+            try (HostBuffer h = asBuffer.toHost()) {
+                assertEquals(a.shape(), h.shape());
+                assertFalse(h.segment().address() == a.segment().address());
+                assertArrayEquals(a.segment().toArray(ValueLayout.JAVA_BYTE), h.segment().toArray(ValueLayout.JAVA_BYTE));
+            }
+            asBuffer.zero();
+            assertArrayEquals(new float[4], a.toFloatArray());
+        }
+    }
+
+    @Test
+    void copyFromRefusesAnotherDtypeOrSizeNamingBoth() {
+        try (HostBuffer a = HostBuffer.allocate(DType.F32, 4);
+             HostBuffer wrongType = HostBuffer.allocate(DType.I32, 4);
+             HostBuffer wrongSize = HostBuffer.allocate(DType.F32, 5)) {
+            var e = assertThrows(IllegalArgumentException.class, () -> a.copyFrom(wrongType));
+            assertTrue(e.getMessage().contains("dtype and element count must match (F32 x 4 vs I32 x 4)"), e.getMessage());
+            e = assertThrows(IllegalArgumentException.class, () -> a.copyTo(wrongSize));
+            assertTrue(e.getMessage().contains("F32 x 5 vs F32 x 4"), e.getMessage());
+        }
+    }
+
+    @Test
+    void aBufferWithoutHostCopiesSaysSoByName() {
+        Buffer opaque = new Buffer() {
+            @Override
+            public DType dtype() {
+                return DType.F32;
+            }
+
+            @Override
+            public Shape shape() {
+                return Shape.of(1);
+            }
+
+            @Override
+            public Device device() {
+                return Device.CPU;
+            }
+
+            @Override
+            public boolean isClosed() {
+                return false;
+            }
+
+            @Override
+            public void close() {
+            }
+        };
+        try (HostBuffer h = HostBuffer.allocate(DType.F32, 1)) {
+            var e = assertThrows(UnsupportedOperationException.class, () -> opaque.copyFrom(h));
+            assertTrue(e.getMessage().contains("does not support copyFrom(HostBuffer)"), e.getMessage());
+            assertThrows(UnsupportedOperationException.class, opaque::toHost);
+        }
+    }
 }

@@ -73,4 +73,60 @@ class ParamInitTest {
             }
         }
     }
+
+    /** A buffer outside host memory: reachable only through copyFrom/copyTo, like a device buffer. */
+    private static final class StagedOnly implements org.moe4j.core.buffer.Buffer {
+        final org.moe4j.core.buffer.HostBuffer inner;
+        int uploads;
+
+        StagedOnly(org.moe4j.core.DType dtype, long... dims) {
+            inner = org.moe4j.core.buffer.HostBuffer.allocate(dtype, dims);
+        }
+
+        @Override
+        public org.moe4j.core.DType dtype() {
+            return inner.dtype();
+        }
+
+        @Override
+        public org.moe4j.core.Shape shape() {
+            return inner.shape();
+        }
+
+        @Override
+        public org.moe4j.core.Device device() {
+            return org.moe4j.core.Device.cuda(0);
+        }
+
+        @Override
+        public boolean isClosed() {
+            return inner.isClosed();
+        }
+
+        @Override
+        public void close() {
+            inner.close();
+        }
+
+        @Override
+        public void copyFrom(org.moe4j.core.buffer.HostBuffer src) {
+            uploads++;
+            inner.copyFrom(src);
+        }
+    }
+
+    @Test
+    void fillUniformOfANonHostBufferUploadsTheSameBitsOnce() {
+        for (org.moe4j.core.DType dtype : new org.moe4j.core.DType[] {org.moe4j.core.DType.F32, org.moe4j.core.DType.BF16}) {
+            try (org.moe4j.core.buffer.HostBuffer host = org.moe4j.core.buffer.HostBuffer.allocate(dtype, 3, 7);
+                 StagedOnly staged = new StagedOnly(dtype, 3, 7)) {
+                ParamInit.fillUniform(host, 5, 100, 21, 0.125f);
+                ParamInit.fillUniform((org.moe4j.core.buffer.Buffer) staged, 5, 100, 21, 0.125f);
+                assertEquals(1, staged.uploads);
+                assertArrayEquals(
+                        host.segment().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE),
+                        staged.inner.segment().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE), dtype.toString());
+            }
+        }
+    }
 }
