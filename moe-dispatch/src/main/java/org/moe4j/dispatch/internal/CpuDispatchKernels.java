@@ -294,6 +294,25 @@ public final class CpuDispatchKernels implements DispatchKernels {
         }
     }
 
+    @Override
+    public void composeIndex(Buffer table, Buffer index, Buffer out) {
+        MemorySegment tb = seg(table);
+        MemorySegment ix = seg(index);
+        MemorySegment o = seg(out);
+        long n = table.numel();
+        long m = index.numel();
+        if (out.numel() != m) {
+            throw new IllegalArgumentException("composeIndex: out " + out.shape() + " must have " + m + " entries");
+        }
+        for (long j = 0; j < m; j++) {
+            int i = ix.getAtIndex(I32, j);
+            if (i < -1 || i >= n) {
+                throw new IllegalArgumentException("composeIndex: index[" + j + "] = " + i + " is outside [-1, " + n + ")");
+            }
+            o.setAtIndex(I32, j, i < 0 ? -1 : tb.getAtIndex(I32, i));
+        }
+    }
+
     // ---------------------------------------------------------------- row kernels (parallel)
 
     @Override
