@@ -33,7 +33,7 @@
 //   moe_send_return         block 256 (thread per token), grid ceil(T/256)
 //   moe_pack_units          block 256 (thread per token)
 //   moe_count_local         block 256, grid ceil(units*K/256), dynamic smem L*4; counts zeroed
-//   moe_recv_keys, moe_recv_write, moe_valid_slots, moe_scatter_values: block 256, 1-D grid
+//   moe_recv_keys, moe_recv_write, moe_valid_slots, moe_compose_index, moe_scatter_values: block 256, 1-D grid
 //   moe_copy_rows           block 128, grid min(M, 65535) (grid-stride over rows); 16-byte path
 //                           when dtypes match, no weights, and row bytes / bases are 16-aligned
 //   moe_weighted_sum        block 128, grid min(T, 65535) (grid-stride over tokens)
@@ -405,6 +405,17 @@ moe_valid_slots(const int* __restrict__ topkIdx, long n, int topK, int* __restri
     const bool ok = topkIdx[s] >= 0;
     slotRow[s] = ok ? (int)s : -1;
     slotToken[s] = ok ? (int)(s / topK) : -1;
+}
+
+// composeIndex: out[j] = index[j] in [0, n) ? table[index[j]] : -1. The host-side contract refuses
+// out-of-range entries; on the device they cannot throw, so they map to -1 (the indices come from
+// plans this module built itself).
+extern "C" __global__ void __launch_bounds__(256)
+moe_compose_index(const int* __restrict__ table, long n, const int* __restrict__ index, long m, int* __restrict__ out) {
+    const long j = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= m) return;
+    const int i = index[j];
+    out[j] = (i >= 0 && i < n) ? table[i] : -1;
 }
 
 // ---------------------------------------------------------------------------------------------

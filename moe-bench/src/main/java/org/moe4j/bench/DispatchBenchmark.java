@@ -45,16 +45,17 @@ import org.openjdk.jmh.annotations.Warmup;
 @Warmup(iterations = 2, time = 1)
 @Measurement(iterations = 3, time = 1)
 public class DispatchBenchmark {
-    @Param({"2048"})
+    /** 4096 x 1024, 64 experts, top-6 at W = 1 is the PyTorch peer's shape (scripts/bench/torch_peers.py). */
+    @Param({"4096"})
     public int tokens;
 
     @Param({"1024"})
     public int hidden;
 
-    @Param({"16"})
+    @Param({"64"})
     public int experts;
 
-    @Param({"2"})
+    @Param({"6"})
     public int topK;
 
     @Param({"1", "4"})
@@ -86,9 +87,9 @@ public class DispatchBenchmark {
                 xs[i] = (float) rnd.nextGaussian();
             }
             for (int t = 0; t < perRank; t++) {
-                int first = rnd.nextInt(experts);
                 for (int k = 0; k < topK; k++) {
-                    idx[t * topK + k] = (first + k) % experts;
+                    // independent uniform experts, as the PyTorch peer (torch.randint) draws them
+                    idx[t * topK + k] = rnd.nextInt(experts);
                     w[t * topK + k] = rnd.nextFloat();
                 }
             }

@@ -40,7 +40,7 @@ class KernelStaticCheckTest {
         KERNELS.put("permute", List.of("moe_fill_i32", "moe_count_routes", "moe_send_keys",
                 "moe_key_chunk_counts", "moe_key_layout", "moe_key_positions", "moe_send_meta",
                 "moe_exclusive_scan", "moe_send_return", "moe_pack_units", "moe_count_local", "moe_recv_keys",
-                "moe_recv_write", "moe_valid_slots", "moe_copy_rows", "moe_weighted_sum", "moe_row_dots",
+                "moe_recv_write", "moe_valid_slots", "moe_compose_index", "moe_copy_rows", "moe_weighted_sum", "moe_row_dots",
                 "moe_scatter_values"));
         KERNELS.put("grouped_gemm", List.of("moe_gg_fwd_mma", "moe_gg_swiglu_mma", "moe_gg_dx_mma",
                 "moe_gg_wgrad_mma", "moe_swiglu_bwd", "moe_gg_fwd_wgmma", "moe_gg_swiglu_wgmma",

@@ -92,6 +92,15 @@ public interface DispatchKernels {
     void validSlots(Buffer topkIdx, Buffer slotRow, Buffer slotToken);
 
     /**
+     * Composes two index maps: {@code out[j] = index[j] == -1 ? -1 : table[index[j]]}.
+     *
+     * @param table I32 {@code [N]}
+     * @param index I32 {@code [M]}, entries in {@code [0, N)} or -1
+     * @param out   out I32 {@code [M]}
+     */
+    void composeIndex(Buffer table, Buffer index, Buffer out);
+
+    /**
      * {@code dst[dstIndex[j]] = weights[j] * src[srcIndex[j]]} for {@code j < M}, rows of equal width,
      * converting between floating dtypes (the product in fp32, rounded once to {@code dst}'s dtype).
      * A null index is the identity; {@code M} is the length of a non-null index (else the rows of

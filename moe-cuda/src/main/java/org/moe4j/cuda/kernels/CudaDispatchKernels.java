@@ -180,6 +180,19 @@ public final class CudaDispatchKernels implements DispatchKernels {
     }
 
     @Override
+    public void composeIndex(Buffer table, Buffer index, Buffer out) {
+        long m = index.numel();
+        if (out.numel() != m) {
+            throw new IllegalArgumentException("composeIndex: out " + out.shape() + " must have " + m + " entries");
+        }
+        if (m == 0) {
+            return;
+        }
+        k.launch("moe_compose_index").grid(blocks(m, 256)).block(256).arg(dev("table", table)).arg(table.numel())
+                .arg(dev("index", index)).arg(m).arg(dev("out", out)).launch();
+    }
+
+    @Override
     public void copyRows(Buffer src, Buffer srcIndex, Buffer dst, Buffer dstIndex, Buffer weights) {
         int h = width(src);
         if (width(dst) != h) {

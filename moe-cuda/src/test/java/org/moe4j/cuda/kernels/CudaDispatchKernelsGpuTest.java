@@ -318,6 +318,22 @@ class CudaDispatchKernelsGpuTest {
     }
 
     @Test
+    void composeIndexEqualsTheCpuAndKeepsMinusOne() {
+        int n = 1000;
+        int m = 2500;
+        try (HostBuffer table = randomIndex(n, n, false, true); HostBuffer index = randomIndex(m, n, true, false);
+                HostBuffer outCpu = poisoned(DType.I32, m);
+                DeviceBuffer dTable = up(table); DeviceBuffer dIndex = up(index);
+                DeviceBuffer dOut = poisonedDevice(DType.I32, m)) {
+            cpu.composeIndex(table, index, outCpu);
+            gpu.composeIndex(dTable, dIndex, dOut);
+            try (HostBuffer got = down(dOut)) {
+                assertBitEqual("composeIndex", outCpu, got);
+            }
+        }
+    }
+
+    @Test
     void countRoutesRejectsAnExpertIdOutOfRangeNamingTheEntry() {
         try (HostBuffer idx = HostBuffer.ofInts(new int[] {0, 1, 2, -1, 70, 3}, 3, 2); DeviceBuffer dIdx = up(idx);
                 DeviceBuffer counts = poisonedDevice(DType.I32, 2, 33)) {

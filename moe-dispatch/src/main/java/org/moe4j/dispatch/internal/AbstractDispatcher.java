@@ -25,6 +25,8 @@ abstract class AbstractDispatcher implements Dispatcher {
     final int experts;
     final int localExperts;
     final int firstExpert;
+    /** Recycled intermediates (not zeroed on the CPU); see {@link Workspace}. */
+    final Workspace ws;
 
     AbstractDispatcher(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
         this.config = Objects.requireNonNull(config, "config");
@@ -40,6 +42,7 @@ abstract class AbstractDispatcher implements Dispatcher {
         }
         this.localExperts = experts / world;
         this.firstExpert = rank * localExperts;
+        this.ws = new Workspace(backend);
     }
 
     /** Token count, hidden size and top-k of validated inputs. */
@@ -76,11 +79,33 @@ abstract class AbstractDispatcher implements Dispatcher {
         return backend.allocate(dtype, Shape.of(dims));
     }
 
+    /** A recycled buffer with undefined contents (CPU); every element must be written before use. */
+    Buffer scratch(DType dtype, long... dims) {
+        return ws.take(dtype, dims);
+    }
+
     int[] readInts(Buffer b) {
+        if (b instanceof HostBuffer hb) {
+            return hb.toIntArray();
+        }
         try (HostBuffer h = HostBuffer.allocate(DType.I32, b.shape())) {
             kernels.copyToHost(b, h);
             return h.toIntArray();
         }
+    }
+
+    /** A scratch I32 buffer holding {@code values}; hand it back with {@code ws.give}. */
+    Buffer scratchInts(int[] values) {
+        Buffer b = scratch(DType.I32, values.length);
+        if (b instanceof HostBuffer hb) {
+            java.lang.foreign.MemorySegment.copy(values, 0, hb.segment(), java.lang.foreign.ValueLayout.JAVA_INT, 0,
+                    values.length);
+            return b;
+        }
+        try (HostBuffer h = HostBuffer.ofInts(values, values.length)) {
+            kernels.copyFromHost(h, b);
+        }
+        return b;
     }
 
     Buffer uploadInts(int[] values) {
@@ -209,7 +234,7 @@ abstract class AbstractDispatcher implements Dispatcher {
             }
             closed = true;
             for (Buffer b : owned) {
-                b.close();
+                owner.ws.give(b);
             }
             owned.clear();
         }

@@ -35,6 +35,7 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         long[] slotsFrom;               // slot rows we return to each rank
         Buffer returned;                // [J_send, H] y rows back at the source (weighting after the trip)
         Buffer expertOutput;            // caller's y, kept when weighting before the trip
+        Buffer slotYRow;                // [T*K] W = 1 only: expert-input row of each slot, -1 for empty
 
         A2aCtx(AbstractDispatcher owner, Dims dims, DType xDtype, int[] groupOffsets, int[] tokensPerLocalExpert) {
             super(owner, dims, xDtype, groupOffsets, tokensPerLocalExpert);
@@ -49,8 +50,12 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         int k = dims.topK();
         int width = DispatchKernels.META_FIXED + 2 * k;
         boolean dedup = config.perRankDedup();
-        try (Buffer routeCounts = alloc(DType.I32, world, localExperts + 1);
-                Buffer recvCounts = alloc(DType.I32, world, localExperts + 1)) {
+        if (world == 1) {
+            return dispatchSelf(x, topkIdx, topkWeights, dims);
+        }
+        Buffer routeCounts = scratch(DType.I32, world, localExperts + 1);
+        Buffer recvCounts = scratch(DType.I32, world, localExperts + 1);
+        try {
             kernels.countRoutes(topkIdx, experts, world, dedup, routeCounts); // validates expert ids
             int[] sent = readInts(routeCounts);
             long[] unitsTo = new long[world];
@@ -68,11 +73,9 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             Buffer recvX = null;
             Buffer recvMeta = null;
             try {
-                send = new DispatchKernels.SendPlan(alloc(DType.I32, units),
-                        alloc(DType.I32, units, width), alloc(DType.I32, slots), alloc(DType.I32, slots),
-                        alloc(DType.I32, (long) t * k));
+                send = sendPlan(units, width, slots, t, k);
                 kernels.buildSendPlan(topkIdx, topkWeights, experts, world, rank, dedup, send);
-                sendX = alloc(x.dtype(), units, h);
+                sendX = scratch(x.dtype(), units, h);
                 kernels.copyRows(x, send.sendToken(), sendX, null, null);
 
                 // count exchange, then the payload
@@ -91,8 +94,8 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                     perLocal[l] = sumExact("rows received for local expert " + l, got, l, got.length, localExperts + 1);
                 }
                 int recvSlots = sumExact("slot rows received", perLocal, 0, localExperts, 1);
-                recvX = alloc(x.dtype(), recvUnits, h);
-                recvMeta = alloc(DType.I32, recvUnits, width);
+                recvX = scratch(x.dtype(), recvUnits, h);
+                recvMeta = scratch(DType.I32, recvUnits, width);
                 comm.allToAllV(sendX, unitsTo, recvX, unitsFrom);
                 comm.allToAllV(send.sendMeta(), unitsTo, recvMeta, unitsFrom);
 
@@ -109,16 +112,11 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                 c.unitsFrom = unitsFrom;
                 c.slotsTo = slotsTo;
                 c.slotsFrom = slotsFrom;
-                c.weights = c.own(alloc(DType.F32, t, k));
+                c.weights = c.own(scratch(DType.F32, t, k));
                 kernels.copyRows(topkWeights, null, c.weights, null, null);
-                try (Buffer offs = uploadInts(offsets)) {
-                    c.recv = new DispatchKernels.RecvPlan(c.own(alloc(DType.I32, recvSlots)),
-                            c.own(alloc(DType.I32, recvSlots)), c.own(alloc(DType.I32, recvSlots)),
-                            c.own(alloc(DType.F32, recvSlots)), c.own(alloc(DType.I32, rows)),
-                            c.own(alloc(DType.I32, rows)), c.own(alloc(DType.I32, rows)));
-                    kernels.buildRecvPlan(recvMeta, firstExpert, offs, c.recv);
-                }
-                c.expertInput = c.own(alloc(x.dtype(), rows, h));
+                recvPlan(c, recvMeta, recvSlots, rows);
+                c.expertInput = c.own(scratch(x.dtype(), rows, h));
+                zeroPadding(c);
                 kernels.copyRows(recvX, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
                 A2aCtx done = c;
                 c = null;
@@ -128,10 +126,94 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                 if (c != null) {
                     c.close();
                 } else if (send != null) {
-                    closeAll(send.sendToken(), send.sendMeta(), send.returnToken(), send.returnSlot(),
+                    giveAll(send.sendToken(), send.sendMeta(), send.returnToken(), send.returnSlot(),
                             send.slotReturnRow());
                 }
-                closeAll(sendX, recvX, recvMeta);
+                giveAll(sendX, recvX, recvMeta);
+            }
+        } finally {
+            giveAll(routeCounts, recvCounts);
+        }
+    }
+
+    private DispatchKernels.SendPlan sendPlan(int units, int width, int slots, int t, int k) {
+        return new DispatchKernels.SendPlan(scratch(DType.I32, units), scratch(DType.I32, units, width),
+                scratch(DType.I32, slots), scratch(DType.I32, slots), scratch(DType.I32, (long) t * k));
+    }
+
+    private void recvPlan(A2aCtx c, Buffer meta, long recvSlots, int rows) {
+        c.recv = new DispatchKernels.RecvPlan(c.own(scratch(DType.I32, recvSlots)),
+                c.own(scratch(DType.I32, recvSlots)), c.own(scratch(DType.I32, recvSlots)),
+                c.own(scratch(DType.F32, recvSlots)), c.own(scratch(DType.I32, rows)),
+                c.own(scratch(DType.I32, rows)), c.own(scratch(DType.I32, rows)));
+        Buffer offs = scratchInts(c.groupOffsets);
+        try {
+            kernels.buildRecvPlan(meta, firstExpert, offs, c.recv);
+        } finally {
+            ws.give(offs);
+        }
+    }
+
+    /** Padding rows of the (recycled, not zeroed) expert input must read as zero. */
+    private void zeroPadding(A2aCtx c) {
+        for (int l = 0; l < localExperts; l++) {
+            ws.zeroRows(c.expertInput, (long) c.groupOffsets[l] + c.tokensPerLocalExpert[l], c.groupOffsets[l + 1]);
+        }
+    }
+
+    /**
+     * W = 1: no exchange at all. The unit order equals the received order, so slot row {@code r} of
+     * the receive plan is returned row {@code r} of the send plan; rows go straight from {@code x}
+     * into the expert input, and combine reads the expert output in place. Same operations on the
+     * same values as the general path, hence bitwise the same results.
+     */
+    private DispatchResult dispatchSelf(Buffer x, Buffer topkIdx, Buffer topkWeights, Dims dims) {
+        int t = dims.tokens();
+        int h = dims.hidden();
+        int k = dims.topK();
+        int width = DispatchKernels.META_FIXED + 2 * k;
+        boolean dedup = config.perRankDedup();
+        int[] sent;
+        Buffer routeCounts = scratch(DType.I32, 1, localExperts + 1);
+        try {
+            kernels.countRoutes(topkIdx, experts, 1, dedup, routeCounts); // validates expert ids
+            sent = readInts(routeCounts);
+        } finally {
+            ws.give(routeCounts);
+        }
+        int units = sent[localExperts];
+        int[] perLocal = java.util.Arrays.copyOf(sent, localExperts);
+        int slots = sumExact("routeCounts", perLocal, 0, localExperts, 1);
+        int[] offsets = groupOffsets(perLocal);
+        int rows = offsets[localExperts];
+        A2aCtx c = new A2aCtx(this, dims, x.dtype(), offsets, perLocal);
+        try {
+            DispatchKernels.SendPlan send = sendPlan(units, width, slots, t, k);
+            c.send = send;
+            c.own(send.sendToken());
+            c.own(send.sendMeta());
+            c.own(send.returnToken());
+            c.own(send.returnSlot());
+            c.own(send.slotReturnRow());
+            kernels.buildSendPlan(topkIdx, topkWeights, experts, 1, rank, dedup, send);
+            c.unitsTo = new long[] {units};
+            c.unitsFrom = new long[] {units};
+            c.slotsTo = new long[] {slots};
+            c.slotsFrom = new long[] {slots};
+            c.weights = c.own(scratch(DType.F32, t, k));
+            kernels.copyRows(topkWeights, null, c.weights, null, null);
+            recvPlan(c, send.sendMeta(), slots, rows);
+            c.slotYRow = c.own(scratch(DType.I32, (long) t * k));
+            kernels.composeIndex(c.recv.slotExpertRow(), send.slotReturnRow(), c.slotYRow);
+            c.expertInput = c.own(scratch(x.dtype(), rows, h));
+            zeroPadding(c);
+            kernels.copyRows(x, send.returnToken(), c.expertInput, c.recv.slotExpertRow(), null);
+            A2aCtx done = c;
+            c = null;
+            return done;
+        } finally {
+            if (c != null) {
+                c.close();
             }
         }
     }
@@ -144,21 +226,20 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         long recvSlots = c.recv.slotUnit().shape().dim(0);
         long sendSlots = c.send.returnToken().shape().dim(0);
         boolean before = config.weightBeforeReturn();
+        if (c.slotYRow != null) {
+            return combineSelf(c, expertOutput, before);
+        }
         DType tripType = before ? DType.F32 : expertOutput.dtype();
-        Buffer back = alloc(tripType, recvSlots, h);
+        Buffer back = scratch(tripType, recvSlots, h);
         Buffer ret = null;
         Buffer out = null;
         try {
             kernels.copyRows(expertOutput, c.recv.slotExpertRow(), back, null, before ? c.recv.slotWeight() : null);
-            ret = alloc(tripType, sendSlots, h);
+            ret = scratch(tripType, sendSlots, h);
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
             out = alloc(c.xDtype, c.dims.tokens(), h);
             kernels.weightedSum(ret, c.send.slotReturnRow(), before ? null : c.weights, out);
-            if (c.returned != null) {
-                c.owned.remove(c.returned);
-                c.returned.close();
-                c.returned = null;
-            }
+            dropReturned(c);
             c.yDtype = expertOutput.dtype();
             if (before) {
                 c.expertOutput = expertOutput;
@@ -170,7 +251,49 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             out = null;
             return result;
         } finally {
-            closeAll(back, ret, out);
+            giveAll(back, ret);
+            closeAll(out);
+        }
+    }
+
+    private void dropReturned(A2aCtx c) {
+        if (c.returned != null) {
+            c.owned.remove(c.returned);
+            ws.give(c.returned);
+            c.returned = null;
+        }
+    }
+
+    /**
+     * W = 1: the weighted sum reads the expert output in place ({@code w * y} rounded to fp32 either
+     * way, so weighting before the "trip" changes nothing). Unless the caller keeps {@code y} open
+     * (weightBeforeReturn), one sequential copy of it is kept for {@link #combineBackward}, in
+     * expert-input row order.
+     */
+    private Buffer combineSelf(A2aCtx c, Buffer expertOutput, boolean before) {
+        int h = c.dims.hidden();
+        Buffer out = alloc(c.xDtype, c.dims.tokens(), h);
+        Buffer keep = null;
+        try {
+            kernels.weightedSum(expertOutput, c.slotYRow, c.weights, out);
+            if (!before) {
+                keep = scratch(expertOutput.dtype(), c.rows(), h);
+                kernels.copyRows(expertOutput, null, keep, null, null);
+            }
+            dropReturned(c);
+            c.yDtype = expertOutput.dtype();
+            if (before) {
+                c.expertOutput = expertOutput;
+            } else {
+                c.returned = c.own(keep);
+                keep = null;
+            }
+            Buffer result = out;
+            out = null;
+            return result;
+        } finally {
+            ws.give(keep);
+            closeAll(out);
         }
     }
 
@@ -186,9 +309,12 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                     + "combine(...) to stay open, but it was closed");
         }
         int h = c.dims.hidden();
+        if (c.slotYRow != null) {
+            return combineBackwardSelf(c, dOut);
+        }
         long units = c.send.sendToken().shape().dim(0);
         long recvUnits = java.util.Arrays.stream(c.unitsFrom).sum();
-        Buffer sendD = alloc(dOut.dtype(), units, h);
+        Buffer sendD = scratch(dOut.dtype(), units, h);
         Buffer recvD = null;
         Buffer dY = null;
         Buffer dW = null;
@@ -196,7 +322,7 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         Buffer dotsBack = null;
         try {
             kernels.copyRows(dOut, c.send.sendToken(), sendD, null, null);
-            recvD = alloc(dOut.dtype(), recvUnits, h);
+            recvD = scratch(dOut.dtype(), recvUnits, h);
             comm.allToAllV(sendD, c.unitsTo, recvD, c.unitsFrom);
             dY = alloc(c.yDtype, c.rows(), h);
             kernels.copyRows(recvD, c.recv.slotUnit(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
@@ -206,9 +332,9 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             } else {
                 // y stayed on the expert rank: dot products there, scalars back
                 long recvSlots = c.recv.slotUnit().shape().dim(0);
-                dots = alloc(DType.F32, recvSlots);
+                dots = scratch(DType.F32, recvSlots);
                 kernels.rowDots(recvD, c.recv.slotUnit(), c.expertOutput, c.recv.slotExpertRow(), dots, null);
-                dotsBack = alloc(DType.F32, c.send.returnSlot().shape().dim(0));
+                dotsBack = scratch(DType.F32, c.send.returnSlot().shape().dim(0));
                 comm.allToAllV(dots, c.slotsFrom, dotsBack, c.slotsTo);
                 kernels.scatterValues(dotsBack, c.send.returnSlot(), dW);
             }
@@ -217,7 +343,26 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             dW = null;
             return g;
         } finally {
-            closeAll(sendD, recvD, dY, dW, dots, dotsBack);
+            giveAll(sendD, recvD, dots, dotsBack);
+            closeAll(dY, dW);
+        }
+    }
+
+    /** W = 1: {@code dY} straight from {@code dOut}, dot products against the kept (or caller's) y. */
+    private CombineGrads combineBackwardSelf(A2aCtx c, Buffer dOut) {
+        Buffer dY = alloc(c.yDtype, c.rows(), c.dims.hidden());
+        Buffer dW = null;
+        try {
+            kernels.copyRows(dOut, c.send.returnToken(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
+            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer y = c.expertOutput != null ? c.expertOutput : c.returned;
+            kernels.rowDots(dOut, c.send.returnToken(), y, c.recv.slotExpertRow(), dW, c.send.returnSlot());
+            CombineGrads g = new CombineGrads(dY, dW);
+            dY = null;
+            dW = null;
+            return g;
+        } finally {
+            closeAll(dY, dW);
         }
     }
 
@@ -228,12 +373,22 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         int h = c.dims.hidden();
         long recvSlots = c.recv.slotUnit().shape().dim(0);
         long sendSlots = c.send.returnToken().shape().dim(0);
-        Buffer back = alloc(dExpertInput.dtype(), recvSlots, h);
+        if (c.slotYRow != null) {
+            Buffer dX = alloc(c.xDtype, c.dims.tokens(), h);
+            try {
+                kernels.weightedSum(dExpertInput, c.slotYRow, null, dX);
+            } catch (RuntimeException e) {
+                dX.close();
+                throw e;
+            }
+            return dX;
+        }
+        Buffer back = scratch(dExpertInput.dtype(), recvSlots, h);
         Buffer ret = null;
         Buffer dX = null;
         try {
             kernels.copyRows(dExpertInput, c.recv.slotExpertRow(), back, null, null);
-            ret = alloc(dExpertInput.dtype(), sendSlots, h);
+            ret = scratch(dExpertInput.dtype(), sendSlots, h);
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
             dX = alloc(c.xDtype, c.dims.tokens(), h);
             kernels.weightedSum(ret, c.send.slotReturnRow(), null, dX);
@@ -241,7 +396,14 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             dX = null;
             return result;
         } finally {
-            closeAll(back, ret, dX);
+            giveAll(back, ret);
+            closeAll(dX);
+        }
+    }
+
+    private void giveAll(Buffer... buffers) {
+        for (Buffer b : buffers) {
+            ws.give(b);
         }
     }
 

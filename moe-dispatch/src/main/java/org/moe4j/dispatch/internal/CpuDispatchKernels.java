@@ -294,6 +294,25 @@ public final class CpuDispatchKernels implements DispatchKernels {
         }
     }
 
+    @Override
+    public void composeIndex(Buffer table, Buffer index, Buffer out) {
+        MemorySegment tb = seg(table);
+        MemorySegment ix = seg(index);
+        MemorySegment o = seg(out);
+        long n = table.numel();
+        long m = index.numel();
+        if (out.numel() != m) {
+            throw new IllegalArgumentException("composeIndex: out " + out.shape() + " must have " + m + " entries");
+        }
+        for (long j = 0; j < m; j++) {
+            int i = ix.getAtIndex(I32, j);
+            if (i < -1 || i >= n) {
+                throw new IllegalArgumentException("composeIndex: index[" + j + "] = " + i + " is outside [-1, " + n + ")");
+            }
+            o.setAtIndex(I32, j, i < 0 ? -1 : tb.getAtIndex(I32, i));
+        }
+    }
+
     // ---------------------------------------------------------------- row kernels (parallel)
 
     @Override
@@ -349,6 +368,25 @@ public final class CpuDispatchKernels implements DispatchKernels {
         DType ot = out.dtype();
         long rowBytes = (long) h * rt.byteSize();
         long outRowBytes = (long) h * ot.byteSize();
+        if (rt == DType.F32 && ot == DType.F32) {
+            parallel.forEachChunk(tokens, chunkRows(h * Math.max(1, k)), (chunk, from, to) -> {
+                long[] offs = new long[k];
+                float[] ws = new float[k];
+                for (int t = from; t < to; t++) {
+                    int n = 0;
+                    for (int j = 0; j < k; j++) {
+                        int row = sr.getAtIndex(I32, (long) t * k + j);
+                        if (row >= 0) {
+                            offs[n] = row * rowBytes;
+                            ws[n] = w == null ? 1f : w.getAtIndex(F32, (long) t * k + j);
+                            n++;
+                        }
+                    }
+                    sumRowsF32(r, offs, w == null ? null : ws, n, o, t * outRowBytes, h);
+                }
+            });
+            return;
+        }
         parallel.forEachChunk(tokens, chunkRows(h * Math.max(1, k)), (chunk, from, to) -> {
             float[] acc = new float[h];
             float[] tmp = rt == DType.F32 ? null : new float[h];
@@ -540,6 +578,30 @@ public final class CpuDispatchKernels implements DispatchKernels {
         }
         for (; i < h; i++) {
             acc[i] = acc[i] + row[i] * w;
+        }
+    }
+
+    /**
+     * {@code o[i] = ((0 + ws[0]*r0[i]) + ws[1]*r1[i]) + ...} over {@code n} rows, held in registers
+     * per vector block: the same operations in the same order as accumulating row by row.
+     */
+    private static void sumRowsF32(MemorySegment r, long[] offs, float[] ws, int n, MemorySegment o, long outOff, int h) {
+        int i = 0;
+        for (int bound = S.loopBound(h); i < bound; i += S.length()) {
+            FloatVector acc = FloatVector.zero(S);
+            for (int j = 0; j < n; j++) {
+                FloatVector y = FloatVector.fromMemorySegment(S, r, offs[j] + 4L * i, NATIVE);
+                acc = acc.add(ws == null ? y : y.mul(ws[j]));
+            }
+            acc.intoMemorySegment(o, outOff + 4L * i, NATIVE);
+        }
+        for (; i < h; i++) {
+            float acc = 0f;
+            for (int j = 0; j < n; j++) {
+                float y = r.get(F32, offs[j] + 4L * i);
+                acc = acc + (ws == null ? y : y * ws[j]);
+            }
+            o.set(F32, outOff + 4L * i, acc);
         }
     }
 
