@@ -83,8 +83,11 @@ public final class Trainer {
         int t = s.tokensPerRank();
         long globalTokens = (long) t * comm.size();
         List<Step> steps = new ArrayList<>();
-        try (MoeLayer student = MoeLayer.builder(cfg, comm).seed(s.seed()).build();
-             MoeLayer teacher = MoeLayer.builder(teacherCfg, comm).seed(s.seed() + 7919).build();
+        // The demo's ranks are in-process LocalGroup ranks over host memory, so the layers run on the
+        // CPU backend whatever backend the process would pick (the GPU layer path has its own tests).
+        org.moe4j.core.backend.Backend cpu = new org.moe4j.core.backend.CpuBackend();
+        try (MoeLayer student = MoeLayer.builder(cfg, comm).seed(s.seed()).backend(cpu).build();
+             MoeLayer teacher = MoeLayer.builder(teacherCfg, comm).seed(s.seed() + 7919).backend(cpu).build();
              AdamW opt = new AdamW(student.parameters(), new AdamW.Options(s.lr(), 0.9, 0.99, 1e-8, 0.0));
              HostBuffer x = HostBuffer.allocate(DType.F32, t, h);
              HostBuffer dy = HostBuffer.allocate(DType.F32, t, h);
