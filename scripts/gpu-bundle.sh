@@ -68,7 +68,7 @@ export MAVEN_OPTS="${MAVEN_OPTS:-} --sun-misc-unsafe-memory-access=allow"
 echo "gpu-bundle: building the reactor (tests compiled, not run) with $JDK"
 # Test-scoped dependencies only: compile/runtime ones are already shaded into moe.jar; JUnit is in the console jar.
 "${MVN[@]}" -DskipTests package dependency:copy-dependencies -DexcludeScope=runtime \
-  -DexcludeGroupIds=org.moe4j,org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian \
+  -DexcludeGroupIds=org.moe4j,org.junit.jupiter,org.junit.platform,org.opentest4j,org.apiguardian,com.fasterxml.jackson.core \
   -DexcludeArtifactIds=jmh-generator-annprocess -DoutputDirectory="$STAGE/lib/test-deps"
 [[ -f moe-bench/target/moe.jar ]] || { echo "gpu-bundle: moe-bench/target/moe.jar missing (build failed?)" >&2; exit 1; }
 "${MVN[@]}" dependency:copy -Dartifact="org.junit.platform:junit-platform-console-standalone:$CONSOLE_VERSION" \
