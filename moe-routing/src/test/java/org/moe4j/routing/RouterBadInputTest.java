@@ -178,5 +178,7 @@ class RouterBadInputTest {
         assertRefused("routeScale=0.0: must be finite and > 0", () -> b.topK(2).routeScale(0).build());
         assertRefused("need 1 <= topK (5) <= experts (4)", () -> new RouteParams(4, 5, ScoreFunction.SOFTMAX, 1, 1,
                 org.moe4j.core.config.GroupScore.TOP2_SUM, false, 1f, false));
+        assertRefused("needs >= 2 experts per group, got experts=4 in expertGroups=4", () -> new RouteParams(4, 1,
+                ScoreFunction.SOFTMAX, 4, 1, org.moe4j.core.config.GroupScore.TOP2_SUM, false, 1f, false));
     }
 }
