@@ -29,7 +29,7 @@ import org.openjdk.jmh.infra.Blackhole;
  * hidden states (plus the gate GEMM). Sigmoid scores with route norm, DeepSeek-V3 style.
  * Thread count: {@code threads} param (the issue's peer comparison uses 2).
  *
- * <p>Run: {@code ./moe bench RouterBenchmark} or
+ * <p>Run: {@code ./moe jmh RouterBenchmark} or
  * {@code java -jar moe-bench/target/moe.jar ...}; restrict with {@code -p tokens=16384 -p experts=256}.
  */
 @State(Scope.Benchmark)

@@ -20,6 +20,8 @@ import org.moe4j.core.buffer.HostBuffer;
 
 class LocalGroupTest {
     static final Duration SHORT = Duration.ofMillis(500);
+    /** For collectives that fail as soon as every rank has arrived: generous, so a slow thread start is no timeout. */
+    static final Duration ARRIVAL = Duration.ofSeconds(5);
     static final Duration BOUND = Duration.ofSeconds(10);
 
     @Test
@@ -171,7 +173,7 @@ class LocalGroupTest {
     @Test
     void ranksCallingDifferentCollectivesFailWithBothNames() {
         LocalGroupException e = assertTimeoutPreemptively(BOUND, () -> assertThrows(LocalGroupException.class,
-                () -> LocalGroup.run(2, SHORT, comm -> {
+                () -> LocalGroup.run(2, ARRIVAL, comm -> {
                     if (comm.rank() == 0) {
                         comm.barrier();
                     } else {
@@ -188,7 +190,7 @@ class LocalGroupTest {
     @Test
     void allToAllVWithCountsThatDisagreeAcrossRanksFailsEveryRank() {
         LocalGroupException e = assertTimeoutPreemptively(BOUND, () -> assertThrows(LocalGroupException.class,
-                () -> LocalGroup.run(2, SHORT, comm -> {
+                () -> LocalGroup.run(2, ARRIVAL, comm -> {
                     long[] recv = comm.rank() == 0 ? new long[] {1, 2} : new long[] {1, 1};
                     try (HostBuffer s = HostBuffer.allocate(DType.F32, 2, 4);
                             HostBuffer r = HostBuffer.allocate(DType.F32, recv[0] + recv[1], 4)) {

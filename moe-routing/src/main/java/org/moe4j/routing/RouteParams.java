@@ -38,7 +38,8 @@ public record RouteParams(int experts, int topK, ScoreFunction scoreFunction, in
                     + limitedGroups + " invalid for experts=" + experts);
         }
         if (expertGroups > 1 && experts / expertGroups < 2) {
-            throw new IllegalArgumentException("RouteParams: node-limited routing needs >= 2 experts per group");
+            throw new IllegalArgumentException("RouteParams: node-limited routing needs >= 2 experts per group, got experts="
+                    + experts + " in expertGroups=" + expertGroups);
         }
         if (limitedGroups * (experts / expertGroups) < topK) {
             throw new IllegalArgumentException("RouteParams: topK=" + topK + " exceeds the experts reachable in "

@@ -1,6 +1,7 @@
 package org.moe4j.routing;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -94,7 +95,23 @@ class RouterBadInputTest {
         try (HostBuffer l = logits(); HostBuffer mask = HostBuffer.ofInts(new int[] {1, 1, 1, 0, 1, 1, 1, 1, 1, 1},
                 TOKENS)) {
             l.setFloat(3L * EXPERTS, Float.NaN);
-            router.forwardLogits(l, mask).close();
+            try (RouterOutput out = router.forwardLogits(l, mask)) {
+                int[] idx = ((HostBuffer) out.topkIdx()).toIntArray();
+                float[] w = ((HostBuffer) out.topkWeights()).toFloatArray();
+                int k = idx.length / TOKENS;
+                for (int t = 0; t < TOKENS; t++) {
+                    for (int j = 0; j < k; j++) {
+                        int i = t * k + j;
+                        if (t == 3) {
+                            assertEquals(-1, idx[i], "padding token 3 selects no expert (slot " + j + ")");
+                            assertEquals(0f, w[i], "padding token 3 has weight 0 (slot " + j + ")");
+                        } else {
+                            assertTrue(idx[i] >= 0 && idx[i] < EXPERTS, "token " + t + " slot " + j + ": " + idx[i]);
+                            assertTrue(Float.isFinite(w[i]), "token " + t + " slot " + j + " weight " + w[i]);
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -161,5 +178,7 @@ class RouterBadInputTest {
         assertRefused("routeScale=0.0: must be finite and > 0", () -> b.topK(2).routeScale(0).build());
         assertRefused("need 1 <= topK (5) <= experts (4)", () -> new RouteParams(4, 5, ScoreFunction.SOFTMAX, 1, 1,
                 org.moe4j.core.config.GroupScore.TOP2_SUM, false, 1f, false));
+        assertRefused("needs >= 2 experts per group, got experts=4 in expertGroups=4", () -> new RouteParams(4, 1,
+                ScoreFunction.SOFTMAX, 4, 1, org.moe4j.core.config.GroupScore.TOP2_SUM, false, 1f, false));
     }
 }

@@ -52,8 +52,13 @@ public final class HostBuffer implements Buffer {
         Objects.requireNonNull(shape, "shape");
         long bytes = Math.multiplyExact(shape.numel(), (long) dtype.byteSize());
         Arena arena = Arena.ofShared();
-        MemorySegment seg = arena.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes);
-        return new HostBuffer(dtype, shape, arena, seg);
+        try {
+            MemorySegment seg = arena.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes);
+            return new HostBuffer(dtype, shape, arena, seg);
+        } catch (RuntimeException | OutOfMemoryError e) {
+            arena.close(); // nothing half-made outlives a failed allocation
+            throw e;
+        }
     }
 
     /**
