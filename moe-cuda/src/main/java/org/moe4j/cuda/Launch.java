@@ -59,12 +59,20 @@ public final class Launch {
         return new Launch(null);
     }
 
-    /** @param x blocks @return this */
+    /**
+     * @param x blocks
+     * @return this
+     */
     public Launch grid(int x) {
         return grid(x, 1, 1);
     }
 
-    /** @param x blocks in x @param y blocks in y @param z blocks in z @return this */
+    /**
+     * @param x blocks in x
+     * @param y blocks in y
+     * @param z blocks in z
+     * @return this
+     */
     public Launch grid(int x, int y, int z) {
         gx = x;
         gy = y;
@@ -72,12 +80,20 @@ public final class Launch {
         return this;
     }
 
-    /** @param x threads @return this */
+    /**
+     * @param x threads
+     * @return this
+     */
     public Launch block(int x) {
         return block(x, 1, 1);
     }
 
-    /** @param x threads in x @param y threads in y @param z threads in z @return this */
+    /**
+     * @param x threads in x
+     * @param y threads in y
+     * @param z threads in z
+     * @return this
+     */
     public Launch block(int x, int y, int z) {
         bx = x;
         by = y;
@@ -85,48 +101,72 @@ public final class Launch {
         return this;
     }
 
-    /** @param bytes dynamic shared memory per block @return this */
+    /**
+     * @param bytes dynamic shared memory per block
+     * @return this
+     */
     public Launch sharedMemory(int bytes) {
         sharedBytes = bytes;
         return this;
     }
 
-    /** @param s the stream to launch on @return this */
+    /**
+     * @param s the stream to launch on
+     * @return this
+     */
     public Launch stream(CudaStream s) {
         stream = s;
         return this;
     }
 
-    /** @param v an {@code int} argument @return this */
+    /**
+     * @param v an {@code int} argument
+     * @return this
+     */
     public Launch arg(int v) {
         args.add(new Arg(ValueLayout.JAVA_INT, v));
         return this;
     }
 
-    /** @param v a {@code long long} / {@code int64_t} / {@code size_t} argument @return this */
+    /**
+     * @param v a {@code long long} / {@code int64_t} / {@code size_t} argument
+     * @return this
+     */
     public Launch arg(long v) {
         args.add(new Arg(ValueLayout.JAVA_LONG, v));
         return this;
     }
 
-    /** @param v a {@code float} argument @return this */
+    /**
+     * @param v a {@code float} argument
+     * @return this
+     */
     public Launch arg(float v) {
         args.add(new Arg(ValueLayout.JAVA_FLOAT, v));
         return this;
     }
 
-    /** @param v a {@code double} argument @return this */
+    /**
+     * @param v a {@code double} argument
+     * @return this
+     */
     public Launch arg(double v) {
         args.add(new Arg(ValueLayout.JAVA_DOUBLE, v));
         return this;
     }
 
-    /** @param b a device buffer, passed as its device pointer @return this */
+    /**
+     * @param b a device buffer, passed as its device pointer
+     * @return this
+     */
     public Launch arg(DeviceBuffer b) {
         return argPointer(b.address());
     }
 
-    /** @param address a device pointer (0 for NULL) @return this */
+    /**
+     * @param address a device pointer (0 for NULL)
+     * @return this
+     */
     public Launch argPointer(long address) {
         args.add(new Arg(ValueLayout.JAVA_LONG, address));
         return this;

@@ -88,12 +88,13 @@ public final class SafetensorsWriter {
             }
             Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
         } catch (IOException e) {
+            CheckpointException failure = new CheckpointException(path + ": cannot write checkpoint: " + e.getMessage(), e);
             try {
                 Files.deleteIfExists(tmp);
-            } catch (IOException ignored) {
-                // best effort
+            } catch (IOException cleanup) {
+                failure.addSuppressed(cleanup); // the temporary file is left behind; say so with the cause
             }
-            throw new CheckpointException(path + ": cannot write checkpoint: " + e.getMessage(), e);
+            throw failure;
         }
     }
 

@@ -200,7 +200,10 @@ public final class MoeLayer implements AutoCloseable {
             this.comm = Objects.requireNonNull(comm, "comm");
         }
 
-        /** @param v init seed (same on every rank) @return this */
+        /**
+         * @param v init seed (same on every rank)
+         * @return this
+         */
         public Builder seed(long v) {
             seed = v;
             return this;
@@ -215,19 +218,28 @@ public final class MoeLayer implements AutoCloseable {
             return this;
         }
 
-        /** @param v backend that allocates buffers @return this */
+        /**
+         * @param v backend that allocates buffers
+         * @return this
+         */
         public Builder backend(Backend v) {
             backend = v;
             return this;
         }
 
-        /** @param v expert kernels to use @return this */
+        /**
+         * @param v expert kernels to use
+         * @return this
+         */
         public Builder expertKernels(ExpertKernels v) {
             expertKernels = v;
             return this;
         }
 
-        /** @param v expert-bias state to use @return this */
+        /**
+         * @param v expert-bias state to use
+         * @return this
+         */
         public Builder expertBias(ExpertBias v) {
             expertBias = v;
             return this;

@@ -421,37 +421,55 @@ public final class Router {
             this.config = Objects.requireNonNull(config, "config");
         }
 
-        /** @param v kernels to use instead of the selected backend's @return this */
+        /**
+         * @param v kernels to use instead of the selected backend's
+         * @return this
+         */
         public Builder kernels(RoutingKernels v) {
             kernels = v;
             return this;
         }
 
-        /** @param v run the CPU kernels on this thread pool @return this */
+        /**
+         * @param v run the CPU kernels on this thread pool
+         * @return this
+         */
         public Builder parallel(CpuParallel v) {
             parallel = v;
             return this;
         }
 
-        /** @param v backend that allocates outputs (must match the kernels) @return this */
+        /**
+         * @param v backend that allocates outputs (must match the kernels)
+         * @return this
+         */
         public Builder backend(Backend v) {
             backend = v;
             return this;
         }
 
-        /** @param v expert-bias state to use (shared with the caller) @return this */
+        /**
+         * @param v expert-bias state to use (shared with the caller)
+         * @return this
+         */
         public Builder expertBias(ExpertBias v) {
             expertBias = v;
             return this;
         }
 
-        /** @param v round-robin selection for perfectly even load (benchmarks, tests) @return this */
+        /**
+         * @param v round-robin selection for perfectly even load (benchmarks, tests)
+         * @return this
+         */
         public Builder forceBalanced(boolean v) {
             forceBalanced = v;
             return this;
         }
 
-        /** @param v add each forward's load to the expert bias (default true) @return this */
+        /**
+         * @param v add each forward's load to the expert bias (default true)
+         * @return this
+         */
         public Builder accumulateLoad(boolean v) {
             accumulateLoad = v;
             return this;

@@ -206,43 +206,102 @@ public record MoeConfig(
             expertDtype = c.expertDtype;
         }
 
-        /** @param v hidden size @return this */
+        /**
+         * @param v hidden size
+         * @return this
+         */
         public Builder hidden(int v) { hidden = v; return this; }
-        /** @param v routed experts @return this */
+        /**
+         * @param v routed experts
+         * @return this
+         */
         public Builder experts(int v) { experts = v; return this; }
-        /** @param v experts per token @return this */
+        /**
+         * @param v experts per token
+         * @return this
+         */
         public Builder topK(int v) { topK = v; return this; }
-        /** @param v expert intermediate size @return this */
+        /**
+         * @param v expert intermediate size
+         * @return this
+         */
         public Builder ffn(int v) { ffn = v; return this; }
-        /** @param v score function @return this */
+        /**
+         * @param v score function
+         * @return this
+         */
         public Builder scoreFunction(ScoreFunction v) { scoreFunction = v; return this; }
-        /** @param groups expert groups @param limited groups kept per token @return this */
+        /**
+         * @param groups expert groups
+         * @param limited groups kept per token
+         * @return this
+         */
         public Builder groups(int groups, int limited) { expertGroups = groups; limitedGroups = limited; return this; }
-        /** @param v expert groups @return this */
+        /**
+         * @param v expert groups
+         * @return this
+         */
         public Builder expertGroups(int v) { expertGroups = v; return this; }
-        /** @param v limited groups @return this */
+        /**
+         * @param v limited groups
+         * @return this
+         */
         public Builder limitedGroups(int v) { limitedGroups = v; return this; }
-        /** @param v group scoring @return this */
+        /**
+         * @param v group scoring
+         * @return this
+         */
         public Builder groupScore(GroupScore v) { groupScore = v; return this; }
-        /** @param v route norm @return this */
+        /**
+         * @param v route norm
+         * @return this
+         */
         public Builder routeNorm(boolean v) { routeNorm = v; return this; }
-        /** @param v route scale @return this */
+        /**
+         * @param v route scale
+         * @return this
+         */
         public Builder routeScale(double v) { routeScale = v; return this; }
-        /** @param v expert-bias update coefficient @return this */
+        /**
+         * @param v expert-bias update coefficient
+         * @return this
+         */
         public Builder expertBiasCoeff(double v) { expertBiasCoeff = v; return this; }
-        /** @param v bias centering @return this */
+        /**
+         * @param v bias centering
+         * @return this
+         */
         public Builder biasCentering(BiasCentering v) { biasCentering = v; return this; }
-        /** @param v aux losses @return this */
+        /**
+         * @param v aux losses
+         * @return this
+         */
         public Builder auxLoss(AuxLoss v) { auxLoss = v; return this; }
-        /** @param v capacity @return this */
+        /**
+         * @param v capacity
+         * @return this
+         */
         public Builder capacity(Capacity v) { capacity = v; return this; }
-        /** @param count shared experts @param ffnEach intermediate size of each @return this */
+        /**
+         * @param count shared experts
+         * @param ffnEach intermediate size of each
+         * @return this
+         */
         public Builder sharedExperts(int count, int ffnEach) { sharedExperts = count; sharedFfn = ffnEach; return this; }
-        /** @param v expert-parallel world size @return this */
+        /**
+         * @param v expert-parallel world size
+         * @return this
+         */
         public Builder expertParallel(int v) { expertParallel = v; return this; }
-        /** @param v expert group alignment @return this */
+        /**
+         * @param v expert group alignment
+         * @return this
+         */
         public Builder groupAlignment(int v) { groupAlignment = v; return this; }
-        /** @param v expert compute dtype @return this */
+        /**
+         * @param v expert compute dtype
+         * @return this
+         */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
 
         /**
