@@ -17,15 +17,18 @@ import org.moe4j.experts.ExpertKernels;
  * CPU implementation of {@link ExpertKernels}: a packed, cache-blocked, register-blocked GEMM on the
  * Vector API, run over output tiles with {@link CpuParallel}.
  *
- * <p>Structure (the classic Goto/BLIS scheme): the output of every group is cut into
- * {@value #MC}×{@code NC} tiles, one task each (so each output element has exactly one owner). A task
- * walks the inner dimension in blocks of {@value #KC}; per block it packs the A block into
- * {@value #MR}-row micro-panels ({@code [k][MR]}, zero padded) and the B block into {@code NR}-column
- * micro-panels ({@code [k][NR]}, {@code NR = 3 × species length}), converting bf16 and rounding as
- * asked, then runs an {@value #MR}×{@code NR} micro-kernel that keeps 18 accumulators in vector
- * registers and adds them into the output once per block. The reduction order over the inner
- * dimension is therefore fixed: ascending within a block, blocks in ascending order. Nothing
- * depends on the thread count.
+ * <p>Structure (the classic Goto/BLIS scheme): the output of every group is cut into column tiles
+ * of {@code NC = 2 × NR} columns covering all of the group's rows, one task each (so each output
+ * element has exactly one owner; tasks run largest first). A task walks the inner dimension in blocks
+ * of {@value #KC}; per block it packs the B block once into panel-major {@code NR}-column
+ * micro-panels ({@code [panel][k][NR]}, zero padded; read row-major or, for
+ * {@link #groupedMatmulTransposedB}, column by column from a {@code [N, K]} weight), then for every
+ * {@value #MC}-row block packs A (bulk row copies in A's own memory order) and runs a
+ * {@value #MR}×{@code NR} micro-kernel ({@code NR = 4 × species length}) that keeps 24 accumulators
+ * in vector registers. The first block of an overwriting GEMM stores its sums, later blocks add
+ * theirs, so no zero fill is needed. bf16 operands are widened and F32 operands rounded to bf16 (when
+ * asked) while packing. The reduction order over the inner dimension is fixed: ascending within a
+ * block, blocks in ascending order. Nothing depends on the thread count.
  */
 public final class CpuExpertKernels implements ExpertKernels {
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
@@ -37,7 +40,7 @@ public final class CpuExpertKernels implements ExpertKernels {
     /** Columns of the micro-kernel. */
     static final int NR = NV * L;
     /** Inner-dimension block (A micro-panel {@code MR × KC} stays in L1, the packed B block in L2). */
-    static final int KC = 256;
+    static final int KC = 512;
     /** Rows per packed A block (multiple of MR). */
     static final int MC = 96;
     /** Output columns per task (multiple of NR). */
