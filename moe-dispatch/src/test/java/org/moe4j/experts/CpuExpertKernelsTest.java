@@ -115,6 +115,33 @@ class CpuExpertKernelsTest {
     }
 
     @Test
+    void bf16RoundingOnLoadIsNearestEvenLikeDTypeIncludingTies() {
+        long seed = System.nanoTime();
+        System.out.println("seed " + seed);
+        Random r = new Random(seed);
+        int k = 37; // one full vector or more, plus a scalar tail
+        float[] a = new float[k];
+        for (int i = 0; i < k; i++) {
+            int bits = Float.floatToRawIntBits((float) r.nextGaussian() * 100);
+            // every third value sits exactly halfway between two bf16 values (odd and even lower halves)
+            a[i] = i % 3 == 0 ? Float.intBitsToFloat((bits & 0xFFFF0000) | 0x8000) : Float.intBitsToFloat(bits);
+        }
+        float[] eye = new float[k * k];
+        for (int i = 0; i < k; i++) {
+            eye[i * k + i] = 1f;
+        }
+        try (var ha = HostBuffer.ofFloats(a, 1, k); var hb = HostBuffer.ofFloats(eye, 1, k, k);
+             var ho = HostBuffer.ofInts(new int[] {0, 1}, 2); var out = HostBuffer.allocate(DType.F32, 1, k)) {
+            new CpuExpertKernels().groupedMatmul(ha, hb, ho, out, new GemmSpec(false, true));
+            float[] expected = new float[k];
+            for (int i = 0; i < k; i++) {
+                expected[i] = round(a[i]);
+            }
+            assertArrayEquals(expected, out.toFloatArray());
+        }
+    }
+
+    @Test
     void transposedBRefusesMismatchedInnerDimension() {
         try (var ha = HostBuffer.allocate(DType.F32, 4, 8); var hw = HostBuffer.allocate(DType.F32, 2, 5, 7);
              var ho = HostBuffer.ofInts(new int[] {0, 2, 4}, 3); var out = HostBuffer.allocate(DType.F32, 4, 5)) {

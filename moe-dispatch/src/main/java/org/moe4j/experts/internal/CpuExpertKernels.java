@@ -4,6 +4,9 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
@@ -33,6 +36,8 @@ import org.moe4j.experts.ExpertKernels;
 public final class CpuExpertKernels implements ExpertKernels {
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     private static final int L = S.length();
+    private static final VectorSpecies<Short> SS = VectorSpecies.of(short.class, VectorShape.forBitSize(L * 16));
+    private static final VectorSpecies<Integer> IS = S.withLanes(int.class);
     /** Rows of the micro-kernel. */
     static final int MR = 6;
     /** Vectors per micro-kernel row. */
@@ -385,15 +390,11 @@ public final class CpuExpertKernels implements ExpertKernels {
             long src = rowMajor ? g.aBase + (long) (m0 + o) * g.aSi + k0 : g.aBase + (long) (k0 + o) * g.aSk + m0;
             int dst = o * stride;
             if (g.aBf16) {
-                for (int j = 0; j < inner; j++) {
-                    ap[dst + j] = bf16(a.getAtIndex(I16, src + j));
-                }
+                widenBf16(a, src, ap, dst, inner);
             } else {
                 MemorySegment.copy(a, F32, src * 4, ap, dst, inner);
                 if (round) {
-                    for (int j = 0; j < inner; j++) {
-                        ap[dst + j] = roundBf16(ap[dst + j]);
-                    }
+                    roundBf16(ap, dst, inner);
                 }
             }
         }
@@ -434,15 +435,11 @@ public final class CpuExpertKernels implements ExpertKernels {
                 }
                 long src = g.bBase + (long) (n0 + j) * g.ldb + k0;
                 if (g.bBf16) {
-                    for (int k = 0; k < kc; k++) {
-                        row[k] = bf16(b.getAtIndex(I16, src + k));
-                    }
+                    widenBf16(b, src, row, 0, kc);
                 } else {
                     MemorySegment.copy(b, F32, src * 4, row, 0, kc);
                     if (round) {
-                        for (int k = 0; k < kc; k++) {
-                            row[k] = roundBf16(row[k]);
-                        }
+                        roundBf16(row, 0, kc);
                     }
                 }
                 for (int k = 0; k < kc; k++) {
@@ -458,9 +455,7 @@ public final class CpuExpertKernels implements ExpertKernels {
                 long src = g.bBase + (long) (k0 + k) * g.ldb + n0 + q * NR;
                 int dst = dst0 + k * NR;
                 if (g.bBf16) {
-                    for (int j = 0; j < cols; j++) {
-                        bp[dst + j] = bf16(b.getAtIndex(I16, src + j));
-                    }
+                    widenBf16(b, src, bp, dst, cols);
                 } else if (cols == NR && !round) {
                     for (int j = 0; j < NR; j += L) {
                         FloatVector.fromMemorySegment(S, b, (src + j) * 4, LE).intoArray(bp, dst + j);
@@ -469,9 +464,7 @@ public final class CpuExpertKernels implements ExpertKernels {
                 } else {
                     MemorySegment.copy(b, F32, src * 4, bp, dst, cols);
                     if (round) {
-                        for (int j = 0; j < cols; j++) {
-                            bp[dst + j] = roundBf16(bp[dst + j]);
-                        }
+                        roundBf16(bp, dst, cols);
                     }
                 }
                 if (cols < NR) {
@@ -592,6 +585,38 @@ public final class CpuExpertKernels implements ExpertKernels {
 
     static float bf16(short bits) {
         return Float.intBitsToFloat((bits & 0xFFFF) << 16);
+    }
+
+    /** Widens {@code len} bf16 values at element {@code src} of {@code seg} into {@code dst[off, off+len)}, vectorised. */
+    static void widenBf16(MemorySegment seg, long src, float[] dst, int off, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            ShortVector.fromMemorySegment(SS, seg, (src + i) * 2, LE)
+                    .convertShape(VectorOperators.S2I, IS, 0).reinterpretAsInts()
+                    .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(dst, off + i);
+        }
+        for (; i < len; i++) {
+            dst[off + i] = bf16(seg.getAtIndex(I16, src + i));
+        }
+    }
+
+    /**
+     * Rounds {@code a[from, from+len)} to bf16 in place, exactly as {@link DType#f32ToBf16} (nearest-even,
+     * NaN kept quiet), vectorised.
+     */
+    static void roundBf16(float[] a, int from, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            IntVector bits = FloatVector.fromArray(S, a, from + i).reinterpretAsInts();
+            IntVector lsb = bits.lanewise(VectorOperators.LSHR, 16).and(1);
+            IntVector rounded = bits.add(0x7FFF).add(lsb).and(0xFFFF0000);
+            IntVector nan = bits.and(0xFFFF0000).or(0x00400000);
+            VectorMask<Integer> isNan = bits.and(0x7FFFFFFF).compare(VectorOperators.GT, 0x7F800000);
+            rounded.blend(nan, isNan).reinterpretAsFloats().intoArray(a, from + i);
+        }
+        for (; i < len; i++) {
+            a[from + i] = roundBf16(a[from + i]);
+        }
     }
 
     static float roundBf16(float v) {
