@@ -283,24 +283,11 @@ public final class CpuExpertKernels implements ExpertKernels {
                 tasks += blocks(g.n, NC);
             }
         }
-        long[] order = new long[tasks];
-        int t = 0;
-        for (int gi = 0; gi < gemms.length; gi++) {
-            Gemm g = gemms[gi];
-            if (g.m == 0) {
-                continue;
-            }
-            for (int q = 0, nt = blocks(g.n, NC); q < nt; q++) {
-                // Largest tasks first (better balance); the order does not affect results: every output
-                // element belongs to exactly one task.
-                long work = (long) g.m * Math.max(1, g.k) * Math.min(NC, g.n - q * NC);
-                order[t] = (Math.min(work, (1L << 40) - 1) << 23 | (long) t) ;
-                t++;
-            }
-        }
         int[] taskGemm = new int[tasks];
         int[] taskN0 = new int[tasks];
-        t = 0;
+        long[] work = new long[tasks];
+        Integer[] order = new Integer[tasks];
+        int t = 0;
         for (int gi = 0; gi < gemms.length; gi++) {
             Gemm g = gemms[gi];
             if (g.m == 0) {
@@ -309,23 +296,20 @@ public final class CpuExpertKernels implements ExpertKernels {
             for (int n0 = 0; n0 < g.n; n0 += NC) {
                 taskGemm[t] = gi;
                 taskN0[t] = n0;
+                work[t] = (long) g.m * Math.max(1, g.k) * Math.min(NC, g.n - n0);
+                order[t] = t;
                 t++;
             }
         }
-        for (int i = 0; i < tasks; i++) {
-            order[i] = -order[i];
-        }
-        java.util.Arrays.sort(order);
-        int[] perm = new int[tasks];
-        for (int i = 0; i < tasks; i++) {
-            perm[i] = (int) ((-order[i]) & ((1L << 23) - 1));
-        }
+        // Largest tasks first (better balance at the end). The order does not affect results: every output
+        // element belongs to exactly one task.
+        java.util.Arrays.sort(order, (x, y) -> Long.compare(work[y], work[x]));
         boolean accumulate = spec.accumulate();
         boolean round = spec.bf16Operands();
         parallel.forEachChunk(tasks, 1, (chunk, from, to) -> {
             Scratch sc = SCRATCH.get();
             for (int i = from; i < to; i++) {
-                int task = perm[i];
+                int task = order[i];
                 block(gemms[taskGemm[task]], taskN0[task], accumulate, round, sc);
             }
         });
