@@ -22,7 +22,8 @@ import org.openjdk.jmh.annotations.Warmup;
 /**
  * The CPU grouped GEMM of the experts: {@code rows} token rows split evenly over {@code experts}
  * groups, forward ({@code [rows, hidden] · [hidden, ffn]} per group) and weight gradient
- * ({@code [rows, ffn]ᵀ · [rows, hidden]} per group). Both do {@code 2·rows·hidden·ffn} flops:
+ * ({@code [rows, ffn]ᵀ · [rows, hidden]} per group); {@code forwardTransposedB} is the forward with the
+ * weight stored {@code [ffn, hidden]} (as {@code GroupedExperts} keeps it). All do {@code 2·rows·hidden·ffn} flops:
  * GFLOP/s = {@code 2·rows·hidden·ffn / (ms · 1e6)}.
  */
 @State(Scope.Benchmark)
@@ -45,6 +46,7 @@ public class ExpertsBenchmark {
 
     HostBuffer x;
     HostBuffer w;
+    HostBuffer wT;
     HostBuffer offsets;
     HostBuffer out;
     HostBuffer dOut;
@@ -56,6 +58,7 @@ public class ExpertsBenchmark {
     public void setup() {
         x = HostBuffer.allocate(DType.F32, rows, hidden);
         w = HostBuffer.allocate(DType.F32, experts, hidden, ffn);
+        wT = HostBuffer.allocate(DType.F32, experts, ffn, hidden);
         out = HostBuffer.allocate(DType.F32, rows, ffn);
         dOut = HostBuffer.allocate(DType.F32, rows, ffn);
         dw = HostBuffer.allocate(DType.F32, experts, ffn, hidden);
@@ -64,6 +67,9 @@ public class ExpertsBenchmark {
         }
         for (long i = 0; i < w.numel(); i++) {
             w.setFloat(i, (i % 7) * 0.01f);
+        }
+        for (long i = 0; i < wT.numel(); i++) {
+            wT.setFloat(i, (i % 7) * 0.01f);
         }
         int[] off = new int[experts + 1];
         for (int g = 0; g <= experts; g++) {
@@ -80,6 +86,13 @@ public class ExpertsBenchmark {
         return out;
     }
 
+    /** The forward as the experts run it: weights stored {@code [ffn, hidden]}, no transposed copy. */
+    @Benchmark
+    public HostBuffer forwardTransposedB() {
+        kernels.groupedMatmulTransposedB(x, wT, offsets, out, spec);
+        return out;
+    }
+
     @Benchmark
     public HostBuffer weightGrad() {
         kernels.groupedWeightGrad(dOut, x, offsets, dw, spec);
@@ -88,7 +101,7 @@ public class ExpertsBenchmark {
 
     @TearDown(Level.Trial)
     public void tearDown() {
-        for (HostBuffer b : new HostBuffer[] {x, w, offsets, out, dOut, dw}) {
+        for (HostBuffer b : new HostBuffer[] {x, w, wT, offsets, out, dOut, dw}) {
             b.close();
         }
     }

@@ -47,6 +47,35 @@ public interface ExpertKernels {
     void groupedMatmul(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec);
 
     /**
+     * Whether {@link #groupedMatmulTransposedB} is implemented. Callers that get {@code false} fall
+     * back to {@link #transpose} + {@link #groupedMatmul}.
+     *
+     * @return true when this backend multiplies by transposed per-group matrices directly
+     */
+    default boolean supportsTransposedB() {
+        return false;
+    }
+
+    /**
+     * Grouped {@code out = a · b[g]ᵀ}: for every group {@code g} and row {@code r} of it,
+     * {@code out[r, :] (+)= a[r, :] · b[g]ᵀ}, with {@code b} stored as {@code [groups, N, K]} (e.g. a
+     * weight {@code [out_features, in_features]}). Same results, bit for bit, as
+     * {@code transpose(b, bT)} followed by {@code groupedMatmul(a, bT, ...)}; no transposed copy is made.
+     *
+     * @param a            row operand {@code [rows, K]}
+     * @param b            per-group matrices {@code [groups, N, K]}
+     * @param groupOffsets I32 {@code [groups + 1]}
+     * @param out          F32 {@code [rows, N]}
+     * @param spec         accumulate / bf16 options
+     * @throws IllegalArgumentException on shape, dtype or offset errors (before anything is written)
+     * @throws UnsupportedOperationException where {@link #supportsTransposedB()} is false
+     */
+    default void groupedMatmulTransposedB(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
+        throw new UnsupportedOperationException(getClass().getSimpleName()
+                + " does not implement groupedMatmulTransposedB; use transpose + groupedMatmul");
+    }
+
+    /**
      * Grouped weight gradient {@code out[g] (+)= a[rows of g]ᵀ · b[rows of g]}, reduced over the
      * group's rows in ascending row order.
      *

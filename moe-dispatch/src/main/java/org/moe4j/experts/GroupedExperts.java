@@ -43,7 +43,9 @@ public final class GroupedExperts implements AutoCloseable {
     private final Buffer gw1; // [localExperts, ffn, hidden]
     private final Buffer gw3; // [localExperts, ffn, hidden]
     private final Buffer gw2; // [localExperts, hidden, ffn]
-    private final Buffer w1t; // [localExperts, hidden, ffn]  compute copy, refreshed per forward
+    // Transposed compute copies, refreshed per forward; only for kernels without groupedMatmulTransposedB
+    // (null otherwise).
+    private final Buffer w1t; // [localExperts, hidden, ffn]
     private final Buffer w3t; // [localExperts, hidden, ffn]
     private final Buffer w2t; // [localExperts, ffn, hidden]
 
@@ -133,9 +135,10 @@ public final class GroupedExperts implements AutoCloseable {
         gw1 = backend.allocate(DType.F32, up);
         gw3 = backend.allocate(DType.F32, up);
         gw2 = backend.allocate(DType.F32, down);
-        w1t = backend.allocate(compute, down);
-        w3t = backend.allocate(compute, down);
-        w2t = backend.allocate(compute, up);
+        boolean direct = kernels.supportsTransposedB();
+        w1t = direct ? null : backend.allocate(compute, down);
+        w3t = direct ? null : backend.allocate(compute, down);
+        w2t = direct ? null : backend.allocate(compute, up);
         long perExpert = (long) ffn * hidden;
         ParamInit.fillUniform(w1, seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
         ParamInit.fillUniform(w3, seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
@@ -210,19 +213,29 @@ public final class GroupedExperts implements AutoCloseable {
         }
         groupOffsets.require(name + " groupOffsets", DType.I32, localExperts + 1L);
         long rows = x.shape().dim(0);
-        kernels.transpose(w1, w1t);
-        kernels.transpose(w3, w3t);
-        kernels.transpose(w2, w2t);
+        boolean direct = w1t == null;
+        if (!direct) {
+            kernels.transpose(w1, w1t);
+            kernels.transpose(w3, w3t);
+            kernels.transpose(w2, w2t);
+        }
         GemmSpec spec = new GemmSpec(false, compute == DType.BF16);
         Buffer h1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
         Buffer h3 = backend.allocate(DType.F32, Shape.of(rows, ffn));
         Buffer act = backend.allocate(DType.F32, Shape.of(rows, ffn));
         Buffer out = backend.allocate(DType.F32, Shape.of(rows, hidden));
         try {
-            kernels.groupedMatmul(x, w1t, groupOffsets, h1, spec);
-            kernels.groupedMatmul(x, w3t, groupOffsets, h3, spec);
-            kernels.swigluForward(h1, h3, act);
-            kernels.groupedMatmul(act, w2t, groupOffsets, out, spec);
+            if (direct) {
+                kernels.groupedMatmulTransposedB(x, w1, groupOffsets, h1, spec);
+                kernels.groupedMatmulTransposedB(x, w3, groupOffsets, h3, spec);
+                kernels.swigluForward(h1, h3, act);
+                kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
+            } else {
+                kernels.groupedMatmul(x, w1t, groupOffsets, h1, spec);
+                kernels.groupedMatmul(x, w3t, groupOffsets, h3, spec);
+                kernels.swigluForward(h1, h3, act);
+                kernels.groupedMatmul(act, w2t, groupOffsets, out, spec);
+            }
         } catch (RuntimeException e) {
             h1.close();
             h3.close();
@@ -272,7 +285,9 @@ public final class GroupedExperts implements AutoCloseable {
     @Override
     public void close() {
         for (Buffer b : new Buffer[] {w1, w3, w2, gw1, gw3, gw2, w1t, w3t, w2t}) {
-            b.close();
+            if (b != null) {
+                b.close();
+            }
         }
     }
 }

@@ -77,6 +77,81 @@ class CpuExpertKernelsTest {
     }
 
     @Test
+    void transposedBIsBitwiseEqualToTransposeThenMatmulForEveryDtypeAndThreadCount() {
+        long seed = System.nanoTime();
+        System.out.println("seed " + seed);
+        Random r = new Random(seed);
+        // sizes straddle the micro-kernel and block edges: k > one inner block, n not a multiple of NR
+        int rows = 157, k = 300, n = 83, groups = 4;
+        float[] a = rand(r, rows * k), w = rand(r, groups * n * k), init = rand(r, rows * n);
+        int[] off = offsets(r, groups, rows);
+        for (DType wType : new DType[] {DType.F32, DType.BF16}) {
+            for (boolean bf16 : new boolean[] {false, true}) {
+                for (boolean acc : new boolean[] {false, true}) {
+                    GemmSpec spec = new GemmSpec(acc, bf16);
+                    float[] expected;
+                    try (var ha = HostBuffer.ofFloats(a, rows, k); var hw = HostBuffer.of(wType, w, groups, n, k);
+                         var wt = HostBuffer.allocate(wType, groups, k, n); var ho = HostBuffer.ofInts(off, groups + 1);
+                         var out = HostBuffer.ofFloats(init, rows, n)) {
+                        var kern = new CpuExpertKernels(new CpuParallel(1));
+                        kern.transpose(hw, wt);
+                        kern.groupedMatmul(ha, wt, ho, out, spec);
+                        expected = out.toFloatArray();
+                    }
+                    for (int threads : new int[] {1, 3}) {
+                        try (var par = new CpuParallel(threads); var ha = HostBuffer.ofFloats(a, rows, k);
+                             var hw = HostBuffer.of(wType, w, groups, n, k); var ho = HostBuffer.ofInts(off, groups + 1);
+                             var out = HostBuffer.ofFloats(init, rows, n)) {
+                            var kern = new CpuExpertKernels(par);
+                            assertTrue(kern.supportsTransposedB());
+                            kern.groupedMatmulTransposedB(ha, hw, ho, out, spec);
+                            assertArrayEquals(expected, out.toFloatArray(),
+                                    "w " + wType + " spec " + spec + " threads " + threads);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
+    void bf16RoundingOnLoadIsNearestEvenLikeDTypeIncludingTies() {
+        long seed = System.nanoTime();
+        System.out.println("seed " + seed);
+        Random r = new Random(seed);
+        int k = 37; // one full vector or more, plus a scalar tail
+        float[] a = new float[k];
+        for (int i = 0; i < k; i++) {
+            int bits = Float.floatToRawIntBits((float) r.nextGaussian() * 100);
+            // every third value sits exactly halfway between two bf16 values (odd and even lower halves)
+            a[i] = i % 3 == 0 ? Float.intBitsToFloat((bits & 0xFFFF0000) | 0x8000) : Float.intBitsToFloat(bits);
+        }
+        float[] eye = new float[k * k];
+        for (int i = 0; i < k; i++) {
+            eye[i * k + i] = 1f;
+        }
+        try (var ha = HostBuffer.ofFloats(a, 1, k); var hb = HostBuffer.ofFloats(eye, 1, k, k);
+             var ho = HostBuffer.ofInts(new int[] {0, 1}, 2); var out = HostBuffer.allocate(DType.F32, 1, k)) {
+            new CpuExpertKernels().groupedMatmul(ha, hb, ho, out, new GemmSpec(false, true));
+            float[] expected = new float[k];
+            for (int i = 0; i < k; i++) {
+                expected[i] = round(a[i]);
+            }
+            assertArrayEquals(expected, out.toFloatArray());
+        }
+    }
+
+    @Test
+    void transposedBRefusesMismatchedInnerDimension() {
+        try (var ha = HostBuffer.allocate(DType.F32, 4, 8); var hw = HostBuffer.allocate(DType.F32, 2, 5, 7);
+             var ho = HostBuffer.ofInts(new int[] {0, 2, 4}, 3); var out = HostBuffer.allocate(DType.F32, 4, 5)) {
+            var e = assertThrows(IllegalArgumentException.class,
+                    () -> new CpuExpertKernels().groupedMatmulTransposedB(ha, hw, ho, out, GemmSpec.OVERWRITE));
+            assertTrue(e.getMessage().contains("inner dimensions 8 != 7"), e.getMessage());
+        }
+    }
+
+    @Test
     void weightGradAccumulatesAndMatchesNaiveReference() {
         long seed = System.nanoTime();
         System.out.println("seed " + seed);

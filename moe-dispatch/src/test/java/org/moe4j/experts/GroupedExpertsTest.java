@@ -56,6 +56,68 @@ class GroupedExpertsTest {
         return a;
     }
 
+    /** Delegates to the CPU kernels but keeps the interface's default: no transposed-B GEMM. */
+    record NoTransposedB(ExpertKernels k) implements ExpertKernels {
+        public void groupedMatmul(Buffer a, Buffer b, Buffer o, Buffer out, GemmSpec s) {
+            k.groupedMatmul(a, b, o, out, s);
+        }
+
+        public void groupedWeightGrad(Buffer a, Buffer b, Buffer o, Buffer out, GemmSpec s) {
+            k.groupedWeightGrad(a, b, o, out, s);
+        }
+
+        public void transpose(Buffer src, Buffer dst) {
+            k.transpose(src, dst);
+        }
+
+        public void swigluForward(Buffer g, Buffer u, Buffer out) {
+            k.swigluForward(g, u, out);
+        }
+
+        public void swigluBackward(Buffer g, Buffer u, Buffer d, Buffer dg, Buffer du) {
+            k.swigluBackward(g, u, d, dg, du);
+        }
+    }
+
+    @Test
+    void transposeFallbackGivesBitwiseTheSameForwardAndBackwardAsTheDirectPath() {
+        long seed = System.nanoTime();
+        System.out.println("seed " + seed);
+        Random r = new Random(seed);
+        int rows = 17;
+        float[] x = rand(r, rows * H), dy = rand(r, rows * H);
+        int[] off = {0, 6, 6, 15};
+        for (DType dt : new DType[] {DType.F32, DType.BF16}) {
+            float[][] results = new float[2][];
+            for (int variant = 0; variant < 2; variant++) {
+                ExpertKernels kern = variant == 0 ? new CpuExpertKernels() : new NoTransposedB(new CpuExpertKernels());
+                assertEquals(variant == 0, kern.supportsTransposedB());
+                try (GroupedExperts ex = new GroupedExperts("experts", E, 0, H, F, dt, 7L,
+                        GroupedExperts.STREAM_ROUTED, new CpuBackend(), kern);
+                     var hx = HostBuffer.ofFloats(x, rows, H); var hdy = HostBuffer.ofFloats(dy, rows, H);
+                     var ho = HostBuffer.ofInts(off, E + 1)) {
+                    GroupedExperts.Result res = ex.forward(hx, ho);
+                    float[] y = ((HostBuffer) res.output()).toFloatArray();
+                    res.output().close();
+                    try (Buffer dx = ex.backward(res.context(), hdy)) {
+                        float[] all = concat(y, ((HostBuffer) dx).toFloatArray());
+                        for (var p : ex.parameters()) {
+                            all = concat(all, ((HostBuffer) p.grad()).toFloatArray());
+                        }
+                        results[variant] = all;
+                    }
+                }
+            }
+            assertArrayEquals(results[1], results[0], "compute " + dt);
+        }
+    }
+
+    static float[] concat(float[] a, float[] b) {
+        float[] c = java.util.Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
+    }
+
     @Test
     void forwardMatchesPerRowReferenceAndLeavesUngroupedRowsZero() {
         long seed = System.nanoTime();

@@ -4,6 +4,9 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
+import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
@@ -17,31 +20,36 @@ import org.moe4j.experts.ExpertKernels;
  * CPU implementation of {@link ExpertKernels}: a packed, cache-blocked, register-blocked GEMM on the
  * Vector API, run over output tiles with {@link CpuParallel}.
  *
- * <p>Structure (the classic Goto/BLIS scheme): the output of every group is cut into
- * {@value #MC}×{@code NC} tiles, one task each (so each output element has exactly one owner). A task
- * walks the inner dimension in blocks of {@value #KC}; per block it packs the A block into
- * {@value #MR}-row micro-panels ({@code [k][MR]}, zero padded) and the B block into {@code NR}-column
- * micro-panels ({@code [k][NR]}, {@code NR = 3 × species length}), converting bf16 and rounding as
- * asked, then runs an {@value #MR}×{@code NR} micro-kernel that keeps 18 accumulators in vector
- * registers and adds them into the output once per block. The reduction order over the inner
- * dimension is therefore fixed: ascending within a block, blocks in ascending order. Nothing
- * depends on the thread count.
+ * <p>Structure (the classic Goto/BLIS scheme): the output of every group is cut into column tiles
+ * of {@code NC = 2 × NR} columns covering all of the group's rows, one task each (so each output
+ * element has exactly one owner; tasks run largest first). A task walks the inner dimension in blocks
+ * of {@value #KC}; per block it packs the B block once into panel-major {@code NR}-column
+ * micro-panels ({@code [panel][k][NR]}, zero padded; read row-major or, for
+ * {@link #groupedMatmulTransposedB}, column by column from a {@code [N, K]} weight), then for every
+ * {@value #MC}-row block packs A (bulk row copies in A's own memory order) and runs a
+ * {@value #MR}×{@code NR} micro-kernel ({@code NR = 4 × species length}) that keeps 24 accumulators
+ * in vector registers. The first block of an overwriting GEMM stores its sums, later blocks add
+ * theirs, so no zero fill is needed. bf16 operands are widened and F32 operands rounded to bf16 (when
+ * asked) while packing. The reduction order over the inner dimension is fixed: ascending within a
+ * block, blocks in ascending order. Nothing depends on the thread count.
  */
 public final class CpuExpertKernels implements ExpertKernels {
     private static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     private static final int L = S.length();
+    private static final VectorSpecies<Short> SS = VectorSpecies.of(short.class, VectorShape.forBitSize(L * 16));
+    private static final VectorSpecies<Integer> IS = S.withLanes(int.class);
     /** Rows of the micro-kernel. */
     static final int MR = 6;
     /** Vectors per micro-kernel row. */
-    static final int NV = 3;
+    static final int NV = 4;
     /** Columns of the micro-kernel. */
     static final int NR = NV * L;
-    /** Inner-dimension block (B micro-panel {@code KC × NR} stays in L1). */
-    static final int KC = 128;
-    /** Output rows per task (multiple of MR). */
+    /** Inner-dimension block (A micro-panel {@code MR × KC} stays in L1, the packed B block in L2). */
+    static final int KC = 512;
+    /** Rows per packed A block (multiple of MR). */
     static final int MC = 96;
     /** Output columns per task (multiple of NR). */
-    static final int NC = 8 * NR;
+    static final int NC = 2 * NR;
     private static final int ELEMENTWISE_CHUNK = 8192;
 
     private static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED;
@@ -72,6 +80,7 @@ public final class CpuExpertKernels implements ExpertKernels {
     private static final class Scratch {
         final float[] a = new float[MC * KC + MR * KC];
         final float[] b = new float[KC * NC];
+        final float[] row = new float[KC];
         final float[] tile = new float[MR * NR];
         final int[] strides = new int[2];
     }
@@ -79,7 +88,7 @@ public final class CpuExpertKernels implements ExpertKernels {
     /** One plain GEMM {@code C[m,n] (+)= Σ_k A(m,k)·B(k,n)} over host memory (element indices). */
     private record Gemm(int m, int n, int k,
                         MemorySegment a, boolean aBf16, long aBase, long aSi, long aSk,
-                        MemorySegment b, boolean bBf16, long bBase, long ldb,
+                        MemorySegment b, boolean bBf16, long bBase, long ldb, boolean bTransposed,
                         MemorySegment c, long cBase, long ldc) {
     }
 
@@ -105,7 +114,38 @@ public final class CpuExpertKernels implements ExpertKernels {
             int m = off[g + 1] - off[g];
             gemms[g] = new Gemm(m, n, k,
                     ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * k, k, 1,
-                    hb.segment(), hb.dtype() == DType.BF16, (long) g * k * n, n,
+                    hb.segment(), hb.dtype() == DType.BF16, (long) g * k * n, n, false,
+                    ho.segment(), (long) off[g] * n, n);
+        }
+        run(gemms, spec);
+    }
+
+    @Override
+    public boolean supportsTransposedB() {
+        return true;
+    }
+
+    @Override
+    public void groupedMatmulTransposedB(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
+        HostBuffer ha = floating("a", a, 2);
+        HostBuffer hb = floating("b", b, 3);
+        HostBuffer ho = f32("out", out, 2);
+        int rows = dim(ha, 0);
+        int k = dim(ha, 1);
+        int groups = dim(hb, 0);
+        int n = dim(hb, 1);
+        if (dim(hb, 2) != k) {
+            throw new IllegalArgumentException("groupedMatmulTransposedB: a is " + ha.shape() + " but b is " + hb.shape()
+                    + " (inner dimensions " + k + " != " + dim(hb, 2) + ")");
+        }
+        ho.shape().require("groupedMatmulTransposedB out", rows, n);
+        int[] off = offsets(groupOffsets, groups, rows);
+        Gemm[] gemms = new Gemm[groups];
+        for (int g = 0; g < groups; g++) {
+            int m = off[g + 1] - off[g];
+            gemms[g] = new Gemm(m, n, k,
+                    ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * k, k, 1,
+                    hb.segment(), hb.dtype() == DType.BF16, (long) g * n * k, k, true,
                     ho.segment(), (long) off[g] * n, n);
         }
         run(gemms, spec);
@@ -130,7 +170,7 @@ public final class CpuExpertKernels implements ExpertKernels {
             int kk = off[g + 1] - off[g];
             gemms[g] = new Gemm(m, n, kk,
                     ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * m, 1, m,
-                    hb.segment(), hb.dtype() == DType.BF16, (long) off[g] * n, n,
+                    hb.segment(), hb.dtype() == DType.BF16, (long) off[g] * n, n, false,
                     ho.segment(), (long) g * m * n, n);
         }
         run(gemms, spec);
@@ -239,29 +279,38 @@ public final class CpuExpertKernels implements ExpertKernels {
     private void run(Gemm[] gemms, GemmSpec spec) {
         int tasks = 0;
         for (Gemm g : gemms) {
-            tasks += blocks(g.m, MC) * blocks(g.n, NC);
+            if (g.m > 0) {
+                tasks += blocks(g.n, NC);
+            }
         }
         int[] taskGemm = new int[tasks];
-        int[] taskM0 = new int[tasks];
         int[] taskN0 = new int[tasks];
+        long[] work = new long[tasks];
+        Integer[] order = new Integer[tasks];
         int t = 0;
         for (int gi = 0; gi < gemms.length; gi++) {
             Gemm g = gemms[gi];
-            for (int m0 = 0; m0 < g.m; m0 += MC) {
-                for (int n0 = 0; n0 < g.n; n0 += NC) {
-                    taskGemm[t] = gi;
-                    taskM0[t] = m0;
-                    taskN0[t] = n0;
-                    t++;
-                }
+            if (g.m == 0) {
+                continue;
+            }
+            for (int n0 = 0; n0 < g.n; n0 += NC) {
+                taskGemm[t] = gi;
+                taskN0[t] = n0;
+                work[t] = (long) g.m * Math.max(1, g.k) * Math.min(NC, g.n - n0);
+                order[t] = t;
+                t++;
             }
         }
+        // Largest tasks first (better balance at the end). The order does not affect results: every output
+        // element belongs to exactly one task.
+        java.util.Arrays.sort(order, (x, y) -> Long.compare(work[y], work[x]));
         boolean accumulate = spec.accumulate();
         boolean round = spec.bf16Operands();
         parallel.forEachChunk(tasks, 1, (chunk, from, to) -> {
             Scratch sc = SCRATCH.get();
             for (int i = from; i < to; i++) {
-                block(gemms[taskGemm[i]], taskM0[i], taskN0[i], accumulate, round, sc);
+                int task = order[i];
+                block(gemms[taskGemm[task]], taskN0[task], accumulate, round, sc);
             }
         });
     }
@@ -270,29 +319,40 @@ public final class CpuExpertKernels implements ExpertKernels {
         return (n + b - 1) / b;
     }
 
-    private static void block(Gemm g, int m0, int n0, boolean accumulate, boolean round, Scratch sc) {
-        int mc = Math.min(MC, g.m - m0);
+    /**
+     * One task: the output columns {@code [n0, n0 + NC)} of every row of one GEMM. Per inner block the
+     * B block is packed once and reused for all rows; A is packed per {@value #MC}-row block.
+     */
+    private static void block(Gemm g, int n0, boolean accumulate, boolean round, Scratch sc) {
         int nc = Math.min(NC, g.n - n0);
-        if (!accumulate) {
-            for (int i = 0; i < mc; i++) {
-                long row = (g.cBase + (long) (m0 + i) * g.ldc + n0) * 4;
-                g.c.asSlice(row, (long) nc * 4).fill((byte) 0);
+        if (g.k == 0) {
+            if (!accumulate) {
+                for (int i = 0; i < g.m; i++) {
+                    long row = (g.cBase + (long) i * g.ldc + n0) * 4;
+                    g.c.asSlice(row, (long) nc * 4).fill((byte) 0);
+                }
             }
+            return;
         }
-        int mPanels = blocks(mc, MR);
         int nPanels = blocks(nc, NR);
         for (int k0 = 0; k0 < g.k; k0 += KC) {
             int kc = Math.min(KC, g.k - k0);
-            packA(g, m0, mc, k0, kc, round, sc.a, sc.strides);
-            int rs = sc.strides[0];
-            int ks = sc.strides[1];
-            int bs = packB(g, n0, nc, k0, kc, round, sc.b);
-            for (int q = 0; q < nPanels; q++) {
-                int cols = Math.min(NR, nc - q * NR);
+            packB(g, n0, nc, k0, kc, round, sc.b, sc.row);
+            boolean store = !accumulate && k0 == 0;
+            for (int m0 = 0; m0 < g.m; m0 += MC) {
+                int mc = Math.min(MC, g.m - m0);
+                packA(g, m0, mc, k0, kc, round, sc.a, sc.strides);
+                int rs = sc.strides[0];
+                int ks = sc.strides[1];
+                int mPanels = blocks(mc, MR);
                 for (int p = 0; p < mPanels; p++) {
                     int rows = Math.min(MR, mc - p * MR);
-                    long c0 = g.cBase + (long) (m0 + p * MR) * g.ldc + n0 + q * NR;
-                    micro(sc.a, p * MR * rs, rs, ks, sc.b, q * NR, bs, kc, g.c, c0, g.ldc, rows, cols, sc.tile);
+                    long cRow = g.cBase + (long) (m0 + p * MR) * g.ldc + n0;
+                    for (int q = 0; q < nPanels; q++) {
+                        int cols = Math.min(NR, nc - q * NR);
+                        micro(sc.a, p * MR * rs, rs, ks, sc.b, q * kc * NR, kc,
+                                g.c, cRow + q * NR, g.ldc, rows, cols, store, sc.tile);
+                    }
                 }
             }
         }
@@ -302,10 +362,8 @@ public final class CpuExpertKernels implements ExpertKernels {
      * Copies the A block into {@code ap} in the operand's own memory order, so the copy is a run of
      * bulk row copies: element {@code (i, k)} lands at {@code ap[i*kc + k]} when A is row-major in
      * k ({@code aSk == 1}), else at {@code ap[k*MC + i]}. Rows past {@code mc} are zero.
-     *
-     * @return {@code {rowStride, kStride}} of the packed block
      */
-    private static int packA(Gemm g, int m0, int mc, int k0, int kc, boolean round, float[] ap, int[] strides) {
+    private static void packA(Gemm g, int m0, int mc, int k0, int kc, boolean round, float[] ap, int[] strides) {
         MemorySegment a = g.a;
         boolean rowMajor = g.aSk == 1;
         int outer = rowMajor ? mc : kc;
@@ -316,15 +374,11 @@ public final class CpuExpertKernels implements ExpertKernels {
             long src = rowMajor ? g.aBase + (long) (m0 + o) * g.aSi + k0 : g.aBase + (long) (k0 + o) * g.aSk + m0;
             int dst = o * stride;
             if (g.aBf16) {
-                for (int j = 0; j < inner; j++) {
-                    ap[dst + j] = bf16(a.getAtIndex(I16, src + j));
-                }
+                widenBf16(a, src, ap, dst, inner);
             } else {
                 MemorySegment.copy(a, F32, src * 4, ap, dst, inner);
                 if (round) {
-                    for (int j = 0; j < inner; j++) {
-                        ap[dst + j] = roundBf16(ap[dst + j]);
-                    }
+                    roundBf16(ap, dst, inner);
                 }
             }
         }
@@ -333,119 +387,166 @@ public final class CpuExpertKernels implements ExpertKernels {
             strides[0] = kc;
             strides[1] = 1;
         } else {
-            for (int k = 0; k < kc; k++) {
-                java.util.Arrays.fill(ap, k * MC + mc, k * MC + mPad, 0f);
+            if (mc < mPad) {
+                for (int k = 0; k < kc; k++) {
+                    java.util.Arrays.fill(ap, k * MC + mc, k * MC + mPad, 0f);
+                }
             }
             strides[0] = 1;
             strides[1] = MC;
         }
-        return 0;
     }
 
     /**
-     * Copies the B block row by row into {@code bp[k*ncPad + j]} ({@code ncPad} = {@code nc} rounded
-     * up to NR, padding zero), converting bf16 and rounding as asked.
-     *
-     * @return {@code ncPad}, the row stride of the packed block
+     * Packs the B block into panel-major micro-panels: element {@code (k, j)} of the block lands at
+     * {@code bp[(j / NR)·kc·NR + k·NR + j % NR]}, columns past {@code nc} zero, converting bf16 and
+     * rounding as asked. B is read row-major in k ({@code [K, N]}) or, when {@code bTransposed},
+     * as {@code [N, K]}.
      */
-    private static int packB(Gemm g, int n0, int nc, int k0, int kc, boolean round, float[] bp) {
+    private static void packB(Gemm g, int n0, int nc, int k0, int kc, boolean round, float[] bp, float[] row) {
         MemorySegment b = g.b;
-        int ncPad = blocks(nc, NR) * NR;
-        for (int k = 0; k < kc; k++) {
-            long src = g.bBase + (long) (k0 + k) * g.ldb + n0;
-            int dst = k * ncPad;
-            if (g.bBf16) {
-                for (int j = 0; j < nc; j++) {
-                    bp[dst + j] = bf16(b.getAtIndex(I16, src + j));
+        int nPanels = blocks(nc, NR);
+        if (g.bTransposed) {
+            // B(k, n) at bBase + n·ldb + k: read each column n as a contiguous run, scatter into its panel.
+            for (int j = 0; j < nPanels * NR; j++) {
+                int q = j / NR;
+                int base = q * kc * NR + (j % NR);
+                if (j >= nc) {
+                    for (int k = 0; k < kc; k++) {
+                        bp[base + k * NR] = 0f;
+                    }
+                    continue;
                 }
-            } else {
-                MemorySegment.copy(b, F32, src * 4, bp, dst, nc);
-                if (round) {
-                    for (int j = 0; j < nc; j++) {
-                        bp[dst + j] = roundBf16(bp[dst + j]);
+                long src = g.bBase + (long) (n0 + j) * g.ldb + k0;
+                if (g.bBf16) {
+                    widenBf16(b, src, row, 0, kc);
+                } else {
+                    MemorySegment.copy(b, F32, src * 4, row, 0, kc);
+                    if (round) {
+                        roundBf16(row, 0, kc);
                     }
                 }
+                for (int k = 0; k < kc; k++) {
+                    bp[base + k * NR] = row[k];
+                }
             }
-            if (nc < ncPad) {
-                java.util.Arrays.fill(bp, dst + nc, dst + ncPad, 0f);
+            return;
+        }
+        for (int q = 0; q < nPanels; q++) {
+            int cols = Math.min(NR, nc - q * NR);
+            int dst0 = q * kc * NR;
+            for (int k = 0; k < kc; k++) {
+                long src = g.bBase + (long) (k0 + k) * g.ldb + n0 + q * NR;
+                int dst = dst0 + k * NR;
+                if (g.bBf16) {
+                    widenBf16(b, src, bp, dst, cols);
+                } else if (cols == NR && !round) {
+                    for (int j = 0; j < NR; j += L) {
+                        FloatVector.fromMemorySegment(S, b, (src + j) * 4, LE).intoArray(bp, dst + j);
+                    }
+                    continue;
+                } else {
+                    MemorySegment.copy(b, F32, src * 4, bp, dst, cols);
+                    if (round) {
+                        roundBf16(bp, dst, cols);
+                    }
+                }
+                if (cols < NR) {
+                    java.util.Arrays.fill(bp, dst + cols, dst + NR, 0f);
+                }
             }
         }
-        return ncPad;
     }
 
     /**
-     * The 6 × 3-vector micro-kernel: {@code C[rows, cols] += Ap[6, kc] · Bp[kc, NR]} with 18 vector
-     * accumulators, k ascending.
+     * The 6 × 4-vector micro-kernel: {@code C[rows, cols] (+)= Ap[6, kc] · Bp[kc, NR]} with 24 vector
+     * accumulators, k ascending; {@code store} overwrites C instead of adding to it.
      */
-    private static void micro(float[] ap, int aOff, int rs, int ks, float[] bp, int bOff, int bs, int kc,
-                              MemorySegment c, long c0, long ldc, int rows, int cols, float[] tile) {
-        FloatVector c00 = FloatVector.zero(S), c01 = c00, c02 = c00;
-        FloatVector c10 = c00, c11 = c00, c12 = c00;
-        FloatVector c20 = c00, c21 = c00, c22 = c00;
-        FloatVector c30 = c00, c31 = c00, c32 = c00;
-        FloatVector c40 = c00, c41 = c00, c42 = c00;
-        FloatVector c50 = c00, c51 = c00, c52 = c00;
-        for (int k = 0; k < kc; k++) {
-            int bo = bOff + k * bs;
+    private static void micro(float[] ap, int aOff, int rs, int ks, float[] bp, int bOff, int kc,
+                              MemorySegment c, long c0, long ldc, int rows, int cols, boolean store,
+                              float[] tile) {
+        FloatVector c00 = FloatVector.zero(S), c01 = c00, c02 = c00, c03 = c00;
+        FloatVector c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+        FloatVector c20 = c00, c21 = c00, c22 = c00, c23 = c00;
+        FloatVector c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+        FloatVector c40 = c00, c41 = c00, c42 = c00, c43 = c00;
+        FloatVector c50 = c00, c51 = c00, c52 = c00, c53 = c00;
+        int r1 = rs, r2 = 2 * rs, r3 = 3 * rs, r4 = 4 * rs, r5 = 5 * rs;
+        for (int k = 0, bo = bOff, ao = aOff; k < kc; k++, bo += NR, ao += ks) {
             FloatVector b0 = FloatVector.fromArray(S, bp, bo);
             FloatVector b1 = FloatVector.fromArray(S, bp, bo + L);
             FloatVector b2 = FloatVector.fromArray(S, bp, bo + 2 * L);
-            int ao = aOff + k * ks;
+            FloatVector b3 = FloatVector.fromArray(S, bp, bo + 3 * L);
             FloatVector x = FloatVector.broadcast(S, ap[ao]);
             c00 = x.fma(b0, c00);
             c01 = x.fma(b1, c01);
             c02 = x.fma(b2, c02);
-            x = FloatVector.broadcast(S, ap[ao + rs]);
+            c03 = x.fma(b3, c03);
+            x = FloatVector.broadcast(S, ap[ao + r1]);
             c10 = x.fma(b0, c10);
             c11 = x.fma(b1, c11);
             c12 = x.fma(b2, c12);
-            x = FloatVector.broadcast(S, ap[ao + 2 * rs]);
+            c13 = x.fma(b3, c13);
+            x = FloatVector.broadcast(S, ap[ao + r2]);
             c20 = x.fma(b0, c20);
             c21 = x.fma(b1, c21);
             c22 = x.fma(b2, c22);
-            x = FloatVector.broadcast(S, ap[ao + 3 * rs]);
+            c23 = x.fma(b3, c23);
+            x = FloatVector.broadcast(S, ap[ao + r3]);
             c30 = x.fma(b0, c30);
             c31 = x.fma(b1, c31);
             c32 = x.fma(b2, c32);
-            x = FloatVector.broadcast(S, ap[ao + 4 * rs]);
+            c33 = x.fma(b3, c33);
+            x = FloatVector.broadcast(S, ap[ao + r4]);
             c40 = x.fma(b0, c40);
             c41 = x.fma(b1, c41);
             c42 = x.fma(b2, c42);
-            x = FloatVector.broadcast(S, ap[ao + 5 * rs]);
+            c43 = x.fma(b3, c43);
+            x = FloatVector.broadcast(S, ap[ao + r5]);
             c50 = x.fma(b0, c50);
             c51 = x.fma(b1, c51);
             c52 = x.fma(b2, c52);
+            c53 = x.fma(b3, c53);
         }
         c00.intoArray(tile, 0);
         c01.intoArray(tile, L);
         c02.intoArray(tile, 2 * L);
+        c03.intoArray(tile, 3 * L);
         c10.intoArray(tile, NR);
         c11.intoArray(tile, NR + L);
         c12.intoArray(tile, NR + 2 * L);
+        c13.intoArray(tile, NR + 3 * L);
         c20.intoArray(tile, 2 * NR);
         c21.intoArray(tile, 2 * NR + L);
         c22.intoArray(tile, 2 * NR + 2 * L);
+        c23.intoArray(tile, 2 * NR + 3 * L);
         c30.intoArray(tile, 3 * NR);
         c31.intoArray(tile, 3 * NR + L);
         c32.intoArray(tile, 3 * NR + 2 * L);
+        c33.intoArray(tile, 3 * NR + 3 * L);
         c40.intoArray(tile, 4 * NR);
         c41.intoArray(tile, 4 * NR + L);
         c42.intoArray(tile, 4 * NR + 2 * L);
+        c43.intoArray(tile, 4 * NR + 3 * L);
         c50.intoArray(tile, 5 * NR);
         c51.intoArray(tile, 5 * NR + L);
         c52.intoArray(tile, 5 * NR + 2 * L);
-        addTile(tile, c, c0, ldc, rows, cols);
+        c53.intoArray(tile, 5 * NR + 3 * L);
+        putTile(tile, c, c0, ldc, rows, cols, store);
     }
 
-    /** {@code C[rows, cols] += tile[rows, cols]} (tile row stride NR). */
-    private static void addTile(float[] tile, MemorySegment c, long c0, long ldc, int rows, int cols) {
+    /** {@code C[rows, cols] = tile} (store) or {@code C[rows, cols] += tile}; tile row stride NR. */
+    private static void putTile(float[] tile, MemorySegment c, long c0, long ldc, int rows, int cols, boolean store) {
         if (cols == NR) {
             for (int r = 0; r < rows; r++) {
                 long row = (c0 + r * ldc) * 4;
                 for (int j = 0; j < NR; j += L) {
                     long at = row + 4L * j;
-                    FloatVector.fromMemorySegment(S, c, at, LE).add(FloatVector.fromArray(S, tile, r * NR + j))
-                            .intoMemorySegment(c, at, LE);
+                    FloatVector v = FloatVector.fromArray(S, tile, r * NR + j);
+                    if (!store) {
+                        v = FloatVector.fromMemorySegment(S, c, at, LE).add(v);
+                    }
+                    v.intoMemorySegment(c, at, LE);
                 }
             }
             return;
@@ -455,8 +556,11 @@ public final class CpuExpertKernels implements ExpertKernels {
             for (int j = 0; j < cols; j += L) {
                 VectorMask<Float> m = S.indexInRange(j, cols);
                 long at = row + 4L * j;
-                FloatVector.fromMemorySegment(S, c, at, LE, m).add(FloatVector.fromArray(S, tile, r * NR + j, m))
-                        .intoMemorySegment(c, at, LE, m);
+                FloatVector v = FloatVector.fromArray(S, tile, r * NR + j, m);
+                if (!store) {
+                    v = FloatVector.fromMemorySegment(S, c, at, LE, m).add(v);
+                }
+                v.intoMemorySegment(c, at, LE, m);
             }
         }
     }
@@ -465,6 +569,38 @@ public final class CpuExpertKernels implements ExpertKernels {
 
     static float bf16(short bits) {
         return Float.intBitsToFloat((bits & 0xFFFF) << 16);
+    }
+
+    /** Widens {@code len} bf16 values at element {@code src} of {@code seg} into {@code dst[off, off+len)}, vectorised. */
+    static void widenBf16(MemorySegment seg, long src, float[] dst, int off, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            ShortVector.fromMemorySegment(SS, seg, (src + i) * 2, LE)
+                    .convertShape(VectorOperators.S2I, IS, 0).reinterpretAsInts()
+                    .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(dst, off + i);
+        }
+        for (; i < len; i++) {
+            dst[off + i] = bf16(seg.getAtIndex(I16, src + i));
+        }
+    }
+
+    /**
+     * Rounds {@code a[from, from+len)} to bf16 in place, exactly as {@link DType#f32ToBf16} (nearest-even,
+     * NaN kept quiet), vectorised.
+     */
+    static void roundBf16(float[] a, int from, int len) {
+        int i = 0;
+        for (; i <= len - L; i += L) {
+            IntVector bits = FloatVector.fromArray(S, a, from + i).reinterpretAsInts();
+            IntVector lsb = bits.lanewise(VectorOperators.LSHR, 16).and(1);
+            IntVector rounded = bits.add(0x7FFF).add(lsb).and(0xFFFF0000);
+            IntVector nan = bits.and(0xFFFF0000).or(0x00400000);
+            VectorMask<Integer> isNan = bits.and(0x7FFFFFFF).compare(VectorOperators.GT, 0x7F800000);
+            rounded.blend(nan, isNan).reinterpretAsFloats().intoArray(a, from + i);
+        }
+        for (; i < len; i++) {
+            a[from + i] = roundBf16(a[from + i]);
+        }
     }
 
     static float roundBf16(float v) {
