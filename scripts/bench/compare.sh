@@ -65,7 +65,7 @@ for s in "${SEL[@]}"; do
   esac
 done
 
-RUN="$ROOT/build/bench/$(date -u +%Y%m%d-%H%M%S)$([[ $QUICK == 1 ]] && echo -quick)"
+RUN="$ROOT/build/bench/$(date -u +%Y%m%d-%H%M%S)$([[ $QUICK == 1 ]] && echo -quick || true)"
 mkdir -p "$RUN"
 [[ -z "$OUT" ]] && { [[ $QUICK == 1 ]] && OUT="$RUN/benchmarks.md" || OUT="$ROOT/docs/benchmarks.md"; }
 echo "compare.sh: run directory $RUN"
