@@ -14,6 +14,7 @@ import org.moe4j.core.config.AuxLoss;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.cpu.CpuParallel;
 import org.moe4j.routing.internal.CpuRoutingKernels;
+import org.moe4j.routing.internal.HostWorkspace;
 
 /**
  * Token-choice top-k router (torchtitan {@code TokenChoiceTopKRouter}, DeepSeek-V3 {@code noaux_tc}).
@@ -41,6 +42,17 @@ public final class Router {
     private final Backend backend;
     private final ExpertBias expertBias;
     private final boolean accumulateLoad;
+    /** Reused memory of the forward outputs (see {@link HostWorkspace}); big tensors only on the CPU backend. */
+    private final HostWorkspace workspace = new HostWorkspace(ROLES);
+    private final boolean hostOutputs;
+
+    private static final int ROLE_LOGITS = 0;
+    private static final int ROLE_SCORES = 1;
+    private static final int ROLE_SELECTED = 2;
+    private static final int ROLE_WEIGHTS = 3;
+    private static final int ROLE_LSE = 4;
+    private static final int ROLE_COUNTS = 5;
+    private static final int ROLES = 6;
 
     private Router(Builder b) {
         this.config = b.config;
@@ -63,6 +75,7 @@ public final class Router {
                     + " experts but the config has " + config.experts());
         }
         this.accumulateLoad = b.accumulateLoad;
+        this.hostOutputs = backend.name().equals(CpuBackend.NAME);
     }
 
     /**
@@ -135,11 +148,13 @@ public final class Router {
         }
         requireExact("Router.forward", "gateWeight", gateWeight, DType.F32, config.experts(), config.hidden());
         int tokens = x.shape().dimInt(0);
-        Buffer logits = backend.allocate(DType.F32, Shape.of(tokens, config.experts()));
+        List<HostWorkspace.Lease> leases = new ArrayList<>();
+        Buffer logits = output(leases, ROLE_LOGITS, DType.F32, Shape.of(tokens, config.experts()));
         try {
             kernels.gateLogits(x, gateWeight, logits);
-            return route(logits, true, x, gateWeight, paddingMask);
+            return route(logits, true, x, gateWeight, paddingMask, leases);
         } catch (RuntimeException e) {
+            releaseAll(leases);
             logits.close();
             throw e;
         }
@@ -170,7 +185,30 @@ public final class Router {
             throw new IllegalArgumentException("Router.forwardLogits: logits must be F32 [tokens, experts="
                     + config.experts() + "] but is " + logits.dtype() + " " + logits.shape());
         }
-        return route(logits, false, null, null, paddingMask);
+        return route(logits, false, null, null, paddingMask, new ArrayList<>());
+    }
+
+    /**
+     * A forward output that the kernels overwrite completely: reused host memory on the CPU
+     * backend (returned by {@link RouterOutput#close()}), else a fresh backend buffer.
+     */
+    private Buffer output(List<HostWorkspace.Lease> leases, int role, DType dtype, Shape shape) {
+        if (!hostOutputs) {
+            return backend.allocate(dtype, shape);
+        }
+        return hostOutput(leases, role, dtype, shape);
+    }
+
+    private static void releaseAll(List<HostWorkspace.Lease> leases) {
+        for (HostWorkspace.Lease l : leases) {
+            l.release();
+        }
+    }
+
+    private HostBuffer hostOutput(List<HostWorkspace.Lease> leases, int role, DType dtype, Shape shape) {
+        HostWorkspace.Lease lease = workspace.take(role, dtype, shape);
+        leases.add(lease);
+        return lease.buffer();
     }
 
     private static void requireExact(String where, String name, Buffer b, DType dtype, long... dims) {
@@ -181,7 +219,8 @@ public final class Router {
         }
     }
 
-    private RouterOutput route(Buffer logits, boolean ownsLogits, Buffer x, Buffer gate, Buffer paddingMask) {
+    private RouterOutput route(Buffer logits, boolean ownsLogits, Buffer x, Buffer gate, Buffer paddingMask,
+            List<HostWorkspace.Lease> leases) {
         int tokens = logits.shape().dimInt(0);
         int experts = config.experts();
         int k = config.topK();
@@ -197,10 +236,11 @@ public final class Router {
         }
         List<Buffer> owned = new ArrayList<>();
         try {
-            Buffer scores = track(owned, backend.allocate(DType.F32, Shape.of(tokens, experts)));
-            Buffer selected = track(owned, backend.allocate(DType.I32, Shape.of(tokens, k)));
-            Buffer weights = track(owned, backend.allocate(DType.F32, Shape.of(tokens, k)));
-            Buffer lse = aux.zCoeff() != 0 ? track(owned, backend.allocate(DType.F32, Shape.of(tokens))) : null;
+            Buffer scores = track(owned, output(leases, ROLE_SCORES, DType.F32, Shape.of(tokens, experts)));
+            Buffer selected = track(owned, output(leases, ROLE_SELECTED, DType.I32, Shape.of(tokens, k)));
+            Buffer weights = track(owned, output(leases, ROLE_WEIGHTS, DType.F32, Shape.of(tokens, k)));
+            Buffer lse = aux.zCoeff() != 0 ? track(owned, output(leases, ROLE_LSE, DType.F32, Shape.of(tokens)))
+                    : null;
             int bad;
             Buffer staged = stagedBias();
             try {
@@ -215,7 +255,7 @@ public final class Router {
                 throw new IllegalArgumentException(where + ": router logits of token " + bad
                         + " are not finite (NaN or Inf)" + (ownsLogits ? "; check x and gateWeight" : ""));
             }
-            HostBuffer selCounts = track(owned, HostBuffer.allocate(DType.I32, experts));
+            HostBuffer selCounts = track(owned, hostOutput(leases, ROLE_COUNTS, DType.I32, Shape.of(experts)));
             kernels.countTokens(selected, selCounts);
             int[] selectedPerExpert = selCounts.toIntArray();
             long assignments = 0;
@@ -235,16 +275,18 @@ public final class Router {
                 kernels.countTokens(topkIdx, tokensPerExpert);
             }
             AuxResult ar = auxLosses(tokens, valid, scores, selected, lse, selectedPerExpert, seqLength, owned);
-            RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, topkIdx, weights, lse,
-                    tokensPerExpert, selectedPerExpert, valid, dropped, ar.losses, ar.grad, ar.segmentLength, ar.zGrad);
             if (tokensPerExpert != selCounts) {
-                selCounts.close();
+                leases.remove(leases.size() - 1).release(); // the pre-drop counts, taken last, are no longer needed
             }
+            RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, topkIdx, weights, lse,
+                    tokensPerExpert, selectedPerExpert, valid, dropped, ar.losses, ar.grad, ar.segmentLength, ar.zGrad,
+                    leases);
             if (accumulateLoad) {
                 expertBias.accumulate(selectedPerExpert); // last: nothing above may fail after this
             }
             return out;
         } catch (RuntimeException e) {
+            releaseAll(leases);
             for (Buffer b : owned) {
                 b.close();
             }

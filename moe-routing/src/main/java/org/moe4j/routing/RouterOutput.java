@@ -1,7 +1,9 @@
 package org.moe4j.routing;
 
+import java.util.List;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.routing.internal.HostWorkspace;
 
 /**
  * Result of one {@link Router} forward call and the context its {@link Router#backward} needs.
@@ -27,12 +29,13 @@ public final class RouterOutput implements AutoCloseable {
     private final HostBuffer auxGrad; // [segments, experts] dLoss/dp, or null
     private final int auxSegmentLength;
     private final float zGrad;
+    private final List<HostWorkspace.Lease> leases; // reused memory behind some of the buffers above
     private boolean closed;
 
     RouterOutput(Router router, int tokens, Buffer x, Buffer gateWeight, Buffer logits, Buffer scores,
             Buffer selected, Buffer topkIdx, Buffer topkWeights, Buffer lse, HostBuffer tokensPerExpert,
             int[] selectedPerExpert, int validTokens, long dropped, AuxLosses auxLosses, HostBuffer auxGrad,
-            int auxSegmentLength, float zGrad) {
+            int auxSegmentLength, float zGrad, List<HostWorkspace.Lease> leases) {
         this.router = router;
         this.tokens = tokens;
         this.x = x;
@@ -51,6 +54,7 @@ public final class RouterOutput implements AutoCloseable {
         this.auxGrad = auxGrad;
         this.auxSegmentLength = auxSegmentLength;
         this.zGrad = zGrad;
+        this.leases = List.copyOf(leases);
     }
 
     /** @return tokens in the batch (padding included) */
@@ -156,13 +160,21 @@ public final class RouterOutput implements AutoCloseable {
         return b;
     }
 
-    /** Frees the buffers this output owns. Idempotent. */
+    /**
+     * Frees the buffers this output owns, or gives their memory back to the router for reuse by a
+     * later forward. Every buffer obtained from this output is closed afterwards (including views
+     * made from them with {@code HostBuffer.reshape}, which must not be used after this call).
+     * Idempotent.
+     */
     @Override
     public synchronized void close() {
         if (closed) {
             return;
         }
         closed = true;
+        for (HostWorkspace.Lease l : leases) {
+            l.release(); // closes the view, hands the memory back to the router
+        }
         if (x != null) {
             logits.close();
         }

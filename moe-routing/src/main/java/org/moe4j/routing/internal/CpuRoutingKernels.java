@@ -235,7 +235,9 @@ public final class CpuRoutingKernels implements RoutingKernels {
      * its k-th largest lane is a lower bound of the k-th largest choice; the second pass inserts (in
      * index order, strict comparison) only the elements at or above that bound.
      *
-     * @param scratch at least {@code (expertGroups + 1) · L} floats
+     * @param scratch at least {@code (max(expertGroups, 1) + 1) · L} floats: group g's lane maxima at
+     *                {@code [(g + 1) · L, (g + 2) · L)}, and {@code [0, L + k)} (k ≤ L) for the bound,
+     *                computed after the lane maxima were read
      */
     static void select(RouteParams p, float[] c, float[] topVal, int[] topIdx, float[] groupScore, int[] groupKeep,
             float[] scratch) {
@@ -244,7 +246,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
         int k = topVal.length;
         if (!p.groupLimited()) {
             FloatVector colMax = laneMax(c, 0, p.experts());
-            insertRange(c, 0, p.experts(), kthLargestLane(colMax, k), topVal, topIdx);
+            insertRange(c, 0, p.experts(), kthLargestLane(colMax, k, scratch), topVal, topIdx);
             return;
         }
         int g = p.expertGroups();
@@ -269,21 +271,38 @@ public final class CpuRoutingKernels implements RoutingKernels {
             groupKeep[pos] = gi;
         }
         // visit kept groups in ascending order so equal choices keep the lower expert index
-        Arrays.sort(groupKeep);
+        sortSmall(groupKeep);
         FloatVector colMax = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
         for (int gi : groupKeep) {
             colMax = colMax.max(FloatVector.fromArray(Vec.S, scratch, (gi + 1) * Vec.L));
         }
-        float bound = kthLargestLane(colMax, k);
+        float bound = kthLargestLane(colMax, k, scratch);
         for (int gi : groupKeep) {
             insertRange(c, gi * per, gi * per + per, bound, topVal, topIdx);
+        }
+    }
+
+    /** Insertion sort, ascending (a handful of group indices; cheaper than {@code Arrays.sort}). */
+    private static void sortSmall(int[] a) {
+        for (int i = 1; i < a.length; i++) {
+            int v = a[i];
+            int j = i;
+            while (j > 0 && a[j - 1] > v) {
+                a[j] = a[j - 1];
+                j--;
+            }
+            a[j] = v;
         }
     }
 
     /** @return lane-wise maximum of {@code c[from, from + n)} viewed as vectors (-Inf in unused lanes) */
     private static FloatVector laneMax(float[] c, int from, int n) {
         FloatVector mx = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
-        for (int j = 0; j < n; j += Vec.L) {
+        int j = 0;
+        for (; j <= n - Vec.L; j += Vec.L) {
+            mx = mx.max(FloatVector.fromArray(Vec.S, c, from + j));
+        }
+        if (j < n) {
             VectorMask<Float> m = Vec.S.indexInRange(j, n);
             mx = mx.max(FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not()));
         }
@@ -301,7 +320,13 @@ public final class CpuRoutingKernels implements RoutingKernels {
         FloatVector ninf = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
         FloatVector a = ninf;
         FloatVector b = ninf;
-        for (int j = 0; j < n; j += Vec.L) {
+        int j = 0;
+        for (; j <= n - Vec.L; j += Vec.L) {
+            FloatVector v = FloatVector.fromArray(Vec.S, c, from + j);
+            b = b.max(a.min(v));
+            a = a.max(v);
+        }
+        if (j < n) {
             VectorMask<Float> m = Vec.S.indexInRange(j, n);
             FloatVector v = FloatVector.fromArray(Vec.S, c, from + j, m).blend(Float.NEGATIVE_INFINITY, m.not());
             b = b.max(a.min(v));
@@ -317,20 +342,36 @@ public final class CpuRoutingKernels implements RoutingKernels {
         return top + second;
     }
 
-    /** @return the k-th largest lane of {@code v} (-Inf when k exceeds the lane count) */
-    private static float kthLargestLane(FloatVector v, int k) {
+    /**
+     * @param lanes scratch of at least {@code L + k} floats, overwritten
+     * @return the k-th largest lane of {@code v} (-Inf when k exceeds the lane count)
+     */
+    private static float kthLargestLane(FloatVector v, int k, float[] lanes) {
         if (k > Vec.L) {
             return Float.NEGATIVE_INFINITY;
         }
-        // the largest lane value x with at least k lanes >= x
-        float best = Float.NEGATIVE_INFINITY;
-        for (int i = 0; i < Vec.L; i++) {
-            float x = v.lane(i);
-            if (x > best && v.compare(VectorOperators.GE, x).trueCount() >= k) {
-                best = x;
-            }
+        // the k-th element of the lanes sorted descending (duplicates counted), i.e. the largest
+        // lane value x with at least k lanes >= x: insertion into a descending top-k at lanes[L, L + k)
+        v.intoArray(lanes, 0);
+        int top = Vec.L;
+        for (int i = 0; i < k; i++) {
+            lanes[top + i] = Float.NEGATIVE_INFINITY;
         }
-        return best;
+        float last = Float.NEGATIVE_INFINITY;
+        for (int i = 0; i < Vec.L; i++) {
+            float x = lanes[i];
+            if (!(x > last)) {
+                continue;
+            }
+            int pos = top + k - 1;
+            while (pos > top && x > lanes[pos - 1]) {
+                lanes[pos] = lanes[pos - 1];
+                pos--;
+            }
+            lanes[pos] = x;
+            last = lanes[top + k - 1];
+        }
+        return last;
     }
 
     private static void insertRange(float[] c, int from, int to, float bound, float[] topVal, int[] topIdx) {
@@ -338,8 +379,13 @@ public final class CpuRoutingKernels implements RoutingKernels {
         float last = topVal[k - 1];
         int n = to - from;
         for (int j = 0; j < n; j += Vec.L) {
-            VectorMask<Float> m = Vec.S.indexInRange(j, n);
-            long bits = FloatVector.fromArray(Vec.S, c, from + j, m).compare(VectorOperators.GE, bound, m).toLong();
+            long bits;
+            if (j <= n - Vec.L) {
+                bits = FloatVector.fromArray(Vec.S, c, from + j).compare(VectorOperators.GE, bound).toLong();
+            } else {
+                VectorMask<Float> m = Vec.S.indexInRange(j, n);
+                bits = FloatVector.fromArray(Vec.S, c, from + j, m).compare(VectorOperators.GE, bound, m).toLong();
+            }
             while (bits != 0) {
                 int e = from + j + Long.numberOfTrailingZeros(bits);
                 bits &= bits - 1;

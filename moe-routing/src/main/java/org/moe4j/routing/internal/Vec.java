@@ -70,15 +70,19 @@ final class Vec {
 
     /** @return true if {@code a[0..n)} has no NaN and no infinity */
     static boolean allFinite(float[] a, int n) {
-        for (int i = 0; i < n; i += L) {
+        // v - v is NaN exactly for NaN and ±Inf; NaN propagates through the sum
+        FloatVector acc = FloatVector.zero(S);
+        int i = 0;
+        for (; i <= n - L; i += L) {
+            FloatVector v = FloatVector.fromArray(S, a, i);
+            acc = acc.add(v.sub(v));
+        }
+        if (i < n) {
             VectorMask<Float> m = S.indexInRange(i, n);
             FloatVector v = FloatVector.fromArray(S, a, i, m);
-            // v - v is NaN exactly for NaN and ±Inf
-            if (v.sub(v).compare(VectorOperators.NE, 0f, m).anyTrue()) {
-                return false;
-            }
+            acc = acc.add(v.sub(v), m);
         }
-        return true;
+        return !acc.compare(VectorOperators.NE, 0f).anyTrue();
     }
 
     /**
@@ -120,10 +124,15 @@ final class Vec {
             }
             lse = max + (float) Math.log(sumLanes(acc, tmp));
         }
-        for (int i = 0; i < n; i += L) {
+        FloatVector one = FloatVector.broadcast(S, 1f);
+        int i = 0;
+        for (; i <= n - L; i += L) {
+            FloatVector v = FloatVector.fromArray(S, a, i);
+            one.div(exp(v.neg()).add(1f)).intoArray(a, i);
+        }
+        if (i < n) {
             VectorMask<Float> m = S.indexInRange(i, n);
             FloatVector v = FloatVector.fromArray(S, a, i, m);
-            FloatVector one = FloatVector.broadcast(S, 1f);
             one.div(exp(v.neg()).add(1f)).intoArray(a, i, m);
         }
         return lse;
@@ -132,7 +141,11 @@ final class Vec {
     /** @return the maximum of {@code a[0..n)} */
     static float max(float[] a, int n) {
         FloatVector mx = FloatVector.broadcast(S, Float.NEGATIVE_INFINITY);
-        for (int i = 0; i < n; i += L) {
+        int i = 0;
+        for (; i <= n - L; i += L) {
+            mx = mx.max(FloatVector.fromArray(S, a, i));
+        }
+        if (i < n) {
             VectorMask<Float> m = S.indexInRange(i, n);
             mx = mx.blend(mx.max(FloatVector.fromArray(S, a, i, m)), m);
         }
@@ -141,7 +154,11 @@ final class Vec {
 
     /** {@code out = a + b} over {@code [0, n)}. */
     static void add(float[] a, float[] b, float[] out, int n) {
-        for (int i = 0; i < n; i += L) {
+        int i = 0;
+        for (; i <= n - L; i += L) {
+            FloatVector.fromArray(S, a, i).add(FloatVector.fromArray(S, b, i)).intoArray(out, i);
+        }
+        if (i < n) {
             VectorMask<Float> m = S.indexInRange(i, n);
             FloatVector.fromArray(S, a, i, m).add(FloatVector.fromArray(S, b, i, m)).intoArray(out, i, m);
         }
