@@ -6,6 +6,7 @@ import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShuffle;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -35,7 +36,19 @@ public final class CpuRoutingKernels implements RoutingKernels {
     private static final ValueLayout.OfInt I32 = ValueLayout.JAVA_INT_UNALIGNED;
     private static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED;
 
+    /** {@code ROTATIONS[r]}: lane i takes lane {@code (i + r) mod L}. */
+    private static final VectorShuffle<Float>[] ROTATIONS = rotations();
+
     private final CpuParallel parallel;
+
+    @SuppressWarnings("unchecked")
+    private static VectorShuffle<Float>[] rotations() {
+        VectorShuffle<Float>[] r = new VectorShuffle[Vec.L];
+        for (int i = 0; i < Vec.L; i++) {
+            r[i] = VectorShuffle.iota(Vec.S, i, 1, true);
+        }
+        return r;
+    }
 
     /** @param parallel the thread pool to run on */
     public CpuRoutingKernels(CpuParallel parallel) {
@@ -161,7 +174,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
             int[] topIdx = new int[k];
             int g = p.expertGroups();
             float[] groupScore = new float[g];
-            int[] groupKeep = new int[p.limitedGroups()];
+            int[] groupKeep = new int[g]; // kept group indices, ascending, in [0, limitedGroups)
             float[] tmp = new float[Vec.L];
             float[] scratch = new float[(g + 1) * Vec.L];
             int bad = -1;
@@ -235,9 +248,9 @@ public final class CpuRoutingKernels implements RoutingKernels {
      * its k-th largest lane is a lower bound of the k-th largest choice; the second pass inserts (in
      * index order, strict comparison) only the elements at or above that bound.
      *
-     * @param scratch at least {@code (max(expertGroups, 1) + 1) · L} floats: group g's lane maxima at
-     *                {@code [(g + 1) · L, (g + 2) · L)}, and {@code [0, L + k)} (k ≤ L) for the bound,
-     *                computed after the lane maxima were read
+     * @param groupKeep at least {@code expertGroups} ints
+     * @param scratch   at least {@code (expertGroups + 1) · L} floats (group g's lane maxima at
+     *                  {@code [(g + 1) · L, (g + 2) · L)})
      */
     static void select(RouteParams p, float[] c, float[] topVal, int[] topIdx, float[] groupScore, int[] groupKeep,
             float[] scratch) {
@@ -246,7 +259,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
         int k = topVal.length;
         if (!p.groupLimited()) {
             FloatVector colMax = laneMax(c, 0, p.experts());
-            insertRange(c, 0, p.experts(), kthLargestLane(colMax, k, scratch), topVal, topIdx);
+            insertRange(c, 0, p.experts(), kthLargestLane(colMax, k), topVal, topIdx);
             return;
         }
         int g = p.expertGroups();
@@ -255,43 +268,30 @@ public final class CpuRoutingKernels implements RoutingKernels {
         for (int gi = 0; gi < g; gi++) {
             groupScore[gi] = groupScore(c, gi * per, per, max, scratch, (gi + 1) * Vec.L);
         }
-        // keep the top limitedGroups groups, ties to the lower group index
-        int keep = groupKeep.length;
+        // keep the top limitedGroups groups, ties to the lower group index: group gi is kept when
+        // fewer than limitedGroups groups precede it in (score descending, index ascending) order.
+        // Branch-free ranks (random scores would mispredict an insertion sort); kept groups come
+        // out in ascending order, so equal choices keep the lower expert index below.
+        int keep = p.limitedGroups();
         int kept = 0;
         for (int gi = 0; gi < g; gi++) {
             float v = groupScore[gi];
-            if (kept == keep && !(v > groupScore[groupKeep[keep - 1]])) {
-                continue;
+            int rank = 0;
+            for (int h = 0; h < g; h++) {
+                float u = groupScore[h];
+                rank += (u > v) | ((u == v) & (h < gi)) ? 1 : 0;
             }
-            int pos = kept == keep ? keep - 1 : kept++;
-            while (pos > 0 && v > groupScore[groupKeep[pos - 1]]) {
-                groupKeep[pos] = groupKeep[pos - 1];
-                pos--;
-            }
-            groupKeep[pos] = gi;
+            groupKeep[kept] = gi;
+            kept += rank < keep ? 1 : 0;
         }
-        // visit kept groups in ascending order so equal choices keep the lower expert index
-        sortSmall(groupKeep);
         FloatVector colMax = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY);
-        for (int gi : groupKeep) {
-            colMax = colMax.max(FloatVector.fromArray(Vec.S, scratch, (gi + 1) * Vec.L));
+        for (int q = 0; q < keep; q++) {
+            colMax = colMax.max(FloatVector.fromArray(Vec.S, scratch, (groupKeep[q] + 1) * Vec.L));
         }
-        float bound = kthLargestLane(colMax, k, scratch);
-        for (int gi : groupKeep) {
+        float bound = kthLargestLane(colMax, k);
+        for (int q = 0; q < keep; q++) {
+            int gi = groupKeep[q];
             insertRange(c, gi * per, gi * per + per, bound, topVal, topIdx);
-        }
-    }
-
-    /** Insertion sort, ascending (a handful of group indices; cheaper than {@code Arrays.sort}). */
-    private static void sortSmall(int[] a) {
-        for (int i = 1; i < a.length; i++) {
-            int v = a[i];
-            int j = i;
-            while (j > 0 && a[j - 1] > v) {
-                a[j] = a[j - 1];
-                j--;
-            }
-            a[j] = v;
         }
     }
 
@@ -343,35 +343,23 @@ public final class CpuRoutingKernels implements RoutingKernels {
     }
 
     /**
-     * @param lanes scratch of at least {@code L + k} floats, overwritten
-     * @return the k-th largest lane of {@code v} (-Inf when k exceeds the lane count)
+     * The k-th largest lane of {@code v} (duplicates counted), i.e. the largest lane value x with
+     * at least k lanes {@code >= x}. Branch-free: each lane counts the lanes at or above it by
+     * comparing against the L rotations of {@code v}.
+     *
+     * @return the k-th largest lane (-Inf when k exceeds the lane count)
      */
-    private static float kthLargestLane(FloatVector v, int k, float[] lanes) {
+    private static float kthLargestLane(FloatVector v, int k) {
         if (k > Vec.L) {
             return Float.NEGATIVE_INFINITY;
         }
-        // the k-th element of the lanes sorted descending (duplicates counted), i.e. the largest
-        // lane value x with at least k lanes >= x: insertion into a descending top-k at lanes[L, L + k)
-        v.intoArray(lanes, 0);
-        int top = Vec.L;
-        for (int i = 0; i < k; i++) {
-            lanes[top + i] = Float.NEGATIVE_INFINITY;
+        FloatVector one = FloatVector.broadcast(Vec.S, 1f);
+        FloatVector atOrAbove = one; // every lane is >= itself
+        for (int r = 1; r < Vec.L; r++) {
+            atOrAbove = atOrAbove.add(one, v.rearrange(ROTATIONS[r]).compare(VectorOperators.GE, v));
         }
-        float last = Float.NEGATIVE_INFINITY;
-        for (int i = 0; i < Vec.L; i++) {
-            float x = lanes[i];
-            if (!(x > last)) {
-                continue;
-            }
-            int pos = top + k - 1;
-            while (pos > top && x > lanes[pos - 1]) {
-                lanes[pos] = lanes[pos - 1];
-                pos--;
-            }
-            lanes[pos] = x;
-            last = lanes[top + k - 1];
-        }
-        return last;
+        return v.blend(Float.NEGATIVE_INFINITY, atOrAbove.compare(VectorOperators.LT, (float) k))
+                .reduceLanes(VectorOperators.MAX); // exact
     }
 
     private static void insertRange(float[] c, int from, int to, float bound, float[] topVal, int[] topIdx) {
