@@ -4,6 +4,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import jdk.incubator.vector.FloatVector;
+import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShuffle;
@@ -38,6 +39,10 @@ public final class CpuRoutingKernels implements RoutingKernels {
 
     /** {@code ROTATIONS[r]}: lane i takes lane {@code (i + r) mod L}. */
     private static final VectorShuffle<Float>[] ROTATIONS = rotations();
+
+    /** Lane i takes lane i - 1 (lane 0 takes the last lane, which is then overwritten). */
+    private static final VectorShuffle<Float> SHIFT_RIGHT = VectorShuffle.iota(Vec.S, Vec.L - 1, 1, true);
+    private static final VectorShuffle<Integer> SHIFT_RIGHT_I = VectorShuffle.iota(Vec.IS, Vec.L - 1, 1, true);
 
     private final CpuParallel parallel;
 
@@ -174,7 +179,7 @@ public final class CpuRoutingKernels implements RoutingKernels {
             int[] topIdx = new int[k];
             int g = p.expertGroups();
             float[] groupScore = new float[g];
-            int[] groupKeep = new int[g]; // kept group indices, ascending, in [0, limitedGroups)
+            int[] groupKeep = new int[Math.max(g, 1)]; // kept group indices, ascending, in [0, limitedGroups)
             float[] tmp = new float[Vec.L];
             float[] scratch = new float[(g + 1) * Vec.L];
             int bad = -1;
@@ -259,7 +264,13 @@ public final class CpuRoutingKernels implements RoutingKernels {
         int k = topVal.length;
         if (!p.groupLimited()) {
             FloatVector colMax = laneMax(c, 0, p.experts());
-            insertRange(c, 0, p.experts(), kthLargestLane(colMax, k), topVal, topIdx);
+            float bound = kthLargestLane(colMax, k);
+            if (k <= Vec.L) {
+                groupKeep[0] = 0;
+                insertRangesVec(c, groupKeep, 1, p.experts(), bound, topVal, topIdx, scratch);
+            } else {
+                insertRange(c, 0, p.experts(), bound, topVal, topIdx);
+            }
             return;
         }
         int g = p.expertGroups();
@@ -289,9 +300,57 @@ public final class CpuRoutingKernels implements RoutingKernels {
             colMax = colMax.max(FloatVector.fromArray(Vec.S, scratch, (groupKeep[q] + 1) * Vec.L));
         }
         float bound = kthLargestLane(colMax, k);
+        if (k <= Vec.L) {
+            insertRangesVec(c, groupKeep, keep, per, bound, topVal, topIdx, scratch);
+            return;
+        }
         for (int q = 0; q < keep; q++) {
             int gi = groupKeep[q];
             insertRange(c, gi * per, gi * per + per, bound, topVal, topIdx);
+        }
+    }
+
+    /**
+     * Top-k (k ≤ L) of the elements {@code >= bound} in the ranges {@code [r · len, r · len + len)}
+     * for {@code r = ranges[0..count)} (ascending), kept in one sorted register pair: each candidate
+     * is inserted branch-free before the first lane it beats strictly (lanes after it shift by one),
+     * so equal values keep the earlier, lower index, exactly like {@link #insertRange}.
+     *
+     * @param scratch at least L floats, overwritten
+     */
+    private static void insertRangesVec(float[] c, int[] ranges, int count, int len, float bound, float[] topVal,
+            int[] topIdx, float[] scratch) {
+        FloatVector tv = FloatVector.broadcast(Vec.S, Float.NEGATIVE_INFINITY); // sorted descending
+        IntVector ti = IntVector.broadcast(Vec.IS, -1);
+        for (int q = 0; q < count; q++) {
+            int from = ranges[q] * len;
+            for (int j = 0; j < len; j += Vec.L) {
+                long bits;
+                if (j <= len - Vec.L) {
+                    bits = FloatVector.fromArray(Vec.S, c, from + j).compare(VectorOperators.GE, bound).toLong();
+                } else {
+                    VectorMask<Float> m = Vec.S.indexInRange(j, len);
+                    bits = FloatVector.fromArray(Vec.S, c, from + j, m).compare(VectorOperators.GE, bound, m).toLong();
+                }
+                while (bits != 0) {
+                    int e = from + j + Long.numberOfTrailingZeros(bits);
+                    bits &= bits - 1;
+                    float x = c[e];
+                    long beaten = tv.compare(VectorOperators.LT, x).toLong(); // a suffix of the lanes
+                    long first = beaten & -beaten;
+                    tv = tv.blend(tv.rearrange(SHIFT_RIGHT), VectorMask.fromLong(Vec.S, beaten))
+                            .blend(x, VectorMask.fromLong(Vec.S, first));
+                    ti = ti.blend(ti.rearrange(SHIFT_RIGHT_I), VectorMask.fromLong(Vec.IS, beaten))
+                            .blend(e, VectorMask.fromLong(Vec.IS, first));
+                }
+            }
+        }
+        int k = topVal.length;
+        tv.intoArray(scratch, 0);
+        System.arraycopy(scratch, 0, topVal, 0, k);
+        ti.reinterpretAsFloats().intoArray(scratch, 0); // raw bits, read back unchanged
+        for (int i = 0; i < k; i++) {
+            topIdx[i] = Float.floatToRawIntBits(scratch[i]);
         }
     }
 

@@ -16,6 +16,8 @@ import jdk.incubator.vector.VectorSpecies;
 final class Vec {
     static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
     static final int L = S.length();
+    /** Int lanes of the same shape, so float and int vectors have the same lane count. */
+    static final VectorSpecies<Integer> IS = VectorSpecies.of(int.class, S.vectorShape());
 
     private static final float LOG2E = 1.44269504088896341f;
     private static final float LN2_HI = 0.693359375f;
