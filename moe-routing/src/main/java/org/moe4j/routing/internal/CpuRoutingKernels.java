@@ -30,6 +30,8 @@ public final class CpuRoutingKernels implements RoutingKernels {
     public static final int TOKEN_BLOCK = 64;
     /** Tokens per block of the gate GEMM. */
     static final int GEMM_TOKEN_BLOCK = 32;
+    /** Assignments per parallel block of {@link #countTokens}. */
+    static final int COUNT_BLOCK = 16384;
     /** Experts per block of the gate weight gradient. */
     static final int GEMM_EXPERT_BLOCK = 8;
 
@@ -459,12 +461,23 @@ public final class CpuRoutingKernels implements RoutingKernels {
     public void countTokens(Buffer topkIdx, Buffer tokensPerExpertHost) {
         MemorySegment idx = seg(topkIdx);
         int experts = tokensPerExpertHost.shape().dimInt(0);
+        int n = Math.toIntExact(topkIdx.numel());
+        // integer counts per block, summed afterwards: exact in any order
+        int[][] partial = new int[CpuParallel.chunks(n, COUNT_BLOCK)][];
+        parallel.forEachChunk(n, COUNT_BLOCK, (chunk, from, to) -> {
+            int[] counts = new int[experts];
+            for (int i = from; i < to; i++) {
+                int e = idx.getAtIndex(I32, i);
+                if (e >= 0) {
+                    counts[e]++;
+                }
+            }
+            partial[chunk] = counts;
+        });
         int[] counts = new int[experts];
-        long n = topkIdx.numel();
-        for (long i = 0; i < n; i++) {
-            int e = idx.getAtIndex(I32, i);
-            if (e >= 0) {
-                counts[e]++;
+        for (int[] c : partial) {
+            for (int e = 0; e < experts; e++) {
+                counts[e] += c[e];
             }
         }
         MemorySegment.copy(counts, 0, seg(tokensPerExpertHost), ValueLayout.JAVA_INT, 0, experts);
