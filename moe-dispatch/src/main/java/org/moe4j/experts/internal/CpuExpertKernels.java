@@ -96,28 +96,7 @@ public final class CpuExpertKernels implements ExpertKernels {
 
     @Override
     public void groupedMatmul(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
-        HostBuffer ha = floating("a", a, 2);
-        HostBuffer hb = floating("b", b, 3);
-        HostBuffer ho = f32("out", out, 2);
-        int rows = dim(ha, 0);
-        int k = dim(ha, 1);
-        int groups = dim(hb, 0);
-        int n = dim(hb, 2);
-        if (dim(hb, 1) != k) {
-            throw new IllegalArgumentException("groupedMatmul: a is " + ha.shape() + " but b is " + hb.shape()
-                    + " (inner dimensions " + k + " != " + dim(hb, 1) + ")");
-        }
-        ho.shape().require("groupedMatmul out", rows, n);
-        int[] off = offsets(groupOffsets, groups, rows);
-        Gemm[] gemms = new Gemm[groups];
-        for (int g = 0; g < groups; g++) {
-            int m = off[g + 1] - off[g];
-            gemms[g] = new Gemm(m, n, k,
-                    ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * k, k, 1,
-                    hb.segment(), hb.dtype() == DType.BF16, (long) g * k * n, n, false,
-                    ho.segment(), (long) off[g] * n, n);
-        }
-        run(gemms, spec);
+        groupedMatmul("groupedMatmul", a, b, groupOffsets, out, spec, false);
     }
 
     @Override
@@ -127,25 +106,32 @@ public final class CpuExpertKernels implements ExpertKernels {
 
     @Override
     public void groupedMatmulTransposedB(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
+        groupedMatmul("groupedMatmulTransposedB", a, b, groupOffsets, out, spec, true);
+    }
+
+    /** Shared body of the two forward grouped GEMMs; b is {@code [groups, k, n]} or, transposed, {@code [groups, n, k]}. */
+    private void groupedMatmul(String op, Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec,
+                               boolean transposedB) {
         HostBuffer ha = floating("a", a, 2);
         HostBuffer hb = floating("b", b, 3);
         HostBuffer ho = f32("out", out, 2);
         int rows = dim(ha, 0);
         int k = dim(ha, 1);
         int groups = dim(hb, 0);
-        int n = dim(hb, 1);
-        if (dim(hb, 2) != k) {
-            throw new IllegalArgumentException("groupedMatmulTransposedB: a is " + ha.shape() + " but b is " + hb.shape()
-                    + " (inner dimensions " + k + " != " + dim(hb, 2) + ")");
+        int kDim = transposedB ? 2 : 1;
+        int n = dim(hb, transposedB ? 1 : 2);
+        if (dim(hb, kDim) != k) {
+            throw new IllegalArgumentException(op + ": a is " + ha.shape() + " but b is " + hb.shape()
+                    + " (inner dimensions " + k + " != " + dim(hb, kDim) + ")");
         }
-        ho.shape().require("groupedMatmulTransposedB out", rows, n);
+        ho.shape().require(op + " out", rows, n);
         int[] off = offsets(groupOffsets, groups, rows);
         Gemm[] gemms = new Gemm[groups];
         for (int g = 0; g < groups; g++) {
             int m = off[g + 1] - off[g];
             gemms[g] = new Gemm(m, n, k,
                     ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * k, k, 1,
-                    hb.segment(), hb.dtype() == DType.BF16, (long) g * n * k, k, true,
+                    hb.segment(), hb.dtype() == DType.BF16, (long) g * k * n, transposedB ? k : n, transposedB,
                     ho.segment(), (long) off[g] * n, n);
         }
         run(gemms, spec);
