@@ -3,6 +3,8 @@ package org.moe4j.experts;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moe4j.experts.TestInputs.rand;
+import static org.moe4j.experts.TestInputs.seededRandom;
 
 import java.util.Random;
 import org.junit.jupiter.api.Test;
@@ -16,12 +18,28 @@ class CpuExpertKernelsTest {
     static final double FP32_TOL = 1e-5;
     static final double BF16_TOL = 1e-6; // bf16-rounded operands vs a reference on the same rounded values
 
-    static float[] rand(Random r, int n) {
-        float[] a = new float[n];
-        for (int i = 0; i < n; i++) {
-            a[i] = (float) r.nextGaussian();
+    /** Naive double-precision {@code out[i,:] = a[i,:]·b[g]} per group, operands optionally bf16-rounded first. */
+    static double[] groupedMatmulReference(float[] a, float[] b, int[] off, int k, int n, boolean roundBf16) {
+        int groups = off.length - 1;
+        double[] ref = new double[off[groups] * n];
+        for (int g = 0; g < groups; g++) {
+            for (int i = off[g]; i < off[g + 1]; i++) {
+                for (int j = 0; j < n; j++) {
+                    double s = 0;
+                    for (int q = 0; q < k; q++) {
+                        float x = a[i * k + q], y = b[(g * k + q) * n + j];
+                        s += roundBf16 ? (double) round(x) * round(y) : (double) x * y;
+                    }
+                    ref[i * n + j] = s;
+                }
+            }
         }
-        return a;
+        return ref;
+    }
+
+    static void assertCloseToReference(float[] actual, double[] ref) {
+        double e = relErr(actual, ref);
+        assertTrue(e < FP32_TOL, "relative error " + e);
     }
 
     static int[] offsets(Random r, int groups, int rows) {
@@ -50,37 +68,21 @@ class CpuExpertKernelsTest {
 
     @Test
     void groupedMatmulMatchesNaiveReferenceWithEmptyAndRaggedGroups() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 203, k = 139, n = 77, groups = 5;
         float[] a = rand(r, rows * k), b = rand(r, groups * k * n);
         int[] off = offsets(r, groups, rows);
-        double[] ref = new double[rows * n];
-        for (int g = 0; g < groups; g++) {
-            for (int i = off[g]; i < off[g + 1]; i++) {
-                for (int j = 0; j < n; j++) {
-                    double s = 0;
-                    for (int q = 0; q < k; q++) {
-                        s += (double) a[i * k + q] * b[(g * k + q) * n + j];
-                    }
-                    ref[i * n + j] = s;
-                }
-            }
-        }
+        double[] ref = groupedMatmulReference(a, b, off, k, n, false);
         try (var ha = HostBuffer.ofFloats(a, rows, k); var hb = HostBuffer.ofFloats(b, groups, k, n);
              var ho = HostBuffer.ofInts(off, groups + 1); var out = HostBuffer.allocate(DType.F32, rows, n)) {
             new CpuExpertKernels().groupedMatmul(ha, hb, ho, out, GemmSpec.OVERWRITE);
-            double e = relErr(out.toFloatArray(), ref);
-            assertTrue(e < FP32_TOL, "relative error " + e);
+            assertCloseToReference(out.toFloatArray(), ref);
         }
     }
 
     @Test
     void transposedBIsBitwiseEqualToTransposeThenMatmulForEveryDtypeAndThreadCount() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         // sizes straddle the micro-kernel and block edges: k > one inner block, n not a multiple of NR
         int rows = 157, k = 300, n = 83, groups = 4;
         float[] a = rand(r, rows * k), w = rand(r, groups * n * k), init = rand(r, rows * n);
@@ -116,9 +118,7 @@ class CpuExpertKernelsTest {
 
     @Test
     void bf16RoundingOnLoadIsNearestEvenLikeDTypeIncludingTies() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int k = 37; // one full vector or more, plus a scalar tail
         float[] a = new float[k];
         for (int i = 0; i < k; i++) {
@@ -153,9 +153,7 @@ class CpuExpertKernelsTest {
 
     @Test
     void weightGradAccumulatesAndMatchesNaiveReference() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 301, m = 53, n = 101, groups = 4;
         float[] a = rand(r, rows * m), b = rand(r, rows * n), init = rand(r, groups * m * n);
         int[] off = offsets(r, groups, rows);
@@ -174,16 +172,13 @@ class CpuExpertKernelsTest {
         try (var ha = HostBuffer.ofFloats(a, rows, m); var hb = HostBuffer.ofFloats(b, rows, n);
              var ho = HostBuffer.ofInts(off, groups + 1); var out = HostBuffer.ofFloats(init, groups, m, n)) {
             new CpuExpertKernels().groupedWeightGrad(ha, hb, ho, out, GemmSpec.ACCUMULATE);
-            double e = relErr(out.toFloatArray(), ref);
-            assertTrue(e < FP32_TOL, "relative error " + e);
+            assertCloseToReference(out.toFloatArray(), ref);
         }
     }
 
     @Test
     void bf16OperandsEqualRoundedFp32AndBf16Buffers() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 40, k = 70, n = 50, groups = 2;
         float[] a = rand(r, rows * k), b = rand(r, groups * k * n);
         int[] off = {0, 17, 40};
@@ -195,28 +190,13 @@ class CpuExpertKernelsTest {
             kern.groupedMatmul(ha, hb, ho, o1, new GemmSpec(false, true));
             kern.groupedMatmul(a16, b16, ho, o2, GemmSpec.OVERWRITE);
             assertArrayEquals(o2.toFloatArray(), o1.toFloatArray(), 0f);
-            double[] ref = new double[rows * n];
-            for (int g = 0; g < groups; g++) {
-                for (int i = off[g]; i < off[g + 1]; i++) {
-                    for (int j = 0; j < n; j++) {
-                        double s = 0;
-                        for (int q = 0; q < k; q++) {
-                            s += (double) round(a[i * k + q]) * round(b[(g * k + q) * n + j]);
-                        }
-                        ref[i * n + j] = s;
-                    }
-                }
-            }
-            double e = relErr(o1.toFloatArray(), ref);
-            assertTrue(e < FP32_TOL, "relative error " + e);
+            assertCloseToReference(o1.toFloatArray(), groupedMatmulReference(a, b, off, k, n, true));
         }
     }
 
     @Test
     void resultsAreBitwiseIdenticalForAnyThreadCount() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 500, k = 300, n = 260, groups = 3;
         float[] a = rand(r, rows * k), b = rand(r, groups * k * n), c = rand(r, rows * n);
         int[] off = offsets(r, groups, rows);

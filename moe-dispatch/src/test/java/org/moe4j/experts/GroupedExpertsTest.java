@@ -4,6 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.moe4j.experts.TestInputs.rand;
+import static org.moe4j.experts.TestInputs.seededRandom;
 
 import java.util.Random;
 import org.junit.jupiter.api.Test;
@@ -20,8 +22,12 @@ class GroupedExpertsTest {
     static final int H = 24, F = 20, E = 3;
 
     static GroupedExperts experts(int local, int first, DType dt) {
+        return experts(local, first, dt, new CpuExpertKernels());
+    }
+
+    static GroupedExperts experts(int local, int first, DType dt, ExpertKernels kernels) {
         return new GroupedExperts("experts", local, first, H, F, dt, 7L, GroupedExperts.STREAM_ROUTED,
-                new CpuBackend(), new CpuExpertKernels());
+                new CpuBackend(), kernels);
     }
 
     static double silu(double h) {
@@ -46,14 +52,6 @@ class GroupedExpertsTest {
             }
         }
         return y;
-    }
-
-    static float[] rand(Random r, int n) {
-        float[] a = new float[n];
-        for (int i = 0; i < n; i++) {
-            a[i] = (float) r.nextGaussian();
-        }
-        return a;
     }
 
     /** Delegates to the CPU kernels but keeps the interface's default: no transposed-B GEMM. */
@@ -81,9 +79,7 @@ class GroupedExpertsTest {
 
     @Test
     void transposeFallbackGivesBitwiseTheSameForwardAndBackwardAsTheDirectPath() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 17;
         float[] x = rand(r, rows * H), dy = rand(r, rows * H);
         int[] off = {0, 6, 6, 15};
@@ -92,8 +88,7 @@ class GroupedExpertsTest {
             for (int variant = 0; variant < 2; variant++) {
                 ExpertKernels kern = variant == 0 ? new CpuExpertKernels() : new NoTransposedB(new CpuExpertKernels());
                 assertEquals(variant == 0, kern.supportsTransposedB());
-                try (GroupedExperts ex = new GroupedExperts("experts", E, 0, H, F, dt, 7L,
-                        GroupedExperts.STREAM_ROUTED, new CpuBackend(), kern);
+                try (GroupedExperts ex = experts(E, 0, dt, kern);
                      var hx = HostBuffer.ofFloats(x, rows, H); var hdy = HostBuffer.ofFloats(dy, rows, H);
                      var ho = HostBuffer.ofInts(off, E + 1)) {
                     GroupedExperts.Result res = ex.forward(hx, ho);
@@ -120,9 +115,7 @@ class GroupedExpertsTest {
 
     @Test
     void forwardMatchesPerRowReferenceAndLeavesUngroupedRowsZero() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 13;
         float[] x = rand(r, rows * H);
         int[] off = {0, 5, 5, 11}; // expert 1 gets no rows; rows 11, 12 are padding
@@ -154,9 +147,7 @@ class GroupedExpertsTest {
 
     @Test
     void backwardMatchesFiniteDifferences() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 9;
         float[] x = rand(r, rows * H);
         float[] dy = rand(r, rows * H);
@@ -224,9 +215,7 @@ class GroupedExpertsTest {
 
     @Test
     void bf16ComputeStaysCloseToFp32() {
-        long seed = System.nanoTime();
-        System.out.println("seed " + seed);
-        Random r = new Random(seed);
+        Random r = seededRandom();
         int rows = 30;
         float[] x = rand(r, rows * H);
         int[] off = {0, 10, 22, 30};
