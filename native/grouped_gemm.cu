@@ -421,6 +421,40 @@ __device__ __forceinline__ bool find_m_tile64(const int* offsets, int groups, in
     return false;
 }
 
+// acc[i][j] += sa[kk][ty + 16i] * sb[kk][tx + 16j] for kk = 0..15 in ascending order (one fmaf each):
+// the inner step of the 64x64-tile fp32 GEMMs below, 4x4 outputs per thread of a (16,16) block.
+__device__ __forceinline__ void fma_tile_4x4(const float (*sa)[F_BM + 1], const float (*sb)[64 + 1],
+                                             int tx, int ty, float (&acc)[4][4]) {
+#pragma unroll
+    for (int kk = 0; kk < 16; ++kk) {
+        float x[4], y[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) x[i] = sa[kk][ty + 16 * i];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) y[j] = sb[kk][tx + 16 * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(x[i], y[j], acc[i][j]);
+    }
+}
+
+// Writes (or, with accumulate, adds with one rounding) the thread's 4x4 outputs: row m = m0 + ty + 16i
+// (kept while m < mEnd), column n = n0 + tx + 16j (kept while n < N), at base[m * N + n].
+__device__ __forceinline__ void store_tile_4x4(float* __restrict__ base, int m0, int mEnd, int n0, int N,
+                                               int tx, int ty, const float (&acc)[4][4], int accumulate) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < mEnd && n < N) {
+                float* p = base + (long)m * N + n;
+                *p = accumulate ? __fadd_rn(*p, acc[i][j]) : acc[i][j];
+            }
+        }
+}
+
 }  // namespace
 
 // groupedMatmul in fp32: out[r, :] (+)= a[r, :] . b[g] for the rows r of group g.
@@ -448,30 +482,10 @@ moe_gg_matmul_f32(const void* __restrict__ a, int aBf16, const void* __restrict_
             sb[kb][n] = (n0 + n < N && k0 + kb < K) ? ldf(b, bBase + (long)(k0 + kb) * N + n0 + n, bBf16) : 0.0f;
         }
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < 16; ++kk) {
-            float x[4], y[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) x[i] = sa[kk][ty + 16 * i];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) y[j] = sb[kk][tx + 16 * j];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(x[i], y[j], acc[i][j]);
-        }
+        fma_tile_4x4(sa, sb, tx, ty, acc);
         __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int m = ty + 16 * i, n = n0 + tx + 16 * j;
-            if (m < rows && n < N) {
-                float* p = out + (long)(rowStart + m) * N + n;
-                *p = accumulate ? __fadd_rn(*p, acc[i][j]) : acc[i][j];
-            }
-        }
+    store_tile_4x4(out + (long)rowStart * N, 0, rows, n0, N, tx, ty, acc, accumulate);
 }
 
 // groupedWeightGrad in fp32: out[g] (+)= a[rows of g]^T . b[rows of g], rows ascending.
@@ -495,31 +509,10 @@ moe_gg_wgrad_f32(const void* __restrict__ a, int aBf16, const void* __restrict__
             sb[kk][c] = (n0 + c < N && k0 + kk < r1) ? ldf(b, (long)(k0 + kk) * N + n0 + c, bBf16) : 0.0f;
         }
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < 16; ++kk) {
-            float x[4], y[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) x[i] = sa[kk][ty + 16 * i];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) y[j] = sb[kk][tx + 16 * j];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(x[i], y[j], acc[i][j]);
-        }
+        fma_tile_4x4(sa, sb, tx, ty, acc);
         __syncthreads();
     }
-    float* og = out + (long)g * M * N;
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-            if (m < M && n < N) {
-                float* p = og + (long)m * N + n;
-                *p = accumulate ? __fadd_rn(*p, acc[i][j]) : acc[i][j];
-            }
-        }
+    store_tile_4x4(out + (long)g * M * N, m0, M, n0, N, tx, ty, acc, accumulate);
 }
 
 // dst[i] = bf16(src[i]) (round to nearest even); src F32.
