@@ -239,13 +239,9 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
             out = alloc(c.xDtype, c.dims.tokens(), h);
             kernels.weightedSum(ret, c.send.slotReturnRow(), before ? null : c.weights, out);
-            dropReturned(c);
-            c.yDtype = expertOutput.dtype();
-            if (before) {
-                c.expertOutput = expertOutput;
-            } else {
-                c.returned = c.own(ret);
-                ret = null;
+            keepForBackward(c, expertOutput, before, ret);
+            if (!before) {
+                ret = null; // now owned by the context
             }
             Buffer result = out;
             out = null;
@@ -253,6 +249,20 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         } finally {
             giveAll(back, ret);
             closeAll(out);
+        }
+    }
+
+    /**
+     * Records what {@link #combineBackward} needs: the caller's expert output when the weights were
+     * applied before the return trip, otherwise {@code returned} (a workspace buffer the context then owns).
+     */
+    private void keepForBackward(A2aCtx c, Buffer expertOutput, boolean before, Buffer returned) {
+        dropReturned(c);
+        c.yDtype = expertOutput.dtype();
+        if (before) {
+            c.expertOutput = expertOutput;
+        } else {
+            c.returned = c.own(returned);
         }
     }
 
@@ -280,14 +290,8 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                 keep = scratch(expertOutput.dtype(), c.rows(), h);
                 kernels.copyRows(expertOutput, null, keep, null, null);
             }
-            dropReturned(c);
-            c.yDtype = expertOutput.dtype();
-            if (before) {
-                c.expertOutput = expertOutput;
-            } else {
-                c.returned = c.own(keep);
-                keep = null;
-            }
+            keepForBackward(c, expertOutput, before, keep);
+            keep = null; // owned by the context (or null when weighting came first)
             Buffer result = out;
             out = null;
             return result;
