@@ -12,6 +12,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import java.util.concurrent.locks.LockSupport;
+import java.util.function.IntToLongFunction;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.Buffer;
@@ -234,17 +235,28 @@ public final class NcclCommunicator implements Communicator {
         long[] sr = sendRows.clone();
         long[] rr = recvRows.clone();
         long rowElems = RowLayout.rowElements(s);
-        collective("allToAllV", () -> {
+        exchangeRows("allToAllV", s, p -> RowLayout.prefix(sr, p), p -> sr[p], r, rr, rowElems);
+    }
+
+    /**
+     * One NCCL group of point-to-point transfers: to each peer {@code p}, {@code sendRows(p)} rows of
+     * {@code s} from row {@code sendStart(p)}; from {@code p}, {@code recvRows[p]} rows into {@code r}
+     * after those of the lower ranks. Empty transfers are skipped.
+     */
+    private void exchangeRows(String what, DeviceBuffer s, IntToLongFunction sendStart, IntToLongFunction sendRows,
+                              DeviceBuffer r, long[] recvRows, long rowElems) {
+        collective(what, () -> {
             List<DeviceBuffer> views = new ArrayList<>();
             try {
                 NcclComm.groupStart();
                 try {
                     for (int p = 0; p < world; p++) {
-                        if (sr[p] > 0) {
-                            comm.send(rowsView(s, RowLayout.prefix(sr, p), sr[p], rowElems, views), p, stream);
+                        long n = sendRows.applyAsLong(p);
+                        if (n > 0) {
+                            comm.send(rowsView(s, sendStart.applyAsLong(p), n, rowElems, views), p, stream);
                         }
-                        if (rr[p] > 0) {
-                            comm.recv(rowsView(r, RowLayout.prefix(rr, p), rr[p], rowElems, views), p, stream);
+                        if (recvRows[p] > 0) {
+                            comm.recv(rowsView(r, RowLayout.prefix(recvRows, p), recvRows[p], rowElems, views), p, stream);
                         }
                     }
                 } finally {
@@ -302,26 +314,7 @@ public final class NcclCommunicator implements Communicator {
         }
         long[] rr = recvRows.clone();
         long rowElems = RowLayout.rowElements(r);
-        collective("allGatherV", () -> {
-            List<DeviceBuffer> views = new ArrayList<>();
-            try {
-                NcclComm.groupStart();
-                try {
-                    for (int p = 0; p < world; p++) {
-                        if (rr[rank] > 0) {
-                            comm.send(rowsView(s, 0, rr[rank], rowElems, views), p, stream);
-                        }
-                        if (rr[p] > 0) {
-                            comm.recv(rowsView(r, RowLayout.prefix(rr, p), rr[p], rowElems, views), p, stream);
-                        }
-                    }
-                } finally {
-                    NcclComm.groupEnd();
-                }
-            } finally {
-                views.forEach(DeviceBuffer::close);
-            }
-        });
+        exchangeRows("allGatherV", s, p -> 0, p -> rr[rank], r, rr, rowElems);
     }
 
     @Override
