@@ -5,6 +5,7 @@ import java.time.Duration;
 import java.util.Random;
 import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
+import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
@@ -17,18 +18,12 @@ import org.moe4j.dispatch.Dispatcher;
 import org.moe4j.dispatch.LocalGroup;
 import org.moe4j.dispatch.internal.CpuDispatchKernels;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * Dispatch + combine (identity experts) over W in-process ranks, next to a plain memory copy of the
@@ -39,12 +34,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * benchmark op releases every rank for one dispatch + combine and waits for all of them.
  */
 @State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MILLISECONDS)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-@Warmup(iterations = 2, time = 1)
-@Measurement(iterations = 3, time = 1)
-public class DispatchBenchmark {
+public class DispatchBenchmark extends ShortCpuBenchmark {
     /** 4096 x 1024, 64 experts, top-6 at W = 1 is the PyTorch peer's shape (scripts/bench/torch_peers.py). */
     @Param({"4096"})
     public int tokens;

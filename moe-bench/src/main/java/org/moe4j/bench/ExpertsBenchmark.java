@@ -1,23 +1,17 @@
 package org.moe4j.bench;
 
-import java.util.concurrent.TimeUnit;
+import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
 import org.moe4j.experts.internal.CpuExpertKernels;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * The CPU grouped GEMM of the experts: {@code rows} token rows split evenly over {@code experts}
@@ -27,12 +21,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * GFLOP/s = {@code 2·rows·hidden·ffn / (ms · 1e6)}.
  */
 @State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MILLISECONDS)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-@Warmup(iterations = 2, time = 1)
-@Measurement(iterations = 3, time = 1)
-public class ExpertsBenchmark {
+public class ExpertsBenchmark extends ShortCpuBenchmark {
     @Param({"2048"})
     int rows;
     @Param({"512"})

@@ -4,8 +4,8 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.LinkedBlockingQueue;
-import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
+import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.MoeConfig;
@@ -13,18 +13,12 @@ import org.moe4j.core.config.ScoreFunction;
 import org.moe4j.dispatch.LocalGroup;
 import org.moe4j.layer.MoeLayer;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 
 /**
  * A full MoE layer on the CPU (router, dispatch, grouped SwiGLU experts, combine), forward and
@@ -32,12 +26,7 @@ import org.openjdk.jmh.annotations.Warmup;
  * invocations. Tokens/s = {@code ranks · tokens / (ms / 1000)}.
  */
 @State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MILLISECONDS)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-@Warmup(iterations = 2, time = 1)
-@Measurement(iterations = 3, time = 1)
-public class MoeLayerBenchmark {
+public class MoeLayerBenchmark extends ShortCpuBenchmark {
     /** Tokens per rank. */
     @Param({"2048"})
     int tokens;

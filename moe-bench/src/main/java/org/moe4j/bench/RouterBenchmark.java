@@ -1,7 +1,7 @@
 package org.moe4j.bench;
 
 import java.util.SplittableRandom;
-import java.util.concurrent.TimeUnit;
+import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.MoeConfig;
@@ -10,18 +10,12 @@ import org.moe4j.core.cpu.CpuParallel;
 import org.moe4j.routing.Router;
 import org.moe4j.routing.RouterOutput;
 import org.openjdk.jmh.annotations.Benchmark;
-import org.openjdk.jmh.annotations.BenchmarkMode;
-import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
-import org.openjdk.jmh.annotations.Measurement;
-import org.openjdk.jmh.annotations.Mode;
-import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.Scope;
 import org.openjdk.jmh.annotations.Setup;
 import org.openjdk.jmh.annotations.State;
 import org.openjdk.jmh.annotations.TearDown;
-import org.openjdk.jmh.annotations.Warmup;
 import org.openjdk.jmh.infra.Blackhole;
 
 /**
@@ -33,12 +27,7 @@ import org.openjdk.jmh.infra.Blackhole;
  * {@code java -jar moe-bench/target/moe.jar ...}; restrict with {@code -p tokens=16384 -p experts=256}.
  */
 @State(Scope.Benchmark)
-@BenchmarkMode(Mode.AverageTime)
-@OutputTimeUnit(TimeUnit.MILLISECONDS)
-@Fork(value = 1, jvmArgsAppend = {"--add-modules", "jdk.incubator.vector", "--enable-native-access=ALL-UNNAMED"})
-@Warmup(iterations = 2, time = 1)
-@Measurement(iterations = 3, time = 1)
-public class RouterBenchmark {
+public class RouterBenchmark extends ShortCpuBenchmark {
     @Param({"4096", "16384"})
     public int tokens;
 
