@@ -13,6 +13,7 @@ import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.dispatch.DispatchKernels;
+import org.moe4j.dispatch.internal.DispatchArgs;
 
 /**
  * {@link DispatchKernels} on the GPU ({@code native/permute.cu}). Same contract and results as the
@@ -181,10 +182,7 @@ public final class CudaDispatchKernels implements DispatchKernels {
 
     @Override
     public void composeIndex(Buffer table, Buffer index, Buffer out) {
-        long m = index.numel();
-        if (out.numel() != m) {
-            throw new IllegalArgumentException("composeIndex: out " + out.shape() + " must have " + m + " entries");
-        }
+        long m = DispatchArgs.composeIndexEntries(index, out);
         if (m == 0) {
             return;
         }
@@ -194,11 +192,8 @@ public final class CudaDispatchKernels implements DispatchKernels {
 
     @Override
     public void copyRows(Buffer src, Buffer srcIndex, Buffer dst, Buffer dstIndex, Buffer weights) {
-        int h = width(src);
-        if (width(dst) != h) {
-            throw new IllegalArgumentException("copyRows: src " + src.shape() + " and dst " + dst.shape() + " differ in row width");
-        }
-        int m = srcIndex != null ? srcIndex.shape().dimInt(0) : dstIndex != null ? dstIndex.shape().dimInt(0) : rows(src);
+        int h = DispatchArgs.sameRowWidth("copyRows", "src", src, "dst", dst);
+        int m = DispatchArgs.visitedRows(src, srcIndex, dstIndex);
         if (m == 0 || h == 0) {
             return;
         }
@@ -222,12 +217,8 @@ public final class CudaDispatchKernels implements DispatchKernels {
 
     @Override
     public void rowDots(Buffer a, Buffer aIndex, Buffer b, Buffer bIndex, Buffer out, Buffer outIndex) {
-        int h = width(a);
-        if (width(b) != h) {
-            throw new IllegalArgumentException("rowDots: a " + a.shape() + " and b " + b.shape() + " differ in row width");
-        }
-        int m = aIndex != null ? aIndex.shape().dimInt(0) : bIndex != null ? bIndex.shape().dimInt(0)
-                : outIndex != null ? outIndex.shape().dimInt(0) : rows(a);
+        int h = DispatchArgs.sameRowWidth("rowDots", "a", a, "b", b);
+        int m = DispatchArgs.visitedRows(a, aIndex, bIndex, outIndex);
         if (m == 0) {
             return;
         }
@@ -249,22 +240,16 @@ public final class CudaDispatchKernels implements DispatchKernels {
 
     @Override
     public void copyToHost(Buffer src, HostBuffer dst) {
-        requireSameBytes(src, dst);
+        DispatchArgs.requireSameBytes(src, dst);
         dev("src", src).copyToAsync(dst, k.stream());
         k.stream().synchronize();
     }
 
     @Override
     public void copyFromHost(HostBuffer src, Buffer dst) {
-        requireSameBytes(src, dst);
+        DispatchArgs.requireSameBytes(src, dst);
         dev("dst", dst).copyFromAsync(src, k.stream());
         k.stream().synchronize();
     }
 
-    private static void requireSameBytes(Buffer a, Buffer b) {
-        if (a.dtype() != b.dtype() || a.numel() != b.numel()) {
-            throw new IllegalArgumentException("copy between " + a.dtype() + " " + a.shape() + " and " + b.dtype() + " "
-                    + b.shape() + ": dtype and element count must match");
-        }
-    }
 }

@@ -13,6 +13,7 @@ import org.moe4j.cuda.CudaStream;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.cuda.DevicePool;
 import org.moe4j.cuda.Launch;
+import org.moe4j.dispatch.internal.DispatchArgs;
 
 /**
  * Shared plumbing of the kernel launchers: one fatbin module (a {@code native/<family>.cu}), its
@@ -101,15 +102,10 @@ final class Kernels {
     }
 
     static int rows(Buffer b) {
-        return b.shape().rank() == 0 ? 1 : b.shape().dimInt(0);
+        return DispatchArgs.rows(b);
     }
 
     static int width(Buffer b) {
-        long[] dims = b.shape().dims();
-        long n = 1;
-        for (int i = 1; i < dims.length; i++) {
-            n *= dims[i];
-        }
-        return Math.toIntExact(n);
+        return DispatchArgs.width(b);
     }
 }

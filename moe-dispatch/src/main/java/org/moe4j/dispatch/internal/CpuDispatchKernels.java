@@ -300,10 +300,7 @@ public final class CpuDispatchKernels implements DispatchKernels {
         MemorySegment ix = seg(index);
         MemorySegment o = seg(out);
         long n = table.numel();
-        long m = index.numel();
-        if (out.numel() != m) {
-            throw new IllegalArgumentException("composeIndex: out " + out.shape() + " must have " + m + " entries");
-        }
+        long m = DispatchArgs.composeIndexEntries(index, out);
         for (long j = 0; j < m; j++) {
             int i = ix.getAtIndex(I32, j);
             if (i < -1 || i >= n) {
@@ -317,11 +314,8 @@ public final class CpuDispatchKernels implements DispatchKernels {
 
     @Override
     public void copyRows(Buffer src, Buffer srcIndex, Buffer dst, Buffer dstIndex, Buffer weights) {
-        int h = width(src);
-        if (width(dst) != h) {
-            throw new IllegalArgumentException("copyRows: src " + src.shape() + " and dst " + dst.shape() + " differ in row width");
-        }
-        int m = srcIndex != null ? srcIndex.shape().dimInt(0) : dstIndex != null ? dstIndex.shape().dimInt(0) : rows(src);
+        int h = DispatchArgs.sameRowWidth("copyRows", "src", src, "dst", dst);
+        int m = DispatchArgs.visitedRows(src, srcIndex, dstIndex);
         MemorySegment s = seg(src);
         MemorySegment d = seg(dst);
         MemorySegment si = srcIndex == null ? null : seg(srcIndex);
@@ -424,12 +418,8 @@ public final class CpuDispatchKernels implements DispatchKernels {
 
     @Override
     public void rowDots(Buffer a, Buffer aIndex, Buffer b, Buffer bIndex, Buffer out, Buffer outIndex) {
-        int h = width(a);
-        if (width(b) != h) {
-            throw new IllegalArgumentException("rowDots: a " + a.shape() + " and b " + b.shape() + " differ in row width");
-        }
-        int m = aIndex != null ? aIndex.shape().dimInt(0) : bIndex != null ? bIndex.shape().dimInt(0)
-                : outIndex != null ? outIndex.shape().dimInt(0) : rows(a);
+        int h = DispatchArgs.sameRowWidth("rowDots", "a", a, "b", b);
+        int m = DispatchArgs.visitedRows(a, aIndex, bIndex, outIndex);
         MemorySegment as = seg(a);
         MemorySegment bs = seg(b);
         MemorySegment ai = aIndex == null ? null : seg(aIndex);
@@ -475,40 +465,29 @@ public final class CpuDispatchKernels implements DispatchKernels {
 
     @Override
     public void copyToHost(Buffer src, HostBuffer dst) {
-        requireSameBytes(src, dst);
+        DispatchArgs.requireSameBytes(src, dst);
         MemorySegment.copy(seg(src), 0, dst.segment(), 0, dst.byteSize());
     }
 
     @Override
     public void copyFromHost(HostBuffer src, Buffer dst) {
-        requireSameBytes(src, dst);
+        DispatchArgs.requireSameBytes(src, dst);
         MemorySegment.copy(src.segment(), 0, seg(dst), 0, src.byteSize());
     }
 
     // ---------------------------------------------------------------- helpers
 
-    private static void requireSameBytes(Buffer a, Buffer b) {
-        if (a.dtype() != b.dtype() || a.numel() != b.numel()) {
-            throw new IllegalArgumentException("copy between " + a.dtype() + " " + a.shape() + " and " + b.dtype() + " "
-                    + b.shape() + ": dtype and element count must match");
-        }
-    }
 
     private int chunkRows(int rowElems) {
         return Math.max(1, chunkElems / Math.max(1, rowElems));
     }
 
     private static int rows(Buffer b) {
-        return b.shape().rank() == 0 ? 1 : b.shape().dimInt(0);
+        return DispatchArgs.rows(b);
     }
 
     private static int width(Buffer b) {
-        long[] dims = b.shape().dims();
-        long n = 1;
-        for (int i = 1; i < dims.length; i++) {
-            n *= dims[i];
-        }
-        return Math.toIntExact(n);
+        return DispatchArgs.width(b);
     }
 
     private static void requireRows(String what, Buffer b, int rows) {

@@ -1,0 +1,96 @@
+package org.moe4j.dispatch.internal;
+
+import org.moe4j.core.buffer.Buffer;
+
+/**
+ * Argument checks and row arithmetic shared by every {@link org.moe4j.dispatch.DispatchKernels}
+ * implementation (the CPU one here, the CUDA one in moe-cuda), so that both refuse the same inputs with
+ * the same messages. Rows are dimension 0; a row's width is the product of the other dimensions.
+ */
+public final class DispatchArgs {
+    private DispatchArgs() {
+    }
+
+    /**
+     * @param b a buffer
+     * @return its row count: dimension 0, or 1 for a scalar
+     */
+    public static int rows(Buffer b) {
+        return b.shape().rank() == 0 ? 1 : b.shape().dimInt(0);
+    }
+
+    /**
+     * @param b a buffer
+     * @return the elements per row: the product of every dimension after the first
+     * @throws ArithmeticException if that exceeds {@code int}
+     */
+    public static int width(Buffer b) {
+        long[] dims = b.shape().dims();
+        long n = 1;
+        for (int i = 1; i < dims.length; i++) {
+            n *= dims[i];
+        }
+        return Math.toIntExact(n);
+    }
+
+    /**
+     * @param op    the kernel's name, for the message
+     * @param aName name of the first operand
+     * @param a     the first operand
+     * @param bName name of the second operand
+     * @param b     the second operand
+     * @return the common row width
+     * @throws IllegalArgumentException if the row widths differ
+     */
+    public static int sameRowWidth(String op, String aName, Buffer a, String bName, Buffer b) {
+        int h = width(a);
+        if (width(b) != h) {
+            throw new IllegalArgumentException(op + ": " + aName + " " + a.shape() + " and " + bName + " " + b.shape()
+                    + " differ in row width");
+        }
+        return h;
+    }
+
+    /**
+     * The number of rows an indexed row kernel visits: the length of the first non-null index, else
+     * every row of {@code whole}.
+     *
+     * @param whole   the buffer whose rows are visited when no index is given
+     * @param indexes optional row indexes, in order of precedence (null entries are skipped)
+     * @return the row count
+     */
+    public static int visitedRows(Buffer whole, Buffer... indexes) {
+        for (Buffer index : indexes) {
+            if (index != null) {
+                return index.shape().dimInt(0);
+            }
+        }
+        return rows(whole);
+    }
+
+    /**
+     * @param index the composeIndex index
+     * @param out   its output
+     * @return the entry count of {@code index}
+     * @throws IllegalArgumentException if {@code out} has another entry count
+     */
+    public static long composeIndexEntries(Buffer index, Buffer out) {
+        long m = index.numel();
+        if (out.numel() != m) {
+            throw new IllegalArgumentException("composeIndex: out " + out.shape() + " must have " + m + " entries");
+        }
+        return m;
+    }
+
+    /**
+     * @param a one side of a plain copy
+     * @param b the other side
+     * @throws IllegalArgumentException unless dtype and element count match
+     */
+    public static void requireSameBytes(Buffer a, Buffer b) {
+        if (a.dtype() != b.dtype() || a.numel() != b.numel()) {
+            throw new IllegalArgumentException("copy between " + a.dtype() + " " + a.shape() + " and " + b.dtype() + " "
+                    + b.shape() + ": dtype and element count must match");
+        }
+    }
+}
