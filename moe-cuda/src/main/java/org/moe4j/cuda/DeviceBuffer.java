@@ -265,19 +265,6 @@ public final class DeviceBuffer implements Buffer {
         s.synchronize();
     }
 
-    /** @return a new host buffer with this buffer's dtype, shape and contents */
-    @Override
-    public HostBuffer toHost() {
-        HostBuffer h = HostBuffer.allocate(dtype, shape);
-        try {
-            copyTo(h);
-        } catch (RuntimeException e) {
-            h.close();
-            throw e;
-        }
-        return h;
-    }
-
     /** @return e.g. {@code DeviceBuffer#3[F32 [4, 8] cuda:0]} */
     public String describe() {
         return "DeviceBuffer#" + id + (owner != null ? " view" : "") + "[" + dtype + " " + shape + " " + pool.device() + "]";
