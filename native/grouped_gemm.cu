@@ -6,21 +6,22 @@
 // leading dimension (elements), so views into a larger buffer (e.g. [dG | dU]) work.
 //
 // Kernels (extern "C", stable names), "_mma" = portable path (mma.sync, sm_80+),
-// "_wgmma" = Hopper path (sm_90a: wgmma.mma_async + TMA bulk tensor copies + mbarrier pipeline):
+// "_wgmma" = Hopper path (sm_90a: wgmma.mma_async + TMA bulk tensor copies + mbarrier pipeline;
+// every GEMM below has both, operands described by tensor maps: grouped_gemm_wgmma.cuh):
 //   moe_gg_fwd_mma / moe_gg_fwd_wgmma        C[r, n] = sum_k A[r, k] * B_g[n, k]
 //       A [rows, K] (lda), B [groups][N][K] (ldb, strideB per group), C [rows, N] (ldc)
 //       used for the down projection Y = Hact . W2_g^T and generally X . W^T.
 //   moe_gg_swiglu_mma / moe_gg_swiglu_wgmma  fused gate+up with SwiGLU epilogue:
 //       G = A . W1_g^T, U = A . W3_g^T (one pass over A), H = silu(G) * U -> C [rows, N];
 //       optional Gsave/Usave [rows, N] (ldgu, same dtype as C) for the backward.
-//   moe_gg_dx_mma                            C[r, n] = sum_k A1[r, k] B1_g[k, n] (+ A2 . B2_g)
+//   moe_gg_dx_mma / moe_gg_dx_wgmma          C[r, n] = sum_k A1[r, k] B1_g[k, n] (+ A2 . B2_g)
 //       B stored [groups][K][N] (the forward weights read transposed): dHact = dY . W2_g and
 //       dX = dG . W1_g + dU . W3_g in one kernel (second pair nullable).
-//   moe_gg_wgrad_mma                         C_g[m, n] = sum_{r in group g} A[r, m] * B[r, n]
+//   moe_gg_wgrad_mma / moe_gg_wgrad_wgmma    C_g[m, n] = sum_{r in group g} A[r, m] * B[r, n]
 //       A [rows, M], B [rows, N], C [groups][M][N] (strideC, ldc): dW2_g = dY^T Hact,
 //       dW1_g = dG^T X, dW3_g = dU^T X. Empty groups write zeros.
 //   moe_swiglu_bwd                           dG, dU from dH, G, U (elementwise, fp32 math).
-//   fwd/dx/wgrad _mma take `accumulate` (C += result; C must be fp32), for ExpertKernels.GemmSpec.
+//   fwd/dx/wgrad (both paths) take `accumulate` (C += result; C must be fp32), for ExpertKernels.GemmSpec.
 // ExpertKernels support (org.moe4j.experts.ExpertKernels, matching CpuExpertKernels):
 //   moe_gg_matmul_f32 / moe_gg_wgrad_f32     exact-fp32 SIMT grouped GEMMs (F32 operands without
 //                                            the bf16 option; BF16 operands also accepted)
@@ -248,26 +249,60 @@ static_assert(smem_bytes<true, false, 1>() == 56832, "dx smem");
 static_assert(smem_bytes<false, false, 1>() == 52224, "wgrad smem");
 
 // ---------------------------------------------------------------------------------------
-// Hopper path (sm_90a). Contract and launch shape: grouped_gemm_wgmma.cuh.
+// Hopper path (sm_90a). Contract, layouts and launch shapes: grouped_gemm_wgmma.cuh.
 // ---------------------------------------------------------------------------------------
 namespace {
 
-template <int NB>
-__device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtensorMap* tmB0, const CUtensorMap* tmB1,
-                                           const int* offsets, int groups, int N, int K,
-                                           void* C, long ldc, int cBf16, void* Gsave, void* Usave, long ldgu) {
+enum WgMode { WG_FWD = 0, WG_DX = 1, WG_WGRAD = 2 };
+
+// Everything the three Hopper kernels pass to the shared body. FWD/DX: N, K; WGRAD: M (= mDim), N,
+// and K is the group's row count. tmA2/tmB2 (DX only) are the optional second operand pair.
+struct WgParams {
+    const CUtensorMap* tmA;
+    const CUtensorMap* tmB0;
+    const CUtensorMap* tmB1;
+    const CUtensorMap* tmA2;
+    const CUtensorMap* tmB2;
+    const int* offsets;
+    int groups, mDim, N, K;
+    void* C;
+    long ldc, strideC;
+    int cBf16, accumulate;
+    void* Gsave;
+    void* Usave;
+    long ldgu;
+};
+
+template <int NB, int MODE>
+__device__ __forceinline__ void wgmma_body(const WgParams& p) {
 #if MOE_WGMMA_ENABLED
     namespace W = moe_wg;
+    constexpr bool A_MN = MODE == WG_WGRAD;
+    constexpr bool B_MN = MODE != WG_FWD;
+    constexpr int BN = NB == 2 ? 64 : 128;
     extern __shared__ __align__(1024) unsigned char smemDyn[];
     __shared__ __align__(8) uint64_t full[W::STAGES];
     __shared__ __align__(8) uint64_t empty[W::STAGES];
     unsigned char* smem = smemDyn + ((1024u - (W::smem_u32(smemDyn) & 1023u)) & 1023u);
 
-    int g, rowStart, rows;
-    if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;  // uniform across the CTA
-    constexpr int BN = NB == 2 ? 64 : 128;
-    const int n0 = blockIdx.y * BN;
-    const int kTiles = (K + W::BK - 1) / W::BK;
+    // Tile origin. Row-grouped (FWD, DX): rows [rowStart, rowStart + rows) of group g, columns n0...
+    // K-grouped (WGRAD): output tile (m0, n0) of group g, reduced over the group's rows [r0, r0 + kLen).
+    int g, rowStart = 0, rows = 0, m0 = 0, n0, kLen;
+    if constexpr (MODE == WG_WGRAD) {
+        g = blockIdx.z;
+        if (g >= p.groups) return;
+        n0 = blockIdx.x * 128;
+        m0 = blockIdx.y * 128;
+        rowStart = p.offsets[g];
+        kLen = p.offsets[g + 1] - rowStart;
+    } else {
+        if (!find_m_tile(p.offsets, p.groups, g, rowStart, rows)) return;  // uniform across the CTA
+        n0 = blockIdx.y * BN;
+        kLen = p.K;
+    }
+    const int kTiles = (kLen + W::BK - 1) / W::BK;
+    const int pairs = MODE == WG_DX && p.tmA2 != nullptr ? 2 : 1;
+    const int total = kTiles * pairs;
     const int wg = threadIdx.x / 128;
 
     if (threadIdx.x == 0) {
@@ -285,17 +320,39 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
         if (threadIdx.x == 0) {
             // the tensor maps live in global memory, written by a host copy: acquire them for the
             // tensor-map proxy before the first bulk tensor copy reads them
-            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmA) : "memory");
-            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmB0) : "memory");
-            if (NB == 2) asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(tmB1) : "memory");
-            for (int t = 0; t < kTiles; ++t) {
+            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmA) : "memory");
+            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmB0) : "memory");
+            if (NB == 2) asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmB1) : "memory");
+            if (pairs == 2) {
+                asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmA2) : "memory");
+                asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmB2) : "memory");
+            }
+            for (int t = 0; t < total; ++t) {
                 const int s = t % W::STAGES;
                 W::mbar_wait(&empty[s], ((t / W::STAGES) & 1) ^ 1);
                 W::mbar_expect_tx(&full[s], W::STAGE_BYTES);
                 unsigned char* sA = smem + s * W::STAGE_BYTES;
-                W::tma_load_2d(sA, tmA, &full[s], t * W::BK, rowStart);
-                W::tma_load_2d(sA + W::A_BYTES, tmB0, &full[s], t * W::BK, g * N + n0);
-                if (NB == 2) W::tma_load_2d(sA + W::A_BYTES + W::B_BYTES / 2, tmB1, &full[s], t * W::BK, g * N + n0);
+                unsigned char* sB = sA + W::A_BYTES;
+                if constexpr (MODE == WG_FWD) {
+                    const int k0 = t * W::BK;
+                    W::tma_load_2d(sA, p.tmA, &full[s], k0, rowStart);
+                    W::tma_load_2d(sB, p.tmB0, &full[s], k0, g * p.N + n0);
+                    if (NB == 2) W::tma_load_2d(sB + W::B_BYTES / 2, p.tmB1, &full[s], k0, g * p.N + n0);
+                } else if constexpr (MODE == WG_DX) {
+                    const bool second = t >= kTiles;
+                    const int k0 = (second ? t - kTiles : t) * W::BK;
+                    const CUtensorMap* mA = second ? p.tmA2 : p.tmA;
+                    const CUtensorMap* mB = second ? p.tmB2 : p.tmB0;
+                    W::tma_load_2d(sA, mA, &full[s], k0, rowStart);
+                    W::tma_load_3d(sB, mB, &full[s], n0, k0, g);
+                    W::tma_load_3d(sB + W::BOX_BYTES, mB, &full[s], n0 + 64, k0, g);
+                } else {
+                    const int r = rowStart + t * W::BK;
+                    W::tma_load_2d(sA, p.tmA, &full[s], m0, r);
+                    W::tma_load_2d(sA + W::BOX_BYTES, p.tmA, &full[s], m0 + 64, r);
+                    W::tma_load_2d(sB, p.tmB0, &full[s], n0, r);
+                    W::tma_load_2d(sB + W::BOX_BYTES, p.tmB0, &full[s], n0 + 64, r);
+                }
             }
         }
     } else {
@@ -311,23 +368,37 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
         W::fence_operands(acc0);
         if constexpr (NB == 2) W::fence_operands(acc1);
 
-        for (int t = 0; t < kTiles; ++t) {
+        for (int t = 0; t < total; ++t) {
             const int s = t % W::STAGES;
             W::mbar_wait(&full[s], (t / W::STAGES) & 1);
-            const unsigned char* sA = smem + s * W::STAGE_BYTES + cw * 64 * 128;
-            const unsigned char* sB = smem + s * W::STAGE_BYTES + W::A_BYTES;
-            const uint64_t dA = W::make_desc(sA);
-            const uint64_t dB0 = W::make_desc(sB);
+            unsigned char* sA = smem + s * W::STAGE_BYTES + cw * W::BOX_BYTES;
+            unsigned char* sB = smem + s * W::STAGE_BYTES + W::A_BYTES;
+            const uint32_t stage = W::smem_u32(smem + s * W::STAGE_BYTES);
+            if constexpr (MODE == WG_WGRAD) {
+                const int valid = kLen - t * W::BK;  // rows of this k tile inside the group
+                if (valid < W::BK) {
+                    // zero the k rows past the group in this consumer's A box and in B box cw; the
+                    // 128-byte swizzle only permutes 16-byte chunks inside a row, so whole rows are
+                    // zeroed where they are
+                    unsigned char* sBc = sB + cw * W::BOX_BYTES;
+                    for (int i = tid; i < (W::BK - valid) * 8; i += 128) {
+                        const int off = (valid + (i >> 3)) * 128 + (i & 7) * 16;
+                        *reinterpret_cast<uint4*>(sA + off) = make_uint4(0u, 0u, 0u, 0u);
+                        *reinterpret_cast<uint4*>(sBc + off) = make_uint4(0u, 0u, 0u, 0u);
+                    }
+                    W::fence_proxy_async_smem();
+                    W::consumers_sync();  // both B boxes are read by both consumers
+                }
+            }
             W::wgmma_fence();
 #pragma unroll
             for (int kk = 0; kk < W::BK / 16; ++kk) {
-                // +32 bytes along k inside the 128-byte swizzled row = +2 in the address field
+                const uint64_t dA = W::desc_a<A_MN>(stage, cw, kk);
                 if constexpr (NB == 1) {
-                    W::wgmma_m64n128k16(acc0, dA + 2 * kk, dB0 + 2 * kk, 1);
+                    W::wgmma_m64n128k16<A_MN ? 1 : 0, B_MN ? 1 : 0>(acc0, dA, W::desc_b<B_MN>(stage, 0, kk), 1);
                 } else {
-                    const uint64_t dB1 = W::make_desc(sB + W::B_BYTES / 2);
-                    W::wgmma_m64n64k16(acc0, dA + 2 * kk, dB0 + 2 * kk, 1);
-                    W::wgmma_m64n64k16(acc1, dA + 2 * kk, dB1 + 2 * kk, 1);
+                    W::wgmma_m64n64k16<0, 0>(acc0, dA, W::desc_b<B_MN>(stage, 0, kk), 1);
+                    W::wgmma_m64n64k16<0, 0>(acc1, dA, W::desc_b<B_MN>(stage, 1, kk), 1);
                 }
             }
             W::wgmma_commit();
@@ -339,32 +410,44 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
         W::fence_operands(acc0);
         if constexpr (NB == 2) W::fence_operands(acc1);
 
+        // accumulator fragment of m64nN: warp w4 holds rows 16*w4 + lane/4 (+8), and
+        // acc[4j + 2h + c] is column 8j + 2*(lane%4) + c of row +8h
         const int w4 = tid >> 5, lane = tid & 31;
+        char* Cg = reinterpret_cast<char*>(p.C);
+        int rowLimit = rows;
+        long rowBase = rowStart;
+        if constexpr (MODE == WG_WGRAD) {
+            Cg += (long)g * p.strideC * (p.cBf16 ? 2 : 4);
+            rowLimit = p.mDim - m0;
+            rowBase = m0;
+        }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int r = cw * 64 + w4 * 16 + (lane >> 2) + 8 * h;
-            if (r >= rows) continue;
-            const long row = rowStart + r;
+            if (r >= rowLimit) continue;
+            const long row = rowBase + r;
 #pragma unroll
             for (int j = 0; j < BN / 8; ++j) {
                 const int n = n0 + j * 8 + (lane & 3) * 2;
-                if (n >= N) continue;
+                if (n >= p.N) continue;
                 const float a0 = acc0[4 * j + 2 * h], a1 = acc0[4 * j + 2 * h + 1];
                 if constexpr (NB == 1) {
-                    store2(C, row * ldc + n, cBf16, a0, a1);
+                    if (p.accumulate) add2(Cg, row * p.ldc + n, a0, a1);
+                    else store2(Cg, row * p.ldc + n, p.cBf16, a0, a1);
                 } else {
                     const float u0 = acc1[4 * j + 2 * h], u1 = acc1[4 * j + 2 * h + 1];
-                    if (cBf16) {
+                    const long ldgu = p.ldgu;
+                    if (p.cBf16) {
                         const __nv_bfloat162 gb = __floats2bfloat162_rn(a0, a1);
                         const __nv_bfloat162 ub = __floats2bfloat162_rn(u0, u1);
-                        store2(C, row * ldc + n, true, silu(__low2float(gb)) * __low2float(ub),
+                        store2(Cg, row * p.ldc + n, true, silu(__low2float(gb)) * __low2float(ub),
                                silu(__high2float(gb)) * __high2float(ub));
-                        if (Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Gsave) + row * ldgu + n) = gb;
-                        if (Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Usave) + row * ldgu + n) = ub;
+                        if (p.Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(p.Gsave) + row * ldgu + n) = gb;
+                        if (p.Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(p.Usave) + row * ldgu + n) = ub;
                     } else {
-                        store2(C, row * ldc + n, false, silu(a0) * u0, silu(a1) * u1);
-                        if (Gsave) store2(Gsave, row * ldgu + n, false, a0, a1);
-                        if (Usave) store2(Usave, row * ldgu + n, false, u0, u1);
+                        store2(Cg, row * p.ldc + n, false, silu(a0) * u0, silu(a1) * u1);
+                        if (p.Gsave) store2(p.Gsave, row * ldgu + n, false, a0, a1);
+                        if (p.Usave) store2(p.Usave, row * ldgu + n, false, u0, u1);
                     }
                 }
             }
@@ -377,21 +460,52 @@ __device__ __forceinline__ void wgmma_body(const CUtensorMap* tmA, const CUtenso
 
 }  // namespace
 
-// C = A . B_g^T on Hopper. tmA over A [rows, K], tmB over B [groups*N, K] (box rows 128).
+// C (+)= A . B_g^T on Hopper. tmA over A [rows, K] (box {64, 128}), tmB over B [groups*N, K]
+// (box {64, 128}). accumulate: C += result (C fp32).
 extern "C" __global__ void __launch_bounds__(384, 1)
 moe_gg_fwd_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmB,
                  const int* __restrict__ offsets, int groups, int N, int K,
-                 void* __restrict__ C, long ldc, int cBf16) {
-    wgmma_body<1>(tmA, tmB, tmB, offsets, groups, N, K, C, ldc, cBf16, nullptr, nullptr, 0);
+                 void* __restrict__ C, long ldc, int cBf16, int accumulate) {
+    const WgParams p{tmA, tmB, tmB, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate,
+                     nullptr, nullptr, 0};
+    wgmma_body<1, WG_FWD>(p);
 }
 
-// H = silu(A . W1_g^T) * (A . W3_g^T) on Hopper. tmW1/tmW3 over [groups*N, K] (box rows 64).
+// H = silu(A . W1_g^T) * (A . W3_g^T) on Hopper. tmW1/tmW3 over [groups*N, K] (box {64, 64}).
 extern "C" __global__ void __launch_bounds__(384, 1)
 moe_gg_swiglu_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmW1,
                     const CUtensorMap* __restrict__ tmW3, const int* __restrict__ offsets, int groups,
                     int N, int K, void* __restrict__ C, long ldc, int cBf16,
                     void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
-    wgmma_body<2>(tmA, tmW1, tmW3, offsets, groups, N, K, C, ldc, cBf16, Gsave, Usave, ldgu);
+    const WgParams p{tmA, tmW1, tmW3, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, 0,
+                     Gsave, Usave, ldgu};
+    wgmma_body<2, WG_FWD>(p);
+}
+
+// C (+)= A1 . B1_g (+ A2 . B2_g) on Hopper, B stored [groups][K][N]: dHact = dY . W2_g, or
+// dX = dG . W1_g + dU . W3_g in one pass. tmA1/tmA2 over [rows, K] (box {64, 128}), tmB1/tmB2
+// 3-D over {N, K, groups} (box {64, 64, 1}); tmA2 = tmB2 = null for one pair.
+extern "C" __global__ void __launch_bounds__(384, 1)
+moe_gg_dx_wgmma(const CUtensorMap* __restrict__ tmA1, const CUtensorMap* __restrict__ tmB1,
+                const CUtensorMap* __restrict__ tmA2, const CUtensorMap* __restrict__ tmB2,
+                const int* __restrict__ offsets, int groups, int N, int K,
+                void* __restrict__ C, long ldc, int cBf16, int accumulate) {
+    const WgParams p{tmA1, tmB1, tmB1, tmA2, tmB2, offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate,
+                     nullptr, nullptr, 0};
+    wgmma_body<1, WG_DX>(p);
+}
+
+// C_g (+)= A_g^T . B_g on Hopper (weight gradients: dW2_g = dY_g^T Hact_g, dW1_g = dG_g^T X_g, ...),
+// A [rows, M] (tmA dims {M, rows}, box {64, 64}), B [rows, N] (tmB dims {N, rows}, box {64, 64}),
+// C [groups][M][N] (strideC, ldc elements). Reduced over the group's rows in ascending k tiles;
+// empty groups write zeros (or add nothing but +0).
+extern "C" __global__ void __launch_bounds__(384, 1)
+moe_gg_wgrad_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmB,
+                   const int* __restrict__ offsets, int groups, int M, int N,
+                   void* __restrict__ C, long strideC, long ldc, int cBf16, int accumulate) {
+    const WgParams p{tmA, tmB, tmB, nullptr, nullptr, offsets, groups, M, N, 0, C, ldc, strideC, cBf16, accumulate,
+                     nullptr, nullptr, 0};
+    wgmma_body<1, WG_WGRAD>(p);
 }
 
 // ---------------------------------------------------------------------------------------

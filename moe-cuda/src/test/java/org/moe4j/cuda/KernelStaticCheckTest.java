@@ -44,6 +44,7 @@ class KernelStaticCheckTest {
                 "moe_scatter_values"));
         KERNELS.put("grouped_gemm", List.of("moe_gg_fwd_mma", "moe_gg_swiglu_mma", "moe_gg_dx_mma",
                 "moe_gg_wgrad_mma", "moe_swiglu_bwd", "moe_gg_fwd_wgmma", "moe_gg_swiglu_wgmma",
+                "moe_gg_dx_wgmma", "moe_gg_wgrad_wgmma",
                 "moe_gg_matmul_f32", "moe_gg_wgrad_f32", "moe_cast_bf16", "moe_transpose_batched",
                 "moe_swiglu_fwd_f32", "moe_swiglu_bwd_f32"));
         KERNELS.put("optim", List.of("moe_accumulate_f32", "moe_adamw_f32"));
@@ -71,6 +72,12 @@ class KernelStaticCheckTest {
         assertTrue(text.contains("wgmma.mma_async"), "grouped_gemm.cu PTX for sm_90a has no wgmma.mma_async");
         assertTrue(text.contains("cp.async.bulk.tensor"), "grouped_gemm.cu PTX for sm_90a has no TMA bulk tensor copy");
         assertTrue(text.contains("mma.sync.aligned.m16n8k16"), "grouped_gemm.cu PTX has no portable mma.sync path");
+        assertTrue(text.contains("cp.async.bulk.tensor.3d"), "grouped_gemm.cu PTX has no 3-D bulk tensor copy (dX weights)");
+        // imm-trans-a, imm-trans-b: forward K-major/K-major, dX K-major/MN-major, weight gradient MN-major/MN-major
+        for (String trans : List.of("0, 0", "0, 1", "1, 1")) {
+            assertTrue(Pattern.compile("wgmma\\.mma_async\\.sync\\.aligned\\.m64n128k16\\.f32\\.bf16\\.bf16 \\{[^}]*\\}, %rd\\d+, %rd\\d+, p, 1, 1, "
+                    + trans + ";").matcher(text).find(), "grouped_gemm.cu PTX has no m64n128k16 wgmma with transposes " + trans);
+        }
     }
 
     @Test
@@ -147,7 +154,7 @@ class KernelStaticCheckTest {
         return ptx;
     }
 
-    private static String run(List<String> command) throws IOException, InterruptedException {
+    static String run(List<String> command) throws IOException, InterruptedException {
         Process p = new ProcessBuilder(command).redirectErrorStream(true).start();
         byte[] out = p.getInputStream().readAllBytes();
         if (!p.waitFor(COMPILE_TIMEOUT_SECONDS, TimeUnit.SECONDS)) {
@@ -164,7 +171,7 @@ class KernelStaticCheckTest {
         assumeTrue(nativeDir != null, "native/ sources not found next to the module");
     }
 
-    private static Path findTool(String name) {
+    static Path findTool(String name) {
         List<Path> candidates = new ArrayList<>();
         for (String env : List.of("CUDA_HOME", "CUDA_PATH")) {
             String v = System.getenv(env);
@@ -180,7 +187,7 @@ class KernelStaticCheckTest {
         return candidates.stream().filter(Files::isExecutable).findFirst().orElse(null);
     }
 
-    private static Path findNativeDir() {
+    static Path findNativeDir() {
         Path dir = Path.of("").toAbsolutePath();
         for (int i = 0; i < 3 && dir != null; i++, dir = dir.getParent()) {
             Path n = dir.resolve("native");

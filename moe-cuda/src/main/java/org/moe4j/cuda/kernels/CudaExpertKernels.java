@@ -6,6 +6,7 @@ import static org.moe4j.cuda.kernels.Kernels.dev;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -16,16 +17,20 @@ import org.moe4j.experts.ExpertKernels;
 /**
  * {@link ExpertKernels} on the GPU ({@code native/grouped_gemm.cu}).
  *
- * <p>Paths of {@link #groupedMatmul} / {@link #groupedWeightGrad}:
+ * <p>Paths of {@link #groupedMatmul}, {@link #groupedMatmulTransposedB} and {@link #groupedWeightGrad}:
  * <ul>
  *   <li>bf16 tensor cores when both operands are BF16 or {@code bf16Operands} is set (F32 operands
- *       are rounded to bf16 first, as the CPU reference does on load), K and N multiples of 8:
- *       {@code mma} ({@code mma.sync}, any sm_80+ GPU, the default) or {@code wgmma} (Hopper
- *       wgmma + TMA, forward overwrite only, compute capability 9.0), chosen by the system property
- *       {@value #PATH_PROPERTY} ({@code mma} | {@code wgmma});</li>
+ *       are rounded to bf16 first, as the CPU reference does on load), the inner dimensions are
+ *       multiples of 8 and BF16 operands are 16-byte aligned:
+ *       {@code mma} ({@code mma.sync}, the default) or {@code wgmma} (Hopper wgmma + TMA, compute
+ *       capability 9.0 only), chosen by the system property {@value #PATH_PROPERTY}
+ *       ({@code mma} | {@code wgmma}). Both paths run every GEMM of the expert forward and backward,
+ *       overwrite or accumulate;</li>
  *   <li>otherwise exact fp32 (SIMT FMA, k ascending).</li>
  * </ul>
  * Every output element is reduced by one CTA in a fixed order: results are run-to-run reproducible.
+ * {@code mma} stays the default until the Hopper path has been measured and checked on hardware
+ * (docs/gpu-results.md).
  */
 public final class CudaExpertKernels implements ExpertKernels {
     /** System property choosing the bf16 GEMM path: {@code mma} (default) or {@code wgmma}. */
@@ -35,10 +40,11 @@ public final class CudaExpertKernels implements ExpertKernels {
     static final int SMEM_FWD = 61440;
     static final int SMEM_DX = 56832;
     static final int SMEM_WGRAD = 52224;
+    /** Dynamic shared memory of every wgmma kernel (grouped_gemm_wgmma.cuh: 4 stages of 32 KB + 1 KB slack). */
     static final int SMEM_WGMMA = 4 * 32768 + 1024;
 
     private final Kernels k;
-    private final String path;
+    private final boolean wgmma;
 
     /** @param backend the cuda backend */
     public CudaExpertKernels(Backend backend) {
@@ -48,18 +54,29 @@ public final class CudaExpertKernels implements ExpertKernels {
     /**
      * @param backend the cuda backend
      * @param path    {@code mma} or {@code wgmma}
+     * @throws IllegalArgumentException for another path name
+     * @throws IllegalStateException    for {@code wgmma} on a device other than compute capability 9.0
      */
     public CudaExpertKernels(Backend backend, String path) {
-        this.k = new Kernels(backend, "grouped_gemm");
-        this.path = switch (path) {
-            case "mma", "wgmma" -> path;
+        this.wgmma = switch (path) {
+            case "mma" -> false;
+            case "wgmma" -> true;
             default -> throw new IllegalArgumentException(PATH_PROPERTY + " must be mma or wgmma, got '" + path + "'");
         };
+        this.k = new Kernels(backend, "grouped_gemm");
+        if (wgmma) {
+            var dev = k.backend().context().device();
+            if (dev.major() != 9 || dev.minor() != 0) {
+                throw new IllegalStateException(PATH_PROPERTY + "=wgmma needs a compute capability 9.0 GPU (its kernels are"
+                        + " sm_90a machine code), but " + dev.name() + " is " + dev.major() + "." + dev.minor()
+                        + "; use " + PATH_PROPERTY + "=mma");
+            }
+        }
     }
 
     /** @return the bf16 GEMM path in use */
     public String path() {
-        return path;
+        return wgmma ? "wgmma" : "mma";
     }
 
     private static void floating(String what, Buffer b, int rank) {
@@ -141,9 +158,29 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
     }
 
+    /** F32 operands are cast into fresh (aligned) buffers; BF16 ones are used in place and must be aligned. */
+    private static boolean aligned(Buffer b) {
+        return b.dtype() != DType.BF16 || dev("operand", b).address() % 16 == 0;
+    }
+
     private boolean tensorCores(Buffer a, Buffer b, GemmSpec spec, int kDim, int nDim) {
         boolean bf16 = spec.bf16Operands() || (a.dtype() == DType.BF16 && b.dtype() == DType.BF16);
-        return bf16 && kDim % 8 == 0 && nDim % 8 == 0;
+        return bf16 && kDim % 8 == 0 && nDim % 8 == 0 && aligned(a) && aligned(b);
+    }
+
+    /** Validated offsets: the device copy to launch with, and the copy to free (null when the caller's). */
+    private record Offsets(DeviceBuffer device, DeviceBuffer owned) implements AutoCloseable {
+        @Override
+        public void close() {
+            if (owned != null) {
+                owned.close();
+            }
+        }
+    }
+
+    private Offsets checkedOffsets(Buffer groupOffsets, int groups, int rows) {
+        DeviceBuffer copy = offsets(groupOffsets, groups, rows, new int[groups + 1]);
+        return new Offsets(copy != null ? copy : dev("groupOffsets", groupOffsets), copy);
     }
 
     @Override
@@ -160,10 +197,7 @@ public final class CudaExpertKernels implements ExpertKernels {
                     + " (inner dimensions " + kDim + " != " + b.shape().dimInt(1) + ")");
         }
         out.shape().require("groupedMatmul out", rows, n);
-        int[] off = new int[groups + 1];
-        DeviceBuffer offCopy = offsets(groupOffsets, groups, rows, off);
-        DeviceBuffer offDev = offCopy != null ? offCopy : dev("groupOffsets", groupOffsets);
-        try {
+        try (Offsets off = checkedOffsets(groupOffsets, groups, rows)) {
             if (rows == 0 || n == 0 || groups == 0) {
                 return;
             }
@@ -171,73 +205,187 @@ public final class CudaExpertKernels implements ExpertKernels {
                 DeviceBuffer ab = asBf16(a);
                 DeviceBuffer bb = asBf16(b);
                 try {
-                    if (path.equals("wgmma") && !spec.accumulate()) {
-                        try (DeviceBuffer bt = transposedBf16(bb, groups, kDim, n);
-                                DeviceBuffer maps = tensorMaps(ab, bt, rows, kDim, n, groups)) {
-                            launchWgmma(maps, offDev, rows, kDim, n, groups, dev("out", out));
-                        }
-                    } else {
-                        launchMma(ab, bb, offDev, rows, kDim, n, groups, dev("out", out), spec.accumulate());
-                    }
+                    launchDx(ab, bb, off.device(), rows, kDim, n, groups, dev("out", out), spec.accumulate());
                 } finally {
                     owned(ab, a);
                     owned(bb, b);
                 }
             } else {
-                k.launch("moe_gg_matmul_f32").grid(blocks(n, 64), blocks(rows, 64) + groups, 1).block(16, 16, 1)
-                        .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
-                        .arg(offDev).arg(groups).arg(n).arg(kDim).arg(dev("out", out)).arg(spec.accumulate() ? 1 : 0).launch();
-            }
-        } finally {
-            if (offCopy != null) {
-                offCopy.close();
+                launchMatmulF32(a, b, off.device(), rows, kDim, n, groups, out, spec.accumulate());
             }
         }
     }
 
-    /**
-     * The portable bf16 kernel alone (no validation, no host synchronisation):
-     * {@code out[r] (+)= a[r] . b[g]}, a bf16 {@code [rows, K]}, b bf16 {@code [groups, K, N]}, out F32.
-     */
-    void launchMma(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
+    @Override
+    public boolean supportsTransposedB() {
+        return true;
+    }
+
+    @Override
+    public void groupedMatmulTransposedB(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
+        floating("a", a, 2);
+        floating("b", b, 3);
+        f32("out", out, 2);
+        int rows = a.shape().dimInt(0);
+        int kDim = a.shape().dimInt(1);
+        int groups = b.shape().dimInt(0);
+        int n = b.shape().dimInt(1);
+        if (b.shape().dimInt(2) != kDim) {
+            throw new IllegalArgumentException("groupedMatmulTransposedB: a is " + a.shape() + " but b is " + b.shape()
+                    + " (inner dimensions " + kDim + " != " + b.shape().dimInt(2) + ")");
+        }
+        out.shape().require("groupedMatmulTransposedB out", rows, n);
+        try (Offsets off = checkedOffsets(groupOffsets, groups, rows)) {
+            if (rows == 0 || n == 0 || groups == 0) {
+                return;
+            }
+            if (tensorCores(a, b, spec, kDim, n)) {
+                DeviceBuffer ab = asBf16(a);
+                DeviceBuffer bb = asBf16(b);
+                try {
+                    launchFwd(ab, bb, off.device(), rows, kDim, n, groups, dev("out", out), spec.accumulate());
+                } finally {
+                    owned(ab, a);
+                    owned(bb, b);
+                }
+            } else {
+                // exact fp32: the same kernel as groupedMatmul on a transposed copy (bit-identical by construction)
+                try (DeviceBuffer bt = k.pool().allocateUninitialized(b.dtype(), Shape.of(groups, kDim, n))) {
+                    transpose(b, bt);
+                    launchMatmulF32(a, bt, off.device(), rows, kDim, n, groups, out, spec.accumulate());
+                }
+            }
+        }
+    }
+
+    private void launchMatmulF32(Buffer a, Buffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups, Buffer out,
+            boolean accumulate) {
+        k.launch("moe_gg_matmul_f32").grid(blocks(n, 64), blocks(rows, 64) + groups, 1).block(16, 16, 1)
+                .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
+                .arg(offsets).arg(groups).arg(n).arg(kDim).arg(dev("out", out)).arg(accumulate ? 1 : 0).launch();
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Kernel launches on bf16 operands (no validation, no host synchronisation except the tensor-map
+    // upload of the wgmma path); package-private for GroupedGemmGpuBench.
+    // ---------------------------------------------------------------------------------------------
+
+    /** {@code out[r] (+)= a[r] . b[g]^T}: a {@code [rows, K]}, b {@code [groups, N, K]}, out F32. */
+    void launchFwd(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
             DeviceBuffer out, boolean accumulate) {
-        k.launchWithSmem("moe_gg_dx_mma", SMEM_DX).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(256)
-                .arg(a).arg((long) kDim).arg(b).argPointer(0L).arg(0L).argPointer(0L)
-                .arg((long) kDim * n).arg((long) n).arg(offsets).arg(groups).arg(n).arg(kDim)
+        if (wgmma) {
+            try (DeviceBuffer maps = fwdMaps(a, b, rows, kDim, n, groups)) {
+                launchFwdWgmma(maps, offsets, rows, kDim, n, groups, out, accumulate);
+            }
+        } else {
+            k.launchWithSmem("moe_gg_fwd_mma", SMEM_FWD).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(256)
+                    .arg(a).arg((long) kDim).arg(b).arg((long) n * kDim).arg((long) kDim).arg(offsets).arg(groups).arg(n)
+                    .arg(kDim).arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+        }
+    }
+
+    /** {@code out[r] (+)= a[r] . b[g]}: a {@code [rows, K]}, b {@code [groups, K, N]}, out F32. */
+    void launchDx(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
+            DeviceBuffer out, boolean accumulate) {
+        if (wgmma) {
+            try (DeviceBuffer maps = dxMaps(a, b, null, null, rows, kDim, n, groups)) {
+                launchDxWgmma(maps, false, offsets, rows, n, kDim, groups, out, accumulate);
+            }
+        } else {
+            k.launchWithSmem("moe_gg_dx_mma", SMEM_DX).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(256)
+                    .arg(a).arg((long) kDim).arg(b).argPointer(0L).arg(0L).argPointer(0L)
+                    .arg((long) kDim * n).arg((long) n).arg(offsets).arg(groups).arg(n).arg(kDim)
+                    .arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+        }
+    }
+
+    /** {@code out[g] (+)= a[rows of g]^T . b[rows of g]}: a {@code [rows, M]}, b {@code [rows, N]}, out F32 {@code [groups, M, N]}. */
+    void launchWgrad(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int m, int n, int groups,
+            DeviceBuffer out, boolean accumulate) {
+        if (wgmma && rows > 0) { // a tensor map needs a non-empty tensor; with no rows the mma kernel writes the zeros
+            try (DeviceBuffer maps = wgradMaps(a, b, rows, m, n)) {
+                launchWgradWgmma(maps, offsets, groups, m, n, out, accumulate);
+            }
+        } else {
+            k.launchWithSmem("moe_gg_wgrad_mma", SMEM_WGRAD).grid(blocks(n, 128), blocks(m, 128), groups).block(256)
+                    .arg(a).arg((long) m).arg(b).arg((long) n).arg(offsets).arg(groups).arg(m).arg(n)
+                    .arg(out).arg((long) m * n).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+        }
+    }
+
+    /** Copies host-encoded tensor maps into one device buffer (map i at byte {@code i * 128}). */
+    private DeviceBuffer upload(MemorySegment... maps) {
+        DeviceBuffer dst = k.scratch(DType.I64, (long) maps.length * TensorMaps.BYTES / 8);
+        try (HostBuffer h = HostBuffer.allocate(DType.I64, (long) maps.length * TensorMaps.BYTES / 8)) {
+            for (int i = 0; i < maps.length; i++) {
+                MemorySegment.copy(maps[i], 0, h.segment(), (long) i * TensorMaps.BYTES, TensorMaps.BYTES);
+            }
+            dst.copyFromAsync(h, k.stream());
+            k.stream().synchronize(); // the host staging buffer dies here
+        } catch (RuntimeException e) {
+            dst.close();
+            throw e;
+        }
+        return dst;
+    }
+
+    /** @return the tensor maps (A, B) of {@code moe_gg_fwd_wgmma}: a {@code [rows, K]}, b {@code [groups, N, K]} */
+    DeviceBuffer fwdMaps(DeviceBuffer a, DeviceBuffer b, int rows, int kDim, int n, int groups) {
+        try (Arena arena = Arena.ofConfined()) {
+            return upload(TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128),
+                    TensorMaps.bf16RowMajor(arena, b.address(), (long) groups * n, kDim, kDim, 64, 128));
+        }
+    }
+
+    /** @return the tensor maps (A1, B1[, A2, B2]) of {@code moe_gg_dx_wgmma}: a {@code [rows, K]}, b {@code [groups, K, N]} */
+    DeviceBuffer dxMaps(DeviceBuffer a, DeviceBuffer b, DeviceBuffer a2, DeviceBuffer b2, int rows, int kDim, int n,
+            int groups) {
+        try (Arena arena = Arena.ofConfined()) {
+            long[] dimsB = {n, kDim, groups};
+            long[] stridesB = {2L * n, 2L * n * kDim};
+            int[] boxB = {64, 64, 1};
+            MemorySegment mA = TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128);
+            MemorySegment mB = TensorMaps.bf16(arena, b.address(), dimsB, stridesB, boxB);
+            if (a2 == null) {
+                return upload(mA, mB);
+            }
+            return upload(mA, mB, TensorMaps.bf16RowMajor(arena, a2.address(), rows, kDim, kDim, 64, 128),
+                    TensorMaps.bf16(arena, b2.address(), dimsB, stridesB, boxB));
+        }
+    }
+
+    /** @return the tensor maps (A, B) of {@code moe_gg_wgrad_wgmma}: a {@code [rows, M]}, b {@code [rows, N]}, rows &gt; 0 */
+    DeviceBuffer wgradMaps(DeviceBuffer a, DeviceBuffer b, int rows, int m, int n) {
+        try (Arena arena = Arena.ofConfined()) {
+            return upload(TensorMaps.bf16RowMajor(arena, a.address(), rows, m, m, 64, 64),
+                    TensorMaps.bf16RowMajor(arena, b.address(), rows, n, n, 64, 64));
+        }
+    }
+
+    /** {@code moe_gg_fwd_wgmma} with maps from {@link #fwdMaps}; F32 out. */
+    void launchFwdWgmma(DeviceBuffer maps, DeviceBuffer offsets, int rows, int kDim, int n, int groups, DeviceBuffer out,
+            boolean accumulate) {
+        k.launchWithSmem("moe_gg_fwd_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
+                .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(n).arg(kDim)
                 .arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
     }
 
-    /** @return b {@code [groups, K, N]} bf16 transposed to K-major {@code [groups, N, K]} (new buffer) */
-    DeviceBuffer transposedBf16(DeviceBuffer b, int groups, int kDim, int n) {
-        DeviceBuffer bt = k.pool().allocateUninitialized(DType.BF16, org.moe4j.core.Shape.of(groups, n, kDim));
-        k.launch("moe_transpose_batched").grid(blocks(n, 32), blocks(kDim, 32), groups).block(32, 8, 1)
-                .arg(b).arg(1).arg(kDim).arg(n).arg(bt).arg(1).launch();
-        return bt;
+    /** {@code moe_gg_dx_wgmma} with maps from {@link #dxMaps} ({@code twoPairs}: four maps); F32 out. */
+    void launchDxWgmma(DeviceBuffer maps, boolean twoPairs, DeviceBuffer offsets, int rows, int n, int kDim, int groups,
+            DeviceBuffer out, boolean accumulate) {
+        long base = maps.address();
+        k.launchWithSmem("moe_gg_dx_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
+                .arg(base).arg(base + TensorMaps.BYTES).arg(twoPairs ? base + 2L * TensorMaps.BYTES : 0L)
+                .arg(twoPairs ? base + 3L * TensorMaps.BYTES : 0L).arg(offsets).arg(groups).arg(n).arg(kDim)
+                .arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
     }
 
-    /** @return the two tensor maps (A, then K-major B) of the Hopper kernel, in device memory */
-    DeviceBuffer tensorMaps(DeviceBuffer a, DeviceBuffer bt, int rows, int kDim, int n, int groups) {
-        DeviceBuffer maps = k.scratch(DType.I64, 2L * TensorMaps.BYTES / 8);
-        try (Arena arena = Arena.ofConfined();
-                HostBuffer h = HostBuffer.allocate(DType.I64, 2L * TensorMaps.BYTES / 8)) {
-            MemorySegment mapA = TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128);
-            MemorySegment mapB = TensorMaps.bf16RowMajor(arena, bt.address(), (long) groups * n, kDim, kDim, 64, 128);
-            MemorySegment.copy(mapA, 0, h.segment(), 0, TensorMaps.BYTES);
-            MemorySegment.copy(mapB, 0, h.segment(), TensorMaps.BYTES, TensorMaps.BYTES);
-            maps.copyFromAsync(h, k.stream());
-            k.stream().synchronize(); // the host staging buffer dies here
-        } catch (RuntimeException e) {
-            maps.close();
-            throw e;
-        }
-        return maps;
-    }
-
-    /** The Hopper kernel alone (maps from {@link #tensorMaps}; overwrite, F32 out). */
-    void launchWgmma(DeviceBuffer maps, DeviceBuffer offsets, int rows, int kDim, int n, int groups, DeviceBuffer out) {
-        k.launchWithSmem("moe_gg_fwd_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
-                .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(n).arg(kDim)
-                .arg(out).arg((long) n).arg(0).launch();
+    /** {@code moe_gg_wgrad_wgmma} with maps from {@link #wgradMaps}; F32 out {@code [groups, M, N]}. */
+    void launchWgradWgmma(DeviceBuffer maps, DeviceBuffer offsets, int groups, int m, int n, DeviceBuffer out,
+            boolean accumulate) {
+        k.launchWithSmem("moe_gg_wgrad_wgmma", SMEM_WGMMA).grid(blocks(n, 128), blocks(m, 128), groups).block(384)
+                .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(m).arg(n)
+                .arg(out).arg((long) m * n).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
     }
 
     @Override
@@ -253,10 +401,7 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
         int groups = out.shape().dimInt(0);
         out.shape().require("groupedWeightGrad out", groups, m, n);
-        int[] off = new int[groups + 1];
-        DeviceBuffer offCopy = offsets(groupOffsets, groups, rows, off);
-        DeviceBuffer offDev = offCopy != null ? offCopy : dev("groupOffsets", groupOffsets);
-        try {
+        try (Offsets off = checkedOffsets(groupOffsets, groups, rows)) {
             if (groups == 0 || m == 0 || n == 0) {
                 return;
             }
@@ -264,9 +409,7 @@ public final class CudaExpertKernels implements ExpertKernels {
                 DeviceBuffer ab = asBf16(a);
                 DeviceBuffer bb = asBf16(b);
                 try {
-                    k.launchWithSmem("moe_gg_wgrad_mma", SMEM_WGRAD).grid(blocks(n, 128), blocks(m, 128), groups).block(256)
-                            .arg(ab).arg((long) m).arg(bb).arg((long) n).arg(offDev).arg(groups).arg(m).arg(n)
-                            .arg(dev("out", out)).arg((long) m * n).arg((long) n).arg(0).arg(spec.accumulate() ? 1 : 0).launch();
+                    launchWgrad(ab, bb, off.device(), rows, m, n, groups, dev("out", out), spec.accumulate());
                 } finally {
                     owned(ab, a);
                     owned(bb, b);
@@ -274,11 +417,7 @@ public final class CudaExpertKernels implements ExpertKernels {
             } else {
                 k.launch("moe_gg_wgrad_f32").grid(blocks(n, 64), blocks(m, 64), groups).block(16, 16, 1)
                         .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
-                        .arg(offDev).arg(m).arg(n).arg(dev("out", out)).arg(spec.accumulate() ? 1 : 0).launch();
-            }
-        } finally {
-            if (offCopy != null) {
-                offCopy.close();
+                        .arg(off.device()).arg(m).arg(n).arg(dev("out", out)).arg(spec.accumulate() ? 1 : 0).launch();
             }
         }
     }

@@ -97,9 +97,6 @@ class CudaExpertKernelsGpuTest {
         int k = GpuParity.SMALL ? 136 : 1032;
         int n = GpuParity.SMALL ? 200 : 776;
         for (boolean accumulate : new boolean[] {false, true}) {
-            if (accumulate && path.equals("wgmma")) {
-                continue; // the launcher uses mma for accumulate
-            }
             try (HostBuffer a = gaussian(DType.BF16, 1f, rows, k); HostBuffer b = gaussian(DType.BF16, 0.05f, groups, k, n);
                     HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, rows, n);
                     DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dO = up(o);
@@ -175,9 +172,22 @@ class CudaExpertKernelsGpuTest {
         }
     }
 
-    @Test
-    void bf16WeightGradMatchesTheCpuIncludingEmptyGroupsAndAccumulate() {
-        CudaExpertKernels gpu = gpu("mma");
+    /** Rows outside every group hold NaN: a kernel that reads past a group's rows would spread it. */
+    static void nanOutsideGroups(HostBuffer h, int[] off, int rows, int cols) {
+        int groups = off.length - 1;
+        for (int r = 0; r < rows; r++) {
+            if (r < off[0] || r >= off[groups]) {
+                for (int c = 0; c < cols; c++) {
+                    h.setFloat((long) r * cols + c, Float.NaN);
+                }
+            }
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"mma", "wgmma"})
+    void bf16WeightGradMatchesTheCpuIncludingEmptyGroupsAndAccumulate(String path) {
+        CudaExpertKernels gpu = gpu(path);
         int groups = 5;
         int[] off = offsets(groups, 2);
         int rows = off[groups] + 3;
@@ -185,22 +195,89 @@ class CudaExpertKernelsGpuTest {
         int n = GpuParity.SMALL ? 72 : 264;
         for (boolean accumulate : new boolean[] {false, true}) {
             try (HostBuffer a = gaussian(DType.BF16, 1f, rows, m); HostBuffer b = gaussian(DType.F32, 1f, rows, n);
-                    HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, groups, m, n);
+                    HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, groups, m, n)) {
+                nanOutsideGroups(a, off, rows, m);
+                nanOutsideGroups(b, off, rows, n);
+                try (DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dO = up(o);
+                        DeviceBuffer dOut = poisonedDevice(DType.F32, groups, m, n)) {
+                    if (accumulate) {
+                        for (long i = 0; i < outCpu.numel(); i++) {
+                            outCpu.setFloat(i, -1f);
+                        }
+                        dOut.copyFrom(outCpu);
+                    }
+                    GemmSpec spec = new GemmSpec(accumulate, true);
+                    cpu.groupedWeightGrad(a, b, o, outCpu, spec);
+                    gpu.groupedWeightGrad(dA, dB, dO, dOut, spec);
+                    try (HostBuffer got = down(dOut)) {
+                        assertFullyWritten("weight grad", got);
+                        double err = relError(got, outCpu);
+                        assertTrue(err < SAME_OPERANDS_TOLERANCE, path + " bf16 weight grad accumulate=" + accumulate + ": " + err);
+                    }
+                }
+            }
+        }
+    }
+
+    /**
+     * groupedMatmulTransposedB (b stored [groups, N, K], the forward's weight layout) against the CPU,
+     * and bit for bit against transpose + groupedMatmul on the same path (the SPI's contract).
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"mma", "wgmma"})
+    void transposedBMatchesTheCpuAndTransposePlusMatmulBitForBit(String path) {
+        CudaExpertKernels gpu = gpu(path);
+        int groups = 6;
+        int[] off = offsets(groups, 1);
+        int rows = off[groups] + 2;
+        int k = GpuParity.SMALL ? 72 : 1000;
+        int n = GpuParity.SMALL ? 136 : 392;
+        for (boolean accumulate : new boolean[] {false, true}) {
+            try (HostBuffer a = gaussian(DType.BF16, 1f, rows, k); HostBuffer b = gaussian(DType.BF16, 0.05f, groups, n, k);
+                    HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, rows, n);
                     DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dO = up(o);
-                    DeviceBuffer dOut = poisonedDevice(DType.F32, groups, m, n)) {
+                    DeviceBuffer dBt = poisonedDevice(DType.BF16, groups, k, n);
+                    DeviceBuffer dOut = poisonedDevice(DType.F32, rows, n); DeviceBuffer dOut2 = poisonedDevice(DType.F32, rows, n)) {
                 if (accumulate) {
                     for (long i = 0; i < outCpu.numel(); i++) {
-                        outCpu.setFloat(i, -1f);
+                        outCpu.setFloat(i, 0.25f);
                     }
                     dOut.copyFrom(outCpu);
+                    dOut2.copyFrom(outCpu);
                 }
                 GemmSpec spec = new GemmSpec(accumulate, true);
-                cpu.groupedWeightGrad(a, b, o, outCpu, spec);
-                gpu.groupedWeightGrad(dA, dB, dO, dOut, spec);
+                cpu.groupedMatmulTransposedB(a, b, o, outCpu, spec);
+                gpu.groupedMatmulTransposedB(dA, dB, dO, dOut, spec);
+                gpu.transpose(dB, dBt);
+                gpu.groupedMatmul(dA, dBt, dO, dOut2, spec);
+                try (HostBuffer got = down(dOut); HostBuffer got2 = down(dOut2)) {
+                    checkGroupRows("groupedMatmulTransposedB " + path, got, outCpu, off, rows, n, accumulate);
+                    assertBitEqual(path + ": transposedB vs transpose + groupedMatmul", got2, got);
+                }
+            }
+        }
+    }
+
+    /** moe_gg_dx_wgmma's second operand pair: out = a1 . b1_g + a2 . b2_g in one kernel (dX = dG.W1 + dU.W3). */
+    @Test
+    void wgmmaDxWithTwoPairsMatchesTheCpu() {
+        CudaExpertKernels gpu = gpu("wgmma");
+        int groups = 4;
+        int[] off = offsets(groups, 0);
+        int rows = off[groups];
+        int k = GpuParity.SMALL ? 72 : 328;
+        int n = GpuParity.SMALL ? 136 : 264;
+        try (HostBuffer a1 = gaussian(DType.BF16, 1f, rows, k); HostBuffer b1 = gaussian(DType.BF16, 0.05f, groups, k, n);
+                HostBuffer a2 = gaussian(DType.BF16, 1f, rows, k); HostBuffer b2 = gaussian(DType.BF16, 0.05f, groups, k, n);
+                HostBuffer o = HostBuffer.ofInts(off, groups + 1); HostBuffer outCpu = poisoned(DType.F32, rows, n);
+                DeviceBuffer dA1 = up(a1); DeviceBuffer dB1 = up(b1); DeviceBuffer dA2 = up(a2); DeviceBuffer dB2 = up(b2);
+                DeviceBuffer dO = up(o); DeviceBuffer dOut = poisonedDevice(DType.F32, rows, n)) {
+            cpu.groupedMatmul(a1, b1, o, outCpu, new GemmSpec(false, true));
+            cpu.groupedMatmul(a2, b2, o, outCpu, new GemmSpec(true, true));
+            try (DeviceBuffer maps = gpu.dxMaps(dA1, dB1, dA2, dB2, rows, k, n, groups)) {
+                gpu.launchDxWgmma(maps, true, dO, rows, n, k, groups, dOut, false);
                 try (HostBuffer got = down(dOut)) {
-                    assertFullyWritten("weight grad", got);
-                    double err = relError(got, outCpu);
-                    assertTrue(err < SAME_OPERANDS_TOLERANCE, "bf16 weight grad accumulate=" + accumulate + ": " + err);
+                    checkGroupRows("dx two pairs", got, outCpu, off, rows, n, false);
                 }
             }
         }

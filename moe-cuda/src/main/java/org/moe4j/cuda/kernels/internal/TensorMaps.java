@@ -10,8 +10,9 @@ import org.moe4j.cuda.CudaException;
 import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 
 /**
- * Binding of {@code cuTensorMapEncodeTiled} (CUDA 12+ driver), in the jextract shape, plus the one
- * tensor-map layout the Hopper grouped GEMM uses: 2-D bf16, box {64, rows}, 128-byte swizzle.
+ * Binding of {@code cuTensorMapEncodeTiled} (CUDA 12+ driver), in the jextract shape, plus the
+ * tensor-map layouts the Hopper grouped GEMM uses: bf16, 2-D or 3-D, inner box 64 elements
+ * (128 bytes), 128-byte swizzle, out-of-bounds elements read as zero.
  *
  * <pre>{@code
  * CUresult cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType tensorDataType,
@@ -76,15 +77,49 @@ public final class TensorMaps {
      */
     public static MemorySegment bf16RowMajor(Arena arena, long address, long rows, long cols, long ld, int boxCols,
             int boxRows) {
+        return bf16(arena, address, new long[] {cols, rows}, new long[] {ld * 2}, new int[] {boxCols, boxRows});
+    }
+
+    /**
+     * Encodes a bf16 tensor of rank {@code dims.length} (2 to 5), innermost dimension first, for
+     * boxes {@code box} with 128-byte swizzle.
+     *
+     * @param address     device address, 16-byte aligned
+     * @param dims        extents, innermost (contiguous) first
+     * @param strideBytes byte strides of dimensions 1.. (multiples of 16)
+     * @param box         box extents; {@code box[0] * 2} at most 128
+     * @return the 128-byte {@code CUtensorMap}, in {@code arena}
+     * @throws IllegalArgumentException on inconsistent arguments (checked before the driver call)
+     * @throws CudaException when the driver refuses the layout
+     */
+    public static MemorySegment bf16(Arena arena, long address, long[] dims, long[] strideBytes, int[] box) {
+        int rank = dims.length;
+        if (rank < 2 || rank > 5 || strideBytes.length != rank - 1 || box.length != rank) {
+            throw new IllegalArgumentException("tensor map: rank " + rank + " needs " + (rank - 1) + " strides and "
+                    + rank + " box extents");
+        }
+        if (address % 16 != 0) {
+            throw new IllegalArgumentException("tensor map: address 0x" + Long.toHexString(address) + " is not 16-byte aligned");
+        }
+        for (long st : strideBytes) {
+            if (st % 16 != 0) {
+                throw new IllegalArgumentException("tensor map: stride " + st + " bytes is not a multiple of 16");
+            }
+        }
+        if (box[0] * 2 > 128) {
+            throw new IllegalArgumentException("tensor map: inner box " + box[0] + " elements exceeds the 128-byte swizzle");
+        }
         MemorySegment map = arena.allocate(BYTES, 64);
-        MemorySegment dims = arena.allocateFrom(ValueLayout.JAVA_LONG, cols, rows);
-        MemorySegment strides = arena.allocateFrom(ValueLayout.JAVA_LONG, ld * 2);
-        MemorySegment box = arena.allocateFrom(ValueLayout.JAVA_INT, boxCols, boxRows);
-        MemorySegment elem = arena.allocateFrom(ValueLayout.JAVA_INT, 1, 1);
-        int rc = cuTensorMapEncodeTiled(map, DATA_TYPE_BFLOAT16, 2, address, dims, strides, box, elem, INTERLEAVE_NONE,
+        MemorySegment d = arena.allocateFrom(ValueLayout.JAVA_LONG, dims);
+        MemorySegment st = arena.allocateFrom(ValueLayout.JAVA_LONG, strideBytes);
+        MemorySegment b = arena.allocateFrom(ValueLayout.JAVA_INT, box);
+        int[] ones = new int[rank];
+        java.util.Arrays.fill(ones, 1);
+        MemorySegment elem = arena.allocateFrom(ValueLayout.JAVA_INT, ones);
+        int rc = cuTensorMapEncodeTiled(map, DATA_TYPE_BFLOAT16, rank, address, d, st, b, elem, INTERLEAVE_NONE,
                 SWIZZLE_128B, L2_PROMOTION_L2_128B, OOB_FILL_NONE);
-        CudaException.check(rc, "cuTensorMapEncodeTiled(bf16 [" + rows + ", " + cols + "], ld " + ld + ", box " + boxCols
-                + "x" + boxRows + ")");
+        CudaException.check(rc, "cuTensorMapEncodeTiled(bf16 dims " + java.util.Arrays.toString(dims) + ", strides "
+                + java.util.Arrays.toString(strideBytes) + " bytes, box " + java.util.Arrays.toString(box) + ")");
         return map;
     }
 }
