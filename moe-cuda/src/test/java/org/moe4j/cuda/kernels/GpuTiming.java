@@ -1,7 +1,13 @@
 package org.moe4j.cuda.kernels;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import org.moe4j.cuda.CudaBackend;
 import org.moe4j.cuda.CudaEvent;
 import org.moe4j.cuda.CudaStream;
@@ -45,9 +51,50 @@ final class GpuTiming {
         return ms[REPS / 2];
     }
 
-    /** Prints one result line (machine-greppable: name, params, value with unit). */
+    private static final List<Map<String, Object>> ROWS = new ArrayList<>();
+
+    /**
+     * Prints one result line (machine-greppable: name, params, value with unit) and keeps it for
+     * {@link #printJson}. {@code params}: an optional leading shape name, then {@code key=value} words.
+     */
     static void report(String name, String params, double ms, String extra) {
         System.out.println(String.format(Locale.ROOT, "%-28s %-48s %9.4f ms  %s", name, params, ms, extra));
+        Map<String, Object> p = new LinkedHashMap<>();
+        for (String word : params.trim().split("\\s+")) {
+            int eq = word.indexOf('=');
+            if (eq < 0) {
+                p.merge("shape", word, (a, b) -> a + " " + b);
+            } else {
+                String v = word.substring(eq + 1);
+                p.put(word.substring(0, eq), v.matches("-?\\d+") ? (Object) Long.parseLong(v) : v);
+            }
+        }
+        Map<String, Object> row = new LinkedHashMap<>();
+        row.put("stage", name);
+        row.put("params", p);
+        row.put("ms", ms);
+        String[] metric = extra.trim().split("\\s+");
+        if (metric.length == 2 && metric[0].matches("[0-9.]+")) {
+            row.put(metric[1].replace("/", ""), Double.parseDouble(metric[0]));
+        }
+        ROWS.add(row);
+    }
+
+    /** @return the rows reported so far (for tests) */
+    static List<Map<String, Object>> rows() {
+        return List.copyOf(ROWS);
+    }
+
+    /**
+     * Prints every reported row as one JSON list ({@code [{stage, params, ms, ...}]}), the form that
+     * scripts/bench/compare.py lists in the GPU section of docs/benchmarks.md.
+     */
+    static void printJson() {
+        try {
+            System.out.println(new ObjectMapper().writeValueAsString(ROWS));
+        } catch (JsonProcessingException e) {
+            throw new IllegalStateException(e);
+        }
     }
 
     static void header(CudaBackend backend) {

@@ -132,6 +132,7 @@ public final class GroupedGemmGpuBench {
                 }
             }
         }
+        GpuTiming.printJson();
     }
 
     private static double time(CudaBackend backend, CudaExpertKernels k, Op op) throws Exception {

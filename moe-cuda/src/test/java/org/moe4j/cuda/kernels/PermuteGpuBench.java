@@ -94,6 +94,7 @@ public final class PermuteGpuBench {
                 }
             }
         }
+        GpuTiming.printJson();
     }
 
     static String gbps(long bytes, double ms) {

@@ -67,5 +67,6 @@ public final class RouterGpuBench {
                 }
             }
         }
+        GpuTiming.printJson();
     }
 }
