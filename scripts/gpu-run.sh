@@ -4,12 +4,16 @@
 #   run.sh [OUT_DIR]       run every @Tag("gpu") test, then every benchmark in benchmarks.txt
 #   run.sh --nccl-dirs     print the directories holding libnccl.so.2 that would be used, and exit
 #
-# OUT_DIR defaults to $OUT, else ./gpu-results. It receives at most 6 files (the device tool brings
-# back 8, two folders deep): summary.txt, tests.log, junit/TEST-junit-jupiter.xml, bench.log,
-# gpu.txt, env.txt. The summary is also printed last.
+# OUT_DIR defaults to $OUT, else ./gpu-results. It receives at most 8 files (what the device tool
+# brings back, two folders deep): summary.txt, tests.log, junit/TEST-junit-jupiter.xml, bench.log,
+# peers.log, sanitizer.log, gpu.txt, env.txt. The summary is also printed last.
+# Steps (MOE4J_STEPS, comma-separated, default all): tests (every @Tag("gpu") test, then the layer
+# test again with -Dmoe4j.cuda.gemm=wgmma), bench (benchmarks.txt), peers (PyTorch peers), sanitizer
+# (compute-sanitizer memcheck + racecheck). One device call is limited to 10 minutes: e.g. run
+# MOE4J_STEPS=tests,bench in one call and MOE4J_STEPS=peers,sanitizer in the next.
 # Exit status: 0 all ran and passed (or skipped: no GPU), 1 test failures, 3 a benchmark failed,
 # 4 MOE4J_REQUIRE_GPU=1 and the GPU tests were skipped, 2 bad usage or a broken bundle.
-# Environment: MOE4J_BENCH_TIMEOUT (s, default 300), MOE4J_TEST_TIMEOUT (s, default 1200),
+# Environment: MOE4J_STEPS, MOE4J_BENCH_TIMEOUT (s, default 300), MOE4J_TEST_TIMEOUT (s, default 1200),
 # MOE4J_JVM_OPTS (extra JVM flags), MOE4J_SEARCH_ROOT (test hook: file-system root for the wheel scan).
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -54,6 +58,13 @@ fi
 
 OUTDIR="${1:-${OUT:-$PWD/gpu-results}}"
 mkdir -p "$OUTDIR/junit" || { echo "run.sh: cannot create $OUTDIR" >&2; exit 2; }
+STEPS=",${MOE4J_STEPS:-tests,bench,peers,sanitizer},"
+for st in ${STEPS//,/ }; do
+  case "$st" in tests|bench|peers|sanitizer) ;; *) echo "run.sh: unknown step '$st' in MOE4J_STEPS (tests, bench, peers, sanitizer)" >&2; exit 2;; esac
+done
+step() { [[ "$STEPS" == *",$1,"* ]]; }
+SCRATCH="$(mktemp -d)"
+trap 'rm -rf "$SCRATCH"' EXIT
 JAVA="$HERE/jre/bin/java"
 [[ -x "$JAVA" ]] || { echo "run.sh: $JAVA missing: not a complete bundle (build it with scripts/gpu-bundle.sh)" >&2; exit 2; }
 CONSOLE="$(compgen -G "$HERE/lib/junit-platform-console-standalone-*.jar" | head -1)"
@@ -94,22 +105,36 @@ else
   echo "nvidia-smi not found: no NVIDIA driver on this host" > "$OUTDIR/gpu.txt"
 fi
 
-echo "run.sh: GPU tests ($(basename "$CONSOLE"), ${#TEST_JARS[@]} test jars) -> $OUTDIR"
-SCAN=()
-for j in "${TEST_JARS[@]}"; do SCAN+=(--scan-class-path "$j"); done
-timeout "${MOE4J_TEST_TIMEOUT:-1200}" "$JAVA" "${JVM[@]}" -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
-  --exclude-engine junit-vintage --exclude-engine junit-platform-suite \
-  --class-path "$CP" "${SCAN[@]}" --include-tag gpu --reports-dir "$OUTDIR/junit" \
-  --details=tree --details-theme=ascii > "$OUTDIR/tests.log" 2>&1
-TEST_RC=$?
-XML="$OUTDIR/junit/TEST-junit-jupiter.xml"
-attr() { sed -n "s/.*<testsuite [^>]*\b$1=\"\([0-9]*\)\".*/\1/p" "$XML" 2>/dev/null | head -1; }
-TESTS="$(attr tests)"; FAILURES="$(attr failures)"; ERRORS="$(attr errors)"; SKIPPED="$(attr skipped)"
+TEST_RC=0
+TESTS=""; FAILURES=""; ERRORS=""; SKIPPED=""; WG_LINE=""
+counts() { sed -n "s/.*<testsuite [^>]*\b$2=\"\([0-9]*\)\".*/\1/p" "$1" 2>/dev/null | head -1; }
+if step tests; then
+  echo "run.sh: GPU tests ($(basename "$CONSOLE"), ${#TEST_JARS[@]} test jars) -> $OUTDIR"
+  SCAN=()
+  for j in "${TEST_JARS[@]}"; do SCAN+=(--scan-class-path "$j"); done
+  timeout "${MOE4J_TEST_TIMEOUT:-1200}" "$JAVA" "${JVM[@]}" -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
+    --exclude-engine junit-vintage --exclude-engine junit-platform-suite \
+    --class-path "$CP" "${SCAN[@]}" --include-tag gpu --reports-dir "$OUTDIR/junit" \
+    --details=tree --details-theme=ascii > "$OUTDIR/tests.log" 2>&1
+  TEST_RC=$?
+  XML="$OUTDIR/junit/TEST-junit-jupiter.xml"
+  TESTS="$(counts "$XML" tests)"; FAILURES="$(counts "$XML" failures)"; ERRORS="$(counts "$XML" errors)"; SKIPPED="$(counts "$XML" skipped)"
+  # the whole layer again on the Hopper GEMM path (the test skips itself on other devices)
+  echo "run.sh: MoeLayerGpuTest with -Dmoe4j.cuda.gemm=wgmma"
+  echo "===== MoeLayerGpuTest with -Dmoe4j.cuda.gemm=wgmma" >> "$OUTDIR/tests.log"
+  timeout "${MOE4J_TEST_TIMEOUT:-1200}" "$JAVA" "${JVM[@]}" -Dmoe4j.cuda.gemm=wgmma -jar "$CONSOLE" execute \
+    --disable-banner --disable-ansi-colors --class-path "$CP" --select-class org.moe4j.cuda.layer.MoeLayerGpuTest \
+    --include-tag gpu --reports-dir "$SCRATCH/junit-wgmma" --details=tree --details-theme=ascii >> "$OUTDIR/tests.log" 2>&1
+  rc=$?
+  WX="$SCRATCH/junit-wgmma/TEST-junit-jupiter.xml"
+  WG_LINE="layer on wgmma: $(counts "$WX" tests) run, $(counts "$WX" failures) failed, $(counts "$WX" errors) errors, $(counts "$WX" skipped) skipped (exit $rc)"
+  [[ $rc -ne 0 ]] && TEST_RC=$rc
+fi
 
 BENCH_RC=0
 BENCH_LINES=()
 : > "$OUTDIR/bench.log"
-if [[ -f "$HERE/benchmarks.txt" ]]; then
+if step bench && [[ -f "$HERE/benchmarks.txt" ]]; then
   while read -r name main args; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     echo "run.sh: benchmark $name ($main $args)"
@@ -125,14 +150,19 @@ if [[ -f "$HERE/benchmarks.txt" ]]; then
 fi
 
 # PyTorch peers (same GPU, same run): scripts/gpu-peers/*.py, when python3 with a CUDA torch is here.
+# Each peer's log and JSON rows go into peers.log (compare.py reads the JSON lists in it).
 PEER_LINES=()
-if [[ -d "$HERE/peers" ]] && command -v python3 >/dev/null 2>&1 \
+if ! step peers; then
+  PEER_LINES+=("  not run (MOE4J_STEPS)")
+elif [[ -d "$HERE/peers" ]] && command -v python3 >/dev/null 2>&1 \
     && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
+  : > "$OUTDIR/peers.log"
   for py in "$HERE"/peers/*_peer.py; do
     name="$(basename "$py" .py)"
     echo "run.sh: peer $name"
-    timeout "${MOE4J_BENCH_TIMEOUT:-300}" python3 "$py" --out "$OUTDIR/$name.json" > "$OUTDIR/$name.log" 2>&1
+    timeout "${MOE4J_BENCH_TIMEOUT:-300}" python3 "$py" --out "$SCRATCH/$name.json" > "$SCRATCH/$name.log" 2>&1
     rc=$?
+    { echo "===== $name: exit $rc"; cat "$SCRATCH/$name.log"; echo; [[ -f "$SCRATCH/$name.json" ]] && cat "$SCRATCH/$name.json"; echo; } >> "$OUTDIR/peers.log"
     PEER_LINES+=("  $name: $([[ $rc -eq 0 ]] && echo ok || echo "FAILED rc=$rc")")
   done
 elif [[ -d "$HERE/peers" ]]; then
@@ -142,15 +172,18 @@ fi
 # compute-sanitizer memcheck and racecheck over the kernel parity tests (MOE4J_SANITIZER=0 skips).
 SAN_LINES=()
 SANITIZER="$(command -v compute-sanitizer 2>/dev/null || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
-if [[ -n "$SANITIZER" && "${MOE4J_SANITIZER:-1}" != "0" ]]; then
+if ! step sanitizer; then
+  SAN_LINES+=("  not run (MOE4J_STEPS)")
+elif [[ -n "$SANITIZER" && "${MOE4J_SANITIZER:-1}" != "0" ]]; then
   for tool in memcheck racecheck; do
     echo "run.sh: compute-sanitizer --tool $tool (kernel parity tests)"
     timeout "${MOE4J_SANITIZER_TIMEOUT:-1200}" "$SANITIZER" --tool "$tool" --target-processes all --error-exitcode 99 \
       "$JAVA" "${JVM[@]}" -Dmoe4j.gpu.small=true -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
       --class-path "$CP" --select-package org.moe4j.cuda.kernels --include-tag gpu \
-      --details=summary > "$OUTDIR/sanitizer-$tool.log" 2>&1
+      --details=summary > "$SCRATCH/sanitizer-$tool.log" 2>&1
     rc=$?
-    SAN_LINES+=("  $tool: $([[ $rc -eq 0 ]] && echo clean || echo "FAILED rc=$rc (see sanitizer-$tool.log)")")
+    { echo "===== compute-sanitizer --tool $tool: exit $rc"; cat "$SCRATCH/sanitizer-$tool.log"; } >> "$OUTDIR/sanitizer.log"
+    SAN_LINES+=("  $tool: $([[ $rc -eq 0 ]] && echo clean || echo "FAILED rc=$rc (see sanitizer.log)")")
   done
 else
   SAN_LINES+=("  skipped: $([[ -z "$SANITIZER" ]] && echo 'compute-sanitizer not found' || echo 'MOE4J_SANITIZER=0')")
@@ -161,12 +194,18 @@ SKIP_REASON="$(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-400
   echo "moe4j GPU run"
   cat "$OUTDIR/env.txt"
   echo "gpu: $(grep -v "^name," "$OUTDIR/gpu.txt" | head -1)"
-  echo "tests: ${TESTS:-?} run, ${FAILURES:-?} failed, ${ERRORS:-?} errors, ${SKIPPED:-?} skipped (console launcher exit $TEST_RC)"
+  if step tests; then
+    echo "tests: ${TESTS:-?} run, ${FAILURES:-?} failed, ${ERRORS:-?} errors, ${SKIPPED:-?} skipped (console launcher exit $TEST_RC)"
+    echo "  $WG_LINE"
+  else
+    echo "tests: not run (MOE4J_STEPS)"
+  fi
   if [[ -n "$TESTS" && "$TESTS" == "$SKIPPED" && "$TESTS" != "0" ]]; then
     echo "  all GPU tests SKIPPED: ${SKIP_REASON:-see tests.log}"
   fi
   grep -E '\[X\]|✘' "$OUTDIR/tests.log" | head -20 | sed 's/^/  /'
   echo "benchmarks:"
+  step bench || echo "  not run (MOE4J_STEPS)"
   ((${#BENCH_LINES[@]})) && printf '%s\n' "${BENCH_LINES[@]}"
   echo "peers:"
   ((${#PEER_LINES[@]})) && printf '%s\n' "${PEER_LINES[@]}"

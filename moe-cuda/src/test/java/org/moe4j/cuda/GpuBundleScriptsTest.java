@@ -111,6 +111,32 @@ class GpuBundleScriptsTest {
     }
 
     @Test
+    void runnerRunsTheChosenStepsAndLeavesAtMostEightFiles() throws Exception {
+        Path b = fakeBundle(); // its java is a no-op script: every step runs and "passes"
+        for (String steps : new String[] {"", "bench,peers"}) {
+            Path out = tmp.resolve("out" + steps.length());
+            Map<String, String> env = steps.isEmpty() ? Map.of() : Map.of("MOE4J_STEPS", steps);
+            Result r = bash(env, b.resolve("run.sh").toString(), out.toString());
+            assertEquals(0, r.exit(), r.output());
+            long files;
+            try (var walk = Files.walk(out)) {
+                files = walk.filter(Files::isRegularFile).count();
+            }
+            assertTrue(files <= 8, "the device tool brings back 8 files; run.sh left " + files + ": " + r.output());
+            String summary = Files.readString(out.resolve("summary.txt"));
+            if (steps.isEmpty()) {
+                assertTrue(summary.contains("layer on wgmma:"), summary);
+            } else {
+                assertTrue(summary.contains("tests: not run (MOE4J_STEPS)"), summary);
+                assertTrue(summary.contains("compute-sanitizer:\n  not run (MOE4J_STEPS)"), summary);
+            }
+        }
+        Result bad = bash(Map.of("MOE4J_STEPS", "tests,gpu"), b.resolve("run.sh").toString(), tmp.resolve("outx").toString());
+        assertEquals(2, bad.exit(), bad.output());
+        assertTrue(bad.output().contains("unknown step 'gpu'"), bad.output());
+    }
+
+    @Test
     void runnerRefusesAnIncompleteBundleClearly() throws Exception {
         Path b = fakeBundle();
         Files.delete(b.resolve("jre/bin/java"));

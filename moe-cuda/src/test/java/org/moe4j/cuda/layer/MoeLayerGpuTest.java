@@ -12,6 +12,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Random;
+import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Tag;
 import org.junit.jupiter.api.Test;
@@ -22,6 +23,7 @@ import org.junit.jupiter.params.provider.MethodSource;
 import org.moe4j.core.DType;
 import org.moe4j.core.Device;
 import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Backends;
 import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -31,9 +33,11 @@ import org.moe4j.cuda.CudaBackend;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.cuda.GpuTestSupport;
 import org.moe4j.cuda.comm.VirtualRankGroup;
+import org.moe4j.cuda.kernels.CudaExpertKernels;
 import org.moe4j.cuda.kernels.CudaOptimizerKernels;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.LocalGroup;
+import org.moe4j.experts.ExpertKernels;
 import org.moe4j.layer.MoeLayer;
 import org.moe4j.optim.AdamW;
 import org.moe4j.optim.OptimizerKernels;
@@ -78,6 +82,16 @@ class MoeLayerGpuTest {
     static void open() {
         GpuTestSupport.assumeGpu();
         cuda = new CudaBackend();
+        // gpu-bundle/run.sh runs this class a second time with -Dmoe4j.cuda.gemm=wgmma (Hopper GEMMs)
+        String path = System.getProperty(CudaExpertKernels.PATH_PROPERTY, "mma");
+        if (path.equals("wgmma")) {
+            var dev = cuda.context().device();
+            Assumptions.assumeTrue(dev.major() == 9 && dev.minor() == 0,
+                    "moe4j.cuda.gemm=wgmma needs compute capability 9.0, this is " + dev.major() + "." + dev.minor());
+        }
+        ExpertKernels used = Backends.kernels(ExpertKernels.class, cuda);
+        assertEquals(path, ((CudaExpertKernels) used).path(), "the layer's expert GEMM path");
+        System.out.println("MoeLayerGpuTest: expert GEMMs on the " + path + " path");
     }
 
     static MoeConfig config(int world, DType expertDtype) {
