@@ -318,15 +318,6 @@ __device__ __forceinline__ void wgmma_body(const WgParams& p) {
     if (wg == 0) {
         W::reg_dealloc<40>();
         if (threadIdx.x == 0) {
-            // the tensor maps live in global memory, written by a host copy: acquire them for the
-            // tensor-map proxy before the first bulk tensor copy reads them
-            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmA) : "memory");
-            asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmB0) : "memory");
-            if (NB == 2) asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmB1) : "memory");
-            if (pairs == 2) {
-                asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmA2) : "memory");
-                asm volatile("fence.proxy.tensormap::generic.acquire.gpu [%0], 128;\n" ::"l"(p.tmB2) : "memory");
-            }
             for (int t = 0; t < total; ++t) {
                 const int s = t % W::STAGES;
                 W::mbar_wait(&empty[s], ((t / W::STAGES) & 1) ^ 1);
@@ -460,38 +451,42 @@ __device__ __forceinline__ void wgmma_body(const WgParams& p) {
 
 }  // namespace
 
+// The tensor maps are kernel parameters (const __grid_constant__: the bulk tensor copies read them
+// from parameter space; the host encodes them with cuTensorMapEncodeTiled and passes them by value).
+
 // C (+)= A . B_g^T on Hopper. tmA over A [rows, K] (box {64, 128}), tmB over B [groups*N, K]
 // (box {64, 128}). accumulate: C += result (C fp32).
 extern "C" __global__ void __launch_bounds__(384, 1)
-moe_gg_fwd_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmB,
+moe_gg_fwd_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                  const int* __restrict__ offsets, int groups, int N, int K,
                  void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    const WgParams p{tmA, tmB, tmB, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate,
+    const WgParams p{&tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate,
                      nullptr, nullptr, 0};
     wgmma_body<1, WG_FWD>(p);
 }
 
-// H = silu(A . W1_g^T) * (A . W3_g^T) on Hopper. tmW1/tmW3 over [groups*N, K] (box {64, 64}).
+// H = silu(A . W1_g^T) * (A . W3_g^T) on Hopper. tmW1/tmW3 over [groups*N, K] (box {64, 64}: the
+// stage's expect_tx counts two 8 KB boxes).
 extern "C" __global__ void __launch_bounds__(384, 1)
-moe_gg_swiglu_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmW1,
-                    const CUtensorMap* __restrict__ tmW3, const int* __restrict__ offsets, int groups,
+moe_gg_swiglu_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmW1,
+                    const __grid_constant__ CUtensorMap tmW3, const int* __restrict__ offsets, int groups,
                     int N, int K, void* __restrict__ C, long ldc, int cBf16,
                     void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
-    const WgParams p{tmA, tmW1, tmW3, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, 0,
+    const WgParams p{&tmA, &tmW1, &tmW3, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, 0,
                      Gsave, Usave, ldgu};
     wgmma_body<2, WG_FWD>(p);
 }
 
 // C (+)= A1 . B1_g (+ A2 . B2_g) on Hopper, B stored [groups][K][N]: dHact = dY . W2_g, or
 // dX = dG . W1_g + dU . W3_g in one pass. tmA1/tmA2 over [rows, K] (box {64, 128}), tmB1/tmB2
-// 3-D over {N, K, groups} (box {64, 64, 1}); tmA2 = tmB2 = null for one pair.
+// 3-D over {N, K, groups} (box {64, 64, 1}); pairs = 1 ignores tmA2/tmB2 (pass any valid maps).
 extern "C" __global__ void __launch_bounds__(384, 1)
-moe_gg_dx_wgmma(const CUtensorMap* __restrict__ tmA1, const CUtensorMap* __restrict__ tmB1,
-                const CUtensorMap* __restrict__ tmA2, const CUtensorMap* __restrict__ tmB2,
+moe_gg_dx_wgmma(const __grid_constant__ CUtensorMap tmA1, const __grid_constant__ CUtensorMap tmB1,
+                const __grid_constant__ CUtensorMap tmA2, const __grid_constant__ CUtensorMap tmB2, int pairs,
                 const int* __restrict__ offsets, int groups, int N, int K,
                 void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    const WgParams p{tmA1, tmB1, tmB1, tmA2, tmB2, offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate,
-                     nullptr, nullptr, 0};
+    const WgParams p{&tmA1, &tmB1, &tmB1, pairs == 2 ? &tmA2 : nullptr, pairs == 2 ? &tmB2 : nullptr, offsets, groups,
+                     0, N, K, C, ldc, 0, cBf16, accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_DX>(p);
 }
 
@@ -500,10 +495,10 @@ moe_gg_dx_wgmma(const CUtensorMap* __restrict__ tmA1, const CUtensorMap* __restr
 // C [groups][M][N] (strideC, ldc elements). Reduced over the group's rows in ascending k tiles;
 // empty groups write zeros (or add nothing but +0).
 extern "C" __global__ void __launch_bounds__(384, 1)
-moe_gg_wgrad_wgmma(const CUtensorMap* __restrict__ tmA, const CUtensorMap* __restrict__ tmB,
+moe_gg_wgrad_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                    const int* __restrict__ offsets, int groups, int M, int N,
                    void* __restrict__ C, long strideC, long ldc, int cBf16, int accumulate) {
-    const WgParams p{tmA, tmB, tmB, nullptr, nullptr, offsets, groups, M, N, 0, C, ldc, strideC, cBf16, accumulate,
+    const WgParams p{&tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, M, N, 0, C, ldc, strideC, cBf16, accumulate,
                      nullptr, nullptr, 0};
     wgmma_body<1, WG_WGRAD>(p);
 }

@@ -21,8 +21,7 @@
 // the c-th MN-major box).
 //
 // Kernels (grouped_gemm.cu), tensor maps built on the host with cuTensorMapEncodeTiled (bf16,
-// interleave none, swizzle 128B, OOB fill zero) and copied into device memory (64-byte aligned;
-// the kernels take their global addresses):
+// interleave none, swizzle 128B, OOB fill zero) and passed by value (const __grid_constant__):
 //   moe_gg_fwd_wgmma    C = A . B_g^T      A [rows, K]: dims {K, rows} box {64, 128}
 //                                          B [groups*N, K]: dims {K, groups*N} box {64, 128}
 //   moe_gg_swiglu_wgmma H = silu(A.W1_g^T) * (A.W3_g^T): W1/W3 maps as B with box {64, 64}
@@ -108,7 +107,7 @@ __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
 }
 
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)));
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
 }
 
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
@@ -118,7 +117,7 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
         "WAIT_%=:\n"
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
         "@!done bra WAIT_%=;\n"
-        "}\n" ::"r"(smem_u32(bar)), "r"(parity));
+        "}\n" ::"r"(smem_u32(bar)), "r"(parity) : "memory");
 }
 
 __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1) {

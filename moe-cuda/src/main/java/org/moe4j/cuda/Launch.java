@@ -1,6 +1,7 @@
 package org.moe4j.cuda;
 
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
@@ -28,7 +29,7 @@ public final class Launch {
     public static final int MAX_THREADS_PER_BLOCK = 1024;
 
     /** One packed argument. */
-    record Arg(ValueLayout layout, Object value) {
+    record Arg(MemoryLayout layout, Object value) {
     }
 
     private final CudaFunction function;
@@ -172,6 +173,23 @@ public final class Launch {
         return this;
     }
 
+    /**
+     * A by-value struct argument (e.g. a {@code const __grid_constant__ CUtensorMap}): its bytes are
+     * copied now, and the driver copies them into the kernel's parameter space at launch.
+     *
+     * @param bytes     the struct's bytes
+     * @param alignment its alignment in bytes (a power of two; 64 for {@code CUtensorMap})
+     * @return this
+     */
+    public Launch argStruct(MemorySegment bytes, long alignment) {
+        byte[] copy = bytes.toArray(ValueLayout.JAVA_BYTE);
+        if (copy.length == 0) {
+            throw new IllegalArgumentException("a struct argument needs at least one byte");
+        }
+        args.add(new Arg(MemoryLayout.sequenceLayout(copy.length, ValueLayout.JAVA_BYTE).withByteAlignment(alignment), copy));
+        return this;
+    }
+
     /** @return arguments added so far */
     public int argCount() {
         return args.size();
@@ -196,6 +214,7 @@ public final class Launch {
                 case Long v -> slot.set(ValueLayout.JAVA_LONG, 0, v);
                 case Float v -> slot.set(ValueLayout.JAVA_FLOAT, 0, v);
                 case Double v -> slot.set(ValueLayout.JAVA_DOUBLE, 0, v);
+                case byte[] v -> MemorySegment.copy(v, 0, slot, ValueLayout.JAVA_BYTE, 0, v.length);
                 default -> throw new IllegalStateException("unsupported kernel argument " + a.value().getClass());
             }
             array.setAtIndex(ValueLayout.ADDRESS, i, slot);

@@ -30,6 +30,26 @@ class LaunchPackingTest {
         }
     }
 
+    @Test
+    void structArgumentsAreCopiedByValueIntoAnAlignedSlot() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment map = a.allocate(128, 64);
+            for (int i = 0; i < 128; i++) {
+                map.set(ValueLayout.JAVA_BYTE, i, (byte) (i * 3));
+            }
+            Launch l = Launch.forPacking().arg(1).argStruct(map, 64).arg(2);
+            map.fill((byte) 0); // copied when added: later changes do not reach the launch
+            MemorySegment params = l.pack(a).reinterpret(3 * ValueLayout.ADDRESS.byteSize());
+            MemorySegment slot = slot(params, 1, 128);
+            assertEquals(0, slot.address() % 64, "CUtensorMap slot aligned to 64 bytes");
+            for (int i = 0; i < 128; i++) {
+                assertEquals((byte) (i * 3), slot.get(ValueLayout.JAVA_BYTE, i), "byte " + i);
+            }
+            assertEquals(2, slot(params, 2, 4).get(ValueLayout.JAVA_INT, 0));
+        }
+        assertThrows(IllegalArgumentException.class, () -> Launch.forPacking().argStruct(MemorySegment.ofArray(new byte[0]), 8));
+    }
+
     private static MemorySegment slot(MemorySegment params, int i, long size) {
         return params.getAtIndex(ValueLayout.ADDRESS, i).reinterpret(size);
     }

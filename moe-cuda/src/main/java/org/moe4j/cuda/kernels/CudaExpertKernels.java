@@ -266,15 +266,27 @@ public final class CudaExpertKernels implements ExpertKernels {
     }
 
     // ---------------------------------------------------------------------------------------------
-    // Kernel launches on bf16 operands (no validation, no host synchronisation except the tensor-map
-    // upload of the wgmma path); package-private for GroupedGemmGpuBench.
+    // Kernel launches on bf16 operands (no validation, no host synchronisation; the wgmma path encodes
+    // its tensor maps on the host and passes them by value); package-private for GroupedGemmGpuBench.
     // ---------------------------------------------------------------------------------------------
+
+    /**
+     * Host-encoded tensor maps of one wgmma launch, passed by value as the kernel's
+     * {@code const __grid_constant__ CUtensorMap} parameters (no device copy, no synchronisation).
+     * Close after the launch (the launch copies the bytes).
+     */
+    record WgmmaMaps(Arena arena, MemorySegment... maps) implements AutoCloseable {
+        @Override
+        public void close() {
+            arena.close();
+        }
+    }
 
     /** {@code out[r] (+)= a[r] . b[g]^T}: a {@code [rows, K]}, b {@code [groups, N, K]}, out F32. */
     void launchFwd(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
             DeviceBuffer out, boolean accumulate) {
-        if (wgmma) {
-            try (DeviceBuffer maps = fwdMaps(a, b, rows, kDim, n, groups)) {
+        if (wgmma && kDim > 0) { // a tensor map needs non-empty dimensions; with K = 0 the mma kernel writes the zeros
+            try (WgmmaMaps maps = fwdMaps(a, b, rows, kDim, n, groups)) {
                 launchFwdWgmma(maps, offsets, rows, kDim, n, groups, out, accumulate);
             }
         } else {
@@ -287,9 +299,9 @@ public final class CudaExpertKernels implements ExpertKernels {
     /** {@code out[r] (+)= a[r] . b[g]}: a {@code [rows, K]}, b {@code [groups, K, N]}, out F32. */
     void launchDx(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int kDim, int n, int groups,
             DeviceBuffer out, boolean accumulate) {
-        if (wgmma) {
-            try (DeviceBuffer maps = dxMaps(a, b, null, null, rows, kDim, n, groups)) {
-                launchDxWgmma(maps, false, offsets, rows, n, kDim, groups, out, accumulate);
+        if (wgmma && kDim > 0) {
+            try (WgmmaMaps maps = dxMaps(a, b, null, null, rows, kDim, n, groups)) {
+                launchDxWgmma(maps, offsets, rows, n, kDim, groups, out, accumulate);
             }
         } else {
             k.launchWithSmem("moe_gg_dx_mma", SMEM_DX).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(256)
@@ -302,8 +314,8 @@ public final class CudaExpertKernels implements ExpertKernels {
     /** {@code out[g] (+)= a[rows of g]^T . b[rows of g]}: a {@code [rows, M]}, b {@code [rows, N]}, out F32 {@code [groups, M, N]}. */
     void launchWgrad(DeviceBuffer a, DeviceBuffer b, DeviceBuffer offsets, int rows, int m, int n, int groups,
             DeviceBuffer out, boolean accumulate) {
-        if (wgmma && rows > 0) { // a tensor map needs a non-empty tensor; with no rows the mma kernel writes the zeros
-            try (DeviceBuffer maps = wgradMaps(a, b, rows, m, n)) {
+        if (wgmma && rows > 0) { // with no rows at all the mma kernel writes the zeros
+            try (WgmmaMaps maps = wgradMaps(a, b, rows, m, n)) {
                 launchWgradWgmma(maps, offsets, groups, m, n, out, accumulate);
             }
         } else {
@@ -313,79 +325,81 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
     }
 
-    /** Copies host-encoded tensor maps into one device buffer (map i at byte {@code i * 128}). */
-    private DeviceBuffer upload(MemorySegment... maps) {
-        DeviceBuffer dst = k.scratch(DType.I64, (long) maps.length * TensorMaps.BYTES / 8);
-        try (HostBuffer h = HostBuffer.allocate(DType.I64, (long) maps.length * TensorMaps.BYTES / 8)) {
-            for (int i = 0; i < maps.length; i++) {
-                MemorySegment.copy(maps[i], 0, h.segment(), (long) i * TensorMaps.BYTES, TensorMaps.BYTES);
-            }
-            dst.copyFromAsync(h, k.stream());
-            k.stream().synchronize(); // the host staging buffer dies here
+    /** @return the tensor maps (A, B) of {@code moe_gg_fwd_wgmma}: a {@code [rows, K]}, b {@code [groups, N, K]}; K &gt; 0 */
+    WgmmaMaps fwdMaps(DeviceBuffer a, DeviceBuffer b, int rows, int kDim, int n, int groups) {
+        Arena arena = Arena.ofConfined();
+        try {
+            return new WgmmaMaps(arena, TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128),
+                    TensorMaps.bf16RowMajor(arena, b.address(), (long) groups * n, kDim, kDim, 64, 128));
         } catch (RuntimeException e) {
-            dst.close();
+            arena.close();
             throw e;
         }
-        return dst;
     }
 
-    /** @return the tensor maps (A, B) of {@code moe_gg_fwd_wgmma}: a {@code [rows, K]}, b {@code [groups, N, K]} */
-    DeviceBuffer fwdMaps(DeviceBuffer a, DeviceBuffer b, int rows, int kDim, int n, int groups) {
-        try (Arena arena = Arena.ofConfined()) {
-            return upload(TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128),
-                    TensorMaps.bf16RowMajor(arena, b.address(), (long) groups * n, kDim, kDim, 64, 128));
-        }
-    }
-
-    /** @return the tensor maps (A1, B1[, A2, B2]) of {@code moe_gg_dx_wgmma}: a {@code [rows, K]}, b {@code [groups, K, N]} */
-    DeviceBuffer dxMaps(DeviceBuffer a, DeviceBuffer b, DeviceBuffer a2, DeviceBuffer b2, int rows, int kDim, int n,
+    /**
+     * @return the tensor maps (A1, B1[, A2, B2]) of {@code moe_gg_dx_wgmma}: a {@code [rows, K]}, b
+     *         {@code [groups, K, N]}; K &gt; 0
+     */
+    WgmmaMaps dxMaps(DeviceBuffer a, DeviceBuffer b, DeviceBuffer a2, DeviceBuffer b2, int rows, int kDim, int n,
             int groups) {
-        try (Arena arena = Arena.ofConfined()) {
+        Arena arena = Arena.ofConfined();
+        try {
             long[] dimsB = {n, kDim, groups};
             long[] stridesB = {2L * n, 2L * n * kDim};
             int[] boxB = {64, 64, 1};
             MemorySegment mA = TensorMaps.bf16RowMajor(arena, a.address(), rows, kDim, kDim, 64, 128);
             MemorySegment mB = TensorMaps.bf16(arena, b.address(), dimsB, stridesB, boxB);
             if (a2 == null) {
-                return upload(mA, mB);
+                return new WgmmaMaps(arena, mA, mB);
             }
-            return upload(mA, mB, TensorMaps.bf16RowMajor(arena, a2.address(), rows, kDim, kDim, 64, 128),
+            return new WgmmaMaps(arena, mA, mB, TensorMaps.bf16RowMajor(arena, a2.address(), rows, kDim, kDim, 64, 128),
                     TensorMaps.bf16(arena, b2.address(), dimsB, stridesB, boxB));
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
         }
     }
 
     /** @return the tensor maps (A, B) of {@code moe_gg_wgrad_wgmma}: a {@code [rows, M]}, b {@code [rows, N]}, rows &gt; 0 */
-    DeviceBuffer wgradMaps(DeviceBuffer a, DeviceBuffer b, int rows, int m, int n) {
-        try (Arena arena = Arena.ofConfined()) {
-            return upload(TensorMaps.bf16RowMajor(arena, a.address(), rows, m, m, 64, 64),
+    WgmmaMaps wgradMaps(DeviceBuffer a, DeviceBuffer b, int rows, int m, int n) {
+        Arena arena = Arena.ofConfined();
+        try {
+            return new WgmmaMaps(arena, TensorMaps.bf16RowMajor(arena, a.address(), rows, m, m, 64, 64),
                     TensorMaps.bf16RowMajor(arena, b.address(), rows, n, n, 64, 64));
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
         }
     }
 
+    private static final long MAP_ALIGN = 64; // alignas(64) CUtensorMap
+
     /** {@code moe_gg_fwd_wgmma} with maps from {@link #fwdMaps}; F32 out. */
-    void launchFwdWgmma(DeviceBuffer maps, DeviceBuffer offsets, int rows, int kDim, int n, int groups, DeviceBuffer out,
+    void launchFwdWgmma(WgmmaMaps maps, DeviceBuffer offsets, int rows, int kDim, int n, int groups, DeviceBuffer out,
             boolean accumulate) {
         k.launchWithSmem("moe_gg_fwd_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
-                .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(n).arg(kDim)
-                .arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+                .argStruct(maps.maps()[0], MAP_ALIGN).argStruct(maps.maps()[1], MAP_ALIGN).arg(offsets).arg(groups).arg(n)
+                .arg(kDim).arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
     }
 
-    /** {@code moe_gg_dx_wgmma} with maps from {@link #dxMaps} ({@code twoPairs}: four maps); F32 out. */
-    void launchDxWgmma(DeviceBuffer maps, boolean twoPairs, DeviceBuffer offsets, int rows, int n, int kDim, int groups,
-            DeviceBuffer out, boolean accumulate) {
-        long base = maps.address();
+    /** {@code moe_gg_dx_wgmma} with maps from {@link #dxMaps} (two maps: one pair, four: two pairs); F32 out. */
+    void launchDxWgmma(WgmmaMaps maps, DeviceBuffer offsets, int rows, int n, int kDim, int groups, DeviceBuffer out,
+            boolean accumulate) {
+        MemorySegment[] m = maps.maps();
+        int pairs = m.length / 2;
         k.launchWithSmem("moe_gg_dx_wgmma", SMEM_WGMMA).grid(blocks(rows, 128) + groups, blocks(n, 128), 1).block(384)
-                .arg(base).arg(base + TensorMaps.BYTES).arg(twoPairs ? base + 2L * TensorMaps.BYTES : 0L)
-                .arg(twoPairs ? base + 3L * TensorMaps.BYTES : 0L).arg(offsets).arg(groups).arg(n).arg(kDim)
-                .arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+                .argStruct(m[0], MAP_ALIGN).argStruct(m[1], MAP_ALIGN)
+                .argStruct(m[pairs == 2 ? 2 : 0], MAP_ALIGN).argStruct(m[pairs == 2 ? 3 : 1], MAP_ALIGN).arg(pairs)
+                .arg(offsets).arg(groups).arg(n).arg(kDim).arg(out).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
     }
 
     /** {@code moe_gg_wgrad_wgmma} with maps from {@link #wgradMaps}; F32 out {@code [groups, M, N]}. */
-    void launchWgradWgmma(DeviceBuffer maps, DeviceBuffer offsets, int groups, int m, int n, DeviceBuffer out,
+    void launchWgradWgmma(WgmmaMaps maps, DeviceBuffer offsets, int groups, int m, int n, DeviceBuffer out,
             boolean accumulate) {
         k.launchWithSmem("moe_gg_wgrad_wgmma", SMEM_WGMMA).grid(blocks(n, 128), blocks(m, 128), groups).block(384)
-                .arg(maps.address()).arg(maps.address() + TensorMaps.BYTES).arg(offsets).arg(groups).arg(m).arg(n)
-                .arg(out).arg((long) m * n).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
+                .argStruct(maps.maps()[0], MAP_ALIGN).argStruct(maps.maps()[1], MAP_ALIGN).arg(offsets).arg(groups).arg(m)
+                .arg(n).arg(out).arg((long) m * n).arg((long) n).arg(0).arg(accumulate ? 1 : 0).launch();
     }
 
     @Override

@@ -274,8 +274,8 @@ class CudaExpertKernelsGpuTest {
                 DeviceBuffer dO = up(o); DeviceBuffer dOut = poisonedDevice(DType.F32, rows, n)) {
             cpu.groupedMatmul(a1, b1, o, outCpu, new GemmSpec(false, true));
             cpu.groupedMatmul(a2, b2, o, outCpu, new GemmSpec(true, true));
-            try (DeviceBuffer maps = gpu.dxMaps(dA1, dB1, dA2, dB2, rows, k, n, groups)) {
-                gpu.launchDxWgmma(maps, true, dO, rows, n, k, groups, dOut, false);
+            try (CudaExpertKernels.WgmmaMaps maps = gpu.dxMaps(dA1, dB1, dA2, dB2, rows, k, n, groups)) {
+                gpu.launchDxWgmma(maps, dO, rows, n, k, groups, dOut, false);
                 try (HostBuffer got = down(dOut)) {
                     checkGroupRows("dx two pairs", got, outCpu, off, rows, n, false);
                 }

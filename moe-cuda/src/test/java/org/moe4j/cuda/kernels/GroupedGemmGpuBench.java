@@ -22,7 +22,7 @@ import org.moe4j.experts.ExpertKernels.GemmSpec;
  * </ul>
  * Each on the {@code mma} kernels and, on compute capability 9.0, the {@code wgmma} kernels (kernel
  * time only: tensor maps encoded before timing), then the full {@code groupedMatmulTransposedB} call
- * (offset validation read-back and tensor-map upload included). TFLOP/s. On the first row count of
+ * (offset validation read-back and tensor-map encoding included). TFLOP/s. On the first row count of
  * each shape the wgmma outputs are compared with the mma outputs ({@code check} lines: relative
  * error, must be far below the bf16 bound 1e-2). Routed rows split over the local experts with a
  * +/-25% skew; fresh random data, two input sets rotated, CUDA events, median of 50. cuBLAS and
@@ -159,7 +159,7 @@ public final class GroupedGemmGpuBench {
             @Override
             public void launch(CudaExpertKernels k, AutoCloseable maps, int set) {
                 if (isWgmma(k)) {
-                    k.launchFwdWgmma((DeviceBuffer) maps, off, rows, kDim, n, e, out, false);
+                    k.launchFwdWgmma((CudaExpertKernels.WgmmaMaps) maps, off, rows, kDim, n, e, out, false);
                 } else {
                     k.launchFwd(a[set], b, off, rows, kDim, n, e, out, false);
                 }
@@ -178,7 +178,7 @@ public final class GroupedGemmGpuBench {
             @Override
             public void launch(CudaExpertKernels k, AutoCloseable maps, int set) {
                 if (isWgmma(k)) {
-                    k.launchDxWgmma((DeviceBuffer) maps, false, off, rows, n, kDim, e, out, false);
+                    k.launchDxWgmma((CudaExpertKernels.WgmmaMaps) maps, off, rows, n, kDim, e, out, false);
                 } else {
                     k.launchDx(a[set], b, off, rows, kDim, n, e, out, false);
                 }
@@ -197,7 +197,7 @@ public final class GroupedGemmGpuBench {
             @Override
             public void launch(CudaExpertKernels k, AutoCloseable maps, int set) {
                 if (isWgmma(k)) {
-                    k.launchWgradWgmma((DeviceBuffer) maps, off, e, m, n, out, false);
+                    k.launchWgradWgmma((CudaExpertKernels.WgmmaMaps) maps, off, e, m, n, out, false);
                 } else {
                     k.launchWgrad(a[set], b[set], off, rows, m, n, e, out, false);
                 }
