@@ -185,35 +185,7 @@ public final class CudaExpertKernels implements ExpertKernels {
 
     @Override
     public void groupedMatmul(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
-        floating("a", a, 2);
-        floating("b", b, 3);
-        f32("out", out, 2);
-        int rows = a.shape().dimInt(0);
-        int kDim = a.shape().dimInt(1);
-        int groups = b.shape().dimInt(0);
-        int n = b.shape().dimInt(2);
-        if (b.shape().dimInt(1) != kDim) {
-            throw new IllegalArgumentException("groupedMatmul: a is " + a.shape() + " but b is " + b.shape()
-                    + " (inner dimensions " + kDim + " != " + b.shape().dimInt(1) + ")");
-        }
-        out.shape().require("groupedMatmul out", rows, n);
-        try (Offsets off = checkedOffsets(groupOffsets, groups, rows)) {
-            if (rows == 0 || n == 0 || groups == 0) {
-                return;
-            }
-            if (tensorCores(a, b, spec, kDim, n)) {
-                DeviceBuffer ab = asBf16(a);
-                DeviceBuffer bb = asBf16(b);
-                try {
-                    launchDx(ab, bb, off.device(), rows, kDim, n, groups, dev("out", out), spec.accumulate());
-                } finally {
-                    owned(ab, a);
-                    owned(bb, b);
-                }
-            } else {
-                launchMatmulF32(a, b, off.device(), rows, kDim, n, groups, out, spec.accumulate());
-            }
-        }
+        rowGroupedGemm("groupedMatmul", a, b, false, groupOffsets, out, spec);
     }
 
     @Override
@@ -223,18 +195,25 @@ public final class CudaExpertKernels implements ExpertKernels {
 
     @Override
     public void groupedMatmulTransposedB(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
+        rowGroupedGemm("groupedMatmulTransposedB", a, b, true, groupOffsets, out, spec);
+    }
+
+    /** {@code out[r] (+)= a[r] . b[g]} with b {@code [groups, K, N]}, or {@code . b[g]^T} with b {@code [groups, N, K]}. */
+    private void rowGroupedGemm(String what, Buffer a, Buffer b, boolean bTransposed, Buffer groupOffsets, Buffer out,
+            GemmSpec spec) {
         floating("a", a, 2);
         floating("b", b, 3);
         f32("out", out, 2);
         int rows = a.shape().dimInt(0);
         int kDim = a.shape().dimInt(1);
         int groups = b.shape().dimInt(0);
-        int n = b.shape().dimInt(1);
-        if (b.shape().dimInt(2) != kDim) {
-            throw new IllegalArgumentException("groupedMatmulTransposedB: a is " + a.shape() + " but b is " + b.shape()
-                    + " (inner dimensions " + kDim + " != " + b.shape().dimInt(2) + ")");
+        int bK = b.shape().dimInt(bTransposed ? 2 : 1);
+        int n = b.shape().dimInt(bTransposed ? 1 : 2);
+        if (bK != kDim) {
+            throw new IllegalArgumentException(what + ": a is " + a.shape() + " but b is " + b.shape()
+                    + " (inner dimensions " + kDim + " != " + bK + ")");
         }
-        out.shape().require("groupedMatmulTransposedB out", rows, n);
+        out.shape().require(what + " out", rows, n);
         try (Offsets off = checkedOffsets(groupOffsets, groups, rows)) {
             if (rows == 0 || n == 0 || groups == 0) {
                 return;
@@ -243,17 +222,23 @@ public final class CudaExpertKernels implements ExpertKernels {
                 DeviceBuffer ab = asBf16(a);
                 DeviceBuffer bb = asBf16(b);
                 try {
-                    launchFwd(ab, bb, off.device(), rows, kDim, n, groups, dev("out", out), spec.accumulate());
+                    if (bTransposed) {
+                        launchFwd(ab, bb, off.device(), rows, kDim, n, groups, dev("out", out), spec.accumulate());
+                    } else {
+                        launchDx(ab, bb, off.device(), rows, kDim, n, groups, dev("out", out), spec.accumulate());
+                    }
                 } finally {
                     owned(ab, a);
                     owned(bb, b);
                 }
-            } else {
+            } else if (bTransposed) {
                 // exact fp32: the same kernel as groupedMatmul on a transposed copy (bit-identical by construction)
                 try (DeviceBuffer bt = k.pool().allocateUninitialized(b.dtype(), Shape.of(groups, kDim, n))) {
                     transpose(b, bt);
                     launchMatmulF32(a, bt, off.device(), rows, kDim, n, groups, out, spec.accumulate());
                 }
+            } else {
+                launchMatmulF32(a, b, off.device(), rows, kDim, n, groups, out, spec.accumulate());
             }
         }
     }
