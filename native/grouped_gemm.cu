@@ -128,21 +128,8 @@ moe_gg_swiglu_mma(const __nv_bfloat16* __restrict__ A, long lda,
             for (int j = 0; j < 2; ++j) {
                 const int n = n0 + wn0 + j * 8 + (lane & 3) * 2;
                 if (n >= N) continue;
-                const float g0 = acc[0][i][j][2 * h], g1 = acc[0][i][j][2 * h + 1];
-                const float u0 = acc[1][i][j][2 * h], u1 = acc[1][i][j][2 * h + 1];
-                if (cBf16) {
-                    // the backward sees the rounded G and U: compute H from the same values
-                    const __nv_bfloat162 gb = __floats2bfloat162_rn(g0, g1);
-                    const __nv_bfloat162 ub = __floats2bfloat162_rn(u0, u1);
-                    store2(C, row * ldc + n, true,
-                           silu(__low2float(gb)) * __low2float(ub), silu(__high2float(gb)) * __high2float(ub));
-                    if (Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Gsave) + row * ldgu + n) = gb;
-                    if (Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Usave) + row * ldgu + n) = ub;
-                } else {
-                    store2(C, row * ldc + n, false, silu(g0) * u0, silu(g1) * u1);
-                    if (Gsave) store2(Gsave, row * ldgu + n, false, g0, g1);
-                    if (Usave) store2(Usave, row * ldgu + n, false, u0, u1);
-                }
+                store_swiglu2(C, row * ldc + n, cBf16, Gsave, Usave, row * ldgu + n, acc[0][i][j][2 * h],
+                              acc[0][i][j][2 * h + 1], acc[1][i][j][2 * h], acc[1][i][j][2 * h + 1]);
             }
         }
 }
@@ -426,20 +413,8 @@ __device__ __forceinline__ void wgmma_body(const WgParams& p) {
                     if (p.accumulate) add2(Cg, row * p.ldc + n, a0, a1);
                     else store2(Cg, row * p.ldc + n, p.cBf16, a0, a1);
                 } else {
-                    const float u0 = acc1[4 * j + 2 * h], u1 = acc1[4 * j + 2 * h + 1];
-                    const long ldgu = p.ldgu;
-                    if (p.cBf16) {
-                        const __nv_bfloat162 gb = __floats2bfloat162_rn(a0, a1);
-                        const __nv_bfloat162 ub = __floats2bfloat162_rn(u0, u1);
-                        store2(Cg, row * p.ldc + n, true, silu(__low2float(gb)) * __low2float(ub),
-                               silu(__high2float(gb)) * __high2float(ub));
-                        if (p.Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(p.Gsave) + row * ldgu + n) = gb;
-                        if (p.Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(p.Usave) + row * ldgu + n) = ub;
-                    } else {
-                        store2(Cg, row * p.ldc + n, false, silu(a0) * u0, silu(a1) * u1);
-                        if (p.Gsave) store2(p.Gsave, row * ldgu + n, false, a0, a1);
-                        if (p.Usave) store2(p.Usave, row * ldgu + n, false, u0, u1);
-                    }
+                    store_swiglu2(Cg, row * p.ldc + n, p.cBf16, p.Gsave, p.Usave, row * p.ldgu + n, a0, a1,
+                                  acc1[4 * j + 2 * h], acc1[4 * j + 2 * h + 1]);
                 }
             }
         }

@@ -88,6 +88,24 @@ __device__ __forceinline__ void store2(void* base, long idx, bool bf16, float v0
     }
 }
 
+// SwiGLU epilogue for two adjacent columns: C = silu(G) * U, optionally saving G and U (same dtype
+// as C, leading dimension ldgu). With bf16 output the backward sees the rounded G and U, so H is
+// computed from those same rounded values. Shared by moe_gg_swiglu_mma and moe_gg_swiglu_wgmma.
+__device__ __forceinline__ void store_swiglu2(void* C, long cIdx, bool bf16, void* Gsave, void* Usave, long guIdx,
+                                              float g0, float g1, float u0, float u1) {
+    if (bf16) {
+        const __nv_bfloat162 gb = __floats2bfloat162_rn(g0, g1);
+        const __nv_bfloat162 ub = __floats2bfloat162_rn(u0, u1);
+        store2(C, cIdx, true, silu(__low2float(gb)) * __low2float(ub), silu(__high2float(gb)) * __high2float(ub));
+        if (Gsave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Gsave) + guIdx) = gb;
+        if (Usave) *reinterpret_cast<__nv_bfloat162*>(reinterpret_cast<__nv_bfloat16*>(Usave) + guIdx) = ub;
+    } else {
+        store2(C, cIdx, false, silu(g0) * u0, silu(g1) * u1);
+        if (Gsave) store2(Gsave, guIdx, false, g0, g1);
+        if (Usave) store2(Usave, guIdx, false, u0, u1);
+    }
+}
+
 // C[idx..idx+1] += (v0, v1), fp32 only (ExpertKernels' accumulate option).
 __device__ __forceinline__ void add2(void* base, long idx, float v0, float v1) {
     float2* p = reinterpret_cast<float2*>(reinterpret_cast<float*>(base) + idx);
