@@ -15,6 +15,15 @@
 
 #define MOE4J_KERNEL extern "C" __global__
 
+// Dynamic shared memory (the launch's sharedMemBytes): declares `type* name` / `type name[]`.
+// nvcc: the usual `extern __shared__` array. The CPU device (native/cpudevice, emu.h) compiles the
+// same source as host C++, where it is a pointer to the block's dynamic shared memory.
+#if defined(MOE4J_CPU_DEVICE)
+#define MOE4J_DYNAMIC_SHARED(align, type, name) type* const name = reinterpret_cast<type*>(::moe4j_emu::emu_dynamic_shared())
+#else
+#define MOE4J_DYNAMIC_SHARED(align, type, name) extern __shared__ __align__(align) type name[]
+#endif
+
 // True while compiling the sm_90a (architecture-specific) pass; false for the compute_90 PTX pass.
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define MOE4J_SM90A 1

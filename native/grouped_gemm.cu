@@ -43,6 +43,7 @@
 //
 // Smem per kind (bytes): fwd 61440, swiglu 61440, dx 56832, wgrad 52224.
 
+#include "common.cuh"
 #include "grouped_gemm_mma.cuh"
 #include "grouped_gemm_wgmma.cuh"
 
@@ -81,7 +82,7 @@ moe_gg_fwd_mma(const __nv_bfloat16* __restrict__ A, long lda,
                const __nv_bfloat16* __restrict__ B, long strideB, long ldb,
                const int* __restrict__ offsets, int groups, int N, int K,
                void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    extern __shared__ __align__(128) unsigned char smemRaw[];
+    MOE4J_DYNAMIC_SHARED(128, unsigned char, smemRaw);
     int g, rowStart, rows;
     if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
     const int n0 = blockIdx.y * 128;
@@ -102,7 +103,7 @@ moe_gg_swiglu_mma(const __nv_bfloat16* __restrict__ A, long lda,
                   long strideW, long ldw, const int* __restrict__ offsets, int groups, int N, int K,
                   void* __restrict__ C, long ldc, int cBf16,
                   void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
-    extern __shared__ __align__(128) unsigned char smemRaw[];
+    MOE4J_DYNAMIC_SHARED(128, unsigned char, smemRaw);
     int g, rowStart, rows;
     if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
     const int n0 = blockIdx.y * 64;
@@ -139,7 +140,7 @@ moe_gg_dx_mma(const __nv_bfloat16* __restrict__ A1, long lda1, const __nv_bfloat
               const __nv_bfloat16* __restrict__ A2, long lda2, const __nv_bfloat16* __restrict__ B2,
               long strideB, long ldb, const int* __restrict__ offsets, int groups, int N, int K,
               void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    extern __shared__ __align__(128) unsigned char smemRaw[];
+    MOE4J_DYNAMIC_SHARED(128, unsigned char, smemRaw);
     int g, rowStart, rows;
     if (!find_m_tile(offsets, groups, g, rowStart, rows)) return;
     const int n0 = blockIdx.y * 128;
@@ -164,7 +165,7 @@ extern "C" __global__ void __launch_bounds__(256, 1)
 moe_gg_wgrad_mma(const __nv_bfloat16* __restrict__ A, long lda, const __nv_bfloat16* __restrict__ B, long ldb,
                  const int* __restrict__ offsets, int groups, int M, int N,
                  void* __restrict__ C, long strideC, long ldc, int cBf16, int accumulate) {
-    extern __shared__ __align__(128) unsigned char smemRaw[];
+    MOE4J_DYNAMIC_SHARED(128, unsigned char, smemRaw);
     const int g = blockIdx.z;
     if (g >= groups) return;
     const int n0 = blockIdx.x * 128, m0 = blockIdx.y * 128;
@@ -267,7 +268,7 @@ __device__ __forceinline__ void wgmma_body(const WgParams& p) {
     constexpr bool A_MN = MODE == WG_WGRAD;
     constexpr bool B_MN = MODE != WG_FWD;
     constexpr int BN = NB == 2 ? 64 : 128;
-    extern __shared__ __align__(1024) unsigned char smemDyn[];
+    MOE4J_DYNAMIC_SHARED(1024, unsigned char, smemDyn);
     __shared__ __align__(8) uint64_t full[W::STAGES];
     __shared__ __align__(8) uint64_t empty[W::STAGES];
     unsigned char* smem = smemDyn + ((1024u - (W::smem_u32(smemDyn) & 1023u)) & 1023u);
@@ -298,7 +299,7 @@ __device__ __forceinline__ void wgmma_body(const WgParams& p) {
             W::mbar_init(&full[s], 1);
             W::mbar_init(&empty[s], 8);  // one arrival per consumer warp (2 warpgroups x 4 warps)
         }
-        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        W::mbar_init_fence();
     }
     __syncthreads();
 

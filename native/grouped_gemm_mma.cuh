@@ -33,29 +33,68 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// PTX wrappers. Each has a CPU-device branch (native/cpudevice, MOE4J_CPU_DEVICE) that runs the
+// same instruction's semantics on the host; the PTX ISA section is named next to each.
+
+// cp.async (PTX ISA, data movement: "cp.async"): 16-byte global->shared copy; src-size n < 16 zero-fills.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
     const int n = valid ? 16 : 0;  // n == 0: no global read, 16 zero bytes written
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_cp_async16(dst, src, n);
+#else
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+#endif
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// cp.async.commit_group / cp.async.wait_group (PTX ISA, data movement: "cp.async.commit_group", "cp.async.wait_group").
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_cp_async_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
 
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (PTX ISA, warp-level matrix instructions: "ldmatrix").
 __device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+#if defined(MOE4J_CPU_DEVICE)
+    uint32_t r[4];
+    moe4j_emu::emu_ldmatrix(4, false, addr, r);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+#else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+#endif
 }
 __device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+#if defined(MOE4J_CPU_DEVICE)
+    uint32_t r[4];
+    moe4j_emu::emu_ldmatrix(4, true, addr, r);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+#else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+#endif
 }
 
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, warp-level matrix instructions: "mma", "Matrix Fragments for mma.m16n8k16 with floating point type").
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_mma_m16n8k16_bf16(c, a, b);
+#else
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
         "{%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
 }
 
 // Copy a ROWS x COLS bf16 tile whose origin is g (row-major, leading dimension ld elements)

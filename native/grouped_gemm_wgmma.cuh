@@ -98,19 +98,51 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
+// PTX wrappers. Each has a CPU-device branch (native/cpudevice, MOE4J_CPU_DEVICE) that runs the
+// same instruction's semantics on the host; the PTX ISA section is named next to each.
+
+// mbarrier.init (PTX ISA, parallel synchronization: "mbarrier.init"): phase 0, `count` expected arrivals.
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_mbar_init(bar, count);
+#else
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count));
+#endif
 }
 
+// fence.mbarrier_init.release.cluster (PTX ISA, "membar/fence"): makes the inits visible to the
+// async proxy (TMA complete_tx). The CPU device has one proxy: nothing to order.
+__device__ __forceinline__ void mbar_init_fence() {
+#if !defined(MOE4J_CPU_DEVICE)
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+// mbarrier.arrive.expect_tx (PTX ISA, "mbarrier.expect_tx" + "mbarrier.arrive"): raise the phase's
+// transaction count by `bytes`, then arrive.
 __device__ __forceinline__ void mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_mbar_arrive(bar, bytes);
+#else
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes));
+#endif
 }
 
+// mbarrier.arrive (PTX ISA, "mbarrier.arrive"): one arrival on the current phase.
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_mbar_arrive(bar, 0);
+#else
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+#endif
 }
 
+// mbarrier.try_wait.parity (PTX ISA, "mbarrier.test_wait/mbarrier.try_wait"): true once the phase
+// with the given parity has completed (i.e. the current phase's parity differs); loops until then.
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_mbar_wait(bar, parity);
+#else
     asm volatile(
         "{\n"
         ".reg .pred done;\n"
@@ -118,65 +150,135 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
         "@!done bra WAIT_%=;\n"
         "}\n" ::"r"(smem_u32(bar)), "r"(parity) : "memory");
+#endif
 }
 
+// cp.async.bulk.tensor.{2,3}d.shared::cluster.global.mbarrier::complete_tx::bytes (PTX ISA, data
+// movement: "cp.async.bulk.tensor"; tensor-map tiled mode, swizzle and out-of-bound fill per the
+// "Tensors" chapter): the box at the coordinates lands in shared memory and completes its bytes on bar.
 __device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1) {
+#if defined(MOE4J_CPU_DEVICE)
+    const int c[2] = {c0, c1};
+    moe4j_emu::emu_tma_load(dst, map, bar, 2, c);
+#else
     asm volatile(
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n"
         ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1)
         : "memory");
+#endif
 }
 
 __device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar, int c0, int c1, int c2) {
+#if defined(MOE4J_CPU_DEVICE)
+    const int c[3] = {c0, c1, c2};
+    moe4j_emu::emu_tma_load(dst, map, bar, 3, c);
+#else
     asm volatile(
         "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];\n"
         ::"r"(smem_u32(dst)), "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2)
         : "memory");
+#endif
 }
 
 // Makes this thread's generic-proxy shared-memory writes visible to the async proxy (wgmma).
-__device__ __forceinline__ void fence_proxy_async_smem() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// (PTX ISA, "membar/fence": fence.proxy.async). The CPU device has one proxy: only racecheck notes it.
+__device__ __forceinline__ void fence_proxy_async_smem() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_fence_proxy_async();
+#else
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
 
 // Barrier over the two consumer warpgroups only (named barrier 1, 256 threads).
-__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+// bar.sync 1, 256 (PTX ISA, parallel synchronization: "bar/barrier"): named barrier 1, 256 threads.
+__device__ __forceinline__ void consumers_sync() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_bar_sync(1, 256);
+#else
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+#endif
+}
 
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// wgmma.fence / wgmma.commit_group / wgmma.wait_group (PTX ISA, asynchronous warpgroup-level matrix
+// instructions). The CPU device tracks the groups: a wait checks that the groups it waits for were committed.
+__device__ __forceinline__ void wgmma_fence() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_wgmma_fence();
+#else
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wgmma_commit() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_wgmma_commit();
+#else
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
 template <int N>
-__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void wgmma_wait() {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_wgmma_wait(N);
+#else
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
 
 // Pins accumulator registers in place around a wgmma pipeline stage, so that the compiler does not
 // move or re-define them between wgmma.fence and wgmma.wait_group (which would serialise wgmma).
 template <int N>
 __device__ __forceinline__ void fence_operands(float (&d)[N]) {
+#if !defined(MOE4J_CPU_DEVICE)
 #pragma unroll
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+#endif
 }
 
+// setmaxnreg.{inc,dec}.sync.aligned.u32 (PTX ISA, miscellaneous: "setmaxnreg"): registers are not a
+// resource on the CPU device, so a no-op there.
 template <int R>
-__device__ __forceinline__ void reg_alloc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R)); }
+__device__ __forceinline__ void reg_alloc() {
+#if !defined(MOE4J_CPU_DEVICE)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+#endif
+}
 template <int R>
-__device__ __forceinline__ void reg_dealloc() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R)); }
+__device__ __forceinline__ void reg_dealloc() {
+#if !defined(MOE4J_CPU_DEVICE)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+#endif
+}
 
 // TA / TB: 0 = operand K-major, 1 = MN-major (wgmma's imm-trans-a / imm-trans-b).
 template <int TA, int TB>
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 (PTX ISA, "wgmma.mma_async"; operands through
+// "Matrix Descriptor Format" and the canonical K-major / MN-major layouts with 128-byte swizzle).
 __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t descA, uint64_t descB, int scaleD) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_wgmma(128, TA, TB, d, descA, descB, scaleD);
+#else
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, %64, %65, p, 1, 1, %67, %68;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(descA), "l"(descB), "r"(scaleD), "n"(TA), "n"(TB));
+#endif
 }
 
 template <int TA, int TB>
 __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], uint64_t descA, uint64_t descB, int scaleD) {
+#if defined(MOE4J_CPU_DEVICE)
+    moe4j_emu::emu_wgmma(64, TA, TB, d, descA, descB, scaleD);
+#else
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
         "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, %32, %33, p, 1, 1, %35, %36;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "l"(descA), "l"(descB), "r"(scaleD), "n"(TA), "n"(TB));
+#endif
 }
 
 #endif  // MOE_WGMMA_ENABLED

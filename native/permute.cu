@@ -40,6 +40,7 @@
 //   moe_row_dots            block 256 (fixed tree), grid min(M, 65535)
 
 #include <cuda_bf16.h>
+#include "common.cuh"
 #include <cuda_fp16.h>
 #include <stdint.h>
 
@@ -76,7 +77,7 @@ extern "C" __global__ void moe_fill_i32(int* __restrict__ p, long n, int value) 
 extern "C" __global__ void __launch_bounds__(256)
 moe_count_routes(const int* __restrict__ topkIdx, int tokens, int topK, int experts, int world, int dedup,
                  int* __restrict__ routeCounts, int* __restrict__ firstBad) {
-    extern __shared__ int sCounts[];  // [W * (L+1)]
+    MOE4J_DYNAMIC_SHARED(16, int, sCounts);  // [W * (L+1)]
     const int local = experts / world;
     const int width = local + 1;
     for (int i = threadIdx.x; i < world * width; i += blockDim.x) sCounts[i] = 0;
@@ -139,7 +140,7 @@ moe_send_keys(const int* __restrict__ topkIdx, int tokens, int topK, int experts
 // chunkCounts[c, key] = entries in [c*chunk, min(n, (c+1)*chunk)) with keys[i] == key.
 extern "C" __global__ void __launch_bounds__(256)
 moe_key_chunk_counts(const int* __restrict__ keys, long n, int numKeys, int chunk, int* __restrict__ chunkCounts) {
-    extern __shared__ int sCount[];
+    MOE4J_DYNAMIC_SHARED(16, int, sCount);
     for (int e = threadIdx.x; e < numKeys; e += blockDim.x) sCount[e] = 0;
     __syncthreads();
     const long begin = (long)blockIdx.x * chunk;
@@ -161,7 +162,7 @@ moe_key_chunk_counts(const int* __restrict__ keys, long n, int numKeys, int chun
 extern "C" __global__ void __launch_bounds__(1024)
 moe_key_layout(int* __restrict__ chunkCounts, int numChunks, int numKeys, int* __restrict__ totals,
                int* __restrict__ keyBase, const int* __restrict__ givenBase) {
-    extern __shared__ int sBase[];  // [numKeys]
+    MOE4J_DYNAMIC_SHARED(16, int, sBase);  // [numKeys]
     for (int e = threadIdx.x; e < numKeys; e += blockDim.x) {
         int run = 0;
         for (int c = 0; c < numChunks; ++c) {
@@ -200,7 +201,7 @@ moe_key_layout(int* __restrict__ chunkCounts, int numChunks, int numKeys, int* _
 extern "C" __global__ void __launch_bounds__(32)
 moe_key_positions(const int* __restrict__ keys, long n, int numKeys, int chunk, const int* __restrict__ chunkBase,
                   int* __restrict__ pos, int* __restrict__ inverse) {
-    extern __shared__ int sRun[];  // [numKeys]
+    MOE4J_DYNAMIC_SHARED(16, int, sRun);  // [numKeys]
     const int lane = threadIdx.x;
     for (int e = lane; e < numKeys; e += 32) sRun[e] = chunkBase[(long)blockIdx.x * numKeys + e];
     __syncwarp();
@@ -343,7 +344,7 @@ moe_pack_units(const int* __restrict__ topkIdx, const float* __restrict__ topkWe
 extern "C" __global__ void __launch_bounds__(256)
 moe_count_local(const int* __restrict__ meta, int units, int topK, int firstExpert, int localExperts,
                 int* __restrict__ counts) {
-    extern __shared__ int sCount[];
+    MOE4J_DYNAMIC_SHARED(16, int, sCount);
     for (int l = threadIdx.x; l < localExperts; l += blockDim.x) sCount[l] = 0;
     __syncthreads();
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;

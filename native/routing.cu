@@ -43,6 +43,7 @@
 //   moe_expert_bias_update  block 1, thread 1 (experts is small; serial = CPU order).
 
 #include <cuda_bf16.h>
+#include "common.cuh"
 #include <stdint.h>
 
 #define MOE_ROUTER_WARPS 4
@@ -109,7 +110,7 @@ moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
                float* __restrict__ scores, int* __restrict__ selected,
                float* __restrict__ topkWeights, float* __restrict__ lse,
                int* __restrict__ tokensPerExpert, int* __restrict__ firstBad) {
-    extern __shared__ float smem[];
+    MOE4J_DYNAMIC_SHARED(16, float, smem);
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
     float* sBias = smem;                                   // [experts]
@@ -250,7 +251,7 @@ moe_router_bwd(const float* __restrict__ logits, const float* __restrict__ score
                const float* __restrict__ lse, float zGrad,
                int tokens, int experts, int topK, int scoreFn, int routeNorm, float routeScale,
                float* __restrict__ dLogits) {
-    extern __shared__ float smem[];
+    MOE4J_DYNAMIC_SHARED(16, float, smem);
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
     float* sDs = smem + warp * experts;  // [experts] dScores
@@ -393,7 +394,7 @@ moe_fp32_gemm(const void* __restrict__ A, int aBf16, long aRs, long aKs,
 // range). counts [experts] int32 zeroed by the caller.
 extern "C" __global__ void __launch_bounds__(256)
 moe_seq_histogram(const int* __restrict__ topkIdx, long n, int experts, int* __restrict__ counts) {
-    extern __shared__ int sCount[];
+    MOE4J_DYNAMIC_SHARED(16, int, sCount);
     for (int e = threadIdx.x; e < experts; e += blockDim.x) sCount[e] = 0;
     __syncthreads();
     const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -421,7 +422,7 @@ moe_segment_partials(const float* __restrict__ scores, const int* __restrict__ s
                      int segmentLength, int blocksPerSegment,
                      double* __restrict__ probPart, int* __restrict__ countPart,
                      int* __restrict__ validPart, double* __restrict__ lsePart) {
-    extern __shared__ int sCount[];  // [experts] then float sRowSum[64]
+    MOE4J_DYNAMIC_SHARED(16, int, sCount);  // [experts] then float sRowSum[64]
     float* sRowSum = reinterpret_cast<float*>(sCount + experts);
     const int seg = blockIdx.x / blocksPerSegment, blk = blockIdx.x % blocksPerSegment;
     const int tBegin = seg * segmentLength + blk * MOE_SEG_BLOCK;

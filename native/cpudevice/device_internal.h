@@ -1,0 +1,24 @@
+// moe4j CPU device: what the parts of libmoe4j_cpudevice.so (driver.cpp, nccl.cpp, ptx_emu.cpp,
+// the kernel runtime) share. Not a public header: nothing outside native/cpudevice includes it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include "cuda.h"
+
+namespace cpudev {
+
+// True when [p, p + bytes) lies inside one live device allocation (cuMemAlloc) or one live pinned
+// host allocation (cuMemAllocHost). Thread-safe.
+bool device_range_live(const void* p, size_t bytes);
+
+// True when s is 0 (the legacy default stream) or a live stream of the current process.
+bool stream_valid(CUstream s);
+
+// Work on a stream runs eagerly, in call order, on the calling thread (see docs/gpu.md): an
+// operation enqueued on any stream has completed when the call that enqueued it returns.
+// A sticky error (a faulted kernel) makes every later stream operation fail with that error;
+// this returns it (CUDA_SUCCESS when none).
+CUresult sticky_error();
+
+}  // namespace cpudev

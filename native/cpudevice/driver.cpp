@@ -1,0 +1,775 @@
+// moe4j CPU device: the CUDA driver API subset moe-cuda binds, on the CPU.
+//
+// One device ("moe4j CPU device", compute capability 9.0, H200-like limits) with one primary
+// context. Device memory is host memory from this library's allocator (256-byte aligned, filled
+// with 0xFF bytes when allocated, as real device memory holds garbage); pinned host memory too.
+// Every allocation is registered, so memcheck and the copy calls can tell whether an address range
+// is live. Streams and events keep their ordering semantics by executing eagerly: an operation
+// enqueued on any stream has completed when the call returns (so a host read after a
+// synchronisation sees every earlier write; what eager execution cannot show is a missing
+// synchronisation, see docs/gpu.md). Kernels run through the kernel runtime (runtime.cpp), one
+// launch at a time in the process. A kernel fault (memcheck, racecheck, deadlock, __trap) makes
+// the context's error sticky, as on the driver: every later call that uses the context returns
+// it until the primary context is released by all its users and retained again.
+//
+// Environment:
+//   MOE4J_CPUDEV_MEMORY_GB   device memory the device reports and allows (default 16)
+//   MOE4J_CPUDEV_MEMCHECK    0 disables memcheck (default on)
+//   MOE4J_CPUDEV_RACECHECK   0 disables racecheck (default on)
+//   MOE4J_CPUDEV_POISON      0 disables the 0xFF fill of new allocations (default on)
+#define MOE4J_EMU_RUNTIME 1
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "device_internal.h"
+#include "runtime.h"
+
+#define API extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+constexpr int kDriverVersion = 13000;
+constexpr int kMaxDynamicShared = 232448;
+constexpr int kDefaultDynamicShared = 48 * 1024;
+
+struct Alloc {
+    size_t size;
+    bool pinned;
+};
+
+std::mutex g_memLock;
+std::map<uintptr_t, Alloc> g_allocs;
+std::atomic<uint64_t> g_allocGen{1};
+size_t g_deviceBytesUsed = 0;
+
+std::mutex g_stateLock;
+bool g_initialised = false;
+int g_primaryRefs = 0;
+std::atomic<int> g_sticky{CUDA_SUCCESS};
+std::string g_lastFault;  // guarded by g_stateLock
+std::set<void*> g_streams;
+std::set<void*> g_events;
+std::set<void*> g_modules;
+std::mutex g_launchLock;
+
+thread_local bool t_hasCurrent = false;
+
+struct CtxTag {
+    int dummy;
+} g_primaryCtx;
+
+}  // namespace
+
+struct CUstream_st {
+    unsigned flags;
+};
+struct CUevent_st {
+    unsigned flags;
+    bool recorded;
+    std::chrono::steady_clock::time_point when;
+};
+struct CUfunc_st {
+    const moe4j_emu::KernelInfo* k;
+    int maxDynamicShared;
+};
+struct CUmod_st {
+    std::map<std::string, CUfunc_st*> functions;
+};
+
+namespace {
+
+size_t device_capacity() {
+    static const size_t cap = [] {
+        const char* v = getenv("MOE4J_CPUDEV_MEMORY_GB");
+        if (!v || !*v) return (size_t)16 << 30;
+        char* end = nullptr;
+        const double gb = strtod(v, &end);
+        if (!end || *end || !(gb > 0) || gb > 1 << 20) {
+            fprintf(stderr, "moe4j cpu device: MOE4J_CPUDEV_MEMORY_GB=%s is not a positive number of GiB; using 16\n", v);
+            return (size_t)16 << 30;
+        }
+        return (size_t)(gb * (double)(1ull << 30));
+    }();
+    return cap;
+}
+
+bool env_on(const char* name) {
+    const char* v = getenv(name);
+    return !(v && (v[0] == '0' || v[0] == 'n' || v[0] == 'N' || v[0] == 'f' || v[0] == 'F'));
+}
+
+CUresult ready() {
+    if (!g_initialised) return CUDA_ERROR_NOT_INITIALIZED;
+    return CUDA_SUCCESS;
+}
+
+// Checks that the calling thread has a current context and no sticky error.
+CUresult ctx_ready() {
+    CUresult r = ready();
+    if (r != CUDA_SUCCESS) return r;
+    if (!t_hasCurrent) return CUDA_ERROR_INVALID_CONTEXT;
+    const int s = g_sticky.load();
+    return s != CUDA_SUCCESS ? (CUresult)s : CUDA_SUCCESS;
+}
+
+bool stream_ok(CUstream s) {
+    if (!s) return true;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    return g_streams.count(s) != 0;
+}
+
+// Whether [p, p+n) lies inside one live allocation; pinnedOk admits pinned host allocations.
+bool in_allocation(uintptr_t p, size_t n, bool pinnedOk) {
+    std::lock_guard<std::mutex> g(g_memLock);
+    auto it = g_allocs.upper_bound(p);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    if (!pinnedOk && it->second.pinned) return false;
+    return p >= it->first && n <= it->second.size && p - it->first <= it->second.size - n;
+}
+
+CUresult alloc(void** out, size_t bytes, bool pinned) {
+    if (!out || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+    const size_t rounded = (bytes + 255) / 256 * 256;
+    {
+        std::lock_guard<std::mutex> g(g_memLock);
+        if (!pinned && g_deviceBytesUsed + rounded > device_capacity()) return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    void* p = aligned_alloc(256, rounded);
+    if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (env_on("MOE4J_CPUDEV_POISON")) memset(p, 0xFF, rounded);
+    std::lock_guard<std::mutex> g(g_memLock);
+    g_allocs[(uintptr_t)p] = Alloc{bytes, pinned};
+    if (!pinned) g_deviceBytesUsed += rounded;
+    *out = p;
+    return CUDA_SUCCESS;
+}
+
+CUresult release(uintptr_t p, bool pinned) {
+    void* mem = nullptr;
+    {
+        std::lock_guard<std::mutex> g(g_memLock);
+        auto it = g_allocs.find(p);
+        if (it == g_allocs.end() || it->second.pinned != pinned) return CUDA_ERROR_INVALID_VALUE;
+        if (!pinned) g_deviceBytesUsed -= (it->second.size + 255) / 256 * 256;
+        g_allocs.erase(it);
+        g_allocGen++;
+        mem = (void*)p;
+    }
+    free(mem);
+    return CUDA_SUCCESS;
+}
+
+CUresult set_fault(CUresult code, const std::string& msg) {
+    fprintf(stderr, "moe4j cpu device: %s\n", msg.c_str());
+    std::lock_guard<std::mutex> g(g_stateLock);
+    g_lastFault = msg;
+    int expected = CUDA_SUCCESS;
+    g_sticky.compare_exchange_strong(expected, (int)code);
+    return code;
+}
+
+const char* error_name(CUresult e) {
+    switch (e) {
+        case CUDA_SUCCESS: return "CUDA_SUCCESS";
+        case CUDA_ERROR_INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
+        case CUDA_ERROR_OUT_OF_MEMORY: return "CUDA_ERROR_OUT_OF_MEMORY";
+        case CUDA_ERROR_NOT_INITIALIZED: return "CUDA_ERROR_NOT_INITIALIZED";
+        case CUDA_ERROR_DEINITIALIZED: return "CUDA_ERROR_DEINITIALIZED";
+        case CUDA_ERROR_NO_DEVICE: return "CUDA_ERROR_NO_DEVICE";
+        case CUDA_ERROR_INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
+        case CUDA_ERROR_INVALID_IMAGE: return "CUDA_ERROR_INVALID_IMAGE";
+        case CUDA_ERROR_INVALID_CONTEXT: return "CUDA_ERROR_INVALID_CONTEXT";
+        case CUDA_ERROR_NO_BINARY_FOR_GPU: return "CUDA_ERROR_NO_BINARY_FOR_GPU";
+        case CUDA_ERROR_INVALID_SOURCE: return "CUDA_ERROR_INVALID_SOURCE";
+        case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
+        case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
+        case CUDA_ERROR_NOT_READY: return "CUDA_ERROR_NOT_READY";
+        case CUDA_ERROR_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
+        case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES";
+        case CUDA_ERROR_LAUNCH_TIMEOUT: return "CUDA_ERROR_LAUNCH_TIMEOUT";
+        case CUDA_ERROR_HARDWARE_STACK_ERROR: return "CUDA_ERROR_HARDWARE_STACK_ERROR";
+        case CUDA_ERROR_ILLEGAL_INSTRUCTION: return "CUDA_ERROR_ILLEGAL_INSTRUCTION";
+        case CUDA_ERROR_MISALIGNED_ADDRESS: return "CUDA_ERROR_MISALIGNED_ADDRESS";
+        case CUDA_ERROR_INVALID_ADDRESS_SPACE: return "CUDA_ERROR_INVALID_ADDRESS_SPACE";
+        case CUDA_ERROR_INVALID_PC: return "CUDA_ERROR_INVALID_PC";
+        case CUDA_ERROR_LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
+        case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+        case CUDA_ERROR_UNKNOWN: return "CUDA_ERROR_UNKNOWN";
+    }
+    return nullptr;
+}
+
+const char* error_string(CUresult e) {
+    switch (e) {
+        case CUDA_SUCCESS: return "no error";
+        case CUDA_ERROR_INVALID_VALUE: return "invalid argument";
+        case CUDA_ERROR_OUT_OF_MEMORY: return "out of memory";
+        case CUDA_ERROR_NOT_INITIALIZED: return "initialization error";
+        case CUDA_ERROR_DEINITIALIZED: return "driver shutting down";
+        case CUDA_ERROR_NO_DEVICE: return "no CUDA-capable device is detected";
+        case CUDA_ERROR_INVALID_DEVICE: return "invalid device ordinal";
+        case CUDA_ERROR_INVALID_IMAGE: return "device kernel image is invalid";
+        case CUDA_ERROR_INVALID_CONTEXT: return "invalid device context";
+        case CUDA_ERROR_NO_BINARY_FOR_GPU: return "no kernel image is available for execution on the device";
+        case CUDA_ERROR_INVALID_SOURCE: return "device kernel image is invalid";
+        case CUDA_ERROR_INVALID_HANDLE: return "invalid resource handle";
+        case CUDA_ERROR_NOT_FOUND: return "named symbol not found";
+        case CUDA_ERROR_NOT_READY: return "device not ready";
+        case CUDA_ERROR_ILLEGAL_ADDRESS: return "an illegal memory access was encountered";
+        case CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES: return "too many resources requested for launch";
+        case CUDA_ERROR_LAUNCH_TIMEOUT: return "the launch timed out and was terminated";
+        case CUDA_ERROR_HARDWARE_STACK_ERROR: return "hardware stack error";
+        case CUDA_ERROR_ILLEGAL_INSTRUCTION: return "an illegal instruction was encountered";
+        case CUDA_ERROR_MISALIGNED_ADDRESS: return "misaligned address";
+        case CUDA_ERROR_INVALID_ADDRESS_SPACE: return "operation not supported on global/shared address space";
+        case CUDA_ERROR_INVALID_PC: return "invalid program counter";
+        case CUDA_ERROR_LAUNCH_FAILED: return "unspecified launch failure";
+        case CUDA_ERROR_NOT_SUPPORTED: return "operation not supported";
+        case CUDA_ERROR_UNKNOWN: return "unknown error";
+    }
+    return nullptr;
+}
+
+// Fault codes: memcheck -> illegal address, __trap -> illegal instruction, anything else (racecheck,
+// deadlock, bad PTX operand) -> launch failed.
+CUresult fault_code(const std::string& msg) {
+    if (msg.find("memcheck:") != std::string::npos) return CUDA_ERROR_ILLEGAL_ADDRESS;
+    if (msg.find("__trap()") != std::string::npos) return CUDA_ERROR_ILLEGAL_INSTRUCTION;
+    return CUDA_ERROR_LAUNCH_FAILED;
+}
+
+}  // namespace
+
+// ---- shared with the runtime and nccl.cpp ----------------------------------------------------
+bool cpudev_find_allocation(uintptr_t a, size_t n, uintptr_t* lo, uintptr_t* hi) {
+    std::lock_guard<std::mutex> g(g_memLock);
+    auto it = g_allocs.upper_bound(a);
+    if (it == g_allocs.begin()) return false;
+    --it;
+    if (a < it->first || n > it->second.size || a - it->first > it->second.size - n) return false;
+    *lo = it->first;
+    *hi = it->first + it->second.size;
+    return true;
+}
+
+uint64_t cpudev_alloc_generation() { return g_allocGen.load(std::memory_order_relaxed); }
+
+std::string cpudev_describe_address(uintptr_t a) {
+    std::lock_guard<std::mutex> g(g_memLock);
+    char b[200];
+    auto it = g_allocs.upper_bound(a);
+    if (it != g_allocs.begin()) {
+        auto prev = std::prev(it);
+        if (a >= prev->first && a - prev->first < prev->second.size) {
+            snprintf(b, sizeof b, "the access runs past the end of the %zu-byte allocation at 0x%" PRIxPTR, prev->second.size,
+                     prev->first);
+            return b;
+        }
+        snprintf(b, sizeof b, "not inside any live allocation (%zu bytes past the end of the %zu-byte allocation at 0x%" PRIxPTR ")",
+                 (size_t)(a - prev->first - prev->second.size), prev->second.size, prev->first);
+        return b;
+    }
+    return "not inside any live allocation";
+}
+
+namespace cpudev {
+bool device_range_live(const void* p, size_t bytes) { return in_allocation((uintptr_t)p, bytes == 0 ? 1 : bytes, true); }
+bool stream_valid(CUstream s) { return stream_ok(s); }
+CUresult sticky_error() { return (CUresult)g_sticky.load(); }
+}  // namespace cpudev
+
+// ---- initialisation, device, context ---------------------------------------------------------
+API CUresult cuInit(unsigned int Flags) {
+    if (Flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    const std::string problem = moe4j_emu::runtime_check();
+    if (!problem.empty()) {
+        fprintf(stderr, "moe4j cpu device: %s\n", problem.c_str());
+        return CUDA_ERROR_NOT_INITIALIZED;
+    }
+    std::lock_guard<std::mutex> g(g_stateLock);
+    g_initialised = true;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDriverGetVersion(int* driverVersion) {
+    if (!driverVersion) return CUDA_ERROR_INVALID_VALUE;
+    *driverVersion = kDriverVersion;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetCount(int* count) {
+    if (CUresult r = ready()) return r;
+    if (!count) return CUDA_ERROR_INVALID_VALUE;
+    *count = 1;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGet(CUdevice* device, int ordinal) {
+    if (CUresult r = ready()) return r;
+    if (!device) return CUDA_ERROR_INVALID_VALUE;
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *device = 0;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
+    if (CUresult r = ready()) return r;
+    if (!name || len <= 0) return CUDA_ERROR_INVALID_VALUE;
+    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    snprintf(name, (size_t)len, "%s", "moe4j CPU device (emulated sm_90)");
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceGetAttribute(int* pi, CUdevice_attribute attrib, CUdevice dev) {
+    if (CUresult r = ready()) return r;
+    if (!pi) return CUDA_ERROR_INVALID_VALUE;
+    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    switch (attrib) {
+        case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *pi = 1024; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X: *pi = 1024; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Y: *pi = 1024; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_Z: *pi = 64; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_X: *pi = 2147483647; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y: *pi = 65535; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: *pi = 65535; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: *pi = kDefaultDynamicShared; break;
+        case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *pi = 32; break;
+        case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *pi = 132; break;
+        case CU_DEVICE_ATTRIBUTE_PCI_BUS_ID: *pi = 0; break;
+        case CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE: *pi = 50 * 1024 * 1024; break;
+        case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *pi = 9; break;
+        case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *pi = 0; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: *pi = 233472; break;
+        case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *pi = kMaxDynamicShared; break;
+        default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
+    if (CUresult r = ready()) return r;
+    if (!bytes) return CUDA_ERROR_INVALID_VALUE;
+    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *bytes = device_capacity();
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) {
+    if (CUresult r = ready()) return r;
+    if (!pctx) return CUDA_ERROR_INVALID_VALUE;
+    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    g_primaryRefs++;
+    *pctx = reinterpret_cast<CUcontext>(&g_primaryCtx);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
+    if (CUresult r = ready()) return r;
+    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    if (g_primaryRefs <= 0) return CUDA_ERROR_INVALID_CONTEXT;
+    if (--g_primaryRefs == 0) {
+        // the context is destroyed: its sticky error goes with it (a new retain starts clean)
+        g_sticky.store(CUDA_SUCCESS);
+        g_lastFault.clear();
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxSetCurrent(CUcontext ctx) {
+    if (CUresult r = ready()) return r;
+    if (ctx == nullptr) {
+        t_hasCurrent = false;
+        return CUDA_SUCCESS;
+    }
+    if (ctx != reinterpret_cast<CUcontext>(&g_primaryCtx)) return CUDA_ERROR_INVALID_CONTEXT;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    if (g_primaryRefs <= 0) return CUDA_ERROR_INVALID_CONTEXT;
+    t_hasCurrent = true;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuCtxSynchronize(void) { return ctx_ready(); }
+
+// ---- memory ----------------------------------------------------------------------------------
+API CUresult cuMemGetInfo_v2(size_t* freeBytes, size_t* total) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!freeBytes || !total) return CUDA_ERROR_INVALID_VALUE;
+    std::lock_guard<std::mutex> g(g_memLock);
+    *total = device_capacity();
+    *freeBytes = *total - g_deviceBytesUsed;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytesize) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!dptr) return CUDA_ERROR_INVALID_VALUE;
+    void* p = nullptr;
+    CUresult r = alloc(&p, bytesize, false);
+    if (r == CUDA_SUCCESS) *dptr = (CUdeviceptr)(uintptr_t)p;
+    return r;
+}
+
+API CUresult cuMemFree_v2(CUdeviceptr dptr) {
+    if (CUresult r = ctx_ready()) return r;
+    if (dptr == 0) return CUDA_SUCCESS;
+    return release((uintptr_t)dptr, false);
+}
+
+API CUresult cuMemAllocHost_v2(void** pp, size_t bytesize) {
+    if (CUresult r = ctx_ready()) return r;
+    return alloc(pp, bytesize, true);
+}
+
+API CUresult cuMemFreeHost(void* p) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!p) return CUDA_ERROR_INVALID_VALUE;
+    return release((uintptr_t)p, true);
+}
+
+// Copies check every device range against the live allocations (the driver refuses a copy that
+// leaves its allocation with CUDA_ERROR_INVALID_VALUE).
+API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char uc, size_t N, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (N == 0) return CUDA_SUCCESS;
+    if (!in_allocation((uintptr_t)dst, N, true)) return CUDA_ERROR_INVALID_VALUE;
+    memset((void*)(uintptr_t)dst, uc, N);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!src || !in_allocation((uintptr_t)dst, n, true)) return CUDA_ERROR_INVALID_VALUE;
+    memmove((void*)(uintptr_t)dst, src, n);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!dst || !in_allocation((uintptr_t)src, n, true)) return CUDA_ERROR_INVALID_VALUE;
+    memmove(dst, (const void*)(uintptr_t)src, n);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (n == 0) return CUDA_SUCCESS;
+    if (!in_allocation((uintptr_t)src, n, true) || !in_allocation((uintptr_t)dst, n, true)) return CUDA_ERROR_INVALID_VALUE;
+    memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
+    return CUDA_SUCCESS;
+}
+
+// ---- streams and events ----------------------------------------------------------------------
+API CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!phStream || (Flags & ~1u)) return CUDA_ERROR_INVALID_VALUE;
+    CUstream s = new CUstream_st{Flags};
+    std::lock_guard<std::mutex> g(g_stateLock);
+    g_streams.insert(s);
+    *phStream = s;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamSynchronize(CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    return stream_ok(hStream) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+API CUresult cuStreamDestroy_v2(CUstream hStream) {
+    if (CUresult r = ready()) return r;
+    if (!hStream) return CUDA_ERROR_INVALID_HANDLE;
+    {
+        std::lock_guard<std::mutex> g(g_stateLock);
+        if (!g_streams.erase(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    }
+    delete hStream;
+    return CUDA_SUCCESS;
+}
+
+static bool event_ok(CUevent e) {
+    std::lock_guard<std::mutex> g(g_stateLock);
+    return e && g_events.count(e) != 0;
+}
+
+API CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream) || !event_ok(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    if (Flags & ~1u) return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;  // eager execution: the event's work has completed
+}
+
+API CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!phEvent || (Flags & ~7u)) return CUDA_ERROR_INVALID_VALUE;
+    CUevent e = new CUevent_st{Flags, false, {}};
+    std::lock_guard<std::mutex> g(g_stateLock);
+    g_events.insert(e);
+    *phEvent = e;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventRecord(CUevent hEvent, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!event_ok(hEvent) || !stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    hEvent->recorded = true;
+    hEvent->when = std::chrono::steady_clock::now();
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventSynchronize(CUevent hEvent) {
+    if (CUresult r = ctx_ready()) return r;
+    return event_ok(hEvent) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
+API CUresult cuEventElapsedTime_v2(float* ms, CUevent hStart, CUevent hEnd) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!ms) return CUDA_ERROR_INVALID_VALUE;
+    if (!event_ok(hStart) || !event_ok(hEnd)) return CUDA_ERROR_INVALID_HANDLE;
+    if ((hStart->flags | hEnd->flags) & CU_EVENT_DISABLE_TIMING) return CUDA_ERROR_INVALID_HANDLE;
+    if (!hStart->recorded || !hEnd->recorded) return CUDA_ERROR_INVALID_HANDLE;
+    *ms = std::chrono::duration<float, std::milli>(hEnd->when - hStart->when).count();
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuEventDestroy_v2(CUevent hEvent) {
+    if (CUresult r = ready()) return r;
+    {
+        std::lock_guard<std::mutex> g(g_stateLock);
+        if (!hEvent || !g_events.erase(hEvent)) return CUDA_ERROR_INVALID_HANDLE;
+    }
+    delete hEvent;
+    return CUDA_SUCCESS;
+}
+
+// ---- modules and kernels ---------------------------------------------------------------------
+static size_t image_size(const unsigned char* p) {
+    // fatbin container: magic 0xBA55ED50, u16 version, u16 header size, u64 body size
+    uint32_t magic;
+    memcpy(&magic, p, 4);
+    if (magic == 0xBA55ED50u) {
+        uint16_t hdr;
+        uint64_t body;
+        memcpy(&hdr, p + 6, 2);
+        memcpy(&body, p + 8, 8);
+        return hdr + body;
+    }
+    return strlen(reinterpret_cast<const char*>(p));  // PTX text
+}
+
+static bool contains_symbol(const unsigned char* img, size_t n, const char* name) {
+    const size_t len = strlen(name);
+    const unsigned char* p = img;
+    const unsigned char* end = img + n;
+    while (p + len <= end) {
+        const void* hit = memmem(p, (size_t)(end - p), name, len);
+        if (!hit) return false;
+        const unsigned char* h = static_cast<const unsigned char*>(hit);
+        const bool before = h == img || !(isalnum(h[-1]) || h[-1] == '_');
+        const bool after = h + len == end || !(isalnum(h[len]) || h[len] == '_');
+        if (before && after) return true;
+        p = h + 1;
+    }
+    return false;
+}
+
+API CUresult cuModuleLoadData(CUmodule* module, const void* image) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!module || !image) return CUDA_ERROR_INVALID_VALUE;
+    const unsigned char* img = static_cast<const unsigned char*>(image);
+    const size_t n = image_size(img);
+    CUmod_st* m = new CUmod_st();
+    for (const moe4j_emu::KernelInfo* k : moe4j_emu::kernels()) {
+        if (contains_symbol(img, n, k->name)) m->functions[k->name] = new CUfunc_st{k, kDefaultDynamicShared};
+    }
+    if (m->functions.empty()) {
+        delete m;
+        return CUDA_ERROR_INVALID_IMAGE;  // no kernel this device was built with is in the image
+    }
+    std::lock_guard<std::mutex> g(g_stateLock);
+    g_modules.insert(m);
+    *module = m;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuModuleUnload(CUmodule hmod) {
+    if (CUresult r = ready()) return r;
+    {
+        std::lock_guard<std::mutex> g(g_stateLock);
+        if (!hmod || !g_modules.erase(hmod)) return CUDA_ERROR_INVALID_HANDLE;
+    }
+    for (auto& kv : hmod->functions) delete kv.second;
+    delete hmod;
+    return CUDA_SUCCESS;
+}
+
+static bool module_ok(CUmodule m) {
+    std::lock_guard<std::mutex> g(g_stateLock);
+    return m && g_modules.count(m) != 0;
+}
+
+API CUresult cuModuleGetFunction(CUfunction* hfunc, CUmodule hmod, const char* name) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!hfunc || !name) return CUDA_ERROR_INVALID_VALUE;
+    if (!module_ok(hmod)) return CUDA_ERROR_INVALID_HANDLE;
+    auto it = hmod->functions.find(name);
+    if (it == hmod->functions.end()) return CUDA_ERROR_NOT_FOUND;
+    *hfunc = it->second;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuFuncGetAttribute(int* pi, CUfunction_attribute attrib, CUfunction f) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!pi) return CUDA_ERROR_INVALID_VALUE;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    switch (attrib) {
+        case CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *pi = f->k->maxThreads ? f->k->maxThreads : 1024; break;
+        case CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES: *pi = 0; break;
+        case CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES: *pi = 0; break;
+        case CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES: *pi = 0; break;
+        case CU_FUNC_ATTRIBUTE_NUM_REGS: *pi = 32; break;
+        case CU_FUNC_ATTRIBUTE_PTX_VERSION: *pi = 90; break;
+        case CU_FUNC_ATTRIBUTE_BINARY_VERSION: *pi = 90; break;
+        case CU_FUNC_ATTRIBUTE_CACHE_MODE_CA: *pi = 0; break;
+        case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *pi = f->maxDynamicShared; break;
+        default: return CUDA_ERROR_INVALID_VALUE;
+    }
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute attrib, int value) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (attrib != CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) return CUDA_ERROR_INVALID_VALUE;
+    if (value < 0 || value > kMaxDynamicShared) return CUDA_ERROR_INVALID_VALUE;
+    f->maxDynamicShared = value;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuFuncGetParamInfo(CUfunction f, size_t paramIndex, size_t* paramOffset, size_t* paramSize) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (paramIndex >= f->k->params.size()) return CUDA_ERROR_INVALID_VALUE;
+    if (paramOffset) *paramOffset = f->k->params[paramIndex].offset;
+    if (paramSize) *paramSize = f->k->params[paramIndex].size;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                            unsigned int by, unsigned int bz, unsigned int sharedMemBytes, CUstream hStream,
+                            void** kernelParams, void** extra) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!f) return CUDA_ERROR_INVALID_HANDLE;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    const moe4j_emu::KernelInfo* k = f->k;
+    const char* name = k->name;
+    // launch configuration, as the hardware limits it
+    if (gx == 0 || gy == 0 || gz == 0 || gx > 2147483647u || gy > 65535 || gz > 65535 || bx == 0 || by == 0 || bz == 0 ||
+        bx > 1024 || by > 1024 || bz > 64 || (uint64_t)bx * by * bz > 1024) {
+        fprintf(stderr, "moe4j cpu device: cuLaunchKernel(%s): grid [%u,%u,%u] / block [%u,%u,%u] outside the device limits\n",
+                name, gx, gy, gz, bx, by, bz);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (k->maxThreads && (int)(bx * by * bz) > k->maxThreads) {
+        fprintf(stderr, "moe4j cpu device: cuLaunchKernel(%s): block of %u threads exceeds __launch_bounds__(%d)\n", name,
+                bx * by * bz, k->maxThreads);
+        return CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
+    }
+    if ((int)sharedMemBytes > f->maxDynamicShared) {
+        fprintf(stderr,
+                "moe4j cpu device: cuLaunchKernel(%s): %u bytes of dynamic shared memory exceed the function's limit of %d "
+                "(above 48 KB a kernel needs cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES))\n",
+                name, sharedMemBytes, f->maxDynamicShared);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    // parameters: kernelParams (one pointer per parameter) or extra (one packed buffer)
+    std::vector<void*> slots(k->params.size());
+    if (kernelParams && extra) return CUDA_ERROR_INVALID_VALUE;
+    if (extra) {
+        void* buf = nullptr;
+        size_t* size = nullptr;
+        for (size_t i = 0; extra[i] != CU_LAUNCH_PARAM_END; i += 2) {
+            if (extra[i] == CU_LAUNCH_PARAM_BUFFER_POINTER) buf = extra[i + 1];
+            else if (extra[i] == CU_LAUNCH_PARAM_BUFFER_SIZE) size = static_cast<size_t*>(extra[i + 1]);
+            else return CUDA_ERROR_INVALID_VALUE;
+        }
+        if (!buf || !size) return CUDA_ERROR_INVALID_VALUE;
+        if (*size != k->paramBytes) {
+            fprintf(stderr, "moe4j cpu device: cuLaunchKernel(%s): parameter buffer of %zu bytes, the kernel takes %zu\n", name,
+                    *size, k->paramBytes);
+            return CUDA_ERROR_INVALID_VALUE;
+        }
+        for (size_t i = 0; i < slots.size(); ++i) slots[i] = static_cast<unsigned char*>(buf) + k->params[i].offset;
+    } else if (!slots.empty()) {
+        if (!kernelParams) return CUDA_ERROR_INVALID_VALUE;
+        for (size_t i = 0; i < slots.size(); ++i) {
+            if (!kernelParams[i]) return CUDA_ERROR_INVALID_VALUE;
+            slots[i] = kernelParams[i];
+        }
+    }
+    std::lock_guard<std::mutex> g(g_launchLock);
+    moe4j_emu::LaunchResult res;
+    try {
+        res = moe4j_emu::launch(k, dim3{gx, gy, gz}, dim3{bx, by, bz}, sharedMemBytes, slots.data());
+    } catch (const std::exception& x) {
+        return set_fault(CUDA_ERROR_LAUNCH_FAILED, std::string(name) + ": " + x.what());
+    }
+    if (!res.ok) return set_fault(fault_code(res.message), res.message);
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank,
+                                    void* globalAddress, const cuuint64_t* globalDim, const cuuint64_t* globalStrides,
+                                    const cuuint32_t* boxDim, const cuuint32_t* elementStrides,
+                                    CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+                                    CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) {
+    if (CUresult r = ready()) return r;
+    return moe4j_emu::tensor_map_encode_tiled(tensorMap, tensorDataType, tensorRank, globalAddress, globalDim,
+                                              globalStrides, boxDim, elementStrides, interleave, swizzle, l2Promotion,
+                                              oobFill);
+}
+
+// ---- errors ----------------------------------------------------------------------------------
+API CUresult cuGetErrorName(CUresult error, const char** pStr) {
+    if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+    const char* s = error_name(error);
+    *pStr = s;
+    return s ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+// For the error of a kernel fault, the string carries the fault's description (kernel, block,
+// thread, address), so that the caller's exception names it.
+API CUresult cuGetErrorString(CUresult error, const char** pStr) {
+    if (!pStr) return CUDA_ERROR_INVALID_VALUE;
+    const char* s = error_string(error);
+    if (!s) {
+        *pStr = nullptr;
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    static thread_local std::string detailed;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    if (error != CUDA_SUCCESS && error == (CUresult)g_sticky.load() && !g_lastFault.empty()) {
+        detailed = std::string(s) + " (" + g_lastFault + ")";
+        *pStr = detailed.c_str();
+    } else {
+        *pStr = s;
+    }
+    return CUDA_SUCCESS;
+}
