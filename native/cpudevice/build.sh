@@ -16,7 +16,7 @@ command -v "$CXX" >/dev/null || { echo "cpudevice: C++ compiler '$CXX' not found
 mkdir -p "$OUT/obj" "$OUT/gen"
 
 shopt -s nullglob
-kernels=("$NATIVE"/*.cu)
+kernels=("$NATIVE"/*.cu "$HERE"/test/*.cu)  # test/*.cu: planted-bug kernels of the emulator tests
 support=("$HERE"/runtime.cpp "$HERE"/driver.cpp "$HERE"/ptx_emu.cpp)
 [[ -f "$HERE/nccl.cpp" ]] && support+=("$HERE/nccl.cpp")
 deps=("${kernels[@]}" "$NATIVE"/*.cuh "${support[@]}" "$HERE"/*.h "$HERE"/include/*.h "$HERE"/gen-registry.pl "${BASH_SOURCE[0]}")

@@ -168,7 +168,7 @@ inline unsigned __match_any_sync(unsigned mask, T v) {
 // (memcheck) and tells racecheck that this access is atomic.
 // ---------------------------------------------------------------------------------------------
 template <typename T>
-inline T __moe4j_atomic_rmw(T* p, T v, int op) {
+__attribute__((no_sanitize_address)) inline T __moe4j_atomic_rmw(T* p, T v, int op) {
     moe4j_emu::emu_atomic_begin(p, sizeof(T), true);
     T old = *p;
     switch (op) {

@@ -24,7 +24,7 @@
 //   group may span several communicators (one thread driving several ranks).
 // * Transport. Every ordered pair (src, dst), src != dst, has a single-producer single-consumer
 //   mailbox of K slots of S payload bytes in the segment (S = 2 KiB..256 KiB and K = 4, or 2 above
-//   16 ranks, sized to keep the segment near 8 MiB; it is fully allocated up front with
+//   16 ranks, sized to keep the segment near 8 MiB, ~17 MiB at 64 ranks; it is fully allocated up front with
 //   posix_fallocate so a full /dev/shm is an init error, not a SIGBUS). A message is cut into
 //   S-byte slots; each slot carries the message's kind and total size, which the receiver checks:
 //   a send/recv size mismatch or ranks calling different collectives fail with ncclInvalidUsage

@@ -117,6 +117,7 @@ struct Fiber {
     ucontext_t uc;
 #endif
     int tid = 0;
+    ThreadCoords* coordsAt = nullptr;  // at the top of the fiber's stack, so that kernel reads of it are stack reads
     ThreadCoords coords{};
     FiberState state = RUNNABLE;
     const char* waitWhat = "";
@@ -191,11 +192,12 @@ struct Exec {
     bool racecheck = true;
     bool raceActive = false;
     std::vector<uint32_t> vc;  // [nthreads][nthreads]
-    uint32_t shadowGen = 0;
+    uint32_t shadowGen = 0;     // this block's generation (g_shadowGen when it started)
 };
 
 static Exec* g_exec = nullptr;
 static std::vector<Shadow> g_shadow;
+static uint32_t g_shadowGen = 0;  // one per block run in the process; stale shadow entries have older ones
 static uintptr_t g_smemLo, g_smemHi, g_dynHi;
 static uintptr_t g_imageLo = ~(uintptr_t)0, g_imageHi = 0;
 
@@ -909,17 +911,21 @@ static void init_fiber(Fiber& f, int i) {
     unsigned char* base = g_stacks + (size_t)i * (kStackBytes + kPage) + kPage;
     f.stackLo = (uintptr_t)base;
     f.stackHi = (uintptr_t)(base + kStackBytes);
+    f.coordsAt = reinterpret_cast<ThreadCoords*>((f.stackHi - sizeof(ThreadCoords)) & ~(uintptr_t)63);
+    *f.coordsAt = f.coords;
 #if defined(__x86_64__)
-    uintptr_t top = f.stackHi & ~(uintptr_t)15;
-    uint64_t* sp = reinterpret_cast<uint64_t*>(top - 64);
+    uintptr_t top = (uintptr_t)f.coordsAt & ~(uintptr_t)63;
+    // moe4j_fiber_switch pops six registers and returns into moe4j_fiber_start, whose `call` needs
+    // a 16-byte aligned stack: sp + 56 = top - 16.
+    uint64_t* sp = reinterpret_cast<uint64_t*>(top - 72);
     for (int k = 0; k < 6; ++k) sp[k] = 0;  // r15 r14 r13 r12 rbx rbp
     sp[6] = (uint64_t)(uintptr_t)&moe4j_fiber_start;
-    sp[7] = 0;
+    sp[7] = sp[8] = 0;
     f.sp = sp;
 #else
     getcontext(&f.uc);
     f.uc.uc_stack.ss_sp = base;
-    f.uc.uc_stack.ss_size = kStackBytes;
+    f.uc.uc_stack.ss_size = (uintptr_t)f.coordsAt - (uintptr_t)base;
     f.uc.uc_link = nullptr;
     makecontext(&f.uc, fiber_entry_uc, 0);
 #endif
@@ -928,7 +934,7 @@ static void init_fiber(Fiber& f, int i) {
 static void run_fiber(Fiber& f) {
     Exec& e = *g_exec;
     e.cur = &f;
-    g_coords = &f.coords;
+    g_coords = f.coordsAt;
 #if defined(__x86_64__)
     moe4j_fiber_switch(&e.schedSp, f.sp);
 #else
@@ -1061,11 +1067,11 @@ LaunchResult launch(const KernelInfo* k, dim3 grid, dim3 block, uint32_t dynShar
                 for (auto& r : e.warps) r.arrived = 0;
                 for (auto& r : e.warpgroups) r.arrived = 0;
                 e.raceActive = false;
-                e.shadowGen++;
-                if (e.shadowGen == 0) {
+                if (++g_shadowGen == 0) {
                     std::fill(g_shadow.begin(), g_shadow.end(), Shadow{});
-                    e.shadowGen = 1;
+                    g_shadowGen = 1;
                 }
+                e.shadowGen = g_shadowGen;
                 for (int t = 0; t < e.nthreads; ++t) {
                     Fiber& f = e.fibers[t];
                     f.state = RUNNABLE;
