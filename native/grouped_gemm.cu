@@ -246,6 +246,8 @@ enum WgMode { WG_FWD = 0, WG_DX = 1, WG_WGRAD = 2 };
 // Everything the three Hopper kernels pass to the shared body. FWD/DX: N, K; WGRAD: M (= mDim), N,
 // and K is the group's row count. tmA2/tmB2 (DX only) are the optional second operand pair.
 struct WgParams {
+    uint64_t* full;   // [STAGES] mbarriers in the kernel's shared memory, declared by the kernel: g++, which
+    uint64_t* empty;  // compiles this file for the CPU device, cannot place a template's statics in its shared section
     const CUtensorMap* tmA;
     const CUtensorMap* tmB0;
     const CUtensorMap* tmB1;
@@ -269,8 +271,8 @@ __device__ __forceinline__ void wgmma_body(const WgParams& p) {
     constexpr bool B_MN = MODE != WG_FWD;
     constexpr int BN = NB == 2 ? 64 : 128;
     MOE4J_DYNAMIC_SHARED(1024, unsigned char, smemDyn);
-    __shared__ __align__(8) uint64_t full[W::STAGES];
-    __shared__ __align__(8) uint64_t empty[W::STAGES];
+    uint64_t* const full = p.full;
+    uint64_t* const empty = p.empty;
     unsigned char* smem = smemDyn + ((1024u - (W::smem_u32(smemDyn) & 1023u)) & 1023u);
 
     // Tile origin. Row-grouped (FWD, DX): rows [rowStart, rowStart + rows) of group g, columns n0...
@@ -436,8 +438,9 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 moe_gg_fwd_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                  const int* __restrict__ offsets, int groups, int N, int K,
                  void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    const WgParams p{&tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate,
-                     nullptr, nullptr, 0};
+    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    const WgParams p{full, empty, &tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16,
+                     accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_FWD>(p);
 }
 
@@ -448,7 +451,8 @@ moe_gg_swiglu_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_consta
                     const __grid_constant__ CUtensorMap tmW3, const int* __restrict__ offsets, int groups,
                     int N, int K, void* __restrict__ C, long ldc, int cBf16,
                     void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
-    const WgParams p{&tmA, &tmW1, &tmW3, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, 0,
+    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    const WgParams p{full, empty, &tmA, &tmW1, &tmW3, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, 0,
                      Gsave, Usave, ldgu};
     wgmma_body<2, WG_FWD>(p);
 }
@@ -461,8 +465,9 @@ moe_gg_dx_wgmma(const __grid_constant__ CUtensorMap tmA1, const __grid_constant_
                 const __grid_constant__ CUtensorMap tmA2, const __grid_constant__ CUtensorMap tmB2, int pairs,
                 const int* __restrict__ offsets, int groups, int N, int K,
                 void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    const WgParams p{&tmA1, &tmB1, &tmB1, pairs == 2 ? &tmA2 : nullptr, pairs == 2 ? &tmB2 : nullptr, offsets, groups,
-                     0, N, K, C, ldc, 0, cBf16, accumulate, nullptr, nullptr, 0};
+    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    const WgParams p{full, empty, &tmA1, &tmB1, &tmB1, pairs == 2 ? &tmA2 : nullptr, pairs == 2 ? &tmB2 : nullptr,
+                     offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_DX>(p);
 }
 
@@ -474,8 +479,9 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 moe_gg_wgrad_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                    const int* __restrict__ offsets, int groups, int M, int N,
                    void* __restrict__ C, long strideC, long ldc, int cBf16, int accumulate) {
-    const WgParams p{&tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, M, N, 0, C, ldc, strideC, cBf16, accumulate,
-                     nullptr, nullptr, 0};
+    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    const WgParams p{full, empty, &tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, M, N, 0, C, ldc, strideC, cBf16,
+                     accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_WGRAD>(p);
 }
 

@@ -539,6 +539,12 @@ API CUresult cuEventSynchronize(CUevent hEvent) {
     return event_ok(hEvent) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
+// Eager execution: recorded work has always completed (and an event never recorded is complete too).
+API CUresult cuEventQuery(CUevent hEvent) {
+    if (CUresult r = ctx_ready()) return r;
+    return event_ok(hEvent) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+}
+
 API CUresult cuEventElapsedTime_v2(float* ms, CUevent hStart, CUevent hEnd) {
     if (CUresult r = ctx_ready()) return r;
     if (!ms) return CUDA_ERROR_INVALID_VALUE;
