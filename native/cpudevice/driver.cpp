@@ -13,7 +13,9 @@
 // it until the primary context is released by all its users and retained again.
 //
 // Environment:
-//   MOE4J_CPUDEV_MEMORY_GB   device memory the device reports and allows (default 16)
+//   MOE4J_CPUDEV_DEVICES     how many devices to report, 1..8 (default 1); all share the host's memory,
+//                            each has its own primary context (for multi-process tests, one rank per device)
+//   MOE4J_CPUDEV_MEMORY_GB   device memory each device reports; all allocations together are capped by it (default 16)
 //   MOE4J_CPUDEV_MEMCHECK    0 disables memcheck (default on)
 //   MOE4J_CPUDEV_RACECHECK   0 disables racecheck (default on)
 //   MOE4J_CPUDEV_POISON      0 disables the 0xFF fill of new allocations (default on)
@@ -54,7 +56,8 @@ size_t g_deviceBytesUsed = 0;
 
 std::mutex g_stateLock;
 bool g_initialised = false;
-int g_primaryRefs = 0;
+constexpr int kMaxDevices = 8;
+int g_primaryRefs[kMaxDevices] = {};
 std::atomic<int> g_sticky{CUDA_SUCCESS};
 std::string g_lastFault;  // guarded by g_stateLock
 std::set<void*> g_streams;
@@ -65,8 +68,23 @@ std::mutex g_launchLock;
 thread_local bool t_hasCurrent = false;
 
 struct CtxTag {
-    int dummy;
-} g_primaryCtx;
+    int device;
+} g_primaryCtx[kMaxDevices] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
+
+int device_count() {
+    static const int n = [] {
+        const char* v = getenv("MOE4J_CPUDEV_DEVICES");
+        if (!v || !*v) return 1;
+        char* end = nullptr;
+        const long d = strtol(v, &end, 10);
+        if (!end || *end || d < 1 || d > kMaxDevices) {
+            fprintf(stderr, "moe4j cpu device: MOE4J_CPUDEV_DEVICES=%s is not a device count in 1..%d; using 1\n", v, kMaxDevices);
+            return 1;
+        }
+        return (int)d;
+    }();
+    return n;
+}
 
 }  // namespace
 
@@ -311,22 +329,22 @@ API CUresult cuDriverGetVersion(int* driverVersion) {
 API CUresult cuDeviceGetCount(int* count) {
     if (CUresult r = ready()) return r;
     if (!count) return CUDA_ERROR_INVALID_VALUE;
-    *count = 1;
+    *count = device_count();
     return CUDA_SUCCESS;
 }
 
 API CUresult cuDeviceGet(CUdevice* device, int ordinal) {
     if (CUresult r = ready()) return r;
     if (!device) return CUDA_ERROR_INVALID_VALUE;
-    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
-    *device = 0;
+    if (ordinal < 0 || ordinal >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
+    *device = ordinal;
     return CUDA_SUCCESS;
 }
 
 API CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
     if (CUresult r = ready()) return r;
     if (!name || len <= 0) return CUDA_ERROR_INVALID_VALUE;
-    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (dev < 0 || dev >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     snprintf(name, (size_t)len, "%s", "moe4j CPU device (emulated sm_90)");
     return CUDA_SUCCESS;
 }
@@ -334,7 +352,7 @@ API CUresult cuDeviceGetName(char* name, int len, CUdevice dev) {
 API CUresult cuDeviceGetAttribute(int* pi, CUdevice_attribute attrib, CUdevice dev) {
     if (CUresult r = ready()) return r;
     if (!pi) return CUDA_ERROR_INVALID_VALUE;
-    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (dev < 0 || dev >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     switch (attrib) {
         case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK: *pi = 1024; break;
         case CU_DEVICE_ATTRIBUTE_MAX_BLOCK_DIM_X: *pi = 1024; break;
@@ -360,7 +378,7 @@ API CUresult cuDeviceGetAttribute(int* pi, CUdevice_attribute attrib, CUdevice d
 API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
     if (CUresult r = ready()) return r;
     if (!bytes) return CUDA_ERROR_INVALID_VALUE;
-    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (dev < 0 || dev >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     *bytes = device_capacity();
     return CUDA_SUCCESS;
 }
@@ -368,19 +386,19 @@ API CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
 API CUresult cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) {
     if (CUresult r = ready()) return r;
     if (!pctx) return CUDA_ERROR_INVALID_VALUE;
-    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (dev < 0 || dev >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     std::lock_guard<std::mutex> g(g_stateLock);
-    g_primaryRefs++;
-    *pctx = reinterpret_cast<CUcontext>(&g_primaryCtx);
+    g_primaryRefs[dev]++;
+    *pctx = reinterpret_cast<CUcontext>(&g_primaryCtx[dev]);
     return CUDA_SUCCESS;
 }
 
 API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
     if (CUresult r = ready()) return r;
-    if (dev != 0) return CUDA_ERROR_INVALID_DEVICE;
+    if (dev < 0 || dev >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     std::lock_guard<std::mutex> g(g_stateLock);
-    if (g_primaryRefs <= 0) return CUDA_ERROR_INVALID_CONTEXT;
-    if (--g_primaryRefs == 0) {
+    if (g_primaryRefs[dev] <= 0) return CUDA_ERROR_INVALID_CONTEXT;
+    if (--g_primaryRefs[dev] == 0) {
         // the context is destroyed: its sticky error goes with it (a new retain starts clean)
         g_sticky.store(CUDA_SUCCESS);
         g_lastFault.clear();
@@ -394,9 +412,10 @@ API CUresult cuCtxSetCurrent(CUcontext ctx) {
         t_hasCurrent = false;
         return CUDA_SUCCESS;
     }
-    if (ctx != reinterpret_cast<CUcontext>(&g_primaryCtx)) return CUDA_ERROR_INVALID_CONTEXT;
+    const CtxTag* c = reinterpret_cast<const CtxTag*>(ctx);
+    if (c < g_primaryCtx || c >= g_primaryCtx + kMaxDevices) return CUDA_ERROR_INVALID_CONTEXT;
     std::lock_guard<std::mutex> g(g_stateLock);
-    if (g_primaryRefs <= 0) return CUDA_ERROR_INVALID_CONTEXT;
+    if (g_primaryRefs[c->device] <= 0) return CUDA_ERROR_INVALID_CONTEXT;
     t_hasCurrent = true;
     return CUDA_SUCCESS;
 }
