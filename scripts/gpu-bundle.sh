@@ -14,6 +14,7 @@
 #   lib/tests/<module>-tests.jar   each module's test classes
 #   lib/test-deps/*.jar            test-only dependencies not already in moe.jar
 #   kernels/*.fatbin               copies of the fatbins (for cuobjdump on the GPU host)
+#   calibrate                      CPU-device calibration: emulated PTX vs this GPU (native/cpudevice/calibration)
 #   BUNDLE.txt                     commit, date, JDK, modules, file sizes
 # Environment: MOE4J_BUNDLE_MODULES replaces the jlink module list; MOE4J_BUNDLE_MAX_MB (default 60).
 set -euo pipefail
@@ -82,6 +83,8 @@ for m in */pom.xml; do
     "$JDK/bin/jar" --create --file "$STAGE/lib/tests/$mod-tests.jar" -C "$tc" .
   fi
 done
+# the CPU device's calibration program (run.sh runs it in the tests step); needs nvcc
+bash native/cpudevice/calibration/build.sh "$STAGE/calibrate" || { echo "gpu-bundle: calibration build failed" >&2; exit 1; }
 cp moe-cuda/target/classes/org/moe4j/cuda/kernels/*.fatbin "$STAGE/kernels/" 2>/dev/null \
   || echo "gpu-bundle: WARNING: no fatbins (nvcc absent at build time): GPU tests will skip with 'kernels were not built'"
 

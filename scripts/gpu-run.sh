@@ -106,7 +106,7 @@ else
 fi
 
 TEST_RC=0
-TESTS=""; FAILURES=""; ERRORS=""; SKIPPED=""; WG_LINE=""
+TESTS=""; FAILURES=""; ERRORS=""; SKIPPED=""; WG_LINE=""; CAL_LINE=""
 counts() { sed -n "s/.*<testsuite [^>]*\b$2=\"\([0-9]*\)\".*/\1/p" "$1" 2>/dev/null | head -1; }
 if step tests; then
   echo "run.sh: GPU tests ($(basename "$CONSOLE"), ${#TEST_JARS[@]} test jars) -> $OUTDIR"
@@ -129,6 +129,21 @@ if step tests; then
   WX="$SCRATCH/junit-wgmma/TEST-junit-jupiter.xml"
   WG_LINE="layer on wgmma: $(counts "$WX" tests) run, $(counts "$WX" failures) failed, $(counts "$WX" errors) errors, $(counts "$WX" skipped) skipped (exit $rc)"
   [[ $rc -ne 0 ]] && TEST_RC=$rc
+  # the CPU device's calibration: the emulator's mma/ldmatrix/wgmma/TMA/mbarrier answers against
+  # this GPU's, bit for bit (native/cpudevice/calibration); appended to tests.log
+  if [[ -x "$HERE/calibrate" ]]; then
+    echo "run.sh: CPU-device calibration (emulator vs this GPU)"
+    timeout 120 "$HERE/calibrate" > "$SCRATCH/calibrate.log" 2>&1
+    rc=$?
+    { echo "===== calibrate: exit $rc"; cat "$SCRATCH/calibrate.log"; } >> "$OUTDIR/tests.log"
+    case $rc in
+      0) CAL_LINE="calibration: emulator matches this GPU bit for bit" ;;
+      2) CAL_LINE="calibration: no sm_90 device (exit 2)" ;;
+      *) CAL_LINE="calibration: MISMATCH or failure, exit $rc (see tests.log)" ;;
+    esac
+  else
+    CAL_LINE="calibration: not in this bundle (nvcc absent when it was built)"
+  fi
 fi
 
 BENCH_RC=0
@@ -197,6 +212,7 @@ SKIP_REASON="$(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-400
   if step tests; then
     echo "tests: ${TESTS:-?} run, ${FAILURES:-?} failed, ${ERRORS:-?} errors, ${SKIPPED:-?} skipped (console launcher exit $TEST_RC)"
     echo "  $WG_LINE"
+    echo "  $CAL_LINE"
   else
     echo "tests: not run (MOE4J_STEPS)"
   fi

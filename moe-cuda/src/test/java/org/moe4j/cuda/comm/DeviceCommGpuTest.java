@@ -91,6 +91,48 @@ class DeviceCommGpuTest {
         }
     }
 
+    /**
+     * NcclCommunicator with its ranks as threads of this process, each with its own communicator,
+     * bootstrapped over the TCP rendezvous like separate processes. Real NCCL refuses two ranks on one
+     * GPU, so this runs on the CPU device only (native/cpudevice, whose NCCL ranks meet in shared memory).
+     */
+    @ParameterizedTest
+    @ValueSource(ints = {2, 4, 8})
+    void ncclRanksAsThreadsMatchTheCpuReferenceBitForBit(int world) throws Exception {
+        assumeTrue(gpu.device().name().contains("moe4j CPU device"),
+                "several NCCL ranks on one GPU: only the CPU device allows it");
+        try {
+            NcclComm.version();
+        } catch (RuntimeException | LinkageError e) {
+            assumeTrue(false, "libnccl not found: " + e.getMessage());
+        }
+        long seed = System.nanoTime();
+        System.out.println("seed " + seed + " world " + world + " (NCCL ranks as threads)");
+        List<Map<String, byte[]>> reference = LocalGroup.run(world, c -> CommExercise.run(c, CommExercise.host(), seed));
+        int port = freePort();
+        java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(world);
+        try {
+            List<java.util.concurrent.Future<Map<String, byte[]>>> ranks = new java.util.ArrayList<>();
+            for (int r = 0; r < world; r++) {
+                DistEnv env = new DistEnv(r, world, r, java.util.OptionalInt.of(world), "127.0.0.1", port);
+                ranks.add(pool.submit(() -> {
+                    try (NcclCommunicator nccl = NcclCommunicator.create(gpu, env, TIMEOUT)) {
+                        assertEquals(env.rank(), nccl.rank());
+                        assertEquals(world, nccl.size());
+                        return CommExercise.run(nccl, CommExercise.device(gpu), seed);
+                    }
+                }));
+            }
+            List<Map<String, byte[]>> device = new java.util.ArrayList<>();
+            for (var f : ranks) {
+                device.add(f.get(TIMEOUT.toSeconds() * 2, java.util.concurrent.TimeUnit.SECONDS));
+            }
+            assertSame(reference, device, seed);
+        } finally {
+            pool.shutdownNow();
+        }
+    }
+
     @Test
     void virtualRankThatNeverJoinsFailsEveryRankNamingIt() {
         LocalGroupException e = assertThrows(LocalGroupException.class, () -> VirtualRankGroup.run(gpu, 3,
