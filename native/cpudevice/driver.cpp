@@ -47,6 +47,7 @@ constexpr int kDefaultDynamicShared = 48 * 1024;
 struct Alloc {
     size_t size;
     bool pinned;
+    int device;  // the context's device; destroying that primary context frees the allocation
 };
 
 std::mutex g_memLock;
@@ -65,7 +66,7 @@ std::set<void*> g_events;
 std::set<void*> g_modules;
 std::mutex g_launchLock;
 
-thread_local bool t_hasCurrent = false;
+thread_local int t_current = -1;  // device of the calling thread's current context, -1 for none
 
 struct CtxTag {
     int device;
@@ -135,7 +136,11 @@ CUresult ready() {
 CUresult ctx_ready() {
     CUresult r = ready();
     if (r != CUDA_SUCCESS) return r;
-    if (!t_hasCurrent) return CUDA_ERROR_INVALID_CONTEXT;
+    if (t_current < 0) return CUDA_ERROR_INVALID_CONTEXT;
+    {
+        std::lock_guard<std::mutex> g(g_stateLock);
+        if (g_primaryRefs[t_current] <= 0) return CUDA_ERROR_INVALID_CONTEXT;  // released since it was made current
+    }
     const int s = g_sticky.load();
     return s != CUDA_SUCCESS ? (CUresult)s : CUDA_SUCCESS;
 }
@@ -167,7 +172,7 @@ CUresult alloc(void** out, size_t bytes, bool pinned) {
     if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
     if (env_on("MOE4J_CPUDEV_POISON")) memset(p, 0xFF, rounded);
     std::lock_guard<std::mutex> g(g_memLock);
-    g_allocs[(uintptr_t)p] = Alloc{bytes, pinned};
+    g_allocs[(uintptr_t)p] = Alloc{bytes, pinned, t_current};
     if (!pinned) g_deviceBytesUsed += rounded;
     *out = p;
     return CUDA_SUCCESS;
@@ -399,9 +404,20 @@ API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
     std::lock_guard<std::mutex> g(g_stateLock);
     if (g_primaryRefs[dev] <= 0) return CUDA_ERROR_INVALID_CONTEXT;
     if (--g_primaryRefs[dev] == 0) {
-        // the context is destroyed: its sticky error goes with it (a new retain starts clean)
+        // the context is destroyed: its memory and its sticky error go with it (a new retain starts clean)
         g_sticky.store(CUDA_SUCCESS);
         g_lastFault.clear();
+        std::lock_guard<std::mutex> m(g_memLock);
+        for (auto it = g_allocs.begin(); it != g_allocs.end();) {
+            if (it->second.device != dev) {
+                ++it;
+                continue;
+            }
+            if (!it->second.pinned) g_deviceBytesUsed -= (it->second.size + 255) / 256 * 256;
+            free((void*)it->first);
+            it = g_allocs.erase(it);
+            g_allocGen++;
+        }
     }
     return CUDA_SUCCESS;
 }
@@ -409,14 +425,14 @@ API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
 API CUresult cuCtxSetCurrent(CUcontext ctx) {
     if (CUresult r = ready()) return r;
     if (ctx == nullptr) {
-        t_hasCurrent = false;
+        t_current = -1;
         return CUDA_SUCCESS;
     }
     const CtxTag* c = reinterpret_cast<const CtxTag*>(ctx);
     if (c < g_primaryCtx || c >= g_primaryCtx + kMaxDevices) return CUDA_ERROR_INVALID_CONTEXT;
     std::lock_guard<std::mutex> g(g_stateLock);
     if (g_primaryRefs[c->device] <= 0) return CUDA_ERROR_INVALID_CONTEXT;
-    t_hasCurrent = true;
+    t_current = c->device;
     return CUDA_SUCCESS;
 }
 
@@ -691,8 +707,8 @@ API CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute attrib, int v
 API CUresult cuFuncGetParamInfo(CUfunction f, size_t paramIndex, size_t* paramOffset, size_t* paramSize) {
     if (CUresult r = ctx_ready()) return r;
     if (!f) return CUDA_ERROR_INVALID_HANDLE;
-    if (paramIndex >= f->k->params.size()) return CUDA_ERROR_INVALID_VALUE;
-    if (paramOffset) *paramOffset = f->k->params[paramIndex].offset;
+    if (!paramOffset || paramIndex >= f->k->params.size()) return CUDA_ERROR_INVALID_VALUE;  // only paramSize may be NULL
+    *paramOffset = f->k->params[paramIndex].offset;
     if (paramSize) *paramSize = f->k->params[paramIndex].size;
     return CUDA_SUCCESS;
 }

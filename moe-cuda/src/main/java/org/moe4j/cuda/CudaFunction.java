@@ -3,6 +3,8 @@ package org.moe4j.cuda;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
 import org.moe4j.core.buffer.BufferClosedException;
 import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 
@@ -11,6 +13,10 @@ public final class CudaFunction {
     private final CudaModule module;
     private final String name;
     private final MemorySegment handle; // CUfunction
+    /** Parameter sizes from cuFuncGetParamInfo, once queried; {@link #NO_PARAM_INFO} when the driver cannot tell. */
+    private volatile long[] paramSizes;
+
+    private static final long[] NO_PARAM_INFO = new long[0];
 
     CudaFunction(CudaModule module, String name, MemorySegment handle) {
         this.module = module;
@@ -78,6 +84,58 @@ public final class CudaFunction {
         module.context().makeCurrent();
         CudaException.check(cuda_h.cuFuncSetAttribute(h, cuda_h.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),
                 "cuFuncSetAttribute(" + name + ", MAX_DYNAMIC_SHARED_SIZE_BYTES, " + bytes + ")");
+    }
+
+    /**
+     * The byte size of each kernel parameter, in declaration order, from {@code cuFuncGetParamInfo}
+     * (CUDA 12.4+ drivers), queried once and cached. {@link Launch#launch()} checks its arguments
+     * against it.
+     *
+     * @return the sizes (a copy), or {@code null} when the driver cannot tell (symbol missing, or
+     *         {@code CUDA_ERROR_NOT_SUPPORTED}): then launches are not checked
+     * @throws CudaException when the driver fails otherwise
+     */
+    public long[] parameterSizes() {
+        long[] s = paramSizesCached();
+        return s == null ? null : s.clone();
+    }
+
+    /** @return the cached sizes (not copied), or null when unknown */
+    long[] paramSizesCached() {
+        long[] s = paramSizes;
+        if (s == null) {
+            s = paramSizes = queryParamSizes();
+        }
+        return s == NO_PARAM_INFO ? null : s;
+    }
+
+    private long[] queryParamSizes() {
+        MemorySegment h = handle();
+        if (cuda_h.symbolLookup().find("cuFuncGetParamInfo").isEmpty()) {
+            return NO_PARAM_INFO; // driver older than CUDA 12.4
+        }
+        module.context().makeCurrent();
+        List<Long> sizes = new ArrayList<>();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment offset = a.allocate(ValueLayout.JAVA_LONG); // required (only the size is optional)
+            MemorySegment size = a.allocate(ValueLayout.JAVA_LONG);
+            for (long i = 0;; i++) {
+                int rc = cuda_h.cuFuncGetParamInfo(h, i, offset, size);
+                if (rc == cuda_h.CUDA_ERROR_INVALID_VALUE) {
+                    break; // past the last parameter
+                }
+                if (rc == cuda_h.CUDA_ERROR_NOT_SUPPORTED) {
+                    return NO_PARAM_INFO;
+                }
+                CudaException.check(rc, "cuFuncGetParamInfo(" + name + ", " + i + ")");
+                sizes.add(size.get(ValueLayout.JAVA_LONG, 0));
+            }
+        }
+        long[] out = new long[sizes.size()];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = sizes.get(i);
+        }
+        return out;
     }
 
     @Override

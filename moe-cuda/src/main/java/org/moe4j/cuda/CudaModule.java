@@ -7,6 +7,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.Map;
+import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import org.moe4j.core.buffer.BufferClosedException;
 import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
@@ -65,7 +66,25 @@ public final class CudaModule implements AutoCloseable {
     }
 
     static CudaModule load(CudaContext context, String family) {
-        byte[] image = image(family);
+        return load(context, family, image(family));
+    }
+
+    /**
+     * Loads a kernel image (a fatbin, cubin or PTX text) that is not one of moe4j's kernel families,
+     * e.g. a user's own kernels.
+     *
+     * @param context the context to load into
+     * @param family  a name for the module (messages, {@link #family()})
+     * @param image   the image's bytes (copied; the driver keeps its own copy)
+     * @return the module; close it before the context
+     * @throws CudaException when the driver refuses the image
+     */
+    public static CudaModule load(CudaContext context, String family, byte[] image) {
+        Objects.requireNonNull(context, "context");
+        Objects.requireNonNull(family, "family");
+        if (image == null || image.length == 0) {
+            throw new IllegalArgumentException("module " + family + ": empty kernel image");
+        }
         context.makeCurrent();
         try (Arena a = Arena.ofConfined()) {
             MemorySegment img = a.allocate(image.length + 1L, 16);

@@ -28,8 +28,8 @@ public final class Launch {
     /** Largest block the hardware allows. */
     public static final int MAX_THREADS_PER_BLOCK = 1024;
 
-    /** One packed argument. */
-    record Arg(MemoryLayout layout, Object value) {
+    /** One packed argument; {@code type} names its Java kind for error messages. */
+    record Arg(MemoryLayout layout, Object value, String type) {
     }
 
     private final CudaFunction function;
@@ -125,7 +125,7 @@ public final class Launch {
      * @return this
      */
     public Launch arg(int v) {
-        args.add(new Arg(ValueLayout.JAVA_INT, v));
+        args.add(new Arg(ValueLayout.JAVA_INT, v, "int"));
         return this;
     }
 
@@ -134,7 +134,7 @@ public final class Launch {
      * @return this
      */
     public Launch arg(long v) {
-        args.add(new Arg(ValueLayout.JAVA_LONG, v));
+        args.add(new Arg(ValueLayout.JAVA_LONG, v, "long"));
         return this;
     }
 
@@ -143,7 +143,7 @@ public final class Launch {
      * @return this
      */
     public Launch arg(float v) {
-        args.add(new Arg(ValueLayout.JAVA_FLOAT, v));
+        args.add(new Arg(ValueLayout.JAVA_FLOAT, v, "float"));
         return this;
     }
 
@@ -152,7 +152,7 @@ public final class Launch {
      * @return this
      */
     public Launch arg(double v) {
-        args.add(new Arg(ValueLayout.JAVA_DOUBLE, v));
+        args.add(new Arg(ValueLayout.JAVA_DOUBLE, v, "double"));
         return this;
     }
 
@@ -169,7 +169,7 @@ public final class Launch {
      * @return this
      */
     public Launch argPointer(long address) {
-        args.add(new Arg(ValueLayout.JAVA_LONG, address));
+        args.add(new Arg(ValueLayout.JAVA_LONG, address, "pointer"));
         return this;
     }
 
@@ -186,7 +186,8 @@ public final class Launch {
         if (copy.length == 0) {
             throw new IllegalArgumentException("a struct argument needs at least one byte");
         }
-        args.add(new Arg(MemoryLayout.sequenceLayout(copy.length, ValueLayout.JAVA_BYTE).withByteAlignment(alignment), copy));
+        args.add(new Arg(MemoryLayout.sequenceLayout(copy.length, ValueLayout.JAVA_BYTE).withByteAlignment(alignment), copy,
+                "struct"));
         return this;
     }
 
@@ -239,15 +240,61 @@ public final class Launch {
     }
 
     /**
-     * Launches the kernel (asynchronously, on the chosen stream).
+     * Checks the packed arguments against the kernel's parameter sizes (from
+     * {@code cuFuncGetParamInfo}): the count, then each argument's byte size.
      *
-     * @throws IllegalArgumentException on a bad launch shape
+     * @param kernel     the kernel's name, for the message
+     * @param paramSizes the kernel's parameter sizes in bytes, or null when unknown (nothing checked)
+     * @throws IllegalArgumentException naming the kernel, the argument index, the packed size and the kernel's
+     */
+    void checkArguments(String kernel, long[] paramSizes) {
+        if (paramSizes == null) {
+            return;
+        }
+        if (args.size() != paramSizes.length) {
+            throw new IllegalArgumentException(kernel + ": " + args.size() + " argument" + (args.size() == 1 ? "" : "s")
+                    + " passed, the kernel takes " + paramSizes.length + " parameter" + (paramSizes.length == 1 ? "" : "s")
+                    + " " + java.util.Arrays.toString(paramSizes) + " bytes");
+        }
+        for (int i = 0; i < paramSizes.length; i++) {
+            Arg a = args.get(i);
+            long size = a.layout().byteSize();
+            if (size != paramSizes[i]) {
+                throw new IllegalArgumentException(kernel + ": argument " + i + " is " + size + " bytes (" + a.type()
+                        + "), the kernel's parameter " + i + " is " + paramSizes[i] + " bytes" + hint(a.type(), paramSizes[i]));
+            }
+        }
+    }
+
+    private static String hint(String type, long kernelSize) {
+        if (kernelSize == 8 && (type.equals("int") || type.equals("struct"))) {
+            return ": pass a long (int64_t, size_t) or a pointer";
+        }
+        if (kernelSize == 8 && type.equals("float")) {
+            return ": pass a double";
+        }
+        if (kernelSize == 4 && (type.equals("long") || type.equals("pointer") || type.equals("struct"))) {
+            return ": pass an int";
+        }
+        if (kernelSize == 4 && type.equals("double")) {
+            return ": pass a float";
+        }
+        return ": pass a struct of " + kernelSize + " bytes";
+    }
+
+    /**
+     * Launches the kernel (asynchronously, on the chosen stream). Before the driver call the
+     * arguments are checked against the kernel's parameter list where the driver can report it
+     * ({@link CudaFunction#parameterSizes()}); on a mismatch nothing is launched.
+     *
+     * @throws IllegalArgumentException on a bad launch shape, or arguments that do not match the kernel's parameters
      * @throws CudaException            when the driver refuses the launch
      */
     public void launch() {
         validate();
         CudaStream s = stream != null ? stream : function.module().context().defaultStream();
         MemorySegment f = function.handle();
+        checkArguments(function.name(), function.paramSizesCached());
         function.module().context().makeCurrent();
         try (Arena arena = Arena.ofConfined()) {
             int rc = cuda_h.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sharedBytes, s.handle(), pack(arena), MemorySegment.NULL);

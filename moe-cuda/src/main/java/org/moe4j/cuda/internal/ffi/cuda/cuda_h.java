@@ -60,8 +60,12 @@ public final class cuda_h {
     }
     /** {@code CUDA_SUCCESS = 0} */
     public static final int CUDA_SUCCESS = 0;
+    /** {@code CUDA_ERROR_INVALID_VALUE = 1} */
+    public static final int CUDA_ERROR_INVALID_VALUE = 1;
     /** {@code CUDA_ERROR_NOT_READY = 600} */
     public static final int CUDA_ERROR_NOT_READY = 600;
+    /** {@code CUDA_ERROR_NOT_SUPPORTED = 801} */
+    public static final int CUDA_ERROR_NOT_SUPPORTED = 801;
     /** {@code CU_STREAM_DEFAULT = 0x0} */
     public static final int CU_STREAM_DEFAULT = 0;
     /** {@code CU_STREAM_NON_BLOCKING = 0x1} */
@@ -1351,6 +1355,48 @@ public final class cuda_h {
     public static int cuFuncSetAttribute(MemorySegment hfunc, int attrib, int value) {
         try {
             return (int) cuFuncSetAttribute.HANDLE.invokeExact(hfunc, attrib, value);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuFuncGetParamInfo {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_LONG, cuda_h.C_POINTER, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuFuncGetParamInfo");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuFuncGetParamInfo} */
+    public static FunctionDescriptor cuFuncGetParamInfo$descriptor() {
+        return cuFuncGetParamInfo.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuFuncGetParamInfo} */
+    public static MethodHandle cuFuncGetParamInfo$handle() {
+        return cuFuncGetParamInfo.HANDLE;
+    }
+
+    /** @return the address of {@code cuFuncGetParamInfo} */
+    public static MemorySegment cuFuncGetParamInfo$address() {
+        return cuFuncGetParamInfo.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuFuncGetParamInfo(CUfunction func, size_t paramIndex, size_t *paramOffset, size_t *paramSize)
+     * }
+     * CUDA 12.4+ drivers; returns {@code CUDA_ERROR_INVALID_VALUE} for an index past the last parameter.
+     * Look the symbol up first ({@code symbolLookup().find("cuFuncGetParamInfo")}) where an older
+     * driver must be tolerated: the first call throws {@link UnsatisfiedLinkError} when it is missing.
+     * @param func function
+     * @param paramIndex parameter index, from 0
+     * @param paramOffset out: size_t, the parameter's offset in the parameter buffer (may be NULL)
+     * @param paramSize out: size_t, the parameter's size in bytes (may be NULL)
+     * @return the status code
+     */
+    public static int cuFuncGetParamInfo(MemorySegment func, long paramIndex, MemorySegment paramOffset, MemorySegment paramSize) {
+        try {
+            return (int) cuFuncGetParamInfo.HANDLE.invokeExact(func, paramIndex, paramOffset, paramSize);
         } catch (Throwable t) {
             throw rethrow(t);
         }
