@@ -463,6 +463,25 @@ API CUresult cuMemFree_v2(CUdeviceptr dptr) {
     return release((uintptr_t)dptr, false);
 }
 
+// Stream-ordered allocation (cuda.h "Stream Ordered Memory Allocator"): with eager execution every
+// operation queued before the call has completed, so allocating or freeing now is stream-ordered.
+API CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytesize, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (!dptr) return CUDA_ERROR_INVALID_VALUE;
+    void* p = nullptr;
+    CUresult r = alloc(&p, bytesize, false);
+    if (r == CUDA_SUCCESS) *dptr = (CUdeviceptr)(uintptr_t)p;
+    return r;
+}
+
+API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (dptr == 0) return CUDA_ERROR_INVALID_VALUE;
+    return release((uintptr_t)dptr, false);
+}
+
 API CUresult cuMemAllocHost_v2(void** pp, size_t bytesize) {
     if (CUresult r = ctx_ready()) return r;
     return alloc(pp, bytesize, true);
