@@ -6,15 +6,15 @@
 #   scripts/gpu-bundle.sh --check DIR                verify an existing bundle's layout and size
 #
 # Layout:
-#   run.sh                         runs every @Tag("gpu") test and the benchmarks in benchmarks.txt
-#   benchmarks.txt                 GPU benchmark main classes (from scripts/gpu-benchmarks.txt)
+#   run.sh                         the one GPU call: the verification plan under a global deadline (scripts/gpu-run.sh)
 #   jre/                           jlinked JDK 25 runtime (modules: jdeps of moe.jar minus java.desktop, + test needs)
 #   lib/moe.jar                    every module + runtime dependencies (shaded), fatbins inside
 #   lib/junit-platform-console-standalone-<v>.jar
 #   lib/tests/<module>-tests.jar   each module's test classes
 #   lib/test-deps/*.jar            test-only dependencies not already in moe.jar
-#   kernels/*.fatbin               copies of the fatbins (for cuobjdump on the GPU host)
 #   calibrate                      CPU-device calibration: emulated PTX vs this GPU (native/cpudevice/calibration)
+#   peers/*.py                     PyTorch peers of the GPU benchmarks
+# The fatbins live only inside moe.jar (run.sh extracts them for cuobjdump).
 #   BUNDLE.txt                     commit, date, JDK, modules, file sizes
 # Environment: MOE4J_BUNDLE_MODULES replaces the jlink module list; MOE4J_BUNDLE_MAX_MB (default 60).
 set -euo pipefail
@@ -22,7 +22,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MAX_MB="${MOE4J_BUNDLE_MAX_MB:-60}"
 # Always needed besides jdeps' answer: Vector API, JUnit's jar scanning (zipfs), JMH (management).
 EXTRA_MODULES="jdk.incubator.vector,java.logging,java.management,jdk.management,jdk.unsupported,jdk.zipfs"
-REQUIRED=(run.sh benchmarks.txt jre/bin/java lib/moe.jar lib/tests BUNDLE.txt)
+REQUIRED=(run.sh jre/bin/java lib/moe.jar lib/tests BUNDLE.txt)
 
 check_bundle() { # DIR -> 0 when complete and small enough, else prints what is wrong
   local dir="$1" bad=0 f mb
@@ -61,7 +61,7 @@ CONSOLE_VERSION="1.${JUNIT_VERSION:?junit.version not found in pom.xml}"
 
 STAGE="$(mktemp -d "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT
-mkdir -p "$STAGE/lib/tests" "$STAGE/lib/test-deps" "$STAGE/kernels"
+mkdir -p "$STAGE/lib/tests" "$STAGE/lib/test-deps"
 
 cd "$ROOT"
 MVN=(mvn -B -q -ntp)
@@ -85,7 +85,7 @@ for m in */pom.xml; do
 done
 # the CPU device's calibration program (run.sh runs it in the tests step); needs nvcc
 bash native/cpudevice/calibration/build.sh "$STAGE/calibrate" || { echo "gpu-bundle: calibration build failed" >&2; exit 1; }
-cp moe-cuda/target/classes/org/moe4j/cuda/kernels/*.fatbin "$STAGE/kernels/" 2>/dev/null \
+compgen -G "moe-cuda/target/classes/org/moe4j/cuda/kernels/*.fatbin" >/dev/null \
   || echo "gpu-bundle: WARNING: no fatbins (nvcc absent at build time): GPU tests will skip with 'kernels were not built'"
 
 if [[ -n "${MOE4J_BUNDLE_MODULES:-}" ]]; then
@@ -104,7 +104,6 @@ if command -v strip >/dev/null; then strip --strip-unneeded "$STAGE/jre/lib/serv
 
 cp scripts/gpu-run.sh "$STAGE/run.sh"
 chmod +x "$STAGE/run.sh"
-cp scripts/gpu-benchmarks.txt "$STAGE/benchmarks.txt"
 # PyTorch peers of the GPU benchmarks (run.sh runs them when python3 with a CUDA torch exists there)
 if compgen -G "scripts/gpu-peers/*.py" >/dev/null; then
   mkdir -p "$STAGE/peers" && cp scripts/gpu-peers/*.py "$STAGE/peers/"

@@ -1,23 +1,43 @@
 #!/usr/bin/env bash
-# moe4j GPU bundle runner (copied to gpu-bundle/run.sh by scripts/gpu-bundle.sh).
+# moe4j GPU verification: the one call for a GPU host (copied to gpu-bundle/run.sh by
+# scripts/gpu-bundle.sh; see docs/gpu.md "The one GPU call").
 #
-#   run.sh [OUT_DIR]       run every @Tag("gpu") test, then every benchmark in benchmarks.txt
+#   run.sh [OUT_DIR]       run the verification plan below within the global deadline
+#   run.sh --plan          print the plan (steps, their timeouts) and exit
 #   run.sh --nccl-dirs     print the directories holding libnccl.so.2 that would be used, and exit
 #
-# OUT_DIR defaults to $OUT, else ./gpu-results. It receives at most 8 files (what the device tool
-# brings back, two folders deep): summary.txt, tests.log, junit/TEST-junit-jupiter.xml, bench.log,
-# peers.log, sanitizer.log, gpu.txt, env.txt. The summary is also printed last.
-# Steps (MOE4J_STEPS, comma-separated, default all): tests (every @Tag("gpu") test, then the layer
-# test again with -Dmoe4j.cuda.gemm=wgmma), bench (benchmarks.txt), peers (PyTorch peers), sanitizer
-# (compute-sanitizer memcheck + racecheck). One device call is limited to 10 minutes: e.g. run
-# MOE4J_STEPS=tests,bench in one call and MOE4J_STEPS=peers,sanitizer in the next.
-# Exit status: 0 all ran and passed (or skipped: no GPU), 1 test failures, 3 a benchmark failed,
-# 4 MOE4J_REQUIRE_GPU=1 and the GPU tests were skipped, 2 bad usage or a broken bundle.
-# Environment: MOE4J_STEPS, MOE4J_BENCH_TIMEOUT (s, default 300), MOE4J_TEST_TIMEOUT (s, default 1200),
-# MOE4J_JVM_OPTS (extra JVM flags), MOE4J_SEARCH_ROOT (test hook: file-system root for the wheel scan).
+# The plan, in this order; every step is its own process (JVM, python, binary) under its own timeout,
+# clipped to the time left before the global deadline (MOE4J_DEADLINE_S, default 470 s); a step with
+# less than MOE4J_MIN_STEP_S (default 20) left is skipped and says so. A step that hangs or crashes
+# costs its own timeout, never the results of the others, and the summary is always written.
+#    1 env          nvidia-smi, driver libraries, torch, kernel (uname -r), cuobjdump: sm_90a code with HGMMA
+#    2 smoke        bindings, fatbin load, launch, events, pinned memory (CudaSmokeGpuTest), NCCL at W = 1
+#    3 routing      router, permute and combine parity (CudaRoutingKernelsGpuTest, CudaDispatchKernelsGpuTest)
+#    4 gemm-mma     grouped-GEMM parity, mma path (CudaExpertKernelsGpuTest with moe4j.gpu.gemmPaths=mma)
+#    5 gemm-wgmma   the same on the wgmma path
+#    6 layer-mma    MoeLayer on the CUDA backend against the CPU backend (MoeLayerGpuTest), mma GEMMs
+#    7 layer-wgmma  the same with -Dmoe4j.cuda.gemm=wgmma
+#    8 calibrate    the CPU device's emulated PTX against this GPU, bit for bit (./calibrate)
+#    9 gemm-bench   GroupedGemmGpuBench and the torch._grouped_mm / cuBLAS peer at two row counts
+#   10 comm         (time left) communicator tests: virtual ranks, NCCL, multi-process
+#   11 bench-more   (time left) router and permute benchmarks and their PyTorch peers
+#   sanitizer       only when MOE4J_STEPS names it: compute-sanitizer memcheck over the parity tests
+# MOE4J_STEPS=a,b,... runs only the named steps (still in plan order).
+#
+# OUT_DIR (default $OUT, else ./gpu-results) receives at most 8 files: summary.txt, env.txt, tests.log
+# (one line per test as it finishes, steps 2-7 and 10), calibrate.log, bench.log (steps 9 and 11,
+# PyTorch peers included), sanitizer.log (only with that step), and hs_err_<pid>.log of a JVM that
+# crashed. The summary is also printed last.
+# Exit status: 0 every step that ran passed (GPU tests skipped for lack of a GPU count as passed
+# unless MOE4J_REQUIRE_GPU=1, then 4), 1 a step failed, timed out or crashed, 2 bad usage or a broken bundle.
+# Environment: MOE4J_DEADLINE_S, MOE4J_MIN_STEP_S, MOE4J_STEPS, MOE4J_TEST_TIMEOUT (per test step,
+# default 150 s), MOE4J_BENCH_TIMEOUT (per benchmark, default 120 s), MOE4J_BENCH_ROWS (the two row
+# counts, default "4096 16384"), MOE4J_JVM_OPTS (extra JVM flags), MOE4J_CLASS_PATH (test hook: class
+# path instead of the bundle's jars), MOE4J_SEARCH_ROOT (test hook: file-system root for the wheel scan).
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SROOT="${MOE4J_SEARCH_ROOT:-}"
+T0=$(date +%s)
 
 # Site-packages directories: python3's own sys.path when python3 exists (never required), then the
 # usual prefixes, like org.moe4j.cuda.internal.NativeLibraries.
@@ -51,187 +71,329 @@ nccl_dirs() {
   done < <(site_dirs | awk 'NF && !seen[$0]++')
 }
 
+# name | kind | timeout variable default | what
+PLAN=(
+  "env|env|30|environment, driver, torch, kernel, cuobjdump proof"
+  "smoke|tests|TEST|bindings, fatbin load, launch, events, pinned memory, NCCL at W = 1"
+  "routing|tests|TEST|router, permute and combine parity"
+  "gemm-mma|tests|TEST|grouped-GEMM parity, mma path"
+  "gemm-wgmma|tests|TEST|grouped-GEMM parity, wgmma path"
+  "layer-mma|tests|TEST|MoeLayer CUDA vs CPU, mma GEMMs"
+  "layer-wgmma|tests|TEST|MoeLayer CUDA vs CPU, wgmma GEMMs"
+  "calibrate|calibrate|120|CPU-device emulator vs this GPU"
+  "gemm-bench|bench|BENCH|grouped GEMM benchmark + torch/cuBLAS peer"
+  "comm|tests|TEST|communicator tests (time left)"
+  "bench-more|bench|BENCH|router and permute benchmarks + peers (time left)"
+  "sanitizer|sanitizer|180|compute-sanitizer memcheck over the parity tests (only on request)"
+)
+DEADLINE="${MOE4J_DEADLINE_S:-470}"
+MIN_STEP="${MOE4J_MIN_STEP_S:-20}"
+TEST_TIMEOUT="${MOE4J_TEST_TIMEOUT:-150}"
+BENCH_TIMEOUT="${MOE4J_BENCH_TIMEOUT:-120}"
+for v in DEADLINE MIN_STEP TEST_TIMEOUT BENCH_TIMEOUT; do
+  [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "run.sh: $v must be a positive number of seconds, got '${!v}'" >&2; exit 2; }
+done
+step_timeout() { # the plan's timeout of one entry
+  case "$1" in TEST) echo "$TEST_TIMEOUT" ;; BENCH) echo "$BENCH_TIMEOUT" ;; *) echo "$1" ;; esac
+}
+
 if [[ "${1:-}" == "--nccl-dirs" ]]; then
   nccl_dirs
   exit 0
 fi
+if [[ "${1:-}" == "--plan" ]]; then
+  echo "global deadline ${DEADLINE} s; steps in order (timeout in s):"
+  for e in "${PLAN[@]}"; do
+    IFS='|' read -r name _ t what <<< "$e"
+    printf '  %-12s %4s  %s\n' "$name" "$(step_timeout "$t")" "$what"
+  done
+  exit 0
+fi
+
+KNOWN=" $(for e in "${PLAN[@]}"; do printf '%s ' "${e%%|*}"; done)"
+if [[ -n "${MOE4J_STEPS:-}" ]]; then
+  for st in ${MOE4J_STEPS//,/ }; do
+    [[ "$KNOWN" == *" $st "* ]] || { echo "run.sh: unknown step '$st' in MOE4J_STEPS (steps:$KNOWN)" >&2; exit 2; }
+  done
+  WANT=",${MOE4J_STEPS},"
+else
+  WANT=",$(for e in "${PLAN[@]}"; do n="${e%%|*}"; [[ "$n" != sanitizer ]] && printf '%s,' "$n"; done)"
+fi
 
 OUTDIR="${1:-${OUT:-$PWD/gpu-results}}"
-mkdir -p "$OUTDIR/junit" || { echo "run.sh: cannot create $OUTDIR" >&2; exit 2; }
-STEPS=",${MOE4J_STEPS:-tests,bench,peers,sanitizer},"
-for st in ${STEPS//,/ }; do
-  case "$st" in tests|bench|peers|sanitizer) ;; *) echo "run.sh: unknown step '$st' in MOE4J_STEPS (tests, bench, peers, sanitizer)" >&2; exit 2;; esac
-done
-step() { [[ "$STEPS" == *",$1,"* ]]; }
+mkdir -p "$OUTDIR" || { echo "run.sh: cannot create $OUTDIR" >&2; exit 2; }
+OUTDIR="$(cd "$OUTDIR" && pwd)"
 SCRATCH="$(mktemp -d)"
-trap 'rm -rf "$SCRATCH"' EXIT
 JAVA="$HERE/jre/bin/java"
+# a copy of the bundle can lose the exec bits of the jlinked runtime: restore them before use
+[[ -d "$HERE/jre/bin" ]] && chmod +x "$HERE"/jre/bin/* 2>/dev/null
+[[ -f "$HERE/jre/lib/jspawnhelper" ]] && chmod +x "$HERE/jre/lib/jspawnhelper" 2>/dev/null
+[[ -f "$HERE/calibrate" ]] && chmod +x "$HERE/calibrate" 2>/dev/null
 [[ -x "$JAVA" ]] || { echo "run.sh: $JAVA missing: not a complete bundle (build it with scripts/gpu-bundle.sh)" >&2; exit 2; }
 CONSOLE="$(compgen -G "$HERE/lib/junit-platform-console-standalone-*.jar" | head -1)"
 [[ -n "$CONSOLE" ]] || { echo "run.sh: JUnit console launcher missing in $HERE/lib" >&2; exit 2; }
 
-# Class path: moe.jar, test jars, test-only dependencies.
-CP="$HERE/lib/moe.jar"
-TEST_JARS=()
-for j in "$HERE"/lib/tests/*.jar; do [[ -f "$j" ]] && { TEST_JARS+=("$j"); CP="$CP:$j"; }; done
-for j in "$HERE"/lib/test-deps/*.jar; do [[ -f "$j" ]] && CP="$CP:$j"; done
+# Class path: moe.jar, test jars, test-only dependencies (or the test hook's).
+if [[ -n "${MOE4J_CLASS_PATH:-}" ]]; then
+  CP="$MOE4J_CLASS_PATH"
+else
+  CP="$HERE/lib/moe.jar"
+  for j in "$HERE"/lib/tests/*.jar "$HERE"/lib/test-deps/*.jar; do [[ -f "$j" ]] && CP="$CP:$j"; done
+fi
 
-# NCCL from Python wheels, driver libraries from the usual places.
+# LD_LIBRARY_PATH: the NCCL wheel's directory and the driver's, nothing else (the toolkit's lib64 would
+# shadow torch's own CUDA libraries in the peers).
 NCCL_DIR="$(nccl_dirs | head -1)"
 LIBS=""
 [[ -n "$NCCL_DIR" ]] && LIBS="$NCCL_DIR"
-for d in /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64; do
-  [[ -d "$d" ]] && LIBS="${LIBS:+$LIBS:}$d"
+for d in /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
+  compgen -G "$d/libcuda.so*" >/dev/null 2>&1 && LIBS="${LIBS:+$LIBS:}$d"
 done
 export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-JVM=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Xss4m -XX:+UseParallelGC)
+export PYTHONUNBUFFERED=1
+JVM=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Xss4m -XX:+UseParallelGC
+     "-XX:ErrorFile=$OUTDIR/hs_err_%p.log")
 [[ -n "$NCCL_DIR" ]] && JVM+=("-Dmoe4j.nccl.lib=$NCCL_DIR/libnccl.so.2")
 # shellcheck disable=SC2206
 JVM+=(${MOE4J_JVM_OPTS:-})
 
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "host: $(hostname) $(uname -srm)"
-  echo "bundle: $(sed -n 's/^commit: *//p' "$HERE/BUNDLE.txt" 2>/dev/null)"
-  echo "java: $("$JAVA" -version 2>&1 | head -1)"
-  echo "nccl: ${NCCL_DIR:-not found in Python wheels (libnccl from the system, if any)}"
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
-  echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-<unset>}"
-} > "$OUTDIR/env.txt"
-if command -v nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm,clocks.max.sm,temperature.gpu --format=csv \
-    > "$OUTDIR/gpu.txt" 2>&1 || true
-else
-  echo "nvidia-smi not found: no NVIDIA driver on this host" > "$OUTDIR/gpu.txt"
-fi
-
-TEST_RC=0
-TESTS=""; FAILURES=""; ERRORS=""; SKIPPED=""; WG_LINE=""; CAL_LINE=""
-counts() { sed -n "s/.*<testsuite [^>]*\b$2=\"\([0-9]*\)\".*/\1/p" "$1" 2>/dev/null | head -1; }
-if step tests; then
-  echo "run.sh: GPU tests ($(basename "$CONSOLE"), ${#TEST_JARS[@]} test jars) -> $OUTDIR"
-  SCAN=()
-  for j in "${TEST_JARS[@]}"; do SCAN+=(--scan-class-path "$j"); done
-  timeout "${MOE4J_TEST_TIMEOUT:-1200}" "$JAVA" "${JVM[@]}" -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
-    --exclude-engine junit-vintage --exclude-engine junit-platform-suite \
-    --class-path "$CP" "${SCAN[@]}" --include-tag gpu --reports-dir "$OUTDIR/junit" \
-    --details=tree --details-theme=ascii > "$OUTDIR/tests.log" 2>&1
-  TEST_RC=$?
-  XML="$OUTDIR/junit/TEST-junit-jupiter.xml"
-  TESTS="$(counts "$XML" tests)"; FAILURES="$(counts "$XML" failures)"; ERRORS="$(counts "$XML" errors)"; SKIPPED="$(counts "$XML" skipped)"
-  # the whole layer again on the Hopper GEMM path (the test skips itself on other devices)
-  echo "run.sh: MoeLayerGpuTest with -Dmoe4j.cuda.gemm=wgmma"
-  echo "===== MoeLayerGpuTest with -Dmoe4j.cuda.gemm=wgmma" >> "$OUTDIR/tests.log"
-  timeout "${MOE4J_TEST_TIMEOUT:-1200}" "$JAVA" "${JVM[@]}" -Dmoe4j.cuda.gemm=wgmma -jar "$CONSOLE" execute \
-    --disable-banner --disable-ansi-colors --class-path "$CP" --select-class org.moe4j.cuda.layer.MoeLayerGpuTest \
-    --include-tag gpu --reports-dir "$SCRATCH/junit-wgmma" --details=tree --details-theme=ascii >> "$OUTDIR/tests.log" 2>&1
-  rc=$?
-  WX="$SCRATCH/junit-wgmma/TEST-junit-jupiter.xml"
-  WG_LINE="layer on wgmma: $(counts "$WX" tests) run, $(counts "$WX" failures) failed, $(counts "$WX" errors) errors, $(counts "$WX" skipped) skipped (exit $rc)"
-  [[ $rc -ne 0 ]] && TEST_RC=$rc
-  # the CPU device's calibration: the emulator's mma/ldmatrix/wgmma/TMA/mbarrier answers against
-  # this GPU's, bit for bit (native/cpudevice/calibration); appended to tests.log
-  if [[ -x "$HERE/calibrate" ]]; then
-    echo "run.sh: CPU-device calibration (emulator vs this GPU)"
-    timeout 120 "$HERE/calibrate" > "$SCRATCH/calibrate.log" 2>&1
-    rc=$?
-    { echo "===== calibrate: exit $rc"; cat "$SCRATCH/calibrate.log"; } >> "$OUTDIR/tests.log"
-    case $rc in
-      0) CAL_LINE="calibration: emulator matches this GPU bit for bit" ;;
-      2) CAL_LINE="calibration: no sm_90 device (exit 2)" ;;
-      *) CAL_LINE="calibration: MISMATCH or failure, exit $rc (see tests.log)" ;;
-    esac
-  else
-    CAL_LINE="calibration: not in this bundle (nvcc absent when it was built)"
-  fi
-fi
-
-BENCH_RC=0
-BENCH_LINES=()
+: > "$OUTDIR/tests.log"
 : > "$OUTDIR/bench.log"
-if step bench && [[ -f "$HERE/benchmarks.txt" ]]; then
-  while read -r name main args; do
-    [[ -z "$name" || "$name" == \#* ]] && continue
-    echo "run.sh: benchmark $name ($main $args)"
-    echo "===== $name: $main $args" >> "$OUTDIR/bench.log"
-    start=$(date +%s)
-    # shellcheck disable=SC2086
-    timeout "${MOE4J_BENCH_TIMEOUT:-300}" "$JAVA" "${JVM[@]}" -cp "$CP" "$main" $args >> "$OUTDIR/bench.log" 2>&1 < /dev/null
-    rc=$?
-    BENCH_LINES+=("  $name: $([[ $rc -eq 0 ]] && echo ok || echo "FAILED rc=$rc$([[ $rc -eq 124 ]] && echo ' (timeout)')") in $(( $(date +%s) - start )) s")
-    [[ $rc -ne 0 ]] && BENCH_RC=3
-    echo "===== $name: exit $rc" >> "$OUTDIR/bench.log"
-  done < "$HERE/benchmarks.txt"
-fi
+LINES=()      # one summary line per step
+FAILED=0
+SKIPPED_FOR_NO_GPU=0
+RAN_TESTS=0
 
-# PyTorch peers (same GPU, same run): scripts/gpu-peers/*.py, when python3 with a CUDA torch is here.
-# Each peer's log and JSON rows go into peers.log (compare.py reads the JSON lists in it).
-PEER_LINES=()
-if ! step peers; then
-  PEER_LINES+=("  not run (MOE4J_STEPS)")
-elif [[ -d "$HERE/peers" ]] && command -v python3 >/dev/null 2>&1 \
-    && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
-  : > "$OUTDIR/peers.log"
-  for py in "$HERE"/peers/*_peer.py; do
-    name="$(basename "$py" .py)"
-    echo "run.sh: peer $name"
-    timeout "${MOE4J_BENCH_TIMEOUT:-300}" python3 "$py" --out "$SCRATCH/$name.json" > "$SCRATCH/$name.log" 2>&1
-    rc=$?
-    { echo "===== $name: exit $rc"; cat "$SCRATCH/$name.log"; echo; [[ -f "$SCRATCH/$name.json" ]] && cat "$SCRATCH/$name.json"; echo; } >> "$OUTDIR/peers.log"
-    PEER_LINES+=("  $name: $([[ $rc -eq 0 ]] && echo ok || echo "FAILED rc=$rc")")
-  done
-elif [[ -d "$HERE/peers" ]]; then
-  PEER_LINES+=("  skipped: no python3 with a CUDA-enabled torch")
-fi
+left() { echo $(( DEADLINE - ($(date +%s) - T0) )); }
+finish_summary() {
+  {
+    echo "moe4j GPU verification ($(( $(date +%s) - T0 )) s of a ${DEADLINE} s deadline)"
+    cat "$OUTDIR/env.txt" 2>/dev/null | sed -n '1,6p'
+    printf '%s\n' "${LINES[@]}"
+    echo "files: $(cd "$OUTDIR" && find . -type f | sort | tr '\n' ' ')"
+  } > "$OUTDIR/summary.txt"
+  cat "$OUTDIR/summary.txt"
+  rm -rf "$SCRATCH"
+}
+# a kill of the whole call (the device tool's limit) still leaves the summary of what finished
+trap 'LINES+=("interrupted: the call was killed before the plan ended"); finish_summary; exit 1' TERM INT
 
-# compute-sanitizer memcheck and racecheck over the kernel parity tests (MOE4J_SANITIZER=0 skips).
-SAN_LINES=()
-SANITIZER="$(command -v compute-sanitizer 2>/dev/null || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
-if ! step sanitizer; then
-  SAN_LINES+=("  not run (MOE4J_STEPS)")
-elif [[ -n "$SANITIZER" && "${MOE4J_SANITIZER:-1}" != "0" ]]; then
-  for tool in memcheck racecheck; do
-    echo "run.sh: compute-sanitizer --tool $tool (kernel parity tests)"
-    timeout "${MOE4J_SANITIZER_TIMEOUT:-1200}" "$SANITIZER" --tool "$tool" --target-processes all --error-exitcode 99 \
-      "$JAVA" "${JVM[@]}" -Dmoe4j.gpu.small=true -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
-      --class-path "$CP" --select-package org.moe4j.cuda.kernels --include-tag gpu \
-      --details=summary > "$SCRATCH/sanitizer-$tool.log" 2>&1
-    rc=$?
-    { echo "===== compute-sanitizer --tool $tool: exit $rc"; cat "$SCRATCH/sanitizer-$tool.log"; } >> "$OUTDIR/sanitizer.log"
-    SAN_LINES+=("  $tool: $([[ $rc -eq 0 ]] && echo clean || echo "FAILED rc=$rc (see sanitizer.log)")")
-  done
-else
-  SAN_LINES+=("  skipped: $([[ -z "$SANITIZER" ]] && echo 'compute-sanitizer not found' || echo 'MOE4J_SANITIZER=0')")
-fi
+# Runs "$@" under the step's timeout (clipped to the deadline); prints the exit code (124: timeout).
+run_limited() {
+  local limit="$1"; shift
+  timeout -k 5 "$limit" "$@"
+}
 
-SKIP_REASON="$(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-400)"
-{
-  echo "moe4j GPU run"
-  cat "$OUTDIR/env.txt"
-  echo "gpu: $(grep -v "^name," "$OUTDIR/gpu.txt" | head -1)"
-  if step tests; then
-    echo "tests: ${TESTS:-?} run, ${FAILURES:-?} failed, ${ERRORS:-?} errors, ${SKIPPED:-?} skipped (console launcher exit $TEST_RC)"
-    echo "  $WG_LINE"
-    echo "  $CAL_LINE"
-  else
-    echo "tests: not run (MOE4J_STEPS)"
+counts() { sed -n "s/.*<testsuite [^>]*\b$2=\"\([0-9]*\)\".*/\1/p" "$1" 2>/dev/null | head -1; }
+
+# JUnit console: one line per test as it finishes (testfeed), into tests.log.
+junit_step() { # name limit [jvm flags...] -- selectors...
+  local name="$1" limit="$2"; shift 2
+  local flags=() sel=()
+  while [[ $# -gt 0 && "$1" != "--" ]]; do flags+=("$1"); shift; done
+  shift
+  sel=("$@")
+  local reports="$SCRATCH/junit-$name"
+  echo "===== $name: $(date -u +%H:%M:%S)" >> "$OUTDIR/tests.log"
+  CUDA_LAUNCH_BLOCKING=1 run_limited "$limit" "$JAVA" "${JVM[@]}" "${flags[@]}" -jar "$CONSOLE" execute \
+    --disable-banner --disable-ansi-colors --details=testfeed --class-path "$CP" --include-tag gpu \
+    --reports-dir "$reports" "${sel[@]}" >> "$OUTDIR/tests.log" 2>&1 < /dev/null
+  local rc=$?
+  local x="$reports/TEST-junit-jupiter.xml" t f e s
+  t="$(counts "$x" tests)"; f="$(counts "$x" failures)"; e="$(counts "$x" errors)"; s="$(counts "$x" skipped)"
+  echo "===== $name: exit $rc" >> "$OUTDIR/tests.log"
+  RAN_TESTS=$(( RAN_TESTS + ${t:-0} ))
+  if [[ -n "$t" && "$t" != 0 && "$t" == "$s" ]] && grep -q 'no usable GPU' "$OUTDIR/tests.log"; then
+    SKIPPED_FOR_NO_GPU=1
   fi
-  if [[ -n "$TESTS" && "$TESTS" == "$SKIPPED" && "$TESTS" != "0" ]]; then
-    echo "  all GPU tests SKIPPED: ${SKIP_REASON:-see tests.log}"
+  local verdict="ok"
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then verdict="TIMEOUT after ${limit} s"; FAILED=1
+  elif [[ $rc -ge 128 || ( -z "$t" && $rc -ne 0 ) ]]; then verdict="CRASHED (exit $rc)"; FAILED=1
+  elif [[ $rc -ne 0 ]]; then verdict="FAILED"; FAILED=1
   fi
-  grep -E '\[X\]|✘' "$OUTDIR/tests.log" | head -20 | sed 's/^/  /'
-  echo "benchmarks:"
-  step bench || echo "  not run (MOE4J_STEPS)"
-  ((${#BENCH_LINES[@]})) && printf '%s\n' "${BENCH_LINES[@]}"
-  echo "peers:"
-  ((${#PEER_LINES[@]})) && printf '%s\n' "${PEER_LINES[@]}"
-  echo "compute-sanitizer:"
-  ((${#SAN_LINES[@]})) && printf '%s\n' "${SAN_LINES[@]}"
-  echo "files: $(cd "$OUTDIR" && find . -type f | sort | tr '\n' ' ')"
-} > "$OUTDIR/summary.txt"
-cat "$OUTDIR/summary.txt"
+  LINES+=("$(printf '%-12s %s: %s run, %s failed, %s errors, %s skipped' "$name" "$verdict" "${t:-?}" "${f:-?}" "${e:-?}" "${s:-?}")")
+  if [[ "$verdict" != ok ]]; then  # the step's last failing tests, from its part of tests.log
+    while IFS= read -r l; do LINES+=("               $l"); done \
+      < <(sed -n "/^===== $name: [0-9]/,\$p" "$OUTDIR/tests.log" | grep -E '(FAILED|ABORTED)' | grep -v '^=====' | tail -5)
+  fi
+}
 
-if [[ $TEST_RC -ne 0 ]]; then exit 1; fi
-if [[ $BENCH_RC -ne 0 ]]; then exit 3; fi
-if [[ "${MOE4J_REQUIRE_GPU:-0}" == "1" && -n "$TESTS" && "$TESTS" == "$SKIPPED" ]]; then exit 4; fi
+# A PyTorch peer: name limit script [args...]; its log and JSON rows go into bench.log (compare.py
+# reads the JSON lists there).
+peer_one() {
+  local name="$1" limit="$2" py="$3"; shift 3
+  bench_one "$name" "$limit" python3 -u "$py" --out "$SCRATCH/$name.json" "$@"
+  [[ -f "$SCRATCH/$name.json" ]] && { cat "$SCRATCH/$name.json"; echo; } >> "$OUTDIR/bench.log"
+}
+
+# One benchmark or peer: name limit command... -> appended to bench.log
+bench_one() {
+  local name="$1" limit="$2"; shift 2
+  echo "===== $name: $*" >> "$OUTDIR/bench.log"
+  local start rc
+  start=$(date +%s)
+  run_limited "$limit" "$@" >> "$OUTDIR/bench.log" 2>&1 < /dev/null
+  rc=$?
+  echo "===== $name: exit $rc" >> "$OUTDIR/bench.log"
+  local verdict="ok"
+  if [[ $rc -eq 124 || $rc -eq 137 ]]; then verdict="TIMEOUT"; FAILED=1
+  elif [[ $rc -ne 0 ]]; then verdict="FAILED rc=$rc"; FAILED=1
+  fi
+  LINES+=("$(printf '  %-22s %s in %s s' "$name" "$verdict" "$(( $(date +%s) - start ))")")
+}
+
+have_torch_cuda() {
+  command -v python3 >/dev/null 2>&1 && [[ -d "$HERE/peers" ]] \
+    && python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1
+}
+
+ROWS="${MOE4J_BENCH_ROWS:-4096 16384}"
+for entry in "${PLAN[@]}"; do
+  IFS='|' read -r name kind tdef _ <<< "$entry"
+  [[ "$WANT" == *",$name,"* ]] || continue
+  budget=$(left)
+  if (( budget < MIN_STEP )); then
+    LINES+=("$(printf '%-12s skipped: %s s left before the deadline' "$name" "$budget")")
+    continue
+  fi
+  limit=$(step_timeout "$tdef")
+  (( limit > budget )) && limit=$budget
+  echo "run.sh: step $name (limit ${limit} s, ${budget} s left)"
+  case "$name" in
+    env)
+      {
+        echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+        echo "host: $(hostname) kernel $(uname -r) $(uname -m)"
+        echo "bundle: $(sed -n 's/^commit: *//p' "$HERE/BUNDLE.txt" 2>/dev/null)"
+        echo "java: $("$JAVA" -version 2>&1 | head -1)"
+        echo "nccl: ${NCCL_DIR:-not found in Python wheels (libnccl from the system, if any)}"
+        echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+        echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-<unset>}"
+        echo "driver libraries: $( (ldconfig -p 2>/dev/null | grep -oE '/[^ ]*lib(cuda|nvidia-ml)\.so[^ ]*' ; \
+            ls /usr/local/nvidia/lib64/libcuda.so* 2>/dev/null) | sort -u | tr '\n' ' ')"
+        if command -v python3 >/dev/null 2>&1; then
+          echo "torch: $(run_limited 20 python3 -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1)"
+        else
+          echo "torch: no python3"
+        fi
+        echo "----- moe info (backends, devices, libraries as moe4j sees them)"
+        run_limited 30 "$JAVA" "${JVM[@]}" -cp "$CP" org.moe4j.bench.cli.MoeCli info 2>&1 | tail -40
+        echo "----- nvidia-smi"
+        if command -v nvidia-smi >/dev/null 2>&1; then
+          run_limited 15 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>&1
+        else
+          echo "nvidia-smi not found: no NVIDIA driver on this host"
+        fi
+        echo "----- cuobjdump of the fatbins in moe.jar"
+        CUOBJDUMP="$(command -v cuobjdump 2>/dev/null || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null || true)"
+        if [[ -n "$CUOBJDUMP" ]] && command -v python3 >/dev/null 2>&1 && [[ -f "$HERE/lib/moe.jar" ]]; then
+          python3 - "$HERE/lib/moe.jar" "$SCRATCH/fatbins" <<'PY'
+import sys, zipfile, os
+jar, out = sys.argv[1], sys.argv[2]
+os.makedirs(out, exist_ok=True)
+with zipfile.ZipFile(jar) as z:
+    for n in z.namelist():
+        if n.endswith(".fatbin"):
+            open(os.path.join(out, os.path.basename(n)), "wb").write(z.read(n))
+PY
+          for fb in "$SCRATCH"/fatbins/*.fatbin; do
+            [[ -f "$fb" ]] || continue
+            elf="$(run_limited 20 "$CUOBJDUMP" --list-elf "$fb" 2>&1 | grep -oE 'sm_[0-9]+a?' | sort -u | tr '\n' ' ')"
+            hg="$(run_limited 60 "$CUOBJDUMP" -sass "$fb" 2>/dev/null | grep -c HGMMA)"
+            echo "$(basename "$fb"): elf ${elf:-none}; HGMMA instructions: ${hg:-0}"
+          done
+        else
+          echo "cuobjdump, python3 or lib/moe.jar missing: no fatbin proof"
+        fi
+      } > "$OUTDIR/env.txt" 2>&1
+      LINES+=("$(printf '%-12s ok: env.txt' "$name")")
+      ;;
+    smoke)
+      junit_step "$name" "$limit" -- --select-class org.moe4j.cuda.CudaSmokeGpuTest \
+        --select-method "org.moe4j.cuda.comm.DeviceCommGpuTest#ncclAtWorldSizeOneMatchesTheCpuReferenceBitForBit" ;;
+    routing)
+      junit_step "$name" "$limit" -- --select-class org.moe4j.cuda.kernels.CudaRoutingKernelsGpuTest \
+        --select-class org.moe4j.cuda.kernels.CudaDispatchKernelsGpuTest ;;
+    gemm-mma)
+      junit_step "$name" "$limit" -Dmoe4j.gpu.gemmPaths=mma -- --select-class org.moe4j.cuda.kernels.CudaExpertKernelsGpuTest ;;
+    gemm-wgmma)
+      junit_step "$name" "$limit" -Dmoe4j.gpu.gemmPaths=wgmma -- --select-class org.moe4j.cuda.kernels.CudaExpertKernelsGpuTest ;;
+    layer-mma)
+      junit_step "$name" "$limit" -Dmoe4j.cuda.gemm=mma -- --select-class org.moe4j.cuda.layer.MoeLayerGpuTest ;;
+    layer-wgmma)
+      junit_step "$name" "$limit" -Dmoe4j.cuda.gemm=wgmma -- --select-class org.moe4j.cuda.layer.MoeLayerGpuTest ;;
+    calibrate)
+      if [[ -x "$HERE/calibrate" ]]; then
+        run_limited "$limit" "$HERE/calibrate" > "$OUTDIR/calibrate.log" 2>&1 < /dev/null
+        rc=$?
+        case $rc in
+          0) LINES+=("$(printf '%-12s ok: the emulator matches this GPU bit for bit' "$name")") ;;
+          2) LINES+=("$(printf '%-12s skipped: no sm_90 device (exit 2)' "$name")") ;;
+          124|137) LINES+=("$(printf '%-12s TIMEOUT after %s s (calibrate.log)' "$name" "$limit")"); FAILED=1 ;;
+          *) LINES+=("$(printf '%-12s MISMATCH or failure, exit %s (calibrate.log)' "$name" "$rc")"); FAILED=1 ;;
+        esac
+      else
+        LINES+=("$(printf '%-12s skipped: no calibrate binary in this bundle (nvcc absent when it was built)' "$name")")
+      fi
+      ;;
+    gemm-bench)
+      LINES+=("$(printf '%-12s (bench.log)' "$name")")
+      # shellcheck disable=SC2086
+      bench_one "GroupedGemmGpuBench" "$limit" "$JAVA" "${JVM[@]}" -cp "$CP" org.moe4j.cuda.kernels.GroupedGemmGpuBench $ROWS
+      if have_torch_cuda && [[ -f "$HERE/peers/grouped_gemm_peer.py" ]]; then
+        b=$(left); (( b < limit )) && limit=$b
+        peer_one "grouped_gemm_peer" "$limit" "$HERE/peers/grouped_gemm_peer.py" --rows "${ROWS// /,}"
+      else
+        LINES+=("  grouped_gemm_peer      skipped: no python3 with a CUDA-enabled torch (or no peers/)")
+      fi
+      ;;
+    comm)
+      junit_step "$name" "$limit" -- --select-class org.moe4j.cuda.comm.DeviceCommGpuTest \
+        --select-class org.moe4j.cuda.comm.DispatcherOnVirtualRanksGpuTest --select-class org.moe4j.cuda.comm.NcclMultiProcessGpuTest ;;
+    bench-more)
+      LINES+=("$(printf '%-12s (bench.log)' "$name")")
+      for pair in "RouterGpuBench router_peer" "PermuteGpuBench permute_peer"; do
+        read -r cls peer <<< "$pair"
+        b=$(left); (( b < MIN_STEP )) && { LINES+=("  $cls skipped: deadline"); continue; }
+        l=$(( b < limit ? b : limit ))
+        # shellcheck disable=SC2086
+        bench_one "$cls" "$l" "$JAVA" "${JVM[@]}" -cp "$CP" "org.moe4j.cuda.kernels.$cls" $ROWS
+        if have_torch_cuda && [[ -f "$HERE/peers/$peer.py" ]]; then
+          b=$(left); l=$(( b < limit ? b : limit ))
+          (( l >= MIN_STEP )) && peer_one "$peer" "$l" "$HERE/peers/$peer.py" --tokens "${ROWS// /,}"
+        fi
+      done
+      ;;
+    sanitizer)
+      SANITIZER="$(command -v compute-sanitizer 2>/dev/null || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
+      if [[ -z "$SANITIZER" ]]; then
+        LINES+=("$(printf '%-12s skipped: compute-sanitizer not found' "$name")")
+      else
+        run_limited "$limit" "$SANITIZER" --tool memcheck --target-processes all --error-exitcode 99 \
+          "$JAVA" "${JVM[@]}" -Dmoe4j.gpu.small=true -jar "$CONSOLE" execute --disable-banner --disable-ansi-colors \
+          --details=testfeed --class-path "$CP" --include-tag gpu \
+          --select-class org.moe4j.cuda.kernels.CudaRoutingKernelsGpuTest \
+          --select-class org.moe4j.cuda.kernels.CudaDispatchKernelsGpuTest \
+          --select-class org.moe4j.cuda.kernels.CudaExpertKernelsGpuTest > "$OUTDIR/sanitizer.log" 2>&1 < /dev/null
+        rc=$?
+        case $rc in
+          0) LINES+=("$(printf '%-12s memcheck clean' "$name")") ;;
+          124|137) LINES+=("$(printf '%-12s TIMEOUT after %s s (sanitizer.log)' "$name" "$limit")"); FAILED=1 ;;
+          *) LINES+=("$(printf '%-12s FAILED rc=%s (sanitizer.log)' "$name" "$rc")"); FAILED=1 ;;
+        esac
+      fi
+      ;;
+  esac
+done
+
+for f in "$OUTDIR"/hs_err_*.log; do
+  [[ -f "$f" ]] && { LINES+=("JVM crash file: $(basename "$f")"); FAILED=1; }
+done
+if (( SKIPPED_FOR_NO_GPU )); then
+  LINES+=("GPU tests SKIPPED: $(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-300)")
+fi
+trap - TERM INT
+finish_summary
+if (( FAILED )); then exit 1; fi
+if [[ "${MOE4J_REQUIRE_GPU:-0}" == "1" && $SKIPPED_FOR_NO_GPU -eq 1 ]]; then exit 4; fi
 exit 0

@@ -9,6 +9,7 @@ import static org.moe4j.cuda.kernels.GpuParity.poisonedDevice;
 import static org.moe4j.cuda.kernels.GpuParity.relError;
 import static org.moe4j.cuda.kernels.GpuParity.up;
 
+import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.BeforeEach;
@@ -78,7 +79,14 @@ class CudaExpertKernelsGpuTest {
         return off;
     }
 
+    /**
+     * The GEMM paths this run covers: -Dmoe4j.gpu.gemmPaths=mma (or wgmma) selects one, so that the GPU
+     * verification (scripts/gpu-run.sh) runs every mma case before any wgmma case; default both.
+     */
+    static final List<String> PATHS = List.of(System.getProperty("moe4j.gpu.gemmPaths", "mma,wgmma").split(","));
+
     CudaExpertKernels gpu(String path) {
+        Assumptions.assumeTrue(PATHS.contains(path), () -> "GEMM path " + path + " not selected (-Dmoe4j.gpu.gemmPaths=" + PATHS + ")");
         if (path.equals("wgmma")) {
             Assumptions.assumeTrue(GpuParity.backend().context().device().major() == 9
                     && GpuParity.backend().context().device().minor() == 0, "wgmma needs compute capability 9.0");

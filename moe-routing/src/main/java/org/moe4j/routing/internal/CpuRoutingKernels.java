@@ -45,6 +45,9 @@ public final class CpuRoutingKernels implements RoutingKernels {
     /** Lane i takes lane i - 1 (lane 0 takes the last lane, which is then overwritten). */
     private static final VectorShuffle<Float> SHIFT_RIGHT = VectorShuffle.iota(Vec.S, Vec.L - 1, 1, true);
     private static final VectorShuffle<Integer> SHIFT_RIGHT_I = VectorShuffle.iota(Vec.IS, Vec.L - 1, 1, true);
+    /** Lane i holds i, as float and as int: lane masks from a lane position, see {@link #insertRangesVec}. */
+    private static final FloatVector IOTA = FloatVector.zero(Vec.S).addIndex(1);
+    private static final IntVector IOTA_I = IntVector.zero(Vec.IS).addIndex(1);
 
     private final CpuParallel parallel;
 
@@ -338,12 +341,19 @@ public final class CpuRoutingKernels implements RoutingKernels {
                     int e = from + j + Long.numberOfTrailingZeros(bits);
                     bits &= bits - 1;
                     float x = c[e];
-                    long beaten = tv.compare(VectorOperators.LT, x).toLong(); // a suffix of the lanes
-                    long first = beaten & -beaten;
-                    tv = tv.blend(tv.rearrange(SHIFT_RIGHT), VectorMask.fromLong(Vec.S, beaten))
-                            .blend(x, VectorMask.fromLong(Vec.S, first));
-                    ti = ti.blend(ti.rearrange(SHIFT_RIGHT_I), VectorMask.fromLong(Vec.IS, beaten))
-                            .blend(e, VectorMask.fromLong(Vec.IS, first));
+                    // beaten: a suffix [pos, L) of the lanes (tv is sorted descending), pos = L if none.
+                    // Every mask is built in its own species (compare, or IOTA against pos), never by
+                    // VectorMask.fromLong(IS, beaten.toLong()): C2 of JDK 25.0.3 (reproduced on AVX2,
+                    // reported on AVX-512; interpreter and C1 are right) miscompiles that float -> long
+                    // -> mask round trip once this loop is hot, losing candidates and leaving slots at
+                    // index -1 (route's ArrayIndexOutOfBoundsException). firstTrue plus lane compares is
+                    // also no slower than fromLong's bit-to-lane expansion.
+                    VectorMask<Float> beaten = tv.compare(VectorOperators.LT, x);
+                    int pos = beaten.firstTrue();
+                    tv = tv.blend(tv.rearrange(SHIFT_RIGHT), beaten)
+                            .blend(x, IOTA.compare(VectorOperators.EQ, (float) pos));
+                    ti = ti.blend(ti.rearrange(SHIFT_RIGHT_I), IOTA_I.compare(VectorOperators.GE, pos))
+                            .blend(e, IOTA_I.compare(VectorOperators.EQ, pos));
                 }
             }
         }

@@ -4,6 +4,7 @@ import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
+import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
 
 /**
@@ -14,7 +15,12 @@ import jdk.incubator.vector.VectorSpecies;
  * fallback implementations may differ in the last bit.
  */
 final class Vec {
-    static final VectorSpecies<Float> S = FloatVector.SPECIES_PREFERRED;
+    /**
+     * Tests only: {@code -Dmoe4j.routing.vectorBits=128|256|512} runs the kernels with that vector
+     * width (e.g. the 16-lane AVX-512 layout on an AVX2 machine, through the Vector API's Java
+     * fallback). Read once into a constant, so it costs nothing at run time.
+     */
+    static final VectorSpecies<Float> S = species(Integer.getInteger("moe4j.routing.vectorBits", 0));
     static final int L = S.length();
     /** Int lanes of the same shape, so float and int vectors have the same lane count. */
     static final VectorSpecies<Integer> IS = VectorSpecies.of(int.class, S.vectorShape());
@@ -31,6 +37,10 @@ final class Vec {
     private static final int ROUND_MAGIC_BITS = Float.floatToRawIntBits(ROUND_MAGIC);
 
     private Vec() {
+    }
+
+    private static VectorSpecies<Float> species(int bits) {
+        return bits == 0 ? FloatVector.SPECIES_PREFERRED : VectorSpecies.of(float.class, VectorShape.forBitSize(bits));
     }
 
     /**
