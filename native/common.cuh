@@ -15,13 +15,24 @@
 
 #define MOE4J_KERNEL extern "C" __global__
 
-// Dynamic shared memory (the launch's sharedMemBytes): declares `type* name` / `type name[]`.
-// nvcc: the usual `extern __shared__` array. The CPU device (native/cpudevice, emu.h) compiles the
-// same source as host C++, where it is a pointer to the block's dynamic shared memory.
+// Shared memory. Kernels declare it with these macros, never with a bare __shared__:
+//   MOE4J_SHARED(float, tile, [32][33]);              static: __shared__ float tile[32][33]
+//   MOE4J_SHARED_ALIGNED(8, uint64_t, bar, [4]);      static with an alignment
+//   MOE4J_DYNAMIC_SHARED(16, int, counts);            the launch's dynamic shared memory (int counts[])
+// nvcc: the usual declarations. The CPU device (native/cpudevice, emu.h) compiles the same source as
+// host C++, where each name is bound to the block's shared memory inside the emulator, so that every
+// access is checked (bounds per variable, races between threads).
 #if defined(MOE4J_CPU_DEVICE)
 #define MOE4J_DYNAMIC_SHARED(align, type, name) type* const name = reinterpret_cast<type*>(::moe4j_emu::emu_dynamic_shared())
+#define MOE4J_SHARED_ALIGNED(align, type, name, dims)                                                        \
+    static unsigned char* const name##_moe4j_shared =                                                      \
+        ::moe4j_emu::emu_static_shared(sizeof(type dims), (align) > alignof(type) ? (align) : alignof(type), #name); \
+    type(&name) dims = *reinterpret_cast<type(*) dims>(name##_moe4j_shared)
+#define MOE4J_SHARED(type, name, dims) MOE4J_SHARED_ALIGNED(1, type, name, dims)
 #else
 #define MOE4J_DYNAMIC_SHARED(align, type, name) extern __shared__ __align__(align) type name[]
+#define MOE4J_SHARED_ALIGNED(align, type, name, dims) __shared__ __align__(align) type name dims
+#define MOE4J_SHARED(type, name, dims) __shared__ type name dims
 #endif
 
 // True while compiling the sm_90a (architecture-specific) pass; false for the compute_90 PTX pass.

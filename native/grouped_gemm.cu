@@ -438,7 +438,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 moe_gg_fwd_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                  const int* __restrict__ offsets, int groups, int N, int K,
                  void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    MOE4J_SHARED_ALIGNED(8, uint64_t, full, [moe_wg::STAGES]);
+    MOE4J_SHARED_ALIGNED(8, uint64_t, empty, [moe_wg::STAGES]);
     const WgParams p{full, empty, &tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16,
                      accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_FWD>(p);
@@ -451,7 +452,8 @@ moe_gg_swiglu_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_consta
                     const __grid_constant__ CUtensorMap tmW3, const int* __restrict__ offsets, int groups,
                     int N, int K, void* __restrict__ C, long ldc, int cBf16,
                     void* __restrict__ Gsave, void* __restrict__ Usave, long ldgu) {
-    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    MOE4J_SHARED_ALIGNED(8, uint64_t, full, [moe_wg::STAGES]);
+    MOE4J_SHARED_ALIGNED(8, uint64_t, empty, [moe_wg::STAGES]);
     const WgParams p{full, empty, &tmA, &tmW1, &tmW3, nullptr, nullptr, offsets, groups, 0, N, K, C, ldc, 0, cBf16, 0,
                      Gsave, Usave, ldgu};
     wgmma_body<2, WG_FWD>(p);
@@ -465,7 +467,8 @@ moe_gg_dx_wgmma(const __grid_constant__ CUtensorMap tmA1, const __grid_constant_
                 const __grid_constant__ CUtensorMap tmA2, const __grid_constant__ CUtensorMap tmB2, int pairs,
                 const int* __restrict__ offsets, int groups, int N, int K,
                 void* __restrict__ C, long ldc, int cBf16, int accumulate) {
-    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    MOE4J_SHARED_ALIGNED(8, uint64_t, full, [moe_wg::STAGES]);
+    MOE4J_SHARED_ALIGNED(8, uint64_t, empty, [moe_wg::STAGES]);
     const WgParams p{full, empty, &tmA1, &tmB1, &tmB1, pairs == 2 ? &tmA2 : nullptr, pairs == 2 ? &tmB2 : nullptr,
                      offsets, groups, 0, N, K, C, ldc, 0, cBf16, accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_DX>(p);
@@ -479,7 +482,8 @@ extern "C" __global__ void __launch_bounds__(384, 1)
 moe_gg_wgrad_wgmma(const __grid_constant__ CUtensorMap tmA, const __grid_constant__ CUtensorMap tmB,
                    const int* __restrict__ offsets, int groups, int M, int N,
                    void* __restrict__ C, long strideC, long ldc, int cBf16, int accumulate) {
-    __shared__ __align__(8) uint64_t full[moe_wg::STAGES], empty[moe_wg::STAGES];
+    MOE4J_SHARED_ALIGNED(8, uint64_t, full, [moe_wg::STAGES]);
+    MOE4J_SHARED_ALIGNED(8, uint64_t, empty, [moe_wg::STAGES]);
     const WgParams p{full, empty, &tmA, &tmB, &tmB, nullptr, nullptr, offsets, groups, M, N, 0, C, ldc, strideC, cBf16,
                      accumulate, nullptr, nullptr, 0};
     wgmma_body<1, WG_WGRAD>(p);
@@ -555,8 +559,8 @@ extern "C" __global__ void __launch_bounds__(256)
 moe_gg_matmul_f32(const void* __restrict__ a, int aBf16, const void* __restrict__ b, int bBf16,
                   const int* __restrict__ offsets, int groups, int N, int K,
                   float* __restrict__ out, int accumulate) {
-    __shared__ float sa[16][F_BM + 1];
-    __shared__ float sb[16][64 + 1];
+    MOE4J_SHARED(float, sa, [16][F_BM + 1]);
+    MOE4J_SHARED(float, sb, [16][64 + 1]);
     int g, rowStart, rows;
     if (!find_m_tile64(offsets, groups, g, rowStart, rows)) return;
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
@@ -584,8 +588,8 @@ moe_gg_matmul_f32(const void* __restrict__ a, int aBf16, const void* __restrict_
 extern "C" __global__ void __launch_bounds__(256)
 moe_gg_wgrad_f32(const void* __restrict__ a, int aBf16, const void* __restrict__ b, int bBf16,
                  const int* __restrict__ offsets, int M, int N, float* __restrict__ out, int accumulate) {
-    __shared__ float sa[16][64 + 1];
-    __shared__ float sb[16][64 + 1];
+    MOE4J_SHARED(float, sa, [16][64 + 1]);
+    MOE4J_SHARED(float, sb, [16][64 + 1]);
     const int g = blockIdx.z;
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
     const int m0 = blockIdx.y * 64, n0 = blockIdx.x * 64;
@@ -618,7 +622,7 @@ moe_cast_bf16(const float* __restrict__ src, long n, __nv_bfloat16* __restrict__
 extern "C" __global__ void __launch_bounds__(256)
 moe_transpose_batched(const void* __restrict__ src, int srcBf16, int R, int C,
                       void* __restrict__ dst, int dstBf16) {
-    __shared__ float tile[32][33];
+    MOE4J_SHARED(float, tile, [32][33]);
     const long base = (long)blockIdx.z * R * C;
     const int c0 = blockIdx.x * 32, r0 = blockIdx.y * 32;
     for (int i = threadIdx.y; i < 32; i += 8) {

@@ -276,7 +276,7 @@ moe_send_meta(const int* __restrict__ topkIdx, const float* __restrict__ topkWei
 // then a shared-memory scan of the per-thread totals.
 extern "C" __global__ void __launch_bounds__(1024)
 moe_exclusive_scan(const int* __restrict__ in, int n, int* __restrict__ out) {
-    __shared__ int sTot[1024];
+    MOE4J_SHARED(int, sTot, [1024]);
     const int per = (n + blockDim.x - 1) / blockDim.x;
     const int b = threadIdx.x * per, e = min(n, b + per);
     int s = 0;
@@ -488,7 +488,7 @@ extern "C" __global__ void __launch_bounds__(256)
 moe_row_dots(const void* __restrict__ a, int aDt, const int* __restrict__ aIndex,
              const void* __restrict__ b, int bDt, const int* __restrict__ bIndex,
              float* __restrict__ out, const int* __restrict__ outIndex, int M, int hidden) {
-    __shared__ float sRed[256];
+    MOE4J_SHARED(float, sRed, [256]);
     for (int j = blockIdx.x; j < M; j += gridDim.x) {
         const int o = outIndex ? outIndex[j] : j;  // uniform across the block
         if (o < 0) continue;

@@ -341,8 +341,8 @@ extern "C" __global__ void __launch_bounds__(256)
 moe_fp32_gemm(const void* __restrict__ A, int aBf16, long aRs, long aKs,
               const void* __restrict__ B, int bBf16, long bNs, long bKs,
               int M, int N, int K, float* __restrict__ C) {
-    __shared__ float sa[16][64 + 1];
-    __shared__ float sb[16][64 + 1];
+    MOE4J_SHARED(float, sa, [16][64 + 1]);
+    MOE4J_SHARED(float, sb, [16][64 + 1]);
     const int tx = threadIdx.x, ty = threadIdx.y;
     const int tid = ty * 16 + tx;
     const int m0 = blockIdx.y * 64, n0 = blockIdx.x * 64;

@@ -15,7 +15,7 @@ MOE4J_KERNEL void moe4j_saxpy(int64_t n, float alpha, const float* __restrict__ 
 }
 
 MOE4J_KERNEL void moe4j_row_sum(int rows, int cols, const float* __restrict__ in, float* __restrict__ out) {
-    __shared__ float scratch[32];
+    MOE4J_SHARED(float, scratch, [32]);
     const int r = blockIdx.x;
     if (r >= rows) {
         return;

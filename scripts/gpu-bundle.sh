@@ -56,8 +56,8 @@ find_jdk() {
 }
 JDK="$(find_jdk)" || { echo "gpu-bundle: no JDK >= 25 with jlink found (set JAVA_HOME)" >&2; exit 2; }
 export JAVA_HOME="$JDK"
-JUNIT_VERSION="$(sed -n 's:.*<junit.version>5\.\([0-9.]*\)</junit.version>.*:\1:p' "$ROOT/pom.xml" | head -1)"
-CONSOLE_VERSION="1.${JUNIT_VERSION:?junit.version not found in pom.xml}"
+CONSOLE_VERSION="$(sed -n 's:.*<junit.platform.version>\([0-9.]*\)</junit.platform.version>.*:\1:p' "$ROOT/pom.xml" | head -1)"
+: "${CONSOLE_VERSION:?junit.platform.version not found in pom.xml}"
 
 STAGE="$(mktemp -d "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")"
 trap 'rm -rf "$STAGE"' EXIT

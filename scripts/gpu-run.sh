@@ -90,8 +90,9 @@ DEADLINE="${MOE4J_DEADLINE_S:-470}"
 MIN_STEP="${MOE4J_MIN_STEP_S:-20}"
 TEST_TIMEOUT="${MOE4J_TEST_TIMEOUT:-150}"
 BENCH_TIMEOUT="${MOE4J_BENCH_TIMEOUT:-120}"
-for v in DEADLINE MIN_STEP TEST_TIMEOUT BENCH_TIMEOUT; do
-  [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "run.sh: $v must be a positive number of seconds, got '${!v}'" >&2; exit 2; }
+for v in DEADLINE:MOE4J_DEADLINE_S MIN_STEP:MOE4J_MIN_STEP_S TEST_TIMEOUT:MOE4J_TEST_TIMEOUT BENCH_TIMEOUT:MOE4J_BENCH_TIMEOUT; do
+  n="${v%%:*}"
+  [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: ${v#*:} must be a positive number of seconds, got '${!n}'" >&2; exit 2; }
 done
 step_timeout() { # the plan's timeout of one entry
   case "$1" in TEST) echo "$TEST_TIMEOUT" ;; BENCH) echo "$BENCH_TIMEOUT" ;; *) echo "$1" ;; esac
@@ -124,6 +125,7 @@ OUTDIR="${1:-${OUT:-$PWD/gpu-results}}"
 mkdir -p "$OUTDIR" || { echo "run.sh: cannot create $OUTDIR" >&2; exit 2; }
 OUTDIR="$(cd "$OUTDIR" && pwd)"
 SCRATCH="$(mktemp -d)"
+exec 3>&1   # the terminal, for the summary (the TERM trap may fire inside a step's redirect)
 JAVA="$HERE/jre/bin/java"
 # a copy of the bundle can lose the exec bits of the jlinked runtime: restore them before use
 [[ -d "$HERE/jre/bin" ]] && chmod +x "$HERE"/jre/bin/* 2>/dev/null
@@ -152,7 +154,7 @@ done
 export LD_LIBRARY_PATH="${LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1
 JVM=(--enable-native-access=ALL-UNNAMED --add-modules jdk.incubator.vector -Xss4m -XX:+UseParallelGC
-     "-XX:ErrorFile=$OUTDIR/hs_err_%p.log")
+     "-XX:ErrorFile=$OUTDIR/hs_err_%p.log" -XX:-CreateCoredumpOnCrash)
 [[ -n "$NCCL_DIR" ]] && JVM+=("-Dmoe4j.nccl.lib=$NCCL_DIR/libnccl.so.2")
 # shellcheck disable=SC2206
 JVM+=(${MOE4J_JVM_OPTS:-})
@@ -172,7 +174,7 @@ finish_summary() {
     printf '%s\n' "${LINES[@]}"
     echo "files: $(cd "$OUTDIR" && find . -type f | sort | tr '\n' ' ')"
   } > "$OUTDIR/summary.txt"
-  cat "$OUTDIR/summary.txt"
+  cat "$OUTDIR/summary.txt" >&3
   rm -rf "$SCRATCH"
 }
 # a kill of the whole call (the device tool's limit) still leaves the summary of what finished
@@ -261,26 +263,37 @@ for entry in "${PLAN[@]}"; do
   echo "run.sh: step $name (limit ${limit} s, ${budget} s left)"
   case "$name" in
     env)
+      ENV_END=$(( $(date +%s) + limit ))
+      env_limited() { # seconds command...: run_limited within what is left of the env step; marks a timeout
+        local l=$(( ENV_END - $(date +%s) )) rc
+        (( l > $1 )) && l=$1
+        shift
+        (( l >= 1 )) || { : > "$SCRATCH/env-timeout"; echo "(not run, the env step's time is spent: $1)"; return 124; }
+        run_limited "$l" "$@"
+        rc=$?
+        (( rc == 124 || rc == 137 )) && { : > "$SCRATCH/env-timeout"; echo "(timed out after $l s: $1)"; }
+        return $rc
+      }
       {
         echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
         echo "host: $(hostname) kernel $(uname -r) $(uname -m)"
         echo "bundle: $(sed -n 's/^commit: *//p' "$HERE/BUNDLE.txt" 2>/dev/null)"
-        echo "java: $("$JAVA" -version 2>&1 | head -1)"
+        echo "java: $(env_limited 10 "$JAVA" -version 2>&1 | head -1)"
         echo "nccl: ${NCCL_DIR:-not found in Python wheels (libnccl from the system, if any)}"
         echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
         echo "CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-<unset>}"
         echo "driver libraries: $( (ldconfig -p 2>/dev/null | grep -oE '/[^ ]*lib(cuda|nvidia-ml)\.so[^ ]*' ; \
             ls /usr/local/nvidia/lib64/libcuda.so* 2>/dev/null) | sort -u | tr '\n' ' ')"
         if command -v python3 >/dev/null 2>&1; then
-          echo "torch: $(run_limited 20 python3 -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1)"
+          echo "torch: $(env_limited 20 python3 -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())' 2>&1 | tail -1)"
         else
           echo "torch: no python3"
         fi
         echo "----- moe info (backends, devices, libraries as moe4j sees them)"
-        run_limited 30 "$JAVA" "${JVM[@]}" -cp "$CP" org.moe4j.bench.cli.MoeCli info 2>&1 | tail -40
+        env_limited 30 "$JAVA" "${JVM[@]}" -cp "$CP" org.moe4j.bench.cli.MoeCli info 2>&1 | tail -40
         echo "----- nvidia-smi"
         if command -v nvidia-smi >/dev/null 2>&1; then
-          run_limited 15 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>&1
+          env_limited 15 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.sm,clocks.max.sm,temperature.gpu --format=csv 2>&1
         else
           echo "nvidia-smi not found: no NVIDIA driver on this host"
         fi
@@ -298,15 +311,19 @@ with zipfile.ZipFile(jar) as z:
 PY
           for fb in "$SCRATCH"/fatbins/*.fatbin; do
             [[ -f "$fb" ]] || continue
-            elf="$(run_limited 20 "$CUOBJDUMP" --list-elf "$fb" 2>&1 | grep -oE 'sm_[0-9]+a?' | sort -u | tr '\n' ' ')"
-            hg="$(run_limited 60 "$CUOBJDUMP" -sass "$fb" 2>/dev/null | grep -c HGMMA)"
+            elf="$(env_limited 20 "$CUOBJDUMP" --list-elf "$fb" 2>&1 | grep -oE 'sm_[0-9]+a?' | sort -u | tr '\n' ' ')"
+            hg="$(env_limited 60 "$CUOBJDUMP" -sass "$fb" 2>/dev/null | grep -c HGMMA)"
             echo "$(basename "$fb"): elf ${elf:-none}; HGMMA instructions: ${hg:-0}"
           done
         else
           echo "cuobjdump, python3 or lib/moe.jar missing: no fatbin proof"
         fi
       } > "$OUTDIR/env.txt" 2>&1
-      LINES+=("$(printf '%-12s ok: env.txt' "$name")")
+      if [[ -f "$SCRATCH/env-timeout" ]]; then
+        LINES+=("$(printf '%-12s TIMEOUT: a probe hung, env.txt cut short at %s s' "$name" "$limit")"); FAILED=1
+      else
+        LINES+=("$(printf '%-12s ok: env.txt' "$name")")
+      fi
       ;;
     smoke)
       junit_step "$name" "$limit" -- --select-class org.moe4j.cuda.CudaSmokeGpuTest \
@@ -342,7 +359,11 @@ PY
       bench_one "GroupedGemmGpuBench" "$limit" "$JAVA" "${JVM[@]}" -cp "$CP" org.moe4j.cuda.kernels.GroupedGemmGpuBench $ROWS
       if have_torch_cuda && [[ -f "$HERE/peers/grouped_gemm_peer.py" ]]; then
         b=$(left); (( b < limit )) && limit=$b
-        peer_one "grouped_gemm_peer" "$limit" "$HERE/peers/grouped_gemm_peer.py" --rows "${ROWS// /,}"
+        if (( limit >= MIN_STEP )); then
+          peer_one "grouped_gemm_peer" "$limit" "$HERE/peers/grouped_gemm_peer.py" --rows "${ROWS// /,}"
+        else
+          LINES+=("  grouped_gemm_peer      skipped: deadline")
+        fi
       else
         LINES+=("  grouped_gemm_peer      skipped: no python3 with a CUDA-enabled torch (or no peers/)")
       fi
@@ -386,8 +407,12 @@ PY
   esac
 done
 
+n=0
 for f in "$OUTDIR"/hs_err_*.log; do
-  [[ -f "$f" ]] && { LINES+=("JVM crash file: $(basename "$f")"); FAILED=1; }
+  [[ -f "$f" ]] || continue
+  n=$(( n + 1 )); FAILED=1
+  if (( n <= 2 )); then LINES+=("JVM crash file: $(basename "$f")")
+  else LINES+=("JVM crash file: $(basename "$f") deleted (8-file limit): $(grep -m1 -A1 'Problematic frame' "$f" | tail -1)"); rm -f "$f"; fi
 done
 if (( SKIPPED_FOR_NO_GPU )); then
   LINES+=("GPU tests SKIPPED: $(grep -m1 -o 'no usable GPU: .*' "$OUTDIR/tests.log" | cut -c1-300)")

@@ -58,7 +58,7 @@ export CXX COMMON_STR="${COMMON[*]}" KFLAGS_STR="${KFLAGS[*]}"
 echo "cpudevice: compiling ${#support[@]} runtime sources and ${#kernels[@]} kernel families with $($CXX --version | head -1)"
 printf '%s\0' "${jobs[@]}" | xargs -0 -n1 -P "$JOBS" bash -c 'compile "$0"'
 
-objs=("$OUT/obj/runtime.o")  # first: its dynamic shared memory must start section moe4j_smem
+objs=("$OUT/obj/runtime.o")
 for j in "${jobs[@]}"; do
   IFS='|' read -r _ _ obj <<< "$j"
   [[ "$obj" == "$OUT/obj/runtime.o" ]] || objs+=("$obj")

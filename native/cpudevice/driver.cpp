@@ -59,8 +59,8 @@ std::mutex g_stateLock;
 bool g_initialised = false;
 constexpr int kMaxDevices = 8;
 int g_primaryRefs[kMaxDevices] = {};
-std::atomic<int> g_sticky{CUDA_SUCCESS};
-std::string g_lastFault;  // guarded by g_stateLock
+std::atomic<int> g_sticky[kMaxDevices] = {};  // per device's primary context; 0 = CUDA_SUCCESS
+std::string g_lastFault[kMaxDevices];         // guarded by g_stateLock
 std::set<void*> g_streams;
 std::set<void*> g_events;
 std::set<void*> g_modules;
@@ -141,7 +141,7 @@ CUresult ctx_ready() {
         std::lock_guard<std::mutex> g(g_stateLock);
         if (g_primaryRefs[t_current] <= 0) return CUDA_ERROR_INVALID_CONTEXT;  // released since it was made current
     }
-    const int s = g_sticky.load();
+    const int s = g_sticky[t_current].load();
     return s != CUDA_SUCCESS ? (CUresult)s : CUDA_SUCCESS;
 }
 
@@ -179,6 +179,8 @@ CUresult alloc(void** out, size_t bytes, bool pinned) {
 }
 
 CUresult release(uintptr_t p, bool pinned) {
+    // like the driver's cuMemFree, wait for a kernel running on another thread (it may use the memory)
+    std::lock_guard<std::mutex> launching(g_launchLock);
     void* mem = nullptr;
     {
         std::lock_guard<std::mutex> g(g_memLock);
@@ -196,9 +198,10 @@ CUresult release(uintptr_t p, bool pinned) {
 CUresult set_fault(CUresult code, const std::string& msg) {
     fprintf(stderr, "moe4j cpu device: %s\n", msg.c_str());
     std::lock_guard<std::mutex> g(g_stateLock);
-    g_lastFault = msg;
+    const int dev = t_current < 0 ? 0 : t_current;
+    g_lastFault[dev] = msg;
     int expected = CUDA_SUCCESS;
-    g_sticky.compare_exchange_strong(expected, (int)code);
+    g_sticky[dev].compare_exchange_strong(expected, (int)code);
     return code;
 }
 
@@ -309,7 +312,7 @@ std::string cpudev_describe_address(uintptr_t a) {
 namespace cpudev {
 bool device_range_live(const void* p, size_t bytes) { return in_allocation((uintptr_t)p, bytes == 0 ? 1 : bytes, true); }
 bool stream_valid(CUstream s) { return stream_ok(s); }
-CUresult sticky_error() { return (CUresult)g_sticky.load(); }
+CUresult sticky_error() { return t_current < 0 ? CUDA_SUCCESS : (CUresult)g_sticky[t_current].load(); }
 }  // namespace cpudev
 
 // ---- initialisation, device, context ---------------------------------------------------------
@@ -400,13 +403,14 @@ API CUresult cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) {
 
 API CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev) {
     if (CUresult r = ready()) return r;
+    std::lock_guard<std::mutex> launching(g_launchLock);  // a kernel running on another thread ends first
     if (dev < 0 || dev >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
     std::lock_guard<std::mutex> g(g_stateLock);
     if (g_primaryRefs[dev] <= 0) return CUDA_ERROR_INVALID_CONTEXT;
     if (--g_primaryRefs[dev] == 0) {
         // the context is destroyed: its memory and its sticky error go with it (a new retain starts clean)
-        g_sticky.store(CUDA_SUCCESS);
-        g_lastFault.clear();
+        g_sticky[dev].store(CUDA_SUCCESS);
+        g_lastFault[dev].clear();
         std::lock_guard<std::mutex> m(g_memLock);
         for (auto it = g_allocs.begin(); it != g_allocs.end();) {
             if (it->second.device != dev) {
@@ -631,6 +635,14 @@ static size_t image_size(const unsigned char* p) {
         memcpy(&body, p + 8, 8);
         return hdr + body;
     }
+    if (p[0] == 0x7f && p[1] == 'E' && p[2] == 'L' && p[3] == 'F' && p[4] == 2) {  // 64-bit ELF cubin
+        uint64_t shoff;
+        uint16_t shentsize, shnum;
+        memcpy(&shoff, p + 0x28, 8);
+        memcpy(&shentsize, p + 0x3A, 2);
+        memcpy(&shnum, p + 0x3C, 2);
+        return shoff + (uint64_t)shentsize * shnum;
+    }
     return strlen(reinterpret_cast<const char*>(p));  // PTX text
 }
 
@@ -752,7 +764,7 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
                 bx * by * bz, k->maxThreads);
         return CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES;
     }
-    if ((int)sharedMemBytes > f->maxDynamicShared) {
+    if (sharedMemBytes > (unsigned)f->maxDynamicShared || sharedMemBytes > (unsigned)kMaxDynamicShared) {
         fprintf(stderr,
                 "moe4j cpu device: cuLaunchKernel(%s): %u bytes of dynamic shared memory exceed the function's limit of %d "
                 "(above 48 KB a kernel needs cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES))\n",
@@ -825,8 +837,9 @@ API CUresult cuGetErrorString(CUresult error, const char** pStr) {
     }
     static thread_local std::string detailed;
     std::lock_guard<std::mutex> g(g_stateLock);
-    if (error != CUDA_SUCCESS && error == (CUresult)g_sticky.load() && !g_lastFault.empty()) {
-        detailed = std::string(s) + " (" + g_lastFault + ")";
+    const int dev = t_current < 0 ? 0 : t_current;
+    if (error != CUDA_SUCCESS && error == (CUresult)g_sticky[dev].load() && !g_lastFault[dev].empty()) {
+        detailed = std::string(s) + " (" + g_lastFault[dev] + ")";
         *pStr = detailed.c_str();
     } else {
         *pStr = s;

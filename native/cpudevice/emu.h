@@ -8,9 +8,10 @@
 // running fiber's coordinates. Inline PTX stays in the wrapper headers (grouped_gemm_*.cuh), whose
 // MOE4J_CPU_DEVICE branches call the emu_* functions declared here.
 //
-// Memory: __shared__ variables are statics in the section "moe4j_smem"; dynamic shared memory
-// (MOE4J_DYNAMIC_SHARED in common.cuh) is the start of that section. Both are poisoned (0xFF
-// bytes: NaN floats, -1 integers) when each block starts, as real shared memory holds garbage.
+// Memory: shared memory is declared with MOE4J_SHARED / MOE4J_DYNAMIC_SHARED (common.cuh), which
+// bind each name to the emulator's shared-memory window (dynamic at shared address 0, static
+// variables after it between red zones); it is poisoned (0xFF bytes: NaN floats, -1 integers) when
+// each block starts, as real shared memory holds garbage.
 // Kernel translation units are compiled with -fsanitize=kernel-address and call-based
 // instrumentation, so every load and store calls the runtime, which checks it (memcheck: inside a
 // live allocation, the fiber's stack, the block's shared memory; racecheck: shared-memory accesses
@@ -37,7 +38,9 @@
 #define __launch_bounds__(...)
 #define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ __attribute__((section("moe4j_smem"), used)) static
+// Kernels declare shared memory with MOE4J_SHARED / MOE4J_DYNAMIC_SHARED (common.cuh), so that the
+// emulator sees every access; a bare __shared__ stops the compile here with this message.
+#define __shared__ static_assert(false, "declare shared memory with MOE4J_SHARED or MOE4J_DYNAMIC_SHARED (common.cuh)");
 
 struct uint3 {
     unsigned int x, y, z;
@@ -82,6 +85,7 @@ extern ThreadCoords* g_coords;
 void emu_bar_sync(int id, int count);  // count < 0: every live thread of the block (__syncthreads)
 unsigned long long emu_warp_op(int op, unsigned mask, unsigned long long value, int arg, int width);
 unsigned char* emu_dynamic_shared();
+unsigned char* emu_static_shared(size_t size, size_t align, const char* name);
 uint32_t emu_cvta_shared(const void* p);
 void emu_atomic_begin(const void* p, size_t bytes, bool shared_ok);
 

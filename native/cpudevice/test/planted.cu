@@ -16,7 +16,7 @@
 
 // Correct: moe4j::block_sum (native/common.cuh).
 extern "C" __global__ void moe4jtest_block_sum_ok(const float* in, float* out) {
-    __shared__ float scratch[32];
+    MOE4J_SHARED(float, scratch, [32]);
     const float v = in[(long)blockIdx.x * blockDim.x + threadIdx.x];
     const float total = moe4j::block_sum(v, scratch);
     if (threadIdx.x == 0) out[blockIdx.x] = total;
@@ -25,7 +25,7 @@ extern "C" __global__ void moe4jtest_block_sum_ok(const float* in, float* out) {
 // Planted: block_sum without its first __syncthreads: lane l of every warp reads scratch[l] that
 // lane 0 of warp l wrote, with nothing ordering the two (racecheck: read after write / write after read).
 extern "C" __global__ void moe4jtest_block_sum_nosync(const float* in, float* out) {
-    __shared__ float scratch[32];
+    MOE4J_SHARED(float, scratch, [32]);
     float v = in[(long)blockIdx.x * blockDim.x + threadIdx.x];
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;
@@ -50,7 +50,7 @@ extern "C" __global__ void moe4jtest_tail_off_by_one(float* out, int n) {
 // Planted: the mbarrier expects 2 arrivals per phase, only thread 0 arrives: phase 0 never
 // completes, and every thread waits on it (the CPU device reports a deadlock instead of hanging).
 extern "C" __global__ void moe4jtest_mbar_never(float* out) {
-    __shared__ __align__(8) uint64_t bar;
+    MOE4J_SHARED_ALIGNED(8, uint64_t, bar, );
     if (threadIdx.x == 0) moe_wg::mbar_init(&bar, 2);
     __syncthreads();
     if (threadIdx.x == 0) moe_wg::mbar_arrive(&bar);

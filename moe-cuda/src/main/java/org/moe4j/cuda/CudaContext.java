@@ -117,9 +117,23 @@ public final class CudaContext implements AutoCloseable {
         return CudaModule.load(this, family);
     }
 
-    /** @return a new pool for device memory; close it when done (it fails on leaks) */
+    /**
+     * @return a new pool for device memory whose buffers belong to the {@linkplain #defaultStream()
+     *         legacy default stream} (so their frees are ordered after the work of every blocking
+     *         stream); close it when done (it fails on leaks)
+     */
     public DevicePool createPool() {
-        return DevicePool.create(this);
+        return DevicePool.create(this, defaultStream());
+    }
+
+    /**
+     * @param stream the stream the pool's buffers are allocated, zeroed and freed on (stream-ordered);
+     *               it must outlive the pool. Work on other streams that uses a buffer must be ordered
+     *               before the buffer's close by the caller (an event the stream waits for).
+     * @return a new pool for device memory; close it when done (it fails on leaks)
+     */
+    public DevicePool createPool(CudaStream stream) {
+        return DevicePool.create(this, stream);
     }
 
     /**

@@ -17,12 +17,17 @@ import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 public final class CudaException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
-    /** Names of common codes, used when the driver cannot be asked (not loaded, or it does not know the code). */
+    /**
+     * Names of common codes, used when the driver cannot be asked (not loaded, or it does not know the
+     * code): driver {@code CUresult} values only, as cuda.h's {@code enum cudaError_enum} numbers them
+     * (the runtime's {@code cudaError_t} differs, e.g. its 35 {@code cudaErrorInsufficientDriver} is no
+     * {@code CUresult}).
+     */
     private static final Map<Integer, String> KNOWN = Map.ofEntries(
             Map.entry(1, "CUDA_ERROR_INVALID_VALUE"), Map.entry(2, "CUDA_ERROR_OUT_OF_MEMORY"),
             Map.entry(3, "CUDA_ERROR_NOT_INITIALIZED"), Map.entry(4, "CUDA_ERROR_DEINITIALIZED"),
-            Map.entry(34, "CUDA_ERROR_STUB_LIBRARY"), Map.entry(35, "CUDA_ERROR_INSUFFICIENT_DRIVER"),
-            Map.entry(36, "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER"), Map.entry(46, "CUDA_ERROR_DEVICE_UNAVAILABLE"),
+            Map.entry(34, "CUDA_ERROR_STUB_LIBRARY"), Map.entry(36, "CUDA_ERROR_CALL_REQUIRES_NEWER_DRIVER"),
+            Map.entry(46, "CUDA_ERROR_DEVICE_UNAVAILABLE"),
             Map.entry(100, "CUDA_ERROR_NO_DEVICE"), Map.entry(101, "CUDA_ERROR_INVALID_DEVICE"),
             Map.entry(200, "CUDA_ERROR_INVALID_IMAGE"), Map.entry(201, "CUDA_ERROR_INVALID_CONTEXT"),
             Map.entry(209, "CUDA_ERROR_NO_BINARY_FOR_GPU"), Map.entry(218, "CUDA_ERROR_INVALID_PTX"),
@@ -38,6 +43,11 @@ public final class CudaException extends RuntimeException {
     private final String call;
     private final int code;
     private final String errorName;
+
+    /** @return the built-in code-to-name table (for tests) */
+    static Map<Integer, String> knownNames() {
+        return KNOWN;
+    }
 
     /**
      * @param call        the driver call, with its key arguments

@@ -16,7 +16,17 @@ public final class CudaFunction {
     /** Parameter sizes from cuFuncGetParamInfo, once queried; {@link #NO_PARAM_INFO} when the driver cannot tell. */
     private volatile long[] paramSizes;
 
+    /**
+     * The dynamic shared-memory limit this object set; the driver's default (48 KiB, which launches
+     * may use without raising it) until then.
+     */
+    private volatile int dynamicSmemLimit = DEFAULT_DYNAMIC_SMEM;
+    private final Object smemLock = new Object();
+    private int smemAttributeCalls; // guarded by smemLock
+
     private static final long[] NO_PARAM_INFO = new long[0];
+    /** Dynamic shared memory every kernel may use without {@code cuFuncSetAttribute}. */
+    static final int DEFAULT_DYNAMIC_SMEM = 48 * 1024;
 
     CudaFunction(CudaModule module, String name, MemorySegment handle) {
         this.module = module;
@@ -75,11 +85,50 @@ public final class CudaFunction {
     }
 
     /**
-     * Allows launches with more than 48 KiB of dynamic shared memory.
+     * Sets the kernel's dynamic shared-memory limit ({@code cuFuncSetAttribute}, every call): allows
+     * launches with more than 48 KiB. Launchers use {@link #ensureMaxDynamicSharedMemory(int)}, which
+     * calls the driver only when the limit must rise.
      *
      * @param bytes the largest dynamic shared memory a launch will ask for
+     * @throws CudaException when the driver refuses it (above the device's opt-in maximum)
      */
     public void setMaxDynamicSharedMemory(int bytes) {
+        synchronized (smemLock) {
+            setAttribute(bytes);
+            dynamicSmemLimit = bytes;
+        }
+    }
+
+    /**
+     * Makes sure launches may ask for {@code bytes} of dynamic shared memory: the driver is called
+     * once per function and limit ({@code cuFuncSetAttribute} is a host call that should not sit in
+     * every launch, nor inside event-timed windows); a later, larger request raises the limit, a
+     * smaller one costs a volatile read. Thread-safe.
+     *
+     * @param bytes the dynamic shared memory a launch will ask for
+     * @throws CudaException when the driver refuses it (above the device's opt-in maximum)
+     */
+    public void ensureMaxDynamicSharedMemory(int bytes) {
+        if (bytes <= dynamicSmemLimit) {
+            return;
+        }
+        synchronized (smemLock) {
+            if (bytes > dynamicSmemLimit) {
+                setAttribute(bytes);
+                dynamicSmemLimit = bytes;
+            }
+        }
+    }
+
+    /** @return how often this object called {@code cuFuncSetAttribute} (for tests) */
+    int smemAttributeCalls() {
+        synchronized (smemLock) {
+            return smemAttributeCalls;
+        }
+    }
+
+    private void setAttribute(int bytes) { // under smemLock
+        smemAttributeCalls++;
         MemorySegment h = handle();
         module.context().makeCurrent();
         CudaException.check(cuda_h.cuFuncSetAttribute(h, cuda_h.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes),

@@ -13,9 +13,11 @@ import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 /**
  * A typed, shaped block of device memory; moe-core's {@link Buffer} on a CUDA device.
  *
- * <p>Owning buffers come from a {@link DevicePool}; {@link #close()} frees the memory and tells the
- * pool. Views ({@link #reshape}, {@link #view}) share their owner's memory and are invalid once it is
- * closed. Any use after close throws {@link BufferClosedException}.
+ * <p>Owning buffers come from a {@link DevicePool}; {@link #close()} tells the pool and queues the free
+ * on the pool's stream ({@code cuMemFreeAsync}: it neither blocks the host nor synchronises the device,
+ * and the memory is reused only after the work queued before it). Views ({@link #reshape},
+ * {@link #view}) share their owner's memory and are invalid once it is closed. Any use after close
+ * throws {@link BufferClosedException}.
  *
  * <p>Copies: the plain methods are synchronous and run on the legacy default stream, so they are
  * ordered after work already queued on blocking streams. The {@code Async} variants queue on the
@@ -97,7 +99,10 @@ public final class DeviceBuffer implements Buffer {
         return closed || (owner != null && owner.isClosed());
     }
 
-    /** Frees the memory (a view only detaches). Idempotent. */
+    /**
+     * Frees the memory, stream-ordered on the pool's {@linkplain DevicePool#stream() stream}, so
+     * kernels already queued that read it may still be running (a view only detaches). Idempotent.
+     */
     @Override
     public void close() {
         if (closed) {

@@ -13,12 +13,18 @@ import org.moe4j.cuda.internal.ffi.nccl.nccl_h;
 public final class NcclException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
+    /**
+     * {@code ncclResult_t} names by value, as nccl.h's {@code enum ncclResult_t} numbers them
+     * ({@code ncclTimeout = 8} is in newer releases; older ones end at {@code ncclNumResults = 8}).
+     */
     private static final String[] NAMES = {"ncclSuccess", "ncclUnhandledCudaError", "ncclSystemError",
-        "ncclInternalError", "ncclInvalidArgument", "ncclInvalidUsage", "ncclRemoteError", "ncclInProgress"};
+        "ncclInternalError", "ncclInvalidArgument", "ncclInvalidUsage", "ncclRemoteError", "ncclInProgress",
+        "ncclTimeout"};
     private static final String[] DESCRIPTIONS = {"no error", "a CUDA call inside NCCL failed",
         "a system call inside NCCL failed (sockets, shared memory, files)", "NCCL hit an internal error",
         "an argument is invalid", "calls are made in a wrong order or disagree across ranks",
-        "a remote rank failed or the network broke", "the operation is still in progress"};
+        "a remote rank failed or the network broke", "the operation is still in progress",
+        "an NCCL operation timed out"};
 
     private final String call;
     private final int code;
@@ -72,6 +78,11 @@ public final class NcclException extends RuntimeException {
             description = DESCRIPTIONS[status];
         }
         return new NcclException(call, status, name, description);
+    }
+
+    /** @return the built-in names, index = {@code ncclResult_t} value (a copy, for tests) */
+    static String[] knownNames() {
+        return NAMES.clone();
     }
 
     /** @return the NCCL call that failed */

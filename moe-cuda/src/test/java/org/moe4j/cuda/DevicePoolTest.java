@@ -5,7 +5,11 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.moe4j.core.DType;
@@ -13,7 +17,10 @@ import org.moe4j.core.Device;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.BufferClosedException;
 
-/** Pool bookkeeping with a fake memory: leak reports, use after close, views. */
+/**
+ * Pool bookkeeping with a fake memory (leak reports, use after close, views), and the pool's driver
+ * calls with a recording driver: stream-ordered allocation and free, and the fallback.
+ */
 class DevicePoolTest {
     /** Hands out fake addresses and records what is allocated, freed and zeroed. */
     static final class FakeMemory implements DevicePool.Memory {
@@ -113,5 +120,162 @@ class DevicePoolTest {
             assertTrue(mem.allocated.isEmpty());
             assertEquals(0, mem.zeroed);
         }
+    }
+
+    /** Records every driver call (name, address, stream) and hands out fake addresses. */
+    static final class RecordingDriver implements DevicePool.Driver {
+        final List<String> calls = new ArrayList<>();
+        final Set<Long> live = new HashSet<>();
+        boolean exported = true;
+        int allocAsyncStatus;
+        long next = 0x7f00_0000_0000L;
+
+        private long hand(MemorySegment out, long bytes) {
+            long a = next;
+            next += (bytes + 255) / 256 * 256;
+            live.add(a);
+            out.set(ValueLayout.JAVA_LONG, 0, a);
+            return a;
+        }
+
+        @Override
+        public boolean hasStreamOrderedAllocator() {
+            return exported;
+        }
+
+        @Override
+        public int memAllocAsync(MemorySegment out, long bytes, MemorySegment stream) {
+            assertTrue(exported, "cuMemAllocAsync called although the library does not export it");
+            if (allocAsyncStatus != 0) {
+                calls.add("cuMemAllocAsync(" + bytes + ") -> " + allocAsyncStatus);
+                return allocAsyncStatus;
+            }
+            long a = hand(out, bytes);
+            calls.add("cuMemAllocAsync(" + bytes + ", " + Long.toHexString(stream.address()) + ") = " + Long.toHexString(a));
+            return 0;
+        }
+
+        @Override
+        public int memFreeAsync(long address, MemorySegment stream) {
+            assertTrue(live.remove(address), "free of an address that is not allocated: " + address);
+            calls.add("cuMemFreeAsync(" + Long.toHexString(address) + ", " + Long.toHexString(stream.address()) + ")");
+            return 0;
+        }
+
+        @Override
+        public int memAlloc(MemorySegment out, long bytes) {
+            long a = hand(out, bytes);
+            calls.add("cuMemAlloc_v2(" + bytes + ") = " + Long.toHexString(a));
+            return 0;
+        }
+
+        @Override
+        public int memFree(long address) {
+            assertTrue(live.remove(address), "free of an address that is not allocated: " + address);
+            calls.add("cuMemFree_v2(" + Long.toHexString(address) + ")");
+            return 0;
+        }
+
+        @Override
+        public int memsetD8Async(long address, byte value, long bytes, MemorySegment stream) {
+            calls.add("cuMemsetD8Async(" + Long.toHexString(address) + ", " + value + ", " + bytes + ", "
+                    + Long.toHexString(stream.address()) + ")");
+            return 0;
+        }
+
+        long count(String fn) {
+            return calls.stream().filter(c -> c.startsWith(fn + "(")).count();
+        }
+    }
+
+    /** A made-up CUstream handle: the pool's stream in these tests. */
+    static final MemorySegment STREAM = MemorySegment.ofAddress(0x5eed);
+
+    static DevicePool.DriverMemory driverMemory(RecordingDriver d) {
+        return new DevicePool.DriverMemory(() -> { }, d, () -> STREAM, "stream 0x5eed", "cuda:0");
+    }
+
+    @Test
+    void buffersAreAllocatedZeroedAndFreedInTheOrderOfThePoolsStreamWithoutCuMemFree() {
+        RecordingDriver d = new RecordingDriver();
+        DevicePool.DriverMemory mem = driverMemory(d);
+        DevicePool pool = new DevicePool(null, Device.cuda(0), mem);
+        DeviceBuffer a = pool.allocate(DType.F32, Shape.of(4, 8));
+        DeviceBuffer b = pool.allocateUninitialized(DType.BF16, Shape.of(3));
+        DeviceBuffer kept = pool.allocate(DType.I32, Shape.of(5));
+        assertEquals(Boolean.TRUE, mem.streamOrdered());
+        long addrA = a.address();
+        assertEquals(List.of("cuMemAllocAsync(128, 5eed) = " + Long.toHexString(addrA),
+                "cuMemsetD8Async(" + Long.toHexString(addrA) + ", 0, 128, 5eed)",
+                "cuMemAllocAsync(6, 5eed) = " + Long.toHexString(b.address()),
+                "cuMemAllocAsync(20, 5eed) = " + Long.toHexString(kept.address()),
+                "cuMemsetD8Async(" + Long.toHexString(kept.address()) + ", 0, 20, 5eed)"), d.calls);
+        d.calls.clear();
+        a.close();
+        b.close();
+        // close() queues the free on the buffer's stream: no cuMemFree_v2, which synchronises the device
+        assertEquals(List.of("cuMemFreeAsync(" + Long.toHexString(addrA) + ", 5eed)",
+                "cuMemFreeAsync(" + Long.toHexString(b.rawAddress()) + ", 5eed)"), d.calls);
+        // the leak report frees the same way
+        IllegalStateException e = assertThrows(IllegalStateException.class, pool::close);
+        assertTrue(e.getMessage().contains("memory leaked: 1 live buffer(s), 20 bytes"), e.getMessage());
+        assertEquals("cuMemFreeAsync(" + Long.toHexString(kept.rawAddress()) + ", 5eed)", d.calls.get(2));
+        assertEquals(0, d.count("cuMemFree_v2"));
+        assertEquals(0, d.count("cuMemAlloc_v2"));
+        assertTrue(d.live.isEmpty());
+        assertThrows(BufferClosedException.class, a::address);
+    }
+
+    @Test
+    void aDriverWithoutTheAsyncSymbolsFallsBackToSynchronousCallsForEveryBuffer() {
+        RecordingDriver d = new RecordingDriver();
+        d.exported = false;
+        DevicePool.DriverMemory mem = driverMemory(d);
+        try (DevicePool pool = new DevicePool(null, Device.cuda(0), mem)) {
+            pool.allocate(DType.F32, Shape.of(8)).close();
+            pool.allocate(DType.F32, Shape.of(2)).close();
+            assertEquals(Boolean.FALSE, mem.streamOrdered());
+        }
+        assertEquals(2, d.count("cuMemAlloc_v2"));
+        assertEquals(2, d.count("cuMemFree_v2"));
+        assertEquals(0, d.count("cuMemAllocAsync") + d.count("cuMemFreeAsync"));
+        assertEquals(2, d.count("cuMemsetD8Async"), "allocate still zeroes");
+        assertTrue(d.live.isEmpty());
+    }
+
+    @Test
+    void notSupportedFromTheFirstAsyncAllocationFallsBackOnceAndForAll() {
+        RecordingDriver d = new RecordingDriver();
+        d.allocAsyncStatus = 801; // CUDA_ERROR_NOT_SUPPORTED
+        DevicePool.DriverMemory mem = driverMemory(d);
+        try (DevicePool pool = new DevicePool(null, Device.cuda(0), mem)) {
+            for (int i = 0; i < 3; i++) {
+                pool.allocate(DType.F32, Shape.of(16)).close();
+            }
+        }
+        assertEquals(1, d.count("cuMemAllocAsync"), "asked once, then never again: " + d.calls);
+        assertEquals(3, d.count("cuMemAlloc_v2"));
+        assertEquals(3, d.count("cuMemFree_v2"));
+        assertEquals(0, d.count("cuMemFreeAsync"));
+        assertEquals(Boolean.FALSE, mem.streamOrdered());
+    }
+
+    @Test
+    void otherAsyncAllocationErrorsAreThrownAndDoNotSwitchToTheFallback() {
+        RecordingDriver d = new RecordingDriver();
+        d.allocAsyncStatus = 2; // CUDA_ERROR_OUT_OF_MEMORY
+        DevicePool.DriverMemory mem = driverMemory(d);
+        try (DevicePool pool = new DevicePool(null, Device.cuda(0), mem)) {
+            CudaException e = assertThrows(CudaException.class, () -> pool.allocate(DType.F32, Shape.of(1 << 20)));
+            assertTrue(e.getMessage().startsWith("cuMemAllocAsync(4194304 bytes on cuda:0, stream 0x5eed) failed: CUDA_ERROR_OUT_OF_MEMORY (2)"),
+                    e.getMessage());
+            assertEquals(0, pool.liveCount());
+            assertEquals(null, mem.streamOrdered(), "undecided after a failure");
+            d.allocAsyncStatus = 0;
+            pool.allocate(DType.F32, Shape.of(4)).close();
+            assertEquals(Boolean.TRUE, mem.streamOrdered());
+        }
+        assertEquals(0, d.count("cuMemAlloc_v2") + d.count("cuMemFree_v2"));
+        assertEquals(1, d.count("cuMemFreeAsync"));
     }
 }

@@ -52,6 +52,13 @@ class StatusCheckTest {
     }
 
     @Test
+    void ncclTimeoutIsNamedAndDescribed() {
+        NcclException e = NcclException.of(8, "ncclCommGetAsyncError");
+        assertEquals("ncclTimeout", e.resultName());
+        assertTrue(e.getMessage().startsWith("ncclCommGetAsyncError failed: ncclTimeout (8): "), e.getMessage());
+    }
+
+    @Test
     void unknownNcclCodeIsStillReportedWithItsNumber() {
         NcclException e = assertThrows(NcclException.class, () -> NcclException.check(42, "ncclAllReduce"));
         assertEquals("ncclAllReduce failed: ncclResult_<unknown 42> (42)", e.getMessage());

@@ -54,12 +54,13 @@ final class Kernels {
         return Launch.of(fn(name)).stream(stream());
     }
 
-    /** @return a launch that raised the kernel's dynamic shared-memory limit when needed */
+    /**
+     * @return a launch that raised the kernel's dynamic shared-memory limit when needed (once per
+     *         function and size: {@link CudaFunction#ensureMaxDynamicSharedMemory} caches it)
+     */
     Launch launchWithSmem(String name, int smemBytes) {
         CudaFunction f = fn(name);
-        if (smemBytes > 48 * 1024) {
-            f.setMaxDynamicSharedMemory(smemBytes);
-        }
+        f.ensureMaxDynamicSharedMemory(smemBytes);
         return Launch.of(f).stream(stream()).sharedMemory(smemBytes);
     }
 

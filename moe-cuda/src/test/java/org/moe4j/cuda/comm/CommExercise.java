@@ -20,12 +20,12 @@ import org.moe4j.dispatch.ReduceOp;
  * A fixed script of every collective with seeded random inputs, run on any {@link Communicator};
  * returns each output's raw bytes so that two communicators can be compared bit for bit.
  */
-final class CommExercise {
+public final class CommExercise {
     private CommExercise() {
     }
 
     /** Where the script's buffers live: host memory (the reference) or a GPU. */
-    interface Memory extends AutoCloseable {
+    public interface Memory extends AutoCloseable {
         Buffer upload(HostBuffer h);
 
         Buffer allocate(DType dtype, long... dims);
@@ -36,7 +36,7 @@ final class CommExercise {
         void close();
     }
 
-    static Memory host() {
+    public static Memory host() {
         return new Memory() {
             private final List<Buffer> live = new ArrayList<>();
 
@@ -66,7 +66,7 @@ final class CommExercise {
         };
     }
 
-    static Memory device(CudaContext ctx) {
+    public static Memory device(CudaContext ctx) {
         DevicePool pool = ctx.createPool();
         return new Memory() {
             private final List<Buffer> live = new ArrayList<>();
@@ -129,7 +129,7 @@ final class CommExercise {
      *
      * @return output name to raw bytes
      */
-    static Map<String, byte[]> run(Communicator comm, Memory mem, long seed) {
+    public static Map<String, byte[]> run(Communicator comm, Memory mem, long seed) {
         int w = comm.size();
         int r = comm.rank();
         Random g = new Random(seed * 31 + r);

@@ -13,15 +13,22 @@ import org.moe4j.cuda.CudaEvent;
 import org.moe4j.cuda.CudaStream;
 
 /**
- * Timing for the GPU benchmark mains: CUDA events on the backend's stream around each run,
- * warm-up first, the median of many runs. The run callback receives the repetition index so that
+ * Timing for the GPU benchmark mains: CUDA events on the backend's stream around a batch of
+ * {@link #RUNS_PER_EVENT} back-to-back runs (so that the host cost of one launch, and the event
+ * resolution, do not fall inside a window around a single kernel), warm-up first, the median over
+ * {@link #REPS} batches of the per-run time. The run callback receives a running index so that
  * callers can rotate among input sets (no timing of a warm L2 on one buffer).
  */
 final class GpuTiming {
     /** Warm-up runs before timing. */
     static final int WARMUP = 5;
-    /** Timed runs; the median is reported. */
-    static final int REPS = 50;
+    /** Timed batches (event pairs); the median is reported. */
+    static final int REPS = 20;
+    /**
+     * Runs queued between one event pair; the batch time is divided by it. REPS x RUNS_PER_EVENT = 100
+     * timed runs, twice the former 50 single-run pairs: the bundle's bench step has a fixed time limit.
+     */
+    static final int RUNS_PER_EVENT = 5;
 
     private GpuTiming() {
     }
@@ -30,25 +37,38 @@ final class GpuTiming {
         void run(int rep);
     }
 
-    /** @return median milliseconds of {@code run} over {@link #REPS} event-timed repetitions */
+    /**
+     * @return milliseconds per run of {@code run}: the median over {@link #REPS} event pairs, each
+     *         around {@link #RUNS_PER_EVENT} runs, of the pair's time divided by the runs
+     */
     static double medianMillis(CudaBackend backend, Run run) {
+        return medianMillis(backend, run, REPS, RUNS_PER_EVENT);
+    }
+
+    static double medianMillis(CudaBackend backend, Run run, int reps, int runsPerEvent) {
+        if (reps < 1 || runsPerEvent < 1) {
+            throw new IllegalArgumentException("reps and runsPerEvent must be positive: " + reps + ", " + runsPerEvent);
+        }
         CudaStream s = backend.stream();
+        int index = 0;
         for (int i = 0; i < WARMUP; i++) {
-            run.run(i);
+            run.run(index++);
         }
         s.synchronize();
-        double[] ms = new double[REPS];
+        double[] ms = new double[reps];
         try (CudaEvent start = backend.context().createEvent(true); CudaEvent end = backend.context().createEvent(true)) {
-            for (int i = 0; i < REPS; i++) {
+            for (int i = 0; i < reps; i++) {
                 start.record(s);
-                run.run(i);
+                for (int j = 0; j < runsPerEvent; j++) {
+                    run.run(index++);
+                }
                 end.record(s);
                 end.synchronize();
-                ms[i] = end.elapsedMillis(start);
+                ms[i] = end.elapsedMillis(start) / runsPerEvent;
             }
         }
         Arrays.sort(ms);
-        return ms[REPS / 2];
+        return ms[reps / 2];
     }
 
     private static final List<Map<String, Object>> ROWS = new ArrayList<>();

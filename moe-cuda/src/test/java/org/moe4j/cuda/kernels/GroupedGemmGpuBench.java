@@ -1,5 +1,6 @@
 package org.moe4j.cuda.kernels;
 
+import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -8,7 +9,9 @@ import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.CudaBackend;
+import org.moe4j.cuda.CudaException;
 import org.moe4j.cuda.DeviceBuffer;
+import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
 
 /**
@@ -25,8 +28,15 @@ import org.moe4j.experts.ExpertKernels.GemmSpec;
  * (offset validation read-back and tensor-map encoding included). TFLOP/s. On the first row count of
  * each shape the wgmma outputs are compared with the mma outputs ({@code check} lines: relative
  * error, must be far below the bf16 bound 1e-2). Routed rows split over the local experts with a
- * +/-25% skew; fresh random data, two input sets rotated, CUDA events, median of 50. cuBLAS and
- * torch._grouped_mm figures come from scripts/gpu-peers/grouped_gemm_peer.py in the same bundle run.
+ * +/-25% skew; fresh random data, two input sets rotated, CUDA events around batches of runs
+ * ({@link GpuTiming}), median per run. cuBLAS and torch._grouped_mm figures come from
+ * scripts/gpu-peers/grouped_gemm_peer.py in the same bundle run.
+ *
+ * <p>Both paths write the same output buffer, so before each path's runs it is poisoned (every byte
+ * 0xFF, an F32 NaN): a kernel that writes nothing, or only part of its output, cannot pass off the
+ * other path's results as its own. A check fails when an element still holds the poison, or when the
+ * relative error is not below {@link #CHECK_BOUND}; the benchmark still runs to the end, then exits
+ * non-zero naming every failed check.
  */
 public final class GroupedGemmGpuBench {
     private GroupedGemmGpuBench() {
@@ -34,6 +44,11 @@ public final class GroupedGemmGpuBench {
 
     record ShapeSpec(String name, int hidden, int ffn, int experts) {
     }
+
+    /** wgmma vs mma relative error must stay below this (the bf16 bound; measured far below). */
+    static final double CHECK_BOUND = 1e-2;
+    /** The F32 bit pattern of four 0xFF bytes (a NaN): the poison written before each path. */
+    static final int POISON_BITS = 0xFFFFFFFF;
 
     /** One GEMM of the layer: how to launch it on a path (maps prepared outside the timing), its flops. */
     private interface Op {
@@ -57,6 +72,7 @@ public final class GroupedGemmGpuBench {
         CudaExpertKernels mma = new CudaExpertKernels(backend, "mma");
         CudaExpertKernels wg = hopper ? new CudaExpertKernels(backend, "wgmma") : null;
         Random rnd = new Random(7);
+        List<String> failures = new ArrayList<>();
         for (ShapeSpec s : shapes) {
             int h = s.hidden();
             int f = s.ffn();
@@ -97,15 +113,26 @@ public final class GroupedGemmGpuBench {
                         for (Named op : ops) {
                             HostBuffer ref = null;
                             for (CudaExpertKernels k : wg == null ? List.of(mma) : List.of(mma, wg)) {
+                                poison(backend, op.out());
                                 double ms = time(backend, k, op.op());
                                 GpuTiming.report(op.name() + "_" + k.path(), params, ms, tflops(op.flops(), ms));
                                 if (first) {
                                     HostBuffer got = GpuParity.down(op.out());
+                                    String unwritten = unwritten(got);
+                                    if (unwritten != null) {
+                                        failures.add(fail(op.name(), k.path(), params, unwritten));
+                                    }
                                     if (ref == null) {
                                         ref = got;
                                     } else {
-                                        System.out.println(String.format(Locale.ROOT, "check %-18s %-48s wgmma vs mma relative error %.3e",
-                                                op.name(), params, GpuParity.relError(got, ref)));
+                                        double err = GpuParity.relError(got, ref);
+                                        boolean ok = err < CHECK_BOUND && unwritten == null;
+                                        System.out.println(String.format(Locale.ROOT, "check %-18s %-48s wgmma vs mma relative error %.3e %s",
+                                                op.name(), params, err, ok ? "ok" : "FAILED"));
+                                        if (!(err < CHECK_BOUND)) {
+                                            failures.add(String.format(Locale.ROOT, "%s %s: wgmma vs mma relative error %.3e, not below %.0e",
+                                                    op.name(), params, err, CHECK_BOUND));
+                                        }
                                         got.close();
                                     }
                                 }
@@ -133,6 +160,38 @@ public final class GroupedGemmGpuBench {
             }
         }
         GpuTiming.printJson();
+        if (!failures.isEmpty()) {
+            throw new AssertionError("GroupedGemmGpuBench: " + failures.size() + " check(s) failed:\n  "
+                    + String.join("\n  ", failures));
+        }
+    }
+
+    /** Queues filling {@code out} with 0xFF bytes on the backend's stream (before the path's warm-up runs). */
+    static void poison(CudaBackend backend, DeviceBuffer out) {
+        backend.context().makeCurrent();
+        CudaException.check(cuda_h.cuMemsetD8Async(out.address(), (byte) 0xFF, out.byteSize(), backend.stream().handle()),
+                "cuMemsetD8Async(0xFF, " + out.describe() + ")");
+    }
+
+    /** @return null when no element holds the poison, else how many do and the first one */
+    static String unwritten(HostBuffer got) {
+        long count = 0;
+        long first = -1;
+        for (long i = 0; i < got.numel(); i++) {
+            if (got.segment().getAtIndex(ValueLayout.JAVA_INT_UNALIGNED, i) == POISON_BITS) {
+                if (first < 0) {
+                    first = i;
+                }
+                count++;
+            }
+        }
+        return count == 0 ? null : count + " of " + got.numel() + " elements never written (first: element " + first + ")";
+    }
+
+    private static String fail(String op, String path, String params, String what) {
+        String line = String.format(Locale.ROOT, "check %-18s %-48s %s: %s FAILED", op, params, path, what);
+        System.out.println(line);
+        return op + " " + params + " " + path + ": " + what;
     }
 
     private static double time(CudaBackend backend, CudaExpertKernels k, Op op) throws Exception {

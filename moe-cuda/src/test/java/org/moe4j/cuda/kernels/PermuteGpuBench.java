@@ -10,7 +10,7 @@ import org.moe4j.cuda.DeviceBuffer;
 /**
  * GPU benchmark of the permute (row gather into dispatch order) and combine (weighted sum over k)
  * kernels next to a device-to-device copy of the same bytes. Bandwidth counts bytes read plus
- * bytes written once. Fresh random data, two input sets rotated, CUDA events, median of 50.
+ * bytes written once. Fresh random data, two input sets rotated, CUDA events around batches of runs ({@link GpuTiming}), median per run.
  *
  * <p>Run from the GPU bundle ({@code benchmarks.txt}) or by hand with the test class path:
  * {@code java -cp ... org.moe4j.cuda.kernels.PermuteGpuBench [tokens...]}.

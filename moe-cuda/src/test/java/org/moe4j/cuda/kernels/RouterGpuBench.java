@@ -16,7 +16,7 @@ import org.moe4j.routing.RouteParams;
  * weights, tokens-per-expert histogram; no host round trip): tokens 4096 and 16384, 256 experts,
  * 8 groups / 4 limited, top-8, sigmoid (DeepSeek-V3). The PyTorch implementation of the same routing
  * runs on the same GPU in the same bundle run (scripts/gpu-peers/router_peer.py). Fresh random
- * logits, four input sets rotated, CUDA events, median of 50.
+ * logits, four input sets rotated, CUDA events around batches of runs ({@link GpuTiming}), median per run.
  */
 public final class RouterGpuBench {
     private RouterGpuBench() {

@@ -613,6 +613,83 @@ public final class cuda_h {
         }
     }
 
+    private static final class cuMemAllocAsync {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_LONG, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuMemAllocAsync");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuMemAllocAsync} */
+    public static FunctionDescriptor cuMemAllocAsync$descriptor() {
+        return cuMemAllocAsync.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuMemAllocAsync} */
+    public static MethodHandle cuMemAllocAsync$handle() {
+        return cuMemAllocAsync.HANDLE;
+    }
+
+    /** @return the address of {@code cuMemAllocAsync} */
+    public static MemorySegment cuMemAllocAsync$address() {
+        return cuMemAllocAsync.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
+     * }
+     * Stream-ordered allocation (CUDA 11.2+ drivers) from the device's current memory pool.
+     * @param dptr out: CUdeviceptr
+     * @param bytesize bytes
+     * @param hStream the stream the allocation is ordered on
+     * @return the status code
+     */
+    public static int cuMemAllocAsync(MemorySegment dptr, long bytesize, MemorySegment hStream) {
+        try {
+            return (int) cuMemAllocAsync.HANDLE.invokeExact(dptr, bytesize, hStream);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuMemFreeAsync {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_LONG_LONG, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuMemFreeAsync");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuMemFreeAsync} */
+    public static FunctionDescriptor cuMemFreeAsync$descriptor() {
+        return cuMemFreeAsync.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuMemFreeAsync} */
+    public static MethodHandle cuMemFreeAsync$handle() {
+        return cuMemFreeAsync.HANDLE;
+    }
+
+    /** @return the address of {@code cuMemFreeAsync} */
+    public static MemorySegment cuMemFreeAsync$address() {
+        return cuMemFreeAsync.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream)
+     * }
+     * Stream-ordered free (CUDA 11.2+ drivers): the memory is released once the stream reaches the call.
+     * @param dptr the allocation
+     * @param hStream the stream the free is ordered on
+     * @return the status code
+     */
+    public static int cuMemFreeAsync(long dptr, MemorySegment hStream) {
+        try {
+            return (int) cuMemFreeAsync.HANDLE.invokeExact(dptr, hStream);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
     private static final class cuMemsetD8Async {
         static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_LONG_LONG, cuda_h.C_CHAR, cuda_h.C_LONG, cuda_h.C_POINTER);
         static final MemorySegment ADDR = cuda_h.findOrThrow("cuMemsetD8Async");

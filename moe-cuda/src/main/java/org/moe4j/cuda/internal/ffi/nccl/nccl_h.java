@@ -81,6 +81,8 @@ public final class nccl_h {
     public static final int ncclRemoteError = 6;
     /** {@code ncclInProgress = 7} */
     public static final int ncclInProgress = 7;
+    /** {@code ncclTimeout = 8} (newer NCCL; older releases end at {@code ncclNumResults = 8}) */
+    public static final int ncclTimeout = 8;
     /** {@code ncclInt8 = 0} */
     public static final int ncclInt8 = 0;
     /** {@code ncclUint8 = 1} */
