@@ -36,16 +36,12 @@ class CudaSmokeGpuTest {
 
     @BeforeAll
     static void open() {
-        if (new CudaBackend().probe().available()) {
-            ctx = CudaContext.open(CudaBackend.deviceOrdinal());
-        }
+        ctx = GpuTestSupport.openIfAvailable();
     }
 
     @AfterAll
     static void close() {
-        if (ctx != null) {
-            ctx.close();
-        }
+        GpuTestSupport.closeIfOpen(ctx);
     }
 
     @BeforeEach

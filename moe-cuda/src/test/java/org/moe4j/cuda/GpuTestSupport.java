@@ -10,6 +10,18 @@ public final class GpuTestSupport {
     private GpuTestSupport() {
     }
 
+    /** @return the primary context of the backend's device when a usable GPU is here, else null (tests then skip) */
+    public static CudaContext openIfAvailable() {
+        return new CudaBackend().probe().available() ? CudaContext.open(CudaBackend.deviceOrdinal()) : null;
+    }
+
+    /** @param ctx a context from {@link #openIfAvailable()}, or null */
+    public static void closeIfOpen(CudaContext ctx) {
+        if (ctx != null) {
+            ctx.close();
+        }
+    }
+
     /** Skips the calling test (JUnit assumption) with the CUDA probe's reason when no usable GPU is here. */
     public static void assumeGpu() {
         Availability a = new CudaBackend().probe();

@@ -90,21 +90,21 @@ final class CpuDevice {
     }
 
     static void upload(CudaContext ctx, long dst, float[] v) {
-        ctx.makeCurrent();
         try (Arena a = Arena.ofConfined()) {
-            MemorySegment src = a.allocateFrom(ValueLayout.JAVA_FLOAT, v);
-            CudaException.check(cuda_h.cuMemcpyHtoDAsync_v2(dst, src, src.byteSize(), MemorySegment.NULL), "cuMemcpyHtoDAsync_v2");
-            CudaException.check(cuda_h.cuCtxSynchronize(), "cuCtxSynchronize");
+            upload(ctx, dst, a.allocateFrom(ValueLayout.JAVA_FLOAT, v));
         }
     }
 
     static void upload(CudaContext ctx, long dst, short[] v) {
-        ctx.makeCurrent();
         try (Arena a = Arena.ofConfined()) {
-            MemorySegment src = a.allocateFrom(ValueLayout.JAVA_SHORT, v);
-            CudaException.check(cuda_h.cuMemcpyHtoDAsync_v2(dst, src, src.byteSize(), MemorySegment.NULL), "cuMemcpyHtoDAsync_v2");
-            CudaException.check(cuda_h.cuCtxSynchronize(), "cuCtxSynchronize");
+            upload(ctx, dst, a.allocateFrom(ValueLayout.JAVA_SHORT, v));
         }
+    }
+
+    private static void upload(CudaContext ctx, long dst, MemorySegment src) {
+        ctx.makeCurrent();
+        CudaException.check(cuda_h.cuMemcpyHtoDAsync_v2(dst, src, src.byteSize(), MemorySegment.NULL), "cuMemcpyHtoDAsync_v2");
+        CudaException.check(cuda_h.cuCtxSynchronize(), "cuCtxSynchronize");
     }
 
     static float[] download(CudaContext ctx, long src, int n) {
