@@ -83,7 +83,7 @@ for m in */pom.xml; do
     "$JDK/bin/jar" --create --file "$STAGE/lib/tests/$mod-tests.jar" -C "$tc" .
   fi
 done
-# the CPU device's calibration program (run.sh runs it in the tests step); needs nvcc
+# the CPU device's calibration program (run.sh runs it as step 8, calibrate); needs nvcc
 bash native/cpudevice/calibration/build.sh "$STAGE/calibrate" || { echo "gpu-bundle: calibration build failed" >&2; exit 1; }
 compgen -G "moe-cuda/target/classes/org/moe4j/cuda/kernels/*.fatbin" >/dev/null \
   || echo "gpu-bundle: WARNING: no fatbins (nvcc absent at build time): GPU tests will skip with 'kernels were not built'"

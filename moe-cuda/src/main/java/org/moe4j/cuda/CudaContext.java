@@ -43,7 +43,60 @@ public final class CudaContext implements AutoCloseable {
             CudaException.check(cuda_h.cuDevicePrimaryCtxRetain(out, dev.handle()), "cuDevicePrimaryCtxRetain(cuda:" + ordinal + ")");
             CudaContext ctx = new CudaContext(dev, out.get(ValueLayout.ADDRESS, 0));
             ctx.makeCurrent();
+            keepFreedMemory(dev);
             return ctx;
+        }
+    }
+
+    /** Devices whose default memory pool already keeps freed memory (once per device and process). */
+    private static final java.util.Set<Integer> POOLS_KEPT = java.util.concurrent.ConcurrentHashMap.newKeySet();
+
+    /**
+     * Lets the device's default memory pool (the one {@code cuMemAllocAsync} draws from) keep memory
+     * freed by {@code cuMemFreeAsync} instead of returning it to the device at every synchronisation
+     * (its release threshold is 0 by default), as PyTorch's caching allocator does: a training step
+     * then reuses its scratch memory instead of mapping it again. Drivers without memory pools are
+     * left as they are (DevicePool falls back to cuMemAlloc there).
+     */
+    private static void keepFreedMemory(CudaDevice dev) {
+        if (!POOLS_KEPT.add(dev.handle())) {
+            return;
+        }
+        var lib = cuda_h.symbolLookup();
+        if (lib.find("cuDeviceGetDefaultMemPool").isEmpty() || lib.find("cuMemPoolSetAttribute").isEmpty()) {
+            return;
+        }
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment pool = a.allocate(ValueLayout.ADDRESS);
+            if (cuda_h.cuDeviceGetDefaultMemPool(pool, dev.handle()) != cuda_h.CUDA_SUCCESS) {
+                return; // no memory pools on this device: nothing to keep
+            }
+            MemorySegment all = a.allocateFrom(ValueLayout.JAVA_LONG, -1L); // UINT64_MAX: keep everything
+            CudaException.check(cuda_h.cuMemPoolSetAttribute(pool.get(ValueLayout.ADDRESS, 0),
+                    cuda_h.CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, all), "cuMemPoolSetAttribute(RELEASE_THRESHOLD, cuda:"
+                    + dev.ordinal() + ")");
+        }
+    }
+
+    /**
+     * Waits for the device, then gives the memory that the default memory pool keeps for reuse (freed
+     * device buffers) back to the device, so that {@link #memoryInfo()} counts it as free again; the
+     * counterpart of {@code torch.cuda.empty_cache()}. Nothing to do on drivers without memory pools.
+     *
+     * @throws CudaException when the driver fails
+     */
+    public void releaseCachedMemory() {
+        synchronize();
+        var lib = cuda_h.symbolLookup();
+        if (lib.find("cuDeviceGetDefaultMemPool").isEmpty() || lib.find("cuMemPoolTrimTo").isEmpty()) {
+            return;
+        }
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment pool = a.allocate(ValueLayout.ADDRESS);
+            if (cuda_h.cuDeviceGetDefaultMemPool(pool, device.handle()) != cuda_h.CUDA_SUCCESS) {
+                return;
+            }
+            CudaException.check(cuda_h.cuMemPoolTrimTo(pool.get(ValueLayout.ADDRESS, 0), 0), "cuMemPoolTrimTo(" + location() + ")");
         }
     }
 

@@ -35,8 +35,12 @@ import org.slf4j.LoggerFactory;
  * reused only after the work queued before the close, on that stream, has finished. On the legacy
  * default stream that is all work queued on every blocking stream of the context (all streams made by
  * {@link CudaContext#createStream()}), so a buffer may be closed right after queuing kernels that read
- * it on any of them. A pool on another stream leaves cross-stream ordering to its caller (record an
- * event and make the pool's stream wait for it before closing a buffer used elsewhere).
+ * it on any of them. The price: on the legacy default stream each allocation, zeroing and free is a
+ * device-wide ordering point (it waits for, and holds back, work on every blocking stream), so it
+ * removes overlap between streams, though never the host's. A pool on another stream leaves
+ * cross-stream ordering to its caller (record an event and make the pool's stream wait for it
+ * before closing a buffer used elsewhere). Freed memory stays in the driver's memory pool for reuse
+ * ({@link CudaContext} sets its release threshold); {@link CudaContext#releaseCachedMemory()} gives it back.
  *
  * <p>Drivers without the stream-ordered allocator (symbol missing, older than CUDA 11.2, or
  * {@code CUDA_ERROR_NOT_SUPPORTED} on this device) get {@code cuMemAlloc}/{@code cuMemFree} instead,

@@ -157,6 +157,35 @@ class StreamOrderedMemoryGpuTest {
         ctx.synchronize();
     }
 
+    /**
+     * On a GPU: closing a buffer while queued kernels still read it returns at once (the free is
+     * queued behind them), so an event recorded right after the close has not completed yet. With a
+     * synchronising cuMemFree the queue would be empty by then and the event complete. The CPU device
+     * runs everything eagerly, so this needs real hardware.
+     */
+    @Test
+    void closeReturnsWhileKernelsThatReadTheBufferAreStillRunning() {
+        org.junit.jupiter.api.Assumptions.assumeFalse(ctx.device().name().contains("moe4j CPU device"),
+                "the CPU device executes every stream operation eagerly: nothing is still running to observe");
+        long n = 64L << 20; // 256 MiB of floats; 200 passes of saxpy take tens of milliseconds on an H200
+        try (CudaModule m = ctx.loadModule("smoke"); DevicePool pool = ctx.createPool();
+                CudaEvent after = ctx.createEvent(false)) {
+            CudaFunction saxpy = m.function("moe4j_saxpy");
+            DeviceBuffer x = pool.allocate(DType.F32, Shape.of(n));
+            DeviceBuffer y = pool.allocate(DType.F32, Shape.of(n));
+            for (int i = 0; i < 200; i++) {
+                Launch.of(saxpy).grid(65535).block(256).stream(ctx.defaultStream()).arg(n).arg(1.0f).arg(x).arg(y).launch();
+            }
+            x.close(); // queued behind the 200 launches that read it
+            after.record(ctx.defaultStream());
+            int status = org.moe4j.cuda.comm.internal.CudaQuery.cuEventQuery(after.handle());
+            assertEquals(org.moe4j.cuda.comm.internal.CudaQuery.CUDA_ERROR_NOT_READY, status,
+                    "close() waited for the kernels (the work was done when it returned)");
+            y.close();
+            ctx.synchronize();
+        }
+    }
+
     @Test
     void dynamicSharedMemoryLimitIsSetOncePerFunctionAndRaisedOnlyForLargerRequests() throws Exception {
         try (CudaModule m = ctx.loadModule("smoke")) {

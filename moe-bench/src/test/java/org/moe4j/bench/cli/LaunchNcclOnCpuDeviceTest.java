@@ -116,7 +116,7 @@ class LaunchNcclOnCpuDeviceTest {
     }
 
     @ParameterizedTest(name = "nproc {0}")
-    @ValueSource(ints = {2, 4})
+    @ValueSource(ints = {2, 4, 8})
     @Timeout(value = 2 * LAUNCH_LIMIT_SECONDS, unit = TimeUnit.SECONDS)
     void everyLaunchedRankMatchesTheCpuReferenceBitForBit(int nproc) throws Exception {
         long seed = System.nanoTime();

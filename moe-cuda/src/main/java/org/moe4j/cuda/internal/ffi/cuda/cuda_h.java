@@ -690,6 +690,77 @@ public final class cuda_h {
         }
     }
 
+    private static final class cuDeviceGetDefaultMemPool {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_INT);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuDeviceGetDefaultMemPool");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool_out, CUdevice dev)
+     * }
+     * The pool cuMemAllocAsync draws from (CUDA 11.2+ drivers).
+     * @param pool_out receives the pool
+     * @param dev the device
+     * @return the status code
+     */
+    public static int cuDeviceGetDefaultMemPool(MemorySegment pool_out, int dev) {
+        try {
+            return (int) cuDeviceGetDefaultMemPool.HANDLE.invokeExact(pool_out, dev);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    /** {@code CU_MEMPOOL_ATTR_RELEASE_THRESHOLD} (value type {@code cuuint64_t}). */
+    public static final int CU_MEMPOOL_ATTR_RELEASE_THRESHOLD = 4;
+
+    private static final class cuMemPoolSetAttribute {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_INT, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuMemPoolSetAttribute");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value)
+     * }
+     * @param pool the pool
+     * @param attr a {@code CU_MEMPOOL_ATTR_*} constant
+     * @param value points to the attribute's value
+     * @return the status code
+     */
+    public static int cuMemPoolSetAttribute(MemorySegment pool, int attr, MemorySegment value) {
+        try {
+            return (int) cuMemPoolSetAttribute.HANDLE.invokeExact(pool, attr, value);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuMemPoolTrimTo {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_LONG);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuMemPoolTrimTo");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep)
+     * }
+     * @param pool the pool
+     * @param minBytesToKeep bytes the pool may keep
+     * @return the status code
+     */
+    public static int cuMemPoolTrimTo(MemorySegment pool, long minBytesToKeep) {
+        try {
+            return (int) cuMemPoolTrimTo.HANDLE.invokeExact(pool, minBytesToKeep);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
     private static final class cuMemsetD8Async {
         static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_LONG_LONG, cuda_h.C_CHAR, cuda_h.C_LONG, cuda_h.C_POINTER);
         static final MemorySegment ADDR = cuda_h.findOrThrow("cuMemsetD8Async");
