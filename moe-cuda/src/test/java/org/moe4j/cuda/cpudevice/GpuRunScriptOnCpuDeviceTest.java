@@ -51,7 +51,6 @@ class GpuRunScriptOnCpuDeviceTest {
         env.put("MOE4J_JVM_OPTS", "-Dmoe4j.gpu.small=true");
         env.put("MOE4J_BENCH_ROWS", "128 256");
         env.put("MOE4J_BENCH_TIMEOUT", "8");  // the benchmarks may time out on the CPU device; that is allowed here
-        env.put("MOE4J_DEADLINE_S", "600");
         Path out = tmp.resolve("out");
 
         Result r = GpuBundleScriptsTest.runScript(tmp, env, 660, bundle.resolve("run.sh").toString(), out.toString());
