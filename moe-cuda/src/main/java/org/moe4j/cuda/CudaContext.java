@@ -62,20 +62,27 @@ public final class CudaContext implements AutoCloseable {
         if (!POOLS_KEPT.add(dev.handle())) {
             return;
         }
-        var lib = cuda_h.symbolLookup();
-        if (lib.find("cuDeviceGetDefaultMemPool").isEmpty() || lib.find("cuMemPoolSetAttribute").isEmpty()) {
-            return;
-        }
         try (Arena a = Arena.ofConfined()) {
-            MemorySegment pool = a.allocate(ValueLayout.ADDRESS);
-            if (cuda_h.cuDeviceGetDefaultMemPool(pool, dev.handle()) != cuda_h.CUDA_SUCCESS) {
-                return; // no memory pools on this device: nothing to keep
+            MemorySegment pool = defaultMemPool(a, dev, "cuMemPoolSetAttribute");
+            if (pool != null) {
+                MemorySegment all = a.allocateFrom(ValueLayout.JAVA_LONG, -1L); // UINT64_MAX: keep everything
+                CudaException.check(cuda_h.cuMemPoolSetAttribute(pool, cuda_h.CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, all),
+                        "cuMemPoolSetAttribute(RELEASE_THRESHOLD, cuda:" + dev.ordinal() + ")");
             }
-            MemorySegment all = a.allocateFrom(ValueLayout.JAVA_LONG, -1L); // UINT64_MAX: keep everything
-            CudaException.check(cuda_h.cuMemPoolSetAttribute(pool.get(ValueLayout.ADDRESS, 0),
-                    cuda_h.CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, all), "cuMemPoolSetAttribute(RELEASE_THRESHOLD, cuda:"
-                    + dev.ordinal() + ")");
         }
+    }
+
+    /**
+     * @param use the pool function the caller needs besides cuDeviceGetDefaultMemPool
+     * @return the device's default memory pool, or null where the driver or the device has none
+     */
+    private static MemorySegment defaultMemPool(Arena a, CudaDevice dev, String use) {
+        var lib = cuda_h.symbolLookup();
+        if (lib.find("cuDeviceGetDefaultMemPool").isEmpty() || lib.find(use).isEmpty()) {
+            return null;
+        }
+        MemorySegment out = a.allocate(ValueLayout.ADDRESS);
+        return cuda_h.cuDeviceGetDefaultMemPool(out, dev.handle()) == cuda_h.CUDA_SUCCESS ? out.get(ValueLayout.ADDRESS, 0) : null;
     }
 
     /**
@@ -87,16 +94,11 @@ public final class CudaContext implements AutoCloseable {
      */
     public void releaseCachedMemory() {
         synchronize();
-        var lib = cuda_h.symbolLookup();
-        if (lib.find("cuDeviceGetDefaultMemPool").isEmpty() || lib.find("cuMemPoolTrimTo").isEmpty()) {
-            return;
-        }
         try (Arena a = Arena.ofConfined()) {
-            MemorySegment pool = a.allocate(ValueLayout.ADDRESS);
-            if (cuda_h.cuDeviceGetDefaultMemPool(pool, device.handle()) != cuda_h.CUDA_SUCCESS) {
-                return;
+            MemorySegment pool = defaultMemPool(a, device, "cuMemPoolTrimTo");
+            if (pool != null) {
+                CudaException.check(cuda_h.cuMemPoolTrimTo(pool, 0), "cuMemPoolTrimTo(" + location() + ")");
             }
-            CudaException.check(cuda_h.cuMemPoolTrimTo(pool.get(ValueLayout.ADDRESS, 0), 0), "cuMemPoolTrimTo(" + location() + ")");
         }
     }
 
