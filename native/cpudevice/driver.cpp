@@ -155,13 +155,10 @@ bool stream_ok(CUstream s) {
 }
 
 // Whether [p, p+n) lies inside one live allocation; pinnedOk admits pinned host allocations.
-bool in_allocation(uintptr_t p, size_t n, bool pinnedOk) {
-    std::lock_guard<std::mutex> g(g_memLock);
-    auto it = g_allocs.upper_bound(p);
-    if (it == g_allocs.begin()) return false;
-    --it;
-    if (!pinnedOk && it->second.pinned) return false;
-    return p >= it->first && n <= it->second.size && p - it->first <= it->second.size - n;
+// Whether [p, p+n) lies inside one live allocation (device or pinned host memory).
+bool in_allocation(uintptr_t p, size_t n) {
+    uintptr_t lo, hi;
+    return cpudev_find_allocation(p, n, &lo, &hi);
 }
 
 CUresult alloc(void** out, size_t bytes, bool pinned) {
@@ -313,7 +310,7 @@ std::string cpudev_describe_address(uintptr_t a) {
 }
 
 namespace cpudev {
-bool device_range_live(const void* p, size_t bytes) { return in_allocation((uintptr_t)p, bytes == 0 ? 1 : bytes, true); }
+bool device_range_live(const void* p, size_t bytes) { return in_allocation((uintptr_t)p, bytes == 0 ? 1 : bytes); }
 bool stream_valid(CUstream s) { return stream_ok(s); }
 CUresult sticky_error() { return t_current < 0 ? CUDA_SUCCESS : (CUresult)g_sticky[t_current].load(); }
 }  // namespace cpudev
@@ -536,7 +533,7 @@ API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char uc, size_t N, CUstre
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (N == 0) return CUDA_SUCCESS;
-    if (!in_allocation((uintptr_t)dst, N, true)) return CUDA_ERROR_INVALID_VALUE;
+    if (!in_allocation((uintptr_t)dst, N)) return CUDA_ERROR_INVALID_VALUE;
     memset((void*)(uintptr_t)dst, uc, N);
     return CUDA_SUCCESS;
 }
@@ -545,7 +542,7 @@ API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CU
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (n == 0) return CUDA_SUCCESS;
-    if (!src || !in_allocation((uintptr_t)dst, n, true)) return CUDA_ERROR_INVALID_VALUE;
+    if (!src || !in_allocation((uintptr_t)dst, n)) return CUDA_ERROR_INVALID_VALUE;
     memmove((void*)(uintptr_t)dst, src, n);
     return CUDA_SUCCESS;
 }
@@ -554,7 +551,7 @@ API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (n == 0) return CUDA_SUCCESS;
-    if (!dst || !in_allocation((uintptr_t)src, n, true)) return CUDA_ERROR_INVALID_VALUE;
+    if (!dst || !in_allocation((uintptr_t)src, n)) return CUDA_ERROR_INVALID_VALUE;
     memmove(dst, (const void*)(uintptr_t)src, n);
     return CUDA_SUCCESS;
 }
@@ -563,7 +560,7 @@ API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CU
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (n == 0) return CUDA_SUCCESS;
-    if (!in_allocation((uintptr_t)src, n, true) || !in_allocation((uintptr_t)dst, n, true)) return CUDA_ERROR_INVALID_VALUE;
+    if (!in_allocation((uintptr_t)src, n) || !in_allocation((uintptr_t)dst, n)) return CUDA_ERROR_INVALID_VALUE;
     memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
     return CUDA_SUCCESS;
 }
@@ -631,10 +628,7 @@ API CUresult cuEventSynchronize(CUevent hEvent) {
 }
 
 // Eager execution: recorded work has always completed (and an event never recorded is complete too).
-API CUresult cuEventQuery(CUevent hEvent) {
-    if (CUresult r = ctx_ready()) return r;
-    return event_ok(hEvent) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
-}
+API CUresult cuEventQuery(CUevent hEvent) { return cuEventSynchronize(hEvent); }
 
 API CUresult cuEventElapsedTime_v2(float* ms, CUevent hStart, CUevent hEnd) {
     if (CUresult r = ctx_ready()) return r;
