@@ -58,6 +58,21 @@ class CpuDeviceLaunchTest {
     }
 
     @Test
+    void moduleLoadRefusesBadInputAndLeavesTheContextUsable() {
+        assertThrows(NullPointerException.class, () -> CudaModule.load(null, "x", new byte[] {1}));
+        assertThrows(NullPointerException.class, () -> CudaModule.load(ctx, null, new byte[] {1}));
+        IllegalArgumentException empty = assertThrows(IllegalArgumentException.class, () -> CudaModule.load(ctx, "x", new byte[0]));
+        assertTrue(empty.getMessage().contains("module x: empty kernel image"), empty.getMessage());
+        assertThrows(IllegalArgumentException.class, () -> CudaModule.load(ctx, "x", null));
+        // an image without any kernel the device knows: the driver refuses it, and nothing is sticky
+        CudaException bad = assertThrows(CudaException.class, () -> CudaModule.load(ctx, "garbage", "no kernels here\0".getBytes()));
+        assertTrue(bad.getMessage().contains("CUDA_ERROR_INVALID_IMAGE"), bad.getMessage());
+        try (CudaModule m = CpuDevice.loadPlanted(ctx)) {
+            assertTrue(m.function("moe4jtest_block_sum_ok") != null, "the context still loads and finds kernels");
+        }
+    }
+
+    @Test
     void argumentSizesAreCheckedAgainstTheKernelsParametersBeforeLaunch() {
         CudaFunction f = module.function("moe4jtest_int_param");
         assertArrayEquals(new long[] {4, 8}, f.parameterSizes());
