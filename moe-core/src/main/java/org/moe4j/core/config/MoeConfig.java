@@ -29,6 +29,8 @@ import org.moe4j.core.DType;
  * @param expertParallel  expert-parallel world size {@code W}; each rank owns {@code E/W} experts
  * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
  * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
+ * @param features        model-family variants (gated shared expert, score before experts, router bias,
+ *                        expert linear biases, clamped SwiGLU); {@link LayerFeatures#NONE} by default
  */
 public record MoeConfig(
         int hidden,
@@ -49,7 +51,8 @@ public record MoeConfig(
         int sharedFfn,
         int expertParallel,
         int groupAlignment,
-        DType expertDtype) {
+        DType expertDtype,
+        LayerFeatures features) {
 
     public MoeConfig {
         Objects.requireNonNull(scoreFunction, "MoeConfig.scoreFunction");
@@ -59,6 +62,8 @@ public record MoeConfig(
         Objects.requireNonNull(capacity, "MoeConfig.capacity");
         Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
         Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
+        Objects.requireNonNull(features, "MoeConfig.features");
+        Objects.requireNonNull(features.activation(), "MoeConfig.features.activation");
         positive("hidden", hidden);
         positive("experts", experts);
         positive("topK", topK);
@@ -110,6 +115,20 @@ public record MoeConfig(
         }
         if (expertDtype != DType.F32 && expertDtype != DType.BF16) {
             fail("expertDtype", expertDtype, "must be F32 or BF16");
+        }
+        if (features.sharedExpertGate() && sharedExperts == 0) {
+            fail("features.sharedExpertGate", true, "needs shared experts (sharedExperts=0)");
+        }
+        if (features.activation() == ExpertActivation.CLAMPED_SWIGLU) {
+            if (!(features.swigluLimit() > 0) || Double.isInfinite(features.swigluLimit())) {
+                fail("features.swigluLimit", features.swigluLimit(), "must be finite and > 0 with CLAMPED_SWIGLU");
+            }
+            if (!(features.swigluAlpha() > 0) || Double.isInfinite(features.swigluAlpha())) {
+                fail("features.swigluAlpha", features.swigluAlpha(), "must be finite and > 0 with CLAMPED_SWIGLU");
+            }
+        } else if (features.swigluLimit() != 0 || features.swigluAlpha() != 1) {
+            fail("features.swigluLimit", features.swigluLimit() + "/" + features.swigluAlpha(),
+                    "limit and alpha apply to CLAMPED_SWIGLU only; SWIGLU needs limit 0 and alpha 1");
         }
     }
 
@@ -180,6 +199,7 @@ public record MoeConfig(
         private int expertParallel = 1;
         private int groupAlignment = 1;
         private DType expertDtype = DType.F32;
+        private LayerFeatures features = LayerFeatures.NONE;
 
         private Builder() {
         }
@@ -204,6 +224,7 @@ public record MoeConfig(
             expertParallel = c.expertParallel;
             groupAlignment = c.groupAlignment;
             expertDtype = c.expertDtype;
+            features = c.features;
         }
 
         /**
@@ -303,6 +324,37 @@ public record MoeConfig(
          * @return this
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
+        /**
+         * @param v model-family layer variants
+         * @return this
+         */
+        public Builder features(LayerFeatures v) { features = v; return this; }
+        /**
+         * @param v gate the shared experts with {@code σ(x·w_gate)} (Qwen2-MoE)
+         * @return this
+         */
+        public Builder sharedExpertGate(boolean v) { features = features.withSharedExpertGate(v); return this; }
+        /**
+         * @param v apply the routing weight to the expert input (Llama 4)
+         * @return this
+         */
+        public Builder scoreBeforeExperts(boolean v) { features = features.withScoreBeforeExperts(v); return this; }
+        /**
+         * @param v add a trainable bias to the router logits (gpt-oss)
+         * @return this
+         */
+        public Builder routerBias(boolean v) { features = features.withRouterBias(v); return this; }
+        /**
+         * @param v biases on the routed experts' linears (gpt-oss)
+         * @return this
+         */
+        public Builder expertLinearBias(boolean v) { features = features.withExpertLinearBias(v); return this; }
+        /**
+         * @param limit clamp of the gate (above) and up projection (both sides)
+         * @param alpha sigmoid gain
+         * @return this, with the gpt-oss clamped SwiGLU
+         */
+        public Builder clampedSwiglu(double limit, double alpha) { features = features.withClampedSwiglu(limit, alpha); return this; }
 
         /**
          * @return the validated config
@@ -312,7 +364,7 @@ public record MoeConfig(
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
                     limitedGroups < 0 ? expertGroups : limitedGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
-                    groupAlignment, expertDtype);
+                    groupAlignment, expertDtype, features);
         }
     }
 }
