@@ -6,6 +6,8 @@ import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.config.ExpertActivation;
+import org.moe4j.core.config.LayerFeatures;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
 import org.moe4j.optim.Parameter;
@@ -21,6 +23,12 @@ import org.moe4j.optim.Parameter;
  * expert, so a model is initialised identically for every expert-parallel world size.
  *
  * <p>Names follow Hugging Face: {@code gate_proj} = W1, {@code up_proj} = W3, {@code down_proj} = W2.
+ *
+ * <p>Family variants ({@link LayerFeatures}): with {@code expertLinearBias} every linear has a bias
+ * ({@code b1}, {@code b3} {@code [localExperts, ffn]}, {@code b2} {@code [localExperts, hidden]}, zero-initialised;
+ * gpt-oss), and with {@link ExpertActivation#CLAMPED_SWIGLU} the activation is gpt-oss's
+ * {@code (clamp(up) + 1) · g · σ(alpha · g)}, {@code g = min(gate, limit)}. Both need kernels with
+ * {@link ExpertKernels#supportsLayerFeatures()}.
  */
 public final class GroupedExperts implements AutoCloseable {
     /** Init stream of W1 (gate_proj); W3 and W2 use the next two ids. */
@@ -48,6 +56,14 @@ public final class GroupedExperts implements AutoCloseable {
     private final Buffer w1t; // [localExperts, hidden, ffn]
     private final Buffer w3t; // [localExperts, hidden, ffn]
     private final Buffer w2t; // [localExperts, ffn, hidden]
+    private final LayerFeatures features;
+    // expert linear biases and their gradients (null without expertLinearBias)
+    private final Buffer b1; // [localExperts, ffn]     gate_proj bias
+    private final Buffer b3; // [localExperts, ffn]     up_proj bias
+    private final Buffer b2; // [localExperts, hidden]  down_proj bias
+    private final Buffer gb1;
+    private final Buffer gb3;
+    private final Buffer gb2;
 
     /**
      * Saved forward state for {@link #backward}. Owns its intermediate buffers (close it, or let
@@ -112,6 +128,35 @@ public final class GroupedExperts implements AutoCloseable {
      */
     public GroupedExperts(String name, int localExperts, int firstExpert, int hidden, int ffn, DType compute,
                           long seed, long stream, Backend backend, ExpertKernels kernels) {
+        this(name, localExperts, firstExpert, hidden, ffn, compute, seed, stream, backend, kernels, LayerFeatures.NONE);
+    }
+
+    /**
+     * Experts with a family variant: linear biases and/or the clamped SwiGLU of {@code features} (the
+     * other fields of {@code features} concern the layer, not the experts, and are ignored here).
+     *
+     * @param name         parameter name prefix, e.g. {@code experts}
+     * @param localExperts experts held here, ≥ 1
+     * @param firstExpert  global index of the first one, ≥ 0
+     * @param hidden       hidden size
+     * @param ffn          intermediate size per expert
+     * @param compute      F32 or BF16
+     * @param seed         init seed
+     * @param stream       init stream of W1; W3 uses {@code stream+1}, W2 {@code stream+2}
+     * @param backend      allocates the buffers
+     * @param kernels      the kernels to run
+     * @param features     activation and linear biases
+     * @throws IllegalArgumentException on bad sizes or dtype, or a variant the kernels do not implement
+     */
+    public GroupedExperts(String name, int localExperts, int firstExpert, int hidden, int ffn, DType compute,
+                          long seed, long stream, Backend backend, ExpertKernels kernels, LayerFeatures features) {
+        java.util.Objects.requireNonNull(features, "features");
+        boolean variant = features.expertLinearBias() || features.activation() != ExpertActivation.SWIGLU;
+        if (variant && !kernels.supportsLayerFeatures()) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": " + (features.expertLinearBias()
+                    ? "expert linear biases" : features.activation()) + " need expert kernels with layer-feature support; "
+                    + kernels.getClass().getSimpleName() + " has none (supportsLayerFeatures() is false)");
+        }
         if (localExperts < 1 || firstExpert < 0 || hidden < 1 || ffn < 1) {
             throw new IllegalArgumentException("GroupedExperts " + name + ": bad sizes localExperts=" + localExperts
                     + " firstExpert=" + firstExpert + " hidden=" + hidden + " ffn=" + ffn);
@@ -127,6 +172,7 @@ public final class GroupedExperts implements AutoCloseable {
         this.compute = compute;
         this.backend = backend;
         this.kernels = kernels;
+        this.features = features;
         Shape up = Shape.of(localExperts, ffn, hidden);
         Shape down = Shape.of(localExperts, hidden, ffn);
         w1 = backend.allocate(DType.F32, up);
@@ -143,6 +189,39 @@ public final class GroupedExperts implements AutoCloseable {
         ParamInit.fillUniform(w1, seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
         ParamInit.fillUniform(w3, seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
         ParamInit.fillUniform(w2, seed, stream + 2, firstExpert * perExpert, ParamInit.linearBound(ffn));
+        boolean bias = features.expertLinearBias();
+        b1 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        b3 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        b2 = bias ? zeroed(backend, Shape.of(localExperts, hidden)) : null;
+        gb1 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        gb3 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        gb2 = bias ? zeroed(backend, Shape.of(localExperts, hidden)) : null;
+    }
+
+    private static Buffer zeroed(Backend backend, Shape shape) {
+        Buffer b = backend.allocate(DType.F32, shape);
+        b.zero();
+        return b;
+    }
+
+    /** @return the activation and bias variant of these experts */
+    public LayerFeatures features() {
+        return features;
+    }
+
+    /** @return gate_proj bias {@code [localExperts, ffn]}, or null without expert linear biases */
+    public Buffer b1() {
+        return b1;
+    }
+
+    /** @return up_proj bias {@code [localExperts, ffn]}, or null without expert linear biases */
+    public Buffer b3() {
+        return b3;
+    }
+
+    /** @return down_proj bias {@code [localExperts, hidden]}, or null without expert linear biases */
+    public Buffer b2() {
+        return b2;
     }
 
     /** @return experts held here */
@@ -185,10 +264,15 @@ public final class GroupedExperts implements AutoCloseable {
         return w2;
     }
 
-    /** @return gate_proj, up_proj, down_proj with their gradients */
+    /** @return gate_proj, up_proj, down_proj with their gradients, then their biases when the experts have them */
     public List<Parameter> parameters() {
+        if (b1 == null) {
+            return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),
+                    new Parameter(name + ".down_proj", w2, gw2));
+        }
         return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),
-                new Parameter(name + ".down_proj", w2, gw2));
+                new Parameter(name + ".down_proj", w2, gw2), new Parameter(name + ".gate_proj_bias", b1, gb1),
+                new Parameter(name + ".up_proj_bias", b3, gb3), new Parameter(name + ".down_proj_bias", b2, gb2));
     }
 
     /** Sets the gradients to zero. */
@@ -196,6 +280,11 @@ public final class GroupedExperts implements AutoCloseable {
         gw1.zero();
         gw3.zero();
         gw2.zero();
+        if (gb1 != null) {
+            gb1.zero();
+            gb3.zero();
+            gb2.zero();
+        }
     }
 
     /**
@@ -228,13 +317,26 @@ public final class GroupedExperts implements AutoCloseable {
             if (direct) {
                 kernels.groupedMatmulTransposedB(x, w1, groupOffsets, h1, spec);
                 kernels.groupedMatmulTransposedB(x, w3, groupOffsets, h3, spec);
-                kernels.swigluForward(h1, h3, act);
-                kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
             } else {
                 kernels.groupedMatmul(x, w1t, groupOffsets, h1, spec);
                 kernels.groupedMatmul(x, w3t, groupOffsets, h3, spec);
+            }
+            if (b1 != null) {
+                kernels.addGroupBias(h1, b1, groupOffsets);
+                kernels.addGroupBias(h3, b3, groupOffsets);
+            }
+            if (features.activation() == ExpertActivation.CLAMPED_SWIGLU) {
+                kernels.clampedSwigluForward(h1, h3, act, (float) features.swigluLimit(), (float) features.swigluAlpha());
+            } else {
                 kernels.swigluForward(h1, h3, act);
+            }
+            if (direct) {
+                kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
+            } else {
                 kernels.groupedMatmul(act, w2t, groupOffsets, out, spec);
+            }
+            if (b2 != null) {
+                kernels.addGroupBias(out, b2, groupOffsets);
             }
         } catch (RuntimeException e) {
             h1.close();
@@ -267,7 +369,17 @@ public final class GroupedExperts implements AutoCloseable {
             try {
                 kernels.groupedMatmul(dY, w2, off, dAct, overwrite);               // dAct = dY · W2
                 kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
-                kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
+                if (features.activation() == ExpertActivation.CLAMPED_SWIGLU) {
+                    kernels.clampedSwigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3, (float) features.swigluLimit(),
+                            (float) features.swigluAlpha());
+                } else {
+                    kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
+                }
+                if (gb1 != null) {
+                    kernels.groupBiasGrad(dY, off, gb2);                            // db2 += Σ dY
+                    kernels.groupBiasGrad(dH1, off, gb1);                           // db1 += Σ dH1
+                    kernels.groupBiasGrad(dH3, off, gb3);                           // db3 += Σ dH3
+                }
                 kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
                 kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
                 kernels.groupedMatmul(dH1, w1, off, dX, overwrite);                // dX = dH1 · W1
@@ -284,7 +396,7 @@ public final class GroupedExperts implements AutoCloseable {
 
     @Override
     public void close() {
-        for (Buffer b : new Buffer[] {w1, w3, w2, gw1, gw3, gw2, w1t, w3t, w2t}) {
+        for (Buffer b : new Buffer[] {w1, w3, w2, gw1, gw3, gw2, w1t, w3t, w2t, b1, b3, b2, gb1, gb3, gb2}) {
             if (b != null) {
                 b.close();
             }
