@@ -14,6 +14,7 @@ import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.config.LayerFeatures;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.dispatch.CombineGrads;
@@ -58,10 +59,19 @@ import org.moe4j.routing.RoutingKernels;
  * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
  * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
  * order, so they agree to fp32 rounding).
+ *
+ * <p>Model-family variants ({@link MoeConfig#features()}, docs/experts.md): a router bias {@code [experts]}
+ * added to the logits ({@code gate.bias}, gpt-oss), a sigmoid gate {@code [1, hidden]} on the shared experts
+ * ({@code shared_expert_gate.weight}, Qwen2-MoE), routing weights applied to the expert inputs
+ * (score before experts, Llama 4), and the experts' linear biases and clamped SwiGLU (gpt-oss, in
+ * {@link GroupedExperts}). They need expert kernels with {@link ExpertKernels#supportsLayerFeatures()};
+ * a backend without them is refused when the layer is built.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
     public static final long STREAM_GATE = 10;
+    /** Init stream of the shared-expert gate weight ({@link LayerFeatures#sharedExpertGate()}). */
+    public static final long STREAM_SHARED_GATE = 11;
 
     private final MoeConfig config;
     private final Communicator comm;
@@ -74,6 +84,12 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
+    private final ExpertKernels featureKernels; // bias, row-scaling and slot kernels of the family variants
+    private final RoutingKernels gateKernels;   // x·Wᵀ and its backward, for the router bias and the shared gate
+    private final Buffer routerBias;      // [experts], null without features.routerBias
+    private final Buffer routerBiasGrad;  // [experts]
+    private final Buffer sharedGate;      // [1, hidden], null without features.sharedExpertGate
+    private final Buffer sharedGateGrad;  // [1, hidden]
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
@@ -87,6 +103,7 @@ public final class MoeLayer implements AutoCloseable {
         private final GroupedExperts.Context expertCtx;
         private final Buffer expertOut;
         private final SharedExperts.Context sharedCtx;
+        private Variant variant; // family-variant state, null for the plain layer
         private boolean closed;
 
         Context(Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
@@ -122,6 +139,9 @@ public final class MoeLayer implements AutoCloseable {
             if (sharedCtx != null) {
                 sharedCtx.close();
             }
+            if (variant != null) {
+                variant.close();
+            }
             for (AutoCloseable c : new AutoCloseable[] {expertOut, groupOffsets, dispatch, route}) {
                 try {
                     if (c != null) {
@@ -129,6 +149,28 @@ public final class MoeLayer implements AutoCloseable {
                     }
                 } catch (Exception e) {
                     throw new IllegalStateException("closing MoeLayer context", e);
+                }
+            }
+        }
+    }
+
+    /**
+     * Forward state of the family variants, owned by a {@link Context}; every field may be null.
+     *
+     * @param logits      router logits with the router bias, {@code [tokens, experts]}
+     * @param sharedOut   shared-expert output before the gate, {@code [tokens, hidden]}
+     * @param sharedLogit shared-expert gate logit {@code x·w_gate}, {@code [tokens, 1]}
+     * @param slotIdx     score before experts: expert of each (token, slot) row, I32 {@code [tokens·topK, 1]}
+     * @param slotOnes    score before experts: unit combine weights, {@code [tokens·topK, 1]}
+     * @param scaledIn    score before experts: {@code w[t,k]·x[t]} per row, {@code [tokens·topK, hidden]}
+     */
+    private record Variant(Buffer logits, Buffer sharedOut, Buffer sharedLogit, Buffer slotIdx, Buffer slotOnes,
+                           Buffer scaledIn) implements AutoCloseable {
+        @Override
+        public void close() {
+            for (Buffer b : new Buffer[] {logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn}) {
+                if (b != null) {
+                    b.close();
                 }
             }
         }
@@ -157,6 +199,14 @@ public final class MoeLayer implements AutoCloseable {
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
         ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
+        LayerFeatures lf = config.features();
+        if (lf.any() && !ek.supportsLayerFeatures()) {
+            throw new IllegalArgumentException("MoeLayer: config.features=" + lf + " need expert kernels with"
+                    + " layer-feature support; " + ek.getClass().getSimpleName() + " on backend " + backend.name()
+                    + " has none (supportsLayerFeatures() is false)");
+        }
+        this.featureKernels = ek;
+        this.gateKernels = Backends.kernels(RoutingKernels.class, backend);
         Router.Builder rb = Router.builder(config).backend(backend);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
@@ -167,13 +217,32 @@ public final class MoeLayer implements AutoCloseable {
         this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
         int local = config.localExperts();
         this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
-                config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
+                config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek, lf);
         this.shared = config.sharedExperts() > 0
                 ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
                 : null;
         this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+        this.routerBias = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
+        this.routerBiasGrad = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
+        this.sharedGate = lf.sharedExpertGate() ? backend.allocate(DType.F32, Shape.of(1, config.hidden())) : null;
+        this.sharedGateGrad = lf.sharedExpertGate() ? zeroed(Shape.of(1, config.hidden())) : null;
+        if (sharedGate != null) {
+            ParamInit.fillUniform(sharedGate, b.seed, STREAM_SHARED_GATE, 0, ParamInit.linearBound(config.hidden()));
+        }
+    }
+
+    private Buffer zeroed(Shape shape) {
+        Buffer z = backend.allocate(DType.F32, shape);
+        z.zero();
+        return z;
+    }
+
+    private Buffer rowOffsets(long rows) {
+        try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(rows)}, 2)) {
+            return backend.upload(h); // staged: the offsets are made on the host
+        }
     }
 
     /**
@@ -276,6 +345,19 @@ public final class MoeLayer implements AutoCloseable {
         return gateWeight;
     }
 
+    /** @return the router bias F32 {@code [experts]} added to the logits, or null without {@code features.routerBias} */
+    public Buffer routerBias() {
+        return routerBias;
+    }
+
+    /**
+     * @return the shared-expert gate weight F32 {@code [1, hidden]}, or null without
+     *         {@code features.sharedExpertGate}
+     */
+    public Buffer sharedExpertGate() {
+        return sharedGate;
+    }
+
     /** @return the expert-bias state */
     public ExpertBias expertBias() {
         return router.expertBias();
@@ -292,30 +374,85 @@ public final class MoeLayer implements AutoCloseable {
      */
     public Forward forward(Buffer x) {
         x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
-        RouterOutput route = router.forward(x, gateWeight);
+        LayerFeatures lf = config.features();
+        long tokens = x.shape().dim(0);
+        Buffer logits = null;
+        RouterOutput route;
+        if (routerBias != null) {
+            logits = backend.allocate(DType.F32, Shape.of(tokens, config.experts()));
+            try (Buffer whole = rowOffsets(tokens)) {
+                gateKernels.gateLogits(x, gateWeight, logits);
+                featureKernels.addGroupBias(logits, routerBias, whole);
+                route = router.forwardLogits(logits);
+            } catch (RuntimeException e) {
+                logits.close();
+                throw e;
+            }
+        } else {
+            route = router.forward(x, gateWeight);
+        }
         DispatchResult d = null;
         Buffer off = null;
         GroupedExperts.Result ex = null;
         SharedExperts.Result sh = null;
+        Buffer slotIdx = null;
+        Buffer slotOnes = null;
+        Buffer scaledIn = null;
+        Buffer sharedLogit = null;
+        Buffer sharedOut = null;
         try {
-            d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+            if (lf.scoreBeforeExperts()) {
+                // one row per (token, slot): w[t,k]·x[t], routed top-1 with unit weight; the combine
+                // returns E(w·x) per row and the slots are summed below
+                int k = config.topK();
+                scaledIn = backend.allocate(DType.F32, Shape.of(tokens * k, config.hidden()));
+                featureKernels.scaleExpand(x, route.topkWeights(), scaledIn);
+                try (HostBuffer idx = route.topkIdx().toHost(); HostBuffer ones = HostBuffer.allocate(DType.F32, tokens * k, 1)) {
+                    slotIdx = backend.upload(idx.reshape(tokens * k, 1)); // staged: a [tokens·K, 1] view of topkIdx
+                    for (long i = 0; i < tokens * k; i++) {
+                        ones.setFloat(i, 1f);
+                    }
+                    slotOnes = backend.upload(ones);
+                }
+                d = dispatcher.dispatch(scaledIn, slotIdx, slotOnes);
+            } else {
+                d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+            }
             int[] offsets = d.groupOffsets();
             try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
                 off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
             }
             ex = experts.forward(d.expertInput(), off);
             Buffer out = dispatcher.combine(d, ex.output());
+            if (lf.scoreBeforeExperts()) {
+                try (Buffer perSlot = out) {
+                    out = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                    featureKernels.sumSlots(perSlot, config.topK(), out);
+                }
+            }
             if (shared != null) {
                 sh = shared.forward(x);
-                addInto(out, sh.output());
-                sh.output().close();
+                if (sharedGate != null) {
+                    sharedOut = sh.output();
+                    sharedLogit = backend.allocate(DType.F32, Shape.of(tokens, 1));
+                    gateKernels.gateLogits(x, sharedGate, sharedLogit);
+                    featureKernels.rowScaleForward(sharedLogit, true, sharedOut, out, true);
+                } else {
+                    addInto(out, sh.output());
+                    sh.output().close();
+                }
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            return new Forward(out, new Context(x, route, d, off, ex.context(), ex.output(),
-                    sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
+            Context ctx = new Context(x, route, d, off, ex.context(), ex.output(), sh == null ? null : sh.context());
+            if (lf.any()) {
+                ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
+            }
+            return new Forward(out, ctx, tpe, route.dropped(), route.auxLosses());
         } catch (RuntimeException e) {
-            new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
-                    sh == null ? null : sh.context()).close();
+            Context ctx = new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+                    sh == null ? null : sh.context());
+            ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
+            ctx.close();
             throw e;
         }
     }
@@ -331,20 +468,72 @@ public final class MoeLayer implements AutoCloseable {
      */
     public Buffer backward(Context ctx, Buffer dY) {
         try (ctx) {
+            Variant v = ctx.variant;
+            boolean before = config.features().scoreBeforeExperts();
+            long tokens = ctx.x.shape().dim(0);
             Buffer dX;
-            try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
+            Buffer dCombined = dY;
+            if (before) {
+                // every slot row of a token receives the token's output gradient
+                dCombined = backend.allocate(DType.F32, Shape.of(tokens * config.topK(), config.hidden()));
+                featureKernels.scaleExpand(dY, v.slotOnes(), dCombined);
+            }
+            Buffer dTopk = null;
+            try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dCombined)) {
                 Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
                 try (dExpIn) {
-                    dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
+                    Buffer dIn = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
+                    if (before) {
+                        try (dIn) {
+                            dX = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                            dTopk = backend.allocate(DType.F32, Shape.of(tokens, config.topK()));
+                            featureKernels.scaleExpandBackward(ctx.x, ctx.route.topkWeights(), dIn, dX, dTopk);
+                        }
+                    } else {
+                        dX = dIn;
+                    }
                 }
-                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
-                    addInto(dX, rg.dX());
-                    addInto(gateGrad, rg.dGateWeight());
+                try (RouterGrads rg = router.backward(ctx.route, before ? dTopk : cg.dTopkWeights())) {
+                    if (routerBias != null) {
+                        try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                             Buffer dW = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+                             Buffer whole = rowOffsets(tokens)) {
+                            gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
+                            addInto(dX, dXr);
+                            addInto(gateGrad, dW);
+                            featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                        }
+                    } else {
+                        addInto(dX, rg.dX());
+                        addInto(gateGrad, rg.dGateWeight());
+                    }
+                }
+            } finally {
+                if (before) {
+                    dCombined.close();
+                    if (dTopk != null) {
+                        dTopk.close();
+                    }
                 }
             }
             if (shared != null) {
-                try (Buffer dXs = shared.backward(ctx.sharedCtx, dY)) {
-                    addInto(dX, dXs);
+                if (sharedGate != null) {
+                    try (Buffer dS = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                         Buffer dLogit = backend.allocate(DType.F32, Shape.of(tokens, 1));
+                         Buffer dXg = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                         Buffer dG = backend.allocate(DType.F32, Shape.of(1, config.hidden()))) {
+                        featureKernels.rowScaleBackward(v.sharedLogit(), true, v.sharedOut(), dY, dS, dLogit);
+                        try (Buffer dXs = shared.backward(ctx.sharedCtx, dS)) {
+                            addInto(dX, dXs);
+                        }
+                        gateKernels.gateBackward(ctx.x, sharedGate, dLogit, dXg, dG);
+                        addInto(dX, dXg);
+                        addInto(sharedGateGrad, dG);
+                    }
+                } else {
+                    try (Buffer dXs = shared.backward(ctx.sharedCtx, dY)) {
+                        addInto(dX, dXs);
+                    }
                 }
             }
             return dX;
@@ -365,9 +554,15 @@ public final class MoeLayer implements AutoCloseable {
             return;
         }
         comm.allReduce(gateGrad, ReduceOp.SUM);
+        if (routerBiasGrad != null) {
+            comm.allReduce(routerBiasGrad, ReduceOp.SUM);
+        }
         if (shared != null) {
             for (Parameter p : shared.parameters()) {
                 comm.allReduce(p.grad(), ReduceOp.SUM);
+            }
+            if (sharedGateGrad != null) {
+                comm.allReduce(sharedGateGrad, ReduceOp.SUM);
             }
         }
     }
@@ -399,13 +594,22 @@ public final class MoeLayer implements AutoCloseable {
         return load;
     }
 
-    /** @return gate weight, routed experts, shared experts (if any), each with its gradient */
+    /**
+     * @return gate weight, router bias (if any), routed experts, shared experts and their gate (if any),
+     *         each with its gradient
+     */
     public List<Parameter> parameters() {
         List<Parameter> out = new ArrayList<>();
         out.add(new Parameter("gate.weight", gateWeight, gateGrad));
+        if (routerBias != null) {
+            out.add(new Parameter("gate.bias", routerBias, routerBiasGrad));
+        }
         out.addAll(experts.parameters());
         if (shared != null) {
             out.addAll(shared.parameters());
+            if (sharedGate != null) {
+                out.add(new Parameter("shared_expert_gate.weight", sharedGate, sharedGateGrad));
+            }
         }
         return out;
     }
@@ -413,6 +617,12 @@ public final class MoeLayer implements AutoCloseable {
     /** Zeroes every gradient. */
     public void zeroGrad() {
         gateGrad.zero();
+        if (routerBiasGrad != null) {
+            routerBiasGrad.zero();
+        }
+        if (sharedGateGrad != null) {
+            sharedGateGrad.zero();
+        }
         experts.zeroGrad();
         if (shared != null) {
             shared.zeroGrad();
@@ -503,5 +713,10 @@ public final class MoeLayer implements AutoCloseable {
         }
         gateWeight.close();
         gateGrad.close();
+        for (Buffer b : new Buffer[] {routerBias, routerBiasGrad, sharedGate, sharedGateGrad}) {
+            if (b != null) {
+                b.close();
+            }
+        }
     }
 }
