@@ -19,11 +19,18 @@ import picocli.CommandLine.Option;
                 "metrics.json, loss.png and expert_load.png into the output directory."})
 public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--preset", defaultValue = "deepseek-v3-tiny",
-            description = "deepseek-v3-tiny | qwen3-moe-tiny | mixtral-tiny (default: ${DEFAULT-VALUE})")
+            description = {"a published model shrunk to demo size (docs/training.md): deepseek-v3-tiny, deepseek-v2-tiny,",
+                    "deepseek-v2-lite-tiny, kimi-k2-tiny, glm-4.5-tiny, qwen1.5-moe-a2.7b-tiny, qwen2-57b-a14b-tiny,",
+                    "qwen3-30b-a3b-tiny, olmoe-1b-7b-tiny, mixtral-8x7b-tiny, gpt-oss-20b-tiny, llama4-scout-tiny",
+                    "(default: ${DEFAULT-VALUE})"})
     String preset;
 
-    @Option(names = "--config", description = "Hugging Face config.json to take the layer shape from (instead of --preset)")
+    @Option(names = "--config", description = {"Hugging Face config.json of any supported family (deepseek_v2/v3, kimi_k2,",
+            "glm4_moe, qwen2_moe, qwen3_moe, olmoe, mixtral, gpt_oss, llama4) to take the layer from (instead of --preset)"})
     Path config;
+
+    @Option(names = "--shrink", description = "with --config: apply the presets' scaling rule (hidden 64, ffn 32, about 32 experts)")
+    boolean shrink;
 
     @Option(names = "--ranks", defaultValue = "4", description = "expert-parallel in-process ranks (default: ${DEFAULT-VALUE})")
     int ranks;
@@ -62,7 +69,8 @@ public final class TrainCommand implements Callable<Integer> {
         MoeConfig.Builder b;
         String name;
         if (config != null) {
-            b = HfConfigImport.read(config).toBuilder();
+            MoeConfig model = HfConfigImport.read(config);
+            b = (shrink ? Presets.shrink(model) : model).toBuilder();
             name = config.toString();
         } else {
             b = Presets.of(preset);
