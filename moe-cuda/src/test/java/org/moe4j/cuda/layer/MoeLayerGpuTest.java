@@ -217,17 +217,54 @@ class MoeLayerGpuTest {
         return list;
     }
 
+    /**
+     * The model-family variants (docs/config.md): gpt-oss (router bias, expert linear biases, clamped
+     * SwiGLU with a small limit so that the clamps act), Qwen2-MoE (gated shared expert), Llama 4 (weights
+     * before the experts, top-2 so that slots are summed); fp32 experts.
+     */
+    static MoeConfig familyConfig(String family, int world) {
+        MoeConfig.Builder b = MoeConfig.builder().hidden(HIDDEN).experts(EXPERTS).topK(2).ffn(32).expertParallel(world);
+        return switch (family) {
+            case "gpt_oss" -> b.scoreFunction(ScoreFunction.SOFTMAX).routeNorm(true).routerBias(true)
+                    .expertLinearBias(true).clampedSwiglu(0.3, 1.702).build();
+            case "qwen2_moe" -> b.scoreFunction(ScoreFunction.SOFTMAX).sharedExperts(1, 48).sharedExpertGate(true).build();
+            case "llama4" -> b.scoreFunction(ScoreFunction.SIGMOID).scoreBeforeExperts(true).sharedExperts(1, 32).build();
+            default -> throw new IllegalArgumentException(family);
+        };
+    }
+
+    static List<Arguments> familyCases() {
+        List<Arguments> list = new ArrayList<>();
+        for (String f : new String[] {"gpt_oss", "qwen2_moe", "llama4"}) {
+            for (int w : new int[] {1, 2}) {
+                list.add(Arguments.of(f, w));
+            }
+        }
+        return list;
+    }
+
+    @ParameterizedTest
+    @MethodSource("familyCases")
+    void familyVariantsOnTheGpuMatchTheCpuLayer(String family, int world) {
+        compareWithCpu(familyConfig(family, world), FP32_TOLERANCE, family);
+    }
+
     @ParameterizedTest
     @MethodSource("cases")
     void layerOnTheGpuMatchesTheCpuLayerForwardBackwardAndAdamW(int world, DType expertDtype) {
-        MoeConfig cfg = config(world, expertDtype);
-        double tol = expertDtype == DType.BF16 ? BF16_TOLERANCE : FP32_TOLERANCE;
+        compareWithCpu(config(world, expertDtype), expertDtype == DType.BF16 ? BF16_TOLERANCE : FP32_TOLERANCE,
+                expertDtype.toString());
+    }
+
+    private static void compareWithCpu(MoeConfig cfg, double tol, String what) {
+        int world = cfg.expertParallel();
+        DType expertDtype = cfg.expertDtype();
         long base = System.nanoTime();
         // about half of the draws have a near tie somewhere (measured on the CPU device): 20 draws
         // make a run of ties (and a failure for that reason) a one-in-a-million event
         for (int attempt = 0; attempt < MAX_DRAWS; attempt++) {
             long seed = base + attempt;
-            System.out.println("MoeLayerGpuTest seed " + seed + " world " + world + " " + expertDtype);
+            System.out.println("MoeLayerGpuTest seed " + seed + " world " + world + " " + expertDtype + " " + what);
             CpuBackend cpu = new CpuBackend();
             List<RankResult> ref = LocalGroup.run(world, c -> step(c, cpu, cfg, seed));
             if (ref.stream().anyMatch(r -> r.minGap() < TIE)) {
