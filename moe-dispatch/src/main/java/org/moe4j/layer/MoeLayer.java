@@ -632,7 +632,9 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * This rank's tensors with Hugging Face DeepSeek-V3 names: {@code gate.weight},
      * {@code gate.e_score_correction_bias}, {@code experts.{i}.gate_proj/up_proj/down_proj.weight}
-     * (global {@code i}, local experts only), {@code shared_experts.*}. The bias entry is a copy
+     * (global {@code i}, local experts only), {@code shared_experts.*}; with the family variants also
+     * {@code gate.bias}, {@code experts.{i}.gate_proj/up_proj/down_proj.bias} and
+     * {@code shared_expert_gate.weight} (other families' names: {@code MoeNameMap}). The bias entry is a copy
      * (write-only on save). On a host backend the others are live views; on a device backend they are
      * host snapshots taken now (writing them does not change the layer; use {@link #load}).
      *
@@ -657,9 +659,27 @@ public final class MoeLayer implements AutoCloseable {
         };
         Map<String, HostBuffer> out = new LinkedHashMap<>();
         out.put(prefix + "gate.weight", host.apply(gateWeight));
+        if (routerBias != null) {
+            out.put(prefix + "gate.bias", host.apply(routerBias));
+        }
         out.putAll(Checkpoints.expertTensors(experts, prefix, host));
+        if (experts.b1() != null) {
+            // per-expert linear biases, nn.Linear style: experts.{i}.gate_proj.bias [ffn], ... down_proj.bias [hidden]
+            HostBuffer b1 = host.apply(experts.b1());
+            HostBuffer b3 = host.apply(experts.b3());
+            HostBuffer b2 = host.apply(experts.b2());
+            for (int e = 0; e < experts.localExperts(); e++) {
+                String at = prefix + "experts." + (experts.firstExpert() + e) + ".";
+                out.put(at + "gate_proj.bias", Checkpoints.slice(b1, e, 1, experts.ffn()).reshape(experts.ffn()));
+                out.put(at + "up_proj.bias", Checkpoints.slice(b3, e, 1, experts.ffn()).reshape(experts.ffn()));
+                out.put(at + "down_proj.bias", Checkpoints.slice(b2, e, 1, experts.hidden()).reshape(experts.hidden()));
+            }
+        }
         if (shared != null) {
             out.putAll(Checkpoints.sharedTensors(shared, prefix, host));
+            if (sharedGate != null) {
+                out.put(prefix + "shared_expert_gate.weight", host.apply(sharedGate));
+            }
         }
         return out;
     }

@@ -246,6 +246,8 @@ class MoeLayerGpuTest {
     @ParameterizedTest
     @MethodSource("familyCases")
     void familyVariantsOnTheGpuMatchTheCpuLayer(String family, int world) {
+        Assumptions.assumeFalse("wgmma".equals(System.getProperty(CudaExpertKernels.PATH_PROPERTY)),
+                "fp32 experts use the exact fp32 GEMMs on either path: covered by the mma run");
         compareWithCpu(familyConfig(family, world), FP32_TOLERANCE, family);
     }
 
