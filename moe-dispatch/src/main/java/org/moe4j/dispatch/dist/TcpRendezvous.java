@@ -4,6 +4,7 @@ import java.io.BufferedInputStream;
 import java.io.BufferedOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
+import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.net.BindException;
@@ -1022,6 +1023,12 @@ public final class TcpRendezvous implements AutoCloseable {
                 conn.deadline(NO_DEADLINE);
                 conn.host = printable(host);
                 joined.add(new Joined(conn, world, rank, conn.host));
+            } catch (EOFException e) {
+                drop(socket, from, closing ? "the join ended before its handshake finished"
+                        : "closed the connection before finishing its handshake");
+            } catch (SocketTimeoutException e) {
+                drop(socket, from, "did not finish its handshake within " + human(HANDSHAKE_LIMIT)
+                        + " or the join's deadline");
             } catch (IOException | RuntimeException e) {
                 drop(socket, from, closing ? "the join ended before its handshake finished" : e.toString());
             }
