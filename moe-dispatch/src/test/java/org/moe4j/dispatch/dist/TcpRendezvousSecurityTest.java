@@ -392,6 +392,37 @@ class TcpRendezvousSecurityTest {
     }
 
     @Test
+    void slowFakeRankZeroCannotStretchAJoiningRanksDeadline() throws Exception {
+        try (ServerSocket fake = new ServerSocket(0, 50, InetAddress.getLoopbackAddress())) {
+            int port = fake.getLocalPort();
+            Thread squatter = Thread.ofPlatform().daemon().start(() -> {
+                byte[] made = frame(TcpRendezvous.CHALLENGE, new byte[RendezvousCrypto.NONCE_BYTES + RendezvousCrypto.PROOF_BYTES]);
+                while (!fake.isClosed()) {
+                    try (Socket s = fake.accept()) {
+                        // a byte every 200 ms: every read succeeds quickly, the whole challenge takes 14 s
+                        for (byte b : made) {
+                            s.getOutputStream().write(b);
+                            s.getOutputStream().flush();
+                            Thread.sleep(200);
+                        }
+                    } catch (IOException | InterruptedException e) {
+                        // the rank hung up
+                    }
+                }
+            });
+            long t0 = System.nanoTime();
+            List<Object> results = Ranks.run(1, i -> TcpRendezvous.join(Ranks.env(1, 2, port), Ranks.AUTH, SHORT));
+            long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0);
+            fake.close();
+            squatter.join(TimeUnit.SECONDS.toMillis(Ranks.JOIN_LIMIT_SECONDS));
+            String msg = messageOf(results.get(0));
+            assertTrue(msg.contains("could not join job '" + Ranks.AUTH.jobId() + "'"), msg);
+            assertTrue(ms < TcpRendezvous.HANDSHAKE_LIMIT.toMillis(),
+                    "the rank gave up after " + ms + " ms: the slow fake rank 0 stretched its " + SHORT + " deadline");
+        }
+    }
+
+    @Test
     void garbageIsDroppedAndTheJobStillForms() throws Exception {
         long seed = System.nanoTime();
         System.out.println("garbage seed " + seed);
