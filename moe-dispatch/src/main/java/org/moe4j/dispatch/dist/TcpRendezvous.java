@@ -36,6 +36,14 @@ import org.slf4j.LoggerFactory;
  * {@code MASTER_ADDR:MASTER_PORT}, retrying with backoff until the deadline. Ranks may live on
  * different hosts: nothing assumes a shared host, file system or clock.
  *
+ * <p>Safe on a shared host: every connection proves it belongs to the job ({@link RendezvousAuth}:
+ * a job id and a shared secret, checked both ways by an HMAC-SHA256 challenge-response over fresh
+ * nonces; the secret never travels) before rank 0 considers its claims, and everything after the
+ * handshake is encrypted and authenticated with AES-256-GCM. Rank 0 serves handshakes concurrently,
+ * each bounded by 10 s and the join's deadline; connections from other
+ * jobs, without the secret, idle, slow or malformed are dropped and logged and never fail or delay
+ * the job. docs/distributed.md states the threat model.
+ *
  * <p>The join handshake carries each rank's world size, rank, host and pid, so a wrong world size,
  * a duplicate or out-of-range rank, or a missing rank gives a clear {@link RendezvousException}
  * on every rank that is connected (rank 0 relays its verdict to all). After joining, the
@@ -344,7 +352,7 @@ public final class TcpRendezvous implements AutoCloseable {
         String target = env.masterAddr() + ":" + env.masterPort();
         long backoff = 20;
         Exception last = null;
-        boolean reached = false;
+        boolean reached = false; // the last attempt reached a listener (and failed in the handshake)
         while (true) {
             long remaining = remainingMs(deadline);
             if (remaining <= 0) {
@@ -369,6 +377,7 @@ public final class TcpRendezvous implements AutoCloseable {
                 s.connect(addr, (int) Math.max(1, Math.min(remaining, MAX_CONNECT_ATTEMPT_MS)));
             } catch (IOException e) {
                 last = e;
+                reached = false;
                 closeQuietly(s);
                 s = null;
             }
@@ -920,10 +929,17 @@ public final class TcpRendezvous implements AutoCloseable {
                 try {
                     s = server.accept();
                 } catch (IOException e) {
-                    if (!closing) {
-                        LOG.warn("rank 0 rendezvous stopped accepting on {}: {}", bind, e.toString());
+                    if (closing || server.isClosed()) {
+                        return;
                     }
-                    return;
+                    // e.g. out of file descriptors under a flood of connections: keep serving once some close
+                    LOG.warn("rank 0 rendezvous could not accept on {}: {}", bind, e.toString());
+                    try {
+                        Thread.sleep(POLL_MS);
+                    } catch (InterruptedException ie) {
+                        return;
+                    }
+                    continue;
                 }
                 if (pending.incrementAndGet() > MAX_PENDING_HANDSHAKES) {
                     pending.decrementAndGet();
