@@ -159,7 +159,11 @@ public final class RendezvousAuth {
         return HexFormat.of().formatHex(b);
     }
 
-    /** @return the job id every rank of this job shares */
+    /**
+     * The job's identity.
+     *
+     * @return the job id every rank of this job shares
+     */
     public String jobId() {
         return jobId;
     }
@@ -169,7 +173,11 @@ public final class RendezvousAuth {
         return key;
     }
 
-    /** @return the job id; the secret is never printed */
+    /**
+     * Describes this identity without its secret.
+     *
+     * @return the job id; the secret is never printed
+     */
     @Override
     public String toString() {
         return "RendezvousAuth[jobId=" + jobId + ", token=<redacted>]";

@@ -1051,9 +1051,9 @@ public final class TcpRendezvous implements AutoCloseable {
         }
 
         private void drop(Socket socket, String from, String why) {
+            int n = dropped.incrementAndGet(); // counted before the peer can see the close
             open.remove(socket);
             closeQuietly(socket);
-            int n = dropped.incrementAndGet();
             if (n <= MAX_LOGGED_DROPS) {
                 LOG.warn("rank 0 rendezvous (job '{}') dropped a connection from {}: {}", auth.jobId(), from, why);
             } else {
