@@ -184,6 +184,27 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
         return forModelType("deepseek_v3");
     }
 
+    /**
+     * The same map with {@code suffix} appended to every tensor name (e.g. {@code .exp_avg} for
+     * optimiser moments stored beside the weights' names).
+     *
+     * @param suffix a non-blank suffix
+     * @return the suffixed map
+     * @throws IllegalArgumentException on a blank suffix
+     */
+    public MoeNameMap suffixed(String suffix) {
+        requireName("suffix", suffix);
+        return new MoeNameMap(family, routerWeight + suffix, plus(routerBias, suffix), plus(scoreCorrectionBias, suffix),
+                expertLayout, gateProj + suffix, plus(upProj, suffix), downProj + suffix, plus(gateUpBias, suffix),
+                plus(downBias, suffix), plus(sharedGateProj, suffix), plus(sharedUpProj, suffix),
+                plus(sharedDownProj, suffix), plus(sharedExpertGate, suffix), fp8ScaleSuffix, mxfp4BlocksSuffix,
+                mxfp4ScalesSuffix);
+    }
+
+    private static String plus(String name, String suffix) {
+        return name == null ? null : name + suffix;
+    }
+
     /** @return true for the fused layouts (one tensor holds every expert) */
     public boolean fused() {
         return expertLayout != ExpertLayout.PER_EXPERT;
