@@ -6,6 +6,7 @@ import java.nio.ByteOrder;
 import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
+import jdk.incubator.vector.ShortVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
@@ -24,6 +25,8 @@ final class Dequant {
     static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final VectorSpecies<Float> FS = FloatVector.SPECIES_PREFERRED;
     private static final VectorSpecies<Integer> IS = IntVector.SPECIES_PREFERRED;
+    private static final VectorSpecies<Short> SS = VectorSpecies.of(short.class,
+            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 2));
     private static final VectorSpecies<Byte> BS = VectorSpecies.of(byte.class,
             jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 4));
 
@@ -85,7 +88,15 @@ final class Dequant {
                 }
             }
             case BF16 -> {
-                for (int i = 0; i < n; i++) {
+                int i = 0;
+                if (stride == 1) { // vectorised: bf16 bits are the top half of the fp32 bits
+                    for (int lanes = FS.length(); i + lanes <= n; i += lanes) {
+                        ShortVector.fromMemorySegment(SS, src, (first + i) * 2, ByteOrder.LITTLE_ENDIAN)
+                                .convertShape(VectorOperators.S2I, IS, 0).reinterpretAsInts()
+                                .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(out, i);
+                    }
+                }
+                for (; i < n; i++) {
                     out[i] = DType.bf16ToF32(src.get(I16, (first + i * stride) * 2));
                 }
             }
@@ -154,6 +165,26 @@ final class Dequant {
                 out[o + 2 * j + 1] = FP4[v >>> 4] * s;
             }
         }
+    }
+
+    /**
+     * @param row values
+     * @param n   count
+     * @return index of the first NaN or infinity, or -1
+     */
+    static int firstNonFinite(float[] row, int n) {
+        int i = 0;
+        for (int lanes = FS.length(); i + lanes <= n; i += lanes) {
+            if (!FloatVector.fromArray(FS, row, i).abs().compare(VectorOperators.LE, Float.MAX_VALUE).allTrue()) {
+                break;
+            }
+        }
+        for (; i < n; i++) {
+            if (!Float.isFinite(row[i])) {
+                return i;
+            }
+        }
+        return -1;
     }
 
     /**

@@ -415,14 +415,11 @@ public final class LayerCheckpoint {
                 MemorySegment dst = tg.buf().segment();
                 for (int r = task.from(); r < task.to(); r++) {
                     task.job().reader().row(r, row);
-                    if (!allowNonFinite) {
-                        for (int col = 0; col < row.length; col++) {
-                            if (!Float.isFinite(row[col])) {
-                                throw new CheckpointException(task.job().what() + ": element [" + r + ", " + col
-                                        + "] (moe4j [out, in] order) is " + row[col]
-                                        + "; non-finite values are refused unless allowNonFinite is set");
-                            }
-                        }
+                    int col = allowNonFinite ? -1 : Dequant.firstNonFinite(row, row.length);
+                    if (col >= 0) {
+                        throw new CheckpointException(task.job().what() + ": element [" + r + ", " + col
+                                + "] (moe4j [out, in] order) is " + row[col]
+                                + "; non-finite values are refused unless allowNonFinite is set");
                     }
                     Dequant.store(row, row.length, dst, tg.buf().dtype(), tg.first() + (long) r * tg.cols());
                 }

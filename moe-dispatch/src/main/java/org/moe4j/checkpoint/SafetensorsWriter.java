@@ -49,13 +49,39 @@ public final class SafetensorsWriter {
         if (path == null || tensors == null || metadata == null) {
             throw new IllegalArgumentException("SafetensorsWriter.write: path, tensors and metadata must not be null");
         }
-        Map<String, HostBuffer> ordered = new LinkedHashMap<>(tensors);
-        for (Map.Entry<String, HostBuffer> e : ordered.entrySet()) {
+        Map<String, RawTensor> raw = new LinkedHashMap<>();
+        for (Map.Entry<String, HostBuffer> e : tensors.entrySet()) {
+            HostBuffer b = e.getValue();
+            if (b == null || b.isClosed()) {
+                throw new IllegalArgumentException(path + ": tensor " + e.getKey() + " is " + (b == null ? "null" : "closed"));
+            }
+            raw.put(e.getKey(), new RawTensor(SafetensorsDtype.of(b.dtype()), b.shape(), b.segment().asSlice(0, b.byteSize())));
+        }
+        writeRaw(path, raw, metadata);
+    }
+
+    /**
+     * Writes tensors given as raw bytes in any format dtype (e.g. {@code F8_E4M3} weights, {@code U8}
+     * MXFP4 blocks), with the same validation and crash safety as {@link #write}.
+     *
+     * @param path     destination
+     * @param tensors  name → raw tensor, written in iteration order
+     * @param metadata free-form string metadata ({@code __metadata__}); may be empty
+     * @throws IllegalArgumentException on a null or blank name, the reserved name {@code __metadata__},
+     *                                  a null tensor, or null metadata; nothing is written
+     * @throws CheckpointException      on I/O errors; the target is then unchanged
+     */
+    public static void writeRaw(Path path, Map<String, RawTensor> tensors, Map<String, String> metadata) {
+        if (path == null || tensors == null || metadata == null) {
+            throw new IllegalArgumentException("SafetensorsWriter.writeRaw: path, tensors and metadata must not be null");
+        }
+        Map<String, RawTensor> ordered = new LinkedHashMap<>(tensors);
+        for (Map.Entry<String, RawTensor> e : ordered.entrySet()) {
             if (e.getKey() == null || e.getKey().isBlank() || e.getKey().equals("__metadata__")) {
                 throw new IllegalArgumentException(path + ": bad tensor name " + (e.getKey() == null ? "null" : "'" + e.getKey() + "'"));
             }
-            if (e.getValue() == null || e.getValue().isClosed()) {
-                throw new IllegalArgumentException(path + ": tensor " + e.getKey() + " is " + (e.getValue() == null ? "null" : "closed"));
+            if (e.getValue() == null) {
+                throw new IllegalArgumentException(path + ": tensor " + e.getKey() + " is null");
             }
         }
         for (Map.Entry<String, String> m : metadata.entrySet()) {
@@ -69,18 +95,18 @@ public final class SafetensorsWriter {
             metadata.forEach(meta::put);
         }
         long offset = 0;
-        for (Map.Entry<String, HostBuffer> e : ordered.entrySet()) {
-            HostBuffer b = e.getValue();
+        for (Map.Entry<String, RawTensor> e : ordered.entrySet()) {
+            RawTensor b = e.getValue();
             ObjectNode t = header.putObject(e.getKey());
-            t.put("dtype", code(b.dtype()));
+            t.put("dtype", b.dtype().name());
             ArrayNode shape = t.putArray("shape");
             for (long d : b.shape().dims()) {
                 shape.add(d);
             }
             ArrayNode off = t.putArray("data_offsets");
             off.add(offset);
-            off.add(offset + b.byteSize());
-            offset += b.byteSize();
+            off.add(offset + b.data().byteSize());
+            offset += b.data().byteSize();
         }
         byte[] json;
         try {
@@ -97,10 +123,38 @@ public final class SafetensorsWriter {
         }
         atomically(path, ch -> {
             writeFully(ch, ByteBuffer.wrap(head));
-            for (HostBuffer b : ordered.values()) {
-                writeFully(ch, b.segment().asSlice(0, b.byteSize()).asByteBuffer());
+            for (RawTensor b : ordered.values()) {
+                writeFully(ch, b.data().asByteBuffer());
             }
         });
+    }
+
+    /**
+     * One tensor as raw little-endian bytes.
+     *
+     * @param dtype the format dtype
+     * @param shape the shape
+     * @param data  exactly {@code numel · dtype.byteSize()} bytes (borrowed until the write returns)
+     */
+    public record RawTensor(SafetensorsDtype dtype, org.moe4j.core.Shape shape, java.lang.foreign.MemorySegment data) {
+        /**
+         * @throws IllegalArgumentException on a null component or a byte count that does not match
+         */
+        public RawTensor {
+            if (dtype == null || shape == null || data == null) {
+                throw new IllegalArgumentException("RawTensor: dtype, shape and data must not be null");
+            }
+            long want;
+            try {
+                want = Math.multiplyExact(shape.numel(), (long) dtype.byteSize());
+            } catch (ArithmeticException overflow) {
+                throw new IllegalArgumentException("RawTensor: " + dtype + " " + shape + " overflows a byte count");
+            }
+            if (data.byteSize() != want) {
+                throw new IllegalArgumentException("RawTensor: " + dtype + " " + shape + " needs " + want + " bytes, got "
+                        + data.byteSize());
+            }
+        }
     }
 
     /**

@@ -65,6 +65,29 @@ class DequantTest {
     }
 
     @Test
+    void vectorisedBf16RowAndFiniteScanAreExact() {
+        try (Arena a = Arena.ofConfined()) {
+            int n = 1000;
+            MemorySegment s = a.allocate(2L * n + 2);
+            for (int i = 0; i < n + 1; i++) {
+                s.set(Dequant.I16, 2L * i, (short) (i * 7919));
+            }
+            float[] out = new float[n];
+            Dequant.plainRow(s, SafetensorsDtype.BF16, 1, 1, out, n);
+            for (int i = 0; i < n; i++) {
+                float want = org.moe4j.core.DType.bf16ToF32((short) ((i + 1) * 7919));
+                assertEquals(Float.floatToRawIntBits(want), Float.floatToRawIntBits(out[i]), "element " + i);
+            }
+            float[] row = new float[100];
+            assertEquals(-1, Dequant.firstNonFinite(row, 100));
+            row[77] = Float.NEGATIVE_INFINITY;
+            row[90] = Float.NaN;
+            assertEquals(77, Dequant.firstNonFinite(row, 100));
+            assertEquals(-1, Dequant.firstNonFinite(row, 77));
+        }
+    }
+
+    @Test
     void mxfp4RowFollowsTheOcpDefinition() {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment blocks = a.allocate(32);
