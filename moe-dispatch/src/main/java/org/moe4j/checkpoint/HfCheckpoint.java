@@ -120,12 +120,18 @@ public final class HfCheckpoint implements AutoCloseable {
                 Collections.unmodifiableMap(meta));
     }
 
-    /** @return the index file or the single safetensors file this checkpoint was opened from */
+    /**
+     * Returns the index file or the single safetensors file this checkpoint was opened from.
+     *
+     * @return the index file or the single safetensors file this checkpoint was opened from
+     */
     public Path origin() {
         return origin;
     }
 
     /**
+     * The checkpoint's metadata: the index's {@code metadata} object, or a single file's header metadata.
+     *
      * @return the index's {@code metadata} object (numbers as their JSON text), or a single file's
      *         {@code __metadata__}
      */
@@ -133,12 +139,18 @@ public final class HfCheckpoint implements AutoCloseable {
         return metadata;
     }
 
-    /** @return every tensor name the checkpoint lists */
+    /**
+     * Returns every tensor name the checkpoint lists.
+     *
+     * @return every tensor name the checkpoint lists
+     */
     public Set<String> names() {
         return weightMap.keySet();
     }
 
     /**
+     * Whether the checkpoint lists a tensor.
+     *
      * @param name a tensor name
      * @return whether the checkpoint lists it
      */
@@ -147,6 +159,8 @@ public final class HfCheckpoint implements AutoCloseable {
     }
 
     /**
+     * The open shard holding a tensor (opened and validated now if it was not).
+     *
      * @param name a tensor name
      * @return the open shard holding it (opened and validated now if it was not)
      * @throws CheckpointException if the tensor is not listed, its shard cannot be opened, or the
@@ -170,6 +184,8 @@ public final class HfCheckpoint implements AutoCloseable {
     }
 
     /**
+     * The header entry of a tensor.
+     *
      * @param name a tensor name
      * @return its header entry
      * @throws CheckpointException as {@link #shardOf(String)}
@@ -178,7 +194,11 @@ public final class HfCheckpoint implements AutoCloseable {
         return shardOf(name).info(name);
     }
 
-    /** @return the shard file names opened so far (for tests and diagnostics) */
+    /**
+     * Returns the shard file names opened so far (for tests and diagnostics).
+     *
+     * @return the shard file names opened so far (for tests and diagnostics)
+     */
     public Set<String> openedShards() {
         return Collections.unmodifiableSet(open.keySet());
     }

@@ -49,7 +49,11 @@ public final class LayerCheckpoint {
      *                       default because dropping them would silently change the model
      */
     public record Options(boolean allowNonFinite, boolean ignoreUnused) {
-        /** @return strict defaults: no non-finite values, no unused family tensors */
+        /**
+         * Returns strict defaults: no non-finite values, no unused family tensors.
+         *
+         * @return strict defaults: no non-finite values, no unused family tensors
+         */
         public static Options strict() {
             return new Options(false, false);
         }
@@ -66,6 +70,8 @@ public final class LayerCheckpoint {
      */
     public record Geometry(int experts, int firstExpert, int localExperts, int hidden, int ffn) {
         /**
+         * Checks the components.
+         *
          * @throws IllegalArgumentException naming the bad value
          */
         public Geometry {
@@ -157,6 +163,8 @@ public final class LayerCheckpoint {
     }
 
     /**
+     * Whether a family stores a slot.
+     *
      * @param slot  a slot
      * @param names the family's map
      * @return whether the family stores this slot
@@ -174,6 +182,8 @@ public final class LayerCheckpoint {
     }
 
     /**
+     * The shape of a slot in moe4j's orientation.
+     *
      * @param slot a slot
      * @param buf  a buffer of that slot (for shared experts its first dimension gives {@code Fs})
      * @param g    the sizes

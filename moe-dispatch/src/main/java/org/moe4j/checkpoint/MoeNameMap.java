@@ -179,7 +179,11 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
         };
     }
 
-    /** @return the DeepSeek-V3 map (the names moe4j has always used) */
+    /**
+     * Returns the DeepSeek-V3 map (the names moe4j has always used).
+     *
+     * @return the DeepSeek-V3 map (the names moe4j has always used)
+     */
     public static MoeNameMap deepseekV3() {
         return forModelType("deepseek_v3");
     }
@@ -205,17 +209,27 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
         return name == null ? null : name + suffix;
     }
 
-    /** @return true for the fused layouts (one tensor holds every expert) */
+    /**
+     * Returns true for the fused layouts (one tensor holds every expert).
+     *
+     * @return true for the fused layouts (one tensor holds every expert)
+     */
     public boolean fused() {
         return expertLayout != ExpertLayout.PER_EXPERT;
     }
 
-    /** @return true when the family has shared experts */
+    /**
+     * Returns true when the family has shared experts.
+     *
+     * @return true when the family has shared experts
+     */
     public boolean hasSharedExperts() {
         return sharedGateProj != null;
     }
 
     /**
+     * Fills a per-expert pattern with a global expert index.
+     *
      * @param pattern a per-expert pattern
      * @param expert  global expert index (≥ 0)
      * @return the pattern with the index filled in
@@ -229,6 +243,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * Returns the expert's gate weight name ({@link ExpertLayout#PER_EXPERT} only).
+     *
      * @param expert global expert index
      * @return the expert's gate weight name ({@link ExpertLayout#PER_EXPERT} only)
      * @throws IllegalStateException for a fused layout
@@ -239,6 +255,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * Returns the expert's up weight name ({@link ExpertLayout#PER_EXPERT} only).
+     *
      * @param expert global expert index
      * @return the expert's up weight name ({@link ExpertLayout#PER_EXPERT} only)
      * @throws IllegalStateException for a fused layout
@@ -249,6 +267,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * Returns the expert's down weight name ({@link ExpertLayout#PER_EXPERT} only).
+     *
      * @param expert global expert index
      * @return the expert's down weight name ({@link ExpertLayout#PER_EXPERT} only)
      * @throws IllegalStateException for a fused layout
@@ -266,6 +286,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * The name of a weight's FP8 block-scale tensor.
+     *
      * @param weight a weight name
      * @return the name of its FP8 block-scale tensor
      */
@@ -274,6 +296,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * The name of a fused weight's MXFP4 packed nibbles.
+     *
      * @param weight a fused weight name
      * @return the name of its MXFP4 packed nibbles
      */
@@ -282,6 +306,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * The name of a fused weight's MXFP4 E8M0 scales.
+     *
      * @param weight a fused weight name
      * @return the name of its MXFP4 E8M0 scales
      */

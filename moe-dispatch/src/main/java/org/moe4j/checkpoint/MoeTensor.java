@@ -34,7 +34,11 @@ public enum MoeTensor {
     /** Sigmoid gate of the shared expert {@code [1, hidden]} (Qwen2-MoE). */
     SHARED_EXPERT_GATE;
 
-    /** @return true for the per-rank routed-expert tensors (first dimension {@code El}) */
+    /**
+     * Returns true for the per-rank routed-expert tensors (first dimension {@code El}).
+     *
+     * @return true for the per-rank routed-expert tensors (first dimension {@code El})
+     */
     public boolean routed() {
         return switch (this) {
             case EXPERT_GATE, EXPERT_UP, EXPERT_DOWN, EXPERT_GATE_BIAS, EXPERT_UP_BIAS, EXPERT_DOWN_BIAS -> true;

@@ -49,22 +49,36 @@ public enum SafetensorsDtype {
         this.core = core;
     }
 
-    /** @return bytes per element */
+    /**
+     * Returns bytes per element.
+     *
+     * @return bytes per element
+     */
     public int byteSize() {
         return byteSize;
     }
 
-    /** @return the moe4j dtype with the same encoding, or null when moe4j has none */
+    /**
+     * Returns the moe4j dtype with the same encoding, or null when moe4j has none.
+     *
+     * @return the moe4j dtype with the same encoding, or null when moe4j has none
+     */
     public DType core() {
         return core;
     }
 
-    /** @return true for F32, BF16 and F16: element types copied into a layer with plain conversion */
+    /**
+     * Returns true for F32, BF16 and F16: element types copied into a layer with plain conversion.
+     *
+     * @return true for F32, BF16 and F16: element types copied into a layer with plain conversion
+     */
     public boolean isPlainFloat() {
         return this == F32 || this == BF16 || this == F16;
     }
 
     /**
+     * Parses a header dtype code.
+     *
      * @param code the header's dtype string (exact, upper case as the format writes it)
      * @return the dtype
      * @throws IllegalArgumentException for a code the format does not define
@@ -79,6 +93,8 @@ public enum SafetensorsDtype {
     }
 
     /**
+     * Returns the safetensors dtype with the same encoding.
+     *
      * @param d a moe4j dtype
      * @return the safetensors dtype with the same encoding
      */

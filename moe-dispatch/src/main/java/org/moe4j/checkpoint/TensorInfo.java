@@ -12,7 +12,11 @@ import org.moe4j.core.Shape;
  * @param end    one past the last byte
  */
 public record TensorInfo(String name, SafetensorsDtype dtype, Shape shape, long begin, long end) {
-    /** @return bytes of the tensor's data */
+    /**
+     * Returns bytes of the tensor's data.
+     *
+     * @return bytes of the tensor's data
+     */
     public long byteSize() {
         return end - begin;
     }
