@@ -172,6 +172,36 @@ public final class SafetensorsWriter {
         atomically(path, ch -> writeFully(ch, ByteBuffer.wrap(bytes)));
     }
 
+    /**
+     * Deletes the temporary files an interrupted save (a crash, a kill) left in a directory: the
+     * {@value #TEMP_PREFIX}{@code *.tmp} files this writer creates. Call it when no save into the
+     * directory is running (e.g. when a job starts): a running save's temporary file would be removed
+     * and that save would fail.
+     *
+     * @param dir a checkpoint directory
+     * @return the files deleted
+     * @throws IllegalArgumentException if {@code dir} is null
+     * @throws CheckpointException      if the directory cannot be listed or a file cannot be deleted
+     */
+    public static java.util.List<Path> removeLeftovers(Path dir) {
+        if (dir == null) {
+            throw new IllegalArgumentException("SafetensorsWriter.removeLeftovers: dir is null");
+        }
+        java.util.List<Path> removed = new java.util.ArrayList<>();
+        try (java.util.stream.Stream<Path> files = Files.list(dir)) {
+            for (Path p : files.toList()) {
+                String n = p.getFileName().toString();
+                if (n.startsWith(TEMP_PREFIX) && n.endsWith(".tmp") && Files.isRegularFile(p)) {
+                    Files.deleteIfExists(p);
+                    removed.add(p);
+                }
+            }
+        } catch (IOException e) {
+            throw new CheckpointException(dir + ": cannot remove leftover temporary files: " + e, e);
+        }
+        return removed;
+    }
+
     /** Writes the content of a file through a channel. */
     @FunctionalInterface
     private interface Body {

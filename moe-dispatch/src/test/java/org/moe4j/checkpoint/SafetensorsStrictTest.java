@@ -125,6 +125,15 @@ class SafetensorsStrictTest {
     }
 
     @Test
+    void leftoversOfAnInterruptedSaveAreRemovedAndNothingElse() throws IOException {
+        Path stale = Files.writeString(dir.resolve(SafetensorsWriter.TEMP_PREFIX + "123.tmp"), "half a file");
+        Path keep = Files.writeString(dir.resolve("model.safetensors.tmp"), "not ours");
+        assertEquals(List.of(stale), SafetensorsWriter.removeLeftovers(dir));
+        assertTrue(Files.exists(keep));
+        assertEquals(List.of(), temps());
+    }
+
+    @Test
     void longNamesAndConcurrentSavesGiveOneCompleteFile() throws Exception {
         Path p = dir.resolve("m".repeat(240) + ".safetensors"); // 252 bytes: name + ".tmp" would not fit
         int writers = 4;
