@@ -179,22 +179,57 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
         };
     }
 
-    /** @return the DeepSeek-V3 map (the names moe4j has always used) */
+    /**
+     * Returns the DeepSeek-V3 map (the names moe4j has always used).
+     *
+     * @return the DeepSeek-V3 map (the names moe4j has always used)
+     */
     public static MoeNameMap deepseekV3() {
         return forModelType("deepseek_v3");
     }
 
-    /** @return true for the fused layouts (one tensor holds every expert) */
+    /**
+     * The same map with {@code suffix} appended to every tensor name (e.g. {@code .exp_avg} for
+     * optimiser moments stored beside the weights' names).
+     *
+     * @param suffix a non-blank suffix
+     * @return the suffixed map
+     * @throws IllegalArgumentException on a blank suffix
+     */
+    public MoeNameMap suffixed(String suffix) {
+        requireName("suffix", suffix);
+        return new MoeNameMap(family, routerWeight + suffix, plus(routerBias, suffix), plus(scoreCorrectionBias, suffix),
+                expertLayout, gateProj + suffix, plus(upProj, suffix), downProj + suffix, plus(gateUpBias, suffix),
+                plus(downBias, suffix), plus(sharedGateProj, suffix), plus(sharedUpProj, suffix),
+                plus(sharedDownProj, suffix), plus(sharedExpertGate, suffix), fp8ScaleSuffix, mxfp4BlocksSuffix,
+                mxfp4ScalesSuffix);
+    }
+
+    private static String plus(String name, String suffix) {
+        return name == null ? null : name + suffix;
+    }
+
+    /**
+     * Returns true for the fused layouts (one tensor holds every expert).
+     *
+     * @return true for the fused layouts (one tensor holds every expert)
+     */
     public boolean fused() {
         return expertLayout != ExpertLayout.PER_EXPERT;
     }
 
-    /** @return true when the family has shared experts */
+    /**
+     * Returns true when the family has shared experts.
+     *
+     * @return true when the family has shared experts
+     */
     public boolean hasSharedExperts() {
         return sharedGateProj != null;
     }
 
     /**
+     * Fills a per-expert pattern with a global expert index.
+     *
      * @param pattern a per-expert pattern
      * @param expert  global expert index (≥ 0)
      * @return the pattern with the index filled in
@@ -208,6 +243,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * Returns the expert's gate weight name ({@link ExpertLayout#PER_EXPERT} only).
+     *
      * @param expert global expert index
      * @return the expert's gate weight name ({@link ExpertLayout#PER_EXPERT} only)
      * @throws IllegalStateException for a fused layout
@@ -218,6 +255,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * Returns the expert's up weight name ({@link ExpertLayout#PER_EXPERT} only).
+     *
      * @param expert global expert index
      * @return the expert's up weight name ({@link ExpertLayout#PER_EXPERT} only)
      * @throws IllegalStateException for a fused layout
@@ -228,6 +267,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * Returns the expert's down weight name ({@link ExpertLayout#PER_EXPERT} only).
+     *
      * @param expert global expert index
      * @return the expert's down weight name ({@link ExpertLayout#PER_EXPERT} only)
      * @throws IllegalStateException for a fused layout
@@ -245,6 +286,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * The name of a weight's FP8 block-scale tensor.
+     *
      * @param weight a weight name
      * @return the name of its FP8 block-scale tensor
      */
@@ -253,6 +296,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * The name of a fused weight's MXFP4 packed nibbles.
+     *
      * @param weight a fused weight name
      * @return the name of its MXFP4 packed nibbles
      */
@@ -261,6 +306,8 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
     }
 
     /**
+     * The name of a fused weight's MXFP4 E8M0 scales.
+     *
      * @param weight a fused weight name
      * @return the name of its MXFP4 E8M0 scales
      */

@@ -1,5 +1,6 @@
 package org.moe4j.layer;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -13,6 +14,7 @@ import java.util.stream.Stream;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
 import org.junit.jupiter.params.provider.MethodSource;
+import org.moe4j.checkpoint.LayerCheckpoint;
 import org.moe4j.checkpoint.MoeNameMap;
 import org.moe4j.checkpoint.SafetensorsFile;
 import org.moe4j.core.buffer.Buffer;
@@ -56,6 +58,18 @@ class FamilyFixtureTest {
                      HostBuffer xr = HostBuffer.ofFloats(Arrays.copyOfRange(x, comm.rank() * per * h, (comm.rank() + 1) * per * h), per, h);
                      HostBuffer dyr = HostBuffer.ofFloats(Arrays.copyOfRange(dy, comm.rank() * per * h, (comm.rank() + 1) * per * h), per, h)) {
                     load(layer, f, names);
+                    // the checkpoint loader (MoeNameMap-driven) reads the same HF tensors into the same parameters
+                    try (MoeLayer viaLoader = MoeLayer.builder(cfg, comm).seed(6).build()) {
+                        viaLoader.load(path, "", names, new LayerCheckpoint.Options(false, true));
+                        List<Parameter> mine = layer.parameters();
+                        List<Parameter> theirs = viaLoader.parameters();
+                        assertEquals(mine.size(), theirs.size());
+                        for (int i = 0; i < mine.size(); i++) {
+                            assertArrayEquals(((HostBuffer) mine.get(i).value()).toFloatArray(),
+                                    ((HostBuffer) theirs.get(i).value()).toFloatArray(), family + " " + mine.get(i).name());
+                        }
+                        assertArrayEquals(layer.expertBias().values(), viaLoader.expertBias().values(), family + " bias");
+                    }
                     MoeLayer.Forward fw = layer.forward(xr);
                     Map<String, float[]> out = new HashMap<>();
                     out.put("out", ((HostBuffer) fw.output()).toFloatArray());
