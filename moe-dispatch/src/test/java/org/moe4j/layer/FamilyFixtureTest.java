@@ -46,6 +46,50 @@ class FamilyFixtureTest {
     void forwardAndBackwardMatchTheTransformersSemantics(String family, int world) throws Exception {
         Path path = MoeLayerTest.fixture("family_" + family);
         try (SafetensorsFile f = SafetensorsFile.open(path)) {
+            Map<String, float[]> got = run(family, world);
+            int experts = HfConfigImport.parse(f.metadata().get("config"), family, b -> { }).experts();
+            int checked = 0;
+            for (String key : f.tensors().keySet()) {
+                if (!key.equals("out") && !key.equals("dx") && !key.startsWith("grad.")) {
+                    continue;
+                }
+                float[] a = got.get(key);
+                assertNotNull(a, family + ": no result for " + key);
+                float[] ref = f.view(key).toFloatArray();
+                assertEquals(ref.length, a.length, key);
+                double e = MoeLayerTest.relErr(a, ref);
+                assertTrue(e < TOL, family + " " + key + ": relative error " + e + " (W=" + world + ")");
+                checked++;
+            }
+            assertTrue(checked >= 5 + experts / 4, family + ": checked only " + checked + " tensors");
+        }
+    }
+
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("familyNames")
+    void outputInputGradientAndExpertGradientsAreBitwiseIdenticalForWorldSizes124(String family) throws Exception {
+        Map<String, float[]> w1 = run(family, 1);
+        for (int world : new int[] {2, 4}) {
+            Map<String, float[]> ww = run(family, world);
+            assertEquals(w1.keySet(), ww.keySet());
+            for (String k : w1.keySet()) {
+                if (k.equals("out") || k.equals("dx") || k.contains("experts.") && !k.contains("shared_expert")) {
+                    assertArrayEquals(w1.get(k), ww.get(k), 0f, family + " " + k + " W=" + world);
+                } else { // replicated parameters: summed over the ranks in rank order
+                    assertTrue(MoeLayerTest.relErr(ww.get(k), w1.get(k)) < MoeLayerTest.REPLICA_TOL, family + " " + k);
+                }
+            }
+        }
+    }
+
+    static Stream<String> familyNames() {
+        return families().map(a -> (String) a.get()[0]).distinct();
+    }
+
+    /** One forward and backward of the family's fixture at world size {@code world}, gathered by HF name. */
+    static Map<String, float[]> run(String family, int world) throws Exception {
+        Path path = MoeLayerTest.fixture("family_" + family);
+        try (SafetensorsFile f = SafetensorsFile.open(path)) {
             String json = f.metadata().get("config");
             MoeConfig cfg = HfConfigImport.parse(json, "fixture " + family, b -> b.expertParallel(world));
             MoeNameMap names = MoeNameMap.forModelType(HfConfigImport.modelType(json, family));
@@ -82,20 +126,16 @@ class FamilyFixtureTest {
                     return out;
                 }
             });
-            int checked = 0;
+            Map<String, float[]> all = new HashMap<>();
             for (String key : f.tensors().keySet()) {
-                if (!key.equals("out") && !key.equals("dx") && !key.startsWith("grad.")) {
-                    continue;
+                if (key.equals("out") || key.equals("dx") || key.startsWith("grad.")) {
+                    float[] v = gather(ranks, key, cfg.experts());
+                    if (v != null) {
+                        all.put(key, v);
+                    }
                 }
-                float[] got = gather(ranks, key, cfg.experts());
-                assertNotNull(got, family + ": no result for " + key);
-                float[] ref = f.view(key).toFloatArray();
-                assertEquals(ref.length, got.length, key);
-                double e = MoeLayerTest.relErr(got, ref);
-                assertTrue(e < TOL, family + " " + key + ": relative error " + e + " (W=" + world + ")");
-                checked++;
             }
-            assertTrue(checked >= 5, family + ": checked only " + checked + " tensors");
+            return all;
         }
     }
 
