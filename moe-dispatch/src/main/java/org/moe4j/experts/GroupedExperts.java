@@ -204,22 +204,38 @@ public final class GroupedExperts implements AutoCloseable {
         return b;
     }
 
-    /** @return the activation and bias variant of these experts */
+    /**
+     * Returns the family variant these experts were built with.
+     *
+     * @return the activation and bias variant of these experts
+     */
     public LayerFeatures features() {
         return features;
     }
 
-    /** @return gate_proj bias {@code [localExperts, ffn]}, or null without expert linear biases */
+    /**
+     * Returns the gate projection bias.
+     *
+     * @return gate_proj bias {@code [localExperts, ffn]}, or null without expert linear biases
+     */
     public Buffer b1() {
         return b1;
     }
 
-    /** @return up_proj bias {@code [localExperts, ffn]}, or null without expert linear biases */
+    /**
+     * Returns the up projection bias.
+     *
+     * @return up_proj bias {@code [localExperts, ffn]}, or null without expert linear biases
+     */
     public Buffer b3() {
         return b3;
     }
 
-    /** @return down_proj bias {@code [localExperts, hidden]}, or null without expert linear biases */
+    /**
+     * Returns the down projection bias.
+     *
+     * @return down_proj bias {@code [localExperts, hidden]}, or null without expert linear biases
+     */
     public Buffer b2() {
         return b2;
     }

@@ -347,12 +347,18 @@ public final class MoeLayer implements AutoCloseable {
         return gateWeight;
     }
 
-    /** @return the router bias F32 {@code [experts]} added to the logits, or null without {@code features.routerBias} */
+    /**
+     * Returns the router bias (gpt-oss).
+     *
+     * @return the router bias F32 {@code [experts]} added to the logits, or null without {@code features.routerBias}
+     */
     public Buffer routerBias() {
         return routerBias;
     }
 
     /**
+     * Returns the shared-expert gate weight (Qwen2-MoE).
+     *
      * @return the shared-expert gate weight F32 {@code [1, hidden]}, or null without
      *         {@code features.sharedExpertGate}
      */

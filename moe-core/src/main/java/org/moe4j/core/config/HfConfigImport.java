@@ -144,6 +144,8 @@ public final class HfConfigImport {
     }
 
     /**
+     * Reads the {@code model_type} of a config, e.g. to pick the family's tensor names.
+     *
      * @param json   a {@code config.json}
      * @param source what it is, for messages
      * @return its {@code model_type}, checked to be one of {@link #SUPPORTED_MODEL_TYPES}

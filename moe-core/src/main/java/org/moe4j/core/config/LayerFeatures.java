@@ -26,12 +26,18 @@ public record LayerFeatures(boolean sharedExpertGate, boolean scoreBeforeExperts
     /** The plain layer: every feature off, SwiGLU experts. */
     public static final LayerFeatures NONE = new LayerFeatures(false, false, false, false, ExpertActivation.SWIGLU, 0, 1);
 
-    /** @return true if any feature differs from {@link #NONE} */
+    /**
+     * Whether this is anything but the plain layer.
+     *
+     * @return true if any feature differs from {@link #NONE}
+     */
     public boolean any() {
         return !equals(NONE);
     }
 
     /**
+     * Returns a copy with {@code sharedExpertGate} replaced.
+     *
      * @param v gate the shared experts
      * @return a copy with {@code sharedExpertGate = v}
      */
@@ -40,6 +46,8 @@ public record LayerFeatures(boolean sharedExpertGate, boolean scoreBeforeExperts
     }
 
     /**
+     * Returns a copy with {@code scoreBeforeExperts} replaced.
+     *
      * @param v weight the expert inputs instead of the outputs
      * @return a copy with {@code scoreBeforeExperts = v}
      */
@@ -48,6 +56,8 @@ public record LayerFeatures(boolean sharedExpertGate, boolean scoreBeforeExperts
     }
 
     /**
+     * Returns a copy with {@code routerBias} replaced.
+     *
      * @param v add a trainable bias to the router logits
      * @return a copy with {@code routerBias = v}
      */
@@ -56,6 +66,8 @@ public record LayerFeatures(boolean sharedExpertGate, boolean scoreBeforeExperts
     }
 
     /**
+     * Returns a copy with {@code expertLinearBias} replaced.
+     *
      * @param v biases on the routed experts' linears
      * @return a copy with {@code expertLinearBias = v}
      */
@@ -64,6 +76,8 @@ public record LayerFeatures(boolean sharedExpertGate, boolean scoreBeforeExperts
     }
 
     /**
+     * Returns a copy with the gpt-oss clamped SwiGLU (validated when the config is built).
+     *
      * @param limit clamp (finite, &gt; 0)
      * @param alpha sigmoid gain (finite, &gt; 0)
      * @return a copy with the gpt-oss clamped SwiGLU
@@ -73,7 +87,11 @@ public record LayerFeatures(boolean sharedExpertGate, boolean scoreBeforeExperts
                 ExpertActivation.CLAMPED_SWIGLU, limit, alpha);
     }
 
-    /** @return a copy with the plain SwiGLU (limit 0, alpha 1) */
+    /**
+     * Returns a copy with the plain SwiGLU.
+     *
+     * @return a copy with the plain SwiGLU (limit 0, alpha 1)
+     */
     public LayerFeatures withSwiglu() {
         return new LayerFeatures(sharedExpertGate, scoreBeforeExperts, routerBias, expertLinearBias,
                 ExpertActivation.SWIGLU, 0, 1);

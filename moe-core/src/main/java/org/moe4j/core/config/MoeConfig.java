@@ -325,31 +325,43 @@ public record MoeConfig(
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
         /**
+         * Sets every family variant at once.
+         *
          * @param v model-family layer variants
          * @return this
          */
         public Builder features(LayerFeatures v) { features = v; return this; }
         /**
+         * Sets the shared-expert gate.
+         *
          * @param v gate the shared experts with {@code σ(x·w_gate)} (Qwen2-MoE)
          * @return this
          */
         public Builder sharedExpertGate(boolean v) { features = features.withSharedExpertGate(v); return this; }
         /**
+         * Sets score-before-experts.
+         *
          * @param v apply the routing weight to the expert input (Llama 4)
          * @return this
          */
         public Builder scoreBeforeExperts(boolean v) { features = features.withScoreBeforeExperts(v); return this; }
         /**
+         * Sets the router bias.
+         *
          * @param v add a trainable bias to the router logits (gpt-oss)
          * @return this
          */
         public Builder routerBias(boolean v) { features = features.withRouterBias(v); return this; }
         /**
+         * Sets the expert linear biases.
+         *
          * @param v biases on the routed experts' linears (gpt-oss)
          * @return this
          */
         public Builder expertLinearBias(boolean v) { features = features.withExpertLinearBias(v); return this; }
         /**
+         * Selects the gpt-oss clamped SwiGLU.
+         *
          * @param limit clamp of the gate (above) and up projection (both sides)
          * @param alpha sigmoid gain
          * @return this, with the gpt-oss clamped SwiGLU
