@@ -5,7 +5,11 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.List;
+import org.junit.jupiter.api.io.TempDir;
+import picocli.CommandLine;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -67,5 +71,18 @@ class PresetsTest {
             assertTrue(Double.isFinite(s.loss()) && s.loss() > 0, preset + " loss " + s.loss());
         }
         assertFalse(steps.get(2).loss() == steps.get(0).loss(), preset + ": the student must move");
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"gpt-oss-20b", "llama4-scout", "qwen2-57b-a14b", "kimi-k2"})
+    void moeTrainConfigAcceptsEveryFamilyShrunk(String model, @TempDir Path dir) throws Exception {
+        Path cfg = dir.resolve("config.json");
+        Files.writeString(cfg, HfConfigImport.presetJson(model));
+        Path out = dir.resolve("run");
+        int rc = new CommandLine(new TrainCommand()).execute("--config", cfg.toString(), "--shrink", "--ranks", "2",
+                "--steps", "2", "--tokens", "16", "--quiet", "--out", out.toString());
+        assertEquals(0, rc, model);
+        assertTrue(Files.size(out.resolve("metrics.json")) > 0, model + ": metrics written");
+        assertTrue(Files.readString(out.resolve("metrics.json")).contains("\"hidden\""), model);
     }
 }
