@@ -440,7 +440,8 @@ public final class LayerCheckpoint {
     /**
      * The tensors of one rank's part of an export, in the family's names and the given dtype.
      * Replicated tensors (router, biases, shared experts) are included when {@code replicated};
-     * routed experts when {@code routed}. Fused layouts need every expert on this rank.
+     * routed experts when {@code routed}. Fused layouts need every expert in {@code g} (for a rank's
+     * slice of a fused tensor, pass a geometry of just its experts: the result is that slice).
      *
      * @param prefix     the MoE block's prefix
      * @param names      the family's name map

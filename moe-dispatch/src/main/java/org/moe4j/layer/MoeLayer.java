@@ -495,7 +495,9 @@ public final class MoeLayer implements AutoCloseable {
      * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
      * also the router, the bias where the family has one, and the shared experts), each file
      * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
-     * from the shards' headers. A collective: all ranks call it. Fused-expert families need W = 1.
+     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
+     * each writing its experts' slices.
      *
      * @param dir    destination directory (created if missing)
      * @param prefix the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
