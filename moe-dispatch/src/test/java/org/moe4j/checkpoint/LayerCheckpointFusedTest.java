@@ -96,4 +96,40 @@ class LayerCheckpointFusedTest {
             src.values().forEach(HostBuffer::close);
         }
     }
+
+    @org.junit.jupiter.api.Test
+    void loadIsAllOrNothingWhenAValueIsNotFinite() {
+        MoeNameMap n = MoeNameMap.forModelType("llama4");
+        Map<MoeTensor, HostBuffer> src = slots(n, E, new Random(3));
+        LayerCheckpoint.Geometry all = new LayerCheckpoint.Geometry(E, 0, E, H, F);
+        src.get(MoeTensor.EXPERT_DOWN).setFloat(src.get(MoeTensor.EXPERT_DOWN).numel() - 1, Float.NaN);
+        Map<String, HostBuffer> out = LayerCheckpoint.exportTensors("m.", n, all, src, DType.F32, true, true);
+        try {
+            SafetensorsWriter.write(dir.resolve(HfCheckpoint.SINGLE), out, Map.of());
+        } finally {
+            out.values().forEach(HostBuffer::close);
+            src.values().forEach(HostBuffer::close);
+        }
+        Map<MoeTensor, HostBuffer> dst = slots(n, E, null);
+        try (HfCheckpoint ck = HfCheckpoint.open(dir)) {
+            dst.values().forEach(b -> {
+                for (long i = 0; i < b.numel(); i++) {
+                    b.setFloat(i, 7f);
+                }
+            });
+            CheckpointException e = assertThrows(CheckpointException.class,
+                    () -> LayerCheckpoint.load(ck, "m.", n, all, dst, LayerCheckpoint.Options.strict()));
+            assertTrue(e.getMessage().contains("m.experts.down_proj[expert 3]: element [" + (H - 1) + ", " + (F - 1) + "]"),
+                    e.getMessage());
+            for (Map.Entry<MoeTensor, HostBuffer> t : dst.entrySet()) {
+                for (float v : t.getValue().toFloatArray()) {
+                    assertEquals(7f, v, 0f, t.getKey() + " was written by a refused load");
+                }
+            }
+            LayerCheckpoint.load(ck, "m.", n, all, dst, new LayerCheckpoint.Options(true, false));
+            assertTrue(Float.isNaN(dst.get(MoeTensor.EXPERT_DOWN).getFloat(dst.get(MoeTensor.EXPERT_DOWN).numel() - 1)));
+        } finally {
+            dst.values().forEach(HostBuffer::close);
+        }
+    }
 }
