@@ -405,9 +405,9 @@ final class LayerCheckpointing {
             });
             w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
             LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
-            LayerCheckpoint.decodeInto(ckpt, "", STATE_NAMES, g, w, strict); // staged: committed below
-            LayerCheckpoint.decodeInto(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
-            LayerCheckpoint.decodeInto(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
+            LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
+            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
+            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
             float[] b = bias.toFloatArray();
             st.commit();
             layer.expertBias().setValues(b);
