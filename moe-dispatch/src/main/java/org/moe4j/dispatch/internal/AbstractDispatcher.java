@@ -90,7 +90,7 @@ abstract class AbstractDispatcher implements Dispatcher {
 
     static void requireOpen(String name, Buffer b) {
         if (b.isClosed()) {
-            throw new IllegalArgumentException(name + " is closed: " + b);
+            throw new IllegalArgumentException(name + " is closed (" + b.dtype() + " " + b.shape() + ")");
         }
     }
 
