@@ -423,15 +423,29 @@ public final class MoeLayer implements AutoCloseable {
                     + " but is " + dY.dtype() + " " + dY.shape());
         }
         try (ctx) {
-            Buffer dX;
+            Buffer dX = null;
+            GroupedExperts.WeightGrads pending = null;
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
-                Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
-                try (dExpIn) {
+                GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
+                pending = ig.weightGrads();
+                try (Buffer dExpIn = ig.dX()) {
                     dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
                 }
+                // Every collective of this backward has succeeded; only now does any gradient change, so
+                // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                 try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
+                    pending.apply();
                     addInto(dX, rg.dX());
                     addInto(gateGrad, rg.dGateWeight());
+                }
+            } catch (RuntimeException e) {
+                if (dX != null) {
+                    dX.close();
+                }
+                throw e;
+            } finally {
+                if (pending != null) {
+                    pending.close();
                 }
             }
             if (shared != null) {

@@ -185,6 +185,45 @@ class MoeLayerAllOrNothingTest {
         assertArrayEquals(new long[4], loads.get(1));
     }
 
+    /**
+     * Rank 1's expert kernels fail in the middle of its backward, after the combine-backward
+     * collectives and before the dispatch-backward one; rank 0's dispatch-backward collective then
+     * fails. Neither rank may keep part of the step's gradients.
+     */
+    @Test
+    void aBackwardThatFailsOnOneRankLeavesNoRankWithHalfItsGradients() {
+        ExpertKernels cpu = new CpuExpertKernels();
+        ExpertKernels failing = (ExpertKernels) Proxy.newProxyInstance(ExpertKernels.class.getClassLoader(),
+                new Class<?>[] {ExpertKernels.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("swigluBackward")) {
+                        throw new IllegalStateException("injected expert-kernel failure");
+                    }
+                    try {
+                        return method.invoke(cpu, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        assertTimeoutPreemptively(BOUND, () -> LocalGroup.run(2, TIMEOUT, comm -> {
+            MoeLayer.Builder b = MoeLayer.builder(config(2), comm).seed(3);
+            if (comm.rank() == 1) {
+                b.expertKernels(failing);
+            }
+            try (MoeLayer layer = b.build(); HostBuffer x = x(20 + comm.rank()); HostBuffer dy = x(30 + comm.rank())) {
+                MoeLayer.Forward f = layer.forward(x);
+                f.output().close();
+                RuntimeException e = assertThrows(RuntimeException.class, () -> layer.backward(f.context(), dy));
+                if (comm.rank() == 1) {
+                    assertEquals("injected expert-kernel failure", e.getMessage());
+                } else {
+                    assertInstanceOf(CommunicatorException.class, e);
+                }
+                assertGradsZero(layer);
+            }
+            return null;
+        }));
+    }
+
     @Test
     void aSuccessfulForwardStillCountsItsLoad() {
         LocalGroup.run(1, TIMEOUT, comm -> {
