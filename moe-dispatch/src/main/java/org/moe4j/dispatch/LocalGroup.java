@@ -72,7 +72,9 @@ public final class LocalGroup {
      * @param body    the per-rank code
      * @param <R>     result type
      * @return the results indexed by rank
-     * @throws IllegalArgumentException if {@code world < 1} or the timeout is not positive
+     * @throws NullPointerException     if {@code timeout} or {@code body} is null
+     * @throws IllegalArgumentException if {@code world} is outside {@code [1, 4096]} or the timeout is
+     *                                  not positive or longer than 365 days
      * @throws LocalGroupException      if any rank failed
      */
     public static <R> List<R> run(int world, Duration timeout, RankBody<R> body) {

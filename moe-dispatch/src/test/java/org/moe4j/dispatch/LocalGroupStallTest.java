@@ -75,6 +75,17 @@ class LocalGroupStallTest {
         assertTrue(results.equals(java.util.List.of(0, 10)), results.toString());
     }
 
+    @Test
+    void worldAndTimeoutOutOfRangeAreRefusedBeforeAnyThreadStarts() {
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> LocalGroup.run(100_000, comm -> null));
+        assertTrue(e.getMessage().equals("world must be <= 4096 (one thread per rank), got 100000"), e.getMessage());
+        e = assertThrows(IllegalArgumentException.class,
+                () -> LocalGroup.run(2, Duration.ofNanos(Long.MAX_VALUE), comm -> null));
+        assertTrue(e.getMessage().startsWith("timeout must be at most PT8760H, got "), e.getMessage());
+        assertThrows(NullPointerException.class, () -> LocalGroup.run(2, null, comm -> null));
+    }
+
     static void spinUntil(AtomicBoolean stop) {
         long x = 0;
         while (!stop.get()) {

@@ -45,13 +45,19 @@ public final class RankThreads {
     public record Names(String group, String caller, String rankNoun, String threadPrefix) {
     }
 
+    /** Most in-process ranks one group may start (one thread each). */
+    public static final int MAX_WORLD = 4096;
+    /** Longest collective timeout (deadlines are {@code nanoTime + timeout} and must not overflow). */
+    public static final Duration MAX_TIMEOUT = Duration.ofDays(365);
+
     /**
      * Checks the arguments shared by every group's {@code run}.
      *
      * @param world   number of ranks
      * @param timeout collective timeout
      * @param body    the per-rank code
-     * @throws IllegalArgumentException if {@code world < 1} or the timeout is not positive
+     * @throws IllegalArgumentException if {@code world} is outside {@code [1, MAX_WORLD]} or the
+     *                                  timeout is not positive or exceeds {@link #MAX_TIMEOUT}
      */
     public static void validate(int world, Duration timeout, LocalGroup.RankBody<?> body) {
         Objects.requireNonNull(body, "body");
@@ -59,8 +65,14 @@ public final class RankThreads {
         if (world < 1) {
             throw new IllegalArgumentException("world must be >= 1, got " + world);
         }
+        if (world > MAX_WORLD) {
+            throw new IllegalArgumentException("world must be <= " + MAX_WORLD + " (one thread per rank), got " + world);
+        }
         if (timeout.isNegative() || timeout.isZero()) {
             throw new IllegalArgumentException("timeout must be positive, got " + timeout);
+        }
+        if (timeout.compareTo(MAX_TIMEOUT) > 0) {
+            throw new IllegalArgumentException("timeout must be at most " + MAX_TIMEOUT + ", got " + timeout);
         }
     }
 
