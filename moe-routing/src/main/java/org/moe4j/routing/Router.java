@@ -155,6 +155,7 @@ public final class Router {
     private RouterOutput forwardUnguarded(Buffer x, Buffer gateWeight, Buffer paddingMask) {
         Objects.requireNonNull(x, "x");
         Objects.requireNonNull(gateWeight, "gateWeight");
+        requireOpen("Router.forward", "x", x);
         if (x.dtype() != DType.F32 && x.dtype() != DType.BF16) {
             throw new IllegalArgumentException("Router.forward: x must be F32 or BF16 but is " + x.dtype());
         }
@@ -206,6 +207,7 @@ public final class Router {
 
     private RouterOutput forwardLogitsUnguarded(Buffer logits, Buffer paddingMask) {
         Objects.requireNonNull(logits, "logits");
+        requireOpen("Router.forwardLogits", "logits", logits);
         if (logits.dtype() != DType.F32 || logits.shape().rank() != 2 || logits.shape().dim(1) != config.experts()) {
             throw new IllegalArgumentException("Router.forwardLogits: logits must be F32 [tokens, experts="
                     + config.experts() + "] but is " + logits.dtype() + " " + logits.shape());
@@ -238,9 +240,16 @@ public final class Router {
 
     private static void requireExact(String where, String name, Buffer b, DType dtype, long... dims) {
         Objects.requireNonNull(b, name);
+        requireOpen(where, name, b);
         if (b.dtype() != dtype || !b.shape().equals(Shape.of(dims))) {
             throw new IllegalArgumentException(where + ": " + name + " must be " + dtype + " " + Shape.of(dims)
                     + " but is " + b.dtype() + " " + b.shape());
+        }
+    }
+
+    private static void requireOpen(String where, String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(where + ": " + name + " is closed");
         }
     }
 

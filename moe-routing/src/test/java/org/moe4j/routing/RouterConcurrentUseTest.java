@@ -74,6 +74,32 @@ class RouterConcurrentUseTest {
         }
     }
 
+    @Test
+    void closedInputsAreRefusedByNameAndCountNoLoad() {
+        MoeConfig cfg = MoeConfig.builder().hidden(4).experts(EXPERTS).topK(2).ffn(1).build();
+        try (CpuParallel pool = new CpuParallel(1)) {
+            Router router = Router.builder(cfg).parallel(pool).build();
+            HostBuffer logits = logits();
+            logits.close();
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> router.forwardLogits(logits));
+            assertTrue(e.getMessage().equals("Router.forwardLogits: logits is closed"), e.getMessage());
+            try (HostBuffer gate = HostBuffer.allocate(org.moe4j.core.DType.F32, EXPERTS, 4)) {
+                HostBuffer x = HostBuffer.allocate(org.moe4j.core.DType.F32, TOKENS, 4);
+                x.close();
+                e = assertThrows(IllegalArgumentException.class, () -> router.forward(x, gate));
+                assertTrue(e.getMessage().equals("Router.forward: x is closed"), e.getMessage());
+            }
+            try (HostBuffer x = HostBuffer.allocate(org.moe4j.core.DType.F32, TOKENS, 4)) {
+                HostBuffer gate = HostBuffer.allocate(org.moe4j.core.DType.F32, EXPERTS, 4);
+                gate.close();
+                e = assertThrows(IllegalArgumentException.class, () -> router.forward(x, gate));
+                assertTrue(e.getMessage().equals("Router.forward: gateWeight is closed"), e.getMessage());
+            }
+            assertArrayEquals(new long[EXPERTS], router.expertBias().load());
+            router.expertBias().close();
+        }
+    }
+
     static HostBuffer logits() {
         float[] v = new float[TOKENS * EXPERTS];
         for (int i = 0; i < v.length; i++) {
