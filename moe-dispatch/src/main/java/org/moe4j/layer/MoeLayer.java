@@ -91,6 +91,7 @@ public final class MoeLayer implements AutoCloseable {
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
     /** Refuses overlapping calls from two threads. */
     private final ExclusiveUse use = new ExclusiveUse("MoeLayer");
+    private volatile boolean closed;
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
@@ -328,7 +329,7 @@ public final class MoeLayer implements AutoCloseable {
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Forward forward(Buffer x) {
-        use.enter("forward");
+        enter("forward");
         try {
             return forwardUnguarded(x);
         } finally {
@@ -374,6 +375,15 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /** Enters a guarded call: refuses a second thread, then a closed layer. */
+    private void enter(String call) {
+        use.enter(call);
+        if (closed) {
+            use.exit();
+            throw new IllegalStateException("MoeLayer." + call + ": the layer is closed");
+        }
+    }
+
     private static void requireOpen(String where, String name, Buffer b) {
         if (b.isClosed()) {
             throw new IllegalArgumentException(where + ": " + name + " is closed");
@@ -398,7 +408,7 @@ public final class MoeLayer implements AutoCloseable {
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Buffer backward(Context ctx, Buffer dY) {
-        use.enter("backward");
+        enter("backward");
         try {
             return backwardUnguarded(ctx, dY);
         } finally {
@@ -467,7 +477,7 @@ public final class MoeLayer implements AutoCloseable {
      * after the last backward. A collective.
      */
     public void reduceGradients() {
-        use.enter("reduceGradients");
+        enter("reduceGradients");
         try {
             if (!syncReplicated || comm.size() == 1) {
                 return;
@@ -490,7 +500,7 @@ public final class MoeLayer implements AutoCloseable {
      * @return the load per expert used for the update
      */
     public long[] updateExpertBias() {
-        use.enter("updateExpertBias");
+        enter("updateExpertBias");
         try {
             return updateExpertBiasUnguarded();
         } finally {
@@ -532,7 +542,7 @@ public final class MoeLayer implements AutoCloseable {
 
     /** Zeroes every gradient. */
     public void zeroGrad() {
-        use.enter("zeroGrad");
+        enter("zeroGrad");
         try {
             gateGrad.zero();
             experts.zeroGrad();
@@ -620,13 +630,29 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /**
+     * Frees the weights, gradients and expert state; idempotent. Any later call of {@code forward},
+     * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
+     * {@link IllegalStateException}.
+     *
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
     @Override
     public void close() {
-        experts.close();
-        if (shared != null) {
-            shared.close();
+        use.enter("close");
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            experts.close();
+            if (shared != null) {
+                shared.close();
+            }
+            gateWeight.close();
+            gateGrad.close();
+        } finally {
+            use.exit();
         }
-        gateWeight.close();
-        gateGrad.close();
     }
 }

@@ -225,6 +225,24 @@ class MoeLayerAllOrNothingTest {
     }
 
     @Test
+    void aClosedLayerRefusesEveryCallWithATypedException() {
+        LocalGroup.run(1, TIMEOUT, comm -> {
+            MoeLayer layer = MoeLayer.builder(config(1), comm).seed(3).build();
+            layer.close();
+            layer.close(); // idempotent
+            try (HostBuffer x = x(1)) {
+                assertEquals("MoeLayer.forward: the layer is closed",
+                        assertThrows(IllegalStateException.class, () -> layer.forward(x)).getMessage());
+            }
+            assertEquals("MoeLayer.zeroGrad: the layer is closed",
+                    assertThrows(IllegalStateException.class, layer::zeroGrad).getMessage());
+            assertEquals("MoeLayer.updateExpertBias: the layer is closed",
+                    assertThrows(IllegalStateException.class, layer::updateExpertBias).getMessage());
+            return null;
+        });
+    }
+
+    @Test
     void aSuccessfulForwardStillCountsItsLoad() {
         LocalGroup.run(1, TIMEOUT, comm -> {
             try (MoeLayer layer = MoeLayer.builder(config(1), comm).seed(3).build(); HostBuffer x = x(4)) {
