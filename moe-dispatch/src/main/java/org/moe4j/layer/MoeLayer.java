@@ -261,6 +261,11 @@ public final class MoeLayer implements AutoCloseable {
         return router;
     }
 
+    /** @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}) */
+    public Dispatcher dispatcher() {
+        return dispatcher;
+    }
+
     /** @return the routed experts of this rank */
     public GroupedExperts experts() {
         return experts;
@@ -299,11 +304,14 @@ public final class MoeLayer implements AutoCloseable {
         SharedExperts.Result sh = null;
         try {
             d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
-            int[] offsets = d.groupOffsets();
-            try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-                off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+            Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d; null unless the strategy keeps them there
+            if (deviceOffsets == null) {
+                int[] offsets = d.groupOffsets();
+                try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
+                    off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+                }
             }
-            ex = experts.forward(d.expertInput(), off);
+            ex = experts.forward(d.expertInput(), deviceOffsets != null ? deviceOffsets : off);
             Buffer out = dispatcher.combine(d, ex.output());
             if (shared != null) {
                 sh = shared.forward(x);
