@@ -159,6 +159,32 @@ public final class CudaGraph implements AutoCloseable {
     }
 
     /**
+     * Refuses, before any capture starts, a dispatch configuration whose steps read device memory back
+     * to the host (which a graph cannot capture): a strategy that exchanges counts through the host
+     * (every strategy but {@code static-all-to-all}), or dispatch kernels that build the static plans
+     * through host staging ({@link org.moe4j.dispatch.DispatchKernels#staticPlansOnDevice()} false).
+     *
+     * @param dispatch the layer's dispatch options ({@link org.moe4j.core.config.MoeConfig#dispatch()})
+     * @param kernels  the dispatch kernels the layer uses
+     * @throws IllegalStateException naming the host synchronisation and the way out
+     * @throws IllegalArgumentException if no strategy of that name is registered
+     */
+    public static void requireCapturable(org.moe4j.core.config.DispatchOptions dispatch,
+            org.moe4j.dispatch.DispatchKernels kernels) {
+        Objects.requireNonNull(dispatch, "dispatch");
+        Objects.requireNonNull(kernels, "kernels");
+        if (!org.moe4j.dispatch.Dispatchers.provider(dispatch.strategy()).hostSyncFree()) {
+            throw new IllegalStateException("CUDA graph capture refused: dispatch strategy '" + dispatch.strategy()
+                    + "' reads its per-rank counts back to the host every step (a device→host sync); configure "
+                    + org.moe4j.core.config.DispatchOptions.STATIC_ALL_TO_ALL + " (MoeConfig.dispatch) to capture a step");
+        }
+        if (!kernels.staticPlansOnDevice()) {
+            throw new IllegalStateException("CUDA graph capture refused: " + kernels.getClass().getSimpleName()
+                    + " builds the static-shape dispatch plans through host staging (a device→host read per step)");
+        }
+    }
+
+    /**
      * @param stream a stream
      * @return whether the stream is capturing now
      */

@@ -126,6 +126,20 @@ class CudaGraphGpuTest {
     }
 
     @Test
+    void aDispatchConfigurationThatSynchronisesWithTheHostIsRefusedBeforeCapture() {
+        org.moe4j.dispatch.DispatchKernels cpu = new org.moe4j.dispatch.internal.CpuDispatchKernels();
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+                () -> CudaGraph.requireCapturable(org.moe4j.core.config.DispatchOptions.DEFAULT, cpu));
+        assertTrue(e.getMessage().startsWith("CUDA graph capture refused: dispatch strategy 'all-to-all' reads its "
+                + "per-rank counts back to the host every step"), e.getMessage());
+        org.moe4j.core.config.DispatchOptions stat = org.moe4j.core.config.DispatchOptions.of("static-all-to-all");
+        CudaGraph.requireCapturable(stat, cpu); // host-sync-free strategy, plans built where the buffers live
+        org.moe4j.dispatch.DispatchKernels cuda = new org.moe4j.cuda.kernels.CudaDispatchKernels(org.moe4j.core.backend.Backends.choose("cuda"));
+        e = assertThrows(IllegalStateException.class, () -> CudaGraph.requireCapturable(stat, cuda));
+        assertTrue(e.getMessage().contains("builds the static-shape dispatch plans through host staging"), e.getMessage());
+    }
+
+    @Test
     void aHostSynchronisationInsideTheCaptureIsRefusedClearlyAndTheStreamStaysUsable() {
         try (DevicePool pool = ctx.createPool(); CudaModule m = ctx.loadModule("smoke"); CudaStream s = ctx.createStream();
                 HostBuffer hx = HostBuffer.allocate(DType.F32, N); HostBuffer out = HostBuffer.allocate(DType.F32, N)) {

@@ -14,8 +14,13 @@ import org.moe4j.core.config.MoeConfig;
  * @param options        strategy name and its options (see {@link DispatchOptions}); the name is resolved
  *                       by {@link Dispatchers} when a dispatcher is created
  * @param dropPolicy     which rows a static-shape chunk keeps when more are routed to it than fit
+ * @param forceBalanced  the routing is the router's force-balanced round robin (slot {@code t*K+k} to expert
+ *                       {@code (t*K+k) mod E}; benchmarks): the static-shape strategy then sizes its chunks
+ *                       to exactly the balanced split, so nothing is padded (any other routing stays
+ *                       correct: what does not fit is dropped by the policy and counted)
  */
-public record DispatchConfig(int experts, int groupAlignment, DispatchOptions options, DropPolicy dropPolicy) {
+public record DispatchConfig(int experts, int groupAlignment, DispatchOptions options, DropPolicy dropPolicy,
+        boolean forceBalanced) {
 
     /**
      * Validates the settings.
@@ -39,7 +44,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
      * @return all-to-all, no padding, no dedup, weighting after the return trip
      */
     public static DispatchConfig of(int experts) {
-        return new DispatchConfig(experts, 1, DispatchOptions.DEFAULT, DropPolicy.BY_SCORE);
+        return new DispatchConfig(experts, 1, DispatchOptions.DEFAULT, DropPolicy.BY_SCORE, false);
     }
 
     /**
@@ -48,7 +53,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
      */
     public static DispatchConfig from(MoeConfig config) {
         return new DispatchConfig(config.experts(), config.groupAlignment(), config.dispatch(),
-                config.capacity().policy());
+                config.capacity().policy(), false);
     }
 
     /** @return the strategy name */
@@ -71,7 +76,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
      * @return a copy with that alignment
      */
     public DispatchConfig withGroupAlignment(int alignment) {
-        return new DispatchConfig(experts, alignment, options, dropPolicy);
+        return new DispatchConfig(experts, alignment, options, dropPolicy, forceBalanced);
     }
 
     /**
@@ -98,7 +103,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
      * @return a copy with them
      */
     public DispatchConfig withOptions(DispatchOptions o) {
-        return new DispatchConfig(experts, groupAlignment, o, dropPolicy);
+        return new DispatchConfig(experts, groupAlignment, o, dropPolicy, forceBalanced);
     }
 
     /**
@@ -126,6 +131,38 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
      * @return a copy with that policy
      */
     public DispatchConfig withDropPolicy(DropPolicy policy) {
-        return new DispatchConfig(experts, groupAlignment, options, policy);
+        return new DispatchConfig(experts, groupAlignment, options, policy, forceBalanced);
+    }
+
+    /**
+     * @param balanced whether the routing is the force-balanced round robin
+     * @return a copy with that setting
+     */
+    public DispatchConfig withForceBalanced(boolean balanced) {
+        return new DispatchConfig(experts, groupAlignment, options, dropPolicy, balanced);
+    }
+
+    /**
+     * The static chunk capacity for a batch of {@code tokens} on one rank: the exact largest
+     * per-destination split of the force-balanced round robin when {@link #forceBalanced()}, else
+     * {@link DispatchOptions#chunkCapacity}.
+     *
+     * @param tokens tokens on the rank
+     * @param topK   experts per token
+     * @param world  ranks
+     * @return rows per (source, destination) chunk, at least 1
+     * @throws IllegalArgumentException on bad arguments (see {@link DispatchOptions#chunkCapacity})
+     */
+    public int chunkCapacity(int tokens, int topK, int world) {
+        int c = options.chunkCapacity(tokens, topK, world);
+        if (!forceBalanced || options.chunkRows() > 0) {
+            return c;
+        }
+        long slots = (long) tokens * topK;
+        int local = experts / world;
+        long perExpert = slots / experts;
+        long extra = slots % experts; // experts [0, extra) get one more; rank 0 holds the most
+        long first = perExpert * local + Math.min(extra, local);
+        return (int) Math.max(1, Math.min(first, c));
     }
 }

@@ -157,12 +157,12 @@ public final class MoeLayer implements AutoCloseable {
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
         ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
-        Router.Builder rb = Router.builder(config).backend(backend);
+        Router.Builder rb = Router.builder(config).backend(backend).forceBalanced(b.forceBalanced);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
         this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
+        this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm, backend,
                 Backends.kernels(DispatchKernels.class, backend));
         this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
         int local = config.localExperts();
@@ -194,6 +194,7 @@ public final class MoeLayer implements AutoCloseable {
         private Backend backend;
         private ExpertKernels expertKernels;
         private ExpertBias expertBias;
+        private boolean forceBalanced;
 
         private Builder(MoeConfig config, Communicator comm) {
             this.config = Objects.requireNonNull(config, "config");
@@ -242,6 +243,17 @@ public final class MoeLayer implements AutoCloseable {
          */
         public Builder expertBias(ExpertBias v) {
             expertBias = v;
+            return this;
+        }
+
+        /**
+         * @param v force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert
+         *          {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the
+         *          static-shape dispatch then moves no padding (default false)
+         * @return this
+         */
+        public Builder forceBalanced(boolean v) {
+            forceBalanced = v;
             return this;
         }
 

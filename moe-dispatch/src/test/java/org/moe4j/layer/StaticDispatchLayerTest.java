@@ -110,6 +110,41 @@ class StaticDispatchLayerTest {
     }
 
     @Test
+    void forceBalancedRoutingTakesTheFastPathWithoutPaddingAndEqualsTheGeneralPathBitForBit() {
+        int world = 4;
+        int per = 8; // 8 tokens x top-3 = 24 slots per rank: 3 per expert, 6 per destination rank
+        Random rnd = new Random(7);
+        float[] x = new float[world * per * 16];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) rnd.nextGaussian();
+        }
+        List<float[]> outs = new ArrayList<>();
+        for (DispatchOptions d : List.of(DispatchOptions.DEFAULT, DispatchOptions.of("static-all-to-all"))) {
+            MoeConfig cfg = config(world, 1, DType.F32, d);
+            List<float[]> parts = LocalGroup.run(world, comm -> {
+                int r = comm.rank();
+                try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(3).forceBalanced(true).build();
+                        HostBuffer xr = HostBuffer.ofFloats(java.util.Arrays.copyOfRange(x, r * per * 16, (r + 1) * per * 16),
+                                per, 16)) {
+                    long reads = layer.dispatcher().hostReads();
+                    MoeLayer.Forward f = layer.forward(xr);
+                    if (d != DispatchOptions.DEFAULT) {
+                        assertEquals(per * 3, f.context().dispatch().rows(), "expert-input rows: W chunks of exactly 6");
+                        assertEquals(0, layer.dispatcher().hostReads() - reads, "no host read on the fast path");
+                        assertEquals(0, f.context().dispatch().overflow());
+                    }
+                    float[] out = ((HostBuffer) f.output()).toFloatArray();
+                    f.output().close();
+                    f.context().close();
+                    return out;
+                }
+            });
+            outs.add(concat(parts));
+        }
+        assertArrayEquals(outs.get(0), outs.get(1), "force-balanced fast path vs count exchange");
+    }
+
+    @Test
     void anUnknownStrategyIsRefusedWhenTheLayerIsBuiltNamingTheKnownOnes() {
         MoeConfig cfg = config(1, 1, DType.F32, DispatchOptions.of("deep-ep"));
         LocalGroupException e = assertThrows(LocalGroupException.class,

@@ -99,7 +99,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         int h = dims.hidden();
         int k = dims.topK();
         int width = DispatchKernels.META_FIXED + 2 * k;
-        int cap = config.options().chunkCapacity(t, k, world);
+        int cap = config.chunkCapacity(t, k, world);
         long n = (long) world * cap;
         long rowsMax = n + (long) localExperts * (config.groupAlignment() - 1);
         if (rowsMax > Integer.MAX_VALUE) {
