@@ -55,11 +55,14 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
     @Param({"4"})
     public int world;
 
-    /** {@code balanced}: uniform experts; {@code skewed}: half of all slots go to rank 0's experts. */
-    @Param({"balanced", "skewed"})
+    /**
+     * {@code balanced}: uniform experts; {@code skewed}: half of all slots go to rank 0's experts;
+     * {@code forced}: the router's force-balanced round robin, slot {@code t*K+k} to expert {@code (t*K+k) mod E}.
+     */
+    @Param({"balanced", "skewed", "forced"})
     public String routing;
 
-    @Param({"count", "static-worst", "static-f1.5"})
+    @Param({"count", "static-worst", "static-f1.5", "static-fb"})
     public String dispatch;
 
     private CyclicBarrier start;
@@ -78,6 +81,9 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
         if (dispatch.equals("static-worst")) {
             return base.withStrategy(DispatchOptions.STATIC_ALL_TO_ALL);
         }
+        if (dispatch.equals("static-fb")) {
+            return base.withStrategy(DispatchOptions.STATIC_ALL_TO_ALL).withForceBalanced(true);
+        }
         if (dispatch.startsWith("static-f")) {
             double f = Double.parseDouble(dispatch.substring("static-f".length()));
             return base.withOptions(new DispatchOptions(DispatchOptions.STATIC_ALL_TO_ALL, false, false, f, 0));
@@ -91,10 +97,11 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
         done = new CyclicBarrier(world + 1);
         DispatchConfig config = config();
         boolean skewed = switch (routing) {
-            case "balanced" -> false;
+            case "balanced", "forced" -> false;
             case "skewed" -> true;
-            default -> throw new IllegalArgumentException("routing must be balanced or skewed, got " + routing);
+            default -> throw new IllegalArgumentException("routing must be balanced, skewed or forced, got " + routing);
         };
+        boolean forced = routing.equals("forced");
         DispatchKernels kernels = new CpuDispatchKernels();
         int local = experts / world;
         group = new Thread(() -> LocalGroup.run(world, Duration.ofMinutes(5), comm -> {
@@ -107,6 +114,11 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
             }
             for (int t = 0; t < tokens; t++) {
                 for (int k = 0; k < topK; k++) {
+                    if (forced) {
+                        idx[t * topK + k] = (t * topK + k) % experts;
+                        w[t * topK + k] = rnd.nextFloat();
+                        continue;
+                    }
                     int e;
                     do {
                         e = skewed && rnd.nextBoolean() ? rnd.nextInt(local) : rnd.nextInt(experts);
@@ -133,7 +145,7 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
                             long routed = (long) tokens * topK - d.overflow();
                             routedRows.addAndGet(4 * routed);
                             boolean isStatic = d.groupOffsetsBuffer() != null;
-                            long sent = isStatic ? (long) world * config.options().chunkCapacity(tokens, topK, world)
+                            long sent = isStatic ? (long) world * config.chunkCapacity(tokens, topK, world)
                                     : (long) tokens * topK;
                             movedRows.addAndGet(4 * sent);
                             dropped.addAndGet(d.overflow());
