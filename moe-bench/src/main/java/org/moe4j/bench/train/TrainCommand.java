@@ -85,6 +85,7 @@ public final class TrainCommand implements Callable<Integer> {
         }
         MoeConfig cfg = b.expertParallel(ranks).expertBiasCoeff(noBias ? 0 : biasCoeff)
                 .dispatch(new DispatchOptions(dispatch, false, false, chunkFactor, chunkRows)).build();
+        org.moe4j.dispatch.Dispatchers.provider(cfg.dispatch().strategy()); // an unknown strategy fails here, by name
         Path dir = out != null ? out : Path.of("runs", LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
         Files.createDirectories(dir);
         System.out.printf("moe train: %s, %d ranks x %d tokens, %d steps, experts %d top-%d, hidden %d, ffn %d, bias %s%n",
