@@ -126,6 +126,44 @@ class CudaGraphGpuTest {
     }
 
     @Test
+    void ncclCallsInsideTheCaptureAreRecordedAndReplayed() {
+        try {
+            NcclComm.version();
+        } catch (NativeLibraryException e) {
+            org.junit.jupiter.api.Assumptions.assumeTrue(false, "libnccl not found: " + e.getMessage());
+        }
+        try (DevicePool pool = ctx.createPool(); CudaStream s = ctx.createStream();
+                NcclComm comm = NcclComm.initRank(ctx, 1, NcclComm.uniqueId(), 0);
+                HostBuffer hx = HostBuffer.allocate(DType.F32, N); HostBuffer out = HostBuffer.allocate(DType.F32, N);
+                HostBuffer sum = HostBuffer.allocate(DType.F32, N)) {
+            try (DeviceBuffer send = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    DeviceBuffer self = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    DeviceBuffer reduced = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    CudaGraph g = CudaGraph.capture(s, () -> {
+                        send.copyFromAsync(hx, s);
+                        NcclComm.groupStart();
+                        comm.send(send, 0, s);
+                        comm.recv(self, 0, s);
+                        NcclComm.groupEnd();
+                        comm.allReduce(send, reduced, NcclComm.ReduceOp.SUM, s);
+                        self.copyToAsync(out, s);
+                        reduced.copyToAsync(sum, s);
+                    })) {
+                for (int replay = 0; replay < 2; replay++) {
+                    fill(hx);
+                    g.launch();
+                    s.synchronize();
+                    comm.checkAsyncError();
+                    for (int i = 0; i < N; i++) {
+                        assertEquals(hx.getFloat(i), out.getFloat(i), 0f, "send/recv replay " + replay + " element " + i);
+                        assertEquals(hx.getFloat(i), sum.getFloat(i), 0f, "all-reduce replay " + replay + " element " + i);
+                    }
+                }
+            }
+        }
+    }
+
+    @Test
     void aDispatchConfigurationThatSynchronisesWithTheHostIsRefusedBeforeCapture() {
         org.moe4j.dispatch.DispatchKernels cpu = new org.moe4j.dispatch.internal.CpuDispatchKernels();
         IllegalStateException e = assertThrows(IllegalStateException.class,

@@ -145,6 +145,27 @@ class StaticDispatchLayerTest {
     }
 
     @Test
+    void aStrategyRegisteredOutsideMoeDispatchIsFoundByNameAndUsedByTheLayer() {
+        int world = 2;
+        Random rnd = new Random(11);
+        float[] x = new float[world * 12 * 16];
+        float[] dy = new float[x.length];
+        for (int i = 0; i < x.length; i++) {
+            x[i] = (float) rnd.nextGaussian();
+            dy[i] = (float) rnd.nextGaussian();
+        }
+        int before = org.moe4j.dispatch.CountingDispatcherProvider.CREATED.get();
+        Map<String, float[]> want = run(config(world, 1, DType.F32, DispatchOptions.DEFAULT), x, dy, new long[world]);
+        Map<String, float[]> got = run(config(world, 1, DType.F32,
+                DispatchOptions.of(org.moe4j.dispatch.CountingDispatcherProvider.ID)), x, dy, new long[world]);
+        assertEquals(before + world, org.moe4j.dispatch.CountingDispatcherProvider.CREATED.get(),
+                "one dispatcher per rank from the registered provider");
+        for (String k : want.keySet()) {
+            assertArrayEquals(want.get(k), got.get(k), k);
+        }
+    }
+
+    @Test
     void anUnknownStrategyIsRefusedWhenTheLayerIsBuiltNamingTheKnownOnes() {
         MoeConfig cfg = config(1, 1, DType.F32, DispatchOptions.of("deep-ep"));
         LocalGroupException e = assertThrows(LocalGroupException.class,
