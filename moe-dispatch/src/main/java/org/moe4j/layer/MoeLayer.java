@@ -53,6 +53,11 @@ import org.moe4j.routing.RoutingKernels;
  * ranks first, so every rank's bias stays identical; without it each rank balances its own load
  * and the replicas may drift apart.
  *
+ * <p>Dispatch: the strategy named in {@link MoeConfig#dispatch()} (found through
+ * {@link org.moe4j.dispatch.DispatcherProvider}); with {@code static-all-to-all} the group offsets stay
+ * in the backend's memory and the dispatcher reads nothing back ({@link #dispatcher()}'s
+ * {@code hostReads()}), with identical results whenever no static chunk overflows.
+ *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
  * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
