@@ -29,6 +29,7 @@ import org.moe4j.core.DType;
  * @param expertParallel  expert-parallel world size {@code W}; each rank owns {@code E/W} experts
  * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
  * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
+ * @param dispatch        dispatch strategy and its options (count-exchange all-to-all by default)
  */
 public record MoeConfig(
         int hidden,
@@ -49,7 +50,8 @@ public record MoeConfig(
         int sharedFfn,
         int expertParallel,
         int groupAlignment,
-        DType expertDtype) {
+        DType expertDtype,
+        DispatchOptions dispatch) {
 
     public MoeConfig {
         Objects.requireNonNull(scoreFunction, "MoeConfig.scoreFunction");
@@ -59,6 +61,7 @@ public record MoeConfig(
         Objects.requireNonNull(capacity, "MoeConfig.capacity");
         Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
         Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
+        Objects.requireNonNull(dispatch, "MoeConfig.dispatch");
         positive("hidden", hidden);
         positive("experts", experts);
         positive("topK", topK);
@@ -104,6 +107,10 @@ public record MoeConfig(
         }
         if (sharedFfn < 0) {
             fail("sharedFfn", sharedFfn, "must be >= 0");
+        }
+        if ((long) sharedExperts * sharedFfn > Integer.MAX_VALUE) {
+            fail("sharedFfn", sharedFfn, "times sharedExperts (" + sharedExperts + ") = " + (long) sharedExperts * sharedFfn
+                    + " overflows the int range of the shared intermediate size");
         }
         if (experts % expertParallel != 0) {
             fail("expertParallel", expertParallel, "must divide experts (" + experts + ")");
@@ -167,7 +174,8 @@ public record MoeConfig(
         private int ffn;
         private ScoreFunction scoreFunction = ScoreFunction.SOFTMAX;
         private int expertGroups = 1;
-        private int limitedGroups = -1; // -1: same as expertGroups
+        private int limitedGroups;
+        private boolean limitedGroupsSet; // unset: same as expertGroups
         private GroupScore groupScore = GroupScore.TOP2_SUM;
         private boolean routeNorm;
         private double routeScale = 1.0;
@@ -180,6 +188,7 @@ public record MoeConfig(
         private int expertParallel = 1;
         private int groupAlignment = 1;
         private DType expertDtype = DType.F32;
+        private DispatchOptions dispatch = DispatchOptions.DEFAULT;
 
         private Builder() {
         }
@@ -192,6 +201,7 @@ public record MoeConfig(
             scoreFunction = c.scoreFunction;
             expertGroups = c.expertGroups;
             limitedGroups = c.limitedGroups;
+            limitedGroupsSet = true;
             groupScore = c.groupScore;
             routeNorm = c.routeNorm;
             routeScale = c.routeScale;
@@ -204,6 +214,7 @@ public record MoeConfig(
             expertParallel = c.expertParallel;
             groupAlignment = c.groupAlignment;
             expertDtype = c.expertDtype;
+            dispatch = c.dispatch;
         }
 
         /**
@@ -233,20 +244,26 @@ public record MoeConfig(
         public Builder scoreFunction(ScoreFunction v) { scoreFunction = v; return this; }
         /**
          * @param groups expert groups
-         * @param limited groups kept per token
+         * @param limited groups kept per token (any value is checked by {@link #build()}; a negative
+         *                one is refused, never read as "no limit")
          * @return this
          */
-        public Builder groups(int groups, int limited) { expertGroups = groups; limitedGroups = limited; return this; }
+        public Builder groups(int groups, int limited) {
+            expertGroups = groups;
+            limitedGroups = limited;
+            limitedGroupsSet = true;
+            return this;
+        }
         /**
-         * @param v expert groups
+         * @param v expert groups (limited groups default to the same value unless set)
          * @return this
          */
         public Builder expertGroups(int v) { expertGroups = v; return this; }
         /**
-         * @param v limited groups
+         * @param v limited groups (checked by {@link #build()}; a negative value is refused)
          * @return this
          */
-        public Builder limitedGroups(int v) { limitedGroups = v; return this; }
+        public Builder limitedGroups(int v) { limitedGroups = v; limitedGroupsSet = true; return this; }
         /**
          * @param v group scoring
          * @return this
@@ -303,6 +320,11 @@ public record MoeConfig(
          * @return this
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
+        /**
+         * @param v dispatch strategy and options
+         * @return this
+         */
+        public Builder dispatch(DispatchOptions v) { dispatch = v; return this; }
 
         /**
          * @return the validated config
@@ -310,9 +332,9 @@ public record MoeConfig(
          */
         public MoeConfig build() {
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
-                    limitedGroups < 0 ? expertGroups : limitedGroups, groupScore, routeNorm, routeScale,
+                    limitedGroupsSet ? limitedGroups : expertGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
-                    groupAlignment, expertDtype);
+                    groupAlignment, expertDtype, dispatch);
         }
     }
 }
