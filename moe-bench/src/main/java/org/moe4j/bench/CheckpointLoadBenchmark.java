@@ -30,8 +30,8 @@ import org.openjdk.jmh.annotations.TearDown;
 /**
  * Loading one layer's routed experts ({@code experts} × gate/up/down, {@code [ffn, hidden]}) from a
  * DeepSeek-V3-named checkpoint into fp32 weights: {@code load} opens the checkpoint (index, mapping,
- * header validation) and decodes every expert, from BF16 or from {@code F8_E4M3} with 128×128 block
- * scales; {@code copy} is a plain memory copy of the same number of destination bytes in the same
+ * header validation) and decodes every expert ({@code LayerCheckpoint.decodeInto}, into buffers that
+ * stand for a layer's staging buffers), from BF16 or from {@code F8_E4M3} with 128×128 block scales; {@code copy} is a plain memory copy of the same number of destination bytes in the same
  * run, the peer to compare with. GB/s = {@code 3·experts·hidden·ffn·4 / time} for both.
  */
 @State(Scope.Benchmark)
@@ -104,7 +104,8 @@ public class CheckpointLoadBenchmark extends ShortCpuBenchmark {
     @Benchmark
     public Map<MoeTensor, HostBuffer> load() {
         try (HfCheckpoint ck = HfCheckpoint.open(dir)) {
-            LayerCheckpoint.load(ck, "", MoeNameMap.deepseekV3(), geometry, targets, LayerCheckpoint.Options.strict());
+            LayerCheckpoint.decodeInto(ck, "", MoeNameMap.deepseekV3(), geometry, targets,
+                    LayerCheckpoint.Options.strict());
         }
         return targets;
     }

@@ -25,10 +25,16 @@ final class Dequant {
     static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final VectorSpecies<Float> FS = FloatVector.SPECIES_PREFERRED;
     private static final VectorSpecies<Integer> IS = IntVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Short> SS = VectorSpecies.of(short.class,
-            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 2));
-    private static final VectorSpecies<Byte> BS = VectorSpecies.of(byte.class,
-            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 4));
+    /**
+     * The widening loads need byte and short vectors of a quarter and a half of the float width;
+     * the smallest vector shape is 64 bits, so float vectors narrower than 256 bits (e.g. 128-bit
+     * NEON) take the scalar loops.
+     */
+    private static final boolean VECTOR = FS.vectorBitSize() >= 256;
+    private static final VectorSpecies<Short> SS = VECTOR ? VectorSpecies.of(short.class,
+            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 2)) : null;
+    private static final VectorSpecies<Byte> BS = VECTOR ? VectorSpecies.of(byte.class,
+            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 4)) : null;
 
     /** E2M1 values by nibble (sign in bit 3). */
     static final float[] FP4 = {0f, 0.5f, 1f, 1.5f, 2f, 3f, 4f, 6f, -0f, -0.5f, -1f, -1.5f, -2f, -3f, -4f, -6f};
@@ -89,7 +95,7 @@ final class Dequant {
             }
             case BF16 -> {
                 int i = 0;
-                if (stride == 1) { // vectorised: bf16 bits are the top half of the fp32 bits
+                if (stride == 1 && VECTOR) { // vectorised: bf16 bits are the top half of the fp32 bits
                     for (int lanes = FS.length(); i + lanes <= n; i += lanes) {
                         ShortVector.fromMemorySegment(SS, src, (first + i) * 2, ByteOrder.LITTLE_ENDIAN)
                                 .convertShape(VectorOperators.S2I, IS, 0).reinterpretAsInts()
@@ -120,7 +126,7 @@ final class Dequant {
      */
     static void fp8Row(MemorySegment w, long rowByte, int cols, float[] blockScale, float[] out) {
         int i = 0;
-        int lanes = FS.length();
+        int lanes = VECTOR ? FS.length() : Integer.MAX_VALUE / 2;
         FloatVector two120 = FloatVector.broadcast(FS, 0x1p120f);
         for (; i + lanes <= cols; i += lanes) {
             // Vectorised: the 7 magnitude bits moved into an fp32 exponent/mantissa are exact fp32

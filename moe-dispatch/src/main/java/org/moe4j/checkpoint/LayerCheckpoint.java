@@ -16,13 +16,12 @@ import org.moe4j.core.cpu.CpuParallel;
  * Reads and writes one MoE layer's tensors in a family's Hugging Face layout, for one
  * expert-parallel rank.
  *
- * <p>Loading ({@link #load}) is all-or-nothing and runs in three phases: (1) every tensor the
- * targets need is resolved through the checkpoint's index and its header entry checked (present,
- * dtype, shape, block scales, MXFP4 blocks and scales) before any value is read; (2) the values
- * are decoded in parallel into the targets, each checked for NaN/infinity unless
- * {@link Options#allowNonFinite()} (the first bad element is named: tensor and index); (3) nothing
- * else. The targets should therefore be staging buffers that the caller commits to the live layer
- * only when load returns ({@code MoeLayer} does so). A rank reads only the bytes of its own experts:
+ * <p>Decoding ({@link #decodeInto}) runs in two phases: (1) every tensor the targets need is
+ * resolved through the checkpoint's index and its header entry checked (present, dtype, shape,
+ * block scales, MXFP4 blocks and scales) before any value is read; (2) the values are decoded in
+ * parallel into the targets, each checked for NaN/infinity unless {@link Options#allowNonFinite()}
+ * (the first bad element is named: tensor and index). {@link #load} does the same into staging
+ * buffers and copies them into the targets only on success, so it is all or nothing. A rank reads only the bytes of its own experts:
  * per-expert tensors of other experts are never opened, and rows of other experts inside fused
  * tensors are never touched (the files are memory-mapped).
  *
@@ -99,7 +98,10 @@ public final class LayerCheckpoint {
     }
 
     /**
-     * Loads the targets from a checkpoint, all or nothing (see the class comment).
+     * Loads the targets from a checkpoint, all or nothing: decodes into fresh staging buffers with
+     * {@link #decodeInto} and copies them into the targets only when every tensor was found, checked
+     * and decoded. Costs one extra copy of the targets; callers that stage anyway (as
+     * {@code MoeLayer} does) call {@link #decodeInto} directly.
      *
      * @param ckpt    the checkpoint
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
@@ -108,13 +110,51 @@ public final class LayerCheckpoint {
      * @param targets slot → host buffer of the slot's shape (see {@link MoeTensor}), F32, BF16 or F16
      * @param options what to accept
      * @throws IllegalArgumentException on a null argument, a target of the wrong shape or dtype, or a
-     *                                  slot the family has no tensor for
+     *                                  slot the family has no tensor for; targets unchanged
      * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped, of an
-     *                                  unsupported dtype, or holds a non-finite value; targets may then
-     *                                  hold partial values (use staging buffers)
+     *                                  unsupported dtype, or holds a non-finite value; targets unchanged
      */
     public static void load(HfCheckpoint ckpt, String prefix, MoeNameMap names, Geometry g,
                             Map<MoeTensor, HostBuffer> targets, Options options) {
+        Objects.requireNonNull(targets, "targets");
+        Map<MoeTensor, HostBuffer> staging = new EnumMap<>(MoeTensor.class);
+        try {
+            for (Map.Entry<MoeTensor, HostBuffer> e : targets.entrySet()) {
+                HostBuffer t = e.getValue();
+                if (t == null || t.isClosed()) {
+                    throw new IllegalArgumentException("LayerCheckpoint: target " + e.getKey() + " is "
+                            + (t == null ? "null" : "closed"));
+                }
+                staging.put(e.getKey(), HostBuffer.allocate(t.dtype(), t.shape()));
+            }
+            decodeInto(ckpt, prefix, names, g, staging, options);
+            for (Map.Entry<MoeTensor, HostBuffer> e : targets.entrySet()) {
+                e.getValue().copyFrom(staging.get(e.getKey()));
+            }
+        } finally {
+            staging.values().forEach(HostBuffer::close);
+        }
+    }
+
+    /**
+     * Decodes the targets from a checkpoint in place (see the class comment): every tensor is found
+     * and checked before any value is read, but a non-finite value found while decoding leaves the
+     * targets partly written, so pass staging buffers (or use {@link #load}).
+     *
+     * @param ckpt    the checkpoint
+     * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
+     * @param names   the family's name map
+     * @param g       this rank's sizes
+     * @param targets slot → host buffer of the slot's shape (see {@link MoeTensor}), F32, BF16 or F16
+     * @param options what to accept
+     * @throws IllegalArgumentException on a null argument, a target of the wrong shape or dtype, or a
+     *                                  slot the family has no tensor for; targets unchanged
+     * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped or of an
+     *                                  unsupported dtype (targets unchanged), or holds a non-finite value
+     *                                  (targets partly written)
+     */
+    public static void decodeInto(HfCheckpoint ckpt, String prefix, MoeNameMap names, Geometry g,
+                                  Map<MoeTensor, HostBuffer> targets, Options options) {
         Objects.requireNonNull(ckpt, "ckpt");
         Objects.requireNonNull(prefix, "prefix");
         Objects.requireNonNull(names, "names");
@@ -440,7 +480,8 @@ public final class LayerCheckpoint {
     /**
      * The tensors of one rank's part of an export, in the family's names and the given dtype.
      * Replicated tensors (router, biases, shared experts) are included when {@code replicated};
-     * routed experts when {@code routed}. Fused layouts need every expert on this rank.
+     * routed experts when {@code routed}. Fused layouts need every expert in {@code g} (for a rank's
+     * slice of a fused tensor, pass a geometry of just its experts: the result is that slice).
      *
      * @param prefix     the MoE block's prefix
      * @param names      the family's name map

@@ -89,14 +89,90 @@ public final class SafetensorsWriter {
                 throw new IllegalArgumentException(path + ": metadata entry " + m.getKey() + "=" + m.getValue() + " has a null");
             }
         }
+        Map<String, TensorSpec> specs = new LinkedHashMap<>();
+        ordered.forEach((n, t) -> specs.put(n, new TensorSpec(t.dtype(), t.shape())));
+        byte[] head = layout(specs, metadata).head();
+        atomically(path, ch -> {
+            writeFully(ch, ByteBuffer.wrap(head));
+            for (RawTensor b : ordered.values()) {
+                writeFully(ch, b.data().asByteBuffer());
+            }
+        });
+    }
+
+    /**
+     * A tensor of a file being laid out before its bytes exist.
+     *
+     * @param dtype the format dtype
+     * @param shape the shape
+     */
+    public record TensorSpec(SafetensorsDtype dtype, org.moe4j.core.Shape shape) {
+        /**
+         * Checks the components.
+         *
+         * @throws IllegalArgumentException on a null component
+         */
+        public TensorSpec {
+            if (dtype == null || shape == null) {
+                throw new IllegalArgumentException("TensorSpec: dtype and shape must not be null");
+            }
+        }
+
+        /**
+         * The tensor's byte count.
+         *
+         * @return {@code numel · dtype size}
+         * @throws IllegalArgumentException on overflow
+         */
+        public long byteSize() {
+            try {
+                return Math.multiplyExact(shape.numel(), (long) dtype.byteSize());
+            } catch (ArithmeticException overflow) {
+                throw new IllegalArgumentException("TensorSpec: " + dtype + " " + shape + " overflows a byte count");
+            }
+        }
+    }
+
+    /**
+     * The layout of a safetensors file: its header bytes and where each tensor's data starts.
+     *
+     * @param head      length prefix + padded JSON header
+     * @param start     name → absolute file offset of the tensor's first byte
+     * @param fileSize  total file size
+     */
+    public record Layout(byte[] head, Map<String, Long> start, long fileSize) {
+    }
+
+    /**
+     * Lays out a file (tensors in iteration order), for writers that fill it in parts: several
+     * ranks each writing their experts' slices of one shard.
+     *
+     * @param specs    name → dtype and shape, in file order
+     * @param metadata {@code __metadata__} entries
+     * @return the header bytes and the data offsets
+     * @throws IllegalArgumentException on a bad name, null spec or metadata
+     */
+    public static Layout layout(Map<String, TensorSpec> specs, Map<String, String> metadata) {
+        if (specs == null || metadata == null) {
+            throw new IllegalArgumentException("SafetensorsWriter.layout: specs and metadata must not be null");
+        }
         ObjectNode header = JSON.createObjectNode();
         if (!metadata.isEmpty()) {
             ObjectNode meta = header.putObject("__metadata__");
-            metadata.forEach(meta::put);
+            metadata.forEach((k, v) -> {
+                if (k == null || v == null) {
+                    throw new IllegalArgumentException("metadata entry " + k + "=" + v + " has a null");
+                }
+                meta.put(k, v);
+            });
         }
         long offset = 0;
-        for (Map.Entry<String, RawTensor> e : ordered.entrySet()) {
-            RawTensor b = e.getValue();
+        Map<String, Long> rel = new LinkedHashMap<>();
+        for (Map.Entry<String, TensorSpec> e : specs.entrySet()) {
+            if (e.getKey() == null || e.getKey().isBlank() || e.getKey().equals("__metadata__") || e.getValue() == null) {
+                throw new IllegalArgumentException("SafetensorsWriter.layout: bad tensor " + e.getKey());
+            }
+            TensorSpec b = e.getValue();
             ObjectNode t = header.putObject(e.getKey());
             t.put("dtype", b.dtype().name());
             ArrayNode shape = t.putArray("shape");
@@ -105,14 +181,15 @@ public final class SafetensorsWriter {
             }
             ArrayNode off = t.putArray("data_offsets");
             off.add(offset);
-            off.add(offset + b.data().byteSize());
-            offset += b.data().byteSize();
+            off.add(offset + b.byteSize());
+            rel.put(e.getKey(), offset);
+            offset += b.byteSize();
         }
         byte[] json;
         try {
             json = JSON.writeValueAsBytes(header);
         } catch (IOException e) {
-            throw new CheckpointException(path + ": cannot encode header", e);
+            throw new CheckpointException("cannot encode a safetensors header", e);
         }
         int padded = (json.length + 7) / 8 * 8;
         byte[] head = new byte[8 + padded];
@@ -121,12 +198,76 @@ public final class SafetensorsWriter {
         for (int i = 8 + json.length; i < head.length; i++) {
             head[i] = ' ';
         }
-        atomically(path, ch -> {
-            writeFully(ch, ByteBuffer.wrap(head));
-            for (RawTensor b : ordered.values()) {
-                writeFully(ch, b.data().asByteBuffer());
+        Map<String, Long> start = new LinkedHashMap<>();
+        rel.forEach((n, o) -> start.put(n, head.length + o));
+        return new Layout(head, java.util.Collections.unmodifiableMap(start), head.length + offset);
+    }
+
+    /**
+     * Creates a file of a layout's full size holding its header (data zero), fsynced, for parts to be
+     * written into with {@link #writeAt} and then published with {@link #publish}.
+     *
+     * @param file   the temporary file to create (must not exist)
+     * @param layout the layout
+     * @throws CheckpointException on I/O errors (the file is then removed)
+     */
+    public static void createSized(Path file, Layout layout) {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE)) {
+            writeFully(ch, ByteBuffer.wrap(layout.head()));
+            if (layout.fileSize() > layout.head().length) {
+                ch.write(ByteBuffer.wrap(new byte[1]), layout.fileSize() - 1);
             }
-        });
+            ch.force(true);
+        } catch (IOException e) {
+            try {
+                Files.deleteIfExists(file);
+            } catch (IOException ignored) {
+                // reported through the failure below
+            }
+            throw new CheckpointException(file + ": cannot create: " + e, e);
+        }
+    }
+
+    /**
+     * Writes bytes at a position of an existing file and fsyncs it.
+     *
+     * @param file     the file
+     * @param position where the bytes go
+     * @param bytes    the bytes
+     * @throws CheckpointException on I/O errors
+     */
+    public static void writeAt(Path file, long position, java.lang.foreign.MemorySegment bytes) {
+        try (FileChannel ch = FileChannel.open(file, StandardOpenOption.WRITE)) {
+            ByteBuffer b = bytes.asByteBuffer();
+            long at = position;
+            while (b.hasRemaining()) {
+                at += ch.write(b, at);
+            }
+            ch.force(true);
+        } catch (IOException e) {
+            throw new CheckpointException(file + ": cannot write at " + position + ": " + e, e);
+        }
+    }
+
+    /**
+     * Atomically renames a complete temporary file over its target and fsyncs the directory.
+     *
+     * @param tmp    the complete file
+     * @param target its final name (same directory)
+     * @throws CheckpointException on I/O errors (the temporary file is then removed)
+     */
+    public static void publish(Path tmp, Path target) {
+        try {
+            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+            fsyncDirectory(target.toAbsolutePath().getParent());
+        } catch (IOException e) {
+            try {
+                Files.deleteIfExists(tmp);
+            } catch (IOException ignored) {
+                // reported through the failure below
+            }
+            throw new CheckpointException(target + ": cannot publish " + tmp + ": " + e, e);
+        }
     }
 
     /**

@@ -140,7 +140,7 @@ final class LayerCheckpointing {
             if (names.scoreCorrectionBias() != null) {
                 targets.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
             }
-            LayerCheckpoint.load(ckpt, prefix, names, g, targets, options);
+            LayerCheckpoint.decodeInto(ckpt, prefix, names, g, targets, options); // staged: committed below
             float[] b = bias.toFloatArray(); // zero when the family has no score-correction bias
             st.commit();
             layer.expertBias().setValues(b);
@@ -178,16 +178,19 @@ final class LayerCheckpointing {
                     + " shard; no index was written");
         }
         if (rank == 0) {
-            writeIndex(dir, stem, indexName, world, indexMeta);
+            List<String> shards = new ArrayList<>();
+            for (int r = 0; r < world; r++) {
+                shards.add(shardName(stem, r, world));
+            }
+            writeIndex(dir, shards, indexName, indexMeta);
         }
         layer.sumOverRanks(new long[] {1}); // no rank returns before the index is durable
     }
 
-    private static void writeIndex(Path dir, String stem, String indexName, int world, Map<String, String> meta) {
+    private static void writeIndex(Path dir, List<String> shards, String indexName, Map<String, String> meta) {
         Map<String, String> weightMap = new TreeMap<>();
         long total = 0;
-        for (int r = 0; r < world; r++) {
-            String shard = shardName(stem, r, world);
+        for (String shard : shards) {
             try (SafetensorsFile f = SafetensorsFile.open(dir.resolve(shard))) {
                 for (TensorInfo t : f.tensors().values()) {
                     if (weightMap.put(t.name(), shard) != null) {
@@ -226,12 +229,113 @@ final class LayerCheckpointing {
             if (names.scoreCorrectionBias() != null) {
                 src.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
             }
+            if (names.fused() && layer.communicator().size() > 1) {
+                exportFused(layer, dir, prefix, names, dtype, g, src);
+                return;
+            }
             tensors = LayerCheckpoint.exportTensors(prefix, names, g, src, dtype, first, true);
             writeSharded(layer, dir, "model", HfCheckpoint.INDEX, tensors, Map.of("format", "pt", "producer", "moe4j"),
                     Map.of());
         } finally {
             tensors.values().forEach(HostBuffer::close);
         }
+    }
+
+    /**
+     * Fused-expert families at W &gt; 1: one shard that every rank fills in place. Rank 0 lays it out
+     * and creates it at full size under a temporary name; each rank writes its experts' contiguous
+     * slices of the fused tensors (rank 0 also the replicated tensors) and fsyncs; then rank 0 renames
+     * it into place and writes the index. A status all-reduce after each phase makes a failure on any
+     * rank fail every rank, with no index written.
+     */
+    private static void exportFused(MoeLayer layer, Path dir, String prefix, MoeNameMap names, DType dtype,
+                                    LayerCheckpoint.Geometry g, Map<MoeTensor, HostBuffer> src) {
+        int rank = layer.communicator().rank();
+        int world = layer.communicator().size();
+        Map<MoeTensor, HostBuffer> routed = new EnumMap<>(MoeTensor.class);
+        src.forEach((slot, b) -> {
+            if (slot.routed()) {
+                routed.put(slot, b);
+            }
+        });
+        LayerCheckpoint.Geometry localOnly = new LayerCheckpoint.Geometry(g.localExperts(), 0, g.localExperts(),
+                g.hidden(), g.ffn());
+        Map<String, HostBuffer> rep = LayerCheckpoint.exportTensors(prefix, names, g, src, dtype, true, false);
+        Map<String, HostBuffer> local = Map.of();
+        try {
+            local = LayerCheckpoint.exportTensors(prefix, names, localOnly, routed, dtype, false, true);
+            Map<String, SafetensorsWriter.TensorSpec> specs = new LinkedHashMap<>();
+            org.moe4j.checkpoint.SafetensorsDtype fd = org.moe4j.checkpoint.SafetensorsDtype.of(dtype);
+            rep.forEach((n, b) -> specs.put(n, new SafetensorsWriter.TensorSpec(fd, b.shape())));
+            local.forEach((n, b) -> {
+                long[] dims = b.shape().dims();
+                dims[0] = g.experts();
+                specs.put(n, new SafetensorsWriter.TensorSpec(fd, org.moe4j.core.Shape.of(dims)));
+            });
+            SafetensorsWriter.Layout layout = SafetensorsWriter.layout(specs, Map.of("format", "pt", "producer", "moe4j"));
+            long nonce = layer.sumOverRanks(new long[] {rank == 0 ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
+            Path tmp = dir.resolve(SafetensorsWriter.TEMP_PREFIX + "shared-" + Long.toHexString(nonce) + ".tmp");
+            String shard = shardName("model", 0, 1);
+            RuntimeException failure = null;
+            if (rank == 0) {
+                try {
+                    Files.createDirectories(dir);
+                    SafetensorsWriter.createSized(tmp, layout);
+                } catch (IOException e) {
+                    failure = new CheckpointException(dir + ": cannot create the checkpoint directory: " + e, e);
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+            phase(layer, failure, dir, "create the shared shard", null);
+            try {
+                if (rank == 0) {
+                    for (Map.Entry<String, HostBuffer> e : rep.entrySet()) {
+                        SafetensorsWriter.writeAt(tmp, layout.start().get(e.getKey()), e.getValue().segment());
+                    }
+                }
+                for (Map.Entry<String, HostBuffer> e : local.entrySet()) {
+                    long slice = e.getValue().byteSize();
+                    SafetensorsWriter.writeAt(tmp, layout.start().get(e.getKey()) + rank * slice, e.getValue().segment());
+                }
+            } catch (RuntimeException e) {
+                failure = e;
+            }
+            phase(layer, failure, dir, "write their experts", rank == 0 ? tmp : null);
+            if (rank == 0) {
+                try {
+                    SafetensorsWriter.publish(tmp, dir.resolve(shard));
+                    writeIndex(dir, List.of(shard), HfCheckpoint.INDEX, Map.of());
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+            phase(layer, failure, dir, "publish the shard and index", null);
+        } finally {
+            rep.values().forEach(HostBuffer::close);
+            local.values().forEach(HostBuffer::close);
+        }
+    }
+
+    /** Every rank learns whether all succeeded; on failure every rank throws (after removing {@code cleanup}). */
+    private static void phase(MoeLayer layer, RuntimeException failure, Path dir, String what, Path cleanup) {
+        int world = layer.communicator().size();
+        long ok = layer.sumOverRanks(new long[] {failure == null ? 1 : 0})[0];
+        if (ok == world) {
+            return;
+        }
+        if (cleanup != null) {
+            try {
+                Files.deleteIfExists(cleanup);
+            } catch (IOException ignored) {
+                // the leftover is reported by SafetensorsWriter.removeLeftovers
+            }
+        }
+        if (failure != null) {
+            throw failure;
+        }
+        throw new CheckpointException(dir + ": " + (world - ok) + " of " + world + " ranks failed to " + what
+                + "; no index was written");
     }
 
     static void saveState(MoeLayer layer, Path dir, AdamW optimizer, long step) {

@@ -11,6 +11,7 @@ import org.moe4j.checkpoint.Checkpoints;
 import org.moe4j.checkpoint.LayerCheckpoint;
 import org.moe4j.checkpoint.MoeNameMap;
 import org.moe4j.core.DType;
+import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
@@ -56,11 +57,30 @@ import org.moe4j.routing.RoutingKernels;
  * ranks first, so every rank's bias stays identical; without it each rank balances its own load
  * and the replicas may drift apart.
  *
+ * <p>Dispatch: the strategy named in {@link MoeConfig#dispatch()} (found through
+ * {@link org.moe4j.dispatch.DispatcherProvider}); with {@code static-all-to-all} the group offsets stay
+ * in the backend's memory and the dispatcher reads nothing back ({@link #dispatcher()}'s
+ * {@code hostReads()}), with identical results whenever no static chunk overflows.
+ *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
  * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
  * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
  * order, so they agree to fp32 rounding).
+ *
+ * <p>All or nothing: {@link #forward} and {@link #backward} check every input they will use (null,
+ * closed, dtype, shape, a context of another layer or one already consumed, an input closed since
+ * the forward) before any state changes or any collective starts, and a failed call leaves the
+ * layer as it was. A forward adds its expert load to the bias only once every collective of the
+ * forward has succeeded, so a forward that fails on one rank (bad input, non-finite logits) leaves
+ * no rank with a half-counted step: the other ranks' collectives fail and they keep their state too.
+ * A backward whose input check fails leaves its context open, so it can be retried with a correct
+ * {@code dY}.
+ *
+ * <p>Threading: a layer serves one thread at a time (normally its rank's thread). A call of
+ * {@code forward}, {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or
+ * {@code zeroGrad} from a second thread while one of them is running throws
+ * {@link org.moe4j.core.ConcurrentUseException} naming both calls; the refused call changes nothing.
  *
  * <p>Model-family variants ({@link MoeConfig#features()}, docs/experts.md): a router bias {@code [experts]}
  * added to the logits ({@code gate.bias}, gpt-oss), a sigmoid gate {@code [1, hidden]} on the shared experts
@@ -92,12 +112,16 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer routerBiasGrad;  // [experts]
     private final Buffer sharedGate;      // [1, hidden], null without features.sharedExpertGate
     private final Buffer sharedGateGrad;  // [1, hidden]
+    /** Refuses overlapping calls from two threads. */
+    private final ExclusiveUse use = new ExclusiveUse("MoeLayer");
+    private volatile boolean closed;
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
      * borrowed and must stay alive until backward.
      */
     public static final class Context implements AutoCloseable {
+        private final MoeLayer owner;
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
@@ -108,8 +132,9 @@ public final class MoeLayer implements AutoCloseable {
         private Variant variant; // family-variant state, null for the plain layer
         private boolean closed;
 
-        Context(Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
+            this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
@@ -127,6 +152,11 @@ public final class MoeLayer implements AutoCloseable {
         /** @return the dispatch context of this forward */
         public DispatchResult dispatch() {
             return dispatch;
+        }
+
+        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        public boolean isClosed() {
+            return closed;
         }
 
         @Override
@@ -209,12 +239,13 @@ public final class MoeLayer implements AutoCloseable {
         }
         this.featureKernels = ek;
         this.gateKernels = Backends.kernels(RoutingKernels.class, backend);
-        Router.Builder rb = Router.builder(config).backend(backend);
+        Router.Builder rb = Router.builder(config).backend(backend).forceBalanced(b.forceBalanced);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
+        rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
         this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
+        this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm, backend,
                 Backends.kernels(DispatchKernels.class, backend));
         this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
         int local = config.localExperts();
@@ -265,6 +296,7 @@ public final class MoeLayer implements AutoCloseable {
         private Backend backend;
         private ExpertKernels expertKernels;
         private ExpertBias expertBias;
+        private boolean forceBalanced;
 
         private Builder(MoeConfig config, Communicator comm) {
             this.config = Objects.requireNonNull(config, "config");
@@ -316,6 +348,17 @@ public final class MoeLayer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * @param v force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert
+         *          {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the
+         *          static-shape dispatch then moves no padding (default false)
+         * @return this
+         */
+        public Builder forceBalanced(boolean v) {
+            forceBalanced = v;
+            return this;
+        }
+
         /** @return the layer */
         public MoeLayer build() {
             return new MoeLayer(this);
@@ -327,9 +370,17 @@ public final class MoeLayer implements AutoCloseable {
         return config;
     }
 
-    /** @return the router */
+    /**
+     * @return the router (built without load accumulation: the layer's {@link #forward} adds the load
+     *         to the bias once the whole forward succeeded)
+     */
     public Router router() {
         return router;
+    }
+
+    /** @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}) */
+    public Dispatcher dispatcher() {
+        return dispatcher;
     }
 
     /** @return the routed experts of this rank */
@@ -377,11 +428,35 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Forward of this rank's tokens; a collective (all ranks call it). Adds the pre-drop load per
+     * expert to the expert bias only after every collective of the forward succeeded.
+     *
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
      * @return output, context and statistics
+     * @throws NullPointerException       if {@code x} is null
+     * @throws IllegalArgumentException   if {@code x} is closed, not F32, not {@code [tokens, hidden]},
+     *                                    or gives non-finite router logits; nothing changed
+     * @throws org.moe4j.dispatch.CommunicatorException if a collective fails (e.g. another rank's
+     *                                    forward failed); nothing changed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Forward forward(Buffer x) {
-        x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
+        enter("forward");
+        try {
+            return forwardUnguarded(x);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Forward forwardUnguarded(Buffer x) {
+        Objects.requireNonNull(x, "MoeLayer.forward: x");
+        requireOpen("MoeLayer.forward", "x", x);
+        if (x.shape().rank() != 2) {
+            throw new IllegalArgumentException("MoeLayer.forward: x must be F32 [tokens, hidden=" + config.hidden()
+                    + "] but is " + x.dtype() + " " + x.shape());
+        }
+        x.require("MoeLayer.forward: x", DType.F32, x.shape().dim(0), config.hidden());
         LayerFeatures lf = config.features();
         long tokens = x.shape().dim(0);
         Buffer logits = null;
@@ -426,11 +501,14 @@ public final class MoeLayer implements AutoCloseable {
             } else {
                 d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
             }
-            int[] offsets = d.groupOffsets();
-            try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-                off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+            Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d; null unless the strategy keeps them there
+            if (deviceOffsets == null) {
+                int[] offsets = d.groupOffsets();
+                try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
+                    off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+                }
             }
-            ex = experts.forward(d.expertInput(), off);
+            ex = experts.forward(d.expertInput(), deviceOffsets != null ? deviceOffsets : off);
             Buffer out = dispatcher.combine(d, ex.output());
             if (lf.scoreBeforeExperts()) {
                 try (Buffer perSlot = out) {
@@ -451,17 +529,34 @@ public final class MoeLayer implements AutoCloseable {
                 }
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            Context ctx = new Context(x, route, d, off, ex.context(), ex.output(), sh == null ? null : sh.context());
+            Context ctx = new Context(this, x, route, d, off, ex.context(), ex.output(), sh == null ? null : sh.context());
             if (lf.any()) {
                 ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
             }
-            return new Forward(out, ctx, tpe, route.dropped(), route.auxLosses());
+            Forward f = new Forward(out, ctx, tpe, route.dropped(), route.auxLosses());
+            router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
+            return f;
         } catch (RuntimeException e) {
-            Context ctx = new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
-                    sh == null ? null : sh.context());
+            Context ctx = new Context(this, x, route, d, off, ex == null ? null : ex.context(),
+                    ex == null ? null : ex.output(), sh == null ? null : sh.context());
             ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
             ctx.close();
             throw e;
+        }
+    }
+
+    /** Enters a guarded call: refuses a second thread, then a closed layer. */
+    private void enter(String call) {
+        use.enter(call);
+        if (closed) {
+            use.exit();
+            throw new IllegalStateException("MoeLayer." + call + ": the layer is closed");
+        }
+    }
+
+    private static void requireOpen(String where, String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(where + ": " + name + " is closed");
         }
     }
 
@@ -470,55 +565,103 @@ public final class MoeLayer implements AutoCloseable {
      * gradients (this rank's part; see {@link #reduceGradients()}). Closes the context. A
      * collective: all ranks call it.
      *
+     * <p>Every input is checked first; if a check fails nothing changed and the context stays open
+     * (the call may be repeated with a correct {@code dY}).
+     *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
      * @return F32 {@code [tokens, hidden]} (caller closes)
+     * @throws NullPointerException     if {@code ctx} or {@code dY} is null
+     * @throws IllegalArgumentException if {@code ctx} came from another layer or is closed, the forward
+     *                                  input {@code x} was closed since the forward, or {@code dY} is
+     *                                  closed, not F32 or not {@code [tokens, hidden]}
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Buffer backward(Context ctx, Buffer dY) {
+        enter("backward");
+        try {
+            return backwardUnguarded(ctx, dY);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Buffer backwardUnguarded(Context ctx, Buffer dY) {
+        Objects.requireNonNull(ctx, "MoeLayer.backward: ctx");
+        Objects.requireNonNull(dY, "MoeLayer.backward: dY");
+        if (ctx.owner != this) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx was produced by another MoeLayer");
+        }
+        if (ctx.closed) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx is closed (a context is consumed by one backward)");
+        }
+        requireOpen("MoeLayer.backward", "x (the forward input, borrowed until backward)", ctx.x);
+        requireOpen("MoeLayer.backward", "dY", dY);
+        long tokens = ctx.x.shape().dim(0);
+        if (dY.dtype() != DType.F32 || !dY.shape().equals(Shape.of(tokens, config.hidden()))) {
+            throw new IllegalArgumentException("MoeLayer.backward: dY must be F32 " + Shape.of(tokens, config.hidden())
+                    + " but is " + dY.dtype() + " " + dY.shape());
+        }
         try (ctx) {
             Variant v = ctx.variant;
             boolean before = config.features().scoreBeforeExperts();
-            long tokens = ctx.x.shape().dim(0);
-            Buffer dX;
+            Buffer dX = null;
             Buffer dCombined = dY;
-            if (before) {
-                // every slot row of a token receives the token's output gradient
-                dCombined = backend.allocate(DType.F32, Shape.of(tokens * config.topK(), config.hidden()));
-                featureKernels.scaleExpand(dY, v.slotOnes(), dCombined);
-            }
             Buffer dTopk = null;
-            try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dCombined)) {
-                Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
-                try (dExpIn) {
-                    Buffer dIn = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
-                    if (before) {
-                        try (dIn) {
-                            dX = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                            dTopk = backend.allocate(DType.F32, Shape.of(tokens, config.topK()));
-                            featureKernels.scaleExpandBackward(ctx.x, ctx.route.topkWeights(), dIn, dX, dTopk);
-                        }
-                    } else {
-                        dX = dIn;
-                    }
-                }
-                try (RouterGrads rg = router.backward(ctx.route, before ? dTopk : cg.dTopkWeights())) {
-                    if (routerBias != null) {
-                        try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                             Buffer dW = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-                             Buffer whole = rowOffsets(tokens)) {
-                            gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
-                            addInto(dX, dXr);
-                            addInto(gateGrad, dW);
-                            featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
-                        }
-                    } else {
-                        addInto(dX, rg.dX());
-                        addInto(gateGrad, rg.dGateWeight());
-                    }
-                }
-            } finally {
+            GroupedExperts.WeightGrads pending = null;
+            try {
                 if (before) {
-                    dCombined.close();
+                    // every slot row of a token receives the token's output gradient
+                    dCombined = backend.allocate(DType.F32, Shape.of(tokens * config.topK(), config.hidden()));
+                    featureKernels.scaleExpand(dY, v.slotOnes(), dCombined);
+                }
+                try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dCombined)) {
+                    GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
+                    pending = ig.weightGrads();
+                    try (Buffer dExpIn = ig.dX()) {
+                        Buffer dIn = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
+                        if (before) {
+                            try (dIn) {
+                                dX = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                                dTopk = backend.allocate(DType.F32, Shape.of(tokens, config.topK()));
+                                featureKernels.scaleExpandBackward(ctx.x, ctx.route.topkWeights(), dIn, dX, dTopk);
+                            }
+                        } else {
+                            dX = dIn;
+                        }
+                    }
+                    // Every collective of this backward has succeeded; only now does any gradient change, so
+                    // a collective that fails (another rank failed) leaves this rank's gradients untouched.
+                    try (RouterGrads rg = router.backward(ctx.route, before ? dTopk : cg.dTopkWeights())) {
+                        pending.apply();
+                        if (routerBias != null) {
+                            try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                                 Buffer dW = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+                                 Buffer whole = rowOffsets(tokens)) {
+                                gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
+                                addInto(dX, dXr);
+                                addInto(gateGrad, dW);
+                                featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                            }
+                        } else {
+                            addInto(dX, rg.dX());
+                            addInto(gateGrad, rg.dGateWeight());
+                        }
+                    }
+                }
+            } catch (RuntimeException e) {
+                if (dX != null) {
+                    dX.close();
+                }
+                throw e;
+            } finally {
+                if (pending != null) {
+                    pending.close();
+                }
+                if (before) {
+                    if (dCombined != dY) {
+                        dCombined.close();
+                    }
                     if (dTopk != null) {
                         dTopk.close();
                     }
@@ -558,20 +701,25 @@ public final class MoeLayer implements AutoCloseable {
      * after the last backward. A collective.
      */
     public void reduceGradients() {
-        if (!syncReplicated || comm.size() == 1) {
-            return;
-        }
-        comm.allReduce(gateGrad, ReduceOp.SUM);
-        if (routerBiasGrad != null) {
-            comm.allReduce(routerBiasGrad, ReduceOp.SUM);
-        }
-        if (shared != null) {
-            for (Parameter p : shared.parameters()) {
-                comm.allReduce(p.grad(), ReduceOp.SUM);
+        enter("reduceGradients");
+        try {
+            if (!syncReplicated || comm.size() == 1) {
+                return;
             }
-            if (sharedGateGrad != null) {
-                comm.allReduce(sharedGateGrad, ReduceOp.SUM);
+            comm.allReduce(gateGrad, ReduceOp.SUM);
+            if (routerBiasGrad != null) {
+                comm.allReduce(routerBiasGrad, ReduceOp.SUM);
             }
+            if (shared != null) {
+                for (Parameter p : shared.parameters()) {
+                    comm.allReduce(p.grad(), ReduceOp.SUM);
+                }
+                if (sharedGateGrad != null) {
+                    comm.allReduce(sharedGateGrad, ReduceOp.SUM);
+                }
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -582,6 +730,15 @@ public final class MoeLayer implements AutoCloseable {
      * @return the load per expert used for the update
      */
     public long[] updateExpertBias() {
+        enter("updateExpertBias");
+        try {
+            return updateExpertBiasUnguarded();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private long[] updateExpertBiasUnguarded() {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
@@ -603,6 +760,8 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Returns the trainable parameters.
+     *
      * @return gate weight, router bias (if any), routed experts, shared experts and their gate (if any),
      *         each with its gradient
      */
@@ -624,16 +783,21 @@ public final class MoeLayer implements AutoCloseable {
 
     /** Zeroes every gradient. */
     public void zeroGrad() {
-        gateGrad.zero();
-        if (routerBiasGrad != null) {
-            routerBiasGrad.zero();
-        }
-        if (sharedGateGrad != null) {
-            sharedGateGrad.zero();
-        }
-        experts.zeroGrad();
-        if (shared != null) {
-            shared.zeroGrad();
+        enter("zeroGrad");
+        try {
+            gateGrad.zero();
+            if (routerBiasGrad != null) {
+                routerBiasGrad.zero();
+            }
+            if (sharedGateGrad != null) {
+                sharedGateGrad.zero();
+            }
+            experts.zeroGrad();
+            if (shared != null) {
+                shared.zeroGrad();
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -711,9 +875,16 @@ public final class MoeLayer implements AutoCloseable {
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
      * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault; the layer
      *                                                  is then unchanged
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public void load(java.nio.file.Path path, String prefix, MoeNameMap names, LayerCheckpoint.Options options) {
-        LayerCheckpointing.load(this, path, prefix, names, options);
+        enter("load");
+        try {
+            LayerCheckpointing.load(this, path, prefix, names, options);
+        } finally {
+            use.exit();
+        }
     }
 
     /**
@@ -721,7 +892,9 @@ public final class MoeLayer implements AutoCloseable {
      * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
      * also the router, the bias where the family has one, and the shared experts), each file
      * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
-     * from the shards' headers. A collective: all ranks call it. Fused-expert families need W = 1.
+     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
+     * each writing its experts' slices.
      *
      * @param dir    destination directory (created if missing)
      * @param prefix the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
@@ -730,9 +903,16 @@ public final class MoeLayer implements AutoCloseable {
      * @throws IllegalArgumentException on a null or non-float argument, or a layer tensor the family
      *                                  cannot store
      * @throws org.moe4j.checkpoint.CheckpointException when any rank fails to write (no index is written)
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public void export(java.nio.file.Path dir, String prefix, MoeNameMap names, DType dtype) {
-        LayerCheckpointing.export(this, dir, prefix, names, dtype);
+        enter("export");
+        try {
+            LayerCheckpointing.export(this, dir, prefix, names, dtype);
+        } finally {
+            use.exit();
+        }
     }
 
     /**
@@ -749,9 +929,16 @@ public final class MoeLayer implements AutoCloseable {
      * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0,
      *                                  or the layer has expert linear biases (not in this layout yet)
      * @throws org.moe4j.checkpoint.CheckpointException on write failure on any rank
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public void saveTrainingState(java.nio.file.Path dir, org.moe4j.optim.AdamW optimizer, long step) {
-        LayerCheckpointing.saveState(this, dir, optimizer, step);
+        enter("saveTrainingState");
+        try {
+            LayerCheckpointing.saveState(this, dir, optimizer, step);
+        } finally {
+            use.exit();
+        }
     }
 
     /**
@@ -764,9 +951,16 @@ public final class MoeLayer implements AutoCloseable {
      * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters
      * @throws org.moe4j.checkpoint.CheckpointException naming what is missing or inconsistent; nothing
      *                                                  is then changed
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public long loadTrainingState(java.nio.file.Path dir, org.moe4j.optim.AdamW optimizer) {
-        return LayerCheckpointing.loadState(this, dir, optimizer);
+        enter("loadTrainingState");
+        try {
+            return LayerCheckpointing.loadState(this, dir, optimizer);
+        } finally {
+            use.exit();
+        }
     }
 
     /**
@@ -816,18 +1010,34 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /**
+     * Frees the weights, gradients and expert state; idempotent. Any later call of {@code forward},
+     * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
+     * {@link IllegalStateException}.
+     *
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
     @Override
     public void close() {
-        experts.close();
-        if (shared != null) {
-            shared.close();
-        }
-        gateWeight.close();
-        gateGrad.close();
-        for (Buffer b : new Buffer[] {routerBias, routerBiasGrad, sharedGate, sharedGateGrad}) {
-            if (b != null) {
-                b.close();
+        use.enter("close");
+        try {
+            if (closed) {
+                return;
             }
+            closed = true;
+            experts.close();
+            if (shared != null) {
+                shared.close();
+            }
+            gateWeight.close();
+            gateGrad.close();
+            for (Buffer b : new Buffer[] {routerBias, routerBiasGrad, sharedGate, sharedGateGrad}) {
+                if (b != null) {
+                    b.close();
+                }
+            }
+        } finally {
+            use.exit();
         }
     }
 }

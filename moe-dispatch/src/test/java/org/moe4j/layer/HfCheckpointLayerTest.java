@@ -421,4 +421,45 @@ class HfCheckpointLayerTest {
         }
         assertEquals(world + 1, files.size(), "shards + index, no temporaries: " + files);
     }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"llama4", "gpt_oss"})
+    void fusedFamiliesExportFromEveryRankIntoOneShardAndLoadBackBitwise(String family) throws Exception {
+        MoeNameMap names = MoeNameMap.forModelType(family);
+        MoeConfig base = MoeConfig.builder().hidden(32).experts(8).topK(2).ffn(32)
+                .sharedExperts(names.hasSharedExperts() ? 1 : 0, names.hasSharedExperts() ? 16 : 0).build();
+        Path dir = tmp.resolve("fused-" + family);
+        MoeConfig at2 = base.toBuilder().expertParallel(2).build();
+        List<Map<String, float[]>> saved = LocalGroup.run(2, comm -> {
+            try (MoeLayer layer = MoeLayer.builder(at2, comm).seed(21).build()) {
+                layer.export(dir, "model.layers.0.mlp.", names, DType.F32);
+                return weights(layer);
+            }
+        });
+        Map<String, float[]> all = new HashMap<>();
+        saved.forEach(all::putAll);
+        try (HfCheckpoint ck = HfCheckpoint.open(dir)) {
+            assertEquals(Set.of("model-00001-of-00001.safetensors"),
+                    Set.copyOf(ck.names().stream().map(n -> ck.shardOf(n).path().getFileName().toString()).toList()));
+        }
+        List<String> files = new ArrayList<>();
+        try (Stream<Path> s = Files.list(dir)) {
+            s.forEach(p -> files.add(p.getFileName().toString()));
+        }
+        assertEquals(2, files.size(), "one shard + index, no temporaries: " + files);
+        for (int w : new int[] {1, 4}) {
+            MoeConfig c = base.toBuilder().expertParallel(w).build();
+            List<Map<String, float[]>> got = LocalGroup.run(w, comm -> {
+                try (MoeLayer layer = MoeLayer.builder(c, comm).seed(5).build()) {
+                    layer.load(dir, "model.layers.0.mlp.", names, LayerCheckpoint.Options.strict());
+                    return weights(layer);
+                }
+            });
+            for (Map<String, float[]> m : got) {
+                for (Map.Entry<String, float[]> e : m.entrySet()) {
+                    assertBitwise(all.get(e.getKey()), e.getValue(), family + " W 2 -> " + w + ": " + e.getKey());
+                }
+            }
+        }
+    }
 }

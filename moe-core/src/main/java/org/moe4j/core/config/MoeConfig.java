@@ -29,6 +29,7 @@ import org.moe4j.core.DType;
  * @param expertParallel  expert-parallel world size {@code W}; each rank owns {@code E/W} experts
  * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
  * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
+ * @param dispatch        dispatch strategy and its options (count-exchange all-to-all by default)
  * @param features        model-family variants (gated shared expert, score before experts, router bias,
  *                        expert linear biases, clamped SwiGLU); {@link LayerFeatures#NONE} by default
  */
@@ -52,6 +53,7 @@ public record MoeConfig(
         int expertParallel,
         int groupAlignment,
         DType expertDtype,
+        DispatchOptions dispatch,
         LayerFeatures features) {
 
     public MoeConfig {
@@ -62,6 +64,7 @@ public record MoeConfig(
         Objects.requireNonNull(capacity, "MoeConfig.capacity");
         Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
         Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
+        Objects.requireNonNull(dispatch, "MoeConfig.dispatch");
         Objects.requireNonNull(features, "MoeConfig.features");
         Objects.requireNonNull(features.activation(), "MoeConfig.features.activation");
         positive("hidden", hidden);
@@ -109,6 +112,10 @@ public record MoeConfig(
         }
         if (sharedFfn < 0) {
             fail("sharedFfn", sharedFfn, "must be >= 0");
+        }
+        if ((long) sharedExperts * sharedFfn > Integer.MAX_VALUE) {
+            fail("sharedFfn", sharedFfn, "times sharedExperts (" + sharedExperts + ") = " + (long) sharedExperts * sharedFfn
+                    + " overflows the int range of the shared intermediate size");
         }
         if (experts % expertParallel != 0) {
             fail("expertParallel", expertParallel, "must divide experts (" + experts + ")");
@@ -186,7 +193,8 @@ public record MoeConfig(
         private int ffn;
         private ScoreFunction scoreFunction = ScoreFunction.SOFTMAX;
         private int expertGroups = 1;
-        private int limitedGroups = -1; // -1: same as expertGroups
+        private int limitedGroups;
+        private boolean limitedGroupsSet; // unset: same as expertGroups
         private GroupScore groupScore = GroupScore.TOP2_SUM;
         private boolean routeNorm;
         private double routeScale = 1.0;
@@ -199,6 +207,7 @@ public record MoeConfig(
         private int expertParallel = 1;
         private int groupAlignment = 1;
         private DType expertDtype = DType.F32;
+        private DispatchOptions dispatch = DispatchOptions.DEFAULT;
         private LayerFeatures features = LayerFeatures.NONE;
 
         private Builder() {
@@ -212,6 +221,7 @@ public record MoeConfig(
             scoreFunction = c.scoreFunction;
             expertGroups = c.expertGroups;
             limitedGroups = c.limitedGroups;
+            limitedGroupsSet = true;
             groupScore = c.groupScore;
             routeNorm = c.routeNorm;
             routeScale = c.routeScale;
@@ -224,6 +234,7 @@ public record MoeConfig(
             expertParallel = c.expertParallel;
             groupAlignment = c.groupAlignment;
             expertDtype = c.expertDtype;
+            dispatch = c.dispatch;
             features = c.features;
         }
 
@@ -254,20 +265,26 @@ public record MoeConfig(
         public Builder scoreFunction(ScoreFunction v) { scoreFunction = v; return this; }
         /**
          * @param groups expert groups
-         * @param limited groups kept per token
+         * @param limited groups kept per token (any value is checked by {@link #build()}; a negative
+         *                one is refused, never read as "no limit")
          * @return this
          */
-        public Builder groups(int groups, int limited) { expertGroups = groups; limitedGroups = limited; return this; }
+        public Builder groups(int groups, int limited) {
+            expertGroups = groups;
+            limitedGroups = limited;
+            limitedGroupsSet = true;
+            return this;
+        }
         /**
-         * @param v expert groups
+         * @param v expert groups (limited groups default to the same value unless set)
          * @return this
          */
         public Builder expertGroups(int v) { expertGroups = v; return this; }
         /**
-         * @param v limited groups
+         * @param v limited groups (checked by {@link #build()}; a negative value is refused)
          * @return this
          */
-        public Builder limitedGroups(int v) { limitedGroups = v; return this; }
+        public Builder limitedGroups(int v) { limitedGroups = v; limitedGroupsSet = true; return this; }
         /**
          * @param v group scoring
          * @return this
@@ -325,6 +342,11 @@ public record MoeConfig(
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
         /**
+         * @param v dispatch strategy and options
+         * @return this
+         */
+        public Builder dispatch(DispatchOptions v) { dispatch = v; return this; }
+        /**
          * Sets every family variant at once.
          *
          * @param v model-family layer variants
@@ -374,9 +396,9 @@ public record MoeConfig(
          */
         public MoeConfig build() {
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
-                    limitedGroups < 0 ? expertGroups : limitedGroups, groupScore, routeNorm, routeScale,
+                    limitedGroupsSet ? limitedGroups : expertGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
-                    groupAlignment, expertDtype, features);
+                    groupAlignment, expertDtype, dispatch, features);
         }
     }
 }

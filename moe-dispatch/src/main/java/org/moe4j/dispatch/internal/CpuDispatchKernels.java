@@ -86,6 +86,12 @@ public final class CpuDispatchKernels implements DispatchKernels {
     }
 
     @Override
+    public long firstNonFiniteWeight(Buffer topkIdx, Buffer topkWeights) {
+        return DispatchArgs.firstNonFiniteWeight(seg(topkIdx), seg(topkWeights),
+                Math.min(topkIdx.numel(), topkWeights.numel()));
+    }
+
+    @Override
     public void buildSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank,
             boolean perRankDedup, SendPlan plan) {
         MemorySegment idx = seg(topkIdx);
@@ -200,6 +206,30 @@ public final class CpuDispatchKernels implements DispatchKernels {
 
     private static void writeMeta(MemorySegment meta, int u, int[] row) {
         MemorySegment.copy(row, 0, meta, ValueLayout.JAVA_INT_UNALIGNED, (long) u * row.length * 4, row.length);
+    }
+
+    @Override
+    public void buildStaticSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, int capacity,
+            org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
+        StaticPlans.buildSendPlan(host(topkIdx), host(topkWeights), experts, world, rank, capacity, policy, plan);
+    }
+
+    @Override
+    public void buildStaticRecvPlan(Buffer meta, int firstExpert, int alignment, Buffer groupOffsets,
+            Buffer tokensPerLocalExpert, RecvPlan plan) {
+        StaticPlans.buildRecvPlan(host(meta), firstExpert, alignment, host(groupOffsets), host(tokensPerLocalExpert),
+                plan);
+    }
+
+    /** @return true: host memory is this backend's device memory, nothing is read back */
+    @Override
+    public boolean staticPlansOnDevice() {
+        return true;
+    }
+
+    private static HostBuffer host(Buffer b) {
+        seg(b); // refuses non-host buffers with the usual message
+        return (HostBuffer) b;
     }
 
     @Override
