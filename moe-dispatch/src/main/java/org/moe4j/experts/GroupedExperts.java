@@ -255,21 +255,54 @@ public final class GroupedExperts implements AutoCloseable {
      * @return {@code dX [rows, hidden]} (caller closes)
      */
     public Buffer backward(Context ctx, Buffer dY) {
+        return backward(ctx, dY, null);
+    }
+
+    /**
+     * How a backward turns its row operands into a weight gradient (see
+     * {@link #backward(Context, Buffer, WeightGradReduction)}).
+     */
+    @FunctionalInterface
+    public interface WeightGradReduction {
+        /**
+         * Adds {@code Σ_rows a[row]ᵀ · b[row]} (per group of this backward's rows) to {@code grad}.
+         *
+         * @param a    row operand {@code [rows, M]}
+         * @param b    row operand {@code [rows, N]}
+         * @param grad F32 {@code [groups, M, N]} to add into
+         * @param spec bf16 option of the experts ({@code accumulate} is set)
+         */
+        void accumulate(Buffer a, Buffer b, Buffer grad, GemmSpec spec);
+    }
+
+    /**
+     * Backward with a caller-chosen reduction of the weight gradients (e.g. the token-block tree of
+     * a replicated MLP, see {@link TokenBlockTree}). Called for {@code down_proj}, {@code gate_proj},
+     * {@code up_proj}, in this order. Closes the context.
+     *
+     * @param ctx       the forward context
+     * @param dY        gradient of the output {@code [rows, hidden]}, F32
+     * @param reduction reduces the weight gradients, or null for the grouped kernel over the context's groups
+     * @return {@code dX [rows, hidden]} (caller closes)
+     */
+    public Buffer backward(Context ctx, Buffer dY, WeightGradReduction reduction) {
         long rows = ctx.x().shape().dim(0);
         dY.require(name + " dY", DType.F32, rows, hidden);
         GemmSpec overwrite = new GemmSpec(false, compute == DType.BF16);
         GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
         Buffer off = ctx.groupOffsets();
+        WeightGradReduction wgrad = reduction != null ? reduction
+                : (a, b, grad, spec) -> kernels.groupedWeightGrad(a, b, off, grad, spec);
         try (Buffer dAct = backend.allocate(DType.F32, Shape.of(rows, ffn));
              Buffer dH1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
              Buffer dH3 = backend.allocate(DType.F32, Shape.of(rows, ffn))) {
             Buffer dX = backend.allocate(DType.F32, Shape.of(rows, hidden));
             try {
                 kernels.groupedMatmul(dY, w2, off, dAct, overwrite);               // dAct = dY · W2
-                kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
+                wgrad.accumulate(dY, ctx.act(), gw2, accumulate);                  // dW2 += dYᵀ · act
                 kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
-                kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
-                kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
+                wgrad.accumulate(dH1, ctx.x(), gw1, accumulate);                   // dW1 += dH1ᵀ · x
+                wgrad.accumulate(dH3, ctx.x(), gw3, accumulate);                   // dW3 += dH3ᵀ · x
                 kernels.groupedMatmul(dH1, w1, off, dX, overwrite);                // dX = dH1 · W1
                 kernels.groupedMatmul(dH3, w3, off, dX, accumulate);               //    + dH3 · W3
             } catch (RuntimeException e) {

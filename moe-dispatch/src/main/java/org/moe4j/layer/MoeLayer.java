@@ -74,6 +74,8 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
+    /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
+    private final ReplicatedGradReduction replicated;
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
@@ -170,6 +172,8 @@ public final class MoeLayer implements AutoCloseable {
                 config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
         this.shared = config.sharedExperts() > 0
                 ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
+                : null;
+        this.replicated = ek.supportsTokenBlockTree() ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek)
                 : null;
         this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
@@ -330,6 +334,7 @@ public final class MoeLayer implements AutoCloseable {
      * @return F32 {@code [tokens, hidden]} (caller closes)
      */
     public Buffer backward(Context ctx, Buffer dY) {
+        ReplicatedGradReduction.Plan plan = null;
         try (ctx) {
             Buffer dX;
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
@@ -337,17 +342,29 @@ public final class MoeLayer implements AutoCloseable {
                 try (dExpIn) {
                     dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
                 }
-                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
+                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights(), replicated == null)) {
                     addInto(dX, rg.dX());
-                    addInto(gateGrad, rg.dGateWeight());
+                    if (replicated == null) {
+                        addInto(gateGrad, rg.dGateWeight());
+                    } else {
+                        plan = replicated.plan(ctx.x.shape().dim(0));
+                        replicated.reduce(plan, rg.dLogits(), ctx.x, gateGrad, false); // dGate += dLogitsᵀ · x
+                    }
                 }
             }
             if (shared != null) {
-                try (Buffer dXs = shared.backward(ctx.sharedCtx, dY)) {
+                ReplicatedGradReduction.Plan p = plan;
+                GroupedExperts.WeightGradReduction r = p == null ? null
+                        : (a, b, grad, spec) -> replicated.reduce(p, a, b, grad, spec.bf16Operands());
+                try (Buffer dXs = shared.backward(ctx.sharedCtx, dY, r)) {
                     addInto(dX, dXs);
                 }
             }
             return dX;
+        } finally {
+            if (plan != null) {
+                plan.close();
+            }
         }
     }
 
@@ -361,8 +378,8 @@ public final class MoeLayer implements AutoCloseable {
      * after the last backward. A collective.
      */
     public void reduceGradients() {
-        if (!syncReplicated || comm.size() == 1) {
-            return;
+        if (!syncReplicated || comm.size() == 1 || replicated != null) {
+            return; // with the token-block tree, backward already reduced them over the ranks
         }
         comm.allReduce(gateGrad, ReduceOp.SUM);
         if (shared != null) {

@@ -418,6 +418,21 @@ public final class Router {
      * @throws IllegalArgumentException on a foreign or closed {@code out}, or a wrong dtype or shape
      */
     public RouterGrads backward(RouterOutput out, Buffer dTopkWeights) {
+        return backward(out, dTopkWeights, true);
+    }
+
+    /**
+     * Gradients of {@code Σ dTopkWeights · topkWeights + auxLosses.total()}, optionally without the
+     * gate weight gradient (for a caller that reduces {@code dLogitsᵀ · x} over the tokens itself,
+     * as {@code MoeLayer} does over its token-block tree).
+     *
+     * @param out            a forward result of this router, not closed
+     * @param dTopkWeights   F32 {@code [tokens, topK]} upstream gradient of the top-k weights, or null
+     * @param gateWeightGrad whether to compute {@code dGateWeight} (else it is null in the result)
+     * @return dLogits, plus dX (and dGateWeight when asked) when {@code out} came from {@link #forward}
+     * @throws IllegalArgumentException on a foreign or closed {@code out}, or a wrong dtype or shape
+     */
+    public RouterGrads backward(RouterOutput out, Buffer dTopkWeights, boolean gateWeightGrad) {
         Objects.requireNonNull(out, "out");
         if (out.router() != this) {
             throw new IllegalArgumentException("Router.backward: out was produced by another router");
@@ -438,7 +453,8 @@ public final class Router {
                 return new RouterGrads(dLogits, null, null);
             }
             Buffer dX = track(owned, backend.allocate(DType.F32, Shape.of(tokens, config.hidden())));
-            Buffer dGate = track(owned, backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())));
+            Buffer dGate = gateWeightGrad
+                    ? track(owned, backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()))) : null;
             kernels.gateBackward(out.x(), out.gateWeight(), dLogits, dX, dGate);
             return new RouterGrads(dLogits, dX, dGate);
         } catch (RuntimeException e) {
