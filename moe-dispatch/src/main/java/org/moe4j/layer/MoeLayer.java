@@ -163,6 +163,9 @@ public final class MoeLayer implements AutoCloseable {
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
+        if (syncReplicated && comm.size() > 1) {
+            rb.statsExchange(new GlobalBalanceStats(comm, backend)); // aux losses over the global batch
+        }
         this.router = rb.build();
         this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
                 Backends.kernels(DispatchKernels.class, backend));

@@ -31,19 +31,22 @@ import org.moe4j.routing.AuxLosses;
 class WorldSizeDeterminismTest {
     static final int STEPS = 4;
     static final int HIDDEN = 32;
-    static AuxLoss AUX = AuxLoss.NONE;
+    /** Switch, whole-batch sequence and z losses. */
+    static final AuxLoss BATCH_AUX = new AuxLoss(1e-2, 1e-3, 1e-4, 0);
+    /** Sequence-wise balance loss over sequences of one block. */
+    static final AuxLoss SEQUENCE_AUX = new AuxLoss(0, 1e-2, 0, 64);
 
-    static MoeConfig config(int world) {
+    static MoeConfig config(int world, AuxLoss aux) {
         return MoeConfig.builder().hidden(HIDDEN).experts(8).topK(2).ffn(16).scoreFunction(ScoreFunction.SIGMOID)
                 .groups(4, 2).routeNorm(true).routeScale(2.5).expertBiasCoeff(1e-2).sharedExperts(1, 16)
-                .auxLoss(AUX).expertParallel(world).build();
+                .auxLoss(aux).expertParallel(world).build();
     }
 
     /** Everything a run ends with, by name: weights by global (Hugging Face) name, bias, losses per step. */
-    static Map<String, float[]> train(int[] tokensPerRank, int threads) {
+    static Map<String, float[]> train(int[] tokensPerRank, int threads, AuxLoss aux) {
         int world = tokensPerRank.length;
         int global = Arrays.stream(tokensPerRank).sum();
-        MoeConfig cfg = config(world);
+        MoeConfig cfg = config(world, aux);
         List<Map<String, float[]>> ranks;
         try (CpuParallel pool = new CpuParallel(threads)) {
             ranks = LocalGroup.run(world, comm -> {
@@ -53,7 +56,7 @@ class WorldSizeDeterminismTest {
                 }
                 int tokens = tokensPerRank[comm.rank()];
                 Map<String, float[]> out = new LinkedHashMap<>();
-                float[] aux = new float[3 * STEPS];
+                float[] auxValues = new float[3 * STEPS];
                 try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(5).expertKernels(new CpuExpertKernels(pool)).build();
                      HostBuffer all = HostBuffer.allocate(DType.F32, global, HIDDEN);
                      HostBuffer allTarget = HostBuffer.allocate(DType.F32, global, HIDDEN);
@@ -74,9 +77,9 @@ class WorldSizeDeterminismTest {
                             }
                             out.put("sq." + step, sq.toFloatArray()); // per element: the loss is summed by the test in global order
                             AuxLosses a = f.auxLosses();
-                            aux[3 * step] = (float) a.switchLoss();
-                            aux[3 * step + 1] = (float) a.sequenceLoss();
-                            aux[3 * step + 2] = (float) a.zLoss();
+                            auxValues[3 * step] = (float) a.switchLoss();
+                            auxValues[3 * step + 1] = (float) a.sequenceLoss();
+                            auxValues[3 * step + 2] = (float) a.zLoss();
                             try (Buffer dX = layer.backward(f.context(), dY)) {
                                 out.put("dx." + step, ((HostBuffer) dX).toFloatArray());
                             }
@@ -86,7 +89,7 @@ class WorldSizeDeterminismTest {
                         opt.zeroGrad();
                         layer.updateExpertBias();
                     }
-                    out.put("aux", aux);
+                    out.put("aux", auxValues);
                     out.put("bias", layer.expertBias().values());
                     layer.namedTensors("").forEach((k, v) -> out.put(k, v.toFloatArray()));
                 }
@@ -140,19 +143,28 @@ class WorldSizeDeterminismTest {
 
     @Test
     void trainingIsBitwiseIdenticalForWorldSizes124AndThreadCounts() {
-        Map<String, float[]> w1 = train(new int[] {256}, 1);
+        Map<String, float[]> w1 = train(new int[] {256}, 1, BATCH_AUX);
         assertNotEquals(0f, w1.get("bias")[0], "the expert bias must have moved for the test to mean something");
         assertNotEquals(w1.get("losses")[0], w1.get("losses")[STEPS - 1], "the weights must have moved");
-        assertSameRun(w1, train(new int[] {256}, 3), "W=1, 3 threads");
-        assertSameRun(w1, train(new int[] {128, 128}, 2), "W=2");
-        assertSameRun(w1, train(new int[] {64, 64, 64, 64}, 1), "W=4");
-        assertSameRun(w1, train(new int[] {64, 128, 0, 64}, 3), "W=4, uneven, one rank without tokens");
+        assertNotEquals(0f, w1.get("aux")[0], "the aux losses must be on");
+        assertSameRun(w1, train(new int[] {256}, 3, BATCH_AUX), "W=1, 3 threads");
+        assertSameRun(w1, train(new int[] {128, 128}, 2, BATCH_AUX), "W=2");
+        assertSameRun(w1, train(new int[] {64, 64, 64, 64}, 1, BATCH_AUX), "W=4");
+        assertSameRun(w1, train(new int[] {64, 128, 0, 64}, 3, BATCH_AUX), "W=4, uneven, one rank without tokens");
+    }
+
+    @Test
+    void sequenceLossIsAGlobalMeanOverSequences() {
+        Map<String, float[]> w1 = train(new int[] {256}, 2, SEQUENCE_AUX);
+        assertNotEquals(0f, w1.get("aux")[1], "the sequence loss must be on");
+        assertSameRun(w1, train(new int[] {128, 128}, 1, SEQUENCE_AUX), "W=2");
+        assertSameRun(w1, train(new int[] {64, 64, 64, 64}, 2, SEQUENCE_AUX), "W=4");
     }
 
     @Test
     void onlyTheLastRankMayHoldAPartialBlock() {
-        Map<String, float[]> w1 = train(new int[] {200}, 2);
-        assertSameRun(w1, train(new int[] {128, 72}, 1), "W=2, 128 + 72");
-        assertSameRun(w1, train(new int[] {64, 64, 64, 8}, 2), "W=4, 64 + 64 + 64 + 8");
+        Map<String, float[]> w1 = train(new int[] {200}, 2, BATCH_AUX);
+        assertSameRun(w1, train(new int[] {128, 72}, 1, BATCH_AUX), "W=2, 128 + 72");
+        assertSameRun(w1, train(new int[] {64, 64, 64, 8}, 2, BATCH_AUX), "W=4, 64 + 64 + 64 + 8");
     }
 }
