@@ -43,9 +43,15 @@ import org.moe4j.routing.RoutingKernels;
  * {@code W = config.expertParallel()}; rank {@code r} owns experts {@code [r·E/W, (r+1)·E/W)}.
  * Tokens, the gate and the shared experts are per rank (data parallel): each rank feeds its own
  * tokens and holds a replica of the gate and shared experts. The global loss is the <b>sum</b> of
- * the ranks' losses: routed-expert gradients arrive through the dispatcher from every rank, and
- * {@link #reduceGradients()} sums the replicated gradients over the ranks, so every replica sees
- * the same gradient and stays identical after an optimiser step.
+ * the ranks' losses plus the auxiliary losses once: routed-expert gradients arrive through the
+ * dispatcher from every rank, and the replicated gradients are summed over every rank's tokens, so
+ * every replica sees the same gradient and stays identical after an optimiser step. On a backend whose
+ * expert kernels reduce over the token-block tree ({@link ExpertKernels#supportsTokenBlockTree()}, the
+ * CPU backend) {@link #backward} does that sum itself, over the fixed tree of
+ * {@link org.moe4j.experts.TokenBlockTree}, and {@link #reduceGradients()} has nothing left to do;
+ * elsewhere backward adds this rank's part and {@link #reduceGradients()} all-reduces it in rank order.
+ * The auxiliary losses (switch, sequence, z) are global means over all ranks' tokens: their values
+ * are the same on every rank and for every {@code W}.
  *
  * <p>Expert bias (aux-loss-free balancing): each forward adds its pre-drop assignments per expert
  * to the bias' load; {@link #updateExpertBias()} applies one update. With
@@ -55,9 +61,13 @@ import org.moe4j.routing.RoutingKernels;
  *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
- * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
- * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
- * order, so they agree to fp32 rounding).
+ * <b>Determinism across world sizes</b> (CPU backend, dropless routing): the whole training run —
+ * outputs, input gradients, every parameter gradient, every weight after any number of optimiser
+ * steps, the bias, the aux losses — is bitwise identical for any {@code W} and thread count that
+ * split the same global batch (rank 0's tokens first), whenever every rank except the last holds a
+ * multiple of {@link org.moe4j.experts.TokenBlockTree#BLOCK} tokens (with the sequence loss, also
+ * whole sequences per rank). On other backends outputs and routed-expert gradients stay bitwise
+ * identical; replicated gradients agree to fp32 rounding.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
@@ -143,7 +153,9 @@ public final class MoeLayer implements AutoCloseable {
      * @param context         state for backward
      * @param tokensPerExpert this rank's assignments per global expert after drops
      * @param dropped         assignments dropped by the capacity limit on this rank
-     * @param auxLosses       auxiliary losses of this rank's tokens (their gradients are added in backward)
+     * @param auxLosses       auxiliary losses of the global batch (the same on every rank when
+     *                        {@code syncReplicated}, else of this rank's tokens); backward adds the
+     *                        gradient of this rank's tokens, so over the ranks they count once
      */
     public record Forward(Buffer output, Context context, int[] tokensPerExpert, long dropped, AuxLosses auxLosses) {
     }
@@ -217,7 +229,8 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
-         * @param v sum replicated gradients and the bias load over the ranks (default true)
+         * @param v sum replicated gradients and the bias load over the ranks, and evaluate the aux losses
+         *          over the global batch (default true)
          * @return this
          */
         public Builder syncReplicated(boolean v) {
@@ -329,8 +342,10 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
-     * gradients (this rank's part; see {@link #reduceGradients()}). Closes the context. A
-     * collective: all ranks call it.
+     * gradients. With the token-block tree (see the class comment) the gate and shared-expert
+     * gradients added are already summed over every rank's tokens (when {@code syncReplicated}); else
+     * they are this rank's part (see {@link #reduceGradients()}). Closes the context. A collective:
+     * all ranks call it.
      *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
@@ -377,8 +392,10 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Sums the gradients of the replicated parameters (gate, shared experts) over the ranks, in rank
-     * order, when {@code syncReplicated} is on (a no-op otherwise). Call once per optimiser step,
-     * after the last backward. A collective.
+     * order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
+     * otherwise: {@link #backward} has then already reduced them over the global batch, bitwise
+     * independently of the world size). Call once per optimiser step, after the last backward. A
+     * collective when it does something; calling it on every rank is always correct.
      */
     public void reduceGradients() {
         if (!syncReplicated || comm.size() == 1 || replicated != null) {
