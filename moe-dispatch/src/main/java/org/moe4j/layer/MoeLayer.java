@@ -46,8 +46,8 @@ import org.moe4j.routing.RoutingKernels;
  * the ranks' losses plus the auxiliary losses once: routed-expert gradients arrive through the
  * dispatcher from every rank, and the replicated gradients are summed over every rank's tokens, so
  * every replica sees the same gradient and stays identical after an optimiser step. On a backend whose
- * expert kernels reduce over the token-block tree ({@link ExpertKernels#supportsTokenBlockTree()}, the
- * CPU backend) {@link #backward} does that sum itself, over the fixed tree of
+ * expert kernels reduce over the token-block tree ({@link ExpertKernels#supportsTokenBlockTree()}: the
+ * CPU and CUDA kernels) {@link #backward} does that sum itself, over the fixed tree of
  * {@link org.moe4j.experts.TokenBlockTree}, and {@link #reduceGradients()} has nothing left to do;
  * elsewhere backward adds this rank's part and {@link #reduceGradients()} all-reduces it in rank order.
  * The auxiliary losses (switch, sequence, z) are global means over all ranks' tokens: their values
@@ -61,13 +61,14 @@ import org.moe4j.routing.RoutingKernels;
  *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
- * <b>Determinism across world sizes</b> (CPU backend, dropless routing): the whole training run —
+ * <b>Determinism across world sizes</b> (dropless routing, expert kernels with the token-block tree):
+ * the whole training run —
  * outputs, input gradients, every parameter gradient, every weight after any number of optimiser
  * steps, the bias, the aux losses — is bitwise identical for any {@code W} and thread count that
  * split the same global batch (rank 0's tokens first), whenever every rank except the last holds a
  * multiple of {@link org.moe4j.experts.TokenBlockTree#BLOCK} tokens (with the sequence loss, also
- * whole sequences per rank). On other backends outputs and routed-expert gradients stay bitwise
- * identical; replicated gradients agree to fp32 rounding.
+ * whole sequences per rank). With expert kernels that lack the tree, replicated gradients agree
+ * across {@code W} to fp32 rounding only.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
