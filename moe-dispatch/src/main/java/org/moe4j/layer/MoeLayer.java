@@ -189,8 +189,8 @@ public final class MoeLayer implements AutoCloseable {
         this.shared = config.sharedExperts() > 0
                 ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
                 : null;
-        this.replicated = ek.supportsTokenBlockTree() ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek)
-                : null;
+        this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree()
+                ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
         this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
@@ -211,6 +211,7 @@ public final class MoeLayer implements AutoCloseable {
         private final Communicator comm;
         private long seed = 0;
         private boolean syncReplicated = true;
+        private boolean tokenBlockTree = true;
         private Backend backend;
         private ExpertKernels expertKernels;
         private ExpertBias expertBias;
@@ -236,6 +237,19 @@ public final class MoeLayer implements AutoCloseable {
          */
         public Builder syncReplicated(boolean v) {
             syncReplicated = v;
+            return this;
+        }
+
+        /**
+         * @param v reduce the gate and shared-expert gradients over the fixed token-block tree in
+         *          {@code backward} where the expert kernels support it (default true: bitwise independent
+         *          of the world size, see the class comment); false keeps per-rank sums that
+         *          {@link MoeLayer#reduceGradients()} all-reduces in rank order (equal across world sizes to
+         *          fp32 rounding only; one grouped GEMM per weight instead of one per token block)
+         * @return this
+         */
+        public Builder tokenBlockTree(boolean v) {
+            tokenBlockTree = v;
             return this;
         }
 
