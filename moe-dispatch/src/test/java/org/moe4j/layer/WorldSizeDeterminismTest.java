@@ -2,6 +2,7 @@ package org.moe4j.layer;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 
 import java.util.Arrays;
@@ -44,6 +45,10 @@ class WorldSizeDeterminismTest {
 
     /** Everything a run ends with, by name: weights by global (Hugging Face) name, bias, losses per step. */
     static Map<String, float[]> train(int[] tokensPerRank, int threads, AuxLoss aux) {
+        return train(tokensPerRank, threads, aux, true);
+    }
+
+    static Map<String, float[]> train(int[] tokensPerRank, int threads, AuxLoss aux, boolean tree) {
         int world = tokensPerRank.length;
         int global = Arrays.stream(tokensPerRank).sum();
         MoeConfig cfg = config(world, aux);
@@ -57,7 +62,8 @@ class WorldSizeDeterminismTest {
                 int tokens = tokensPerRank[comm.rank()];
                 Map<String, float[]> out = new LinkedHashMap<>();
                 float[] auxValues = new float[3 * STEPS];
-                try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(5).expertKernels(new CpuExpertKernels(pool)).build();
+                try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(5).expertKernels(new CpuExpertKernels(pool))
+                        .tokenBlockTree(tree).build();
                      HostBuffer all = HostBuffer.allocate(DType.F32, global, HIDDEN);
                      HostBuffer allTarget = HostBuffer.allocate(DType.F32, global, HIDDEN);
                      AdamW opt = new AdamW(layer.parameters(), AdamW.Options.defaults(1e-2))) {
@@ -166,5 +172,15 @@ class WorldSizeDeterminismTest {
         Map<String, float[]> w1 = train(new int[] {200}, 2, BATCH_AUX);
         assertSameRun(w1, train(new int[] {128, 72}, 1, BATCH_AUX), "W=2, 128 + 72");
         assertSameRun(w1, train(new int[] {64, 64, 64, 8}, 2, BATCH_AUX), "W=4, 64 + 64 + 64 + 8");
+    }
+
+    @Test
+    void withoutTheTreeTheReplicatedWeightsDependOnTheWorldSize() {
+        // the rank-order all-reduce of per-rank sums: what the tree replaces (shows the tests above are not vacuous)
+        Map<String, float[]> w1 = train(new int[] {256}, 1, BATCH_AUX, false);
+        Map<String, float[]> w2 = train(new int[] {128, 128}, 1, BATCH_AUX, false);
+        assertFalse(Arrays.equals(w1.get("gate.weight"), w2.get("gate.weight"))
+                && Arrays.equals(w1.get("shared_experts.down_proj.weight"), w2.get("shared_experts.down_proj.weight")),
+                "replicated weights identical without the tree");
     }
 }
