@@ -64,6 +64,8 @@ public final class TokenBlockTree {
     }
 
     /**
+     * The number of blocks a rank's tokens fill.
+     *
      * @param tokens a token count, {@code >= 0}
      * @return the blocks holding them ({@code ceil(tokens / BLOCK)})
      * @throws IllegalArgumentException on a negative count
@@ -76,6 +78,8 @@ public final class TokenBlockTree {
     }
 
     /**
+     * The height of the tree.
+     *
      * @param totalBlocks blocks of the tree, {@code >= 1}
      * @return the root level {@code L}: the smallest with {@code 2^L >= totalBlocks}
      */

@@ -17,6 +17,8 @@ import java.util.Objects;
  */
 public record BalanceStats(int experts, float[] probSum, int[] counts, int[] valid, float[] lseSq) {
     /**
+     * Checks that the arrays agree in size.
+     *
      * @throws IllegalArgumentException when the array sizes do not agree
      * @throws NullPointerException     on a null array
      */
@@ -32,7 +34,11 @@ public record BalanceStats(int experts, float[] probSum, int[] counts, int[] val
         }
     }
 
-    /** @return the number of segments */
+    /**
+     * The number of segments.
+     *
+     * @return {@code valid.length}
+     */
     public int segments() {
         return valid.length;
     }
