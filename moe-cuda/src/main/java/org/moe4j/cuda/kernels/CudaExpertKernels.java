@@ -406,20 +406,26 @@ public final class CudaExpertKernels implements ExpertKernels {
             if (groups == 0 || m == 0 || n == 0) {
                 return;
             }
-            if (tensorCores(a, b, spec, m, n)) {
-                DeviceBuffer ab = asBf16(a);
-                DeviceBuffer bb = asBf16(b);
-                try {
-                    launchWgrad(ab, bb, off.device(), rows, m, n, groups, dev("out", out), spec.accumulate());
-                } finally {
-                    owned(ab, a);
-                    owned(bb, b);
-                }
-            } else {
-                k.launch("moe_gg_wgrad_f32").grid(blocks(n, 64), blocks(m, 64), groups).block(16, 16, 1)
-                        .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
-                        .arg(off.device()).arg(m).arg(n).arg(dev("out", out)).arg(spec.accumulate() ? 1 : 0).launch();
+            weightGrad(a, b, off.device(), rows, m, n, groups, dev("out", out), spec);
+        }
+    }
+
+    /** The launch of {@link #groupedWeightGrad} after validation (offsets already on the device and checked). */
+    private void weightGrad(Buffer a, Buffer b, DeviceBuffer offsets, int rows, int m, int n, int groups,
+            DeviceBuffer out, GemmSpec spec) {
+        if (tensorCores(a, b, spec, m, n)) {
+            DeviceBuffer ab = asBf16(a);
+            DeviceBuffer bb = asBf16(b);
+            try {
+                launchWgrad(ab, bb, offsets, rows, m, n, groups, out, spec.accumulate());
+            } finally {
+                owned(ab, a);
+                owned(bb, b);
             }
+        } else {
+            k.launch("moe_gg_wgrad_f32").grid(blocks(n, 64), blocks(m, 64), groups).block(16, 16, 1)
+                    .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
+                    .arg(offsets).arg(m).arg(n).arg(out).arg(spec.accumulate() ? 1 : 0).launch();
         }
     }
 
@@ -431,8 +437,8 @@ public final class CudaExpertKernels implements ExpertKernels {
     /**
      * {@inheritDoc}
      *
-     * <p>On the GPU every block is one {@link #groupedWeightGrad} launch (one group whose offsets are a
-     * view into a device table of block boundaries, so each element of a block's partial is reduced by
+     * <p>On the GPU every block is one {@link #groupedWeightGrad} launch, without its offset read-back (one
+     * group whose offsets are a view into a device table of block boundaries, so each element of a block's partial is reduced by
      * one CTA in a fixed order), and the tree is combined with {@code moe_accumulate_f32} on a stack of
      * {@code [levels, M, N]} partials ({@code levels = 1 + log2(blocks per segment)}): memory stays
      * logarithmic in the token count, at the price of one small GEMM launch per block.
@@ -491,7 +497,7 @@ public final class CudaExpertKernels implements ExpertKernels {
                 for (int i = 0; off[s] + (long) i * blockRows < off[s + 1]; i++, leaf++) {
                     try (DeviceBuffer slot = stack.view(DType.F32, Shape.of(1, m, n), depth * plane);
                          DeviceBuffer group = bd.view(DType.I32, Shape.of(2), leaf * 4L)) {
-                        groupedWeightGrad(ab, bb, group, slot, overwrite);
+                        weightGrad(ab, bb, group, rows, m, n, 1, slot, overwrite); // bounds checked above: no read-back
                     }
                     depth++;
                     for (int c = i + 1; (c & 1) == 0; c >>>= 1) {
