@@ -54,7 +54,9 @@ public final class MinimalTraining {
                             layer.reduceGradients();               // replicated grads over ranks (no-op once backward did it)
                         }
                     }
-                    optimiser.step();
+                    if (!optimiser.step().applied()) {            // a NaN/Inf gradient: the step was skipped
+                        throw new IllegalStateException("step " + step + ": non-finite gradient");
+                    }
                     optimiser.zeroGrad();
                     layer.updateExpertBias();                      // from the load summed over ranks
                 }

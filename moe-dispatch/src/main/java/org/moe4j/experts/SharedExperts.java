@@ -80,21 +80,8 @@ public final class SharedExperts implements AutoCloseable {
      * @return {@code dX}
      */
     public Buffer backward(Context ctx, Buffer dY) {
-        return backward(ctx, dY, null);
-    }
-
-    /**
-     * Backward with a caller-chosen reduction of the weight gradients over the tokens (see
-     * {@link GroupedExperts#backward(GroupedExperts.Context, Buffer, GroupedExperts.WeightGradReduction)}).
-     *
-     * @param ctx       forward context (closed here)
-     * @param dY        {@code [tokens, hidden]}
-     * @param reduction reduces the weight gradients, or null for the plain grouped kernel
-     * @return {@code dX}
-     */
-    public Buffer backward(Context ctx, Buffer dY, GroupedExperts.WeightGradReduction reduction) {
         try {
-            return mlp.backward(ctx.inner(), dY, reduction);
+            return mlp.backward(ctx.inner(), dY);
         } finally {
             ctx.offsets().close();
         }

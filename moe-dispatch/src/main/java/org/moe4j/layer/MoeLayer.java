@@ -9,6 +9,7 @@ import java.util.Objects;
 import java.util.function.Function;
 import org.moe4j.checkpoint.Checkpoints;
 import org.moe4j.core.DType;
+import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
@@ -69,6 +70,20 @@ import org.moe4j.routing.RoutingKernels;
  * multiple of {@link org.moe4j.experts.TokenBlockTree#BLOCK} tokens (with the sequence loss, also
  * whole sequences per rank). With expert kernels that lack the tree, replicated gradients agree
  * across {@code W} to fp32 rounding only.
+ *
+ * <p>All or nothing: {@link #forward} and {@link #backward} check every input they will use (null,
+ * closed, dtype, shape, a context of another layer or one already consumed, an input closed since
+ * the forward) before any state changes or any collective starts, and a failed call leaves the
+ * layer as it was. A forward adds its expert load to the bias only once every collective of the
+ * forward has succeeded, so a forward that fails on one rank (bad input, non-finite logits) leaves
+ * no rank with a half-counted step: the other ranks' collectives fail and they keep their state too.
+ * A backward whose input check fails leaves its context open, so it can be retried with a correct
+ * {@code dY}.
+ *
+ * <p>Threading: a layer serves one thread at a time (normally its rank's thread). A call of
+ * {@code forward}, {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or
+ * {@code zeroGrad} from a second thread while one of them is running throws
+ * {@link org.moe4j.core.ConcurrentUseException} naming both calls; the refused call changes nothing.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
@@ -87,12 +102,16 @@ public final class MoeLayer implements AutoCloseable {
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
     /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
     private final ReplicatedGradReduction replicated;
+    /** Refuses overlapping calls from two threads. */
+    private final ExclusiveUse use = new ExclusiveUse("MoeLayer");
+    private volatile boolean closed;
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
      * borrowed and must stay alive until backward.
      */
     public static final class Context implements AutoCloseable {
+        private final MoeLayer owner;
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
@@ -102,8 +121,9 @@ public final class MoeLayer implements AutoCloseable {
         private final SharedExperts.Context sharedCtx;
         private boolean closed;
 
-        Context(Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
+            this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
@@ -121,6 +141,11 @@ public final class MoeLayer implements AutoCloseable {
         /** @return the dispatch context of this forward */
         public DispatchResult dispatch() {
             return dispatch;
+        }
+
+        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        public boolean isClosed() {
+            return closed;
         }
 
         @Override
@@ -179,6 +204,7 @@ public final class MoeLayer implements AutoCloseable {
         if (syncReplicated && comm.size() > 1) {
             rb.statsExchange(new GlobalBalanceStats(comm, backend)); // aux losses over the global batch
         }
+        rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
         this.router = rb.build();
         this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
                 Backends.kernels(DispatchKernels.class, backend));
@@ -291,7 +317,10 @@ public final class MoeLayer implements AutoCloseable {
         return config;
     }
 
-    /** @return the router */
+    /**
+     * @return the router (built without load accumulation: the layer's {@link #forward} adds the load
+     *         to the bias once the whole forward succeeded)
+     */
     public Router router() {
         return router;
     }
@@ -322,11 +351,35 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Forward of this rank's tokens; a collective (all ranks call it). Adds the pre-drop load per
+     * expert to the expert bias only after every collective of the forward succeeded.
+     *
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
      * @return output, context and statistics
+     * @throws NullPointerException       if {@code x} is null
+     * @throws IllegalArgumentException   if {@code x} is closed, not F32, not {@code [tokens, hidden]},
+     *                                    or gives non-finite router logits; nothing changed
+     * @throws org.moe4j.dispatch.CommunicatorException if a collective fails (e.g. another rank's
+     *                                    forward failed); nothing changed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Forward forward(Buffer x) {
-        x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
+        enter("forward");
+        try {
+            return forwardUnguarded(x);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Forward forwardUnguarded(Buffer x) {
+        Objects.requireNonNull(x, "MoeLayer.forward: x");
+        requireOpen("MoeLayer.forward", "x", x);
+        if (x.shape().rank() != 2) {
+            throw new IllegalArgumentException("MoeLayer.forward: x must be F32 [tokens, hidden=" + config.hidden()
+                    + "] but is " + x.dtype() + " " + x.shape());
+        }
+        x.require("MoeLayer.forward: x", DType.F32, x.shape().dim(0), config.hidden());
         RouterOutput route = router.forward(x, gateWeight);
         DispatchResult d = null;
         Buffer off = null;
@@ -346,12 +399,29 @@ public final class MoeLayer implements AutoCloseable {
                 sh.output().close();
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            return new Forward(out, new Context(x, route, d, off, ex.context(), ex.output(),
+            Forward f = new Forward(out, new Context(this, x, route, d, off, ex.context(), ex.output(),
                     sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
+            router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
+            return f;
         } catch (RuntimeException e) {
-            new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+            new Context(this, x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
                     sh == null ? null : sh.context()).close();
             throw e;
+        }
+    }
+
+    /** Enters a guarded call: refuses a second thread, then a closed layer. */
+    private void enter(String call) {
+        use.enter(call);
+        if (closed) {
+            use.exit();
+            throw new IllegalStateException("MoeLayer." + call + ": the layer is closed");
+        }
+    }
+
+    private static void requireOpen(String where, String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(where + ": " + name + " is closed");
         }
     }
 
@@ -362,42 +432,119 @@ public final class MoeLayer implements AutoCloseable {
      * they are this rank's part (see {@link #reduceGradients()}). Closes the context. A collective:
      * all ranks call it.
      *
+     * <p>Every input is checked first; if a check fails nothing changed and the context stays open
+     * (the call may be repeated with a correct {@code dY}).
+     *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
      * @return F32 {@code [tokens, hidden]} (caller closes)
+     * @throws NullPointerException     if {@code ctx} or {@code dY} is null
+     * @throws IllegalArgumentException if {@code ctx} came from another layer or is closed, the forward
+     *                                  input {@code x} was closed since the forward, or {@code dY} is
+     *                                  closed, not F32 or not {@code [tokens, hidden]}
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Buffer backward(Context ctx, Buffer dY) {
-        ReplicatedGradReduction.Plan plan = null;
+        enter("backward");
+        try {
+            return backwardUnguarded(ctx, dY);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Buffer backwardUnguarded(Context ctx, Buffer dY) {
+        Objects.requireNonNull(ctx, "MoeLayer.backward: ctx");
+        Objects.requireNonNull(dY, "MoeLayer.backward: dY");
+        if (ctx.owner != this) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx was produced by another MoeLayer");
+        }
+        if (ctx.closed) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx is closed (a context is consumed by one backward)");
+        }
+        requireOpen("MoeLayer.backward", "x (the forward input, borrowed until backward)", ctx.x);
+        requireOpen("MoeLayer.backward", "dY", dY);
+        long tokens = ctx.x.shape().dim(0);
+        if (dY.dtype() != DType.F32 || !dY.shape().equals(Shape.of(tokens, config.hidden()))) {
+            throw new IllegalArgumentException("MoeLayer.backward: dY must be F32 " + Shape.of(tokens, config.hidden())
+                    + " but is " + dY.dtype() + " " + dY.shape());
+        }
         try (ctx) {
-            Buffer dX;
+            Buffer dX = null;
+            Buffer dXs = null;
+            GroupedExperts.WeightGrads pending = null;
+            GroupedExperts.WeightGrads sharedPending = null;
+            ReplicatedGradReduction.Plan plan = null;
+            List<ReplicatedGradReduction.Gathered> gathered = new ArrayList<>(); // replicated gradients, in order:
+            List<Buffer> targets = new ArrayList<>();                            // gate, shared down/gate/up_proj
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
-                Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
-                try (dExpIn) {
+                GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
+                pending = ig.weightGrads();
+                try (Buffer dExpIn = ig.dX()) {
                     dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
                 }
                 try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights(), replicated == null)) {
+                    if (shared != null) {
+                        GroupedExperts.InputGrad sg = shared.mlp().backwardInput(ctx.sharedCtx.inner(), dY);
+                        sharedPending = sg.weightGrads();
+                        dXs = sg.dX();
+                    }
+                    if (replicated != null) {
+                        // the token-block tree's collectives: token counts, then every rank's node values
+                        plan = replicated.plan(tokens);
+                        gathered.add(replicated.gather(plan, rg.dLogits(), ctx.x, false)); // dGate = dLogitsᵀ · x
+                        targets.add(gateGrad);
+                        if (sharedPending != null) {
+                            ReplicatedGradReduction.Plan p = plan;
+                            sharedPending.reduce((a, b, grad, spec) -> {
+                                gathered.add(replicated.gather(p, a, b, spec.bf16Operands()));
+                                targets.add(grad);
+                            });
+                        }
+                    }
+                    // Every collective of this backward has succeeded; only now does any gradient change, so
+                    // a collective that fails (another rank failed) leaves this rank's gradients untouched.
+                    pending.apply();
                     addInto(dX, rg.dX());
                     if (replicated == null) {
                         addInto(gateGrad, rg.dGateWeight());
+                        if (sharedPending != null) {
+                            sharedPending.apply();
+                        }
                     } else {
-                        plan = replicated.plan(ctx.x.shape().dim(0));
-                        replicated.reduce(plan, rg.dLogits(), ctx.x, gateGrad, false); // dGate += dLogitsᵀ · x
+                        for (int i = 0; i < gathered.size(); i++) {
+                            if (gathered.get(i) != null) {
+                                gathered.get(i).addTo(targets.get(i));
+                            }
+                        }
+                    }
+                    if (dXs != null) {
+                        addInto(dX, dXs);
                     }
                 }
-            }
-            if (shared != null) {
-                ReplicatedGradReduction.Plan p = plan;
-                GroupedExperts.WeightGradReduction r = p == null ? null
-                        : (a, b, grad, spec) -> replicated.reduce(p, a, b, grad, spec.bf16Operands());
-                try (Buffer dXs = shared.backward(ctx.sharedCtx, dY, r)) {
-                    addInto(dX, dXs);
+            } catch (RuntimeException e) {
+                if (dX != null) {
+                    dX.close();
                 }
+                throw e;
+            } finally {
+                for (AutoCloseable c : new AutoCloseable[] {pending, sharedPending, dXs, plan}) {
+                    closeQuietly(c);
+                }
+                gathered.forEach(MoeLayer::closeQuietly);
             }
             return dX;
-        } finally {
-            if (plan != null) {
-                plan.close();
-            }
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        if (c == null) {
+            return;
+        }
+        try {
+            c.close();
+        } catch (Exception e) {
+            throw new IllegalStateException("MoeLayer.backward: closing " + c, e);
         }
     }
 
@@ -413,14 +560,19 @@ public final class MoeLayer implements AutoCloseable {
      * collective when it does something; calling it on every rank is always correct.
      */
     public void reduceGradients() {
-        if (!syncReplicated || comm.size() == 1 || replicated != null) {
-            return; // with the token-block tree, backward already reduced them over the ranks
-        }
-        comm.allReduce(gateGrad, ReduceOp.SUM);
-        if (shared != null) {
-            for (Parameter p : shared.parameters()) {
-                comm.allReduce(p.grad(), ReduceOp.SUM);
+        enter("reduceGradients");
+        try {
+            if (!syncReplicated || comm.size() == 1 || replicated != null) {
+                return; // with the token-block tree, backward already reduced them over the ranks
             }
+            comm.allReduce(gateGrad, ReduceOp.SUM);
+            if (shared != null) {
+                for (Parameter p : shared.parameters()) {
+                    comm.allReduce(p.grad(), ReduceOp.SUM);
+                }
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -431,6 +583,15 @@ public final class MoeLayer implements AutoCloseable {
      * @return the load per expert used for the update
      */
     public long[] updateExpertBias() {
+        enter("updateExpertBias");
+        try {
+            return updateExpertBiasUnguarded();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private long[] updateExpertBiasUnguarded() {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
@@ -464,10 +625,15 @@ public final class MoeLayer implements AutoCloseable {
 
     /** Zeroes every gradient. */
     public void zeroGrad() {
-        gateGrad.zero();
-        experts.zeroGrad();
-        if (shared != null) {
-            shared.zeroGrad();
+        enter("zeroGrad");
+        try {
+            gateGrad.zero();
+            experts.zeroGrad();
+            if (shared != null) {
+                shared.zeroGrad();
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -547,13 +713,29 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /**
+     * Frees the weights, gradients and expert state; idempotent. Any later call of {@code forward},
+     * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
+     * {@link IllegalStateException}.
+     *
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
     @Override
     public void close() {
-        experts.close();
-        if (shared != null) {
-            shared.close();
+        use.enter("close");
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            experts.close();
+            if (shared != null) {
+                shared.close();
+            }
+            gateWeight.close();
+            gateGrad.close();
+        } finally {
+            use.exit();
         }
-        gateWeight.close();
-        gateGrad.close();
     }
 }

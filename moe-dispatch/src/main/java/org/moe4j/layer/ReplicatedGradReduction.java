@@ -116,30 +116,69 @@ final class ReplicatedGradReduction {
     }
 
     /**
-     * Adds the tree-reduced {@code Σ_tokens a[t]ᵀ · b[t]} (over every rank's tokens when exchanging) to
-     * {@code grad}. A collective when exchanging.
+     * The node values of one replicated gradient from every rank, ready to be added to the gradient
+     * without any further collective (so a backward can finish all its collectives before it changes
+     * any state).
+     */
+    final class Gathered implements AutoCloseable {
+        private final Buffer nodes; // [nodes of every rank, M, N]
+        private final int[] combine;
+
+        private Gathered(Buffer nodes, int[] combine) {
+            this.nodes = nodes;
+            this.combine = combine;
+        }
+
+        /**
+         * Adds the root of the tree to {@code grad} (once: the node rows are consumed).
+         *
+         * @param grad F32 with {@code M·N} elements
+         */
+        void addTo(Buffer grad) {
+            kernels.combineTreeNodes(nodes, combine, grad, true);
+        }
+
+        @Override
+        public void close() {
+            nodes.close();
+        }
+    }
+
+    /**
+     * Reduces this rank's tree nodes of {@code Σ_tokens a[t]ᵀ · b[t]} and, when exchanging, all-gathers
+     * every rank's nodes (a collective). Changes no gradient: see {@link Gathered#addTo}.
      *
      * @param plan the plan of this backward
      * @param a    F32 {@code [tokens, M]}
      * @param b    F32 or BF16 {@code [tokens, N]}
-     * @param grad F32 with {@code M·N} elements
      * @param bf16 round F32 operands to bf16 (the experts' compute dtype)
+     * @return the node values (caller closes), or null when no rank has tokens
      */
-    void reduce(Plan plan, Buffer a, Buffer b, Buffer grad, boolean bf16) {
+    Gathered gather(Plan plan, Buffer a, Buffer b, boolean bf16) {
         if (plan.totalNodes == 0) {
-            return;
+            return null;
         }
         long m = a.shape().dim(1);
         long n = b.shape().dim(1);
-        try (Buffer local = backend.allocate(DType.F32, Shape.of(plan.myNodes, m, n))) {
+        Buffer local = backend.allocate(DType.F32, Shape.of(plan.myNodes, m, n));
+        try {
             kernels.groupedWeightGradTree(a, b, plan.segmentOffsets, TokenBlockTree.BLOCK, local, new GemmSpec(false, bf16));
             if (!exchange) {
-                kernels.combineTreeNodes(local, plan.combine, grad, true);
-                return;
+                Gathered g = new Gathered(local, plan.combine);
+                local = null;
+                return g;
             }
-            try (Buffer all = backend.allocate(DType.F32, Shape.of(plan.totalNodes, m, n))) {
+            Buffer all = backend.allocate(DType.F32, Shape.of(plan.totalNodes, m, n));
+            try {
                 comm.allGatherV(local, all, plan.nodesPerRank);
-                kernels.combineTreeNodes(all, plan.combine, grad, true);
+            } catch (RuntimeException e) {
+                all.close();
+                throw e;
+            }
+            return new Gathered(all, plan.combine);
+        } finally {
+            if (local != null) {
+                local.close();
             }
         }
     }
