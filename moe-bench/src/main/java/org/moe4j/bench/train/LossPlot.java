@@ -88,19 +88,19 @@ public final class LossPlot {
             lo -= pad;
             hi += pad;
         }
-        double step = niceStep((hi - lo) / (maxTicks - 1));
-        double min = Math.floor(lo / step) * step;
-        double max = Math.ceil(hi / step) * step;
-        while ((max - min) / step + 1 > maxTicks + 1e-9) {
-            step = niceStep(step * 1.01);
-            min = Math.floor(lo / step) * step;
-            max = Math.ceil(hi / step) * step;
+        BigDecimal step = niceStep((hi - lo) / (maxTicks - 1));
+        long first = (long) Math.floor(lo / step.doubleValue());
+        long last = (long) Math.ceil(hi / step.doubleValue());
+        while (last - first + 1 > maxTicks) {
+            step = niceStep(step.doubleValue() * 1.01);
+            first = (long) Math.floor(lo / step.doubleValue());
+            last = (long) Math.ceil(hi / step.doubleValue());
         }
-        int n = (int) Math.round((max - min) / step) + 1;
+        int n = (int) (last - first + 1);
         double[] v = new double[n];
         String[] l = new String[n];
         for (int i = 0; i < n; i++) {
-            BigDecimal d = BigDecimal.valueOf(min).add(BigDecimal.valueOf(step).multiply(BigDecimal.valueOf(i)));
+            BigDecimal d = step.multiply(BigDecimal.valueOf(first + i));
             v[i] = d.doubleValue();
             l[i] = format(d);
         }
@@ -172,14 +172,16 @@ public final class LossPlot {
         return true;
     }
 
-    private static double niceStep(double raw) {
-        double p = Math.pow(10, Math.floor(Math.log10(raw)));
-        for (double m : new double[] {1, 2, 5, 10}) {
-            if (m * p >= raw * (1 - 1e-9)) {
-                return BigDecimal.valueOf(m).multiply(BigDecimal.valueOf(p)).doubleValue();
+    /** The smallest of 1, 2, 5 times a power of ten that is at least {@code raw}, exactly. */
+    private static BigDecimal niceStep(double raw) {
+        int k = (int) Math.floor(Math.log10(raw));
+        for (int m : new int[] {1, 2, 5, 10}) {
+            BigDecimal c = BigDecimal.valueOf(m).scaleByPowerOfTen(k);
+            if (c.doubleValue() >= raw * (1 - 1e-9)) {
+                return c;
             }
         }
-        return 10 * p;
+        return BigDecimal.TEN.scaleByPowerOfTen(k);
     }
 
     private static String format(BigDecimal d) {

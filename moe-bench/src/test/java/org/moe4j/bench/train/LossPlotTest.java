@@ -35,6 +35,7 @@ class LossPlotTest {
                 assertTrue(a.values()[t] >= a.min() && a.values()[t] <= a.max(), what);
                 assertTrue(t == 0 || a.values()[t] > a.values()[t - 1], what);
                 assertEquals(a.values()[t], Double.parseDouble(a.labels()[t]), Math.abs(a.values()[t]) * 1e-9, what);
+                assertTrue(a.labels()[t].length() <= 10, "short labels: " + what);
             }
             if (a.log()) {
                 for (String l : a.labels()) {
