@@ -16,7 +16,6 @@ import org.moe4j.dispatch.DispatchResult;
 import org.moe4j.dispatch.DispatchStrategy;
 import org.moe4j.dispatch.Dispatcher;
 import org.moe4j.dispatch.LocalGroup;
-import org.moe4j.dispatch.internal.CpuDispatchKernels;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Param;
@@ -67,7 +66,7 @@ public class DispatchBenchmark extends ShortCpuBenchmark {
         start = new CyclicBarrier(world + 1);
         done = new CyclicBarrier(world + 1);
         DispatchConfig config = DispatchConfig.of(experts).withStrategy(DispatchStrategy.valueOf(strategy));
-        DispatchKernels kernels = new CpuDispatchKernels();
+        DispatchKernels kernels = org.moe4j.core.backend.Backends.kernels(DispatchKernels.class, new org.moe4j.core.backend.CpuBackend());
         group = new Thread(() -> LocalGroup.run(world, Duration.ofMinutes(5), comm -> {
             Random rnd = new Random(42 + comm.rank());
             float[] xs = new float[perRank * hidden];

@@ -3,8 +3,8 @@ package org.moe4j.bench;
 import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.experts.ExpertKernels;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
-import org.moe4j.experts.internal.CpuExpertKernels;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Param;
@@ -40,7 +40,7 @@ public class ExpertsBenchmark extends ShortCpuBenchmark {
     HostBuffer out;
     HostBuffer dOut;
     HostBuffer dw;
-    CpuExpertKernels kernels;
+    ExpertKernels kernels;
     GemmSpec spec;
 
     @Setup(Level.Trial)
@@ -65,7 +65,7 @@ public class ExpertsBenchmark extends ShortCpuBenchmark {
             off[g] = (int) ((long) rows * g / experts);
         }
         offsets = HostBuffer.ofInts(off, experts + 1);
-        kernels = new CpuExpertKernels();
+        kernels = org.moe4j.core.backend.Backends.kernels(ExpertKernels.class, new org.moe4j.core.backend.CpuBackend());
         spec = new GemmSpec(false, compute.equals("BF16"));
     }
 

@@ -346,6 +346,7 @@ public final class TrainCommand implements Callable<Integer> {
     @Override
     public Integer call() throws IOException {
         Plan p = plan();
+        org.moe4j.core.JvmRequirements.requireVectorApi("moe train's CPU kernels");
         PrintWriter w = spec.commandLine().getOut();
         Path dir = out != null ? out
                 : Path.of("runs", LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));

@@ -185,6 +185,10 @@ public final class Backends {
 
     private static Object createKernels(Class<?> family, Backend backend) {
         KernelProvider<?> p = provider(family, backend.name());
+        if (p == null || p.backend().equals(CpuBackend.NAME)) {
+            // before any class of the CPU kernels loads: one message naming the flag, not a NoClassDefFoundError
+            org.moe4j.core.JvmRequirements.requireVectorApi("moe4j's CPU kernels (" + family.getSimpleName() + ")");
+        }
         if (p != null) {
             return p.create(backend);
         }

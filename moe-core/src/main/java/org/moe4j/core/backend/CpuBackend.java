@@ -23,6 +23,10 @@ public final class CpuBackend implements Backend {
 
     @Override
     public Availability probe() {
+        if (!org.moe4j.core.JvmRequirements.vectorApiAvailable()) {
+            return Availability.no("the CPU kernels need the incubating Vector API: add the JVM flag "
+                    + org.moe4j.core.JvmRequirements.VECTOR_FLAG);
+        }
         return Availability.yes(CpuParallel.common().threads() + " thread(s)");
     }
 
