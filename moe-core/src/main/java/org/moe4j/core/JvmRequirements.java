@@ -27,6 +27,7 @@ public final class JvmRequirements {
     }
 
     /**
+     * Returns whether the Vector API module is in the running JVM's boot layer.
      * @return whether the Vector API module is in the running JVM's boot layer
      */
     public static boolean vectorApiAvailable() {

@@ -33,6 +33,8 @@ public final class SafetensorsWriter {
     }
 
     /**
+     * Writes tensors and metadata to a safetensors file.
+     *
      * @param path     destination
      * @param tensors  name → host buffer (F32, BF16, F16, I32 or I64), written in iteration order
      * @param metadata free-form string metadata ({@code __metadata__}); may be empty

@@ -18,6 +18,17 @@ import org.moe4j.core.config.MoeConfig;
 public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy strategy, boolean perRankDedup,
         boolean weightBeforeReturn) {
 
+    /**
+     * Validates the components.
+     *
+     * @param experts            routed experts
+     * @param groupAlignment     pad every local expert's group to a multiple of this
+     * @param strategy           how tokens travel between ranks
+     * @param perRankDedup       send a token once per destination rank
+     * @param weightBeforeReturn weight rows on the expert rank before the return trip
+     * @throws IllegalArgumentException naming the invalid component
+     * @throws NullPointerException     if {@code strategy} is null
+     */
     public DispatchConfig {
         Objects.requireNonNull(strategy, "DispatchConfig.strategy");
         if (experts < 1) {
@@ -33,6 +44,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy s
     }
 
     /**
+     * Returns all-to-all, no padding, no dedup, weighting after the return trip.
      * @param experts routed experts {@code E}
      * @return all-to-all, no padding, no dedup, weighting after the return trip
      */
@@ -41,6 +53,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy s
     }
 
     /**
+     * Returns experts and group alignment taken from it, all-to-all.
      * @param config the layer configuration
      * @return experts and group alignment taken from it, all-to-all
      */
@@ -49,6 +62,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy s
     }
 
     /**
+     * Returns a copy with that alignment.
      * @param alignment group alignment
      * @return a copy with that alignment
      */
@@ -57,6 +71,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy s
     }
 
     /**
+     * Returns a copy with that strategy.
      * @param s the strategy
      * @return a copy with that strategy
      */
@@ -65,6 +80,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy s
     }
 
     /**
+     * Returns a copy with that setting.
      * @param dedup whether to send a token once per destination rank
      * @return a copy with that setting
      */
@@ -73,6 +89,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchStrategy s
     }
 
     /**
+     * Returns a copy with that setting.
      * @param before whether to weight on the expert rank before the return trip
      * @return a copy with that setting
      */

@@ -100,12 +100,18 @@ public final class MoeLayer implements AutoCloseable {
             this.sharedCtx = sharedCtx;
         }
 
-        /** @return the routing result of this forward */
+        /**
+         * Returns the routing result of this forward.
+         * @return the routing result of this forward
+         */
         public RouterOutput route() {
             return route;
         }
 
-        /** @return the dispatch context of this forward */
+        /**
+         * Returns the dispatch context of this forward.
+         * @return the dispatch context of this forward
+         */
         public DispatchResult dispatch() {
             return dispatch;
         }
@@ -177,6 +183,7 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Returns a builder.
      * @param config the layer config ({@code expertParallel} must equal the group size)
      * @param comm   this rank's communicator
      * @return a builder
@@ -201,6 +208,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code seed}: init seed (same on every rank).
          * @param v init seed (same on every rank)
          * @return this
          */
@@ -210,6 +218,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code syncReplicated}: sum replicated gradients and the bias load over the ranks (default true).
          * @param v sum replicated gradients and the bias load over the ranks (default true)
          * @return this
          */
@@ -219,6 +228,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code backend}: backend that allocates buffers.
          * @param v backend that allocates buffers
          * @return this
          */
@@ -228,6 +238,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code expertKernels}: expert kernels to use.
          * @param v expert kernels to use
          * @return this
          */
@@ -237,6 +248,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code expertBias}: expert-bias state to use.
          * @param v expert-bias state to use
          * @return this
          */
@@ -245,48 +257,73 @@ public final class MoeLayer implements AutoCloseable {
             return this;
         }
 
-        /** @return the layer */
+        /**
+         * Returns the layer.
+         * @return the layer
+         */
         public MoeLayer build() {
             return new MoeLayer(this);
         }
     }
 
-    /** @return the config */
+    /**
+     * Returns the config.
+     * @return the config
+     */
     public MoeConfig config() {
         return config;
     }
 
-    /** @return the router */
+    /**
+     * Returns the router.
+     * @return the router
+     */
     public Router router() {
         return router;
     }
 
-    /** @return the routed experts of this rank */
+    /**
+     * Returns the routed experts of this rank.
+     * @return the routed experts of this rank
+     */
     public GroupedExperts experts() {
         return experts;
     }
 
-    /** @return the shared experts, or null */
+    /**
+     * Returns the shared experts, or null.
+     * @return the shared experts, or null
+     */
     public SharedExperts sharedExperts() {
         return shared;
     }
 
-    /** @return the gate weight F32 {@code [experts, hidden]} */
+    /**
+     * Returns the gate weight F32 {@code [experts, hidden]}.
+     * @return the gate weight F32 {@code [experts, hidden]}
+     */
     public Buffer gateWeight() {
         return gateWeight;
     }
 
-    /** @return the expert-bias state */
+    /**
+     * Returns the expert-bias state.
+     * @return the expert-bias state
+     */
     public ExpertBias expertBias() {
         return router.expertBias();
     }
 
-    /** @return the communicator */
+    /**
+     * Returns the communicator.
+     * @return the communicator
+     */
     public Communicator communicator() {
         return comm;
     }
 
     /**
+     * Returns output, context and statistics.
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
      * @return output, context and statistics
      */
@@ -399,7 +436,10 @@ public final class MoeLayer implements AutoCloseable {
         return load;
     }
 
-    /** @return gate weight, routed experts, shared experts (if any), each with its gradient */
+    /**
+     * Returns gate weight, routed experts, shared experts (if any), each with its gradient.
+     * @return gate weight, routed experts, shared experts (if any), each with its gradient
+     */
     public List<Parameter> parameters() {
         List<Parameter> out = new ArrayList<>();
         out.add(new Parameter("gate.weight", gateWeight, gateGrad));

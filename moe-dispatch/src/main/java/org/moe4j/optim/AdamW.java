@@ -38,6 +38,8 @@ public final class AdamW implements AutoCloseable {
      */
     public record Options(double lr, double beta1, double beta2, double eps, double weightDecay) {
         /**
+         * Validates the hyper-parameters.
+         *
          * @throws IllegalArgumentException naming the bad value
          */
         public Options {
@@ -59,6 +61,7 @@ public final class AdamW implements AutoCloseable {
         }
 
         /**
+         * Returns torch's defaults (β=(0.9, 0.999), ε=1e-8, wd=0.01) with this learning rate.
          * @param lr learning rate
          * @return torch's defaults (β=(0.9, 0.999), ε=1e-8, wd=0.01) with this learning rate
          */
@@ -67,6 +70,7 @@ public final class AdamW implements AutoCloseable {
         }
 
         /**
+         * Returns a copy with that learning rate.
          * @param v new learning rate
          * @return a copy with that learning rate
          */
@@ -96,6 +100,7 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code AdamW}.
      * @param params  the parameters to update (F32, in {@code backend}'s memory)
      * @param options hyper-parameters
      * @param backend allocates the optimiser state; its {@link OptimizerKernels} run the update
@@ -107,6 +112,7 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code AdamW}.
      * @param params  the parameters to update (F32, in {@code backend}'s memory)
      * @param options hyper-parameters
      * @param backend allocates the optimiser state
@@ -149,17 +155,27 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    /** @return the current hyper-parameters */
+    /**
+     * Returns the current hyper-parameters.
+     * @return the current hyper-parameters
+     */
     public Options options() {
         return options;
     }
 
-    /** @param options new hyper-parameters (e.g. a scheduled learning rate) */
+    /**
+     * Replaces the hyper-parameters from the next step on.
+     *
+     * @param options new hyper-parameters (e.g. a scheduled learning rate)
+     */
     public void options(Options options) {
         this.options = options;
     }
 
-    /** @return steps taken */
+    /**
+     * Returns steps taken.
+     * @return steps taken
+     */
     public long steps() {
         return step;
     }

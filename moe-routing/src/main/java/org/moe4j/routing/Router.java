@@ -88,6 +88,7 @@ public final class Router {
     }
 
     /**
+     * Returns a builder for injecting kernels, threads, backend, expert bias or force-balanced mode.
      * @param config the layer config
      * @return a builder for injecting kernels, threads, backend, expert bias or force-balanced mode
      */
@@ -95,22 +96,34 @@ public final class Router {
         return new Builder(config);
     }
 
-    /** @return the config */
+    /**
+     * Returns the config.
+     * @return the config
+     */
     public MoeConfig config() {
         return config;
     }
 
-    /** @return the selection parameters */
+    /**
+     * Returns the selection parameters.
+     * @return the selection parameters
+     */
     public RouteParams params() {
         return params;
     }
 
-    /** @return the expert-bias state used for selection */
+    /**
+     * Returns the expert-bias state used for selection.
+     * @return the expert-bias state used for selection
+     */
     public ExpertBias expertBias() {
         return expertBias;
     }
 
-    /** @return the kernels in use */
+    /**
+     * Returns the kernels in use.
+     * @return the kernels in use
+     */
     public RoutingKernels kernels() {
         return kernels;
     }
@@ -464,6 +477,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code kernels}: kernels to use instead of the selected backend's.
          * @param v kernels to use instead of the selected backend's
          * @return this
          */
@@ -473,6 +487,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code parallel}: run the CPU kernels on this thread pool.
          * @param v run the CPU kernels on this thread pool
          * @return this
          */
@@ -482,6 +497,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code backend}: backend that allocates outputs (must match the kernels).
          * @param v backend that allocates outputs (must match the kernels)
          * @return this
          */
@@ -491,6 +507,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code expertBias}: expert-bias state to use (shared with the caller).
          * @param v expert-bias state to use (shared with the caller)
          * @return this
          */
@@ -500,6 +517,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code forceBalanced}: round-robin selection for perfectly even load (benchmarks, tests).
          * @param v round-robin selection for perfectly even load (benchmarks, tests)
          * @return this
          */
@@ -509,6 +527,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code accumulateLoad}: add each forward's load to the expert bias (default true).
          * @param v add each forward's load to the expert bias (default true)
          * @return this
          */
@@ -517,7 +536,10 @@ public final class Router {
             return this;
         }
 
-        /** @return the router */
+        /**
+         * Returns the router.
+         * @return the router
+         */
         public Router build() {
             return new Router(this);
         }

@@ -170,6 +170,7 @@ public final class MoeCli implements Callable<Integer> {
         private static final long serialVersionUID = 1L;
 
         /**
+         * Creates the exception.
          * @param cl      the command whose options are wrong
          * @param message what is wrong, naming the option and the bad value
          */

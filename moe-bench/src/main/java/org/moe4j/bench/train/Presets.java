@@ -14,6 +14,7 @@ public final class Presets {
     }
 
     /**
+     * Returns a builder with the preset, its balancing recipe included (expert parallelism is set by the caller).
      * @param name one of {@link #NAMES}
      * @return a builder with the preset, its balancing recipe included (expert parallelism is set by the caller)
      * @throws IllegalArgumentException for an unknown name

@@ -40,7 +40,10 @@ public final class Reports {
      * @param finalImbalance mean load imbalance of the last {@code window} steps
      */
     public record Summary(double firstLoss, double finalLoss, int window, double lastLoss, double finalImbalance) {
-        /** @return what {@link #finalLoss()} is, in words (e.g. "mean of the last 40 steps") */
+        /**
+         * Returns what {@link #finalLoss()} is, in words (e.g. "mean of the last 40 steps").
+         * @return what {@link #finalLoss()} is, in words (e.g. "mean of the last 40 steps")
+         */
         public String finalLossWhat() {
             return window == 1 ? "last step" : "mean of the last " + window + " steps";
         }

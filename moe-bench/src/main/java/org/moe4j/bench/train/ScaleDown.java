@@ -15,6 +15,7 @@ public final class ScaleDown {
     }
 
     /**
+     * Returns a builder with the scaled layer (validated when built).
      * @param base    the model's validated config
      * @param hidden  new hidden size, or null to keep it
      * @param ffn     new routed-expert intermediate size, or null to keep it

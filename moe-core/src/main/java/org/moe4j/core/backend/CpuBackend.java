@@ -8,6 +8,10 @@ import org.moe4j.core.cpu.CpuParallel;
 
 /** The reference backend: host memory, Java kernels. Always available; lowest priority. */
 public final class CpuBackend implements Backend {
+    /** Creates the CPU backend over the common thread pool. */
+    public CpuBackend() {
+    }
+
     /** Name used by {@code moe4j.backend=cpu}. */
     public static final String NAME = "cpu";
 

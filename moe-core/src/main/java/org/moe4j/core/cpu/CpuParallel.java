@@ -27,6 +27,7 @@ public final class CpuParallel implements AutoCloseable {
     private final ExecutorService pool; // null when threads == 1
 
     /**
+     * Creates a new {@code CpuParallel}.
      * @param threads worker count including the caller, ≥ 1
      */
     public CpuParallel(int threads) {
@@ -42,7 +43,10 @@ public final class CpuParallel implements AutoCloseable {
         });
     }
 
-    /** @return the process-wide instance */
+    /**
+     * Returns the process-wide instance.
+     * @return the process-wide instance
+     */
     public static CpuParallel common() {
         CpuParallel c = common;
         if (c == null) {
@@ -58,7 +62,10 @@ public final class CpuParallel implements AutoCloseable {
         return c;
     }
 
-    /** @return threads used, including the caller */
+    /**
+     * Returns threads used, including the caller.
+     * @return threads used, including the caller
+     */
     public int threads() {
         return threads;
     }
@@ -67,6 +74,8 @@ public final class CpuParallel implements AutoCloseable {
     @FunctionalInterface
     public interface ChunkBody {
         /**
+         * Processes the items {@code [from, to)} of one chunk.
+         *
          * @param chunk chunk index, {@code 0 .. chunks-1}
          * @param from  first item (inclusive)
          * @param to    last item (exclusive)
@@ -75,6 +84,7 @@ public final class CpuParallel implements AutoCloseable {
     }
 
     /**
+     * Returns number of chunks {@link #forEachChunk} will run.
      * @param n     item count
      * @param chunk items per chunk
      * @return number of chunks {@link #forEachChunk} will run
