@@ -64,6 +64,21 @@ class ModuleBoundariesTest {
     }
 
     @Test
+    void everyExportedPackageSaysWhatLivesThere() throws IOException {
+        for (String module : Build.LIBRARIES) {
+            for (ModuleDescriptor.Exports e : descriptor(Build.classes(module)).exports()) {
+                if (e.isQualified()) {
+                    continue;
+                }
+                Path info = Build.root().resolve(module).resolve("src/main/java")
+                        .resolve(e.source().replace('.', '/')).resolve("package-info.java");
+                assertTrue(Files.isRegularFile(info), module + ": exported package " + e.source()
+                        + " has no package-info.java saying what lives there");
+            }
+        }
+    }
+
+    @Test
     void qualifiedExportsGoOnlyToMoe4jModules() throws IOException {
         for (String module : Build.LIBRARIES) {
             for (ModuleDescriptor.Exports e : descriptor(Build.classes(module)).exports()) {
