@@ -54,7 +54,9 @@ public final class MinimalTraining {
                             layer.reduceGradients();               // sum replicated grads over ranks
                         }
                     }
-                    optimiser.step();
+                    if (!optimiser.step().applied()) {            // a NaN/Inf gradient: the step was skipped
+                        throw new IllegalStateException("step " + step + ": non-finite gradient");
+                    }
                     optimiser.zeroGrad();
                     layer.updateExpertBias();                      // from the load summed over ranks
                 }

@@ -9,6 +9,7 @@ import java.util.Objects;
 import java.util.function.Function;
 import org.moe4j.checkpoint.Checkpoints;
 import org.moe4j.core.DType;
+import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
@@ -58,6 +59,20 @@ import org.moe4j.routing.RoutingKernels;
  * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
  * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
  * order, so they agree to fp32 rounding).
+ *
+ * <p>All or nothing: {@link #forward} and {@link #backward} check every input they will use (null,
+ * closed, dtype, shape, a context of another layer or one already consumed, an input closed since
+ * the forward) before any state changes or any collective starts, and a failed call leaves the
+ * layer as it was. A forward adds its expert load to the bias only once every collective of the
+ * forward has succeeded, so a forward that fails on one rank (bad input, non-finite logits) leaves
+ * no rank with a half-counted step: the other ranks' collectives fail and they keep their state too.
+ * A backward whose input check fails leaves its context open, so it can be retried with a correct
+ * {@code dY}.
+ *
+ * <p>Threading: a layer serves one thread at a time (normally its rank's thread). A call of
+ * {@code forward}, {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or
+ * {@code zeroGrad} from a second thread while one of them is running throws
+ * {@link org.moe4j.core.ConcurrentUseException} naming both calls; the refused call changes nothing.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
@@ -74,12 +89,16 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
+    /** Refuses overlapping calls from two threads. */
+    private final ExclusiveUse use = new ExclusiveUse("MoeLayer");
+    private volatile boolean closed;
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
      * borrowed and must stay alive until backward.
      */
     public static final class Context implements AutoCloseable {
+        private final MoeLayer owner;
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
@@ -89,8 +108,9 @@ public final class MoeLayer implements AutoCloseable {
         private final SharedExperts.Context sharedCtx;
         private boolean closed;
 
-        Context(Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
+            this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
@@ -114,6 +134,11 @@ public final class MoeLayer implements AutoCloseable {
          */
         public DispatchResult dispatch() {
             return dispatch;
+        }
+
+        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        public boolean isClosed() {
+            return closed;
         }
 
         @Override
@@ -167,6 +192,7 @@ public final class MoeLayer implements AutoCloseable {
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
+        rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
         this.router = rb.build();
         this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
                 Backends.kernels(DispatchKernels.class, backend));
@@ -276,7 +302,8 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Returns the router.
-     * @return the router
+     * @return the router (built without load accumulation: the layer's {@link #forward} adds the load
+     *         to the bias once the whole forward succeeded)
      */
     public Router router() {
         return router;
@@ -323,12 +350,35 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Returns output, context and statistics.
+     * Forward of this rank's tokens; a collective (all ranks call it). Adds the pre-drop load per
+     * expert to the expert bias only after every collective of the forward succeeded.
+     *
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
      * @return output, context and statistics
+     * @throws NullPointerException       if {@code x} is null
+     * @throws IllegalArgumentException   if {@code x} is closed, not F32, not {@code [tokens, hidden]},
+     *                                    or gives non-finite router logits; nothing changed
+     * @throws org.moe4j.dispatch.CommunicatorException if a collective fails (e.g. another rank's
+     *                                    forward failed); nothing changed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Forward forward(Buffer x) {
-        x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
+        enter("forward");
+        try {
+            return forwardUnguarded(x);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Forward forwardUnguarded(Buffer x) {
+        Objects.requireNonNull(x, "MoeLayer.forward: x");
+        requireOpen("MoeLayer.forward", "x", x);
+        if (x.shape().rank() != 2) {
+            throw new IllegalArgumentException("MoeLayer.forward: x must be F32 [tokens, hidden=" + config.hidden()
+                    + "] but is " + x.dtype() + " " + x.shape());
+        }
+        x.require("MoeLayer.forward: x", DType.F32, x.shape().dim(0), config.hidden());
         RouterOutput route = router.forward(x, gateWeight);
         DispatchResult d = null;
         Buffer off = null;
@@ -348,12 +398,29 @@ public final class MoeLayer implements AutoCloseable {
                 sh.output().close();
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            return new Forward(out, new Context(x, route, d, off, ex.context(), ex.output(),
+            Forward f = new Forward(out, new Context(this, x, route, d, off, ex.context(), ex.output(),
                     sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
+            router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
+            return f;
         } catch (RuntimeException e) {
-            new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+            new Context(this, x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
                     sh == null ? null : sh.context()).close();
             throw e;
+        }
+    }
+
+    /** Enters a guarded call: refuses a second thread, then a closed layer. */
+    private void enter(String call) {
+        use.enter(call);
+        if (closed) {
+            use.exit();
+            throw new IllegalStateException("MoeLayer." + call + ": the layer is closed");
+        }
+    }
+
+    private static void requireOpen(String where, String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(where + ": " + name + " is closed");
         }
     }
 
@@ -362,21 +429,67 @@ public final class MoeLayer implements AutoCloseable {
      * gradients (this rank's part; see {@link #reduceGradients()}). Closes the context. A
      * collective: all ranks call it.
      *
+     * <p>Every input is checked first; if a check fails nothing changed and the context stays open
+     * (the call may be repeated with a correct {@code dY}).
+     *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
      * @return F32 {@code [tokens, hidden]} (caller closes)
+     * @throws NullPointerException     if {@code ctx} or {@code dY} is null
+     * @throws IllegalArgumentException if {@code ctx} came from another layer or is closed, the forward
+     *                                  input {@code x} was closed since the forward, or {@code dY} is
+     *                                  closed, not F32 or not {@code [tokens, hidden]}
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     public Buffer backward(Context ctx, Buffer dY) {
+        enter("backward");
+        try {
+            return backwardUnguarded(ctx, dY);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Buffer backwardUnguarded(Context ctx, Buffer dY) {
+        Objects.requireNonNull(ctx, "MoeLayer.backward: ctx");
+        Objects.requireNonNull(dY, "MoeLayer.backward: dY");
+        if (ctx.owner != this) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx was produced by another MoeLayer");
+        }
+        if (ctx.closed) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx is closed (a context is consumed by one backward)");
+        }
+        requireOpen("MoeLayer.backward", "x (the forward input, borrowed until backward)", ctx.x);
+        requireOpen("MoeLayer.backward", "dY", dY);
+        long tokens = ctx.x.shape().dim(0);
+        if (dY.dtype() != DType.F32 || !dY.shape().equals(Shape.of(tokens, config.hidden()))) {
+            throw new IllegalArgumentException("MoeLayer.backward: dY must be F32 " + Shape.of(tokens, config.hidden())
+                    + " but is " + dY.dtype() + " " + dY.shape());
+        }
         try (ctx) {
-            Buffer dX;
+            Buffer dX = null;
+            GroupedExperts.WeightGrads pending = null;
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
-                Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
-                try (dExpIn) {
+                GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
+                pending = ig.weightGrads();
+                try (Buffer dExpIn = ig.dX()) {
                     dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
                 }
+                // Every collective of this backward has succeeded; only now does any gradient change, so
+                // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                 try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
+                    pending.apply();
                     addInto(dX, rg.dX());
                     addInto(gateGrad, rg.dGateWeight());
+                }
+            } catch (RuntimeException e) {
+                if (dX != null) {
+                    dX.close();
+                }
+                throw e;
+            } finally {
+                if (pending != null) {
+                    pending.close();
                 }
             }
             if (shared != null) {
@@ -398,14 +511,19 @@ public final class MoeLayer implements AutoCloseable {
      * after the last backward. A collective.
      */
     public void reduceGradients() {
-        if (!syncReplicated || comm.size() == 1) {
-            return;
-        }
-        comm.allReduce(gateGrad, ReduceOp.SUM);
-        if (shared != null) {
-            for (Parameter p : shared.parameters()) {
-                comm.allReduce(p.grad(), ReduceOp.SUM);
+        enter("reduceGradients");
+        try {
+            if (!syncReplicated || comm.size() == 1) {
+                return;
             }
+            comm.allReduce(gateGrad, ReduceOp.SUM);
+            if (shared != null) {
+                for (Parameter p : shared.parameters()) {
+                    comm.allReduce(p.grad(), ReduceOp.SUM);
+                }
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -416,6 +534,15 @@ public final class MoeLayer implements AutoCloseable {
      * @return the load per expert used for the update
      */
     public long[] updateExpertBias() {
+        enter("updateExpertBias");
+        try {
+            return updateExpertBiasUnguarded();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private long[] updateExpertBiasUnguarded() {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
@@ -452,10 +579,15 @@ public final class MoeLayer implements AutoCloseable {
 
     /** Zeroes every gradient. */
     public void zeroGrad() {
-        gateGrad.zero();
-        experts.zeroGrad();
-        if (shared != null) {
-            shared.zeroGrad();
+        enter("zeroGrad");
+        try {
+            gateGrad.zero();
+            experts.zeroGrad();
+            if (shared != null) {
+                shared.zeroGrad();
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -535,13 +667,29 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /**
+     * Frees the weights, gradients and expert state; idempotent. Any later call of {@code forward},
+     * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
+     * {@link IllegalStateException}.
+     *
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
     @Override
     public void close() {
-        experts.close();
-        if (shared != null) {
-            shared.close();
+        use.enter("close");
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            experts.close();
+            if (shared != null) {
+                shared.close();
+            }
+            gateWeight.close();
+            gateGrad.close();
+        } finally {
+            use.exit();
         }
-        gateWeight.close();
-        gateGrad.close();
     }
 }
