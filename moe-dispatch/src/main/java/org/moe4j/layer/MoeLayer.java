@@ -136,7 +136,10 @@ public final class MoeLayer implements AutoCloseable {
             return dispatch;
         }
 
-        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        /**
+         * Returns whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}).
+         * @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()})
+         */
         public boolean isClosed() {
             return closed;
         }

@@ -261,7 +261,10 @@ public final class AdamW implements AutoCloseable {
         return step;
     }
 
-    /** @return steps skipped because a gradient held a NaN or infinite element */
+    /**
+     * Returns steps skipped because a gradient held a NaN or infinite element.
+     * @return steps skipped because a gradient held a NaN or infinite element
+     */
     public long skippedSteps() {
         return skipped;
     }
