@@ -19,6 +19,12 @@ module org.moe4j.dispatch {
     exports org.moe4j.checkpoint;
     exports org.moe4j.dispatch.internal to org.moe4j.cuda;
 
+    uses org.moe4j.dispatch.DispatcherProvider;
+
+    provides org.moe4j.dispatch.DispatcherProvider with
+            org.moe4j.dispatch.internal.BuiltinDispatchers.AllToAll,
+            org.moe4j.dispatch.internal.BuiltinDispatchers.AllGather,
+            org.moe4j.dispatch.internal.BuiltinDispatchers.StaticAllToAll;
     provides org.moe4j.core.backend.KernelProvider with
             org.moe4j.dispatch.internal.CpuDispatchKernelProvider,
             org.moe4j.experts.internal.CpuExpertKernelsProvider,

@@ -53,6 +53,28 @@ public interface DispatchResult extends AutoCloseable {
     }
 
     /**
+     * The group offsets where the expert kernels read them, for a strategy that never reads them back
+     * to the host (the static-shape all-to-all). Owned by this context.
+     *
+     * @return I32 {@code [localExperts + 1]} in the backend's memory, or null when the strategy reports the
+     *         offsets on the host only ({@link #groupOffsets()})
+     */
+    default Buffer groupOffsetsBuffer() {
+        return null;
+    }
+
+    /**
+     * Routed slots of this rank's tokens that did not fit a static-shape chunk and were dropped (by the
+     * configured drop policy); always 0 for strategies without a static capacity. On a static-shape
+     * context this reads a device counter (a device→host read), so call it outside captured steps.
+     *
+     * @return dropped slots, summed over destination ranks
+     */
+    default long overflow() {
+        return 0;
+    }
+
+    /**
      * Returns I32 {@code [rows]}: source rank of each expert-input row, -1 for padding.
      * @return I32 {@code [rows]}: source rank of each expert-input row, -1 for padding
      */

@@ -54,6 +54,11 @@ import org.moe4j.routing.RoutingKernels;
  * ranks first, so every rank's bias stays identical; without it each rank balances its own load
  * and the replicas may drift apart.
  *
+ * <p>Dispatch: the strategy named in {@link MoeConfig#dispatch()} (found through
+ * {@link org.moe4j.dispatch.DispatcherProvider}); with {@code static-all-to-all} the group offsets stay
+ * in the backend's memory and the dispatcher reads nothing back ({@link #dispatcher()}'s
+ * {@code hostReads()}), with identical results whenever no static chunk overflows.
+ *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
  * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
@@ -191,13 +196,13 @@ public final class MoeLayer implements AutoCloseable {
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
         ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
-        Router.Builder rb = Router.builder(config).backend(backend);
+        Router.Builder rb = Router.builder(config).backend(backend).forceBalanced(b.forceBalanced);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
         rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
         this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
+        this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm, backend,
                 Backends.kernels(DispatchKernels.class, backend));
         this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
         int local = config.localExperts();
@@ -230,6 +235,7 @@ public final class MoeLayer implements AutoCloseable {
         private Backend backend;
         private ExpertKernels expertKernels;
         private ExpertBias expertBias;
+        private boolean forceBalanced;
 
         private Builder(MoeConfig config, Communicator comm) {
             this.config = Objects.requireNonNull(config, "config");
@@ -287,6 +293,18 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code forceBalanced}: force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the static-shape dispatch then moves no padding (default false).
+         * @param v force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert
+         *          {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the
+         *          static-shape dispatch then moves no padding (default false)
+         * @return this
+         */
+        public Builder forceBalanced(boolean v) {
+            forceBalanced = v;
+            return this;
+        }
+
+        /**
          * Returns the layer.
          * @return the layer
          */
@@ -310,6 +328,14 @@ public final class MoeLayer implements AutoCloseable {
      */
     public Router router() {
         return router;
+    }
+
+    /**
+     * Returns the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}).
+     * @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()})
+     */
+    public Dispatcher dispatcher() {
+        return dispatcher;
     }
 
     /**
@@ -389,11 +415,14 @@ public final class MoeLayer implements AutoCloseable {
         SharedExperts.Result sh = null;
         try {
             d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
-            int[] offsets = d.groupOffsets();
-            try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-                off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+            Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d; null unless the strategy keeps them there
+            if (deviceOffsets == null) {
+                int[] offsets = d.groupOffsets();
+                try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
+                    off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+                }
             }
-            ex = experts.forward(d.expertInput(), off);
+            ex = experts.forward(d.expertInput(), deviceOffsets != null ? deviceOffsets : off);
             Buffer out = dispatcher.combine(d, ex.output());
             if (shared != null) {
                 sh = shared.forward(x);

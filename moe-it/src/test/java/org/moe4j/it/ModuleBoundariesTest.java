@@ -78,6 +78,36 @@ class ModuleBoundariesTest {
         }
     }
 
+    /**
+     * On the module path ServiceLoader ignores META-INF/services: every registration there must also be a
+     * {@code provides} of module-info (and the other way round), or the module path silently loses it.
+     */
+    @Test
+    void everyServiceRegistrationIsAlsoProvidedByTheModule() throws IOException {
+        for (String module : Build.LIBRARIES) {
+            Path classes = Build.classes(module);
+            Map<String, Set<String>> provided = descriptor(classes).provides().stream().collect(Collectors.toMap(
+                    ModuleDescriptor.Provides::service, p -> new TreeSet<>(p.providers())));
+            Map<String, Set<String>> registered = new java.util.TreeMap<>();
+            Path services = classes.resolve("META-INF/services");
+            if (Files.isDirectory(services)) {
+                try (Stream<Path> files = Files.list(services)) {
+                    for (Path f : files.toList()) {
+                        Set<String> impls = Files.readAllLines(f).stream().map(l -> l.replaceAll("#.*", "").strip())
+                                .filter(l -> !l.isEmpty()).map(l -> l.replace('$', '.'))
+                                .collect(Collectors.toCollection(TreeSet::new));
+                        registered.put(f.getFileName().toString(), impls);
+                    }
+                }
+            }
+            Map<String, Set<String>> providedDotted = new java.util.TreeMap<>();
+            provided.forEach((k, v) -> providedDotted.put(k, v.stream().map(n -> n.replace('$', '.'))
+                    .collect(Collectors.toCollection(TreeSet::new))));
+            assertEquals(registered, providedDotted, module + ": META-INF/services and the provides of module-info.java"
+                    + " must list the same implementations");
+        }
+    }
+
     @Test
     void qualifiedExportsGoOnlyToMoe4jModules() throws IOException {
         for (String module : Build.LIBRARIES) {

@@ -12,6 +12,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import org.moe4j.bench.cli.MoeCli;
 import org.moe4j.core.config.AuxLoss;
+import org.moe4j.core.config.DispatchOptions;
 import org.moe4j.core.config.HfConfigImport;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.config.MoeConfigJson;
@@ -105,6 +106,20 @@ public final class TrainCommand implements Callable<Integer> {
 
     @Option(names = "--seed", defaultValue = "1", description = "seed of weights and data (default: ${DEFAULT-VALUE})")
     long seed;
+
+    @Option(names = "--dispatch", defaultValue = "all-to-all",
+            description = "dispatch strategy: all-to-all | all-gather | static-all-to-all, or any registered one"
+                    + " (default: ${DEFAULT-VALUE}, or the --moe-config file's)")
+    String dispatch;
+
+    @Option(names = "--chunk-rows", defaultValue = "0",
+            description = "static-all-to-all: rows per (source, destination) chunk (0 = not set; default: ${DEFAULT-VALUE})")
+    int chunkRows;
+
+    @Option(names = "--chunk-factor", defaultValue = "0",
+            description = "static-all-to-all: chunk rows = ceil(factor * tokens * topK / ranks) (0 = not set; default: the"
+                    + " exact worst case tokens * topK)")
+    double chunkFactor;
 
     @Option(names = "--out", paramLabel = "DIR", description = "output directory (default: runs/<timestamp>)")
     Path out;
@@ -258,6 +273,19 @@ public final class TrainCommand implements Callable<Integer> {
             w = 4;
             origin.put("ranks", "default");
         }
+        boolean dispatchGiven = !given("--dispatch", "").isEmpty() || !given("--chunk-rows", "").isEmpty()
+                || !given("--chunk-factor", "").isEmpty();
+        if (moeConfig == null || dispatchGiven) {
+            try {
+                b.dispatch(new DispatchOptions(dispatch, false, false, chunkFactor, chunkRows));
+            } catch (IllegalArgumentException e) {
+                throw usage("--dispatch " + dispatch + " --chunk-rows " + chunkRows + " --chunk-factor " + chunkFactor
+                        + ": " + oneLine(e.getMessage()));
+            }
+            origin.put("dispatch", dispatchGiven ? "--dispatch" : "default");
+        } else {
+            origin.put("dispatch", "--moe-config");
+        }
         MoeConfig cfg;
         try {
             cfg = b.expertParallel(w).build();
@@ -266,6 +294,11 @@ public final class TrainCommand implements Callable<Integer> {
             throw usage(m.startsWith("MoeConfig.expertParallel=")
                     ? "--ranks " + w + ": cannot split the " + (experts != null ? experts : base.experts()) + " experts of " + model + " evenly over " + w
                     + " ranks (" + m + ")" : model + ": " + m);
+        }
+        try {
+            org.moe4j.dispatch.Dispatchers.provider(cfg.dispatch().strategy()); // an unknown strategy fails here, by name
+        } catch (IllegalArgumentException e) {
+            throw usage("--dispatch " + cfg.dispatch().strategy() + ": " + oneLine(e.getMessage()));
         }
         long params = (long) cfg.experts() * 3 * cfg.hidden() * cfg.ffn()
                 + (long) cfg.sharedExperts() * 3 * cfg.hidden() * cfg.sharedFfn() + (long) cfg.experts() * cfg.hidden();
@@ -340,6 +373,9 @@ public final class TrainCommand implements Callable<Integer> {
                         + " teacher skew %s [%s]", c.expertParallel(), o.get("ranks"), s.tokensPerRank(), o.get("--tokens"),
                 s.steps(), o.get("--steps"), s.lr(), o.get("--lr"), s.seed(), o.get("--seed"), s.teacherSkew(),
                 o.get("--teacher-skew")));
+        DispatchOptions d = c.dispatch();
+        lines.add(String.format("  dispatch %s%s [%s]", d.strategy(), d.chunkRows() > 0 ? ", chunk rows " + d.chunkRows()
+                : d.chunkFactor() > 0 ? ", chunk factor " + d.chunkFactor() : "", o.get("dispatch")));
         return lines;
     }
 

@@ -29,6 +29,7 @@ import org.moe4j.core.DType;
  * @param expertParallel  expert-parallel world size {@code W}; each rank owns {@code E/W} experts
  * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
  * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
+ * @param dispatch        dispatch strategy and its options (count-exchange all-to-all by default)
  */
 public record MoeConfig(
         int hidden,
@@ -49,7 +50,8 @@ public record MoeConfig(
         int sharedFfn,
         int expertParallel,
         int groupAlignment,
-        DType expertDtype) {
+        DType expertDtype,
+        DispatchOptions dispatch) {
 
     /**
      * Validates every field and combination (see the class description for the fields).
@@ -84,6 +86,7 @@ public record MoeConfig(
         Objects.requireNonNull(capacity, "MoeConfig.capacity");
         Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
         Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
+        Objects.requireNonNull(dispatch, "MoeConfig.dispatch");
         positive("hidden", hidden);
         positive("experts", experts);
         positive("topK", topK);
@@ -228,6 +231,7 @@ public record MoeConfig(
         private int expertParallel = 1;
         private int groupAlignment = 1;
         private DType expertDtype = DType.F32;
+        private DispatchOptions dispatch = DispatchOptions.DEFAULT;
 
         private Builder() {
         }
@@ -253,6 +257,7 @@ public record MoeConfig(
             expertParallel = c.expertParallel;
             groupAlignment = c.groupAlignment;
             expertDtype = c.expertDtype;
+            dispatch = c.dispatch;
         }
 
         /**
@@ -380,6 +385,12 @@ public record MoeConfig(
          * @return this
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
+        /**
+         * Sets {@code dispatch}: dispatch strategy and options.
+         * @param v dispatch strategy and options
+         * @return this
+         */
+        public Builder dispatch(DispatchOptions v) { dispatch = v; return this; }
 
         /**
          * Returns the validated config.
@@ -390,7 +401,7 @@ public record MoeConfig(
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
                     limitedGroupsSet ? limitedGroups : expertGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
-                    groupAlignment, expertDtype);
+                    groupAlignment, expertDtype, dispatch);
         }
     }
 }
