@@ -8,6 +8,8 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.function.Function;
 import org.moe4j.checkpoint.Checkpoints;
+import org.moe4j.checkpoint.LayerCheckpoint;
+import org.moe4j.checkpoint.MoeNameMap;
 import org.moe4j.core.DType;
 import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
@@ -624,11 +626,11 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * This rank's tensors with Hugging Face DeepSeek-V3 names: {@code gate.weight},
-     * {@code gate.e_score_correction_bias}, {@code experts.{i}.gate_proj/up_proj/down_proj.weight}
-     * (global {@code i}, local experts only), {@code shared_experts.*}. The bias entry is a copy
-     * (write-only on save). On a host backend the others are live views; on a device backend they are
-     * host snapshots taken now (writing them does not change the layer; use {@link #load}).
+     * This rank's parameters with Hugging Face DeepSeek-V3 names: {@code gate.weight},
+     * {@code experts.{i}.gate_proj/up_proj/down_proj.weight} (global {@code i}, local experts only),
+     * {@code shared_experts.*}. The expert bias is not included (it is not a parameter; see
+     * {@link #expertBias()}). On a host backend the entries are live views; on a device backend they
+     * are host snapshots taken now (writing them does not change the layer; use {@link #load}).
      *
      * @param prefix e.g. {@code mlp.} or {@code model.layers.3.mlp.}
      * @return name → host buffer
@@ -659,26 +661,145 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Loads this rank's tensors (and the expert bias) from a safetensors file; all or nothing. On a
-     * device backend the file is read into host mirrors first, then every parameter is uploaded.
+     * Loads this rank's tensors (and the expert bias) with DeepSeek-V3 names; all or nothing. Same as
+     * {@link #load(java.nio.file.Path, String, MoeNameMap, LayerCheckpoint.Options)} with
+     * {@link MoeNameMap#deepseekV3()} and strict options.
      *
-     * @param path   the file (e.g. a Hugging Face shard)
+     * @param path   a safetensors file, a {@code model.safetensors.index.json}, or a checkpoint directory
      * @param prefix e.g. {@code model.layers.3.mlp.}
      * @throws org.moe4j.checkpoint.CheckpointException on a bad file; the layer is then unchanged
      */
     public void load(java.nio.file.Path path, String prefix) {
-        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
-        try (HostBuffer bias = HostBuffer.allocate(DType.F32, config.experts())) {
-            Map<String, HostBuffer> targets = namedTensors(prefix, mirrors, false);
-            targets.put(prefix + "gate.e_score_correction_bias", bias);
-            Checkpoints.load(path, targets);
-            for (Map.Entry<Buffer, HostBuffer> e : mirrors.entrySet()) {
-                e.getKey().copyFrom(e.getValue());
-            }
-            router.expertBias().setValues(bias.toFloatArray());
+        load(path, prefix, MoeNameMap.deepseekV3(), LayerCheckpoint.Options.strict());
+    }
+
+    /**
+     * Loads this rank's tensors from a Hugging Face checkpoint (sharded through its index or a single
+     * file), in a family's names; all or nothing. Only the shards holding this rank's tensors are
+     * opened and only its own experts' bytes are read; F32/BF16/F16, FP8 E4M3 with block scales and
+     * MXFP4 are dequantised into the layer's dtypes. Every tensor is checked (present, shape, dtype,
+     * finite values) and decoded into host staging buffers before the first parameter is written.
+     * The expert bias is set from the family's score-correction bias, or to zero when the family has
+     * none. On a device backend the staged values are uploaded at the end.
+     *
+     * @param path    a checkpoint directory, its index, or one safetensors file
+     * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
+     * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
+     * @param options what to accept (non-finite values, unused family tensors)
+     * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
+     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault; the layer
+     *                                                  is then unchanged
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public void load(java.nio.file.Path path, String prefix, MoeNameMap names, LayerCheckpoint.Options options) {
+        enter("load");
+        try {
+            LayerCheckpointing.load(this, path, prefix, names, options);
         } finally {
-            mirrors.values().forEach(HostBuffer::close);
+            use.exit();
         }
+    }
+
+    /**
+     * Exports the layer as a Hugging Face sharded checkpoint in {@code dir}, written once across the
+     * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
+     * also the router, the bias where the family has one, and the shared experts), each file
+     * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
+     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
+     * each writing its experts' slices.
+     *
+     * @param dir    destination directory (created if missing)
+     * @param prefix the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
+     * @param names  the family's name map
+     * @param dtype  file dtype: BF16 (HF's usual) or F32 (bitwise round trip of fp32 weights)
+     * @throws IllegalArgumentException on a null or non-float argument, or a layer tensor the family
+     *                                  cannot store
+     * @throws org.moe4j.checkpoint.CheckpointException when any rank fails to write (no index is written)
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public void export(java.nio.file.Path dir, String prefix, MoeNameMap names, DType dtype) {
+        enter("export");
+        try {
+            LayerCheckpointing.export(this, dir, prefix, names, dtype);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Saves everything a training step depends on, for an exact resume: fp32 weights, the optimiser's
+     * moments and step count and options, the expert bias and every rank's accumulated load, the
+     * config and the caller's step, as {@code moe4j-state-<r+1>-of-<W>.safetensors} shards plus
+     * {@code moe4j-state.safetensors.index.json} (written as {@link #export} writes). Routed-expert
+     * state is stored per global expert, so it can be resumed at another W when saved right after
+     * {@link #updateExpertBias()}. A collective.
+     *
+     * @param dir       destination directory (created if missing)
+     * @param optimizer the optimiser over {@link #parameters()}
+     * @param step      the caller's step counter, returned by {@link #loadTrainingState}
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0
+     * @throws org.moe4j.checkpoint.CheckpointException on write failure on any rank
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public void saveTrainingState(java.nio.file.Path dir, org.moe4j.optim.AdamW optimizer, long step) {
+        enter("saveTrainingState");
+        try {
+            LayerCheckpointing.saveState(this, dir, optimizer, step);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Restores what {@link #saveTrainingState} saved, all or nothing: the config must match (except
+     * {@code expertParallel}); at another W the saved loads must be empty.
+     *
+     * @param dir       the directory holding {@code moe4j-state.safetensors.index.json}
+     * @param optimizer the optimiser over {@link #parameters()} (its moments, steps and options are replaced)
+     * @return the saved step
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters
+     * @throws org.moe4j.checkpoint.CheckpointException naming what is missing or inconsistent; nothing
+     *                                                  is then changed
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public long loadTrainingState(java.nio.file.Path dir, org.moe4j.optim.AdamW optimizer) {
+        enter("loadTrainingState");
+        try {
+            return LayerCheckpointing.loadState(this, dir, optimizer);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Sums small counters over the ranks (a collective; every rank gets the sums).
+     *
+     * @param values this rank's values
+     * @return the element-wise sums over the ranks
+     */
+    long[] sumOverRanks(long[] values) {
+        if (comm.size() == 1) {
+            return values.clone();
+        }
+        long[] out = values.clone();
+        try (HostBuffer h = HostBuffer.allocate(DType.I64, out.length)) {
+            for (int i = 0; i < out.length; i++) {
+                h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, out[i]);
+            }
+            try (Buffer b = backend.upload(h)) { // staged: the communicator works in the backend's memory
+                comm.allReduce(b, ReduceOp.SUM);
+                b.copyTo(h);
+            }
+            for (int i = 0; i < out.length; i++) {
+                out[i] = h.getLong(i);
+            }
+        }
+        return out;
     }
 
     /**
