@@ -235,6 +235,7 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     /**
+     * Returns the tensor's header entry.
      * @param name tensor name
      * @return the tensor's header entry
      * @throws CheckpointException if the tensor is missing
@@ -248,6 +249,7 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     /**
+     * Returns a read-only view of the tensor's mapped bytes, any dtype (valid until close).
      * @param name tensor name
      * @return a read-only view of the tensor's mapped bytes, any dtype (valid until close)
      * @throws CheckpointException if the tensor is missing

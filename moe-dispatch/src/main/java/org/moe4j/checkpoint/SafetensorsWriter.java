@@ -281,6 +281,8 @@ public final class SafetensorsWriter {
      */
     public record RawTensor(SafetensorsDtype dtype, org.moe4j.core.Shape shape, java.lang.foreign.MemorySegment data) {
         /**
+         * Checks the components.
+         *
          * @throws IllegalArgumentException on a null component or a byte count that does not match
          */
         public RawTensor {
