@@ -288,6 +288,8 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code tokenBlockTree}: reduce the gate and shared-expert gradients over the fixed
+         * token-block tree in {@code backward} (default true).
          * @param v reduce the gate and shared-expert gradients over the fixed token-block tree in
          *          {@code backward} where the expert kernels support it (default true: bitwise independent
          *          of the world size, see the class comment); false keeps per-rank sums that
