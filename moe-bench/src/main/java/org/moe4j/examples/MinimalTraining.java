@@ -77,6 +77,7 @@ public final class MinimalTraining {
     }
 
     /**
+     * Runs the program.
      * @param args ignored
      */
     public static void main(String[] args) {

@@ -85,6 +85,8 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
+     * What a grouped-experts forward returns.
+     *
      * @param output  {@code [rows, hidden]} (rows outside every group are zero); caller closes it
      * @param context state for backward
      */
@@ -113,6 +115,7 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code GroupedExperts}.
      * @param name         parameter name prefix, e.g. {@code experts}
      * @param localExperts experts held here, ≥ 1
      * @param firstExpert  global index of the first one, ≥ 0
@@ -240,47 +243,75 @@ public final class GroupedExperts implements AutoCloseable {
         return b2;
     }
 
-    /** @return experts held here */
+    /**
+     * Returns experts held here.
+     * @return experts held here
+     */
     public int localExperts() {
         return localExperts;
     }
 
-    /** @return global index of local expert 0 */
+    /**
+     * Returns global index of local expert 0.
+     * @return global index of local expert 0
+     */
     public int firstExpert() {
         return firstExpert;
     }
 
-    /** @return hidden size */
+    /**
+     * Returns hidden size.
+     * @return hidden size
+     */
     public int hidden() {
         return hidden;
     }
 
-    /** @return intermediate size per expert */
+    /**
+     * Returns intermediate size per expert.
+     * @return intermediate size per expert
+     */
     public int ffn() {
         return ffn;
     }
 
-    /** @return compute dtype of the GEMMs */
+    /**
+     * Returns compute dtype of the GEMMs.
+     * @return compute dtype of the GEMMs
+     */
     public DType computeDtype() {
         return compute;
     }
 
-    /** @return W1 (gate_proj) {@code [localExperts, ffn, hidden]} */
+    /**
+     * Returns W1 (gate_proj) {@code [localExperts, ffn, hidden]}.
+     * @return W1 (gate_proj) {@code [localExperts, ffn, hidden]}
+     */
     public Buffer w1() {
         return w1;
     }
 
-    /** @return W3 (up_proj) {@code [localExperts, ffn, hidden]} */
+    /**
+     * Returns W3 (up_proj) {@code [localExperts, ffn, hidden]}.
+     * @return W3 (up_proj) {@code [localExperts, ffn, hidden]}
+     */
     public Buffer w3() {
         return w3;
     }
 
-    /** @return W2 (down_proj) {@code [localExperts, hidden, ffn]} */
+    /**
+     * Returns W2 (down_proj) {@code [localExperts, hidden, ffn]}.
+     * @return W2 (down_proj) {@code [localExperts, hidden, ffn]}
+     */
     public Buffer w2() {
         return w2;
     }
 
-    /** @return gate_proj, up_proj, down_proj with their gradients, then their biases when the experts have them */
+    /**
+     * Returns the parameters with their gradients.
+     *
+     * @return gate_proj, up_proj, down_proj with their gradients, then their biases when the experts have them
+     */
     public List<Parameter> parameters() {
         if (b1 == null) {
             return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),

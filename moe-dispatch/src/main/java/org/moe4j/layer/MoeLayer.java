@@ -157,17 +157,26 @@ public final class MoeLayer implements AutoCloseable {
             this.sharedCtx = sharedCtx;
         }
 
-        /** @return the routing result of this forward */
+        /**
+         * Returns the routing result of this forward.
+         * @return the routing result of this forward
+         */
         public RouterOutput route() {
             return route;
         }
 
-        /** @return the dispatch context of this forward */
+        /**
+         * Returns the dispatch context of this forward.
+         * @return the dispatch context of this forward
+         */
         public DispatchResult dispatch() {
             return dispatch;
         }
 
-        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        /**
+         * Returns whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}).
+         * @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()})
+         */
         public boolean isClosed() {
             return closed;
         }
@@ -301,6 +310,7 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Returns a builder.
      * @param config the layer config ({@code expertParallel} must equal the group size)
      * @param comm   this rank's communicator
      * @return a builder
@@ -327,6 +337,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code seed}: init seed (same on every rank).
          * @param v init seed (same on every rank)
          * @return this
          */
@@ -336,6 +347,8 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code syncReplicated}: sum replicated gradients and the bias load over the ranks, and
+         * evaluate the aux losses over the global batch (default true).
          * @param v sum replicated gradients and the bias load over the ranks, and evaluate the aux losses
          *          over the global batch (default true)
          * @return this
@@ -346,6 +359,8 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code tokenBlockTree}: reduce the gate and shared-expert gradients over the fixed
+         * token-block tree in {@code backward} (default true).
          * @param v reduce the gate and shared-expert gradients over the fixed token-block tree in
          *          {@code backward} where the expert kernels support it (default true: bitwise independent
          *          of the world size, see the class comment); false keeps per-rank sums that
@@ -359,6 +374,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code backend}: backend that allocates buffers.
          * @param v backend that allocates buffers
          * @return this
          */
@@ -368,6 +384,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code expertKernels}: expert kernels to use.
          * @param v expert kernels to use
          * @return this
          */
@@ -377,6 +394,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code expertBias}: expert-bias state to use.
          * @param v expert-bias state to use
          * @return this
          */
@@ -386,6 +404,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code forceBalanced}: force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the static-shape dispatch then moves no padding (default false).
          * @param v force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert
          *          {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the
          *          static-shape dispatch then moves no padding (default false)
@@ -396,18 +415,25 @@ public final class MoeLayer implements AutoCloseable {
             return this;
         }
 
-        /** @return the layer */
+        /**
+         * Returns the layer.
+         * @return the layer
+         */
         public MoeLayer build() {
             return new MoeLayer(this);
         }
     }
 
-    /** @return the config */
+    /**
+     * Returns the config.
+     * @return the config
+     */
     public MoeConfig config() {
         return config;
     }
 
     /**
+     * Returns the router.
      * @return the router (built without load accumulation: the layer's {@link #forward} adds the load
      *         to the bias once the whole forward succeeded)
      */
@@ -415,22 +441,34 @@ public final class MoeLayer implements AutoCloseable {
         return router;
     }
 
-    /** @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}) */
+    /**
+     * Returns the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}).
+     * @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()})
+     */
     public Dispatcher dispatcher() {
         return dispatcher;
     }
 
-    /** @return the routed experts of this rank */
+    /**
+     * Returns the routed experts of this rank.
+     * @return the routed experts of this rank
+     */
     public GroupedExperts experts() {
         return experts;
     }
 
-    /** @return the shared experts, or null */
+    /**
+     * Returns the shared experts, or null.
+     * @return the shared experts, or null
+     */
     public SharedExperts sharedExperts() {
         return shared;
     }
 
-    /** @return the gate weight F32 {@code [experts, hidden]} */
+    /**
+     * Returns the gate weight F32 {@code [experts, hidden]}.
+     * @return the gate weight F32 {@code [experts, hidden]}
+     */
     public Buffer gateWeight() {
         return gateWeight;
     }
@@ -454,12 +492,19 @@ public final class MoeLayer implements AutoCloseable {
         return sharedGate;
     }
 
-    /** @return the expert-bias state */
+    /**
+     * Returns the expert-bias state.
+     *
+     * @return the expert-bias state
+     */
     public ExpertBias expertBias() {
         return router.expertBias();
     }
 
-    /** @return the communicator */
+    /**
+     * Returns the communicator.
+     * @return the communicator
+     */
     public Communicator communicator() {
         return comm;
     }

@@ -101,6 +101,7 @@ public final class Router {
     }
 
     /**
+     * Returns a builder for injecting kernels, threads, backend, expert bias or force-balanced mode.
      * @param config the layer config
      * @return a builder for injecting kernels, threads, backend, expert bias or force-balanced mode
      */
@@ -108,22 +109,34 @@ public final class Router {
         return new Builder(config);
     }
 
-    /** @return the config */
+    /**
+     * Returns the config.
+     * @return the config
+     */
     public MoeConfig config() {
         return config;
     }
 
-    /** @return the selection parameters */
+    /**
+     * Returns the selection parameters.
+     * @return the selection parameters
+     */
     public RouteParams params() {
         return params;
     }
 
-    /** @return the expert-bias state used for selection */
+    /**
+     * Returns the expert-bias state used for selection.
+     * @return the expert-bias state used for selection
+     */
     public ExpertBias expertBias() {
         return expertBias;
     }
 
-    /** @return the kernels in use */
+    /**
+     * Returns the kernels in use.
+     * @return the kernels in use
+     */
     public RoutingKernels kernels() {
         return kernels;
     }
@@ -569,6 +582,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code kernels}: kernels to use instead of the selected backend's.
          * @param v kernels to use instead of the selected backend's
          * @return this
          */
@@ -578,6 +592,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code parallel}: run the CPU kernels on this thread pool.
          * @param v run the CPU kernels on this thread pool
          * @return this
          */
@@ -587,6 +602,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code backend}: backend that allocates outputs (must match the kernels).
          * @param v backend that allocates outputs (must match the kernels)
          * @return this
          */
@@ -596,6 +612,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code expertBias}: expert-bias state to use (shared with the caller).
          * @param v expert-bias state to use (shared with the caller)
          * @return this
          */
@@ -605,6 +622,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code forceBalanced}: round-robin selection for perfectly even load (benchmarks, tests).
          * @param v round-robin selection for perfectly even load (benchmarks, tests)
          * @return this
          */
@@ -614,6 +632,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code accumulateLoad}: add each forward's load to the expert bias (default true).
          * @param v add each forward's load to the expert bias (default true)
          * @return this
          */
@@ -637,7 +656,11 @@ public final class Router {
             return this;
         }
 
-        /** @return the router */
+        /**
+         * Returns the router.
+         *
+         * @return the router
+         */
         public Router build() {
             return new Router(this);
         }

@@ -31,6 +31,7 @@ public final class Presets {
         for (String p : HfConfigImport.PRESETS) {
             names.add(p + "-tiny");
         }
+        names.addAll(List.of("qwen3-moe-tiny", "mixtral-tiny")); // ALIASES, for older scripts
         NAMES = Collections.unmodifiableList(names);
     }
 
@@ -45,7 +46,7 @@ public final class Presets {
     public static MoeConfig.Builder of(String name) {
         Objects.requireNonNull(name, "name");
         String n = ALIASES.getOrDefault(name, name);
-        if (!NAMES.contains(n)) {
+        if (!NAMES.contains(n) || ALIASES.containsKey(n)) {
             throw new IllegalArgumentException("unknown preset '" + name + "'; choose one of " + String.join(", ", NAMES));
         }
         return shrink(HfConfigImport.preset(n.substring(0, n.length() - "-tiny".length()))).toBuilder();

@@ -20,8 +20,9 @@ import org.moe4j.core.config.MoeConfig;
 class PresetsTest {
     @Test
     void everyBundledModelHasATinyPresetWithItsRoutingRecipe() {
-        assertEquals(HfConfigImport.PRESETS.size(), Presets.NAMES.size());
+        assertEquals(HfConfigImport.PRESETS.size() + Presets.ALIASES.size(), Presets.NAMES.size());
         for (String model : HfConfigImport.PRESETS) {
+            assertTrue(Presets.NAMES.contains(model + "-tiny"), model);
             MoeConfig real = HfConfigImport.preset(model);
             MoeConfig tiny = Presets.of(model + "-tiny").expertParallel(4).build();
             String m = model + ": ";
@@ -75,12 +76,12 @@ class PresetsTest {
 
     @ParameterizedTest
     @ValueSource(strings = {"gpt-oss-20b", "llama4-scout", "qwen2-57b-a14b", "kimi-k2"})
-    void moeTrainConfigAcceptsEveryFamilyShrunk(String model, @TempDir Path dir) throws Exception {
+    void moeTrainConfigAcceptsEveryFamilyScaledDown(String model, @TempDir Path dir) throws Exception {
         Path cfg = dir.resolve("config.json");
         Files.writeString(cfg, HfConfigImport.presetJson(model));
         Path out = dir.resolve("run");
-        int rc = new CommandLine(new TrainCommand()).execute("--config", cfg.toString(), "--shrink", "--ranks", "2",
-                "--steps", "2", "--tokens", "16", "--quiet", "--out", out.toString());
+        int rc = new CommandLine(new TrainCommand()).execute("--config", cfg.toString(), "--hidden", "64", "--ffn", "32",
+                "--experts", "16", "--ranks", "2", "--steps", "2", "--tokens", "16", "--quiet", "--out", out.toString());
         assertEquals(0, rc, model);
         assertTrue(Files.size(out.resolve("metrics.json")) > 0, model + ": metrics written");
         assertTrue(Files.readString(out.resolve("metrics.json")).contains("\"hidden\""), model);

@@ -61,6 +61,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the validated config.
      * @param file a Hugging Face {@code config.json}
      * @return the validated config
      * @throws IOException              if the file cannot be read
@@ -71,6 +72,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the validated config.
      * @param file      a Hugging Face {@code config.json}
      * @param overrides changes applied to the imported builder before validation (e.g.
      *                  {@code b -> b.expertParallel(8)})
@@ -170,6 +172,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the bundled model's config.
      * @param name one of {@link #PRESETS}
      * @return the bundled model's config
      * @throws IllegalArgumentException for an unknown name, listing the presets
@@ -179,6 +182,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the bundled model's config with the overrides.
      * @param name      one of {@link #PRESETS}
      * @param overrides changes applied before validation (e.g. shrinking sizes for a demo)
      * @return the bundled model's config with the overrides
@@ -189,6 +193,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the bundled {@code config.json} text.
      * @param name one of {@link #PRESETS}
      * @return the bundled {@code config.json} text
      * @throws IllegalArgumentException for an unknown name, listing the presets

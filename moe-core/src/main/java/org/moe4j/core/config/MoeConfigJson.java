@@ -175,6 +175,7 @@ public final class MoeConfigJson {
     private static final double GPT_OSS_SWIGLU_ALPHA = 1.702;
 
     /**
+     * Returns pretty-printed JSON with every field, in {@link #FIELDS} order.
      * @param config the config
      * @return pretty-printed JSON with every field, in {@link #FIELDS} order
      */

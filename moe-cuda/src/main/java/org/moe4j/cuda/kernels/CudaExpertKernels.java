@@ -50,12 +50,16 @@ public final class CudaExpertKernels implements ExpertKernels {
     /** Element-wise adds of the token-block tree (the optimiser module's accumulate kernel), made on first use. */
     private volatile CudaOptimizerKernels adder;
 
-    /** @param backend the cuda backend */
+    /**
+     * Creates a new {@code CudaExpertKernels}.
+     * @param backend the cuda backend
+     */
     public CudaExpertKernels(Backend backend) {
         this(backend, System.getProperty(PATH_PROPERTY, "mma"));
     }
 
     /**
+     * Creates a new {@code CudaExpertKernels}.
      * @param backend the cuda backend
      * @param path    {@code mma} or {@code wgmma}
      * @throws IllegalArgumentException for another path name
@@ -79,7 +83,10 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
     }
 
-    /** @return the bf16 GEMM path in use */
+    /**
+     * Returns the bf16 GEMM path in use.
+     * @return the bf16 GEMM path in use
+     */
     public String path() {
         return wgmma ? "wgmma" : "mma";
     }
