@@ -39,6 +39,8 @@ public final class Presets {
     }
 
     /**
+     * Returns a bundled model shrunk by {@link #shrink(MoeConfig)}.
+     *
      * @param name one of {@link #NAMES} (or an alias in {@link #ALIASES})
      * @return a builder with the shrunk model (expert parallelism and bias coefficient are set by the caller)
      * @throws IllegalArgumentException for an unknown name, listing the known ones
