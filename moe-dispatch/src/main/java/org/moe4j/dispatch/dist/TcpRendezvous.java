@@ -93,6 +93,8 @@ public final class TcpRendezvous implements AutoCloseable {
     private static final long MAX_CONNECT_ATTEMPT_MS = 5_000;
     private static final long MAX_BACKOFF_MS = 1_000;
     private static final long POLL_MS = 50;
+    /** Longest a close waits, over all its connections, for the peers to read the last frames and close. */
+    private static final Duration DRAIN_LIMIT = Duration.ofMillis(200);
 
     private final DistEnv env;
     private final Duration timeout;
@@ -326,12 +328,13 @@ public final class TcpRendezvous implements AutoCloseable {
                 }
             }
             if (error != null) {
+                long drainUntil = System.nanoTime() + DRAIN_LIMIT.toNanos();
                 for (Conn p : peers) {
                     if (p != null) {
-                        p.closeQuietly();
+                        p.closeGracefully(drainUntil); // the ERROR just sent must reach the rank
                     }
                 }
-                refused.forEach(Conn::closeQuietly);
+                refused.forEach(c -> c.closeGracefully(drainUntil));
                 throw new RendezvousException(error);
             }
             for (int r = 1; r < world; r++) {
@@ -618,15 +621,16 @@ public final class TcpRendezvous implements AutoCloseable {
     }
 
     private void closeAll() {
+        long drainUntil = System.nanoTime() + DRAIN_LIMIT.toNanos();
         if (peers != null) {
             for (Conn p : peers) {
                 if (p != null) {
-                    p.closeQuietly();
+                    p.closeGracefully(drainUntil);
                 }
             }
         }
         if (master != null) {
-            master.closeQuietly();
+            master.closeGracefully(drainUntil);
         }
     }
 
@@ -809,6 +813,36 @@ public final class TcpRendezvous implements AutoCloseable {
         void closeQuietly() {
             TcpRendezvous.closeQuietly(socket);
         }
+
+        /**
+         * Closes so that the frames already written (a relayed ERROR, the last broadcast) reach the
+         * peer: closing a socket with unread inbound data makes TCP send a reset, which can discard
+         * them before the peer reads them. Sends FIN first, then discards what the peer still sends
+         * until it closes too or {@code drainUntil} (shared by all connections of one close) passes.
+         */
+        void closeGracefully(long drainUntil) {
+            try {
+                if (!socket.isClosed() && !socket.isOutputShutdown()) {
+                    socket.shutdownOutput();
+                    InputStream raw = socket.getInputStream();
+                    byte[] sink = new byte[8192];
+                    while (true) {
+                        long ms = TimeUnit.NANOSECONDS.toMillis(drainUntil - System.nanoTime());
+                        if (ms <= 0) {
+                            break;
+                        }
+                        socket.setSoTimeout((int) Math.max(1, Math.min(ms, Integer.MAX_VALUE)));
+                        if (raw.read(sink) < 0) {
+                            break;
+                        }
+                    }
+                }
+            } catch (IOException e) {
+                LOG.trace("graceful close of {}", who, e);
+            } finally {
+                closeQuietly();
+            }
+        }
     }
 
     /**
@@ -967,7 +1001,10 @@ public final class TcpRendezvous implements AutoCloseable {
                 });
                 handshakes.add(t);
                 t.start();
-                if (closing) {
+                // close() may have run while this thread was descheduled after accept: close s only if
+                // it was not handed out meanwhile (next() takes it out of open before close() can run);
+                // closing it unconditionally closed a joined rank's live connection under load.
+                if (closing && open.remove(s)) {
                     closeQuietly(s);
                 }
             }
@@ -1088,7 +1125,9 @@ public final class TcpRendezvous implements AutoCloseable {
             closing = true;
             closeQuietly(server);
             for (Socket s : open) {
-                closeQuietly(s);
+                if (open.remove(s)) {
+                    closeQuietly(s);
+                }
             }
             for (Joined j; (j = joined.poll()) != null; ) {
                 j.conn().closeQuietly();
