@@ -55,6 +55,16 @@ public interface Backend {
         return b;
     }
 
+    /**
+     * A new pool of reusable scratch memory in this backend's memory (see {@link Scratch}); the
+     * default allocates and frees per use.
+     *
+     * @return the scratch pool; close it when its owner is closed
+     */
+    default Scratch newScratch() {
+        return Scratch.fresh(this);
+    }
+
     /** @return one line for logs: name, device, memory */
     default String describe() {
         return name();

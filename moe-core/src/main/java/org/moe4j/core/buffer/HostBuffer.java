@@ -364,6 +364,16 @@ public final class HostBuffer implements Buffer {
         dst.copyFrom(this);
     }
 
+    /**
+     * @param mode read, write or both
+     * @return a view straight over this buffer's memory (no copy)
+     * @throws BufferClosedException if this buffer is closed
+     */
+    @Override
+    public HostView hostView(HostView.Mode mode) {
+        return HostView.direct(this, mode);
+    }
+
     /** @return a new owning copy (as {@link #copy()}) */
     @Override
     public HostBuffer toHost() {
