@@ -18,6 +18,19 @@ public interface DispatchResult extends AutoCloseable {
     /** @return {@code localExperts + 1} padded row offsets into {@link #expertInput()} */
     int[] groupOffsets();
 
+    /**
+     * The group offsets where the expert kernels read them: I32 {@code [localExperts + 1]} in the
+     * dispatcher's backend memory, the same values as {@link #groupOffsets()}. Owned by this result
+     * (valid until {@link #close()}); pass it to the experts instead of uploading the offsets again.
+     *
+     * @return the offsets buffer
+     * @throws UnsupportedOperationException if this implementation keeps its offsets on the host only
+     * @throws IllegalStateException         after {@link #close()}
+     */
+    default Buffer groupOffsetsBuffer() {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " keeps no group-offsets buffer");
+    }
+
     /** @return real (unpadded) rows per local expert: this rank's load statistics */
     int[] tokensPerLocalExpert();
 

@@ -13,7 +13,11 @@ import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.BufferAllocator;
+import org.moe4j.core.buffer.BufferScope;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.dispatch.CombineGrads;
@@ -58,6 +62,27 @@ import org.moe4j.routing.RoutingKernels;
  * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
  * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
  * order, so they agree to fp32 rounding).
+ *
+ * <p>Memory: the layer's state (weights, gradients, router state) lives in the layer's own
+ * {@link BufferScope} and is counted in the layer's {@link #allocator() allocator}, a child of the
+ * allocator current when it was built. {@link #newScope()} opens a scope for one training step:
+ * everything the step makes (the batch, {@code f.output()}, {@code dY}, {@code dX}, contexts) is
+ * freed when it closes, so a loop of steps cannot leak:
+ *
+ * <pre>{@code
+ * for (int step = 0; step < steps; step++) {
+ *     try (BufferScope s = layer.newScope()) {
+ *         Buffer x = nextBatch();
+ *         MoeLayer.Forward f = layer.forward(x);
+ *         Buffer dX = layer.backward(f.context(), lossGradient(f.output()));
+ *         ...
+ *     }
+ * }
+ * }</pre>
+ *
+ * Closing every buffer by hand keeps working. {@link #close()} frees the state and fails with
+ * {@link org.moe4j.core.buffer.MemoryLeakException} if buffers made in the layer's step scopes and
+ * {@linkplain BufferScope#keep kept} out of them are still live.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
@@ -74,6 +99,8 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
+    private final BufferAllocator allocator; // counts the state and the step scopes' buffers
+    private final BufferScope state; // owns the weights, gradients and router state
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
@@ -83,18 +110,16 @@ public final class MoeLayer implements AutoCloseable {
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
-        private final Buffer groupOffsets;
         private final GroupedExperts.Context expertCtx;
         private final Buffer expertOut;
         private final SharedExperts.Context sharedCtx;
         private boolean closed;
 
-        Context(Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+        Context(Buffer x, RouterOutput route, DispatchResult dispatch,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
-            this.groupOffsets = groupOffsets;
             this.expertCtx = expertCtx;
             this.expertOut = expertOut;
             this.sharedCtx = sharedCtx;
@@ -116,21 +141,8 @@ public final class MoeLayer implements AutoCloseable {
                 return;
             }
             closed = true;
-            if (expertCtx != null) {
-                expertCtx.close();
-            }
-            if (sharedCtx != null) {
-                sharedCtx.close();
-            }
-            for (AutoCloseable c : new AutoCloseable[] {expertOut, groupOffsets, dispatch, route}) {
-                try {
-                    if (c != null) {
-                        c.close();
-                    }
-                } catch (Exception e) {
-                    throw new IllegalStateException("closing MoeLayer context", e);
-                }
-            }
+            // every part is closed even if one fails; later failures are attached as suppressed
+            Handover.closeAll(route, dispatch, expertOut, sharedCtx, expertCtx);
         }
     }
 
@@ -157,23 +169,58 @@ public final class MoeLayer implements AutoCloseable {
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
         ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
-        Router.Builder rb = Router.builder(config).backend(backend);
+        // kernels are looked up before the state scope is entered: they are process-wide, not the layer's
+        RoutingKernels rk = Backends.kernels(RoutingKernels.class, backend);
+        DispatchKernels dk = Backends.kernels(DispatchKernels.class, backend);
+        this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
+        this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
+        this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
+        try (BufferScope.Activation a = state.enter()) {
+            this.router = buildRouter(b, rk);
+            this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend, dk);
+            int local = config.localExperts();
+            this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
+                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
+            this.shared = config.sharedExperts() > 0
+                    ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
+                    : null;
+            this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+            this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+            ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+        } catch (RuntimeException e) {
+            try {
+                state.close(); // nothing half-made outlives a failed build
+                allocator.close();
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+    }
+
+    private Router buildRouter(Builder b, RoutingKernels rk) {
+        Router.Builder rb = Router.builder(config).backend(backend).kernels(rk);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
-        this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend,
-                Backends.kernels(DispatchKernels.class, backend));
-        this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
-        int local = config.localExperts();
-        this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
-                config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
-        this.shared = config.sharedExperts() > 0
-                ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
-                : null;
-        this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+        return rb.build();
+    }
+
+    /**
+     * Opens a scope for one training step: every buffer made on this thread until it closes (the
+     * batch, outputs, gradients, contexts) is freed then, unless {@linkplain BufferScope#keep kept};
+     * they are counted in this layer's {@link #allocator()}. Scopes nest.
+     *
+     * @return the open scope; close it with try-with-resources
+     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
+     */
+    public BufferScope newScope() {
+        return BufferScope.open("MoeLayer rank " + comm.rank() + " step", allocator);
+    }
+
+    /** @return the allocator counting this layer's state and the buffers of its step scopes */
+    public BufferAllocator allocator() {
+        return allocator;
     }
 
     /**
@@ -294,16 +341,11 @@ public final class MoeLayer implements AutoCloseable {
         x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
         RouterOutput route = router.forward(x, gateWeight);
         DispatchResult d = null;
-        Buffer off = null;
         GroupedExperts.Result ex = null;
         SharedExperts.Result sh = null;
         try {
             d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
-            int[] offsets = d.groupOffsets();
-            try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-                off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
-            }
-            ex = experts.forward(d.expertInput(), off);
+            ex = experts.forward(d.expertInput(), d.groupOffsetsBuffer()); // the dispatcher's offsets, not a copy
             Buffer out = dispatcher.combine(d, ex.output());
             if (shared != null) {
                 sh = shared.forward(x);
@@ -311,11 +353,15 @@ public final class MoeLayer implements AutoCloseable {
                 sh.output().close();
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            return new Forward(out, new Context(x, route, d, off, ex.context(), ex.output(),
+            return new Forward(out, new Context(x, route, d, ex.context(), ex.output(),
                     sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
         } catch (RuntimeException e) {
-            new Context(x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
-                    sh == null ? null : sh.context()).close();
+            try {
+                new Context(x, route, d, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+                        sh == null ? null : sh.context()).close();
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
             throw e;
         }
     }
@@ -382,16 +428,17 @@ public final class MoeLayer implements AutoCloseable {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
-            try (HostBuffer h = HostBuffer.allocate(DType.I64, load.length)) {
-                for (int i = 0; i < load.length; i++) {
-                    h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+            try (Buffer b = backend.allocate(DType.I64, Shape.of(load.length))) { // the communicator's memory
+                try (HostView v = b.hostView(HostView.Mode.WRITE)) {
+                    for (int i = 0; i < load.length; i++) {
+                        v.host().segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+                    }
                 }
-                try (Buffer b = backend.upload(h)) { // staged: the communicator works in the backend's memory
-                    comm.allReduce(b, ReduceOp.SUM);
-                    b.copyTo(h);
-                }
-                for (int i = 0; i < load.length; i++) {
-                    load[i] = h.getLong(i);
+                comm.allReduce(b, ReduceOp.SUM);
+                try (HostView v = b.hostView(HostView.Mode.READ)) {
+                    for (int i = 0; i < load.length; i++) {
+                        load[i] = v.host().getLong(i);
+                    }
                 }
             }
         }
@@ -430,21 +477,18 @@ public final class MoeLayer implements AutoCloseable {
      * @return name → host buffer
      */
     public Map<String, HostBuffer> namedTensors(String prefix) {
-        return namedTensors(prefix, new IdentityHashMap<>(), true);
+        return namedTensors(prefix, new IdentityHashMap<>(), true); // the views stay open: host memory or snapshots
     }
 
     /**
-     * @param mirrors  filled with parameter → host mirror for every parameter not in host memory
-     *                 (the caller closes the mirrors)
-     * @param download whether the mirrors get the parameter's current values
+     * @param views    filled with parameter → host view of it (the parameter's own memory, or a
+     *                 staged copy for device memory); the caller closes or abandons the views
+     * @param download whether staged copies get the parameter's current values (else they are
+     *                 written and uploaded on close)
      */
-    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostBuffer> mirrors, boolean download) {
-        Function<Buffer, HostBuffer> host = p -> {
-            if (p instanceof HostBuffer h) {
-                return h;
-            }
-            return mirrors.computeIfAbsent(p, d -> download ? d.toHost() : HostBuffer.allocate(d.dtype(), d.shape()));
-        };
+    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostView> views, boolean download) {
+        Function<Buffer, HostBuffer> host = p -> views.computeIfAbsent(p,
+                d -> d.hostView(download ? HostView.Mode.READ : HostView.Mode.WRITE)).host();
         Map<String, HostBuffer> out = new LinkedHashMap<>();
         out.put(prefix + "gate.weight", host.apply(gateWeight));
         out.putAll(Checkpoints.expertTensors(experts, prefix, host));
@@ -463,17 +507,21 @@ public final class MoeLayer implements AutoCloseable {
      * @throws org.moe4j.checkpoint.CheckpointException on a bad file; the layer is then unchanged
      */
     public void load(java.nio.file.Path path, String prefix) {
-        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
+        Map<Buffer, HostView> views = new IdentityHashMap<>();
+        boolean loaded = false;
         try (HostBuffer bias = HostBuffer.allocate(DType.F32, config.experts())) {
-            Map<String, HostBuffer> targets = namedTensors(prefix, mirrors, false);
+            Map<String, HostBuffer> targets = namedTensors(prefix, views, false);
             targets.put(prefix + "gate.e_score_correction_bias", bias);
             Checkpoints.load(path, targets);
-            for (Map.Entry<Buffer, HostBuffer> e : mirrors.entrySet()) {
-                e.getKey().copyFrom(e.getValue());
-            }
+            loaded = true;
+            HostView[] all = views.values().toArray(HostView[]::new);
+            views.clear();
+            Handover.closeAll(all); // staged copies are uploaded here
             router.expertBias().setValues(bias.toFloatArray());
         } finally {
-            mirrors.values().forEach(HostBuffer::close);
+            if (!loaded) {
+                views.values().forEach(HostView::abandon); // a failed load uploads nothing
+            }
         }
     }
 
@@ -485,23 +533,28 @@ public final class MoeLayer implements AutoCloseable {
      * @param prefix e.g. {@code model.layers.3.mlp.}
      */
     public void save(java.nio.file.Path path, String prefix) {
-        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
+        Map<Buffer, HostView> views = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
-            Map<String, HostBuffer> t = namedTensors(prefix, mirrors, true);
+            Map<String, HostBuffer> t = namedTensors(prefix, views, true);
             t.put(prefix + "gate.e_score_correction_bias", bias);
             Checkpoints.save(path, t, Map.of("format", "pt", "producer", "moe4j"));
         } finally {
-            mirrors.values().forEach(HostBuffer::close);
+            Handover.closeAll(views.values().toArray(HostView[]::new)); // read-only: nothing is uploaded
         }
     }
 
+    /**
+     * Frees the layer's state (weights, gradients, router state) and closes its allocator.
+     * Idempotent.
+     *
+     * @throws org.moe4j.core.buffer.MemoryLeakException if buffers made in this layer's step scopes
+     *                                                  are still live (they are freed first)
+     */
     @Override
     public void close() {
-        experts.close();
-        if (shared != null) {
-            shared.close();
+        if (state.isClosed()) {
+            return;
         }
-        gateWeight.close();
-        gateGrad.close();
+        Handover.closeAll(allocator, state, router, gateGrad, gateWeight, shared, experts);
     }
 }

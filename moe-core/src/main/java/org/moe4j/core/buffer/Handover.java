@@ -3,6 +3,7 @@ package org.moe4j.core.buffer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
+import java.util.function.Consumer;
 
 /**
  * Ownership handover in one place: resources made while building a result are {@link #own owned}
@@ -23,7 +24,11 @@ import java.util.Objects;
  * runs normally the first close failure is thrown with later ones attached. Not thread-safe.
  */
 public final class Handover implements AutoCloseable {
-    private final List<AutoCloseable> owned = new ArrayList<>();
+    /** An owned resource and how to dispose of it. */
+    private record Entry(Object resource, AutoCloseable closer) {
+    }
+
+    private final List<Entry> owned = new ArrayList<>();
 
     /** An empty handover. */
     public Handover() {
@@ -36,7 +41,25 @@ public final class Handover implements AutoCloseable {
      */
     public <T extends AutoCloseable> T own(T resource) {
         if (resource != null) {
-            owned.add(resource);
+            owned.add(new Entry(resource, resource));
+        }
+        return resource;
+    }
+
+    /**
+     * Owns a resource that is disposed of another way than {@code close()} (e.g. scratch memory given
+     * back to its pool).
+     *
+     * @param resource the resource (null is ignored)
+     * @param dispose  called with {@code resource} unless it is released
+     * @param <T>      its type
+     * @return {@code resource}
+     * @throws NullPointerException if {@code dispose} is null
+     */
+    public <T> T own(T resource, Consumer<? super T> dispose) {
+        Objects.requireNonNull(dispose, "dispose");
+        if (resource != null) {
+            owned.add(new Entry(resource, () -> dispose.accept(resource)));
         }
         return resource;
     }
@@ -49,12 +72,12 @@ public final class Handover implements AutoCloseable {
      * @return {@code resource}
      * @throws IllegalArgumentException if {@code resource} is not owned here
      */
-    public <T extends AutoCloseable> T release(T resource) {
+    public <T> T release(T resource) {
         if (resource == null) {
             return null;
         }
         for (int i = owned.size() - 1; i >= 0; i--) {
-            if (owned.get(i) == resource) {
+            if (owned.get(i).resource() == resource) {
                 owned.remove(i);
                 return resource;
             }
@@ -77,11 +100,11 @@ public final class Handover implements AutoCloseable {
      */
     @Override
     public void close() {
-        List<AutoCloseable> rest = new ArrayList<>(owned);
+        List<Entry> rest = new ArrayList<>(owned);
         owned.clear();
         RuntimeException first = null;
         for (int i = rest.size() - 1; i >= 0; i--) {
-            first = closeOne(rest.get(i), first);
+            first = closeOne(rest.get(i).closer(), first);
         }
         if (first != null) {
             throw first;

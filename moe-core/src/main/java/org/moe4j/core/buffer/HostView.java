@@ -105,7 +105,9 @@ public final class HostView implements AutoCloseable {
     }
 
     /**
-     * Ends the access: a staged copy is uploaded (modes that write) and freed. Idempotent.
+     * Ends the access: a staged copy is uploaded (modes that write) and freed. A direct view's
+     * {@link #host()} stays usable as long as the buffer itself (it is the buffer's memory).
+     * Idempotent.
      */
     @Override
     public void close() {
@@ -113,11 +115,28 @@ public final class HostView implements AutoCloseable {
             return;
         }
         closed = true;
+        if (!staged) {
+            return;
+        }
         try {
-            if (staged && mode.writes()) {
+            if (mode.writes()) {
                 target.copyFrom(host);
             }
         } finally {
+            host.close();
+        }
+    }
+
+    /**
+     * Ends the access without writing anything back (e.g. after a failed load, so the buffer stays
+     * unchanged when staged). Writes already made through a direct view stay. Idempotent.
+     */
+    public void abandon() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        if (staged) {
             host.close();
         }
     }

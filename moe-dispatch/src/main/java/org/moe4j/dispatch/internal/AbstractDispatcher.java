@@ -5,9 +5,13 @@ import java.util.List;
 import java.util.Objects;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Scratch;
 import org.moe4j.core.buffer.Buffer;
-import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.Handover;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
 import org.moe4j.dispatch.DispatchKernels;
@@ -25,8 +29,8 @@ abstract class AbstractDispatcher implements Dispatcher {
     final int experts;
     final int localExperts;
     final int firstExpert;
-    /** Recycled intermediates (not zeroed on the CPU); see {@link Workspace}. */
-    final Workspace ws;
+    /** Recycled intermediates from the backend (contents undefined); see {@link Scratch}. */
+    final Scratch ws;
 
     AbstractDispatcher(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
         this.config = Objects.requireNonNull(config, "config");
@@ -42,7 +46,7 @@ abstract class AbstractDispatcher implements Dispatcher {
         }
         this.localExperts = experts / world;
         this.firstExpert = rank * localExperts;
-        this.ws = new Workspace(backend);
+        this.ws = backend.newScratch();
     }
 
     /** Token count, hidden size and top-k of validated inputs. */
@@ -79,41 +83,42 @@ abstract class AbstractDispatcher implements Dispatcher {
         return backend.allocate(dtype, Shape.of(dims));
     }
 
-    /** A recycled buffer with undefined contents (CPU); every element must be written before use. */
+    /** A recycled buffer with undefined contents; every element must be written before use. */
     Buffer scratch(DType dtype, long... dims) {
         return ws.take(dtype, dims);
     }
 
-    int[] readInts(Buffer b) {
-        if (b instanceof HostBuffer hb) {
-            return hb.toIntArray();
+    /** Reads an I32 buffer on the host (in place for host memory, a download otherwise). */
+    static int[] readInts(Buffer b) {
+        try (HostView v = b.hostView(HostView.Mode.READ)) {
+            return v.host().toIntArray();
         }
-        try (HostBuffer h = HostBuffer.allocate(DType.I32, b.shape())) {
-            kernels.copyToHost(b, h);
-            return h.toIntArray();
+    }
+
+    private static void writeInts(Buffer b, int[] values) {
+        try (HostView v = b.hostView(HostView.Mode.WRITE)) {
+            MemorySegment.copy(values, 0, v.host().segment(), ValueLayout.JAVA_INT, 0, values.length);
         }
     }
 
     /** A scratch I32 buffer holding {@code values}; hand it back with {@code ws.give}. */
     Buffer scratchInts(int[] values) {
         Buffer b = scratch(DType.I32, values.length);
-        if (b instanceof HostBuffer hb) {
-            java.lang.foreign.MemorySegment.copy(values, 0, hb.segment(), java.lang.foreign.ValueLayout.JAVA_INT, 0,
-                    values.length);
-            return b;
-        }
-        try (HostBuffer h = HostBuffer.ofInts(values, values.length)) {
-            kernels.copyFromHost(h, b);
+        try {
+            writeInts(b, values);
+        } catch (RuntimeException e) {
+            ws.give(b);
+            throw e;
         }
         return b;
     }
 
     Buffer uploadInts(int[] values) {
-        Buffer b = alloc(DType.I32, values.length);
-        try (HostBuffer h = HostBuffer.ofInts(values, values.length)) {
-            kernels.copyFromHost(h, b);
+        try (Handover h = new Handover()) {
+            Buffer b = h.own(alloc(DType.I32, values.length));
+            writeInts(b, values);
+            return h.release(b);
         }
-        return b;
     }
 
     /** Padded group offsets from real counts. */
@@ -164,6 +169,7 @@ abstract class AbstractDispatcher implements Dispatcher {
         final int[] tokensPerLocalExpert;
         final List<Buffer> owned = new ArrayList<>();
         Buffer expertInput;
+        Buffer groupOffsetsBuffer; // I32 [localExperts + 1], what the expert kernels read
         DispatchKernels.RecvPlan recv;
         DType yDtype; // set by combine
         boolean closed;
@@ -191,6 +197,12 @@ abstract class AbstractDispatcher implements Dispatcher {
         @Override
         public int[] groupOffsets() {
             return groupOffsets.clone();
+        }
+
+        @Override
+        public Buffer groupOffsetsBuffer() {
+            check();
+            return groupOffsetsBuffer;
         }
 
         @Override
@@ -233,10 +245,13 @@ abstract class AbstractDispatcher implements Dispatcher {
                 return;
             }
             closed = true;
-            for (Buffer b : owned) {
-                owner.ws.give(b);
-            }
+            List<Buffer> all = new ArrayList<>(owned);
             owned.clear();
+            try (Handover h = new Handover()) {
+                for (Buffer b : all) {
+                    h.own(() -> owner.ws.give(b)); // every buffer is given back even if one fails
+                }
+            }
         }
     }
 

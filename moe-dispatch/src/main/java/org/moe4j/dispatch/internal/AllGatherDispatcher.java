@@ -5,6 +5,7 @@ import static org.moe4j.dispatch.internal.AllToAllDispatcher.closeAll;
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.dispatch.CombineGrads;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
@@ -51,18 +52,11 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
         int h = dims.hidden();
         int k = dims.topK();
         int width = DispatchKernels.META_FIXED + 2 * k;
-        Buffer routeCounts = alloc(DType.I32, world, localExperts + 1);
-        Buffer myTokens = null;
-        Buffer allTokens = null;
-        Buffer meta = null;
-        Buffer metaAll = null;
-        Buffer xAll = null;
-        Buffer counts = null;
-        AgCtx c = null;
-        try {
+        try (Handover temp = new Handover(); Handover result = new Handover()) {
+            Buffer routeCounts = temp.own(alloc(DType.I32, world, localExperts + 1));
             kernels.countRoutes(topkIdx, experts, world, false, routeCounts); // validates expert ids
-            myTokens = uploadInts(new int[] {t});
-            allTokens = alloc(DType.I32, world);
+            Buffer myTokens = temp.own(uploadInts(new int[] {t}));
+            Buffer allTokens = temp.own(alloc(DType.I32, world));
             comm.allGather(myTokens, allTokens);
             int[] tokensOf = readInts(allTokens);
             int n = sumExact("tokens over all ranks", tokensOf, 0, world, 1);
@@ -75,20 +69,20 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
                 rowsOf[r] = tokensOf[r];
                 slotsOf[r] = (long) tokensOf[r] * k;
             }
-            meta = alloc(DType.I32, t, width);
+            Buffer meta = temp.own(alloc(DType.I32, t, width));
             kernels.packUnits(topkIdx, topkWeights, rank, meta);
-            metaAll = alloc(DType.I32, n, width);
+            Buffer metaAll = temp.own(alloc(DType.I32, n, width));
             comm.allGatherV(meta, metaAll, rowsOf);
-            xAll = alloc(x.dtype(), n, h);
+            Buffer xAll = temp.own(alloc(x.dtype(), n, h));
             comm.allGatherV(x, xAll, rowsOf);
 
-            counts = alloc(DType.I32, localExperts);
+            Buffer counts = temp.own(alloc(DType.I32, localExperts));
             kernels.countLocal(metaAll, firstExpert, localExperts, counts);
             int[] perLocal = readInts(counts);
             int[] offsets = groupOffsets(perLocal);
             int rows = offsets[localExperts];
             int slots = sumExact("slot rows for local experts", perLocal, 0, localExperts, 1);
-            c = new AgCtx(this, dims, x.dtype(), offsets, perLocal);
+            AgCtx c = result.own(new AgCtx(this, dims, x.dtype(), offsets, perLocal));
             c.tokensOf = rowsOf;
             c.slotsOf = slotsOf;
             c.allTokens = n;
@@ -97,22 +91,14 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
             c.slotRow = c.own(alloc(DType.I32, (long) t * k));
             c.slotToken = c.own(alloc(DType.I32, (long) t * k));
             kernels.validSlots(topkIdx, c.slotRow, c.slotToken);
-            try (Buffer offs = uploadInts(offsets)) {
-                c.recv = new DispatchKernels.RecvPlan(c.own(alloc(DType.I32, slots)), c.own(alloc(DType.I32, slots)),
-                        c.own(alloc(DType.I32, slots)), c.own(alloc(DType.F32, slots)), c.own(alloc(DType.I32, rows)),
-                        c.own(alloc(DType.I32, rows)), c.own(alloc(DType.I32, rows)));
-                kernels.buildRecvPlan(metaAll, firstExpert, offs, c.recv);
-            }
+            c.groupOffsetsBuffer = c.own(uploadInts(offsets)); // kept: the experts read it too
+            c.recv = new DispatchKernels.RecvPlan(c.own(alloc(DType.I32, slots)), c.own(alloc(DType.I32, slots)),
+                    c.own(alloc(DType.I32, slots)), c.own(alloc(DType.F32, slots)), c.own(alloc(DType.I32, rows)),
+                    c.own(alloc(DType.I32, rows)), c.own(alloc(DType.I32, rows)));
+            kernels.buildRecvPlan(metaAll, firstExpert, c.groupOffsetsBuffer, c.recv);
             c.expertInput = c.own(alloc(x.dtype(), rows, h));
             kernels.copyRows(xAll, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
-            AgCtx done = c;
-            c = null;
-            return done;
-        } finally {
-            if (c != null) {
-                c.close();
-            }
-            closeAll(routeCounts, myTokens, allTokens, meta, metaAll, xAll, counts);
+            return result.release(c);
         }
     }
 

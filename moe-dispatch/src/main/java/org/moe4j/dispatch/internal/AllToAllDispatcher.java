@@ -3,6 +3,7 @@ package org.moe4j.dispatch.internal;
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.dispatch.CombineGrads;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
@@ -53,9 +54,9 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         if (world == 1) {
             return dispatchSelf(x, topkIdx, topkWeights, dims);
         }
-        Buffer routeCounts = scratch(DType.I32, world, localExperts + 1);
-        Buffer recvCounts = scratch(DType.I32, world, localExperts + 1);
-        try {
+        try (Handover temp = new Handover(); Handover result = new Handover()) {
+            Buffer routeCounts = lend(temp, scratch(DType.I32, world, localExperts + 1));
+            Buffer recvCounts = lend(temp, scratch(DType.I32, world, localExperts + 1));
             kernels.countRoutes(topkIdx, experts, world, dedup, routeCounts); // validates expert ids
             int[] sent = readInts(routeCounts);
             long[] unitsTo = new long[world];
@@ -67,73 +68,64 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             }
             int units = sumExact("units sent", sent, localExperts, sent.length, localExperts + 1);
             int slots = (int) java.util.Arrays.stream(slotsTo).sum();
-            A2aCtx c = null;
-            DispatchKernels.SendPlan send = null;
-            Buffer sendX = null;
-            Buffer recvX = null;
-            Buffer recvMeta = null;
-            try {
-                send = sendPlan(units, width, slots, t, k);
-                kernels.buildSendPlan(topkIdx, topkWeights, experts, world, rank, dedup, send);
-                sendX = scratch(x.dtype(), units, h);
-                kernels.copyRows(x, send.sendToken(), sendX, null, null);
-
-                // count exchange, then the payload
-                comm.allToAll(routeCounts, recvCounts);
-                int[] got = readInts(recvCounts);
-                long[] unitsFrom = new long[world];
-                long[] slotsFrom = new long[world];
-                for (int s = 0; s < world; s++) {
-                    int base = s * (localExperts + 1);
-                    unitsFrom[s] = got[base + localExperts];
-                    slotsFrom[s] = sumExact("counts received from rank " + s, got, base, base + localExperts, 1);
-                }
-                int recvUnits = sumExact("units received", got, localExperts, got.length, localExperts + 1);
-                int[] perLocal = new int[localExperts];
-                for (int l = 0; l < localExperts; l++) {
-                    perLocal[l] = sumExact("rows received for local expert " + l, got, l, got.length, localExperts + 1);
-                }
-                int recvSlots = sumExact("slot rows received", perLocal, 0, localExperts, 1);
-                recvX = scratch(x.dtype(), recvUnits, h);
-                recvMeta = scratch(DType.I32, recvUnits, width);
-                comm.allToAllV(sendX, unitsTo, recvX, unitsFrom);
-                comm.allToAllV(send.sendMeta(), unitsTo, recvMeta, unitsFrom);
-
-                int[] offsets = groupOffsets(perLocal);
-                int rows = offsets[localExperts];
-                c = new A2aCtx(this, dims, x.dtype(), offsets, perLocal);
-                c.send = send;
-                c.own(send.sendToken());
-                c.own(send.sendMeta());
-                c.own(send.returnToken());
-                c.own(send.returnSlot());
-                c.own(send.slotReturnRow());
-                c.unitsTo = unitsTo;
-                c.unitsFrom = unitsFrom;
-                c.slotsTo = slotsTo;
-                c.slotsFrom = slotsFrom;
-                c.weights = c.own(scratch(DType.F32, t, k));
-                kernels.copyRows(topkWeights, null, c.weights, null, null);
-                recvPlan(c, recvMeta, recvSlots, rows);
-                c.expertInput = c.own(scratch(x.dtype(), rows, h));
-                zeroPadding(c);
-                kernels.copyRows(recvX, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
-                A2aCtx done = c;
-                c = null;
-                send = null;
-                return done;
-            } finally {
-                if (c != null) {
-                    c.close();
-                } else if (send != null) {
-                    giveAll(send.sendToken(), send.sendMeta(), send.returnToken(), send.returnSlot(),
-                            send.slotReturnRow());
-                }
-                giveAll(sendX, recvX, recvMeta);
+            DispatchKernels.SendPlan send = sendPlan(units, width, slots, t, k);
+            for (Buffer b : new Buffer[] {send.sendToken(), send.sendMeta(), send.returnToken(), send.returnSlot(),
+                    send.slotReturnRow()}) {
+                lend(result, b);
             }
-        } finally {
-            giveAll(routeCounts, recvCounts);
+            kernels.buildSendPlan(topkIdx, topkWeights, experts, world, rank, dedup, send);
+            Buffer sendX = lend(temp, scratch(x.dtype(), units, h));
+            kernels.copyRows(x, send.sendToken(), sendX, null, null);
+
+            // count exchange, then the payload
+            comm.allToAll(routeCounts, recvCounts);
+            int[] got = readInts(recvCounts);
+            long[] unitsFrom = new long[world];
+            long[] slotsFrom = new long[world];
+            for (int s = 0; s < world; s++) {
+                int base = s * (localExperts + 1);
+                unitsFrom[s] = got[base + localExperts];
+                slotsFrom[s] = sumExact("counts received from rank " + s, got, base, base + localExperts, 1);
+            }
+            int recvUnits = sumExact("units received", got, localExperts, got.length, localExperts + 1);
+            int[] perLocal = new int[localExperts];
+            for (int l = 0; l < localExperts; l++) {
+                perLocal[l] = sumExact("rows received for local expert " + l, got, l, got.length, localExperts + 1);
+            }
+            int recvSlots = sumExact("slot rows received", perLocal, 0, localExperts, 1);
+            Buffer recvX = lend(temp, scratch(x.dtype(), recvUnits, h));
+            Buffer recvMeta = lend(temp, scratch(DType.I32, recvUnits, width));
+            comm.allToAllV(sendX, unitsTo, recvX, unitsFrom);
+            comm.allToAllV(send.sendMeta(), unitsTo, recvMeta, unitsFrom);
+
+            int[] offsets = groupOffsets(perLocal);
+            int rows = offsets[localExperts];
+            A2aCtx c = result.own(new A2aCtx(this, dims, x.dtype(), offsets, perLocal));
+            result.releaseAll(); // the send plan is owned by the context from here on
+            result.own(c);
+            c.send = send;
+            c.own(send.sendToken());
+            c.own(send.sendMeta());
+            c.own(send.returnToken());
+            c.own(send.returnSlot());
+            c.own(send.slotReturnRow());
+            c.unitsTo = unitsTo;
+            c.unitsFrom = unitsFrom;
+            c.slotsTo = slotsTo;
+            c.slotsFrom = slotsFrom;
+            c.weights = c.own(scratch(DType.F32, t, k));
+            kernels.copyRows(topkWeights, null, c.weights, null, null);
+            recvPlan(c, recvMeta, recvSlots, rows);
+            c.expertInput = c.own(scratch(x.dtype(), rows, h));
+            zeroPadding(c);
+            kernels.copyRows(recvX, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
+            return result.release(c);
         }
+    }
+
+    /** Owns a scratch buffer in {@code h}: given back to the scratch pool unless released. */
+    private Buffer lend(Handover h, Buffer b) {
+        return h.own(b, ws::give);
     }
 
     private DispatchKernels.SendPlan sendPlan(int units, int width, int slots, int t, int k) {
@@ -146,12 +138,8 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                 c.own(scratch(DType.I32, recvSlots)), c.own(scratch(DType.I32, recvSlots)),
                 c.own(scratch(DType.F32, recvSlots)), c.own(scratch(DType.I32, rows)),
                 c.own(scratch(DType.I32, rows)), c.own(scratch(DType.I32, rows)));
-        Buffer offs = scratchInts(c.groupOffsets);
-        try {
-            kernels.buildRecvPlan(meta, firstExpert, offs, c.recv);
-        } finally {
-            ws.give(offs);
-        }
+        c.groupOffsetsBuffer = c.own(scratchInts(c.groupOffsets)); // kept: the experts read it too
+        kernels.buildRecvPlan(meta, firstExpert, c.groupOffsetsBuffer, c.recv);
     }
 
     /** Padding rows of the (recycled, not zeroed) expert input must read as zero. */
@@ -186,8 +174,8 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         int slots = sumExact("routeCounts", perLocal, 0, localExperts, 1);
         int[] offsets = groupOffsets(perLocal);
         int rows = offsets[localExperts];
-        A2aCtx c = new A2aCtx(this, dims, x.dtype(), offsets, perLocal);
-        try {
+        try (Handover result = new Handover()) {
+            A2aCtx c = result.own(new A2aCtx(this, dims, x.dtype(), offsets, perLocal));
             DispatchKernels.SendPlan send = sendPlan(units, width, slots, t, k);
             c.send = send;
             c.own(send.sendToken());
@@ -208,13 +196,7 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             c.expertInput = c.own(scratch(x.dtype(), rows, h));
             zeroPadding(c);
             kernels.copyRows(x, send.returnToken(), c.expertInput, c.recv.slotExpertRow(), null);
-            A2aCtx done = c;
-            c = null;
-            return done;
-        } finally {
-            if (c != null) {
-                c.close();
-            }
+            return result.release(c);
         }
     }
 
