@@ -279,6 +279,8 @@ class GroupedExpertsTest {
             assertTrue(Math.sqrt(num / den) < BF16_TOL, "relative error " + Math.sqrt(num / den));
             a.context().close();
             b.context().close();
+            a.output().close();
+            b.output().close();
         }
     }
 
