@@ -335,9 +335,17 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
-     * @return output, context and statistics
+     * @return output, context and statistics; the output and the context's buffers belong to the
+     *         active {@link BufferScope} (if any) and are counted in {@link #allocator()}
+     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
      */
     public Forward forward(Buffer x) {
+        try (BufferScope.Activation counted = allocator.use()) { // what forward makes is counted in this layer
+            return forwardCounted(x);
+        }
+    }
+
+    private Forward forwardCounted(Buffer x) {
         x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
         RouterOutput route = router.forward(x, gateWeight);
         DispatchResult d = null;
@@ -373,10 +381,11 @@ public final class MoeLayer implements AutoCloseable {
      *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
-     * @return F32 {@code [tokens, hidden]} (caller closes)
+     * @return F32 {@code [tokens, hidden]} (caller closes, or the active {@link BufferScope} does)
+     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
      */
     public Buffer backward(Context ctx, Buffer dY) {
-        try (ctx) {
+        try (BufferScope.Activation counted = allocator.use(); ctx) {
             Buffer dX;
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
                 Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());

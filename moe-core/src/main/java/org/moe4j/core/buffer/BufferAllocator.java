@@ -91,6 +91,22 @@ public final class BufferAllocator implements AutoCloseable {
         return c;
     }
 
+    /**
+     * Makes this allocator count the buffers allocated on this thread until the returned handle
+     * closes, without owning them (they still belong to the active {@link BufferScope}, if any). A
+     * layer wraps its calls in this, so what it hands out is counted, and reported on close, in the
+     * layer's allocator.
+     *
+     * @return the activation; close it (on this thread, innermost first) to stop
+     * @throws BufferClosedException if this allocator is closed
+     */
+    public BufferScope.Activation use() {
+        if (closed) {
+            throw new BufferClosedException(describe());
+        }
+        return BufferScope.use(this);
+    }
+
     /** @return the name (a child's name is prefixed with its parent's, e.g. {@code root/MoeLayer rank 0}) */
     public String name() {
         return parent == null ? name : parent.name() + "/" + name;

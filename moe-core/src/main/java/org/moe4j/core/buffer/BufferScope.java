@@ -36,8 +36,14 @@ public final class BufferScope implements AutoCloseable {
     /** Owned lists are pruned of closed buffers when they grow past this many entries. */
     private static final int PRUNE_MIN = 64;
 
-    /** One activation of a scope on a thread's stack. */
-    private record Frame(BufferScope scope, Frame below) {
+    /**
+     * One activation on a thread's stack: a scope (which owns and may count), or an allocator alone
+     * (counts, owns nothing: {@link BufferAllocator#use()}).
+     */
+    private record Frame(BufferScope scope, BufferAllocator allocator, Frame below) {
+        BufferAllocator counting() {
+            return scope != null ? scope.allocator : allocator;
+        }
     }
 
     private final String name;
@@ -86,9 +92,9 @@ public final class BufferScope implements AutoCloseable {
             throw new BufferClosedException(allocator.toString());
         }
         Frame top = ACTIVE.get();
-        BufferScope s = new BufferScope(name, top == null ? null : top.scope, allocator);
+        BufferScope s = new BufferScope(name, owner(top), allocator);
         s.openedOn = Thread.currentThread();
-        ACTIVE.set(new Frame(s, top));
+        ACTIVE.set(new Frame(s, null, top));
         return s;
     }
 
@@ -108,17 +114,33 @@ public final class BufferScope implements AutoCloseable {
 
     /** @return the innermost active scope on this thread, or null when none is */
     public static BufferScope current() {
-        Frame top = ACTIVE.get();
-        return top == null ? null : top.scope;
+        return owner(ACTIVE.get());
+    }
+
+    private static BufferScope owner(Frame top) {
+        for (Frame f = top; f != null; f = f.below) {
+            if (f.scope != null) {
+                return f.scope;
+            }
+        }
+        return null;
     }
 
     static BufferAllocator currentAllocator() {
         for (Frame f = ACTIVE.get(); f != null; f = f.below) {
-            if (f.scope.allocator != null) {
-                return f.scope.allocator;
+            BufferAllocator a = f.counting();
+            if (a != null) {
+                return a;
             }
         }
         return null;
+    }
+
+    /** Pushes an allocator-only frame: see {@link BufferAllocator#use()}. */
+    static Activation use(BufferAllocator allocator) {
+        Frame f = new Frame(null, allocator, ACTIVE.get());
+        ACTIVE.set(f);
+        return new Activation(f);
     }
 
     /**
@@ -129,9 +151,9 @@ public final class BufferScope implements AutoCloseable {
      * @param buffer the new owning buffer
      */
     public static void track(Buffer buffer) {
-        Frame top = ACTIVE.get();
-        if (top != null && buffer != null) {
-            top.scope.add(buffer);
+        BufferScope s = current();
+        if (s != null && buffer != null) {
+            s.add(buffer);
         }
     }
 
@@ -145,7 +167,7 @@ public final class BufferScope implements AutoCloseable {
     public Activation enter() {
         check();
         Frame top = ACTIVE.get();
-        Frame f = new Frame(this, top);
+        Frame f = new Frame(this, null, top);
         ACTIVE.set(f);
         return new Activation(f);
     }
@@ -170,8 +192,8 @@ public final class BufferScope implements AutoCloseable {
                 return;
             }
             if (ACTIVE.get() != frame) {
-                throw new IllegalStateException("BufferScope " + frame.scope.name
-                        + ": activations must be closed on their thread, innermost first");
+                throw new IllegalStateException((frame.scope != null ? "BufferScope " + frame.scope.name
+                        : frame.allocator.toString()) + ": activations must be closed on their thread, innermost first");
             }
             done = true;
             ACTIVE.set(frame.below);
@@ -314,7 +336,7 @@ public final class BufferScope implements AutoCloseable {
             }
             if (f != null) {
                 for (Frame g = ACTIVE.get(); g != f; g = g.below) {
-                    if (g.scope.openedOn != null) {
+                    if (g.scope != null && g.scope.openedOn != null) {
                         g.scope.close();
                     }
                 }
