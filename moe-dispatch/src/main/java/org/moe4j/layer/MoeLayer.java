@@ -12,6 +12,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
+import org.moe4j.core.backend.PooledBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.BufferAllocator;
 import org.moe4j.core.buffer.BufferScope;
@@ -90,7 +91,7 @@ public final class MoeLayer implements AutoCloseable {
 
     private final MoeConfig config;
     private final Communicator comm;
-    private final Backend backend;
+    private final PooledBackend backend; // the layer's own memory pool of the chosen backend
     private final boolean syncReplicated;
     private final Router router;
     private final Dispatcher dispatcher;
@@ -162,17 +163,18 @@ public final class MoeLayer implements AutoCloseable {
         this.config = b.config;
         this.comm = b.comm;
         this.syncReplicated = b.syncReplicated;
-        this.backend = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
+        Backend chosen = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
                 DispatchKernels.class, ExpertKernels.class, OptimizerKernels.class);
         if (comm.size() != config.expertParallel()) {
             throw new IllegalArgumentException("MoeLayer: communicator has " + comm.size()
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
-        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
+        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, chosen);
         // kernels are looked up before the state scope is entered: they are process-wide, not the layer's
-        RoutingKernels rk = Backends.kernels(RoutingKernels.class, backend);
-        DispatchKernels dk = Backends.kernels(DispatchKernels.class, backend);
-        this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
+        RoutingKernels rk = Backends.kernels(RoutingKernels.class, chosen);
+        DispatchKernels dk = Backends.kernels(DispatchKernels.class, chosen);
+        this.elementwise = Backends.kernels(OptimizerKernels.class, chosen);
+        this.backend = chosen.newPool("MoeLayer rank " + comm.rank()); // device memory: reported on close
         this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
         this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
         try (BufferScope.Activation a = state.enter()) {
@@ -189,8 +191,7 @@ public final class MoeLayer implements AutoCloseable {
             ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
         } catch (RuntimeException e) {
             try {
-                state.close(); // nothing half-made outlives a failed build
-                allocator.close();
+                Handover.closeAll(backend, allocator, state); // nothing half-made outlives a failed build
             } catch (RuntimeException suppressed) {
                 e.addSuppressed(suppressed);
             }
@@ -553,17 +554,19 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Frees the layer's state (weights, gradients, router state) and closes its allocator.
+     * Frees the layer's state (weights, gradients, router state) and closes its allocator and its
+     * device memory pool (see {@link Backend#newPool}).
      * Idempotent.
      *
-     * @throws org.moe4j.core.buffer.MemoryLeakException if buffers made in this layer's step scopes
-     *                                                  are still live (they are freed first)
+     * @throws org.moe4j.core.buffer.MemoryLeakException if host buffers this layer made (or its step
+     *                                                  scopes counted) are still live (they are freed first)
+     * @throws IllegalStateException {@code memory leaked} if device buffers of the layer's pool are still live
      */
     @Override
     public void close() {
         if (state.isClosed()) {
             return;
         }
-        Handover.closeAll(allocator, state, router, gateGrad, gateWeight, shared, experts);
+        Handover.closeAll(backend, allocator, state, router, gateGrad, gateWeight, shared, experts);
     }
 }

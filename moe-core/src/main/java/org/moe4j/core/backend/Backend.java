@@ -65,6 +65,21 @@ public interface Backend {
         return Scratch.fresh(this);
     }
 
+    /**
+     * A backend like this one whose allocations come from a pool of their own, checked for leaks
+     * when it closes (see {@link PooledBackend}). The default returns this backend unchanged with a
+     * close that does nothing: host memory is accounted by the
+     * {@link org.moe4j.core.buffer.BufferAllocator} tree instead.
+     *
+     * @param name names the pool in leak reports, e.g. {@code MoeLayer rank 0}
+     * @return the pooled backend; close it when its owner closes
+     * @throws NullPointerException if {@code name} is null
+     */
+    default PooledBackend newPool(String name) {
+        java.util.Objects.requireNonNull(name, "name");
+        return PooledBackend.unpooled(this);
+    }
+
     /** @return one line for logs: name, device, memory */
     default String describe() {
         return name();
