@@ -49,7 +49,7 @@ public final class MinimalTraining {
                     try (BufferScope s = layer.newScope()) {               // frees everything this step makes
                         Buffer x = batch(comm.rank(), tokens, config.hidden()); // this rank's fixed batch
                         MoeLayer.Forward f = layer.forward(x);             // route -> dispatch -> experts -> combine
-                        Buffer dY = HostBuffer.allocate(DType.F32, tokens, config.hidden());
+                        HostBuffer dY = HostBuffer.allocate(DType.F32, tokens, config.hidden());
                         losses[step] = mseAndGradient(f.output(), target(comm.rank(), tokens, config.hidden()), dY);
                         layer.backward(f.context(), dY);                   // gate, expert, shared grads; returns dX
                         layer.reduceGradients();                           // sum replicated grads over ranks
