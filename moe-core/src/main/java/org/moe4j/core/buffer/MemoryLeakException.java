@@ -12,6 +12,7 @@ public final class MemoryLeakException extends IllegalStateException {
 
     /** One line per leaked buffer. */
     private final transient List<String> leaked;
+    /** Total size of the leaked buffers. */
     private final long bytes;
 
     /**

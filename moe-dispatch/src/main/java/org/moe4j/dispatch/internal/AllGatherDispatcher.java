@@ -1,7 +1,5 @@
 package org.moe4j.dispatch.internal;
 
-import static org.moe4j.dispatch.internal.AllToAllDispatcher.closeAll;
-
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
@@ -105,17 +103,12 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
     /** Slot rows of every token, non-zero only for our local experts' slots, reduce-scattered to their owners. */
     private Buffer slotsToOwners(AgCtx c, Buffer rows) {
         int h = c.dims.hidden();
-        Buffer all = alloc(rows.dtype(), c.allTokens * c.dims.topK(), h);
-        Buffer mine = null;
-        try {
+        try (Handover ho = new Handover()) {
+            Buffer all = ho.own(alloc(rows.dtype(), c.allTokens * c.dims.topK(), h));
             kernels.copyRows(rows, c.recv.slotExpertRow(), all, c.recv.slotUnitSlot(), null);
-            mine = alloc(rows.dtype(), (long) c.dims.tokens() * c.dims.topK(), h);
+            Buffer mine = ho.own(alloc(rows.dtype(), (long) c.dims.tokens() * c.dims.topK(), h));
             comm.reduceScatterV(all, c.slotsOf, mine, ReduceOp.SUM);
-            Buffer result = mine;
-            mine = null;
-            return result;
-        } finally {
-            closeAll(all, mine);
+            return ho.release(mine);
         }
     }
 
@@ -123,23 +116,17 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
     public Buffer combine(DispatchResult d, Buffer expertOutput) {
         AgCtx c = context(d, AgCtx.class);
         requireRowsLike("expertOutput", expertOutput, c.rows(), c.dims.hidden());
-        Buffer mine = slotsToOwners(c, expertOutput);
-        Buffer out = null;
-        try {
-            out = alloc(c.xDtype, c.dims.tokens(), c.dims.hidden());
+        try (Handover ho = new Handover()) {
+            Buffer mine = ho.own(slotsToOwners(c, expertOutput));
+            Buffer out = ho.own(alloc(c.xDtype, c.dims.tokens(), c.dims.hidden()));
             kernels.weightedSum(mine, c.slotRow, c.weights, out);
             if (c.mine != null) {
                 c.owned.remove(c.mine);
                 c.mine.close();
             }
-            c.mine = c.own(mine);
-            mine = null;
+            c.mine = c.own(ho.release(mine));
             c.yDtype = expertOutput.dtype();
-            Buffer result = out;
-            out = null;
-            return result;
-        } finally {
-            closeAll(mine, out);
+            return ho.release(out);
         }
     }
 
@@ -151,21 +138,14 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
             throw new IllegalStateException("combineBackward needs combine(...) to have run on this DispatchResult");
         }
         int h = c.dims.hidden();
-        Buffer dOutAll = alloc(dOut.dtype(), c.allTokens, h);
-        Buffer dY = null;
-        Buffer dW = null;
-        try {
+        try (Handover ho = new Handover()) {
+            Buffer dOutAll = ho.own(alloc(dOut.dtype(), c.allTokens, h));
             comm.allGatherV(dOut, dOutAll, c.tokensOf);
-            dY = alloc(c.yDtype, c.rows(), h);
+            Buffer dY = ho.own(alloc(c.yDtype, c.rows(), h));
             kernels.copyRows(dOutAll, c.recv.slotUnit(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
-            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer dW = ho.own(alloc(DType.F32, c.dims.tokens(), c.dims.topK()));
             kernels.rowDots(dOut, c.slotToken, c.mine, c.slotRow, dW, c.slotRow);
-            CombineGrads g = new CombineGrads(dY, dW);
-            dY = null;
-            dW = null;
-            return g;
-        } finally {
-            closeAll(dOutAll, dY, dW);
+            return new CombineGrads(ho.release(dY), ho.release(dW));
         }
     }
 
@@ -173,16 +153,11 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
     public Buffer dispatchBackward(DispatchResult d, Buffer dExpertInput) {
         AgCtx c = context(d, AgCtx.class);
         requireRowsLike("dExpertInput", dExpertInput, c.rows(), c.dims.hidden());
-        Buffer mine = slotsToOwners(c, dExpertInput);
-        Buffer dX = null;
-        try {
-            dX = alloc(c.xDtype, c.dims.tokens(), c.dims.hidden());
+        try (Handover ho = new Handover()) {
+            Buffer mine = ho.own(slotsToOwners(c, dExpertInput));
+            Buffer dX = ho.own(alloc(c.xDtype, c.dims.tokens(), c.dims.hidden()));
             kernels.weightedSum(mine, c.slotRow, null, dX);
-            Buffer result = dX;
-            dX = null;
-            return result;
-        } finally {
-            closeAll(mine, dX);
+            return ho.release(dX);
         }
     }
 }

@@ -212,25 +212,15 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             return combineSelf(c, expertOutput, before);
         }
         DType tripType = before ? DType.F32 : expertOutput.dtype();
-        Buffer back = scratch(tripType, recvSlots, h);
-        Buffer ret = null;
-        Buffer out = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer back = lend(h2, scratch(tripType, recvSlots, h));
             kernels.copyRows(expertOutput, c.recv.slotExpertRow(), back, null, before ? c.recv.slotWeight() : null);
-            ret = scratch(tripType, sendSlots, h);
+            Buffer ret = lend(h2, scratch(tripType, sendSlots, h));
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
-            out = alloc(c.xDtype, c.dims.tokens(), h);
+            Buffer out = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
             kernels.weightedSum(ret, c.send.slotReturnRow(), before ? null : c.weights, out);
-            keepForBackward(c, expertOutput, before, ret);
-            if (!before) {
-                ret = null; // now owned by the context
-            }
-            Buffer result = out;
-            out = null;
-            return result;
-        } finally {
-            giveAll(back, ret);
-            closeAll(out);
+            keepForBackward(c, expertOutput, before, before ? null : h2.release(ret)); // ret: now the context's
+            return h2.release(out);
         }
     }
 
@@ -264,22 +254,16 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
      */
     private Buffer combineSelf(A2aCtx c, Buffer expertOutput, boolean before) {
         int h = c.dims.hidden();
-        Buffer out = alloc(c.xDtype, c.dims.tokens(), h);
-        Buffer keep = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer out = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
             kernels.weightedSum(expertOutput, c.slotYRow, c.weights, out);
+            Buffer keep = null;
             if (!before) {
-                keep = scratch(expertOutput.dtype(), c.rows(), h);
+                keep = lend(h2, scratch(expertOutput.dtype(), c.rows(), h));
                 kernels.copyRows(expertOutput, null, keep, null, null);
             }
-            keepForBackward(c, expertOutput, before, keep);
-            keep = null; // owned by the context (or null when weighting came first)
-            Buffer result = out;
-            out = null;
-            return result;
-        } finally {
-            ws.give(keep);
-            closeAll(out);
+            keepForBackward(c, expertOutput, before, h2.release(keep)); // owned by the context (or null)
+            return h2.release(out);
         }
     }
 
@@ -300,55 +284,38 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         }
         long units = c.send.sendToken().shape().dim(0);
         long recvUnits = java.util.Arrays.stream(c.unitsFrom).sum();
-        Buffer sendD = scratch(dOut.dtype(), units, h);
-        Buffer recvD = null;
-        Buffer dY = null;
-        Buffer dW = null;
-        Buffer dots = null;
-        Buffer dotsBack = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer sendD = lend(h2, scratch(dOut.dtype(), units, h));
             kernels.copyRows(dOut, c.send.sendToken(), sendD, null, null);
-            recvD = scratch(dOut.dtype(), recvUnits, h);
+            Buffer recvD = lend(h2, scratch(dOut.dtype(), recvUnits, h));
             comm.allToAllV(sendD, c.unitsTo, recvD, c.unitsFrom);
-            dY = alloc(c.yDtype, c.rows(), h);
+            Buffer dY = h2.own(alloc(c.yDtype, c.rows(), h));
             kernels.copyRows(recvD, c.recv.slotUnit(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
-            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer dW = h2.own(alloc(DType.F32, c.dims.tokens(), c.dims.topK()));
             if (c.expertOutput == null) {
                 kernels.rowDots(dOut, c.send.returnToken(), c.returned, null, dW, c.send.returnSlot());
             } else {
                 // y stayed on the expert rank: dot products there, scalars back
                 long recvSlots = c.recv.slotUnit().shape().dim(0);
-                dots = scratch(DType.F32, recvSlots);
+                Buffer dots = lend(h2, scratch(DType.F32, recvSlots));
                 kernels.rowDots(recvD, c.recv.slotUnit(), c.expertOutput, c.recv.slotExpertRow(), dots, null);
-                dotsBack = scratch(DType.F32, c.send.returnSlot().shape().dim(0));
+                Buffer dotsBack = lend(h2, scratch(DType.F32, c.send.returnSlot().shape().dim(0)));
                 comm.allToAllV(dots, c.slotsFrom, dotsBack, c.slotsTo);
                 kernels.scatterValues(dotsBack, c.send.returnSlot(), dW);
             }
-            CombineGrads g = new CombineGrads(dY, dW);
-            dY = null;
-            dW = null;
-            return g;
-        } finally {
-            giveAll(sendD, recvD, dots, dotsBack);
-            closeAll(dY, dW);
+            return new CombineGrads(h2.release(dY), h2.release(dW));
         }
     }
 
     /** W = 1: {@code dY} straight from {@code dOut}, dot products against the kept (or caller's) y. */
     private CombineGrads combineBackwardSelf(A2aCtx c, Buffer dOut) {
-        Buffer dY = alloc(c.yDtype, c.rows(), c.dims.hidden());
-        Buffer dW = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer dY = h2.own(alloc(c.yDtype, c.rows(), c.dims.hidden()));
             kernels.copyRows(dOut, c.send.returnToken(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
-            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer dW = h2.own(alloc(DType.F32, c.dims.tokens(), c.dims.topK()));
             Buffer y = c.expertOutput != null ? c.expertOutput : c.returned;
             kernels.rowDots(dOut, c.send.returnToken(), y, c.recv.slotExpertRow(), dW, c.send.returnSlot());
-            CombineGrads g = new CombineGrads(dY, dW);
-            dY = null;
-            dW = null;
-            return g;
-        } finally {
-            closeAll(dY, dW);
+            return new CombineGrads(h2.release(dY), h2.release(dW));
         }
     }
 
@@ -359,45 +326,19 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         int h = c.dims.hidden();
         long recvSlots = c.recv.slotUnit().shape().dim(0);
         long sendSlots = c.send.returnToken().shape().dim(0);
-        if (c.slotYRow != null) {
-            Buffer dX = alloc(c.xDtype, c.dims.tokens(), h);
-            try {
+        try (Handover h2 = new Handover()) {
+            if (c.slotYRow != null) {
+                Buffer dX = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
                 kernels.weightedSum(dExpertInput, c.slotYRow, null, dX);
-            } catch (RuntimeException e) {
-                dX.close();
-                throw e;
+                return h2.release(dX);
             }
-            return dX;
-        }
-        Buffer back = scratch(dExpertInput.dtype(), recvSlots, h);
-        Buffer ret = null;
-        Buffer dX = null;
-        try {
+            Buffer back = lend(h2, scratch(dExpertInput.dtype(), recvSlots, h));
             kernels.copyRows(dExpertInput, c.recv.slotExpertRow(), back, null, null);
-            ret = scratch(dExpertInput.dtype(), sendSlots, h);
+            Buffer ret = lend(h2, scratch(dExpertInput.dtype(), sendSlots, h));
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
-            dX = alloc(c.xDtype, c.dims.tokens(), h);
+            Buffer dX = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
             kernels.weightedSum(ret, c.send.slotReturnRow(), null, dX);
-            Buffer result = dX;
-            dX = null;
-            return result;
-        } finally {
-            giveAll(back, ret);
-            closeAll(dX);
-        }
-    }
-
-    private void giveAll(Buffer... buffers) {
-        for (Buffer b : buffers) {
-            ws.give(b);
-        }
-    }
-
-    static void closeAll(Buffer... buffers) {
-        for (Buffer b : buffers) {
-            if (b != null) {
-                b.close();
-            }
+            return h2.release(dX);
         }
     }
 }
