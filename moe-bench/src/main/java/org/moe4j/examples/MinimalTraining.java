@@ -46,7 +46,7 @@ public final class MinimalTraining {
             try (MoeLayer layer = MoeLayer.builder(config, comm).seed(42).build();
                  AdamW optimiser = new AdamW(layer.parameters(), AdamW.Options.defaults(3e-3))) {
                 for (int step = 0; step < steps; step++) {
-                    try (BufferScope s = layer.newScope()) {               // frees everything this step makes
+                    try (BufferScope _ = layer.newScope()) {               // frees everything this step makes
                         Buffer x = batch(comm.rank(), tokens, config.hidden()); // this rank's fixed batch
                         MoeLayer.Forward f = layer.forward(x);             // route -> dispatch -> experts -> combine
                         HostBuffer dY = HostBuffer.allocate(DType.F32, tokens, config.hidden());

@@ -177,7 +177,7 @@ public final class MoeLayer implements AutoCloseable {
         this.backend = chosen.newPool("MoeLayer rank " + comm.rank()); // device memory: reported on close
         this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
         this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
-        try (BufferScope.Activation a = state.enter()) {
+        try (BufferScope.Activation _ = state.enter()) {
             this.router = buildRouter(b, rk);
             this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend, dk);
             int local = config.localExperts();
@@ -341,7 +341,7 @@ public final class MoeLayer implements AutoCloseable {
      * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
      */
     public Forward forward(Buffer x) {
-        try (BufferScope.Activation counted = allocator.use()) { // what forward makes is counted in this layer
+        try (BufferScope.Activation _ = allocator.use()) { // what forward makes is counted in this layer
             return forwardCounted(x);
         }
     }
@@ -386,7 +386,7 @@ public final class MoeLayer implements AutoCloseable {
      * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
      */
     public Buffer backward(Context ctx, Buffer dY) {
-        try (BufferScope.Activation counted = allocator.use(); ctx) {
+        try (BufferScope.Activation _ = allocator.use(); ctx) {
             Buffer dX;
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
                 Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());

@@ -83,7 +83,7 @@ class ScopedTrainingLoopTest {
             try (MoeLayer layer = MoeLayer.builder(config, comm).seed(42).build();
                  AdamW optimiser = new AdamW(layer.parameters(), AdamW.Options.defaults(3e-4))) {
                 for (int step = 1; step <= STEPS; step++) {
-                    try (BufferScope s = layer.newScope()) {
+                    try (BufferScope _ = layer.newScope()) {
                         Buffer x = nextBatch(comm.rank(), step, config.hidden());
                         MoeLayer.Forward f = layer.forward(x);
                         Buffer dY = lossGradient(f.output());
@@ -137,11 +137,11 @@ class ScopedTrainingLoopTest {
                         Buffer x;
                         Buffer dY;
                         MoeLayer.Forward f;
-                        try (BufferScope.Activation a = data.use()) {
+                        try (BufferScope.Activation _ = data.use()) {
                             x = nextBatch(comm.rank(), step, config.hidden());
                         }
                         f = layer.forward(x);
-                        try (BufferScope.Activation a = data.use()) {
+                        try (BufferScope.Activation _ = data.use()) {
                             dY = lossGradient(f.output());
                         }
                         layer.backward(f.context(), dY); // dX, f.output(), x and dY are never closed
