@@ -17,6 +17,7 @@ import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.Callable;
+import org.moe4j.dispatch.dist.RendezvousAuth;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -24,14 +25,17 @@ import picocli.CommandLine.Parameters;
 /**
  * {@code moe launch --nproc N [--master-port P] -- command...}: starts N processes of a command on
  * this host with the torchrun environment ({@code RANK}, {@code WORLD_SIZE}, {@code LOCAL_RANK},
- * {@code LOCAL_WORLD_SIZE}, {@code MASTER_ADDR}, {@code MASTER_PORT}), forwards each line of their
- * output prefixed with {@code [rank i]}, and when one exits with a non-zero code stops the others
- * (and their child processes) and exits with that code.
+ * {@code LOCAL_WORLD_SIZE}, {@code MASTER_ADDR}, {@code MASTER_PORT}) and the rendezvous identity of
+ * this job (a job id and a fresh random secret, {@code MOE4J_JOB_ID} and {@code MOE4J_RDZV_TOKEN}),
+ * forwards each line of their output prefixed with {@code [rank i]}, and when one exits with a
+ * non-zero code stops the others (and their child processes) and exits with that code.
  */
 @Command(name = "launch", mixinStandardHelpOptions = true,
         description = {"Start N processes of a command on this host, torchrun style.",
-                "Each gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT; output lines are "
-                        + "prefixed with [rank i]; if one fails the others are stopped and its exit code is returned.",
+                "Each gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and the job's "
+                        + "rendezvous identity MOE4J_JOB_ID and MOE4J_RDZV_TOKEN (a fresh random secret per launch); "
+                        + "output lines are prefixed with [rank i]; if one fails the others are stopped and its exit "
+                        + "code is returned.",
                 "Example: moe launch --nproc 2 -- java -cp app.jar my.Train"})
 public final class LaunchCommand implements Callable<Integer> {
     /** Exit code for bad arguments or a command that cannot start. */
@@ -47,6 +51,10 @@ public final class LaunchCommand implements Callable<Integer> {
     @Option(names = "--master-addr", defaultValue = "127.0.0.1",
             description = "rendezvous address handed to the ranks (default ${DEFAULT-VALUE})")
     String masterAddr;
+
+    @Option(names = "--job-id",
+            description = "job id handed to the ranks as MOE4J_JOB_ID (default: a fresh random id per launch)")
+    String jobId;
 
     @Option(names = "--stop-grace-ms", defaultValue = "5000",
             description = "after a failure, how long the others get to exit on SIGTERM before SIGKILL (default ${DEFAULT-VALUE})")
@@ -78,10 +86,18 @@ public final class LaunchCommand implements Callable<Integer> {
             err.println("moe launch: --master-port must be in [0, 65535], got " + masterPort);
             return USAGE_ERROR;
         }
+        String job = jobId == null ? "moe-launch-" + RendezvousAuth.newToken().substring(0, 16) : jobId;
+        String token = RendezvousAuth.newToken();
+        try {
+            RendezvousAuth.of(job, token.getBytes(StandardCharsets.UTF_8));
+        } catch (IllegalArgumentException e) {
+            err.println("moe launch: --job-id: " + e.getMessage());
+            return USAGE_ERROR;
+        }
         int port = masterPort == 0 ? freePort(masterAddr) : masterPort;
         err.println("moe launch: " + nproc + " processes, MASTER_ADDR=" + masterAddr + " MASTER_PORT=" + port
-                + ": " + String.join(" ", command));
-        return new Run(port).execute();
+                + " " + RendezvousAuth.JOB_ID + "=" + job + ": " + String.join(" ", command));
+        return new Run(port, job, token).execute();
     }
 
     private static int freePort(String addr) {
@@ -97,12 +113,16 @@ public final class LaunchCommand implements Callable<Integer> {
     /** One launch: the processes, their output pumps, and the stop-all logic. */
     private final class Run {
         private final int port;
+        private final String job;
+        private final String token;
         private final Process[] ranks = new Process[nproc];
         private final List<Thread> pumps = new ArrayList<>();
         private final BlockingQueue<Integer> exited = new LinkedBlockingQueue<>();
 
-        Run(int port) {
+        Run(int port, String job, String token) {
             this.port = port;
+            this.job = job;
+            this.token = token;
         }
 
         int execute() {
@@ -151,6 +171,10 @@ public final class LaunchCommand implements Callable<Integer> {
             env.put("LOCAL_WORLD_SIZE", Integer.toString(nproc));
             env.put("MASTER_ADDR", masterAddr);
             env.put("MASTER_PORT", Integer.toString(port));
+            // the ranks' rendezvous identity: readable only by this user (/proc/<pid>/environ), never printed
+            env.put(RendezvousAuth.JOB_ID, job);
+            env.put(RendezvousAuth.TOKEN, token);
+            env.remove(RendezvousAuth.TOKEN_FILE);
             pb.redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null")));
             Process p = pb.start();
             pump(p.getInputStream(), out, r, "out");

@@ -2,6 +2,7 @@ package org.moe4j.bench.cli;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
@@ -55,6 +56,38 @@ class LaunchCommandTest {
             assertTrue(r.err.contains("[rank " + rank + "] to stderr " + rank), r.err::toString);
         }
         assertEquals(6, r.out.size(), r.out::toString);
+    }
+
+    @Test
+    @Timeout(value = 60, unit = TimeUnit.SECONDS)
+    void everyLaunchGivesItsRanksOneJobIdAndAFreshSecret() {
+        String script = "echo \"job=$MOE4J_JOB_ID token=$MOE4J_RDZV_TOKEN file=${MOE4J_RDZV_TOKEN_FILE:-unset}\"";
+        Result first = launch("--nproc", "2", "--", "bash", "-c", script);
+        Result second = launch("--nproc", "2", "--job-id", "train-42", "--", "bash", "-c", script);
+        assertEquals(0, first.exit, () -> String.join("\n", first.err));
+        assertEquals(0, second.exit, () -> String.join("\n", second.err));
+        String a = rankLine(first, 0);
+        String b = rankLine(second, 0);
+        assertEquals(a, rankLine(first, 1), "both ranks of one launch share the job id and the secret");
+        assertEquals(b, rankLine(second, 1), "both ranks of one launch share the job id and the secret");
+        assertTrue(a.matches("job=moe-launch-[0-9a-f]{16} token=[0-9a-f]{64} file=unset"), a);
+        assertTrue(b.matches("job=train-42 token=[0-9a-f]{64} file=unset"), b);
+        assertNotEquals(a.substring(a.indexOf("token=")), b.substring(b.indexOf("token=")), "two launches share a secret");
+        assertTrue(first.err.stream().anyMatch(l -> l.contains("MOE4J_JOB_ID=moe-launch-") && !l.contains(
+                a.substring(a.indexOf("token=") + 6, a.indexOf(" file")))), "the secret is printed: " + first.err);
+    }
+
+    private static String rankLine(Result r, int rank) {
+        String prefix = "[rank " + rank + "] ";
+        return r.out.stream().filter(l -> l.startsWith(prefix)).findFirst().orElseThrow().substring(prefix.length());
+    }
+
+    @Test
+    void invalidJobIdIsRefused() {
+        Result r = launch("--nproc", "2", "--job-id", "bad id", "--", "true");
+        assertEquals(LaunchCommand.USAGE_ERROR, r.exit);
+        assertTrue(r.err.stream().anyMatch(l -> l.startsWith("moe launch: --job-id: job id='bad id' must be")),
+                r.err::toString);
     }
 
     @Test

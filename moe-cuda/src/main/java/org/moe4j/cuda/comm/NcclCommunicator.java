@@ -31,6 +31,7 @@ import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.CommunicatorException;
 import org.moe4j.dispatch.ReduceOp;
 import org.moe4j.dispatch.dist.DistEnv;
+import org.moe4j.dispatch.dist.RendezvousAuth;
 import org.moe4j.dispatch.dist.TcpRendezvous;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -109,19 +110,41 @@ public final class NcclCommunicator implements Communicator {
     }
 
     /**
-     * Bootstraps one rank.
+     * Bootstraps one rank, with the rendezvous job id and secret of the process environment
+     * ({@link RendezvousAuth#fromEnvironment()}; not needed at world size 1).
      *
      * @param context the device of this rank, or null to open GPU {@code env.localRank()} (then owned and closed by the communicator)
      * @param env     this rank's place in the job
      * @param timeout bound of the bootstrap and of every later collective
      * @return the communicator
-     * @throws CommunicatorException if NCCL or the device is unusable on any rank, the rendezvous fails, or NCCL init fails
+     * @throws NullPointerException     if {@code env} or {@code timeout} is null
+     * @throws IllegalArgumentException if the timeout is not positive, or the job id or secret is missing or invalid
+     *                                  in the environment (named), checked before anything is opened
+     * @throws CommunicatorException    if NCCL or the device is unusable on any rank, the rendezvous fails, or NCCL init fails
      */
     public static NcclCommunicator create(CudaContext context, DistEnv env, Duration timeout) {
         Objects.requireNonNull(env, "env");
-        Objects.requireNonNull(timeout, "timeout");
-        if (timeout.isNegative() || timeout.isZero()) {
-            throw new IllegalArgumentException("timeout must be positive, got " + timeout);
+        checkTimeout(timeout);
+        return create(context, env, env.worldSize() == 1 ? null : RendezvousAuth.fromEnvironment(), timeout);
+    }
+
+    /**
+     * Bootstraps one rank of the job {@code auth} names.
+     *
+     * @param context the device of this rank, or null to open GPU {@code env.localRank()} (then owned and closed by the communicator)
+     * @param env     this rank's place in the job
+     * @param auth    the rendezvous job id and shared secret, the same on every rank; may be null only at world size 1
+     * @param timeout bound of the bootstrap and of every later collective
+     * @return the communicator
+     * @throws NullPointerException     if {@code env} or {@code timeout} is null, or {@code auth} is null at a world size above 1
+     * @throws IllegalArgumentException if the timeout is not positive
+     * @throws CommunicatorException    if NCCL or the device is unusable on any rank, the rendezvous fails, or NCCL init fails
+     */
+    public static NcclCommunicator create(CudaContext context, DistEnv env, RendezvousAuth auth, Duration timeout) {
+        Objects.requireNonNull(env, "env");
+        checkTimeout(timeout);
+        if (env.worldSize() > 1) {
+            Objects.requireNonNull(auth, "auth");
         }
         CudaContext ctx = context;
         boolean owns = false;
@@ -135,7 +158,7 @@ public final class NcclCommunicator implements Communicator {
         } catch (RuntimeException | LinkageError e) {
             problem = "rank " + env.rank() + ": " + e.getMessage();
         }
-        try (TcpRendezvous rv = TcpRendezvous.join(env, timeout)) {
+        try (TcpRendezvous rv = auth == null ? TcpRendezvous.join(env, timeout) : TcpRendezvous.join(env, auth, timeout)) {
             byte[][] status = rv.allGather((problem == null ? "" : problem).getBytes(StandardCharsets.UTF_8));
             List<String> bad = new ArrayList<>();
             for (byte[] s : status) {
@@ -159,6 +182,13 @@ public final class NcclCommunicator implements Communicator {
             }
             throw new CommunicatorException("NCCL bootstrap of rank " + env.rank() + " of " + env.worldSize()
                     + " failed: " + e.getMessage(), e);
+        }
+    }
+
+    private static void checkTimeout(Duration timeout) {
+        Objects.requireNonNull(timeout, "timeout");
+        if (timeout.isNegative() || timeout.isZero()) {
+            throw new IllegalArgumentException("timeout must be positive, got " + timeout);
         }
     }
 

@@ -24,6 +24,7 @@ import org.moe4j.cuda.NcclComm;
 import org.moe4j.dispatch.LocalGroup;
 import org.moe4j.dispatch.LocalGroupException;
 import org.moe4j.dispatch.dist.DistEnv;
+import org.moe4j.dispatch.dist.RendezvousAuth;
 
 /**
  * The device communicators against the CPU reference ({@link LocalGroup}): every collective's
@@ -32,6 +33,9 @@ import org.moe4j.dispatch.dist.DistEnv;
 @Tag("gpu")
 class DeviceCommGpuTest {
     private static final Duration TIMEOUT = Duration.ofSeconds(60);
+    /** The rendezvous identity the test's in-process ranks share (a fresh secret per run). */
+    private static final RendezvousAuth TEST_JOB = RendezvousAuth.of("nccl-test",
+            RendezvousAuth.newToken().getBytes(java.nio.charset.StandardCharsets.UTF_8));
     private static CudaContext gpu;
 
     @BeforeAll
@@ -116,7 +120,7 @@ class DeviceCommGpuTest {
             for (int r = 0; r < world; r++) {
                 DistEnv env = new DistEnv(r, world, r, java.util.OptionalInt.of(world), "127.0.0.1", port);
                 ranks.add(pool.submit(() -> {
-                    try (NcclCommunicator nccl = NcclCommunicator.create(gpu, env, TIMEOUT)) {
+                    try (NcclCommunicator nccl = NcclCommunicator.create(gpu, env, TEST_JOB, TIMEOUT)) {
                         assertEquals(env.rank(), nccl.rank());
                         assertEquals(world, nccl.size());
                         return CommExercise.run(nccl, CommExercise.device(gpu), seed);

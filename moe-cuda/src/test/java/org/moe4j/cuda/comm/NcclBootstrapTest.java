@@ -17,10 +17,14 @@ import org.junit.jupiter.api.Test;
 import org.moe4j.cuda.Cuda;
 import org.moe4j.dispatch.CommunicatorException;
 import org.moe4j.dispatch.dist.DistEnv;
+import org.moe4j.dispatch.dist.RendezvousAuth;
 
 /** The NCCL bootstrap where NCCL cannot run on every rank: a clear error on every rank, no hang. */
 class NcclBootstrapTest {
     private static final Duration TIMEOUT = Duration.ofSeconds(20);
+    /** The rendezvous identity the test's in-process ranks share (a fresh secret per run). */
+    private static final RendezvousAuth TEST_JOB = RendezvousAuth.of("nccl-test",
+            RendezvousAuth.newToken().getBytes(java.nio.charset.StandardCharsets.UTF_8));
 
     private static int usableGpus() {
         try {
@@ -40,7 +44,7 @@ class NcclBootstrapTest {
             for (int r = 0; r < 2; r++) {
                 DistEnv env = new DistEnv(r, 2, r, OptionalInt.of(2), "127.0.0.1", port);
                 ranks.add(pool.submit(() -> {
-                    try (NcclCommunicator c = NcclCommunicator.create(null, env, TIMEOUT)) {
+                    try (NcclCommunicator c = NcclCommunicator.create(null, env, TEST_JOB, TIMEOUT)) {
                         return c;
                     } catch (Throwable t) {
                         return t;

@@ -24,6 +24,7 @@ import org.moe4j.cuda.GpuTestSupport;
 import org.moe4j.cuda.NcclComm;
 import org.moe4j.dispatch.LocalGroup;
 import org.moe4j.dispatch.dist.DistEnv;
+import org.moe4j.dispatch.dist.RendezvousAuth;
 import org.moe4j.dispatch.dist.TcpRendezvous;
 
 /**
@@ -64,6 +65,7 @@ class NcclMultiProcessGpuTest {
     private static List<Process> start(long seed, String... extra) throws Exception {
         String java = ProcessHandle.current().info().command().orElse("java");
         int port = DeviceCommGpuTest.freePort();
+        String token = RendezvousAuth.newToken();
         List<Process> ps = new ArrayList<>();
         for (int r = 0; r < world; r++) {
             List<String> cmd = new ArrayList<>(List.of(java, "--enable-native-access=ALL-UNNAMED", "--add-modules",
@@ -71,6 +73,9 @@ class NcclMultiProcessGpuTest {
             cmd.addAll(List.of(extra));
             ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
             pb.environment().putAll(new DistEnv(r, world, r, OptionalInt.of(world), "127.0.0.1", port).toMap());
+            pb.environment().remove(RendezvousAuth.TOKEN_FILE);
+            pb.environment().put(RendezvousAuth.JOB_ID, "nccl-multi-process-" + seed);
+            pb.environment().put(RendezvousAuth.TOKEN, token);
             ps.add(pb.start());
         }
         return ps;

@@ -34,6 +34,10 @@ final class Ranks {
         }
     }
 
+    /** The job id and secret the tests' ranks share. */
+    static final RendezvousAuth AUTH = RendezvousAuth.of("test-job", "a test secret of 32 bytes length".getBytes(
+            java.nio.charset.StandardCharsets.UTF_8));
+
     static DistEnv env(int rank, int world, int port) {
         return new DistEnv(rank, world, 0, OptionalInt.empty(), "127.0.0.1", port);
     }

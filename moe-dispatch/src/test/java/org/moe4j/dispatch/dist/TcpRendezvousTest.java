@@ -41,7 +41,7 @@ class TcpRendezvousTest {
         int world = 4;
         int port = Ranks.freePort();
         List<Object> results = Ranks.run(world, r -> {
-            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, world, port), TIMEOUT)) {
+            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, world, port), Ranks.AUTH, TIMEOUT)) {
                 byte[] got = rv.broadcast(r == 0 ? uniqueId : null);
                 rv.barrier();
                 byte[][] all = rv.allGather(("rank-" + r).getBytes(StandardCharsets.UTF_8));
@@ -74,7 +74,7 @@ class TcpRendezvousTest {
     @Test
     void missingRankTimesOutAndIsNamedOnEveryRank() throws Exception {
         int port = Ranks.freePort();
-        List<Object> results = Ranks.run(2, r -> TcpRendezvous.join(Ranks.env(r, 3, port), SHORT));
+        List<Object> results = Ranks.run(2, r -> TcpRendezvous.join(Ranks.env(r, 3, port), Ranks.AUTH, SHORT));
         for (Object o : results) {
             String msg = messageOf(o);
             assertTrue(msg.contains("2 of 3 ranks joined; missing ranks [2]"), msg);
@@ -85,14 +85,14 @@ class TcpRendezvousTest {
     void rankWithoutMasterTimesOutNamingTheAddress() {
         int port = Ranks.freePort();
         String msg = assertThrows(RendezvousException.class,
-                () -> TcpRendezvous.join(Ranks.env(1, 2, port), SHORT)).getMessage();
+                () -> TcpRendezvous.join(Ranks.env(1, 2, port), Ranks.AUTH, SHORT)).getMessage();
         assertTrue(msg.contains("could not reach rank 0 at 127.0.0.1:" + port), msg);
     }
 
     @Test
     void wrongWorldSizeIsReportedOnEveryRank() throws Exception {
         int port = Ranks.freePort();
-        List<Object> results = Ranks.run(3, r -> TcpRendezvous.join(Ranks.env(r, r == 2 ? 4 : 3, port), TIMEOUT));
+        List<Object> results = Ranks.run(3, r -> TcpRendezvous.join(Ranks.env(r, r == 2 ? 4 : 3, port), Ranks.AUTH, TIMEOUT));
         for (Object o : results) {
             String msg = messageOf(o);
             assertTrue(msg.contains("rank 2 (") && msg.contains("has WORLD_SIZE=4 but rank 0"), msg);
@@ -103,7 +103,7 @@ class TcpRendezvousTest {
     @Test
     void duplicateRankIsReportedOnEveryRank() throws Exception {
         int port = Ranks.freePort();
-        List<Object> results = Ranks.run(3, i -> TcpRendezvous.join(Ranks.env(Math.min(i, 1), 3, port), TIMEOUT));
+        List<Object> results = Ranks.run(3, i -> TcpRendezvous.join(Ranks.env(Math.min(i, 1), 3, port), Ranks.AUTH, TIMEOUT));
         for (Object o : results) {
             String msg = messageOf(o);
             assertTrue(msg.contains("two processes claim RANK=1"), msg);
@@ -117,7 +117,7 @@ class TcpRendezvousTest {
             if (i == 1) {
                 Thread.sleep(200);
             }
-            return TcpRendezvous.join(Ranks.env(0, 2, port), SHORT);
+            return TcpRendezvous.join(Ranks.env(0, 2, port), Ranks.AUTH, SHORT);
         });
         // whichever thread binds first listens and times out; the other cannot listen (usually thread 0 binds first)
         String a = messageOf(results.get(0));
@@ -133,7 +133,7 @@ class TcpRendezvousTest {
         int port = Ranks.freePort();
         CountDownLatch othersDone = new CountDownLatch(2);
         List<Object> results = Ranks.run(3, r -> {
-            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 3, port), Duration.ofSeconds(2))) {
+            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 3, port), Ranks.AUTH, Duration.ofSeconds(2))) {
                 if (r == 2) {
                     othersDone.await(Ranks.JOIN_LIMIT_SECONDS, TimeUnit.SECONDS);
                     return "late";
@@ -156,7 +156,7 @@ class TcpRendezvousTest {
     void rankThatLeavesIsReportedAsDisconnected() throws Exception {
         int port = Ranks.freePort();
         List<Object> results = Ranks.run(3, r -> {
-            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 3, port), TIMEOUT)) {
+            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 3, port), Ranks.AUTH, TIMEOUT)) {
                 if (r == 2) {
                     return "left";
                 }
@@ -173,7 +173,7 @@ class TcpRendezvousTest {
     void collectivesCalledInDifferentOrderAreReported() throws Exception {
         int port = Ranks.freePort();
         List<Object> results = Ranks.run(2, r -> {
-            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 2, port), TIMEOUT)) {
+            try (TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 2, port), Ranks.AUTH, TIMEOUT)) {
                 if (r == 0) {
                     rv.allGather(new byte[] {1});
                 } else {
@@ -191,7 +191,7 @@ class TcpRendezvousTest {
     void failedRendezvousRefusesFurtherCalls() throws Exception {
         int port = Ranks.freePort();
         List<Object> results = Ranks.run(2, r -> {
-            TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 2, port), TIMEOUT);
+            TcpRendezvous rv = TcpRendezvous.join(Ranks.env(r, 2, port), Ranks.AUTH, TIMEOUT);
             if (r == 1) {
                 rv.close();
                 return "left";
@@ -226,7 +226,7 @@ class TcpRendezvousTest {
         int world = 3;
         List<Object> results = Ranks.run(world, r -> {
             DistEnv env = new DistEnv(r, world, 0, OptionalInt.empty(), self.getHostAddress(), port);
-            try (TcpRendezvous rv = TcpRendezvous.join(env, TIMEOUT)) {
+            try (TcpRendezvous rv = TcpRendezvous.join(env, Ranks.AUTH, TIMEOUT)) {
                 return rv.broadcast(r == 0 ? new byte[] {4, 2} : null);
             }
         });
