@@ -10,6 +10,10 @@
 // __fsqrt_rn: no FMA contraction), in the order Java evaluates the CPU reference, so results are
 // bitwise identical to the CPU for any launch shape. Element-wise: no reductions, no atomics.
 //
+//   moe_first_nonfinite_f32: *first = min(*first, lowest i with x[i] NaN or +-Inf) (the caller sets
+//                        *first to LLONG_MAX; integer atomicMin, so the answer does not depend on
+//                        the schedule). AdamW skips a step whose gradients hold such an element.
+//
 // Launch shapes: block 256, any 1-D grid (grid-stride loop); the launcher uses
 // min(ceil(n/256), 2^20) blocks.
 
@@ -34,5 +38,16 @@ moe_adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restr
         const float num = __fmul_rn(lr, __fdiv_rn(mi, c1));
         const float den = __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, c2)), eps);
         p[i] = __fadd_rn(__fmul_rn(p[i], decay), -__fdiv_rn(num, den));
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+moe_first_nonfinite_f32(const float* __restrict__ x, long n, long long* __restrict__ first) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        if (!(v - v == 0.0f)) {  // NaN and +-Inf give NaN; every finite value gives 0
+            atomicMin(first, (long long)i);
+            return;  // later elements of this thread are larger
+        }
     }
 }

@@ -53,7 +53,9 @@ public final class MinimalTraining {
                         losses[step] = mseAndGradient(f.output(), target(comm.rank(), tokens, config.hidden()), dY);
                         layer.backward(f.context(), dY);                   // gate, expert, shared grads; returns dX
                         layer.reduceGradients();                           // sum replicated grads over ranks
-                        optimiser.step();
+                        if (!optimiser.step().applied()) {                // a NaN/Inf gradient: the step was skipped
+                            throw new IllegalStateException("step " + step + ": non-finite gradient");
+                        }
                         optimiser.zeroGrad();
                         layer.updateExpertBias();                          // from the load summed over ranks
                     }

@@ -102,20 +102,14 @@ public final class CudaBackend implements PooledBackend {
         return PRIORITY;
     }
 
-    /** @return the device index this backend uses */
+    /**
+     * @return the device index this backend uses: {@value #DEVICE_PROPERTY}, else the environment
+     *         variable {@code LOCAL_RANK}, else 0
+     * @throws IllegalArgumentException naming the property or variable and its value if it is not a
+     *                                  non-negative integer
+     */
     public static int deviceOrdinal() {
-        String p = System.getProperty(DEVICE_PROPERTY);
-        if (p == null || p.isBlank()) {
-            p = System.getenv("LOCAL_RANK");
-        }
-        if (p == null || p.isBlank()) {
-            return 0;
-        }
-        try {
-            return Integer.parseInt(p.trim());
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException(DEVICE_PROPERTY + " / LOCAL_RANK must be a device index, got '" + p + "'", e);
-        }
+        return org.moe4j.core.Settings.intSetting(DEVICE_PROPERTY, "LOCAL_RANK", 0, 0, Integer.MAX_VALUE);
     }
 
     /**

@@ -60,7 +60,12 @@ class CudaBackendTest {
             assertEquals(3, CudaBackend.deviceOrdinal());
             System.setProperty(CudaBackend.DEVICE_PROPERTY, "gpu3");
             IllegalArgumentException e = assertThrows(IllegalArgumentException.class, CudaBackend::deviceOrdinal);
-            assertEquals("moe4j.cuda.device / LOCAL_RANK must be a device index, got 'gpu3'", e.getMessage());
+            assertEquals("system property moe4j.cuda.device='gpu3' is not an integer (allowed: 0 to 2147483647)",
+                    e.getMessage());
+            System.setProperty(CudaBackend.DEVICE_PROPERTY, "-1");
+            e = assertThrows(IllegalArgumentException.class, CudaBackend::deviceOrdinal);
+            assertEquals("system property moe4j.cuda.device='-1' is out of range (allowed: 0 to 2147483647)",
+                    e.getMessage());
         } finally {
             if (old == null) {
                 System.clearProperty(CudaBackend.DEVICE_PROPERTY);

@@ -47,7 +47,7 @@ class KernelStaticCheckTest {
                 "moe_gg_dx_wgmma", "moe_gg_wgrad_wgmma",
                 "moe_gg_matmul_f32", "moe_gg_wgrad_f32", "moe_cast_bf16", "moe_transpose_batched",
                 "moe_swiglu_fwd_f32", "moe_swiglu_bwd_f32"));
-        KERNELS.put("optim", List.of("moe_accumulate_f32", "moe_adamw_f32"));
+        KERNELS.put("optim", List.of("moe_accumulate_f32", "moe_adamw_f32", "moe_first_nonfinite_f32"));
     }
 
     private static Path nvcc;

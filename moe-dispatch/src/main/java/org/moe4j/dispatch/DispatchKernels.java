@@ -148,6 +148,28 @@ public interface DispatchKernels {
     void scatterValues(Buffer src, Buffer index, Buffer dst);
 
     /**
+     * Finds the first non-empty slot whose routing weight is NaN or infinite (the dispatcher refuses
+     * such weights before anything is sent, as it refuses expert ids out of range). Empty slots
+     * ({@code topkIdx == -1}) are not looked at. The default copies both buffers to the host and
+     * scans them there; a backend may override it with a device scan.
+     *
+     * @param topkIdx     I32 {@code [T, K]}
+     * @param topkWeights F32 {@code [T, K]}
+     * @return the flat slot index {@code t*K + k} of the first non-finite weight, or -1 when none
+     */
+    default long firstNonFiniteWeight(Buffer topkIdx, Buffer topkWeights) {
+        try (org.moe4j.core.buffer.HostBuffer idx = org.moe4j.core.buffer.HostBuffer.allocate(topkIdx.dtype(),
+                topkIdx.shape());
+             org.moe4j.core.buffer.HostBuffer w = org.moe4j.core.buffer.HostBuffer.allocate(topkWeights.dtype(),
+                     topkWeights.shape())) {
+            copyToHost(topkIdx, idx);
+            copyToHost(topkWeights, w);
+            return org.moe4j.dispatch.internal.DispatchArgs.firstNonFiniteWeight(idx.segment(), w.segment(),
+                    Math.min(idx.numel(), w.numel()));
+        }
+    }
+
+    /**
      * Copies a buffer into host memory (small count and index buffers that host logic needs).
      *
      * @param src any buffer of this backend

@@ -5,6 +5,7 @@ import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.dispatch.internal.AllGatherDispatcher;
 import org.moe4j.dispatch.internal.AllToAllDispatcher;
+import org.moe4j.dispatch.internal.ExclusiveDispatcher;
 
 /**
  * Moves routed tokens to the ranks that own their experts and back, forward and backward.
@@ -16,7 +17,12 @@ import org.moe4j.dispatch.internal.AllToAllDispatcher;
  * {@code dX[t] = sum_k dExpertInput[t,k]}.
  *
  * <p>All methods are collectives over the dispatcher's {@link Communicator}: every rank calls them
- * in the same order. Inputs are validated before anything is sent.
+ * in the same order. Inputs are validated before anything is sent: shapes, dtypes, closed buffers,
+ * expert ids outside {@code [0, E)} other than -1, and non-finite routing weights of non-empty slots
+ * are refused with an {@link IllegalArgumentException} before any collective starts.
+ *
+ * <p>Threading: a dispatcher serves one thread at a time. A call from a second thread while another
+ * call is running throws {@link org.moe4j.core.ConcurrentUseException} naming both calls.
  */
 public interface Dispatcher {
     /**
@@ -83,9 +89,9 @@ public interface Dispatcher {
      * @throws IllegalArgumentException if the experts do not divide evenly over the ranks
      */
     static Dispatcher create(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
-        return switch (config.strategy()) {
+        return new ExclusiveDispatcher(switch (config.strategy()) {
             case ALL_TO_ALL -> new AllToAllDispatcher(config, comm, backend, kernels);
             case ALL_GATHER -> new AllGatherDispatcher(config, comm, backend, kernels);
-        };
+        });
     }
 }

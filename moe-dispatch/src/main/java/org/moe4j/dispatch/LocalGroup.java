@@ -18,6 +18,16 @@ import org.moe4j.dispatch.internal.RankThreads;
  * collective the others wait in fails it at once; a rank that throws makes every other rank's
  * current or next collective throw a {@link CommunicatorException} whose cause is that exception.
  * {@link #run} then throws a {@link LocalGroupException} carrying every rank's error.
+ *
+ * <p>{@code run} itself is bounded too, even when a rank stalls outside any collective (a loop, a
+ * sleep, a lock): once one rank has finished, the others must finish within the timeout (no
+ * collective can succeed after a rank finished), else the group fails naming the stalled ranks.
+ * After any failure, ranks still running get {@code min(timeout, 2 s)} to stop, are then
+ * interrupted, get as long again, and are then abandoned: their entry in
+ * {@link LocalGroupException#rankErrors()} names the rank and its thread ({@code moe4j-rank-N}) and
+ * carries the thread's stack at that moment. So {@code run} returns at most
+ * {@code timeout + 2·min(timeout, 2 s)} (plus polling slack) after a rank stops making progress
+ * that another rank waits for. (Ranks that all compute without waiting on each other are not timed.)
  */
 public final class LocalGroup {
     /** Default collective timeout. */
@@ -62,7 +72,9 @@ public final class LocalGroup {
      * @param body    the per-rank code
      * @param <R>     result type
      * @return the results indexed by rank
-     * @throws IllegalArgumentException if {@code world < 1} or the timeout is not positive
+     * @throws NullPointerException     if {@code timeout} or {@code body} is null
+     * @throws IllegalArgumentException if {@code world} is outside {@code [1, 4096]} or the timeout is
+     *                                  not positive or longer than 365 days
      * @throws LocalGroupException      if any rank failed
      */
     public static <R> List<R> run(int world, Duration timeout, RankBody<R> body) {

@@ -227,36 +227,122 @@ public final class GroupedExperts implements AutoCloseable {
 
     /**
      * Backward: returns {@code dX} and adds this batch's contribution to the weight gradients. Closes
-     * the context.
+     * the context. The same as {@link #backwardInput} followed by {@link WeightGrads#apply()}.
      *
      * @param ctx the forward context
      * @param dY  gradient of the output {@code [rows, hidden]}, F32
      * @return {@code dX [rows, hidden]} (caller closes)
      */
     public Buffer backward(Context ctx, Buffer dY) {
+        InputGrad g = backwardInput(ctx, dY);
+        try (WeightGrads w = g.weightGrads()) {
+            w.apply();
+        } catch (RuntimeException e) {
+            g.dX().close();
+            throw e;
+        }
+        return g.dX();
+    }
+
+    /**
+     * The input half of a backward and the weight half, not yet added to the gradients.
+     *
+     * @param dX          {@code [rows, hidden]} F32 (caller closes)
+     * @param weightGrads adds the weight gradients on {@link WeightGrads#apply()}; the caller closes it
+     */
+    public record InputGrad(Buffer dX, WeightGrads weightGrads) {
+    }
+
+    /**
+     * The first half of a backward: computes {@code dX} and everything the weight gradients need, but
+     * changes no gradient yet, so a caller can finish every collective of its step before any state
+     * changes (all or nothing). Owns the context from here on: closing the returned
+     * {@link WeightGrads} closes it (also when {@link WeightGrads#apply()} is never called).
+     *
+     * @param ctx the forward context
+     * @param dY  gradient of the output {@code [rows, hidden]}, F32; borrowed until the weight
+     *            gradients are applied or closed
+     * @return {@code dX} and the pending weight gradients
+     * @throws IllegalArgumentException if {@code dY} is not F32 {@code [rows, hidden]} (the context stays open)
+     */
+    public InputGrad backwardInput(Context ctx, Buffer dY) {
         long rows = ctx.x().shape().dim(0);
         dY.require(name + " dY", DType.F32, rows, hidden);
-        GemmSpec overwrite = new GemmSpec(false, compute == DType.BF16);
-        GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
-        Buffer off = ctx.groupOffsets();
-        try (Buffer dAct = backend.allocate(DType.F32, Shape.of(rows, ffn));
-             Buffer dH1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
-             Buffer dH3 = backend.allocate(DType.F32, Shape.of(rows, ffn))) {
-            Buffer dX = backend.allocate(DType.F32, Shape.of(rows, hidden));
-            try {
+        Buffer dH1 = null;
+        Buffer dH3 = null;
+        Buffer dX = null;
+        try {
+            GemmSpec overwrite = new GemmSpec(false, compute == DType.BF16);
+            GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
+            Buffer off = ctx.groupOffsets();
+            dH1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
+            dH3 = backend.allocate(DType.F32, Shape.of(rows, ffn));
+            try (Buffer dAct = backend.allocate(DType.F32, Shape.of(rows, ffn))) {
                 kernels.groupedMatmul(dY, w2, off, dAct, overwrite);               // dAct = dY · W2
-                kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
                 kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
-                kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
-                kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
-                kernels.groupedMatmul(dH1, w1, off, dX, overwrite);                // dX = dH1 · W1
-                kernels.groupedMatmul(dH3, w3, off, dX, accumulate);               //    + dH3 · W3
-            } catch (RuntimeException e) {
-                dX.close();
-                throw e;
             }
-            return dX;
-        } finally {
+            dX = backend.allocate(DType.F32, Shape.of(rows, hidden));
+            kernels.groupedMatmul(dH1, w1, off, dX, overwrite);                    // dX = dH1 · W1
+            kernels.groupedMatmul(dH3, w3, off, dX, accumulate);                   //    + dH3 · W3
+            return new InputGrad(dX, new WeightGrads(ctx, dY, dH1, dH3));
+        } catch (RuntimeException e) {
+            for (Buffer b : new Buffer[] {dH1, dH3, dX}) {
+                if (b != null) {
+                    b.close();
+                }
+            }
+            ctx.close();
+            throw e;
+        }
+    }
+
+    /**
+     * The weight half of one backward: {@link #apply()} adds {@code dW2 += dYᵀ·act},
+     * {@code dW1 += dH1ᵀ·x}, {@code dW3 += dH3ᵀ·x}; {@link #close()} frees the intermediates and the
+     * forward context.
+     */
+    public final class WeightGrads implements AutoCloseable {
+        private final Context ctx;
+        private final Buffer dY;
+        private final Buffer dH1;
+        private final Buffer dH3;
+        private boolean applied;
+        private boolean closed;
+
+        private WeightGrads(Context ctx, Buffer dY, Buffer dH1, Buffer dH3) {
+            this.ctx = ctx;
+            this.dY = dY;
+            this.dH1 = dH1;
+            this.dH3 = dH3;
+        }
+
+        /**
+         * Adds this batch's contribution to the weight gradients (once).
+         *
+         * @throws IllegalStateException if already applied or closed
+         */
+        public void apply() {
+            if (closed || applied) {
+                throw new IllegalStateException("GroupedExperts " + name + ": weight gradients already "
+                        + (closed ? "closed" : "applied"));
+            }
+            applied = true;
+            GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
+            Buffer off = ctx.groupOffsets();
+            kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
+            kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
+            kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
+        }
+
+        /** Frees the intermediates and the forward context; idempotent. */
+        @Override
+        public void close() {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            dH1.close();
+            dH3.close();
             ctx.close();
         }
     }

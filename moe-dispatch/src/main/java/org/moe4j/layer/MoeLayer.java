@@ -9,6 +9,7 @@ import java.util.Objects;
 import java.util.function.Function;
 import org.moe4j.checkpoint.Checkpoints;
 import org.moe4j.core.DType;
+import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
@@ -64,6 +65,20 @@ import org.moe4j.routing.RoutingKernels;
  * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
  * order, so they agree to fp32 rounding).
  *
+ * <p>All or nothing: {@link #forward} and {@link #backward} check every input they will use (null,
+ * closed, dtype, shape, a context of another layer or one already consumed, an input closed since
+ * the forward) before any state changes or any collective starts, and a failed call leaves the
+ * layer as it was. A forward adds its expert load to the bias only once every collective of the
+ * forward has succeeded, so a forward that fails on one rank (bad input, non-finite logits) leaves
+ * no rank with a half-counted step: the other ranks' collectives fail and they keep their state too.
+ * A backward whose input check fails leaves its context open, so it can be retried with a correct
+ * {@code dY}.
+ *
+ * <p>Threading: a layer serves one thread at a time (normally its rank's thread). A call of
+ * {@code forward}, {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or
+ * {@code zeroGrad} from a second thread while one of them is running throws
+ * {@link org.moe4j.core.ConcurrentUseException} naming both calls; the refused call changes nothing.
+ *
  * <p>Memory: the layer's state (weights, gradients, router state) lives in the layer's own
  * {@link BufferScope} and is counted in the layer's {@link #allocator() allocator}, a child of the
  * allocator current when it was built. {@link #newScope()} opens a scope for one training step:
@@ -102,12 +117,16 @@ public final class MoeLayer implements AutoCloseable {
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
     private final BufferAllocator allocator; // counts the state and the step scopes' buffers
     private final BufferScope state; // owns the weights, gradients and router state
+    /** Refuses overlapping calls from two threads. */
+    private final ExclusiveUse use = new ExclusiveUse("MoeLayer");
+    private volatile boolean closed;
 
     /**
      * Saved state of one forward, consumed by {@link #backward}. Owns intermediates; the input is
      * borrowed and must stay alive until backward.
      */
     public static final class Context implements AutoCloseable {
+        private final MoeLayer owner;
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
@@ -116,8 +135,9 @@ public final class MoeLayer implements AutoCloseable {
         private final SharedExperts.Context sharedCtx;
         private boolean closed;
 
-        Context(Buffer x, RouterOutput route, DispatchResult dispatch,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
+            this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
@@ -134,6 +154,11 @@ public final class MoeLayer implements AutoCloseable {
         /** @return the dispatch context of this forward */
         public DispatchResult dispatch() {
             return dispatch;
+        }
+
+        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        public boolean isClosed() {
+            return closed;
         }
 
         @Override
@@ -204,6 +229,7 @@ public final class MoeLayer implements AutoCloseable {
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
+        rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
         return rb.build();
     }
 
@@ -304,7 +330,10 @@ public final class MoeLayer implements AutoCloseable {
         return config;
     }
 
-    /** @return the router */
+    /**
+     * @return the router (built without load accumulation: the layer's {@link #forward} adds the load
+     *         to the bias once the whole forward succeeded)
+     */
     public Router router() {
         return router;
     }
@@ -335,19 +364,37 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Forward of this rank's tokens; a collective (all ranks call it). Adds the pre-drop load per
+     * expert to the expert bias only after every collective of the forward succeeded.
+     *
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
      * @return output, context and statistics; the output and the context's buffers belong to the
      *         active {@link BufferScope} (if any) and are counted in {@link #allocator()}
-     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
+     * @throws NullPointerException       if {@code x} is null
+     * @throws IllegalArgumentException   if {@code x} is closed, not F32, not {@code [tokens, hidden]},
+     *                                    or gives non-finite router logits; nothing changed
+     * @throws org.moe4j.dispatch.CommunicatorException if a collective fails (e.g. another rank's
+     *                                    forward failed); nothing changed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     * @throws IllegalStateException      if the layer is closed
      */
     public Forward forward(Buffer x) {
+        enter("forward");
         try (BufferScope.Activation _ = allocator.use()) { // what forward makes is counted in this layer
-            return forwardCounted(x);
+            return forwardUnguarded(x);
+        } finally {
+            use.exit();
         }
     }
 
-    private Forward forwardCounted(Buffer x) {
-        x.require("MoeLayer x", DType.F32, x.shape().dim(0), config.hidden());
+    private Forward forwardUnguarded(Buffer x) {
+        Objects.requireNonNull(x, "MoeLayer.forward: x");
+        requireOpen("MoeLayer.forward", "x", x);
+        if (x.shape().rank() != 2) {
+            throw new IllegalArgumentException("MoeLayer.forward: x must be F32 [tokens, hidden=" + config.hidden()
+                    + "] but is " + x.dtype() + " " + x.shape());
+        }
+        x.require("MoeLayer.forward: x", DType.F32, x.shape().dim(0), config.hidden());
         RouterOutput route = router.forward(x, gateWeight);
         DispatchResult d = null;
         GroupedExperts.Result ex = null;
@@ -362,11 +409,13 @@ public final class MoeLayer implements AutoCloseable {
                 sh.output().close();
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            return new Forward(out, new Context(x, route, d, ex.context(), ex.output(),
+            Forward f = new Forward(out, new Context(this, x, route, d, ex.context(), ex.output(),
                     sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
+            router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
+            return f;
         } catch (RuntimeException e) {
             try {
-                new Context(x, route, d, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+                new Context(this, x, route, d, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
                         sh == null ? null : sh.context()).close();
             } catch (RuntimeException suppressed) {
                 e.addSuppressed(suppressed);
@@ -375,27 +424,88 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /** Enters a guarded call: refuses a second thread, then a closed layer. */
+    private void enter(String call) {
+        use.enter(call);
+        if (closed) {
+            use.exit();
+            throw new IllegalStateException("MoeLayer." + call + ": the layer is closed");
+        }
+    }
+
+    private static void requireOpen(String where, String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(where + ": " + name + " is closed");
+        }
+    }
+
     /**
      * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
      * gradients (this rank's part; see {@link #reduceGradients()}). Closes the context. A
      * collective: all ranks call it.
      *
+     * <p>Every input is checked first; if a check fails nothing changed and the context stays open
+     * (the call may be repeated with a correct {@code dY}).
+     *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
      * @return F32 {@code [tokens, hidden]} (caller closes, or the active {@link BufferScope} does)
-     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
+     * @throws NullPointerException     if {@code ctx} or {@code dY} is null
+     * @throws IllegalArgumentException if {@code ctx} came from another layer or is closed, the forward
+     *                                  input {@code x} was closed since the forward, or {@code dY} is
+     *                                  closed, not F32 or not {@code [tokens, hidden]}
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     * @throws IllegalStateException    if the layer is closed
      */
     public Buffer backward(Context ctx, Buffer dY) {
-        try (BufferScope.Activation _ = allocator.use(); ctx) {
-            Buffer dX;
+        enter("backward");
+        try (BufferScope.Activation _ = allocator.use()) { // dX is counted in this layer
+            return backwardUnguarded(ctx, dY);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private Buffer backwardUnguarded(Context ctx, Buffer dY) {
+        Objects.requireNonNull(ctx, "MoeLayer.backward: ctx");
+        Objects.requireNonNull(dY, "MoeLayer.backward: dY");
+        if (ctx.owner != this) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx was produced by another MoeLayer");
+        }
+        if (ctx.closed) {
+            throw new IllegalArgumentException("MoeLayer.backward: ctx is closed (a context is consumed by one backward)");
+        }
+        requireOpen("MoeLayer.backward", "x (the forward input, borrowed until backward)", ctx.x);
+        requireOpen("MoeLayer.backward", "dY", dY);
+        long tokens = ctx.x.shape().dim(0);
+        if (dY.dtype() != DType.F32 || !dY.shape().equals(Shape.of(tokens, config.hidden()))) {
+            throw new IllegalArgumentException("MoeLayer.backward: dY must be F32 " + Shape.of(tokens, config.hidden())
+                    + " but is " + dY.dtype() + " " + dY.shape());
+        }
+        try (ctx) {
+            Buffer dX = null;
+            GroupedExperts.WeightGrads pending = null;
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
-                Buffer dExpIn = experts.backward(ctx.expertCtx, cg.dExpertOutput());
-                try (dExpIn) {
+                GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
+                pending = ig.weightGrads();
+                try (Buffer dExpIn = ig.dX()) {
                     dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
                 }
+                // Every collective of this backward has succeeded; only now does any gradient change, so
+                // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                 try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
+                    pending.apply();
                     addInto(dX, rg.dX());
                     addInto(gateGrad, rg.dGateWeight());
+                }
+            } catch (RuntimeException e) {
+                if (dX != null) {
+                    dX.close();
+                }
+                throw e;
+            } finally {
+                if (pending != null) {
+                    pending.close();
                 }
             }
             if (shared != null) {
@@ -417,14 +527,19 @@ public final class MoeLayer implements AutoCloseable {
      * after the last backward. A collective.
      */
     public void reduceGradients() {
-        if (!syncReplicated || comm.size() == 1) {
-            return;
-        }
-        comm.allReduce(gateGrad, ReduceOp.SUM);
-        if (shared != null) {
-            for (Parameter p : shared.parameters()) {
-                comm.allReduce(p.grad(), ReduceOp.SUM);
+        enter("reduceGradients");
+        try {
+            if (!syncReplicated || comm.size() == 1) {
+                return;
             }
+            comm.allReduce(gateGrad, ReduceOp.SUM);
+            if (shared != null) {
+                for (Parameter p : shared.parameters()) {
+                    comm.allReduce(p.grad(), ReduceOp.SUM);
+                }
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -435,6 +550,15 @@ public final class MoeLayer implements AutoCloseable {
      * @return the load per expert used for the update
      */
     public long[] updateExpertBias() {
+        enter("updateExpertBias");
+        try {
+            return updateExpertBiasUnguarded();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private long[] updateExpertBiasUnguarded() {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
@@ -469,10 +593,15 @@ public final class MoeLayer implements AutoCloseable {
 
     /** Zeroes every gradient. */
     public void zeroGrad() {
-        gateGrad.zero();
-        experts.zeroGrad();
-        if (shared != null) {
-            shared.zeroGrad();
+        enter("zeroGrad");
+        try {
+            gateGrad.zero();
+            experts.zeroGrad();
+            if (shared != null) {
+                shared.zeroGrad();
+            }
+        } finally {
+            use.exit();
         }
     }
 
@@ -555,18 +684,26 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Frees the layer's state (weights, gradients, router state) and closes its allocator and its
-     * device memory pool (see {@link Backend#newPool}).
-     * Idempotent.
+     * device memory pool (see {@link Backend#newPool}); idempotent. Any later call of {@code forward},
+     * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
+     * {@link IllegalStateException}.
      *
      * @throws org.moe4j.core.buffer.MemoryLeakException if host buffers this layer made (or its step
      *                                                  scopes counted) are still live (they are freed first)
      * @throws IllegalStateException {@code memory leaked} if device buffers of the layer's pool are still live
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     @Override
     public void close() {
-        if (state.isClosed()) {
-            return;
+        use.enter("close");
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            Handover.closeAll(backend, allocator, state, router, gateGrad, gateWeight, shared, experts);
+        } finally {
+            use.exit();
         }
-        Handover.closeAll(backend, allocator, state, router, gateGrad, gateWeight, shared, experts);
     }
 }

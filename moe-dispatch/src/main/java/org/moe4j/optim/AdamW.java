@@ -1,9 +1,12 @@
 package org.moe4j.optim;
 
 import java.util.ArrayList;
+import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.Objects;
 import org.moe4j.core.DType;
+import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
@@ -21,6 +24,24 @@ import org.moe4j.core.buffer.Buffer;
  * and state never leave the device). The update is element-wise with separately rounded fp32
  * operations, so it is deterministic for any thread count and bitwise the same on every backend.
  * State is kept per parameter in fp32.
+ *
+ * <p>Validation: every option is checked where it is passed ({@link Options}' constructor, which
+ * {@link #options(Options)} and every constructor go through): {@code lr}, {@code eps} and
+ * {@code weightDecay} must be finite ({@code lr ≥ 0}, {@code eps > 0}, {@code weightDecay ≥ 0},
+ * {@code lr·weightDecay ≤ 1} so the decay factor stays in {@code [0, 1]}), betas in {@code [0, 1)};
+ * null arguments, null or duplicate parameters and closed buffers are refused at the call that
+ * passes them, naming the bad value.
+ *
+ * <p>Non-finite gradients: {@link #step()} first looks for a NaN or infinite gradient element in
+ * every parameter; if it finds one, the step is <b>skipped</b> as a whole (no parameter, moment or
+ * step count changes) and reported in the returned {@link StepReport} (parameter name and element
+ * index) and in {@link #skippedSteps()} — the policy of mixed-precision gradient scalers
+ * ({@code torch.amp.GradScaler}). The caller decides what to do next (usually {@link #zeroGrad()}
+ * and continue; with loss scaling, lower the scale). The check reads every gradient once per step.
+ *
+ * <p>Threading: an optimiser serves one thread at a time; a call from a second thread while
+ * {@code step}, {@code zeroGrad}, {@code options(Options)} or {@code close} is running throws
+ * {@link org.moe4j.core.ConcurrentUseException} naming both calls.
  */
 public final class AdamW implements AutoCloseable {
 
@@ -36,7 +57,11 @@ public final class AdamW implements AutoCloseable {
      */
     public record Options(double lr, double beta1, double beta2, double eps, double weightDecay) {
         /**
-         * @throws IllegalArgumentException naming the bad value
+         * @throws IllegalArgumentException naming the bad value: a NaN or infinite {@code lr},
+         *                                  {@code eps} or {@code weightDecay}, {@code lr < 0},
+         *                                  {@code eps <= 0} (or below fp32's smallest value),
+         *                                  {@code weightDecay < 0}, {@code lr·weightDecay > 1}, or a
+         *                                  beta outside {@code [0, 1)}
          */
         public Options {
             if (!(lr >= 0) || Double.isInfinite(lr)) {
@@ -48,11 +73,18 @@ public final class AdamW implements AutoCloseable {
             if (!(beta2 >= 0 && beta2 < 1)) {
                 throw new IllegalArgumentException("AdamW beta2=" + beta2 + ": must be in [0, 1)");
             }
-            if (!(eps > 0)) {
-                throw new IllegalArgumentException("AdamW eps=" + eps + ": must be > 0");
+            if (!(eps > 0) || Double.isInfinite(eps) || (float) eps == 0f || Float.isInfinite((float) eps)) {
+                throw new IllegalArgumentException("AdamW eps=" + eps + ": must be finite and > 0 (in fp32)");
             }
-            if (!(weightDecay >= 0)) {
-                throw new IllegalArgumentException("AdamW weightDecay=" + weightDecay + ": must be >= 0");
+            if (!(weightDecay >= 0) || Double.isInfinite(weightDecay)) {
+                throw new IllegalArgumentException("AdamW weightDecay=" + weightDecay + ": must be finite and >= 0");
+            }
+            if (Float.isInfinite((float) lr)) {
+                throw new IllegalArgumentException("AdamW lr=" + lr + ": overflows fp32");
+            }
+            if (lr * weightDecay > 1) {
+                throw new IllegalArgumentException("AdamW lr=" + lr + " x weightDecay=" + weightDecay + " = "
+                        + lr * weightDecay + ": must be <= 1 (the decay factor 1 - lr*weightDecay would be negative)");
             }
         }
 
@@ -73,12 +105,27 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
+    /**
+     * What one {@link #step()} did.
+     *
+     * @param applied            whether the update was applied (false: skipped for a non-finite gradient)
+     * @param step               the step count after the call ({@link #steps()})
+     * @param nonFiniteParameter the first parameter (in list order) whose gradient holds a NaN or
+     *                           infinite element, or null when the step was applied
+     * @param nonFiniteIndex     flat index of the first such element in that gradient, or -1
+     */
+    public record StepReport(boolean applied, long step, String nonFiniteParameter, long nonFiniteIndex) {
+    }
+
     private final List<Parameter> params;
     private final List<Buffer> m = new ArrayList<>(); // per parameter, its shape, F32
     private final List<Buffer> v = new ArrayList<>();
     private final OptimizerKernels kernels;
+    private final ExclusiveUse use = new ExclusiveUse("AdamW");
     private Options options;
     private long step;
+    private long skipped;
+    private boolean closed;
 
     /**
      * An optimiser on the backend that holds the parameters: the CPU backend for host buffers,
@@ -90,7 +137,7 @@ public final class AdamW implements AutoCloseable {
      *                                  backend does not own
      */
     public AdamW(List<Parameter> params, Options options) {
-        this(params, options, defaultBackend(params));
+        this(params, options, defaultBackend(checkParams(params)));
     }
 
     /**
@@ -101,7 +148,8 @@ public final class AdamW implements AutoCloseable {
      *                                  backend's kernels expect
      */
     public AdamW(List<Parameter> params, Options options, Backend backend) {
-        this(params, options, backend, Backends.kernels(OptimizerKernels.class, backend));
+        this(params, options, backend, Backends.kernels(OptimizerKernels.class,
+                Objects.requireNonNull(backend, "AdamW: backend")));
     }
 
     /**
@@ -109,12 +157,14 @@ public final class AdamW implements AutoCloseable {
      * @param options hyper-parameters
      * @param backend allocates the optimiser state
      * @param kernels run the update
-     * @throws IllegalArgumentException if a parameter is not F32
+     * @throws NullPointerException     if an argument or a parameter is null (naming its index)
+     * @throws IllegalArgumentException if a parameter is not F32, is closed, or appears twice
      */
     public AdamW(List<Parameter> params, Options options, Backend backend, OptimizerKernels kernels) {
-        this.params = List.copyOf(params);
-        this.options = Objects.requireNonNull(options, "options");
-        this.kernels = Objects.requireNonNull(kernels, "kernels");
+        this.params = List.copyOf(checkParams(params));
+        this.options = Objects.requireNonNull(options, "AdamW: options");
+        this.kernels = Objects.requireNonNull(kernels, "AdamW: kernels");
+        Objects.requireNonNull(backend, "AdamW: backend");
         for (Parameter p : this.params) {
             f32(p.name(), p.value());
             f32(p.name() + ".grad", p.grad());
@@ -134,6 +184,29 @@ public final class AdamW implements AutoCloseable {
             close();
             throw e;
         }
+    }
+
+    /** Null list, null entries, closed buffers and duplicates (one buffer updated twice per step). */
+    private static List<Parameter> checkParams(List<Parameter> params) {
+        Objects.requireNonNull(params, "AdamW: params");
+        Map<Object, String> seen = new IdentityHashMap<>();
+        for (int i = 0; i < params.size(); i++) {
+            Parameter p = params.get(i);
+            if (p == null) {
+                throw new NullPointerException("AdamW: params[" + i + "] is null");
+            }
+            for (Buffer b : new Buffer[] {p.value(), p.grad()}) {
+                if (b.isClosed()) {
+                    throw new IllegalArgumentException("AdamW: parameter " + p.name() + " (params[" + i + "]) is closed");
+                }
+                String before = seen.putIfAbsent(b, p.name());
+                if (before != null) {
+                    throw new IllegalArgumentException("AdamW: parameter " + p.name() + " (params[" + i
+                            + "]) shares a buffer with parameter " + before + "; each tensor may be listed once");
+                }
+            }
+        }
+        return params;
     }
 
     private static Backend defaultBackend(List<Parameter> params) {
@@ -162,18 +235,64 @@ public final class AdamW implements AutoCloseable {
         return options;
     }
 
-    /** @param options new hyper-parameters (e.g. a scheduled learning rate) */
+    /**
+     * @param options new hyper-parameters (e.g. a scheduled learning rate), validated by {@link Options}
+     * @throws NullPointerException if {@code options} is null
+     */
     public void options(Options options) {
-        this.options = options;
+        Objects.requireNonNull(options, "AdamW.options: options");
+        use.enter("options");
+        try {
+            this.options = options;
+        } finally {
+            use.exit();
+        }
     }
 
-    /** @return steps taken */
+    /** @return steps applied (skipped steps do not count) */
     public long steps() {
         return step;
     }
 
-    /** Applies one update to every parameter from its current gradient (gradients are not zeroed). */
-    public void step() {
+    /** @return steps skipped because a gradient held a NaN or infinite element */
+    public long skippedSteps() {
+        return skipped;
+    }
+
+    /**
+     * Applies one update to every parameter from its current gradient (gradients are not zeroed),
+     * unless a gradient holds a NaN or infinite element: then nothing changes and the report names
+     * the first such parameter and element (see the class comment for this policy).
+     *
+     * @return whether the step was applied, and why not
+     * @throws IllegalStateException if this optimiser or one of its parameters was closed (nothing changed)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public StepReport step() {
+        use.enter("step");
+        try {
+            return stepUnguarded();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private StepReport stepUnguarded() {
+        if (closed) {
+            throw new IllegalStateException("AdamW.step: the optimiser is closed");
+        }
+        for (Parameter p : params) {
+            if (p.value().isClosed() || p.grad().isClosed()) {
+                throw new IllegalStateException("AdamW.step: parameter " + p.name() + " was closed; nothing was updated");
+            }
+        }
+        for (Parameter p : params) {
+            long bad = kernels.firstNonFinite(p.grad());
+            if (bad >= 0) {
+                skipped++;
+                return new StepReport(false, step, p.name(), bad);
+            }
+        }
         step++;
         Options o = options;
         float b1 = (float) o.beta1();
@@ -188,18 +307,39 @@ public final class AdamW implements AutoCloseable {
             kernels.adamW(p.value(), p.grad(), m.get(i), v.get(i), new OptimizerKernels.AdamWStep(lr, b1, b2, c1, c2,
                     eps, decay));
         }
+        return new StepReport(true, step, null, -1);
     }
 
-    /** Sets every gradient to zero. */
+    /**
+     * Sets every gradient to zero.
+     *
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
     public void zeroGrad() {
-        for (Parameter p : params) {
-            p.grad().zero();
+        use.enter("zeroGrad");
+        try {
+            for (Parameter p : params) {
+                p.grad().zero();
+            }
+        } finally {
+            use.exit();
         }
     }
 
+    /**
+     * Frees the optimiser state; idempotent. {@link #step()} refuses to run afterwards.
+     *
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
     @Override
     public void close() {
-        m.forEach(Buffer::close);
-        v.forEach(Buffer::close);
+        use.enter("close");
+        try {
+            closed = true;
+            m.forEach(Buffer::close);
+            v.forEach(Buffer::close);
+        } finally {
+            use.exit();
+        }
     }
 }

@@ -51,4 +51,25 @@ public interface OptimizerKernels {
      * @param step  the scalars
      */
     void adamW(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep step);
+
+    /**
+     * Finds the first NaN or infinite element ({@link AdamW} skips a step whose gradients hold one).
+     * The default copies the buffer to the host and scans it there; a backend may override it with a
+     * device scan that returns the same index.
+     *
+     * @param x F32
+     * @return the flat index of the first non-finite element, or -1 when every element is finite
+     */
+    default long firstNonFinite(Buffer x) {
+        try (org.moe4j.core.buffer.HostBuffer h = x.toHost()) {
+            java.lang.foreign.MemorySegment s = h.segment();
+            long n = h.numel();
+            for (long i = 0; i < n; i++) {
+                if (!Float.isFinite(s.getAtIndex(java.lang.foreign.ValueLayout.JAVA_FLOAT_UNALIGNED, i))) {
+                    return i;
+                }
+            }
+            return -1;
+        }
+    }
 }

@@ -4,6 +4,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Objects;
 import org.moe4j.core.DType;
+import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
@@ -32,6 +33,10 @@ import org.moe4j.routing.internal.CpuRoutingKernels;
  * <p>Each forward adds its pre-drop assignments per expert to the {@link ExpertBias} load (unless
  * disabled in the builder); the caller decides when to {@link ExpertBias#update()}.
  * A failed call leaves the bias and its load unchanged.
+ *
+ * <p>Threading: one router serves one thread at a time (it reuses its output memory). A call from a
+ * second thread while {@code forward}, {@code forwardLogits} or {@code backward} is running throws
+ * {@link org.moe4j.core.ConcurrentUseException} naming both calls and changes nothing.
  */
 public final class Router implements AutoCloseable {
     /** Tokens per segment of the batch-wide balance statistics. */
@@ -46,6 +51,8 @@ public final class Router implements AutoCloseable {
     /** Reused memory of the forward outputs, given back by {@link RouterOutput#close()}. */
     private final Scratch scratch;
     private final boolean ownsExpertBias;
+    /** Refuses a call from a second thread while one is running (the scratch use is per call). */
+    private final ExclusiveUse use = new ExclusiveUse("Router");
 
     private Router(Builder b) {
         this.config = b.config;
@@ -143,8 +150,18 @@ public final class Router implements AutoCloseable {
      * @throws IllegalArgumentException on wrong dtypes or shapes, or non-finite logits (naming the first bad token)
      */
     public RouterOutput forward(Buffer x, Buffer gateWeight, Buffer paddingMask) {
+        use.enter("forward");
+        try {
+            return forwardUnguarded(x, gateWeight, paddingMask);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private RouterOutput forwardUnguarded(Buffer x, Buffer gateWeight, Buffer paddingMask) {
         Objects.requireNonNull(x, "x");
         Objects.requireNonNull(gateWeight, "gateWeight");
+        requireOpen("Router.forward", "x", x);
         if (x.dtype() != DType.F32 && x.dtype() != DType.BF16) {
             throw new IllegalArgumentException("Router.forward: x must be F32 or BF16 but is " + x.dtype());
         }
@@ -185,7 +202,17 @@ public final class Router implements AutoCloseable {
      * @throws IllegalArgumentException on wrong dtype or shape, or non-finite logits (naming the first bad token)
      */
     public RouterOutput forwardLogits(Buffer logits, Buffer paddingMask) {
+        use.enter("forwardLogits");
+        try {
+            return forwardLogitsUnguarded(logits, paddingMask);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private RouterOutput forwardLogitsUnguarded(Buffer logits, Buffer paddingMask) {
         Objects.requireNonNull(logits, "logits");
+        requireOpen("Router.forwardLogits", "logits", logits);
         if (logits.dtype() != DType.F32 || logits.shape().rank() != 2 || logits.shape().dim(1) != config.experts()) {
             throw new IllegalArgumentException("Router.forwardLogits: logits must be F32 [tokens, experts="
                     + config.experts() + "] but is " + logits.dtype() + " " + logits.shape());
@@ -212,9 +239,16 @@ public final class Router implements AutoCloseable {
 
     private static void requireExact(String where, String name, Buffer b, DType dtype, long... dims) {
         Objects.requireNonNull(b, name);
+        requireOpen(where, name, b);
         if (b.dtype() != dtype || !b.shape().equals(Shape.of(dims))) {
             throw new IllegalArgumentException(where + ": " + name + " must be " + dtype + " " + Shape.of(dims)
                     + " but is " + b.dtype() + " " + b.shape());
+        }
+    }
+
+    private static void requireOpen(String where, String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(where + ": " + name + " is closed");
         }
     }
 
@@ -418,6 +452,15 @@ public final class Router implements AutoCloseable {
      * @throws IllegalArgumentException on a foreign or closed {@code out}, or a wrong dtype or shape
      */
     public RouterGrads backward(RouterOutput out, Buffer dTopkWeights) {
+        use.enter("backward");
+        try {
+            return backwardUnguarded(out, dTopkWeights);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private RouterGrads backwardUnguarded(RouterOutput out, Buffer dTopkWeights) {
         Objects.requireNonNull(out, "out");
         if (out.router() != this) {
             throw new IllegalArgumentException("Router.backward: out was produced by another router");

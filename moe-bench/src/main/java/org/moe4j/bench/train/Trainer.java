@@ -124,7 +124,12 @@ public final class Trainer {
                 Buffer dx = student.backward(f.context(), dy);
                 dx.close();
                 student.reduceGradients();
-                opt.step();
+                AdamW.StepReport applied = opt.step();
+                if (!applied.applied()) { // AdamW skips a step with a non-finite gradient; the demo stops
+                    throw new IllegalStateException("rank " + comm.rank() + ", step " + step
+                            + ": the gradient of " + applied.nonFiniteParameter() + " is not finite at element "
+                            + applied.nonFiniteIndex() + "; the optimiser skipped the step and training stops");
+                }
                 opt.zeroGrad();
                 student.updateExpertBias();
                 // global metrics

@@ -105,6 +105,10 @@ public record MoeConfig(
         if (sharedFfn < 0) {
             fail("sharedFfn", sharedFfn, "must be >= 0");
         }
+        if ((long) sharedExperts * sharedFfn > Integer.MAX_VALUE) {
+            fail("sharedFfn", sharedFfn, "times sharedExperts (" + sharedExperts + ") = " + (long) sharedExperts * sharedFfn
+                    + " overflows the int range of the shared intermediate size");
+        }
         if (experts % expertParallel != 0) {
             fail("expertParallel", expertParallel, "must divide experts (" + experts + ")");
         }
@@ -167,7 +171,8 @@ public record MoeConfig(
         private int ffn;
         private ScoreFunction scoreFunction = ScoreFunction.SOFTMAX;
         private int expertGroups = 1;
-        private int limitedGroups = -1; // -1: same as expertGroups
+        private int limitedGroups;
+        private boolean limitedGroupsSet; // unset: same as expertGroups
         private GroupScore groupScore = GroupScore.TOP2_SUM;
         private boolean routeNorm;
         private double routeScale = 1.0;
@@ -192,6 +197,7 @@ public record MoeConfig(
             scoreFunction = c.scoreFunction;
             expertGroups = c.expertGroups;
             limitedGroups = c.limitedGroups;
+            limitedGroupsSet = true;
             groupScore = c.groupScore;
             routeNorm = c.routeNorm;
             routeScale = c.routeScale;
@@ -233,20 +239,26 @@ public record MoeConfig(
         public Builder scoreFunction(ScoreFunction v) { scoreFunction = v; return this; }
         /**
          * @param groups expert groups
-         * @param limited groups kept per token
+         * @param limited groups kept per token (any value is checked by {@link #build()}; a negative
+         *                one is refused, never read as "no limit")
          * @return this
          */
-        public Builder groups(int groups, int limited) { expertGroups = groups; limitedGroups = limited; return this; }
+        public Builder groups(int groups, int limited) {
+            expertGroups = groups;
+            limitedGroups = limited;
+            limitedGroupsSet = true;
+            return this;
+        }
         /**
-         * @param v expert groups
+         * @param v expert groups (limited groups default to the same value unless set)
          * @return this
          */
         public Builder expertGroups(int v) { expertGroups = v; return this; }
         /**
-         * @param v limited groups
+         * @param v limited groups (checked by {@link #build()}; a negative value is refused)
          * @return this
          */
-        public Builder limitedGroups(int v) { limitedGroups = v; return this; }
+        public Builder limitedGroups(int v) { limitedGroups = v; limitedGroupsSet = true; return this; }
         /**
          * @param v group scoring
          * @return this
@@ -310,7 +322,7 @@ public record MoeConfig(
          */
         public MoeConfig build() {
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
-                    limitedGroups < 0 ? expertGroups : limitedGroups, groupScore, routeNorm, routeScale,
+                    limitedGroupsSet ? limitedGroups : expertGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
                     groupAlignment, expertDtype);
         }

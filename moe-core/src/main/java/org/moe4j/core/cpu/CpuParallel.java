@@ -42,16 +42,32 @@ public final class CpuParallel implements AutoCloseable {
         });
     }
 
-    /** @return the process-wide instance */
+    /** Largest thread count accepted from {@value #THREADS_PROPERTY}. */
+    public static final int MAX_THREADS = 65536;
+
+    /**
+     * @return the thread count {@link #common()} uses: {@value #THREADS_PROPERTY} when set, else the
+     *         available processors
+     * @throws IllegalArgumentException naming the property and its value if it is not an integer in
+     *                                  {@code [1, MAX_THREADS]}
+     */
+    public static int configuredThreads() {
+        return org.moe4j.core.Settings.intProperty(THREADS_PROPERTY, Runtime.getRuntime().availableProcessors(), 1,
+                MAX_THREADS);
+    }
+
+    /**
+     * @return the process-wide instance
+     * @throws IllegalArgumentException if {@value #THREADS_PROPERTY} is set to a bad value (see
+     *                                  {@link #configuredThreads()})
+     */
     public static CpuParallel common() {
         CpuParallel c = common;
         if (c == null) {
             synchronized (CpuParallel.class) {
                 c = common;
                 if (c == null) {
-                    String p = System.getProperty(THREADS_PROPERTY);
-                    int n = p == null ? Runtime.getRuntime().availableProcessors() : Integer.parseInt(p.trim());
-                    c = common = new CpuParallel(n);
+                    c = common = new CpuParallel(configuredThreads());
                 }
             }
         }

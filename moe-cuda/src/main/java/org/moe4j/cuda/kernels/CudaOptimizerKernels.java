@@ -6,6 +6,8 @@ import static org.moe4j.cuda.kernels.Kernels.dev;
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.optim.OptimizerKernels;
 
 /**
@@ -44,6 +46,29 @@ public final class CudaOptimizerKernels implements OptimizerKernels {
         }
         k.launch("moe_accumulate_f32").grid(Math.min(blocks(n, BLOCK), MAX_GRID)).block(BLOCK)
                 .arg(dev("acc", acc)).arg(dev("x", x)).arg(n).launch();
+    }
+
+    /**
+     * Device scan ({@code moe_first_nonfinite_f32}): one launch and an 8-byte read-back, instead of the
+     * interface default's copy of the whole buffer to the host. Synchronises the stream.
+     */
+    @Override
+    public long firstNonFinite(Buffer x) {
+        long n = x.numel();
+        f32("x", x, n);
+        if (n == 0) {
+            return -1;
+        }
+        try (DeviceBuffer first = k.scratch(DType.I64, 1); HostBuffer host = HostBuffer.allocate(DType.I64, 1)) {
+            host.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, Long.MAX_VALUE);
+            first.copyFromAsync(host, k.stream());
+            k.launch("moe_first_nonfinite_f32").grid(Math.min(blocks(n, BLOCK), MAX_GRID)).block(BLOCK)
+                    .arg(dev("x", x)).arg(n).arg(first).launch();
+            first.copyToAsync(host, k.stream());
+            k.stream().synchronize();
+            long i = host.getLong(0);
+            return i == Long.MAX_VALUE ? -1 : i;
+        }
     }
 
     @Override

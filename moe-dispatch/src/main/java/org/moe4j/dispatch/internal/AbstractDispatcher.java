@@ -57,6 +57,9 @@ abstract class AbstractDispatcher implements Dispatcher {
         Objects.requireNonNull(x, "x");
         Objects.requireNonNull(topkIdx, "topkIdx");
         Objects.requireNonNull(topkWeights, "topkWeights");
+        requireOpen("x", x);
+        requireOpen("topkIdx", topkIdx);
+        requireOpen("topkWeights", topkWeights);
         if (x.shape().rank() != 2 || !x.dtype().isFloatingPoint()) {
             throw new IllegalArgumentException("x: expected a floating-point [tokens, hidden] buffer but got " + x.dtype()
                     + " " + x.shape());
@@ -76,7 +79,23 @@ abstract class AbstractDispatcher implements Dispatcher {
             throw new IllegalArgumentException("topkIdx: " + tokens + " tokens x " + topK + " slots = " + tokens * topK
                     + " overflows the I32 slot index");
         }
+        long bad = kernels.firstNonFiniteWeight(topkIdx, topkWeights);
+        if (bad >= 0) {
+            throw new IllegalArgumentException("topkWeights[" + bad / topK + ", " + bad % topK + "] is not finite"
+                    + " (NaN or Inf) for expert " + readSlot(topkIdx, bad) + "; refused before anything is sent");
+        }
         return new Dims((int) tokens, x.shape().dimInt(1), (int) topK);
+    }
+
+    private int readSlot(Buffer topkIdx, long slot) {
+        int[] all = readInts(topkIdx);
+        return all[(int) slot];
+    }
+
+    static void requireOpen(String name, Buffer b) {
+        if (b.isClosed()) {
+            throw new IllegalArgumentException(name + " is closed (" + b.dtype() + " " + b.shape() + ")");
+        }
     }
 
     Buffer alloc(DType dtype, long... dims) {
@@ -152,6 +171,8 @@ abstract class AbstractDispatcher implements Dispatcher {
     }
 
     static void requireRowsLike(String name, Buffer b, long rows, long hidden) {
+        Objects.requireNonNull(b, name);
+        requireOpen(name, b);
         if (b.shape().rank() != 2 || b.shape().dim(0) != rows || b.shape().dim(1) != hidden
                 || !b.dtype().isFloatingPoint()) {
             throw new IllegalArgumentException(name + ": expected a floating-point [" + rows + ", " + hidden + "] buffer but got "

@@ -86,6 +86,12 @@ public final class CpuDispatchKernels implements DispatchKernels {
     }
 
     @Override
+    public long firstNonFiniteWeight(Buffer topkIdx, Buffer topkWeights) {
+        return DispatchArgs.firstNonFiniteWeight(seg(topkIdx), seg(topkWeights),
+                Math.min(topkIdx.numel(), topkWeights.numel()));
+    }
+
+    @Override
     public void buildSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank,
             boolean perRankDedup, SendPlan plan) {
         MemorySegment idx = seg(topkIdx);

@@ -1,5 +1,7 @@
 package org.moe4j.dispatch.internal;
 
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import org.moe4j.core.buffer.Buffer;
 
 /**
@@ -9,6 +11,24 @@ import org.moe4j.core.buffer.Buffer;
  */
 public final class DispatchArgs {
     private DispatchArgs() {
+    }
+
+    /**
+     * The scan behind {@link org.moe4j.dispatch.DispatchKernels#firstNonFiniteWeight}.
+     *
+     * @param topkIdx     host I32 slots
+     * @param topkWeights host F32 weights, same order
+     * @param slots       number of slots to scan
+     * @return the first slot {@code j} with {@code topkIdx[j] != -1} and a NaN or infinite weight, or -1
+     */
+    public static long firstNonFiniteWeight(MemorySegment topkIdx, MemorySegment topkWeights, long slots) {
+        for (long j = 0; j < slots; j++) {
+            float w = topkWeights.getAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, j);
+            if (!Float.isFinite(w) && topkIdx.getAtIndex(ValueLayout.JAVA_INT_UNALIGNED, j) != -1) {
+                return j;
+            }
+        }
+        return -1;
     }
 
     /**

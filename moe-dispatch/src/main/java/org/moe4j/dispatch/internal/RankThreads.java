@@ -45,13 +45,19 @@ public final class RankThreads {
     public record Names(String group, String caller, String rankNoun, String threadPrefix) {
     }
 
+    /** Most in-process ranks one group may start (one thread each). */
+    public static final int MAX_WORLD = 4096;
+    /** Longest collective timeout (deadlines are {@code nanoTime + timeout} and must not overflow). */
+    public static final Duration MAX_TIMEOUT = Duration.ofDays(365);
+
     /**
      * Checks the arguments shared by every group's {@code run}.
      *
      * @param world   number of ranks
      * @param timeout collective timeout
      * @param body    the per-rank code
-     * @throws IllegalArgumentException if {@code world < 1} or the timeout is not positive
+     * @throws IllegalArgumentException if {@code world} is outside {@code [1, MAX_WORLD]} or the
+     *                                  timeout is not positive or exceeds {@link #MAX_TIMEOUT}
      */
     public static void validate(int world, Duration timeout, LocalGroup.RankBody<?> body) {
         Objects.requireNonNull(body, "body");
@@ -59,8 +65,14 @@ public final class RankThreads {
         if (world < 1) {
             throw new IllegalArgumentException("world must be >= 1, got " + world);
         }
+        if (world > MAX_WORLD) {
+            throw new IllegalArgumentException("world must be <= " + MAX_WORLD + " (one thread per rank), got " + world);
+        }
         if (timeout.isNegative() || timeout.isZero()) {
             throw new IllegalArgumentException("timeout must be positive, got " + timeout);
+        }
+        if (timeout.compareTo(MAX_TIMEOUT) > 0) {
+            throw new IllegalArgumentException("timeout must be at most " + MAX_TIMEOUT + ", got " + timeout);
         }
     }
 
@@ -120,33 +132,89 @@ public final class RankThreads {
         throw new LocalGroupException(names.group() + " failed: " + message, root, Arrays.asList(errors));
     }
 
-    /** Joins every rank; once the group has failed, waits at most one more timeout, then abandons stragglers. */
+    /** Longest wait for ranks to stop by themselves after the group failed, and again after interrupting them. */
+    static final long MAX_GRACE_NANOS = 2_000_000_000L;
+
+    /**
+     * Joins every rank. Bounded: once a rank has finished, the others must finish within one timeout
+     * (after a rank finished no collective can succeed, so a rank still running then is stalled
+     * outside any collective) or the group fails naming them. Once the group has failed, stragglers
+     * get {@code min(timeout, 2 s)} to stop, are then interrupted, get as long again, and are then
+     * abandoned with an error naming the rank, its thread and where it was stuck.
+     */
     private static void awaitAll(Rendezvous rv, Thread[] threads, Throwable[] errors, Names names) {
-        long grace = rv.timeoutNanos();
-        for (Thread t : threads) {
-            while (t.isAlive()) {
-                try {
-                    t.join(50);
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
-                    rv.fail("the thread running " + names.caller() + " was interrupted", e);
-                    for (Thread other : threads) {
-                        other.interrupt();
-                    }
-                    return;
+        long timeout = rv.timeoutNanos();
+        long grace = Math.min(timeout, MAX_GRACE_NANOS);
+        boolean interrupted = false;
+        long interruptedAt = 0;
+        while (true) {
+            Thread alive = null;
+            for (Thread t : threads) {
+                if (t.isAlive()) {
+                    alive = t;
+                    break;
                 }
-                if (t.isAlive() && rv.failure() != null && System.nanoTime() - rv.failedAtNanos() > grace) {
-                    for (int s = 0; s < threads.length; s++) {
-                        if (threads[s].isAlive()) {
-                            threads[s].interrupt();
-                            if (errors[s] == null) {
-                                errors[s] = new CommunicatorException(names.rankNoun() + " " + s + " did not finish within "
-                                        + grace / 1_000_000 + " ms after the group failed; abandoned");
-                            }
+            }
+            if (alive == null) {
+                return;
+            }
+            try {
+                alive.join(20);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                rv.fail("the thread running " + names.caller() + " was interrupted", e);
+                for (Thread other : threads) {
+                    other.interrupt();
+                }
+                return;
+            }
+            long now = System.nanoTime();
+            if (rv.failure() == null) {
+                java.util.OptionalLong first = rv.firstDepartNanos();
+                if (first.isPresent() && now - first.getAsLong() > timeout) {
+                    List<String> stalled = new ArrayList<>();
+                    List<Integer> done = new ArrayList<>();
+                    for (int r = 0; r < threads.length; r++) {
+                        if (rv.departed(r)) {
+                            done.add(r);
+                        } else {
+                            stalled.add(r + " (thread " + threads[r].getName() + ")");
                         }
                     }
-                    return;
+                    if (!stalled.isEmpty()) {
+                        rv.fail(names.rankNoun() + "(s) " + stalled + " did not finish within " + timeout / 1_000_000
+                                + " ms after " + names.rankNoun() + "(s) " + done
+                                + " finished (stalled outside any collective)", null);
+                    }
                 }
+                continue;
+            }
+            long sinceFailure = now - rv.failedAtNanos();
+            if (!interrupted && sinceFailure > grace) {
+                for (Thread t : threads) {
+                    if (t.isAlive()) {
+                        t.interrupt();
+                    }
+                }
+                interrupted = true;
+                interruptedAt = now;
+            } else if (interrupted && now - interruptedAt > grace) {
+                for (int s = 0; s < threads.length; s++) {
+                    Thread t = threads[s];
+                    if (t.isAlive()) {
+                        CommunicatorException abandoned = new CommunicatorException(names.rankNoun() + " " + s
+                                + " (thread " + t.getName() + ") was still running " + (now - rv.failedAtNanos()) / 1_000_000
+                                + " ms after the group failed, " + grace / 1_000_000 + " ms after being interrupted;"
+                                + " abandoned (the stack trace of this exception is where it was)");
+                        abandoned.setStackTrace(t.getStackTrace());
+                        if (errors[s] == null) {
+                            errors[s] = abandoned;
+                        } else {
+                            errors[s].addSuppressed(abandoned);
+                        }
+                    }
+                }
+                return;
             }
         }
     }

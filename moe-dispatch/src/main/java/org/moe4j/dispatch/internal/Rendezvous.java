@@ -27,6 +27,8 @@ public final class Rendezvous {
     private Object[] snapshot;
     private CommunicatorException failure;
     private long failedAtNanos;
+    private boolean anyDeparted;
+    private long firstDepartNanos;
 
     /**
      * @param world        number of ranks
@@ -126,6 +128,10 @@ public final class Rendezvous {
     public void depart(int rank, Throwable error) {
         synchronized (lock) {
             departed[rank] = true;
+            if (!anyDeparted) {
+                anyDeparted = true;
+                firstDepartNanos = System.nanoTime();
+            }
             if (error != null && failure == null) {
                 fail("rank " + rank + " failed: " + error, error);
             }
@@ -153,6 +159,26 @@ public final class Rendezvous {
     public CommunicatorException failure() {
         synchronized (lock) {
             return failure;
+        }
+    }
+
+    /**
+     * @return {@link System#nanoTime()} when the first rank finished (returned or threw), or
+     *         {@link java.util.OptionalLong#empty()} while every rank is still running
+     */
+    public java.util.OptionalLong firstDepartNanos() {
+        synchronized (lock) {
+            return anyDeparted ? java.util.OptionalLong.of(firstDepartNanos) : java.util.OptionalLong.empty();
+        }
+    }
+
+    /**
+     * @param rank a rank
+     * @return whether it finished (its body returned or threw)
+     */
+    public boolean departed(int rank) {
+        synchronized (lock) {
+            return departed[rank];
         }
     }
 

@@ -48,6 +48,32 @@ public final class CpuOptimizerKernels implements OptimizerKernels {
     }
 
     @Override
+    public long firstNonFinite(Buffer x) {
+        MemorySegment sx = seg("x", x);
+        int n = Math.toIntExact(x.numel());
+        long[] first = new long[Math.max(CpuParallel.chunks(n, CHUNK), 1)];
+        java.util.Arrays.fill(first, -1);
+        parallel.forEachChunk(n, CHUNK, (chunk, from, to) -> {
+            long found = -1;
+            for (int i = from; i < to; i++) {
+                // x - x is 0 for finite x and NaN for NaN and +-Inf: one compare per element
+                float v = sx.getAtIndex(F32, i);
+                if (v - v != 0f) {
+                    found = i;
+                    break;
+                }
+            }
+            first[chunk] = found;
+        });
+        for (long f : first) {
+            if (f >= 0) {
+                return f;
+            }
+        }
+        return -1;
+    }
+
+    @Override
     public void adamW(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep s) {
         MemorySegment ps = seg("param", param);
         MemorySegment gs = seg("grad", grad);

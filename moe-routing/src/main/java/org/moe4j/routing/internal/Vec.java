@@ -20,7 +20,7 @@ final class Vec {
      * width (e.g. the 16-lane AVX-512 layout on an AVX2 machine, through the Vector API's Java
      * fallback). Read once into a constant, so it costs nothing at run time.
      */
-    static final VectorSpecies<Float> S = species(Integer.getInteger("moe4j.routing.vectorBits", 0));
+    static final VectorSpecies<Float> S = species(vectorBits());
     static final int L = S.length();
     /** Int lanes of the same shape, so float and int vectors have the same lane count. */
     static final VectorSpecies<Integer> IS = VectorSpecies.of(int.class, S.vectorShape());
@@ -37,6 +37,22 @@ final class Vec {
     private static final int ROUND_MAGIC_BITS = Float.floatToRawIntBits(ROUND_MAGIC);
 
     private Vec() {
+    }
+
+    /** The property that overrides the vector width (tests only). */
+    static final String VECTOR_BITS_PROPERTY = "moe4j.routing.vectorBits";
+
+    /**
+     * @return {@value #VECTOR_BITS_PROPERTY}: 0 (unset: the preferred width), 64, 128, 256 or 512
+     * @throws IllegalArgumentException naming the property and its value otherwise
+     */
+    static int vectorBits() {
+        int bits = org.moe4j.core.Settings.intProperty(VECTOR_BITS_PROPERTY, 0, 0, 512);
+        if (bits != 0 && bits != 64 && bits != 128 && bits != 256 && bits != 512) {
+            throw new IllegalArgumentException("system property " + VECTOR_BITS_PROPERTY + "='"
+                    + System.getProperty(VECTOR_BITS_PROPERTY) + "' must be 64, 128, 256 or 512");
+        }
+        return bits;
     }
 
     private static VectorSpecies<Float> species(int bits) {
