@@ -61,12 +61,12 @@ public final class Router implements AutoCloseable {
             throw new IllegalArgumentException("Router: expertBias has " + b.expertBias.experts()
                     + " experts but the config has " + config.experts());
         }
-        if (b.parallel != null) {
+        if (b.kernels != null) {
+            this.kernels = b.kernels;
+            this.backend = b.backend != null ? b.backend : new CpuBackend();
+        } else if (b.parallel != null) {
             // explicit CPU kernels on a thread pool: host memory
             this.kernels = new CpuRoutingKernels(b.parallel);
-            this.backend = b.backend != null ? b.backend : new CpuBackend();
-        } else if (b.kernels != null) {
-            this.kernels = b.kernels;
             this.backend = b.backend != null ? b.backend : new CpuBackend();
         } else {
             // the backend that runs the routing kernels: the chosen one, or the CPU when it has none
