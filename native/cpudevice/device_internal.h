@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include "cuda.h"
 
@@ -20,5 +21,22 @@ bool stream_valid(CUstream s);
 // A sticky error (a faulted kernel) makes every later stream operation fail with that error;
 // this returns it (CUDA_SUCCESS when none).
 CUresult sticky_error();
+
+// Stream capture (CUDA graphs). While a stream captures, the work enqueued on it is recorded as graph
+// nodes instead of executed; cuGraphLaunch re-issues the nodes in capture order.
+struct GraphNode {
+    int kind;          // kKernelNode, kMemsetNode, kMemcpyNode, kCollectiveNode, kEventNode
+    const void* key;   // the kernel (kernel nodes): an update may change parameters, not the function
+    std::function<CUresult()> run;
+};
+enum { kKernelNode = 1, kMemsetNode = 2, kMemcpyNode = 3, kCollectiveNode = 4, kEventNode = 5 };
+
+// CUDA_SUCCESS and *recorded = false when s is not capturing (execute the work now); CUDA_SUCCESS and
+// *recorded = true when s captures (the node was appended); CUDA_ERROR_STREAM_CAPTURE_INVALIDATED when
+// s's capture was invalidated.
+CUresult capture_enqueue(CUstream s, GraphNode node, bool* recorded);
+
+// True when s is capturing (its capture may be invalidated).
+bool stream_capturing(CUstream s);
 
 }  // namespace cpudev

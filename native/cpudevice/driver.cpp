@@ -33,8 +33,10 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "device_internal.h"
 #include "runtime.h"
@@ -94,6 +96,19 @@ int device_count() {
 
 struct CUstream_st {
     unsigned flags;
+    CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;  // guarded by g_stateLock
+    std::vector<cpudev::GraphNode> nodes;                             // recorded while capturing
+    std::shared_ptr<std::vector<uintptr_t>> graphMemory;              // allocations made while capturing
+};
+// A captured graph and its executable copy: the nodes in capture order, plus the device memory the
+// capture allocated (kept alive, at fixed addresses, until the last graph or exec holding it goes).
+struct CUgraph_st {
+    std::vector<cpudev::GraphNode> nodes;
+    std::shared_ptr<std::vector<uintptr_t>> memory;
+};
+struct CUgraphExec_st {
+    std::vector<cpudev::GraphNode> nodes;
+    std::shared_ptr<std::vector<uintptr_t>> memory;
 };
 struct CUevent_st {
     unsigned flags;
@@ -219,6 +234,7 @@ const char* error_name(CUresult e) {
         case CUDA_ERROR_NO_BINARY_FOR_GPU: return "CUDA_ERROR_NO_BINARY_FOR_GPU";
         case CUDA_ERROR_INVALID_SOURCE: return "CUDA_ERROR_INVALID_SOURCE";
         case CUDA_ERROR_INVALID_HANDLE: return "CUDA_ERROR_INVALID_HANDLE";
+        case CUDA_ERROR_ILLEGAL_STATE: return "CUDA_ERROR_ILLEGAL_STATE";
         case CUDA_ERROR_NOT_FOUND: return "CUDA_ERROR_NOT_FOUND";
         case CUDA_ERROR_NOT_READY: return "CUDA_ERROR_NOT_READY";
         case CUDA_ERROR_ILLEGAL_ADDRESS: return "CUDA_ERROR_ILLEGAL_ADDRESS";
@@ -231,6 +247,12 @@ const char* error_name(CUresult e) {
         case CUDA_ERROR_INVALID_PC: return "CUDA_ERROR_INVALID_PC";
         case CUDA_ERROR_LAUNCH_FAILED: return "CUDA_ERROR_LAUNCH_FAILED";
         case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: return "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED";
+        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: return "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED";
+        case CUDA_ERROR_STREAM_CAPTURE_UNMATCHED: return "CUDA_ERROR_STREAM_CAPTURE_UNMATCHED";
+        case CUDA_ERROR_STREAM_CAPTURE_IMPLICIT: return "CUDA_ERROR_STREAM_CAPTURE_IMPLICIT";
+        case CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD: return "CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD";
+        case CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE: return "CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE";
         case CUDA_ERROR_UNKNOWN: return "CUDA_ERROR_UNKNOWN";
     }
     return nullptr;
@@ -250,6 +272,7 @@ const char* error_string(CUresult e) {
         case CUDA_ERROR_NO_BINARY_FOR_GPU: return "no kernel image is available for execution on the device";
         case CUDA_ERROR_INVALID_SOURCE: return "device kernel image is invalid";
         case CUDA_ERROR_INVALID_HANDLE: return "invalid resource handle";
+        case CUDA_ERROR_ILLEGAL_STATE: return "the operation cannot be performed in the present state";
         case CUDA_ERROR_NOT_FOUND: return "named symbol not found";
         case CUDA_ERROR_NOT_READY: return "device not ready";
         case CUDA_ERROR_ILLEGAL_ADDRESS: return "an illegal memory access was encountered";
@@ -262,6 +285,12 @@ const char* error_string(CUresult e) {
         case CUDA_ERROR_INVALID_PC: return "invalid program counter";
         case CUDA_ERROR_LAUNCH_FAILED: return "unspecified launch failure";
         case CUDA_ERROR_NOT_SUPPORTED: return "operation not supported";
+        case CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED: return "operation not permitted when stream is capturing";
+        case CUDA_ERROR_STREAM_CAPTURE_INVALIDATED: return "operation failed due to a previous error during capture";
+        case CUDA_ERROR_STREAM_CAPTURE_UNMATCHED: return "capture was not initiated in this stream";
+        case CUDA_ERROR_STREAM_CAPTURE_IMPLICIT: return "operation would make the legacy stream depend on a capturing blocking stream";
+        case CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD: return "attempt to terminate a thread-local capture sequence from another thread";
+        case CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE: return "the graph update was not performed because it included changes which violated constraints specific to instantiated graph update";
         case CUDA_ERROR_UNKNOWN: return "unknown error";
     }
     return nullptr;
@@ -313,7 +342,45 @@ namespace cpudev {
 bool device_range_live(const void* p, size_t bytes) { return in_allocation((uintptr_t)p, bytes == 0 ? 1 : bytes); }
 bool stream_valid(CUstream s) { return stream_ok(s); }
 CUresult sticky_error() { return t_current < 0 ? CUDA_SUCCESS : (CUresult)g_sticky[t_current].load(); }
+
+CUresult capture_enqueue(CUstream s, GraphNode node, bool* recorded) {
+    *recorded = false;
+    if (!s) return CUDA_SUCCESS;  // the legacy stream never captures
+    std::lock_guard<std::mutex> g(g_stateLock);
+    if (s->capture == CU_STREAM_CAPTURE_STATUS_NONE) return CUDA_SUCCESS;
+    if (s->capture == CU_STREAM_CAPTURE_STATUS_INVALIDATED) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    s->nodes.push_back(std::move(node));
+    *recorded = true;
+    return CUDA_SUCCESS;
+}
+
+bool stream_capturing(CUstream s) {
+    if (!s) return false;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    return s->capture != CU_STREAM_CAPTURE_STATUS_NONE;
+}
 }  // namespace cpudev
+
+namespace {
+std::atomic<int> g_activeCaptures{0};
+
+// A host-synchronising call on a capturing stream ends its capture in error, as the driver does.
+CUresult refuse_in_capture(CUstream s) {
+    if (!s) return CUDA_SUCCESS;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    if (s->capture == CU_STREAM_CAPTURE_STATUS_NONE) return CUDA_SUCCESS;
+    s->capture = CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+}
+
+// Enqueues fn on s: recorded when s captures, else run now.
+CUresult enqueue(CUstream s, int kind, const void* key, std::function<CUresult()> fn) {
+    bool recorded = false;
+    CUresult r = cpudev::capture_enqueue(s, cpudev::GraphNode{kind, key, fn}, &recorded);
+    if (r != CUDA_SUCCESS || recorded) return r;
+    return fn();
+}
+}  // namespace
 
 // ---- initialisation, device, context ---------------------------------------------------------
 API CUresult cuInit(unsigned int Flags) {
@@ -440,7 +507,10 @@ API CUresult cuCtxSetCurrent(CUcontext ctx) {
     return CUDA_SUCCESS;
 }
 
-API CUresult cuCtxSynchronize(void) { return ctx_ready(); }
+API CUresult cuCtxSynchronize(void) {
+    if (CUresult r = ctx_ready()) return r;
+    return g_activeCaptures.load() > 0 ? CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED : CUDA_SUCCESS;
+}
 
 // ---- memory ----------------------------------------------------------------------------------
 API CUresult cuMemGetInfo_v2(size_t* freeBytes, size_t* total) {
@@ -458,7 +528,7 @@ API CUresult cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytesize) {
     void* p = nullptr;
     CUresult r = alloc(&p, bytesize, false);
     if (r == CUDA_SUCCESS) *dptr = (CUdeviceptr)(uintptr_t)p;
-    return r;
+    return r;  // during capture too: a graph allocation has a fixed address, as on the device
 }
 
 API CUresult cuMemFree_v2(CUdeviceptr dptr) {
@@ -476,13 +546,22 @@ API CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytesize, CUstream hStrea
     void* p = nullptr;
     CUresult r = alloc(&p, bytesize, false);
     if (r == CUDA_SUCCESS) *dptr = (CUdeviceptr)(uintptr_t)p;
-    return r;
+    return r;  // during capture too: a graph allocation has a fixed address, as on the device
 }
 
 API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (dptr == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (hStream) {
+        std::lock_guard<std::mutex> g(g_stateLock);
+        if (hStream->capture == CU_STREAM_CAPTURE_STATUS_INVALIDATED) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+        if (hStream->capture == CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+            // freed inside the captured work: the graph keeps it until the graph and its execs are gone
+            hStream->graphMemory->push_back((uintptr_t)dptr);
+            return CUDA_SUCCESS;
+        }
+    }
     return release((uintptr_t)dptr, false);
 }
 
@@ -534,8 +613,10 @@ API CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char uc, size_t N, CUstre
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (N == 0) return CUDA_SUCCESS;
     if (!in_allocation((uintptr_t)dst, N)) return CUDA_ERROR_INVALID_VALUE;
-    memset((void*)(uintptr_t)dst, uc, N);
-    return CUDA_SUCCESS;
+    return enqueue(hStream, cpudev::kMemsetNode, nullptr, [=]() {
+        memset((void*)(uintptr_t)dst, uc, N);
+        return CUDA_SUCCESS;
+    });
 }
 
 API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CUstream hStream) {
@@ -543,8 +624,10 @@ API CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t n, CU
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (n == 0) return CUDA_SUCCESS;
     if (!src || !in_allocation((uintptr_t)dst, n)) return CUDA_ERROR_INVALID_VALUE;
-    memmove((void*)(uintptr_t)dst, src, n);
-    return CUDA_SUCCESS;
+    return enqueue(hStream, cpudev::kMemcpyNode, nullptr, [=]() {
+        memmove((void*)(uintptr_t)dst, src, n);
+        return CUDA_SUCCESS;
+    });
 }
 
 API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream hStream) {
@@ -552,8 +635,10 @@ API CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t n, CUstream
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (n == 0) return CUDA_SUCCESS;
     if (!dst || !in_allocation((uintptr_t)src, n)) return CUDA_ERROR_INVALID_VALUE;
-    memmove(dst, (const void*)(uintptr_t)src, n);
-    return CUDA_SUCCESS;
+    return enqueue(hStream, cpudev::kMemcpyNode, nullptr, [=]() {
+        memmove(dst, (const void*)(uintptr_t)src, n);
+        return CUDA_SUCCESS;
+    });
 }
 
 API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream hStream) {
@@ -561,8 +646,10 @@ API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CU
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (n == 0) return CUDA_SUCCESS;
     if (!in_allocation((uintptr_t)src, n) || !in_allocation((uintptr_t)dst, n)) return CUDA_ERROR_INVALID_VALUE;
-    memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
-    return CUDA_SUCCESS;
+    return enqueue(hStream, cpudev::kMemcpyNode, nullptr, [=]() {
+        memmove((void*)(uintptr_t)dst, (const void*)(uintptr_t)src, n);
+        return CUDA_SUCCESS;
+    });
 }
 
 // ---- streams and events ----------------------------------------------------------------------
@@ -578,7 +665,8 @@ API CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags) {
 
 API CUresult cuStreamSynchronize(CUstream hStream) {
     if (CUresult r = ctx_ready()) return r;
-    return stream_ok(hStream) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    return refuse_in_capture(hStream);
 }
 
 API CUresult cuStreamDestroy_v2(CUstream hStream) {
@@ -617,9 +705,11 @@ API CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags) {
 API CUresult cuEventRecord(CUevent hEvent, CUstream hStream) {
     if (CUresult r = ctx_ready()) return r;
     if (!event_ok(hEvent) || !stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
-    hEvent->recorded = true;
-    hEvent->when = std::chrono::steady_clock::now();
-    return CUDA_SUCCESS;
+    return enqueue(hStream, cpudev::kEventNode, nullptr, [hEvent]() {
+        hEvent->recorded = true;
+        hEvent->when = std::chrono::steady_clock::now();
+        return CUDA_SUCCESS;
+    });
 }
 
 API CUresult cuEventSynchronize(CUevent hEvent) {
@@ -784,6 +874,19 @@ static void note_launch(const char* name) {
     close(fd);
 }
 
+static CUresult run_launch(const moe4j_emu::KernelInfo* k, dim3 grid, dim3 block, unsigned sharedMemBytes, void** slots) {
+    std::lock_guard<std::mutex> g(g_launchLock);
+    note_launch(k->name);
+    moe4j_emu::LaunchResult res;
+    try {
+        res = moe4j_emu::launch(k, grid, block, sharedMemBytes, slots);
+    } catch (const std::exception& x) {
+        return set_fault(CUDA_ERROR_LAUNCH_FAILED, std::string(k->name) + ": " + x.what());
+    }
+    if (!res.ok) return set_fault(fault_code(res.message), res.message);
+    return CUDA_SUCCESS;
+}
+
 API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
                             unsigned int by, unsigned int bz, unsigned int sharedMemBytes, CUstream hStream,
                             void** kernelParams, void** extra) {
@@ -836,15 +939,151 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
             slots[i] = kernelParams[i];
         }
     }
-    std::lock_guard<std::mutex> g(g_launchLock);
-    note_launch(k->name);
-    moe4j_emu::LaunchResult res;
-    try {
-        res = moe4j_emu::launch(k, dim3{gx, gy, gz}, dim3{bx, by, bz}, sharedMemBytes, slots.data());
-    } catch (const std::exception& x) {
-        return set_fault(CUDA_ERROR_LAUNCH_FAILED, std::string(name) + ": " + x.what());
+    if (cpudev::stream_capturing(hStream)) {
+        // captured: the parameter values are copied now (as the driver does), the launch replays them
+        auto params = std::make_shared<std::vector<unsigned char>>(k->paramBytes + 16);
+        for (size_t i = 0; i < slots.size(); ++i) memcpy(params->data() + k->params[i].offset, slots[i], k->params[i].size);
+        const dim3 grid{gx, gy, gz}, block{bx, by, bz};
+        return enqueue(hStream, cpudev::kKernelNode, k, [k, grid, block, sharedMemBytes, params]() {
+            std::vector<void*> at(k->params.size());
+            for (size_t i = 0; i < at.size(); ++i) at[i] = params->data() + k->params[i].offset;
+            return run_launch(k, grid, block, sharedMemBytes, at.data());
+        });
     }
-    if (!res.ok) return set_fault(fault_code(res.message), res.message);
+    return run_launch(k, dim3{gx, gy, gz}, dim3{bx, by, bz}, sharedMemBytes, slots.data());
+}
+
+// ---- stream capture and graphs ---------------------------------------------------------------
+API CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (mode != CU_STREAM_CAPTURE_MODE_GLOBAL && mode != CU_STREAM_CAPTURE_MODE_THREAD_LOCAL &&
+        mode != CU_STREAM_CAPTURE_MODE_RELAXED)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!hStream) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;  // the legacy stream cannot capture
+    std::lock_guard<std::mutex> g(g_stateLock);
+    if (hStream->capture != CU_STREAM_CAPTURE_STATUS_NONE) return CUDA_ERROR_ILLEGAL_STATE;
+    hStream->capture = CU_STREAM_CAPTURE_STATUS_ACTIVE;
+    hStream->nodes.clear();
+    hStream->graphMemory = std::make_shared<std::vector<uintptr_t>>();
+    g_activeCaptures++;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamEndCapture(CUstream hStream, CUgraph* phGraph) {
+    if (CUresult r = ready()) return r;
+    if (!phGraph) return CUDA_ERROR_INVALID_VALUE;
+    if (!hStream || !stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    std::vector<cpudev::GraphNode> nodes;
+    std::shared_ptr<std::vector<uintptr_t>> memory;
+    CUstreamCaptureStatus was;
+    {
+        std::lock_guard<std::mutex> g(g_stateLock);
+        was = hStream->capture;
+        if (was == CU_STREAM_CAPTURE_STATUS_NONE) return CUDA_ERROR_ILLEGAL_STATE;
+        hStream->capture = CU_STREAM_CAPTURE_STATUS_NONE;
+        nodes.swap(hStream->nodes);
+        memory = std::move(hStream->graphMemory);
+        g_activeCaptures--;
+    }
+    if (was == CU_STREAM_CAPTURE_STATUS_INVALIDATED) {
+        *phGraph = nullptr;
+        for (uintptr_t p : *memory) release(p, false);
+        return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+    }
+    *phGraph = new CUgraph_st{std::move(nodes), std::move(memory)};
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus* captureStatus) {
+    if (CUresult r = ready()) return r;
+    if (!captureStatus) return CUDA_ERROR_INVALID_VALUE;
+    if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (!hStream) {
+        *captureStatus = CU_STREAM_CAPTURE_STATUS_NONE;
+        return g_activeCaptures.load() > 0 ? CUDA_ERROR_STREAM_CAPTURE_IMPLICIT : CUDA_SUCCESS;
+    }
+    std::lock_guard<std::mutex> g(g_stateLock);
+    *captureStatus = hStream->capture;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuGraphInstantiateWithFlags(CUgraphExec* phGraphExec, CUgraph hGraph, unsigned long long flags) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!phGraphExec || !hGraph || flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    *phGraphExec = new CUgraphExec_st{hGraph->nodes, hGraph->memory};
+    return CUDA_SUCCESS;
+}
+
+// Replays the nodes in capture order on the calling thread (eager, like every stream operation);
+// the first failing node stops the replay and its error is returned.
+API CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!hGraphExec || !stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    bool recorded = false;
+    CUresult r = cpudev::capture_enqueue(hStream, cpudev::GraphNode{cpudev::kKernelNode, hGraphExec, [hGraphExec]() {
+                                             for (auto& n : hGraphExec->nodes) {
+                                                 if (CUresult e = n.run()) return e;
+                                             }
+                                             return CUDA_SUCCESS;
+                                         }},
+                                         &recorded);
+    if (r != CUDA_SUCCESS || recorded) return r;
+    for (auto& n : hGraphExec->nodes) {
+        if (CUresult e = n.run()) return e;
+    }
+    return CUDA_SUCCESS;
+}
+
+// Takes the parameters of hGraph's nodes when its topology (node count, kinds, kernels) is the
+// exec's; otherwise reports why and leaves the exec unchanged.
+API CUresult cuGraphExecUpdate_v2(CUgraphExec hGraphExec, CUgraph hGraph, CUgraphExecUpdateResultInfo* resultInfo) {
+    if (CUresult r = ctx_ready()) return r;
+    if (!hGraphExec || !hGraph || !resultInfo) return CUDA_ERROR_INVALID_VALUE;
+    resultInfo->errorNode = nullptr;
+    resultInfo->errorFromNode = nullptr;
+    if (hGraph->nodes.size() != hGraphExec->nodes.size()) {
+        resultInfo->result = CU_GRAPH_EXEC_UPDATE_ERROR_TOPOLOGY_CHANGED;
+        return CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE;
+    }
+    for (size_t i = 0; i < hGraph->nodes.size(); ++i) {
+        const auto& a = hGraphExec->nodes[i];
+        const auto& b = hGraph->nodes[i];
+        if (a.kind != b.kind) {
+            resultInfo->result = CU_GRAPH_EXEC_UPDATE_ERROR_NODE_TYPE_CHANGED;
+            return CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE;
+        }
+        if (a.key != b.key) {
+            resultInfo->result = CU_GRAPH_EXEC_UPDATE_ERROR_UNSUPPORTED_FUNCTION_CHANGE;
+            return CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE;
+        }
+    }
+    hGraphExec->nodes = hGraph->nodes;
+    hGraphExec->memory = hGraph->memory;
+    resultInfo->result = CU_GRAPH_EXEC_UPDATE_SUCCESS;
+    return CUDA_SUCCESS;
+}
+
+static void release_graph_memory(std::shared_ptr<std::vector<uintptr_t>>& m) {
+    if (m && m.use_count() == 1) {
+        for (uintptr_t p : *m) release(p, false);
+    }
+    m.reset();
+}
+
+API CUresult cuGraphExecDestroy(CUgraphExec hGraphExec) {
+    if (CUresult r = ready()) return r;
+    if (!hGraphExec) return CUDA_ERROR_INVALID_VALUE;
+    release_graph_memory(hGraphExec->memory);
+    delete hGraphExec;
+    return CUDA_SUCCESS;
+}
+
+API CUresult cuGraphDestroy(CUgraph hGraph) {
+    if (CUresult r = ready()) return r;
+    if (!hGraph) return CUDA_ERROR_INVALID_VALUE;
+    release_graph_memory(hGraph->memory);
+    delete hGraph;
     return CUDA_SUCCESS;
 }
 

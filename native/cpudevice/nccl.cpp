@@ -493,6 +493,7 @@ struct GroupState {
     int depth = 0;
     std::vector<Op> ops;
     Status err;
+    cudaStream_t stream = nullptr;  // the stream of the group's operations (captured as one node)
 };
 thread_local GroupState t_group;
 
@@ -1020,6 +1021,21 @@ Status execute(const std::vector<Op>& ops, bool grouped) {
     return run(runs);
 }
 
+// While the stream captures (a CUDA graph), the operations are recorded as one node that executes them
+// when the graph is launched (every rank must launch its graph, as every rank issued the calls).
+// Returns CUDA_ERROR_NOT_READY when the stream does not capture (execute now).
+CUresult capture(std::vector<Op> ops, bool grouped, cudaStream_t stream) {
+    CUstream s = reinterpret_cast<CUstream>(stream);
+    if (!cpudev::stream_capturing(s)) return CUDA_ERROR_NOT_READY;
+    bool recorded = false;
+    CUresult r = cpudev::capture_enqueue(s, cpudev::GraphNode{cpudev::kCollectiveNode, nullptr, [ops, grouped]() {
+                                             return report(execute(ops, grouped)) == ncclSuccess ? CUDA_SUCCESS
+                                                                                                 : CUDA_ERROR_LAUNCH_FAILED;
+                                         }},
+                                         &recorded);
+    return r;
+}
+
 ncclResult_t submit(const Op& op, cudaStream_t stream) {
     Status st = validate(op, stream);
     GroupState& g = t_group;
@@ -1029,9 +1045,14 @@ ncclResult_t submit(const Op& op, cudaStream_t stream) {
             return report(st);
         }
         g.ops.push_back(op);
+        g.stream = stream;
         return ncclSuccess;
     }
     if (!st.ok()) return report(st);
+    if (CUresult r = capture({op}, false, stream); r != CUDA_ERROR_NOT_READY) {
+        return r == CUDA_SUCCESS ? ncclSuccess : report(fail(ncclInvalidUsage, "%s: stream capture failed (CUresult %d)",
+                                                               op_name(op.kind), (int)r));
+    }
     return report(execute({op}, false));
 }
 
@@ -1388,6 +1409,12 @@ NCCL_API ncclResult_t ncclGroupEnd(void) {
         return report(Status{err.code, "ncclGroupEnd: the group was discarded (nothing executed) because a call in "
                                         "it failed: " + err.msg});
     if (ops.empty()) return ncclSuccess;
+    cudaStream_t stream = g.stream;
+    g.stream = nullptr;
+    if (CUresult r = capture(ops, true, stream); r != CUDA_ERROR_NOT_READY) {
+        return r == CUDA_SUCCESS ? ncclSuccess
+                                 : report(fail(ncclInvalidUsage, "ncclGroupEnd: stream capture failed (CUresult %d)", (int)r));
+    }
     return report(execute(ops, true));
 }
 

@@ -52,6 +52,12 @@ bool device_range_live(const void* p, size_t bytes) {
 }
 bool stream_valid(CUstream s) { return s == nullptr || s == kStream; }
 CUresult sticky_error() { return static_cast<CUresult>(g_sticky.load()); }
+// no stream of this standalone test ever captures (graph capture is tested through the driver)
+bool stream_capturing(CUstream) { return false; }
+CUresult capture_enqueue(CUstream, GraphNode, bool* recorded) {
+    *recorded = false;
+    return CUDA_SUCCESS;
+}
 }  // namespace cpudev
 
 namespace {

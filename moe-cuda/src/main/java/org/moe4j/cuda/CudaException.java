@@ -37,7 +37,9 @@ public final class CudaException extends RuntimeException {
             Map.entry(702, "CUDA_ERROR_LAUNCH_TIMEOUT"), Map.entry(709, "CUDA_ERROR_CONTEXT_IS_DESTROYED"),
             Map.entry(710, "CUDA_ERROR_ASSERT"), Map.entry(715, "CUDA_ERROR_ILLEGAL_INSTRUCTION"),
             Map.entry(716, "CUDA_ERROR_MISALIGNED_ADDRESS"), Map.entry(719, "CUDA_ERROR_LAUNCH_FAILED"),
-            Map.entry(800, "CUDA_ERROR_NOT_PERMITTED"), Map.entry(801, "CUDA_ERROR_NOT_SUPPORTED"),
+            Map.entry(800, "CUDA_ERROR_NOT_PERMITTED"),
+            Map.entry(900, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED"), Map.entry(901, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED"),
+            Map.entry(910, "CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE"), Map.entry(801, "CUDA_ERROR_NOT_SUPPORTED"),
             Map.entry(803, "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"), Map.entry(999, "CUDA_ERROR_UNKNOWN"));
 
     private final String call;

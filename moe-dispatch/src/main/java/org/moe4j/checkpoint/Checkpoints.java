@@ -157,6 +157,19 @@ public final class Checkpoints {
      * @throws CheckpointException as {@link #load(Path, Map)}
      */
     public static void load(SafetensorsFile file, Map<String, HostBuffer> targets) {
+        load(file, targets, false);
+    }
+
+    /**
+     * Loads every target from the file, or nothing: names, dtypes, shapes and every value are
+     * checked before the first target is written.
+     *
+     * @param file           an open file
+     * @param targets        name → destination (float host buffers of the expected shape)
+     * @param allowNonFinite accept NaN and infinite values (refused by default, naming tensor and index)
+     * @throws CheckpointException as {@link #load(Path, Map)}, or naming the first non-finite value
+     */
+    public static void load(SafetensorsFile file, Map<String, HostBuffer> targets, boolean allowNonFinite) {
         List<Map.Entry<String, HostBuffer>> plan = List.copyOf(targets.entrySet());
         for (Map.Entry<String, HostBuffer> e : plan) {
             TensorInfo t = file.tensors().get(e.getKey());
@@ -164,13 +177,25 @@ public final class Checkpoints {
                 throw new CheckpointException(file.path() + ": missing tensor " + e.getKey());
             }
             HostBuffer dst = e.getValue();
-            if (!t.dtype().isFloatingPoint()) {
+            if (!t.dtype().isPlainFloat()) {
                 throw new CheckpointException(file.path() + ": tensor " + t.name() + " has dtype " + t.dtype()
                         + "; expected a floating dtype (F32, BF16 or F16)");
             }
             if (!t.shape().equals(dst.shape())) {
                 throw new CheckpointException(file.path() + ": tensor " + t.name() + " has shape " + t.shape()
                         + " but the layer needs " + dst.shape());
+            }
+        }
+        if (!allowNonFinite) {
+            for (Map.Entry<String, HostBuffer> e : plan) {
+                HostBuffer src = file.view(e.getKey());
+                for (long i = 0, n = src.numel(); i < n; i++) {
+                    float v = src.getFloat(i);
+                    if (!Float.isFinite(v)) {
+                        throw new CheckpointException(file.path() + ": tensor " + e.getKey() + " element " + i + " is " + v
+                                + "; non-finite values are refused unless allowNonFinite is set");
+                    }
+                }
             }
         }
         for (Map.Entry<String, HostBuffer> e : plan) {

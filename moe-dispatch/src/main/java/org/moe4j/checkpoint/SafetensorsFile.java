@@ -13,7 +13,6 @@ import java.util.Collections;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
-import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.HostBuffer;
 
@@ -82,10 +81,23 @@ public final class SafetensorsFile implements AutoCloseable {
         }
     }
 
+    private static final ObjectMapper STRICT = JSON.copy()
+            .enable(com.fasterxml.jackson.core.JsonParser.Feature.STRICT_DUPLICATE_DETECTION)
+            .enable(com.fasterxml.jackson.databind.DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
+
+    /**
+     * Parses and validates a header as the safetensors reference reader does: a JSON object that
+     * starts with '{', unique names, known dtypes, integral non-negative shapes, checked arithmetic,
+     * and tensors that, sorted by offset, are contiguous, non-overlapping and cover the data section
+     * exactly (no gap, no overlap, no trailing bytes).
+     */
     private static Map<String, TensorInfo> parse(Path path, byte[] head, long dataSize, Map<String, String> meta) {
+        if (head[0] != '{') {
+            throw new CheckpointException(path + ": bad header: does not start with '{'");
+        }
         JsonNode root;
         try {
-            root = JSON.readTree(head);
+            root = STRICT.readTree(head);
         } catch (IOException e) {
             throw new CheckpointException(path + ": bad header: not valid JSON (" + e.getMessage().lines().findFirst().orElse("") + ")", e);
         }
@@ -101,56 +113,85 @@ public final class SafetensorsFile implements AutoCloseable {
                 if (!t.isObject()) {
                     throw new CheckpointException(path + ": bad header: __metadata__ is not an object");
                 }
-                t.fields().forEachRemaining(m -> meta.put(m.getKey(), m.getValue().asText()));
+                for (Iterator<Map.Entry<String, JsonNode>> m = t.fields(); m.hasNext(); ) {
+                    Map.Entry<String, JsonNode> kv = m.next();
+                    if (!kv.getValue().isTextual()) {
+                        throw new CheckpointException(path + ": bad header: __metadata__ entry " + kv.getKey()
+                                + " is not a string");
+                    }
+                    meta.put(kv.getKey(), kv.getValue().asText());
+                }
                 continue;
             }
             String where = path + ": bad header: tensor " + name;
             if (!t.isObject() || !t.path("dtype").isTextual() || !t.path("shape").isArray()
-                    || !t.path("data_offsets").isArray() || t.path("data_offsets").size() != 2) {
-                throw new CheckpointException(where + " needs dtype, shape and data_offsets [begin, end]");
+                    || !t.path("data_offsets").isArray() || t.path("data_offsets").size() != 2 || t.size() != 3) {
+                throw new CheckpointException(where + " needs exactly dtype, shape and data_offsets [begin, end]");
             }
-            DType dtype = dtype(t.get("dtype").asText(), where);
+            SafetensorsDtype dtype;
+            try {
+                dtype = SafetensorsDtype.parse(t.get("dtype").asText());
+            } catch (IllegalArgumentException bad) {
+                throw new CheckpointException(where + " has unknown dtype " + t.get("dtype").asText()
+                        + " (known: " + java.util.Arrays.toString(SafetensorsDtype.values()) + ")");
+            }
             long[] dims = new long[t.get("shape").size()];
             long numel = 1;
             for (int i = 0; i < dims.length; i++) {
                 JsonNode d = t.get("shape").get(i);
-                if (!d.canConvertToLong() || d.asLong() < 0) {
+                if (!d.isIntegralNumber() || !d.canConvertToLong() || d.asLong() < 0) {
                     throw new CheckpointException(where + " has a bad shape " + t.get("shape"));
                 }
                 dims[i] = d.asLong();
-                numel = Math.multiplyExact(numel, dims[i]);
+                try {
+                    numel = Math.multiplyExact(numel, dims[i]);
+                } catch (ArithmeticException overflow) {
+                    throw new CheckpointException(where + ": shape " + t.get("shape") + " overflows a 64-bit element count");
+                }
             }
             JsonNode b = t.get("data_offsets").get(0);
             JsonNode en = t.get("data_offsets").get(1);
-            if (!b.canConvertToLong() || !en.canConvertToLong() || b.asLong() < 0 || en.asLong() < b.asLong()) {
+            if (!b.isIntegralNumber() || !en.isIntegralNumber() || !b.canConvertToLong() || !en.canConvertToLong()
+                    || b.asLong() < 0 || en.asLong() < b.asLong()) {
                 throw new CheckpointException(where + " has bad data_offsets " + t.get("data_offsets"));
             }
             long begin = b.asLong();
             long end = en.asLong();
-            if (end - begin != numel * dtype.byteSize()) {
+            long bytes;
+            try {
+                bytes = Math.multiplyExact(numel, (long) dtype.byteSize());
+            } catch (ArithmeticException overflow) {
+                throw new CheckpointException(where + ": " + dtype + " " + t.get("shape") + " overflows a 64-bit byte count");
+            }
+            if (end - begin != bytes) {
                 throw new CheckpointException(where + ": data_offsets " + t.get("data_offsets") + " span "
                         + (end - begin) + " bytes but " + dtype + " " + java.util.Arrays.toString(dims) + " needs "
-                        + numel * dtype.byteSize());
+                        + bytes);
             }
             if (end > dataSize) {
                 throw new CheckpointException(path + ": truncated: tensor " + name + " ends at byte " + end
                         + " of the data section, which has only " + dataSize + " bytes");
             }
-            out.put(name, new TensorInfo(name, dtype, Shape.of(dims), begin, end));
+            if (out.put(name, new TensorInfo(name, dtype, Shape.of(dims), begin, end)) != null) {
+                throw new CheckpointException(where + " appears twice");
+            }
+        }
+        java.util.List<TensorInfo> byOffset = new java.util.ArrayList<>(out.values());
+        byOffset.sort(java.util.Comparator.comparingLong(TensorInfo::begin).thenComparingLong(TensorInfo::end));
+        long at = 0;
+        for (TensorInfo t : byOffset) {
+            if (t.begin() != at) {
+                throw new CheckpointException(path + ": bad header: tensor " + t.name() + " starts at byte " + t.begin()
+                        + " of the data section but the previous tensor ends at " + at
+                        + (t.begin() < at ? " (overlap)" : " (gap)"));
+            }
+            at = t.end();
+        }
+        if (at != dataSize) {
+            throw new CheckpointException(path + ": bad header: the tensors cover " + at + " bytes but the data section has "
+                    + dataSize + " (trailing bytes)");
         }
         return out;
-    }
-
-    private static DType dtype(String code, String where) {
-        return switch (code) {
-            case "F32" -> DType.F32;
-            case "BF16" -> DType.BF16;
-            case "F16" -> DType.F16;
-            case "I32" -> DType.I32;
-            case "I64" -> DType.I64;
-            default -> throw new CheckpointException(where + " has unsupported dtype " + code
-                    + " (supported: F32, BF16, F16, I32, I64)");
-        };
     }
 
     /** @return the file */
@@ -171,14 +212,38 @@ public final class SafetensorsFile implements AutoCloseable {
     /**
      * @param name tensor name
      * @return a read-only view of the mapped bytes (valid until close)
-     * @throws CheckpointException if the tensor is missing
+     * @throws CheckpointException if the tensor is missing or has a dtype moe4j buffers cannot hold
      */
     public HostBuffer view(String name) {
+        TensorInfo t = info(name);
+        if (t.dtype().core() == null) {
+            throw new CheckpointException(path + ": tensor " + name + " has dtype " + t.dtype()
+                    + ", which has no moe4j buffer type; read its bytes with segment(name)");
+        }
+        return HostBuffer.wrap(t.dtype().core(), t.shape(), segment(name));
+    }
+
+    /**
+     * @param name tensor name
+     * @return the tensor's header entry
+     * @throws CheckpointException if the tensor is missing
+     */
+    public TensorInfo info(String name) {
         TensorInfo t = tensors.get(name);
         if (t == null) {
             throw new CheckpointException(path + ": missing tensor " + name);
         }
-        return HostBuffer.wrap(t.dtype(), t.shape(), data.asSlice(t.begin(), t.end() - t.begin()).asReadOnly());
+        return t;
+    }
+
+    /**
+     * @param name tensor name
+     * @return a read-only view of the tensor's mapped bytes, any dtype (valid until close)
+     * @throws CheckpointException if the tensor is missing
+     */
+    public MemorySegment segment(String name) {
+        TensorInfo t = info(name);
+        return data.asSlice(t.begin(), t.byteSize()).asReadOnly();
     }
 
     @Override

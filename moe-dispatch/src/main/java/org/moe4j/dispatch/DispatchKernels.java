@@ -186,6 +186,135 @@ public interface DispatchKernels {
     void copyFromHost(org.moe4j.core.buffer.HostBuffer src, Buffer dst);
 
     /**
+     * Builds the sender's plan of the static-shape (equal-split) all-to-all: destination chunk {@code d}
+     * is rows {@code [d*C, (d+1)*C)}; it holds the slots routed to rank {@code d} in the count-exchange
+     * send order (expert-major, then token order), one unit per slot, then padding rows (meta
+     * {@code srcRank = srcIndex = -1}, every expert -1, weights 0; {@code sendToken = returnSlot = -1}).
+     * When more than {@code C} slots are routed to a rank, {@code C} are kept by {@code policy}
+     * ({@code BY_POSITION}: lowest slot index {@code t*K+k}; {@code BY_SCORE}: highest weight, ties to
+     * the lower slot index), the rest are dropped (their {@code slotReturnRow} is -1) and counted in
+     * {@code plan.dropped}. Validates every expert id before writing anything.
+     *
+     * <p>The default stages through host memory (copies every input to the host and every output back:
+     * a device→host read); a device backend overrides it and {@link #staticPlansOnDevice()}.
+     *
+     * @param topkIdx     I32 {@code [T, K]}
+     * @param topkWeights F32 {@code [T, K]}
+     * @param experts     {@code E}
+     * @param world       {@code W}, divides {@code E}
+     * @param rank        this rank (written into meta)
+     * @param capacity    rows per destination chunk {@code C >= 1}
+     * @param policy      which slots an over-full chunk keeps
+     * @param plan        outputs
+     * @throws IllegalArgumentException naming the first expert id outside {@code [0, E)} other than -1, or a
+     *                                  mis-sized output
+     */
+    default void buildStaticSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, int capacity,
+            org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
+        try (org.moe4j.core.buffer.HostBuffer idx = stageIn(topkIdx);
+                org.moe4j.core.buffer.HostBuffer w = stageIn(topkWeights);
+                StaticSendPlan h = new StaticSendPlan(stageOut(plan.sendToken()), stageOut(plan.sendMeta()),
+                        stageOut(plan.returnSlot()), stageOut(plan.slotReturnRow()), stageOut(plan.dropped()))) {
+            org.moe4j.dispatch.internal.StaticPlans.buildSendPlan(idx, w, experts, world, rank, capacity, policy, h);
+            copyFromHost((org.moe4j.core.buffer.HostBuffer) h.sendToken(), plan.sendToken());
+            copyFromHost((org.moe4j.core.buffer.HostBuffer) h.sendMeta(), plan.sendMeta());
+            copyFromHost((org.moe4j.core.buffer.HostBuffer) h.returnSlot(), plan.returnSlot());
+            copyFromHost((org.moe4j.core.buffer.HostBuffer) h.slotReturnRow(), plan.slotReturnRow());
+            copyFromHost((org.moe4j.core.buffer.HostBuffer) h.dropped(), plan.dropped());
+        }
+    }
+
+    /**
+     * Builds the expert rank's plan of the static-shape all-to-all from the received meta (padding rows
+     * carry no expert): counts per local expert, padded group offsets and the local-expert-major layout
+     * (by source rank, then position in its chunk: the count-exchange order), all on the device. Slot
+     * arrays are indexed by received row ({@code slotUnit[u] = u}, -1 for a padding row); row arrays are
+     * -1 beyond the real rows.
+     *
+     * <p>The default stages through host memory, like {@link #buildStaticSendPlan}.
+     *
+     * @param meta                 I32 {@code [W*C, 2+2K]}
+     * @param firstExpert          global id of local expert 0
+     * @param alignment            group alignment {@code >= 1}
+     * @param groupOffsets         out I32 {@code [L+1]}
+     * @param tokensPerLocalExpert out I32 {@code [L]}
+     * @param plan                 outputs: slot arrays {@code [W*C]}, row arrays {@code [P]}, {@code P} at
+     *                             least the padded row total
+     * @throws IllegalArgumentException on mis-sized outputs
+     */
+    default void buildStaticRecvPlan(Buffer meta, int firstExpert, int alignment, Buffer groupOffsets,
+            Buffer tokensPerLocalExpert, RecvPlan plan) {
+        try (org.moe4j.core.buffer.HostBuffer m = stageIn(meta);
+                org.moe4j.core.buffer.HostBuffer off = stageOut(groupOffsets);
+                org.moe4j.core.buffer.HostBuffer tpl = stageOut(tokensPerLocalExpert);
+                org.moe4j.core.buffer.HostBuffer a = stageOut(plan.slotUnit());
+                org.moe4j.core.buffer.HostBuffer b = stageOut(plan.slotUnitSlot());
+                org.moe4j.core.buffer.HostBuffer c = stageOut(plan.slotExpertRow());
+                org.moe4j.core.buffer.HostBuffer d = stageOut(plan.slotWeight());
+                org.moe4j.core.buffer.HostBuffer e = stageOut(plan.rowSrcRank());
+                org.moe4j.core.buffer.HostBuffer f = stageOut(plan.rowSrcIndex());
+                org.moe4j.core.buffer.HostBuffer g = stageOut(plan.rowTopkSlot())) {
+            org.moe4j.dispatch.internal.StaticPlans.buildRecvPlan(m, firstExpert, alignment, off, tpl,
+                    new RecvPlan(a, b, c, d, e, f, g));
+            copyFromHost(off, groupOffsets);
+            copyFromHost(tpl, tokensPerLocalExpert);
+            copyFromHost(a, plan.slotUnit());
+            copyFromHost(b, plan.slotUnitSlot());
+            copyFromHost(c, plan.slotExpertRow());
+            copyFromHost(d, plan.slotWeight());
+            copyFromHost(e, plan.rowSrcRank());
+            copyFromHost(f, plan.rowSrcIndex());
+            copyFromHost(g, plan.rowTopkSlot());
+        }
+    }
+
+    /**
+     * @return true when {@link #buildStaticSendPlan} and {@link #buildStaticRecvPlan} run where the
+     *         buffers live without reading device memory back to the host; false for the host-staged
+     *         defaults (each call then is a device→host read)
+     */
+    default boolean staticPlansOnDevice() {
+        return false;
+    }
+
+    private org.moe4j.core.buffer.HostBuffer stageIn(Buffer b) {
+        org.moe4j.core.buffer.HostBuffer h = org.moe4j.core.buffer.HostBuffer.allocate(b.dtype(), b.shape());
+        try {
+            copyToHost(b, h);
+        } catch (RuntimeException e) {
+            h.close();
+            throw e;
+        }
+        return h;
+    }
+
+    private static org.moe4j.core.buffer.HostBuffer stageOut(Buffer b) {
+        return org.moe4j.core.buffer.HostBuffer.allocate(b.dtype(), b.shape());
+    }
+
+    /**
+     * The sender's plan of the static-shape all-to-all ({@code N = W*C} rows, one unit per slot).
+     *
+     * @param sendToken     I32 {@code [N]}: source token of each row, -1 for padding
+     * @param sendMeta      I32 {@code [N, 2+2K]}: meta of each row
+     * @param returnSlot    I32 {@code [N]}: slot {@code t*K+k} of each row (rows return in place), -1 for padding
+     * @param slotReturnRow I32 {@code [T*K]}: row of each slot, -1 for an empty or dropped slot
+     * @param dropped       I32 {@code [W]}: slots routed to each rank that did not fit its chunk
+     */
+    record StaticSendPlan(Buffer sendToken, Buffer sendMeta, Buffer returnSlot, Buffer slotReturnRow, Buffer dropped)
+            implements AutoCloseable {
+        /** Closes every buffer of the plan. */
+        @Override
+        public void close() {
+            for (Buffer b : new Buffer[] {sendToken, sendMeta, returnSlot, slotReturnRow, dropped}) {
+                if (b != null) {
+                    b.close();
+                }
+            }
+        }
+    }
+
+    /**
      * The sender's plan.
      *
      * @param sendToken     I32 {@code [U]}: source token of each unit, destination-rank-major

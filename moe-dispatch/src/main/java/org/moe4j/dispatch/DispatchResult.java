@@ -18,19 +18,6 @@ public interface DispatchResult extends AutoCloseable {
     /** @return {@code localExperts + 1} padded row offsets into {@link #expertInput()} */
     int[] groupOffsets();
 
-    /**
-     * The group offsets where the expert kernels read them: I32 {@code [localExperts + 1]} in the
-     * dispatcher's backend memory, the same values as {@link #groupOffsets()}. Owned by this result
-     * (valid until {@link #close()}); pass it to the experts instead of uploading the offsets again.
-     *
-     * @return the offsets buffer
-     * @throws UnsupportedOperationException if this implementation keeps its offsets on the host only
-     * @throws IllegalStateException         after {@link #close()}
-     */
-    default Buffer groupOffsetsBuffer() {
-        throw new UnsupportedOperationException(getClass().getSimpleName() + " keeps no group-offsets buffer");
-    }
-
     /** @return real (unpadded) rows per local expert: this rank's load statistics */
     int[] tokensPerLocalExpert();
 
@@ -45,6 +32,30 @@ public interface DispatchResult extends AutoCloseable {
     /** @return rows of {@link #expertInput()} including padding */
     default int rows() {
         return groupOffsets()[groupOffsets().length - 1];
+    }
+
+    /**
+     * The group offsets where the expert kernels read them: I32 {@code [localExperts + 1]} in the
+     * dispatcher's backend memory, the same values as {@link #groupOffsets()}, owned by this context
+     * (valid until {@link #close()}). The built-in strategies always keep them there, so the experts
+     * read the dispatcher's upload instead of a second one.
+     *
+     * @return the offsets buffer, or null when the strategy reports the offsets on the host only
+     *         ({@link #groupOffsets()})
+     */
+    default Buffer groupOffsetsBuffer() {
+        return null;
+    }
+
+    /**
+     * Routed slots of this rank's tokens that did not fit a static-shape chunk and were dropped (by the
+     * configured drop policy); always 0 for strategies without a static capacity. On a static-shape
+     * context this reads a device counter (a device→host read), so call it outside captured steps.
+     *
+     * @return dropped slots, summed over destination ranks
+     */
+    default long overflow() {
+        return 0;
     }
 
     /** @return I32 {@code [rows]}: source rank of each expert-input row, -1 for padding */

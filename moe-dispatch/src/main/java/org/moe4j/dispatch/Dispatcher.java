@@ -3,8 +3,6 @@ package org.moe4j.dispatch;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
-import org.moe4j.dispatch.internal.AllGatherDispatcher;
-import org.moe4j.dispatch.internal.AllToAllDispatcher;
 import org.moe4j.dispatch.internal.ExclusiveDispatcher;
 
 /**
@@ -66,12 +64,22 @@ public interface Dispatcher {
     Buffer dispatchBackward(DispatchResult d, Buffer dExpertInput);
 
     /**
+     * @return how many device→host reads (count read-backs that synchronise with the device) this
+     *         dispatcher has issued so far, or -1 when the implementation does not count them; a
+     *         host-sync-free strategy ({@link DispatcherProvider#hostSyncFree()}) adds none per step
+     */
+    default long hostReads() {
+        return -1;
+    }
+
+    /**
      * A dispatcher on the selected backend and its kernels (the CPU backend when the selected one
      * has no {@link DispatchKernels}).
      *
      * @param config settings
      * @param comm   the expert-parallel group
      * @return the dispatcher
+     * @throws IllegalArgumentException if no strategy of that name is registered
      */
     static Dispatcher create(DispatchConfig config, Communicator comm) {
         Backend backend = Backends.backendFor(DispatchKernels.class);
@@ -86,12 +94,11 @@ public interface Dispatcher {
      * @param backend allocates outputs
      * @param kernels the kernels
      * @return the dispatcher
-     * @throws IllegalArgumentException if the experts do not divide evenly over the ranks
+     * @throws IllegalArgumentException if no strategy of that name is registered ({@link Dispatchers}), or
+     *                                  the experts do not divide evenly over the ranks
      */
     static Dispatcher create(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
-        return new ExclusiveDispatcher(switch (config.strategy()) {
-            case ALL_TO_ALL -> new AllToAllDispatcher(config, comm, backend, kernels);
-            case ALL_GATHER -> new AllGatherDispatcher(config, comm, backend, kernels);
-        });
+        java.util.Objects.requireNonNull(config, "config");
+        return new ExclusiveDispatcher(Dispatchers.provider(config.strategy()).create(config, comm, backend, kernels));
     }
 }

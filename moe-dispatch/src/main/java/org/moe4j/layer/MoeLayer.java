@@ -8,6 +8,8 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.function.Function;
 import org.moe4j.checkpoint.Checkpoints;
+import org.moe4j.checkpoint.LayerCheckpoint;
+import org.moe4j.checkpoint.MoeNameMap;
 import org.moe4j.core.DType;
 import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
@@ -58,6 +60,11 @@ import org.moe4j.routing.RoutingKernels;
  * {@link Builder#syncReplicated(boolean) syncReplicated} (default on) the load is summed over the
  * ranks first, so every rank's bias stays identical; without it each rank balances its own load
  * and the replicas may drift apart.
+ *
+ * <p>Dispatch: the strategy named in {@link MoeConfig#dispatch()} (found through
+ * {@link org.moe4j.dispatch.DispatcherProvider}); with {@code static-all-to-all} the group offsets stay
+ * in the backend's memory and the dispatcher reads nothing back ({@link #dispatcher()}'s
+ * {@code hostReads()}), with identical results whenever no static chunk overflows.
  *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
@@ -130,17 +137,19 @@ public final class MoeLayer implements AutoCloseable {
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
+        private final Buffer uploadedOffsets; // null unless the strategy keeps its offsets on the host only
         private final GroupedExperts.Context expertCtx;
         private final Buffer expertOut;
         private final SharedExperts.Context sharedCtx;
         private boolean closed;
 
-        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer uploadedOffsets,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
             this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
+            this.uploadedOffsets = uploadedOffsets;
             this.expertCtx = expertCtx;
             this.expertOut = expertOut;
             this.sharedCtx = sharedCtx;
@@ -168,7 +177,7 @@ public final class MoeLayer implements AutoCloseable {
             }
             closed = true;
             // every part is closed even if one fails; later failures are attached as suppressed
-            Handover.closeAll(route, dispatch, expertOut, sharedCtx, expertCtx);
+            Handover.closeAll(route, dispatch, uploadedOffsets, expertOut, sharedCtx, expertCtx);
         }
     }
 
@@ -204,7 +213,8 @@ public final class MoeLayer implements AutoCloseable {
         this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
         try (BufferScope.Activation _ = state.enter()) {
             this.router = buildRouter(b, rk);
-            this.dispatcher = Dispatcher.create(DispatchConfig.from(config), comm, backend, dk);
+            this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm,
+                    backend, dk);
             int local = config.localExperts();
             this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
                     config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
@@ -225,7 +235,7 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     private Router buildRouter(Builder b, RoutingKernels rk) {
-        Router.Builder rb = Router.builder(config).backend(backend).kernels(rk);
+        Router.Builder rb = Router.builder(config).backend(backend).kernels(rk).forceBalanced(b.forceBalanced);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
@@ -268,6 +278,7 @@ public final class MoeLayer implements AutoCloseable {
         private Backend backend;
         private ExpertKernels expertKernels;
         private ExpertBias expertBias;
+        private boolean forceBalanced;
 
         private Builder(MoeConfig config, Communicator comm) {
             this.config = Objects.requireNonNull(config, "config");
@@ -319,6 +330,17 @@ public final class MoeLayer implements AutoCloseable {
             return this;
         }
 
+        /**
+         * @param v force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert
+         *          {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the
+         *          static-shape dispatch then moves no padding (default false)
+         * @return this
+         */
+        public Builder forceBalanced(boolean v) {
+            forceBalanced = v;
+            return this;
+        }
+
         /** @return the layer */
         public MoeLayer build() {
             return new MoeLayer(this);
@@ -336,6 +358,11 @@ public final class MoeLayer implements AutoCloseable {
      */
     public Router router() {
         return router;
+    }
+
+    /** @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}) */
+    public Dispatcher dispatcher() {
+        return dispatcher;
     }
 
     /** @return the routed experts of this rank */
@@ -397,11 +424,19 @@ public final class MoeLayer implements AutoCloseable {
         x.require("MoeLayer.forward: x", DType.F32, x.shape().dim(0), config.hidden());
         RouterOutput route = router.forward(x, gateWeight);
         DispatchResult d = null;
+        Buffer off = null;
         GroupedExperts.Result ex = null;
         SharedExperts.Result sh = null;
         try {
             d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
-            ex = experts.forward(d.expertInput(), d.groupOffsetsBuffer()); // the dispatcher's offsets, not a copy
+            Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d (built-in strategies): no second upload
+            if (deviceOffsets == null) {
+                int[] offsets = d.groupOffsets();
+                try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
+                    off = backend.upload(h); // staged: this strategy reports the offsets on the host only
+                }
+            }
+            ex = experts.forward(d.expertInput(), deviceOffsets != null ? deviceOffsets : off);
             Buffer out = dispatcher.combine(d, ex.output());
             if (shared != null) {
                 sh = shared.forward(x);
@@ -409,13 +444,13 @@ public final class MoeLayer implements AutoCloseable {
                 sh.output().close();
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            Forward f = new Forward(out, new Context(this, x, route, d, ex.context(), ex.output(),
+            Forward f = new Forward(out, new Context(this, x, route, d, off, ex.context(), ex.output(),
                     sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
             router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
             return f;
         } catch (RuntimeException e) {
             try {
-                new Context(this, x, route, d, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
+                new Context(this, x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
                         sh == null ? null : sh.context()).close();
             } catch (RuntimeException suppressed) {
                 e.addSuppressed(suppressed);
@@ -606,11 +641,11 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * This rank's tensors with Hugging Face DeepSeek-V3 names: {@code gate.weight},
-     * {@code gate.e_score_correction_bias}, {@code experts.{i}.gate_proj/up_proj/down_proj.weight}
-     * (global {@code i}, local experts only), {@code shared_experts.*}. The bias entry is a copy
-     * (write-only on save). On a host backend the others are live views; on a device backend they are
-     * host snapshots taken now (writing them does not change the layer; use {@link #load}).
+     * This rank's parameters with Hugging Face DeepSeek-V3 names: {@code gate.weight},
+     * {@code experts.{i}.gate_proj/up_proj/down_proj.weight} (global {@code i}, local experts only),
+     * {@code shared_experts.*}. The expert bias is not included (it is not a parameter; see
+     * {@link #expertBias()}). On a host backend the entries are live views; on a device backend they
+     * are host snapshots taken now (writing them does not change the layer; use {@link #load}).
      *
      * @param prefix e.g. {@code mlp.} or {@code model.layers.3.mlp.}
      * @return name → host buffer
@@ -638,30 +673,145 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Loads this rank's tensors (and the expert bias) from a safetensors file; all or nothing. On a
-     * device backend the file is read into host mirrors first, then every parameter is uploaded.
+     * Loads this rank's tensors (and the expert bias) with DeepSeek-V3 names; all or nothing. Same as
+     * {@link #load(java.nio.file.Path, String, MoeNameMap, LayerCheckpoint.Options)} with
+     * {@link MoeNameMap#deepseekV3()} and strict options.
      *
-     * @param path   the file (e.g. a Hugging Face shard)
+     * @param path   a safetensors file, a {@code model.safetensors.index.json}, or a checkpoint directory
      * @param prefix e.g. {@code model.layers.3.mlp.}
      * @throws org.moe4j.checkpoint.CheckpointException on a bad file; the layer is then unchanged
      */
     public void load(java.nio.file.Path path, String prefix) {
-        Map<Buffer, HostView> views = new IdentityHashMap<>();
-        boolean loaded = false;
-        try (HostBuffer bias = HostBuffer.allocate(DType.F32, config.experts())) {
-            Map<String, HostBuffer> targets = namedTensors(prefix, views, false);
-            targets.put(prefix + "gate.e_score_correction_bias", bias);
-            Checkpoints.load(path, targets);
-            loaded = true;
-            HostView[] all = views.values().toArray(HostView[]::new);
-            views.clear();
-            Handover.closeAll(all); // staged copies are uploaded here
-            router.expertBias().setValues(bias.toFloatArray());
+        load(path, prefix, MoeNameMap.deepseekV3(), LayerCheckpoint.Options.strict());
+    }
+
+    /**
+     * Loads this rank's tensors from a Hugging Face checkpoint (sharded through its index or a single
+     * file), in a family's names; all or nothing. Only the shards holding this rank's tensors are
+     * opened and only its own experts' bytes are read; F32/BF16/F16, FP8 E4M3 with block scales and
+     * MXFP4 are dequantised into the layer's dtypes. Every tensor is checked (present, shape, dtype,
+     * finite values) and decoded into host staging buffers before the first parameter is written.
+     * The expert bias is set from the family's score-correction bias, or to zero when the family has
+     * none. On a device backend the staged values are uploaded at the end.
+     *
+     * @param path    a checkpoint directory, its index, or one safetensors file
+     * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
+     * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
+     * @param options what to accept (non-finite values, unused family tensors)
+     * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
+     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault; the layer
+     *                                                  is then unchanged
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public void load(java.nio.file.Path path, String prefix, MoeNameMap names, LayerCheckpoint.Options options) {
+        enter("load");
+        try {
+            LayerCheckpointing.load(this, path, prefix, names, options);
         } finally {
-            if (!loaded) {
-                views.values().forEach(HostView::abandon); // a failed load uploads nothing
+            use.exit();
+        }
+    }
+
+    /**
+     * Exports the layer as a Hugging Face sharded checkpoint in {@code dir}, written once across the
+     * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
+     * also the router, the bias where the family has one, and the shared experts), each file
+     * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
+     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
+     * each writing its experts' slices.
+     *
+     * @param dir    destination directory (created if missing)
+     * @param prefix the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
+     * @param names  the family's name map
+     * @param dtype  file dtype: BF16 (HF's usual) or F32 (bitwise round trip of fp32 weights)
+     * @throws IllegalArgumentException on a null or non-float argument, or a layer tensor the family
+     *                                  cannot store
+     * @throws org.moe4j.checkpoint.CheckpointException when any rank fails to write (no index is written)
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public void export(java.nio.file.Path dir, String prefix, MoeNameMap names, DType dtype) {
+        enter("export");
+        try {
+            LayerCheckpointing.export(this, dir, prefix, names, dtype);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Saves everything a training step depends on, for an exact resume: fp32 weights, the optimiser's
+     * moments and step count and options, the expert bias and every rank's accumulated load, the
+     * config and the caller's step, as {@code moe4j-state-<r+1>-of-<W>.safetensors} shards plus
+     * {@code moe4j-state.safetensors.index.json} (written as {@link #export} writes). Routed-expert
+     * state is stored per global expert, so it can be resumed at another W when saved right after
+     * {@link #updateExpertBias()}. A collective.
+     *
+     * @param dir       destination directory (created if missing)
+     * @param optimizer the optimiser over {@link #parameters()}
+     * @param step      the caller's step counter, returned by {@link #loadTrainingState}
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0
+     * @throws org.moe4j.checkpoint.CheckpointException on write failure on any rank
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public void saveTrainingState(java.nio.file.Path dir, org.moe4j.optim.AdamW optimizer, long step) {
+        enter("saveTrainingState");
+        try {
+            LayerCheckpointing.saveState(this, dir, optimizer, step);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Restores what {@link #saveTrainingState} saved, all or nothing: the config must match (except
+     * {@code expertParallel}); at another W the saved loads must be empty.
+     *
+     * @param dir       the directory holding {@code moe4j-state.safetensors.index.json}
+     * @param optimizer the optimiser over {@link #parameters()} (its moments, steps and options are replaced)
+     * @return the saved step
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters
+     * @throws org.moe4j.checkpoint.CheckpointException naming what is missing or inconsistent; nothing
+     *                                                  is then changed
+     * @throws IllegalStateException if the layer is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     */
+    public long loadTrainingState(java.nio.file.Path dir, org.moe4j.optim.AdamW optimizer) {
+        enter("loadTrainingState");
+        try {
+            return LayerCheckpointing.loadState(this, dir, optimizer);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Sums small counters over the ranks (a collective; every rank gets the sums).
+     *
+     * @param values this rank's values
+     * @return the element-wise sums over the ranks
+     */
+    long[] sumOverRanks(long[] values) {
+        if (comm.size() == 1) {
+            return values.clone();
+        }
+        long[] out = values.clone();
+        try (HostBuffer h = HostBuffer.allocate(DType.I64, out.length)) {
+            for (int i = 0; i < out.length; i++) {
+                h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, out[i]);
+            }
+            try (Buffer b = backend.upload(h)) { // staged: the communicator works in the backend's memory
+                comm.allReduce(b, ReduceOp.SUM);
+                b.copyTo(h);
+            }
+            for (int i = 0; i < out.length; i++) {
+                out[i] = h.getLong(i);
             }
         }
+        return out;
     }
 
     /**

@@ -311,6 +311,66 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * The first-moment state of one parameter (for checkpoints: read it, or overwrite it to resume).
+     *
+     * @param value the value buffer of one of this optimiser's parameters
+     * @return its F32 first-moment buffer, same shape, on the parameters' backend (do not close it)
+     * @throws IllegalArgumentException if {@code value} is not a parameter of this optimiser
+     * @throws IllegalStateException    if the optimiser is closed
+     */
+    public Buffer firstMoment(Buffer value) {
+        return m.get(indexOf(value, "firstMoment"));
+    }
+
+    /**
+     * The second-moment state of one parameter.
+     *
+     * @param value the value buffer of one of this optimiser's parameters
+     * @return its F32 second-moment buffer, same shape, on the parameters' backend (do not close it)
+     * @throws IllegalArgumentException if {@code value} is not a parameter of this optimiser
+     * @throws IllegalStateException    if the optimiser is closed
+     */
+    public Buffer secondMoment(Buffer value) {
+        return v.get(indexOf(value, "secondMoment"));
+    }
+
+    private int indexOf(Buffer value, String what) {
+        if (closed) {
+            throw new IllegalStateException("AdamW." + what + ": the optimiser is closed");
+        }
+        for (int i = 0; i < params.size(); i++) {
+            if (params.get(i).value() == value) {
+                return i;
+            }
+        }
+        throw new IllegalArgumentException("AdamW." + what + ": " + value + " is not a parameter of this optimiser");
+    }
+
+    /**
+     * Sets the number of steps taken, as when resuming from a checkpoint (the bias corrections of the
+     * next step use {@code steps + 1}).
+     *
+     * @param steps steps already taken, ≥ 0
+     * @throws IllegalArgumentException if negative
+     * @throws IllegalStateException    if the optimiser is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public void restoreSteps(long steps) {
+        if (steps < 0) {
+            throw new IllegalArgumentException("AdamW.restoreSteps: steps=" + steps + " must be >= 0");
+        }
+        use.enter("restoreSteps");
+        try {
+            if (closed) {
+                throw new IllegalStateException("AdamW.restoreSteps: the optimiser is closed");
+            }
+            step = steps;
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
      * Sets every gradient to zero.
      *
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser

@@ -33,7 +33,11 @@ class DispatcherTest {
         DispatchConfig base = DispatchConfig.of(experts);
         return List.of(base, base.withGroupAlignment(8), base.withPerRankDedup(true),
                 base.withWeightBeforeReturn(true), base.withPerRankDedup(true).withWeightBeforeReturn(true).withGroupAlignment(3),
-                base.withStrategy(DispatchStrategy.ALL_GATHER), base.withStrategy(DispatchStrategy.ALL_GATHER).withGroupAlignment(4));
+                base.withStrategy(DispatchStrategy.ALL_GATHER), base.withStrategy(DispatchStrategy.ALL_GATHER).withGroupAlignment(4),
+                // static shape: one global chunk bound (ranks hold uneven token counts here), never reached
+                base.withOptions(new org.moe4j.core.config.DispatchOptions("static-all-to-all", false, false, 0, 160)),
+                base.withOptions(new org.moe4j.core.config.DispatchOptions("static-all-to-all", false, false, 0, 160))
+                        .withGroupAlignment(8));
     }
 
     @Test

@@ -112,6 +112,23 @@ public final class ExpertBias implements AutoCloseable {
     }
 
     /**
+     * Replaces the load accumulated since the last update (e.g. when resuming from a checkpoint
+     * saved between updates).
+     *
+     * @param load         {@code experts} non-negative counts
+     * @param microBatches forward calls they came from, ≥ 0
+     * @throws IllegalArgumentException on wrong length or a negative value (naming it); nothing changes
+     */
+    public synchronized void restoreLoad(long[] load, int microBatches) {
+        requireLoad("restoreLoad", load);
+        if (microBatches < 0) {
+            throw new IllegalArgumentException("ExpertBias.restoreLoad: microBatches=" + microBatches + " is negative");
+        }
+        System.arraycopy(load, 0, this.load, 0, experts);
+        this.microBatches = microBatches;
+    }
+
+    /**
      * Adds one micro-batch's assignments per expert to the load.
      *
      * @param tokensPerExpert {@code experts} non-negative counts

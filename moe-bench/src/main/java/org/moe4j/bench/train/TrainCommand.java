@@ -6,6 +6,7 @@ import java.time.LocalDateTime;
 import java.time.format.DateTimeFormatter;
 import java.util.List;
 import java.util.concurrent.Callable;
+import org.moe4j.core.config.DispatchOptions;
 import org.moe4j.core.config.HfConfigImport;
 import org.moe4j.core.config.MoeConfig;
 import picocli.CommandLine.Command;
@@ -51,6 +52,20 @@ public final class TrainCommand implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "1", description = "seed of weights and data (default: ${DEFAULT-VALUE})")
     long seed;
 
+    @Option(names = "--dispatch", defaultValue = "all-to-all",
+            description = "dispatch strategy: all-to-all | all-gather | static-all-to-all, or any registered one"
+                    + " (default: ${DEFAULT-VALUE})")
+    String dispatch;
+
+    @Option(names = "--chunk-rows", defaultValue = "0",
+            description = "static-all-to-all: rows per (source, destination) chunk (0 = not set; default: ${DEFAULT-VALUE})")
+    int chunkRows;
+
+    @Option(names = "--chunk-factor", defaultValue = "0",
+            description = "static-all-to-all: chunk rows = ceil(factor * tokens * topK / ranks) (0 = not set; default: the"
+                    + " exact worst case tokens * topK)")
+    double chunkFactor;
+
     @Option(names = "--out", description = "output directory (default: runs/<timestamp>)")
     Path out;
 
@@ -68,7 +83,9 @@ public final class TrainCommand implements Callable<Integer> {
             b = Presets.of(preset);
             name = preset;
         }
-        MoeConfig cfg = b.expertParallel(ranks).expertBiasCoeff(noBias ? 0 : biasCoeff).build();
+        MoeConfig cfg = b.expertParallel(ranks).expertBiasCoeff(noBias ? 0 : biasCoeff)
+                .dispatch(new DispatchOptions(dispatch, false, false, chunkFactor, chunkRows)).build();
+        org.moe4j.dispatch.Dispatchers.provider(cfg.dispatch().strategy()); // an unknown strategy fails here, by name
         Path dir = out != null ? out : Path.of("runs", LocalDateTime.now().format(DateTimeFormatter.ofPattern("yyyyMMdd-HHmmss")));
         Files.createDirectories(dir);
         System.out.printf("moe train: %s, %d ranks x %d tokens, %d steps, experts %d top-%d, hidden %d, ffn %d, bias %s%n",

@@ -29,6 +29,7 @@ import org.moe4j.core.DType;
  * @param expertParallel  expert-parallel world size {@code W}; each rank owns {@code E/W} experts
  * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
  * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
+ * @param dispatch        dispatch strategy and its options (count-exchange all-to-all by default)
  */
 public record MoeConfig(
         int hidden,
@@ -49,7 +50,8 @@ public record MoeConfig(
         int sharedFfn,
         int expertParallel,
         int groupAlignment,
-        DType expertDtype) {
+        DType expertDtype,
+        DispatchOptions dispatch) {
 
     public MoeConfig {
         Objects.requireNonNull(scoreFunction, "MoeConfig.scoreFunction");
@@ -59,6 +61,7 @@ public record MoeConfig(
         Objects.requireNonNull(capacity, "MoeConfig.capacity");
         Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
         Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
+        Objects.requireNonNull(dispatch, "MoeConfig.dispatch");
         positive("hidden", hidden);
         positive("experts", experts);
         positive("topK", topK);
@@ -185,6 +188,7 @@ public record MoeConfig(
         private int expertParallel = 1;
         private int groupAlignment = 1;
         private DType expertDtype = DType.F32;
+        private DispatchOptions dispatch = DispatchOptions.DEFAULT;
 
         private Builder() {
         }
@@ -210,6 +214,7 @@ public record MoeConfig(
             expertParallel = c.expertParallel;
             groupAlignment = c.groupAlignment;
             expertDtype = c.expertDtype;
+            dispatch = c.dispatch;
         }
 
         /**
@@ -315,6 +320,11 @@ public record MoeConfig(
          * @return this
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
+        /**
+         * @param v dispatch strategy and options
+         * @return this
+         */
+        public Builder dispatch(DispatchOptions v) { dispatch = v; return this; }
 
         /**
          * @return the validated config
@@ -324,7 +334,7 @@ public record MoeConfig(
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
                     limitedGroupsSet ? limitedGroups : expertGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
-                    groupAlignment, expertDtype);
+                    groupAlignment, expertDtype, dispatch);
         }
     }
 }

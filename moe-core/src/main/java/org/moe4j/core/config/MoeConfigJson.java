@@ -26,7 +26,8 @@ import org.moe4j.core.config.internal.JsonFields;
  * <pre>{@code
  * {"hidden": 1024, "experts": 64, "topK": 6, "ffn": 512,
  *  "scoreFunction": "SIGMOID", "expertGroups": 8, "limitedGroups": 3, "routeNorm": true,
- *  "auxLoss": {"seqCoeff": 0.0001}, "capacity": {"factor": 1.25, "policy": "BY_SCORE"}}
+ *  "auxLoss": {"seqCoeff": 0.0001}, "capacity": {"factor": 1.25, "policy": "BY_SCORE"},
+ *  "dispatch": {"strategy": "static-all-to-all", "chunkFactor": 1.5}}
  * }</pre>
  */
 public final class MoeConfigJson {
@@ -34,11 +35,14 @@ public final class MoeConfigJson {
     public static final List<String> FIELDS = List.of("hidden", "experts", "topK", "ffn", "scoreFunction",
             "expertGroups", "limitedGroups", "groupScore", "routeNorm", "routeScale", "expertBiasCoeff",
             "biasCentering", "auxLoss", "capacity", "sharedExperts", "sharedFfn", "expertParallel",
-            "groupAlignment", "expertDtype");
+            "groupAlignment", "expertDtype", "dispatch");
     /** Fields of the nested {@code auxLoss} object. */
     public static final List<String> AUX_LOSS_FIELDS = List.of("switchCoeff", "seqCoeff", "zCoeff", "seqLength");
     /** Fields of the nested {@code capacity} object. */
     public static final List<String> CAPACITY_FIELDS = List.of("factor", "policy");
+    /** Fields of the nested {@code dispatch} object. */
+    public static final List<String> DISPATCH_FIELDS = List.of("strategy", "perRankDedup", "weightBeforeReturn",
+            "chunkFactor", "chunkRows");
 
     private static final String SOURCE = "MoeConfig JSON";
 
@@ -129,6 +133,18 @@ public final class MoeConfigJson {
                 throw f.error("field 'expertDtype': " + e.getMessage());
             }
         }
+        JsonFields dispatch = f.objectOrNull("dispatch");
+        if (dispatch != null) {
+            dispatch.rejectUnknown(DISPATCH_FIELDS);
+            DispatchOptions d = DispatchOptions.DEFAULT;
+            try {
+                b.dispatch(new DispatchOptions(dispatch.stringOr("strategy", d.strategy()),
+                        dispatch.booleanOr("perRankDedup", false), dispatch.booleanOr("weightBeforeReturn", false),
+                        dispatch.doubleOr("chunkFactor", 0), dispatch.intOr("chunkRows", 0)));
+            } catch (IllegalArgumentException e) {
+                throw dispatch.error("field 'dispatch': " + e.getMessage());
+            }
+        }
         try {
             return b.build();
         } catch (IllegalArgumentException e) {
@@ -169,6 +185,13 @@ public final class MoeConfigJson {
         m.put("expertParallel", config.expertParallel());
         m.put("groupAlignment", config.groupAlignment());
         m.put("expertDtype", config.expertDtype().name());
+        Map<String, Object> dispatch = new LinkedHashMap<>();
+        dispatch.put("strategy", config.dispatch().strategy());
+        dispatch.put("perRankDedup", config.dispatch().perRankDedup());
+        dispatch.put("weightBeforeReturn", config.dispatch().weightBeforeReturn());
+        dispatch.put("chunkFactor", config.dispatch().chunkFactor());
+        dispatch.put("chunkRows", config.dispatch().chunkRows());
+        m.put("dispatch", dispatch);
         try {
             return JsonFields.MAPPER.writer().with(SerializationFeature.INDENT_OUTPUT).writeValueAsString(m) + "\n";
         } catch (JsonProcessingException e) {

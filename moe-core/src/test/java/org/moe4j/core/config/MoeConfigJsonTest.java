@@ -17,7 +17,8 @@ class MoeConfigJsonTest {
                 .scoreFunction(ScoreFunction.SIGMOID).groups(8, 3).groupScore(GroupScore.MAX)
                 .routeNorm(true).routeScale(2.5).expertBiasCoeff(0.001).biasCentering(BiasCentering.NONE)
                 .auxLoss(new AuxLoss(0.01, 1e-4, 1e-3, 4096)).capacity(new Capacity(1.25, DropPolicy.BY_POSITION))
-                .sharedExperts(2, 256).expertParallel(8).groupAlignment(16).expertDtype(DType.BF16).build();
+                .sharedExperts(2, 256).expertParallel(8).groupAlignment(16).expertDtype(DType.BF16)
+                .dispatch(new DispatchOptions(DispatchOptions.STATIC_ALL_TO_ALL, false, false, 1.5, 0)).build();
     }
 
     private static String msg(String json) {
@@ -61,10 +62,31 @@ class MoeConfigJsonTest {
     }
 
     @Test
+    void theDispatchStrategyAndItsOptionsRoundTripAndBadOnesNameTheField() {
+        MoeConfig c = MoeConfigJson.read("""
+                {"hidden": 16, "experts": 8, "topK": 2, "ffn": 32,
+                 "dispatch": {"strategy": "static-all-to-all", "chunkRows": 64}}""");
+        assertEquals(new DispatchOptions("static-all-to-all", false, false, 0, 64), c.dispatch());
+        assertEquals(c, MoeConfigJson.read(MoeConfigJson.write(c)));
+        assertEquals(DispatchOptions.DEFAULT, MoeConfigJson.read(
+                "{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32, \"dispatch\": {}}").dispatch());
+        String bad = msg("{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32,"
+                + " \"dispatch\": {\"strategy\": \"all-gather\", \"perRankDedup\": true}}");
+        assertTrue(bad.contains("field 'dispatch': DispatchOptions: perRankDedup and weightBeforeReturn apply to the "
+                + "all-to-all strategy only, not 'all-gather'"), bad);
+        String unknown = msg("{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32,"
+                + " \"dispatch\": {\"splits\": 3}}");
+        assertTrue(unknown.contains("splits"), unknown);
+        String name = msg("{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32,"
+                + " \"dispatch\": {\"strategy\": \"All To All\"}}");
+        assertTrue(name.contains("dispatch strategy name 'All To All' is invalid"), name);
+    }
+
+    @Test
     void anUnknownFieldIsAnErrorListingTheKnownOnes() {
         assertEquals("MoeConfig JSON: unknown field 'topk'; known fields: hidden, experts, topK, ffn, scoreFunction,"
                 + " expertGroups, limitedGroups, groupScore, routeNorm, routeScale, expertBiasCoeff, biasCentering,"
-                + " auxLoss, capacity, sharedExperts, sharedFfn, expertParallel, groupAlignment, expertDtype",
+                + " auxLoss, capacity, sharedExperts, sharedFfn, expertParallel, groupAlignment, expertDtype, dispatch",
                 msg("{\"hidden\": 16, \"experts\": 8, \"topk\": 2, \"ffn\": 32}"));
         assertEquals("MoeConfig JSON: unknown field 'auxLoss.alpha'; known fields of auxLoss: switchCoeff, seqCoeff,"
                 + " zCoeff, seqLength",

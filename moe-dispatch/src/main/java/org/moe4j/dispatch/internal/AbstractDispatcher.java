@@ -18,21 +18,44 @@ import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchResult;
 import org.moe4j.dispatch.Dispatcher;
 
-/** What both strategies share: validation, allocation, host read-back of counts, the context base. */
-abstract class AbstractDispatcher implements Dispatcher {
-    final DispatchConfig config;
-    final Communicator comm;
-    final Backend backend;
-    final DispatchKernels kernels;
-    final int world;
-    final int rank;
-    final int experts;
-    final int localExperts;
-    final int firstExpert;
+/**
+ * The public base class of dispatch strategies (see {@link org.moe4j.dispatch.DispatcherProvider}): what
+ * every strategy shares: input validation, allocation and recycled scratch memory, the host read-back of
+ * counts (counted by {@link #hostReads()}), padded group offsets, and the context base class.
+ */
+public abstract class AbstractDispatcher implements Dispatcher {
+    /** The settings. */
+    protected final DispatchConfig config;
+    /** The expert-parallel group. */
+    protected final Communicator comm;
+    /** Allocates outputs. */
+    protected final Backend backend;
+    /** The dispatch kernels of {@link #backend}. */
+    protected final DispatchKernels kernels;
+    /** Ranks {@code W}. */
+    protected final int world;
+    /** This rank. */
+    protected final int rank;
+    /** Routed experts {@code E}. */
+    protected final int experts;
+    /** Experts per rank {@code L = E / W}. */
+    protected final int localExperts;
+    /** Global id of this rank's local expert 0. */
+    protected final int firstExpert;
     /** Recycled intermediates from the backend (contents undefined); see {@link Scratch}. */
     final Scratch ws;
+    /** Device→host reads issued so far. */
+    private final java.util.concurrent.atomic.AtomicLong hostReads = new java.util.concurrent.atomic.AtomicLong();
 
-    AbstractDispatcher(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
+    /**
+     * @param config  settings
+     * @param comm    the expert-parallel group
+     * @param backend allocates outputs
+     * @param kernels the kernels
+     * @throws IllegalArgumentException if the experts do not divide evenly over the ranks
+     * @throws NullPointerException     if an argument is null
+     */
+    protected AbstractDispatcher(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
         this.config = Objects.requireNonNull(config, "config");
         this.comm = Objects.requireNonNull(comm, "comm");
         this.backend = Objects.requireNonNull(backend, "backend");
@@ -49,11 +72,26 @@ abstract class AbstractDispatcher implements Dispatcher {
         this.ws = backend.newScratch();
     }
 
-    /** Token count, hidden size and top-k of validated inputs. */
-    record Dims(int tokens, int hidden, int topK) {
+    /**
+     * Token count, hidden size and top-k of validated inputs.
+     *
+     * @param tokens tokens {@code T}
+     * @param hidden row width {@code H}
+     * @param topK   slots per token {@code K}
+     */
+    protected record Dims(int tokens, int hidden, int topK) {
     }
 
-    Dims validate(Buffer x, Buffer topkIdx, Buffer topkWeights) {
+    /**
+     * Checks the inputs of {@link #dispatch} (shapes and dtypes; expert ids are checked by the kernels).
+     *
+     * @param x           {@code [tokens, hidden]}
+     * @param topkIdx     I32 {@code [tokens, topK]}
+     * @param topkWeights F32 {@code [tokens, topK]}
+     * @return the dimensions
+     * @throws IllegalArgumentException naming the bad input
+     */
+    protected Dims validate(Buffer x, Buffer topkIdx, Buffer topkWeights) {
         Objects.requireNonNull(x, "x");
         Objects.requireNonNull(topkIdx, "topkIdx");
         Objects.requireNonNull(topkWeights, "topkWeights");
@@ -92,24 +130,69 @@ abstract class AbstractDispatcher implements Dispatcher {
         return all[(int) slot];
     }
 
-    static void requireOpen(String name, Buffer b) {
+    /**
+     * @param name names the buffer in a message
+     * @param b    the buffer
+     * @throws IllegalArgumentException if {@code b} is closed
+     */
+    protected static void requireOpen(String name, Buffer b) {
         if (b.isClosed()) {
             throw new IllegalArgumentException(name + " is closed (" + b.dtype() + " " + b.shape() + ")");
         }
     }
 
-    Buffer alloc(DType dtype, long... dims) {
+    /**
+     * @param dtype element type
+     * @param dims  dimensions
+     * @return a zeroed buffer from the backend, owned by the caller
+     */
+    protected Buffer alloc(DType dtype, long... dims) {
         return backend.allocate(dtype, Shape.of(dims));
     }
 
-    /** A recycled buffer with undefined contents; every element must be written before use. */
-    Buffer scratch(DType dtype, long... dims) {
+    /**
+     * A recycled buffer from the backend's scratch, with undefined contents; every element must be
+     * written before use.
+     *
+     * @param dtype element type
+     * @param dims  dimensions
+     * @return the buffer; hand it back with {@link #release}
+     */
+    protected Buffer scratch(DType dtype, long... dims) {
         return ws.take(dtype, dims);
     }
 
-    /** Reads an I32 buffer on the host (in place for host memory, a download otherwise). */
-    static int[] readInts(Buffer b) {
-        try (HostView v = b.hostView(HostView.Mode.READ)) {
+    /**
+     * Hands buffers from {@link #scratch} back for reuse (any other buffer is closed); nulls are skipped.
+     *
+     * @param buffers the buffers
+     */
+    protected void release(Buffer... buffers) {
+        for (Buffer b : buffers) {
+            ws.give(b);
+        }
+    }
+
+    @Override
+    public long hostReads() {
+        return hostReads.get();
+    }
+
+    /** Counts one device→host read made outside {@link #readInts} (e.g. by host-staged kernels). */
+    protected void countHostRead() {
+        hostReads.incrementAndGet();
+    }
+
+    /**
+     * Reads an I32 buffer into host memory: the one place a dispatcher synchronises with the device,
+     * counted by {@link #hostReads()}.
+     *
+     * @param b an I32 buffer of the backend
+     * @return its values
+     */
+    protected int[] readInts(Buffer b) {
+        countHostRead();
+        try (HostView v = b.hostView(HostView.Mode.READ)) { // in place for host memory, a download otherwise
             return v.host().toIntArray();
         }
     }
@@ -140,8 +223,14 @@ abstract class AbstractDispatcher implements Dispatcher {
         }
     }
 
-    /** Padded group offsets from real counts. */
-    int[] groupOffsets(int[] counts) {
+    /**
+     * Padded group offsets from real counts.
+     *
+     * @param counts rows per local expert
+     * @return {@code counts.length + 1} offsets, each group padded to the group alignment
+     * @throws IllegalArgumentException if the rows overflow an I32 index
+     */
+    protected int[] groupOffsets(int[] counts) {
         int[] off = new int[counts.length + 1];
         int align = config.groupAlignment();
         for (int l = 0; l < counts.length; l++) {
@@ -156,7 +245,16 @@ abstract class AbstractDispatcher implements Dispatcher {
         return off;
     }
 
-    static int sumExact(String what, int[] counts, int from, int to, int stride) {
+    /**
+     * @param what   names the counts in a message
+     * @param counts the counts
+     * @param from   first index
+     * @param to     end index (exclusive)
+     * @param stride index step
+     * @return the sum of {@code counts[from], counts[from + stride], ...}
+     * @throws IllegalArgumentException on a negative count or an I32 overflow
+     */
+    protected static int sumExact(String what, int[] counts, int from, int to, int stride) {
         long s = 0;
         for (int i = from; i < to; i += stride) {
             if (counts[i] < 0) {
@@ -170,7 +268,14 @@ abstract class AbstractDispatcher implements Dispatcher {
         return (int) s;
     }
 
-    static void requireRowsLike(String name, Buffer b, long rows, long hidden) {
+    /**
+     * @param name   names the buffer in a message
+     * @param b      the buffer
+     * @param rows   expected rows
+     * @param hidden expected row width
+     * @throws IllegalArgumentException unless {@code b} is a floating-point {@code [rows, hidden]} buffer
+     */
+    protected static void requireRowsLike(String name, Buffer b, long rows, long hidden) {
         Objects.requireNonNull(b, name);
         requireOpen(name, b);
         if (b.shape().rank() != 2 || b.shape().dim(0) != rows || b.shape().dim(1) != hidden
@@ -180,8 +285,8 @@ abstract class AbstractDispatcher implements Dispatcher {
         }
     }
 
-    /** Base of both strategies' contexts: owns buffers, knows its dispatcher. */
-    abstract static class Ctx implements DispatchResult {
+    /** Base of every strategy's context: owns buffers, knows its dispatcher. */
+    protected abstract static class Ctx implements DispatchResult {
         final AbstractDispatcher owner;
         final Dims dims;
         final DType xDtype;
@@ -195,7 +300,14 @@ abstract class AbstractDispatcher implements Dispatcher {
         DType yDtype; // set by combine
         boolean closed;
 
-        Ctx(AbstractDispatcher owner, Dims dims, DType xDtype, int[] groupOffsets, int[] tokensPerLocalExpert) {
+        /**
+         * @param owner                the dispatcher
+         * @param dims                 input dimensions
+         * @param xDtype               dtype of {@code x}
+         * @param groupOffsets         padded group offsets (null when the strategy keeps them on the device)
+         * @param tokensPerLocalExpert real rows per local expert (null when kept on the device)
+         */
+        protected Ctx(AbstractDispatcher owner, Dims dims, DType xDtype, int[] groupOffsets, int[] tokensPerLocalExpert) {
             this.owner = owner;
             this.dims = dims;
             this.xDtype = xDtype;
@@ -204,7 +316,14 @@ abstract class AbstractDispatcher implements Dispatcher {
             this.tokensPerLocalExpert = tokensPerLocalExpert;
         }
 
-        <B extends Buffer> B own(B b) {
+        /**
+         * Takes ownership of a buffer: it is released when the context closes.
+         *
+         * @param <B> the buffer type
+         * @param b   the buffer
+         * @return {@code b}
+         */
+        protected <B extends Buffer> B own(B b) {
             owned.add(b);
             return b;
         }
@@ -254,7 +373,8 @@ abstract class AbstractDispatcher implements Dispatcher {
             return recv.rowTopkSlot();
         }
 
-        void check() {
+        /** @throws IllegalStateException if the context is closed */
+        protected void check() {
             if (closed) {
                 throw new IllegalStateException("DispatchResult is closed");
             }
@@ -276,7 +396,15 @@ abstract class AbstractDispatcher implements Dispatcher {
         }
     }
 
-    <C extends Ctx> C context(DispatchResult d, Class<C> type) {
+    /**
+     * @param <C>  the context type
+     * @param d    a dispatch result
+     * @param type the context class of this strategy
+     * @return {@code d} as this dispatcher's open context
+     * @throws IllegalArgumentException if another dispatcher produced it
+     * @throws IllegalStateException    if it is closed
+     */
+    protected <C extends Ctx> C context(DispatchResult d, Class<C> type) {
         Objects.requireNonNull(d, "dispatch result");
         if (!type.isInstance(d) || ((Ctx) d).owner != this) {
             throw new IllegalArgumentException("this DispatchResult was produced by another dispatcher");

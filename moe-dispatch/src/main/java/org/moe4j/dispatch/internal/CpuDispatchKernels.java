@@ -209,6 +209,30 @@ public final class CpuDispatchKernels implements DispatchKernels {
     }
 
     @Override
+    public void buildStaticSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, int capacity,
+            org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
+        StaticPlans.buildSendPlan(host(topkIdx), host(topkWeights), experts, world, rank, capacity, policy, plan);
+    }
+
+    @Override
+    public void buildStaticRecvPlan(Buffer meta, int firstExpert, int alignment, Buffer groupOffsets,
+            Buffer tokensPerLocalExpert, RecvPlan plan) {
+        StaticPlans.buildRecvPlan(host(meta), firstExpert, alignment, host(groupOffsets), host(tokensPerLocalExpert),
+                plan);
+    }
+
+    /** @return true: host memory is this backend's device memory, nothing is read back */
+    @Override
+    public boolean staticPlansOnDevice() {
+        return true;
+    }
+
+    private static HostBuffer host(Buffer b) {
+        seg(b); // refuses non-host buffers with the usual message
+        return (HostBuffer) b;
+    }
+
+    @Override
     public void packUnits(Buffer topkIdx, Buffer topkWeights, int rank, Buffer meta) {
         MemorySegment idx = seg(topkIdx);
         MemorySegment w = seg(topkWeights);

@@ -63,4 +63,9 @@ public final class ExclusiveDispatcher implements Dispatcher {
             use.exit();
         }
     }
+
+    @Override
+    public long hostReads() {
+        return inner.hostReads();
+    }
 }

@@ -66,6 +66,22 @@ public final class cuda_h {
     public static final int CUDA_ERROR_NOT_READY = 600;
     /** {@code CUDA_ERROR_NOT_SUPPORTED = 801} */
     public static final int CUDA_ERROR_NOT_SUPPORTED = 801;
+    /** {@code CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900} */
+    public static final int CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900;
+    /** {@code CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901} */
+    public static final int CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901;
+    /** {@code CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE = 910} */
+    public static final int CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE = 910;
+    /** {@code CU_STREAM_CAPTURE_MODE_GLOBAL = 0} */
+    public static final int CU_STREAM_CAPTURE_MODE_GLOBAL = 0;
+    /** {@code CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1} */
+    public static final int CU_STREAM_CAPTURE_MODE_THREAD_LOCAL = 1;
+    /** {@code CU_STREAM_CAPTURE_STATUS_NONE = 0} */
+    public static final int CU_STREAM_CAPTURE_STATUS_NONE = 0;
+    /** {@code CU_STREAM_CAPTURE_STATUS_ACTIVE = 1} */
+    public static final int CU_STREAM_CAPTURE_STATUS_ACTIVE = 1;
+    /** {@code CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2} */
+    public static final int CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2;
     /** {@code CU_STREAM_DEFAULT = 0x0} */
     public static final int CU_STREAM_DEFAULT = 0;
     /** {@code CU_STREAM_NON_BLOCKING = 0x1} */
@@ -1058,6 +1074,302 @@ public final class cuda_h {
     public static int cuStreamSynchronize(MemorySegment hStream) {
         try {
             return (int) cuStreamSynchronize.HANDLE.invokeExact(hStream);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuStreamBeginCapture_v2 {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_INT);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuStreamBeginCapture_v2");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuStreamBeginCapture_v2} */
+    public static FunctionDescriptor cuStreamBeginCapture_v2$descriptor() {
+        return cuStreamBeginCapture_v2.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuStreamBeginCapture_v2} */
+    public static MethodHandle cuStreamBeginCapture_v2$handle() {
+        return cuStreamBeginCapture_v2.HANDLE;
+    }
+
+    /** @return the address of {@code cuStreamBeginCapture_v2} */
+    public static MemorySegment cuStreamBeginCapture_v2$address() {
+        return cuStreamBeginCapture_v2.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
+     * }
+     * @param hStream stream
+     * @param mode CU_STREAM_CAPTURE_MODE_GLOBAL (0), _THREAD_LOCAL (1) or _RELAXED (2)
+     * @return the status code
+     */
+    public static int cuStreamBeginCapture_v2(MemorySegment hStream, int mode) {
+        try {
+            return (int) cuStreamBeginCapture_v2.HANDLE.invokeExact(hStream, mode);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuStreamEndCapture {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuStreamEndCapture");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuStreamEndCapture} */
+    public static FunctionDescriptor cuStreamEndCapture$descriptor() {
+        return cuStreamEndCapture.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuStreamEndCapture} */
+    public static MethodHandle cuStreamEndCapture$handle() {
+        return cuStreamEndCapture.HANDLE;
+    }
+
+    /** @return the address of {@code cuStreamEndCapture} */
+    public static MemorySegment cuStreamEndCapture$address() {
+        return cuStreamEndCapture.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuStreamEndCapture(CUstream hStream, CUgraph *phGraph)
+     * }
+     * @param hStream stream
+     * @param phGraph out: CUgraph
+     * @return the status code
+     */
+    public static int cuStreamEndCapture(MemorySegment hStream, MemorySegment phGraph) {
+        try {
+            return (int) cuStreamEndCapture.HANDLE.invokeExact(hStream, phGraph);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuStreamIsCapturing {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuStreamIsCapturing");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuStreamIsCapturing} */
+    public static FunctionDescriptor cuStreamIsCapturing$descriptor() {
+        return cuStreamIsCapturing.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuStreamIsCapturing} */
+    public static MethodHandle cuStreamIsCapturing$handle() {
+        return cuStreamIsCapturing.HANDLE;
+    }
+
+    /** @return the address of {@code cuStreamIsCapturing} */
+    public static MemorySegment cuStreamIsCapturing$address() {
+        return cuStreamIsCapturing.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus *captureStatus)
+     * }
+     * @param hStream stream
+     * @param captureStatus out: CUstreamCaptureStatus (int)
+     * @return the status code
+     */
+    public static int cuStreamIsCapturing(MemorySegment hStream, MemorySegment captureStatus) {
+        try {
+            return (int) cuStreamIsCapturing.HANDLE.invokeExact(hStream, captureStatus);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuGraphInstantiateWithFlags {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_POINTER, cuda_h.C_LONG_LONG);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuGraphInstantiateWithFlags");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuGraphInstantiateWithFlags} */
+    public static FunctionDescriptor cuGraphInstantiateWithFlags$descriptor() {
+        return cuGraphInstantiateWithFlags.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuGraphInstantiateWithFlags} */
+    public static MethodHandle cuGraphInstantiateWithFlags$handle() {
+        return cuGraphInstantiateWithFlags.HANDLE;
+    }
+
+    /** @return the address of {@code cuGraphInstantiateWithFlags} */
+    public static MemorySegment cuGraphInstantiateWithFlags$address() {
+        return cuGraphInstantiateWithFlags.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuGraphInstantiateWithFlags(CUgraphExec *phGraphExec, CUgraph hGraph, unsigned long long flags)
+     * }
+     * @param phGraphExec out: CUgraphExec
+     * @param hGraph graph
+     * @param flags instantiate flags (0)
+     * @return the status code
+     */
+    public static int cuGraphInstantiateWithFlags(MemorySegment phGraphExec, MemorySegment hGraph, long flags) {
+        try {
+            return (int) cuGraphInstantiateWithFlags.HANDLE.invokeExact(phGraphExec, hGraph, flags);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuGraphLaunch {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuGraphLaunch");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuGraphLaunch} */
+    public static FunctionDescriptor cuGraphLaunch$descriptor() {
+        return cuGraphLaunch.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuGraphLaunch} */
+    public static MethodHandle cuGraphLaunch$handle() {
+        return cuGraphLaunch.HANDLE;
+    }
+
+    /** @return the address of {@code cuGraphLaunch} */
+    public static MemorySegment cuGraphLaunch$address() {
+        return cuGraphLaunch.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
+     * }
+     * @param hGraphExec executable graph
+     * @param hStream stream
+     * @return the status code
+     */
+    public static int cuGraphLaunch(MemorySegment hGraphExec, MemorySegment hStream) {
+        try {
+            return (int) cuGraphLaunch.HANDLE.invokeExact(hGraphExec, hStream);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuGraphExecUpdate_v2 {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER, cuda_h.C_POINTER, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuGraphExecUpdate_v2");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuGraphExecUpdate_v2} */
+    public static FunctionDescriptor cuGraphExecUpdate_v2$descriptor() {
+        return cuGraphExecUpdate_v2.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuGraphExecUpdate_v2} */
+    public static MethodHandle cuGraphExecUpdate_v2$handle() {
+        return cuGraphExecUpdate_v2.HANDLE;
+    }
+
+    /** @return the address of {@code cuGraphExecUpdate_v2} */
+    public static MemorySegment cuGraphExecUpdate_v2$address() {
+        return cuGraphExecUpdate_v2.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuGraphExecUpdate_v2(CUgraphExec hGraphExec, CUgraph hGraph, CUgraphExecUpdateResultInfo *resultInfo)
+     * }
+     * @param hGraphExec executable graph
+     * @param hGraph graph with the new parameters
+     * @param resultInfo out: CUgraphExecUpdateResultInfo (int result, then two node pointers)
+     * @return the status code
+     */
+    public static int cuGraphExecUpdate_v2(MemorySegment hGraphExec, MemorySegment hGraph, MemorySegment resultInfo) {
+        try {
+            return (int) cuGraphExecUpdate_v2.HANDLE.invokeExact(hGraphExec, hGraph, resultInfo);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuGraphExecDestroy {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuGraphExecDestroy");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuGraphExecDestroy} */
+    public static FunctionDescriptor cuGraphExecDestroy$descriptor() {
+        return cuGraphExecDestroy.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuGraphExecDestroy} */
+    public static MethodHandle cuGraphExecDestroy$handle() {
+        return cuGraphExecDestroy.HANDLE;
+    }
+
+    /** @return the address of {@code cuGraphExecDestroy} */
+    public static MemorySegment cuGraphExecDestroy$address() {
+        return cuGraphExecDestroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
+     * }
+     * @param hGraphExec executable graph
+     * @return the status code
+     */
+    public static int cuGraphExecDestroy(MemorySegment hGraphExec) {
+        try {
+            return (int) cuGraphExecDestroy.HANDLE.invokeExact(hGraphExec);
+        } catch (Throwable t) {
+            throw rethrow(t);
+        }
+    }
+
+    private static final class cuGraphDestroy {
+        static final FunctionDescriptor DESC = FunctionDescriptor.of(cuda_h.C_INT, cuda_h.C_POINTER);
+        static final MemorySegment ADDR = cuda_h.findOrThrow("cuGraphDestroy");
+        static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /** @return the descriptor of {@code cuGraphDestroy} */
+    public static FunctionDescriptor cuGraphDestroy$descriptor() {
+        return cuGraphDestroy.DESC;
+    }
+
+    /** @return the downcall handle of {@code cuGraphDestroy} */
+    public static MethodHandle cuGraphDestroy$handle() {
+        return cuGraphDestroy.HANDLE;
+    }
+
+    /** @return the address of {@code cuGraphDestroy} */
+    public static MemorySegment cuGraphDestroy$address() {
+        return cuGraphDestroy.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * CUresult cuGraphDestroy(CUgraph hGraph)
+     * }
+     * @param hGraph graph
+     * @return the status code
+     */
+    public static int cuGraphDestroy(MemorySegment hGraph) {
+        try {
+            return (int) cuGraphDestroy.HANDLE.invokeExact(hGraph);
         } catch (Throwable t) {
             throw rethrow(t);
         }

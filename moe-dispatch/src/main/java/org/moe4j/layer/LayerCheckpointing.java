@@ -1,0 +1,500 @@
+package org.moe4j.layer;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.TreeMap;
+import org.moe4j.checkpoint.CheckpointException;
+import org.moe4j.checkpoint.HfCheckpoint;
+import org.moe4j.checkpoint.LayerCheckpoint;
+import org.moe4j.checkpoint.MoeNameMap;
+import org.moe4j.checkpoint.MoeTensor;
+import org.moe4j.checkpoint.SafetensorsFile;
+import org.moe4j.checkpoint.SafetensorsWriter;
+import org.moe4j.checkpoint.TensorInfo;
+import org.moe4j.core.DType;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.config.MoeConfig;
+import org.moe4j.core.config.MoeConfigJson;
+import org.moe4j.optim.AdamW;
+
+/**
+ * The checkpoint operations of {@link MoeLayer}: HF-layout load and export, and the moe4j training
+ * state for exact resume. Every load stages into fresh host buffers and commits to the layer only
+ * after the whole checkpoint has been checked and decoded.
+ */
+final class LayerCheckpointing {
+    /** Index of the training state written by {@link #saveState}. */
+    static final String STATE_INDEX = "moe4j-state.safetensors.index.json";
+    private static final ObjectMapper JSON = new ObjectMapper();
+    private static final MoeNameMap STATE_NAMES = MoeNameMap.deepseekV3();
+
+    private LayerCheckpointing() {
+    }
+
+    static LayerCheckpoint.Geometry geometry(MoeLayer layer) {
+        MoeConfig c = layer.config();
+        return new LayerCheckpoint.Geometry(c.experts(), layer.experts().firstExpert(), layer.experts().localExperts(),
+                c.hidden(), c.ffn());
+    }
+
+    /** The layer's trainable tensors by slot (backend buffers). */
+    static Map<MoeTensor, Buffer> params(MoeLayer layer) {
+        Map<MoeTensor, Buffer> p = new EnumMap<>(MoeTensor.class);
+        p.put(MoeTensor.ROUTER_WEIGHT, layer.gateWeight());
+        p.put(MoeTensor.EXPERT_GATE, layer.experts().w1());
+        p.put(MoeTensor.EXPERT_UP, layer.experts().w3());
+        p.put(MoeTensor.EXPERT_DOWN, layer.experts().w2());
+        if (layer.sharedExperts() != null) {
+            p.put(MoeTensor.SHARED_GATE, layer.sharedExperts().mlp().w1());
+            p.put(MoeTensor.SHARED_UP, layer.sharedExperts().mlp().w3());
+            p.put(MoeTensor.SHARED_DOWN, layer.sharedExperts().mlp().w2());
+        }
+        return p;
+    }
+
+    /** The 2-D view a slot's loader/exporter expects of a shared-expert {@code [1, rows, cols]} buffer. */
+    private static HostBuffer view(MoeTensor slot, HostBuffer h) {
+        if (slot == MoeTensor.SHARED_GATE || slot == MoeTensor.SHARED_UP || slot == MoeTensor.SHARED_DOWN) {
+            return h.reshape(h.shape().dim(1), h.shape().dim(2));
+        }
+        return h;
+    }
+
+    /** Host staging buffers, one per source buffer, closed together. */
+    private static final class Staging implements AutoCloseable {
+        final Map<Buffer, HostBuffer> host = new LinkedHashMap<>();
+
+        HostBuffer fresh(Buffer b) {
+            return host.computeIfAbsent(b, x -> HostBuffer.allocate(x.dtype(), x.shape()));
+        }
+
+        HostBuffer download(Buffer b) {
+            return host.computeIfAbsent(b, Buffer::toHost);
+        }
+
+        void commit() {
+            host.forEach(Buffer::copyFrom);
+        }
+
+        @Override
+        public void close() {
+            host.values().forEach(HostBuffer::close);
+        }
+    }
+
+    static void load(MoeLayer layer, Path path, String prefix, MoeNameMap names, LayerCheckpoint.Options options) {
+        Objects.requireNonNull(path, "path");
+        Objects.requireNonNull(prefix, "prefix");
+        Objects.requireNonNull(names, "names");
+        Objects.requireNonNull(options, "options");
+        LayerCheckpoint.Geometry g = geometry(layer);
+        try (HfCheckpoint ckpt = HfCheckpoint.open(path); Staging st = new Staging();
+             HostBuffer bias = HostBuffer.allocate(DType.F32, layer.config().experts())) {
+            Map<MoeTensor, HostBuffer> targets = new EnumMap<>(MoeTensor.class);
+            params(layer).forEach((slot, b) -> targets.put(slot, view(slot, st.fresh(b))));
+            if (names.scoreCorrectionBias() != null) {
+                targets.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+            }
+            LayerCheckpoint.decodeInto(ckpt, prefix, names, g, targets, options); // staged: committed below
+            float[] b = bias.toFloatArray(); // zero when the family has no score-correction bias
+            st.commit();
+            layer.expertBias().setValues(b);
+        }
+    }
+
+    static String shardName(String stem, int rank, int world) {
+        return String.format("%s-%05d-of-%05d.safetensors", stem, rank + 1, world);
+    }
+
+    /**
+     * Each rank writes its shard, then every rank learns whether all succeeded; rank 0 then writes the
+     * index from the shards' own headers.
+     */
+    private static void writeSharded(MoeLayer layer, Path dir, String stem, String indexName,
+                                     Map<String, HostBuffer> tensors, Map<String, String> shardMeta,
+                                     Map<String, String> indexMeta) {
+        int rank = layer.communicator().rank();
+        int world = layer.communicator().size();
+        RuntimeException failure = null;
+        try {
+            Files.createDirectories(dir);
+            SafetensorsWriter.write(dir.resolve(shardName(stem, rank, world)), tensors, shardMeta);
+        } catch (IOException e) {
+            failure = new CheckpointException(dir + ": cannot create the checkpoint directory: " + e, e);
+        } catch (RuntimeException e) {
+            failure = e;
+        }
+        long[] ok = layer.sumOverRanks(new long[] {failure == null ? 1 : 0});
+        if (failure != null) {
+            throw failure;
+        }
+        if (ok[0] != world) {
+            throw new CheckpointException(dir + ": " + (world - ok[0]) + " of " + world + " ranks failed to write their"
+                    + " shard; no index was written");
+        }
+        if (rank == 0) {
+            List<String> shards = new ArrayList<>();
+            for (int r = 0; r < world; r++) {
+                shards.add(shardName(stem, r, world));
+            }
+            writeIndex(dir, shards, indexName, indexMeta);
+        }
+        layer.sumOverRanks(new long[] {1}); // no rank returns before the index is durable
+    }
+
+    private static void writeIndex(Path dir, List<String> shards, String indexName, Map<String, String> meta) {
+        Map<String, String> weightMap = new TreeMap<>();
+        long total = 0;
+        for (String shard : shards) {
+            try (SafetensorsFile f = SafetensorsFile.open(dir.resolve(shard))) {
+                for (TensorInfo t : f.tensors().values()) {
+                    if (weightMap.put(t.name(), shard) != null) {
+                        throw new CheckpointException(dir + ": tensor " + t.name() + " is in two shards");
+                    }
+                    total += t.byteSize();
+                }
+            }
+        }
+        ObjectNode root = JSON.createObjectNode();
+        ObjectNode m = root.putObject("metadata");
+        m.put("total_size", total);
+        meta.forEach(m::put);
+        ObjectNode wm = root.putObject("weight_map");
+        weightMap.forEach(wm::put);
+        byte[] bytes;
+        try {
+            bytes = JSON.writerWithDefaultPrettyPrinter().writeValueAsString(root).getBytes(StandardCharsets.UTF_8);
+        } catch (IOException e) {
+            throw new CheckpointException(dir + ": cannot encode the index", e);
+        }
+        SafetensorsWriter.writeBytes(dir.resolve(indexName), bytes);
+    }
+
+    static void export(MoeLayer layer, Path dir, String prefix, MoeNameMap names, DType dtype) {
+        Objects.requireNonNull(dir, "dir");
+        Objects.requireNonNull(prefix, "prefix");
+        Objects.requireNonNull(names, "names");
+        LayerCheckpoint.Geometry g = geometry(layer);
+        boolean first = layer.communicator().rank() == 0;
+        Map<String, HostBuffer> tensors = Map.of();
+        try (Staging st = new Staging();
+             HostBuffer bias = HostBuffer.ofFloats(layer.expertBias().values(), layer.config().experts())) {
+            Map<MoeTensor, HostBuffer> src = new EnumMap<>(MoeTensor.class);
+            params(layer).forEach((slot, b) -> src.put(slot, view(slot, st.download(b))));
+            if (names.scoreCorrectionBias() != null) {
+                src.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+            }
+            if (names.fused() && layer.communicator().size() > 1) {
+                exportFused(layer, dir, prefix, names, dtype, g, src);
+                return;
+            }
+            tensors = LayerCheckpoint.exportTensors(prefix, names, g, src, dtype, first, true);
+            writeSharded(layer, dir, "model", HfCheckpoint.INDEX, tensors, Map.of("format", "pt", "producer", "moe4j"),
+                    Map.of());
+        } finally {
+            tensors.values().forEach(HostBuffer::close);
+        }
+    }
+
+    /**
+     * Fused-expert families at W &gt; 1: one shard that every rank fills in place. Rank 0 lays it out
+     * and creates it at full size under a temporary name; each rank writes its experts' contiguous
+     * slices of the fused tensors (rank 0 also the replicated tensors) and fsyncs; then rank 0 renames
+     * it into place and writes the index. A status all-reduce after each phase makes a failure on any
+     * rank fail every rank, with no index written.
+     */
+    private static void exportFused(MoeLayer layer, Path dir, String prefix, MoeNameMap names, DType dtype,
+                                    LayerCheckpoint.Geometry g, Map<MoeTensor, HostBuffer> src) {
+        int rank = layer.communicator().rank();
+        int world = layer.communicator().size();
+        Map<MoeTensor, HostBuffer> routed = new EnumMap<>(MoeTensor.class);
+        src.forEach((slot, b) -> {
+            if (slot.routed()) {
+                routed.put(slot, b);
+            }
+        });
+        LayerCheckpoint.Geometry localOnly = new LayerCheckpoint.Geometry(g.localExperts(), 0, g.localExperts(),
+                g.hidden(), g.ffn());
+        Map<String, HostBuffer> rep = LayerCheckpoint.exportTensors(prefix, names, g, src, dtype, true, false);
+        Map<String, HostBuffer> local = Map.of();
+        try {
+            local = LayerCheckpoint.exportTensors(prefix, names, localOnly, routed, dtype, false, true);
+            Map<String, SafetensorsWriter.TensorSpec> specs = new LinkedHashMap<>();
+            org.moe4j.checkpoint.SafetensorsDtype fd = org.moe4j.checkpoint.SafetensorsDtype.of(dtype);
+            rep.forEach((n, b) -> specs.put(n, new SafetensorsWriter.TensorSpec(fd, b.shape())));
+            local.forEach((n, b) -> {
+                long[] dims = b.shape().dims();
+                dims[0] = g.experts();
+                specs.put(n, new SafetensorsWriter.TensorSpec(fd, org.moe4j.core.Shape.of(dims)));
+            });
+            SafetensorsWriter.Layout layout = SafetensorsWriter.layout(specs, Map.of("format", "pt", "producer", "moe4j"));
+            long nonce = layer.sumOverRanks(new long[] {rank == 0 ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
+            Path tmp = dir.resolve(SafetensorsWriter.TEMP_PREFIX + "shared-" + Long.toHexString(nonce) + ".tmp");
+            String shard = shardName("model", 0, 1);
+            RuntimeException failure = null;
+            if (rank == 0) {
+                try {
+                    Files.createDirectories(dir);
+                    SafetensorsWriter.createSized(tmp, layout);
+                } catch (IOException e) {
+                    failure = new CheckpointException(dir + ": cannot create the checkpoint directory: " + e, e);
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+            phase(layer, failure, dir, "create the shared shard", null);
+            try {
+                if (rank == 0) {
+                    for (Map.Entry<String, HostBuffer> e : rep.entrySet()) {
+                        SafetensorsWriter.writeAt(tmp, layout.start().get(e.getKey()), e.getValue().segment());
+                    }
+                }
+                for (Map.Entry<String, HostBuffer> e : local.entrySet()) {
+                    long slice = e.getValue().byteSize();
+                    SafetensorsWriter.writeAt(tmp, layout.start().get(e.getKey()) + rank * slice, e.getValue().segment());
+                }
+            } catch (RuntimeException e) {
+                failure = e;
+            }
+            phase(layer, failure, dir, "write their experts", rank == 0 ? tmp : null);
+            if (rank == 0) {
+                try {
+                    SafetensorsWriter.publish(tmp, dir.resolve(shard));
+                    writeIndex(dir, List.of(shard), HfCheckpoint.INDEX, Map.of());
+                } catch (RuntimeException e) {
+                    failure = e;
+                }
+            }
+            phase(layer, failure, dir, "publish the shard and index", null);
+        } finally {
+            rep.values().forEach(HostBuffer::close);
+            local.values().forEach(HostBuffer::close);
+        }
+    }
+
+    /** Every rank learns whether all succeeded; on failure every rank throws (after removing {@code cleanup}). */
+    private static void phase(MoeLayer layer, RuntimeException failure, Path dir, String what, Path cleanup) {
+        int world = layer.communicator().size();
+        long ok = layer.sumOverRanks(new long[] {failure == null ? 1 : 0})[0];
+        if (ok == world) {
+            return;
+        }
+        if (cleanup != null) {
+            try {
+                Files.deleteIfExists(cleanup);
+            } catch (IOException ignored) {
+                // the leftover is reported by SafetensorsWriter.removeLeftovers
+            }
+        }
+        if (failure != null) {
+            throw failure;
+        }
+        throw new CheckpointException(dir + ": " + (world - ok) + " of " + world + " ranks failed to " + what
+                + "; no index was written");
+    }
+
+    static void saveState(MoeLayer layer, Path dir, AdamW optimizer, long step) {
+        Objects.requireNonNull(dir, "dir");
+        Objects.requireNonNull(optimizer, "optimizer");
+        if (step < 0) {
+            throw new IllegalArgumentException("MoeLayer.saveTrainingState: step=" + step + " must be >= 0");
+        }
+        LayerCheckpoint.Geometry g = geometry(layer);
+        Map<MoeTensor, Buffer> params = params(layer);
+        for (Buffer p : params.values()) {
+            optimizer.firstMoment(p); // throws before anything is written if the optimiser is not this layer's
+        }
+        int world = layer.communicator().size();
+        int rank = layer.communicator().rank();
+        int e = layer.config().experts();
+        long[] mine = new long[world * (e + 1)];
+        long[] load = layer.expertBias().load();
+        System.arraycopy(load, 0, mine, rank * (e + 1), e);
+        mine[rank * (e + 1) + e] = layer.expertBias().microBatches();
+        long[] all = layer.sumOverRanks(mine);
+        Map<String, String> meta = new LinkedHashMap<>();
+        meta.put("moe4j.step", Long.toString(step));
+        meta.put("moe4j.adamw.steps", Long.toString(optimizer.steps()));
+        AdamW.Options o = optimizer.options();
+        meta.put("moe4j.adamw.options", o.lr() + "," + o.beta1() + "," + o.beta2() + "," + o.eps() + "," + o.weightDecay());
+        meta.put("moe4j.world", Integer.toString(world));
+        meta.put("moe4j.config", MoeConfigJson.write(layer.config()));
+        ArrayNode loads = JSON.createArrayNode();
+        for (int r = 0; r < world; r++) {
+            ArrayNode row = loads.addArray();
+            for (int i = 0; i <= e; i++) {
+                row.add(all[r * (e + 1) + i]);
+            }
+        }
+        meta.put("moe4j.bias.load_and_microbatches_per_rank", loads.toString());
+        boolean first = rank == 0;
+        Map<String, HostBuffer> tensors = new LinkedHashMap<>();
+        try (Staging st = new Staging();
+             HostBuffer bias = HostBuffer.ofFloats(layer.expertBias().values(), e)) {
+            Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
+            Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
+            Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
+            params.forEach((slot, b) -> {
+                w.put(slot, view(slot, st.download(b)));
+                m1.put(slot, view(slot, st.download(optimizer.firstMoment(b))));
+                m2.put(slot, view(slot, st.download(optimizer.secondMoment(b))));
+            });
+            w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+            tensors.putAll(LayerCheckpoint.exportTensors("", STATE_NAMES, g, w, DType.F32, first, true));
+            tensors.putAll(LayerCheckpoint.exportTensors("", STATE_NAMES.suffixed(".exp_avg"), g, m1, DType.F32, first, true));
+            tensors.putAll(LayerCheckpoint.exportTensors("", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, DType.F32, first,
+                    true));
+            writeSharded(layer, dir, "moe4j-state", STATE_INDEX, tensors, Map.of("producer", "moe4j"), meta);
+        } finally {
+            tensors.values().forEach(HostBuffer::close);
+        }
+    }
+
+    static long loadState(MoeLayer layer, Path dir, AdamW optimizer) {
+        Objects.requireNonNull(dir, "dir");
+        Objects.requireNonNull(optimizer, "optimizer");
+        LayerCheckpoint.Geometry g = geometry(layer);
+        Map<MoeTensor, Buffer> params = params(layer);
+        for (Buffer p : params.values()) {
+            optimizer.firstMoment(p);
+        }
+        Path index = dir.resolve(STATE_INDEX);
+        int e = layer.config().experts();
+        int world = layer.communicator().size();
+        int rank = layer.communicator().rank();
+        try (HfCheckpoint ckpt = HfCheckpoint.open(index); Staging st = new Staging();
+             HostBuffer bias = HostBuffer.allocate(DType.F32, e)) {
+            Map<String, String> meta = ckpt.metadata();
+            long step = longField(index, meta, "moe4j.step");
+            long adamSteps = longField(index, meta, "moe4j.adamw.steps");
+            int savedWorld = (int) longField(index, meta, "moe4j.world");
+            MoeConfig saved;
+            try {
+                saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
+            } catch (RuntimeException bad) {
+                throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
+            }
+            MoeConfig mine = layer.config();
+            if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
+                throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
+                        + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
+            }
+            AdamW.Options options = options(index, field(index, meta, "moe4j.adamw.options"));
+            long[] load = new long[e];
+            int micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
+                    savedWorld == world ? rank : -1, load);
+            Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
+            Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
+            Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
+            params.forEach((slot, b) -> {
+                w.put(slot, view(slot, st.fresh(b)));
+                m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(b))));
+                m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(b))));
+            });
+            w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+            LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
+            LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
+            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
+            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
+            float[] b = bias.toFloatArray();
+            st.commit();
+            layer.expertBias().setValues(b);
+            layer.expertBias().restoreLoad(load, micro);
+            optimizer.restoreSteps(adamSteps);
+            optimizer.options(options);
+            return step;
+        }
+    }
+
+    private static String field(Path index, Map<String, String> meta, String key) {
+        String v = meta.get(key);
+        if (v == null) {
+            throw new CheckpointException(index + ": metadata lacks " + key + " (not a moe4j training state?)");
+        }
+        return v;
+    }
+
+    private static long longField(Path index, Map<String, String> meta, String key) {
+        String v = field(index, meta, key);
+        try {
+            long x = Long.parseLong(v);
+            if (x < 0) {
+                throw new NumberFormatException("negative");
+            }
+            return x;
+        } catch (NumberFormatException bad) {
+            throw new CheckpointException(index + ": metadata " + key + "='" + v + "' is not a count >= 0");
+        }
+    }
+
+    private static AdamW.Options options(Path index, String v) {
+        String[] p = v.split(",");
+        try {
+            if (p.length != 5) {
+                throw new IllegalArgumentException("expected lr,beta1,beta2,eps,weightDecay");
+            }
+            return new AdamW.Options(Double.parseDouble(p[0]), Double.parseDouble(p[1]), Double.parseDouble(p[2]),
+                    Double.parseDouble(p[3]), Double.parseDouble(p[4]));
+        } catch (IllegalArgumentException bad) {
+            throw new CheckpointException(index + ": metadata moe4j.adamw.options='" + v + "': " + bad.getMessage(), bad);
+        }
+    }
+
+    /**
+     * Parses the per-rank loads; fills {@code out} with rank {@code rank}'s load (same W) or checks
+     * every load is empty (another W, where per-rank loads cannot be redistributed).
+     *
+     * @return the micro-batch count to restore
+     */
+    private static int loads(Path index, String v, int savedWorld, int experts, int rank, long[] out) {
+        List<long[]> rows = new ArrayList<>();
+        try {
+            var node = JSON.readTree(v);
+            if (!node.isArray() || node.size() != savedWorld) {
+                throw new IllegalArgumentException("expected " + savedWorld + " rows");
+            }
+            for (var row : node) {
+                if (!row.isArray() || row.size() != experts + 1) {
+                    throw new IllegalArgumentException("expected rows of " + (experts + 1) + " counts");
+                }
+                long[] r = new long[experts + 1];
+                for (int i = 0; i <= experts; i++) {
+                    if (!row.get(i).canConvertToLong() || row.get(i).asLong() < 0 || row.get(i).asLong() > Integer.MAX_VALUE
+                            && i == experts) {
+                        throw new IllegalArgumentException("bad count " + row.get(i));
+                    }
+                    r[i] = row.get(i).asLong();
+                }
+                rows.add(r);
+            }
+        } catch (IOException | IllegalArgumentException bad) {
+            throw new CheckpointException(index + ": bad moe4j.bias.load_and_microbatches_per_rank: " + bad.getMessage());
+        }
+        if (rank >= 0) {
+            System.arraycopy(rows.get(rank), 0, out, 0, experts);
+            return (int) rows.get(rank)[experts];
+        }
+        for (int r = 0; r < rows.size(); r++) {
+            for (long x : rows.get(r)) {
+                if (x != 0) {
+                    throw new CheckpointException(index + ": saved at W=" + savedWorld + " between expert-bias updates"
+                            + " (rank " + r + " has accumulated load); resume it at the same W, or save right after"
+                            + " updateExpertBias()");
+                }
+            }
+        }
+        return 0;
+    }
+}
