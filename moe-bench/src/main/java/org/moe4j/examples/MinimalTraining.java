@@ -52,7 +52,7 @@ public final class MinimalTraining {
                         HostBuffer dY = HostBuffer.allocate(DType.F32, tokens, config.hidden());
                         losses[step] = mseAndGradient(f.output(), target(comm.rank(), tokens, config.hidden()), dY);
                         layer.backward(f.context(), dY);                   // gate, expert, shared grads; returns dX
-                        layer.reduceGradients();                           // sum replicated grads over ranks
+                        layer.reduceGradients();                           // replicated grads over ranks (no-op once backward did it)
                         if (!optimiser.step().applied()) {                // a NaN/Inf gradient: the step was skipped
                             throw new IllegalStateException("step " + step + ": non-finite gradient");
                         }
