@@ -114,44 +114,93 @@ final class LayerCheckpointing {
         }
     }
 
-    static String shardName(String stem, int rank, int world) {
-        return String.format("%s-%05d-of-%05d.safetensors", stem, rank + 1, world);
+    static String shardName(String stem, long id, int rank, int world) {
+        return String.format("%s-%s-%05d-of-%05d.safetensors", stem, Long.toHexString(id), rank + 1, world);
+    }
+
+    /** Test hook: runs on each rank just before it writes its shard (a throw there fails that rank's write). */
+    static volatile java.util.function.IntConsumer beforeShardWrite = r -> { };
+
+    /** A save id all ranks agree on: rank 0's random number, spread by a sum. */
+    private static long saveId(MoeLayer layer) {
+        boolean first = layer.communicator().rank() == 0;
+        return layer.sumOverRanks(new long[] {first ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
     }
 
     /**
-     * Each rank writes its shard, then every rank learns whether all succeeded; rank 0 then writes the
-     * index from the shards' own headers.
+     * Each rank writes its shard under a name unique to this save, then every rank learns whether all
+     * succeeded; rank 0 then writes the index from the shards' own headers (the commit point: a reader
+     * sees the previous save's index and shards, or this one's) and deletes the shards of earlier saves.
      */
     private static void writeSharded(MoeLayer layer, Path dir, String stem, String indexName,
                                      Map<String, HostBuffer> tensors, Map<String, String> shardMeta,
                                      Map<String, String> indexMeta) {
         int rank = layer.communicator().rank();
         int world = layer.communicator().size();
+        long id = saveId(layer);
+        Path mine = dir.resolve(shardName(stem, id, rank, world));
         RuntimeException failure = null;
         try {
             Files.createDirectories(dir);
-            SafetensorsWriter.write(dir.resolve(shardName(stem, rank, world)), tensors, shardMeta);
+            beforeShardWrite.accept(rank);
+            SafetensorsWriter.write(mine, tensors, shardMeta);
         } catch (IOException e) {
             failure = new CheckpointException(dir + ": cannot create the checkpoint directory: " + e, e);
         } catch (RuntimeException e) {
             failure = e;
         }
         long[] ok = layer.sumOverRanks(new long[] {failure == null ? 1 : 0});
+        if (ok[0] != world) {
+            deleteQuietly(mine); // not referenced by any index
+        }
         if (failure != null) {
             throw failure;
         }
         if (ok[0] != world) {
             throw new CheckpointException(dir + ": " + (world - ok[0]) + " of " + world + " ranks failed to write their"
-                    + " shard; no index was written");
+                    + " shard; no index was written (the previous save, if any, is unchanged)");
         }
         if (rank == 0) {
-            List<String> shards = new ArrayList<>();
-            for (int r = 0; r < world; r++) {
-                shards.add(shardName(stem, r, world));
+            try {
+                List<String> shards = new ArrayList<>();
+                for (int r = 0; r < world; r++) {
+                    shards.add(shardName(stem, id, r, world));
+                }
+                writeIndex(dir, shards, indexName, indexMeta);
+                removeStaleShards(dir, stem, shards);
+            } catch (RuntimeException e) {
+                failure = e;
             }
-            writeIndex(dir, shards, indexName, indexMeta);
         }
-        layer.sumOverRanks(new long[] {1}); // no rank returns before the index is durable
+        phase(layer, failure, dir, "publish the index", null); // no rank returns before the index is durable
+    }
+
+    /**
+     * Deletes the shards of earlier saves ({@code <stem>-[<id>-]<r>-of-<W>.safetensors}) that the
+     * just-published index does not list.
+     */
+    private static void removeStaleShards(Path dir, String stem, List<String> keep) {
+        java.util.regex.Pattern shard = java.util.regex.Pattern.compile(
+                java.util.regex.Pattern.quote(stem) + "-([0-9a-f]+-)?[0-9]{5}-of-[0-9]{5}\\.safetensors");
+        try (java.util.stream.Stream<Path> files = Files.list(dir)) {
+            for (Path p : files.toList()) {
+                String n = p.getFileName().toString();
+                if (shard.matcher(n).matches() && !keep.contains(n)) {
+                    Files.deleteIfExists(p);
+                }
+            }
+        } catch (IOException e) {
+            throw new CheckpointException(dir + ": the new index is published, but the shards of an earlier save could"
+                    + " not be removed: " + e, e);
+        }
+    }
+
+    private static void deleteQuietly(Path p) {
+        try {
+            Files.deleteIfExists(p);
+        } catch (IOException ignored) {
+            // an unreferenced file; removeStaleShards deletes it after the next successful save
+        }
     }
 
     private static void writeIndex(Path dir, List<String> shards, String indexName, Map<String, String> meta) {
@@ -242,7 +291,7 @@ final class LayerCheckpointing {
             SafetensorsWriter.Layout layout = SafetensorsWriter.layout(specs, Map.of("format", "pt", "producer", "moe4j"));
             long nonce = layer.sumOverRanks(new long[] {rank == 0 ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
             Path tmp = dir.resolve(SafetensorsWriter.TEMP_PREFIX + "shared-" + Long.toHexString(nonce) + ".tmp");
-            String shard = shardName("model", 0, 1);
+            String shard = shardName("model", nonce, 0, 1);
             RuntimeException failure = null;
             if (rank == 0) {
                 try {
@@ -273,6 +322,7 @@ final class LayerCheckpointing {
                 try {
                     SafetensorsWriter.publish(tmp, dir.resolve(shard));
                     writeIndex(dir, List.of(shard), HfCheckpoint.INDEX, Map.of());
+                    removeStaleShards(dir, "model", List.of(shard));
                 } catch (RuntimeException e) {
                     failure = e;
                 }

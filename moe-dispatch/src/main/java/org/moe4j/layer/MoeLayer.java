@@ -659,10 +659,12 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Exports the layer as a Hugging Face sharded checkpoint in {@code dir}, written once across the
-     * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
-     * also the router, the bias where the family has one, and the shared experts), each file
-     * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
-     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * ranks: rank {@code r} writes {@code model-<id>-<r+1>-of-<W>.safetensors} (a save id the ranks
+     * agree on) with its experts (rank 0 also the router, the bias where the family has one, and the
+     * shared experts), each file crash-safe; after every rank's shard is durable, rank 0 writes
+     * {@code model.safetensors.index.json} from the shards' headers. The index is the commit point: a
+     * failed export leaves an earlier one in {@code dir} intact, and a successful one deletes the
+     * shards of earlier exports that its index does not list. A collective: all ranks call it. Fused-expert families (Llama 4,
      * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
      * each writing its experts' slices.
      *
@@ -688,7 +690,7 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * Saves everything a training step depends on, for an exact resume: fp32 weights, the optimiser's
      * moments and step count and options, the expert bias and every rank's accumulated load, the
-     * config and the caller's step, as {@code moe4j-state-<r+1>-of-<W>.safetensors} shards plus
+     * config and the caller's step, as {@code moe4j-state-<id>-<r+1>-of-<W>.safetensors} shards plus
      * {@code moe4j-state.safetensors.index.json} (written as {@link #export} writes). Routed-expert
      * state is stored per global expert, so it can be resumed at another W when saved right after
      * {@link #updateExpertBias()}. A collective.
