@@ -95,7 +95,7 @@ public final class SafetensorsWriter {
         atomically(path, ch -> {
             writeFully(ch, ByteBuffer.wrap(head));
             for (RawTensor b : ordered.values()) {
-                writeFully(ch, b.data().asByteBuffer());
+                inSlices(b.data(), SLICE_BYTES, (slice, offset) -> writeFully(ch, slice));
             }
         });
     }
@@ -238,11 +238,12 @@ public final class SafetensorsWriter {
      */
     public static void writeAt(Path file, long position, java.lang.foreign.MemorySegment bytes) {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.WRITE)) {
-            ByteBuffer b = bytes.asByteBuffer();
-            long at = position;
-            while (b.hasRemaining()) {
-                at += ch.write(b, at);
-            }
+            inSlices(bytes, SLICE_BYTES, (b, offset) -> {
+                long at = position + offset;
+                while (b.hasRemaining()) {
+                    at += ch.write(b, at);
+                }
+            });
             ch.force(true);
         } catch (IOException e) {
             throw new CheckpointException(file + ": cannot write at " + position + ": " + e, e);
@@ -341,6 +342,36 @@ public final class SafetensorsWriter {
             throw new CheckpointException(dir + ": cannot remove leftover temporary files: " + e, e);
         }
         return removed;
+    }
+
+    /**
+     * The most bytes handed to the channel in one buffer: {@link java.lang.foreign.MemorySegment#asByteBuffer}
+     * refuses segments over {@link Integer#MAX_VALUE} bytes, so larger tensors are written in slices.
+     */
+    static final long SLICE_BYTES = 1L << 30;
+
+    /** Receives one slice of a segment and its offset in the segment. */
+    @FunctionalInterface
+    interface SliceSink {
+        void accept(ByteBuffer slice, long offset) throws IOException;
+    }
+
+    /**
+     * Hands a segment to {@code sink} as byte buffers of at most {@code sliceBytes} bytes, in order.
+     *
+     * @param segment    the bytes
+     * @param sliceBytes the largest slice, 1 to {@link Integer#MAX_VALUE}
+     * @param sink       receives each slice and its offset
+     * @throws IOException as the sink throws
+     */
+    static void inSlices(java.lang.foreign.MemorySegment segment, long sliceBytes, SliceSink sink) throws IOException {
+        if (sliceBytes < 1 || sliceBytes > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("SafetensorsWriter: slice size " + sliceBytes + " out of range");
+        }
+        long size = segment.byteSize();
+        for (long off = 0; off < size; off += sliceBytes) {
+            sink.accept(segment.asSlice(off, Math.min(sliceBytes, size - off)).asByteBuffer(), off);
+        }
     }
 
     /** Writes the content of a file through a channel. */
