@@ -100,18 +100,89 @@ final class LayerCheckpointing {
         Objects.requireNonNull(names, "names");
         Objects.requireNonNull(options, "options");
         LayerCheckpoint.Geometry g = geometry(layer);
-        try (HfCheckpoint ckpt = HfCheckpoint.open(path); Staging st = new Staging();
+        try (Staging st = new Staging();
              HostBuffer bias = HostBuffer.allocate(DType.F32, layer.config().experts())) {
-            Map<MoeTensor, HostBuffer> targets = new EnumMap<>(MoeTensor.class);
-            params(layer).forEach((slot, b) -> targets.put(slot, view(slot, st.fresh(b))));
-            if (names.scoreCorrectionBias() != null) {
-                targets.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+            RuntimeException failure = null;
+            float[] b = null;
+            try (HfCheckpoint ckpt = HfCheckpoint.open(path)) {
+                Map<MoeTensor, HostBuffer> targets = new EnumMap<>(MoeTensor.class);
+                params(layer).forEach((slot, buf) -> targets.put(slot, view(slot, st.fresh(buf))));
+                if (names.scoreCorrectionBias() != null) {
+                    targets.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+                }
+                LayerCheckpoint.decodeInto(ckpt, prefix, names, g, targets, options); // staged: committed below
+                b = bias.toFloatArray(); // zero when the family has no score-correction bias
+            } catch (RuntimeException e) {
+                failure = e;
             }
-            LayerCheckpoint.decodeInto(ckpt, prefix, names, g, targets, options); // staged: committed below
-            float[] b = bias.toFloatArray(); // zero when the family has no score-correction bias
+            agree(layer, failure, path + ": load"); // all ranks commit, or none
             st.commit();
             layer.expertBias().setValues(b);
         }
+    }
+
+    /**
+     * A status all-reduce before a commit: every rank reports whether it is ready; if any is not, the
+     * failing ranks' messages are gathered and every rank throws (a failing rank its own exception, the
+     * others a {@link CheckpointException} carrying those messages), so all ranks commit or none does.
+     */
+    private static void agree(MoeLayer layer, RuntimeException failure, String what) {
+        int world = layer.communicator().size();
+        int rank = layer.communicator().rank();
+        if (world == 1) {
+            if (failure != null) {
+                throw failure;
+            }
+            return;
+        }
+        byte[] msg = new byte[0];
+        if (failure != null) {
+            String m = String.valueOf(failure.getMessage());
+            byte[] full = m.getBytes(StandardCharsets.UTF_8);
+            msg = java.util.Arrays.copyOf(full, Math.min(full.length, 2000));
+        }
+        long[] lengths = new long[world];
+        lengths[rank] = failure == null ? 0 : msg.length + 1;
+        lengths = layer.sumOverRanks(lengths);
+        long total = 0;
+        long offset = 0;
+        for (int r = 0; r < world; r++) {
+            long len = Math.max(0, lengths[r] - 1);
+            if (r < rank) {
+                offset += len;
+            }
+            total += len;
+        }
+        boolean allOk = true;
+        for (long l : lengths) {
+            allOk &= l == 0;
+        }
+        if (allOk) {
+            return;
+        }
+        long[] bytes = new long[(int) total];
+        for (int i = 0; i < msg.length; i++) {
+            bytes[(int) offset + i] = msg[i];
+        }
+        bytes = layer.sumOverRanks(bytes);
+        if (failure != null) {
+            throw failure;
+        }
+        StringBuilder why = new StringBuilder();
+        int at = 0;
+        for (int r = 0; r < world; r++) {
+            if (lengths[r] == 0) {
+                continue;
+            }
+            byte[] m = new byte[(int) (lengths[r] - 1)];
+            for (int i = 0; i < m.length; i++) {
+                m[i] = (byte) bytes[at + i];
+            }
+            at += m.length;
+            why.append(why.isEmpty() ? "" : "; ").append("rank ").append(r).append(": ")
+                    .append(new String(m, StandardCharsets.UTF_8));
+        }
+        throw new CheckpointException(what + " refused on every rank, nothing changed, because " + why);
     }
 
     static String shardName(String stem, long id, int rank, int world) {
@@ -417,53 +488,79 @@ final class LayerCheckpointing {
         Objects.requireNonNull(optimizer, "optimizer");
         LayerCheckpoint.Geometry g = geometry(layer);
         Map<MoeTensor, Buffer> params = params(layer);
-        for (Buffer p : params.values()) {
-            optimizer.firstMoment(p);
-        }
         Path index = dir.resolve(STATE_INDEX);
         int e = layer.config().experts();
         int world = layer.communicator().size();
         int rank = layer.communicator().rank();
-        try (HfCheckpoint ckpt = HfCheckpoint.open(index); Staging st = new Staging();
+        try (Staging st = new Staging();
              HostBuffer bias = HostBuffer.allocate(DType.F32, e)) {
-            Map<String, String> meta = ckpt.metadata();
-            long step = longField(index, meta, "moe4j.step");
-            long adamSteps = longField(index, meta, "moe4j.adamw.steps");
-            int savedWorld = (int) longField(index, meta, "moe4j.world");
-            MoeConfig saved;
-            try {
-                saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
-            } catch (RuntimeException bad) {
-                throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
-            }
-            MoeConfig mine = layer.config();
-            if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
-                throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
-                        + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
-            }
-            AdamW.Options options = options(index, field(index, meta, "moe4j.adamw.options"));
+            RuntimeException failure = null;
+            long step = 0;
+            long adamSteps = 0;
+            AdamW.Options options = null;
             long[] load = new long[e];
-            int micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
-                    savedWorld == world ? rank : -1, load);
-            Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
-            Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
-            Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
-            params.forEach((slot, b) -> {
-                w.put(slot, view(slot, st.fresh(b)));
-                m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(b))));
-                m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(b))));
-            });
-            w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
-            LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
-            LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
-            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
-            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
-            float[] b = bias.toFloatArray();
-            st.commit();
-            layer.expertBias().setValues(b);
-            layer.expertBias().restoreLoad(load, micro);
-            optimizer.restoreSteps(adamSteps);
-            optimizer.options(options);
+            int micro = 0;
+            float[] b = null;
+            try (HfCheckpoint ckpt = HfCheckpoint.open(index)) {
+                for (Buffer p : params.values()) {
+                    optimizer.firstMoment(p); // this layer's optimiser, open
+                }
+                Map<String, String> meta = ckpt.metadata();
+                step = longField(index, meta, "moe4j.step");
+                adamSteps = longField(index, meta, "moe4j.adamw.steps");
+                int savedWorld = (int) longField(index, meta, "moe4j.world");
+                MoeConfig saved;
+                try {
+                    saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
+                } catch (RuntimeException bad) {
+                    throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
+                }
+                MoeConfig mine = layer.config();
+                if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
+                    throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
+                            + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
+                }
+                options = options(index, field(index, meta, "moe4j.adamw.options"));
+                micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
+                        savedWorld == world ? rank : -1, load);
+                Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
+                Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
+                Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
+                params.forEach((slot, buf) -> {
+                    w.put(slot, view(slot, st.fresh(buf)));
+                    m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(buf))));
+                    m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(buf))));
+                });
+                w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+                LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
+                LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
+                LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
+                LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
+                b = bias.toFloatArray();
+            } catch (RuntimeException bad) {
+                failure = bad;
+            }
+            if (failure != null) {
+                agree(layer, failure, index + ": loadTrainingState");
+            }
+            // the optimiser is held (open, not in use elsewhere) from the status exchange to the commit
+            boolean[] agreed = {false};
+            float[] values = b;
+            int microBatches = micro;
+            try {
+                optimizer.restore(adamSteps, options, () -> {
+                    agreed[0] = true;
+                    agree(layer, null, index + ": loadTrainingState");
+                    st.commit();
+                    layer.expertBias().setValues(values);
+                    layer.expertBias().restoreLoad(load, microBatches);
+                });
+            } catch (RuntimeException bad) {
+                if (!agreed[0]) {
+                    agree(layer, bad, index + ": loadTrainingState");
+                }
+                throw bad;
+            }
             return step;
         }
     }

@@ -636,15 +636,18 @@ public final class MoeLayer implements AutoCloseable {
      * MXFP4 are dequantised into the layer's dtypes. Every tensor is checked (present, shape, dtype,
      * finite values) and decoded into host staging buffers before the first parameter is written.
      * The expert bias is set from the family's score-correction bias, or to zero when the family has
-     * none. On a device backend the staged values are uploaded at the end.
+     * none. On a device backend the staged values are uploaded at the end. A collective: all ranks
+     * call it, and a status all-reduce before the commit makes a failure on any rank a failure on
+     * every rank, with no rank changed.
      *
      * @param path    a checkpoint directory, its index, or one safetensors file
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
      * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
      * @param options what to accept (non-finite values, unused family tensors)
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
-     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault; the layer
-     *                                                  is then unchanged
+     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault (on the other
+     *                                                  ranks: naming the failing rank and its message);
+     *                                                  the layer is then unchanged
      * @throws IllegalStateException if the layer is closed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
@@ -714,7 +717,8 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Restores what {@link #saveTrainingState} saved, all or nothing: the config must match (except
-     * {@code expertParallel}); at another W the saved loads must be empty.
+     * {@code expertParallel}); at another W the saved loads must be empty. A collective: if any rank
+     * fails (its shard, its optimiser), every rank throws and no rank is changed.
      *
      * @param dir       the directory holding {@code moe4j-state.safetensors.index.json}
      * @param optimizer the optimiser over {@link #parameters()} (its moments, steps and options are replaced)
