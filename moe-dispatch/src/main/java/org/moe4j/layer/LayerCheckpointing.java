@@ -208,6 +208,7 @@ final class LayerCheckpointing {
                                      Map<String, String> indexMeta) {
         int rank = layer.communicator().rank();
         int world = layer.communicator().size();
+        removeLeftovers(layer, dir);
         long id = saveId(layer);
         Path mine = dir.resolve(shardName(stem, id, rank, world));
         RuntimeException failure = null;
@@ -244,6 +245,23 @@ final class LayerCheckpointing {
             }
         }
         phase(layer, failure, dir, "publish the index", null); // no rank returns before the index is durable
+    }
+
+    /**
+     * Before a save writes anything: rank 0 deletes the temporary files interrupted saves left in
+     * {@code dir} ({@link SafetensorsWriter#removeLeftovers}), then a status all-reduce (a barrier) keeps
+     * every rank from writing until that is done.
+     */
+    private static void removeLeftovers(MoeLayer layer, Path dir) {
+        RuntimeException failure = null;
+        if (layer.communicator().rank() == 0 && Files.isDirectory(dir)) {
+            try {
+                SafetensorsWriter.removeLeftovers(dir);
+            } catch (RuntimeException e) {
+                failure = e;
+            }
+        }
+        phase(layer, failure, dir, "remove leftover temporary files", null);
     }
 
     /**
@@ -360,6 +378,7 @@ final class LayerCheckpointing {
                 specs.put(n, new SafetensorsWriter.TensorSpec(fd, org.moe4j.core.Shape.of(dims)));
             });
             SafetensorsWriter.Layout layout = SafetensorsWriter.layout(specs, Map.of("format", "pt", "producer", "moe4j"));
+            removeLeftovers(layer, dir);
             long nonce = layer.sumOverRanks(new long[] {rank == 0 ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
             Path tmp = dir.resolve(SafetensorsWriter.TEMP_PREFIX + "shared-" + Long.toHexString(nonce) + ".tmp");
             String shard = shardName("model", nonce, 0, 1);

@@ -171,4 +171,33 @@ class CheckpointCommitTest {
             return null;
         });
     }
+
+    @Test
+    void savesRemoveTheTemporaryFilesOfInterruptedSaves() throws Exception {
+        Path state = tmp.resolve("leftover-state");
+        Path hf = tmp.resolve("leftover-hf");
+        Path fused = tmp.resolve("leftover-fused");
+        List<Path> stale = List.of(state.resolve(".moe4j-123.tmp"), hf.resolve(".moe4j-456.tmp"),
+                fused.resolve(".moe4j-shared-789.tmp"));
+        for (Path p : stale) {
+            Files.createDirectories(p.getParent());
+            Files.write(p, new byte[] {1, 2, 3});
+        }
+        LocalGroup.run(2, comm -> {
+            try (MoeLayer layer = MoeLayer.builder(ExactResumeTest.config(2), comm).seed(7).build();
+                 AdamW opt = new AdamW(layer.parameters(), AdamW.Options.defaults(1e-2))) {
+                layer.saveTrainingState(state, opt, 0);
+                layer.export(hf, "", MoeNameMap.deepseekV3(), DType.F32);
+            }
+            var noShared = org.moe4j.core.config.MoeConfig.builder().hidden(32).experts(8).topK(2).ffn(32)
+                    .expertParallel(2).build();
+            try (MoeLayer layer = MoeLayer.builder(noShared, comm).seed(7).build()) {
+                layer.export(fused, "", MoeNameMap.forModelType("gpt_oss"), DType.F32);
+            }
+            return null;
+        });
+        for (Path p : stale) {
+            assertTrue(Files.notExists(p), p + " is still there: " + files(p.getParent()));
+        }
+    }
 }
