@@ -520,44 +520,50 @@ final class LayerCheckpointing {
             long[] load = new long[e];
             int micro = 0;
             float[] b = null;
-            try (HfCheckpoint ckpt = HfCheckpoint.open(index)) {
+            try {
                 for (Buffer p : params.values()) {
-                    optimizer.firstMoment(p); // this layer's optimiser, open
+                    optimizer.firstMoment(p); // this layer's optimiser, open (checked before the files)
                 }
-                Map<String, String> meta = ckpt.metadata();
-                step = longField(index, meta, "moe4j.step");
-                adamSteps = longField(index, meta, "moe4j.adamw.steps");
-                int savedWorld = (int) longField(index, meta, "moe4j.world");
-                MoeConfig saved;
-                try {
-                    saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
-                } catch (RuntimeException bad) {
-                    throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
-                }
-                MoeConfig mine = layer.config();
-                if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
-                    throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
-                            + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
-                }
-                options = options(index, field(index, meta, "moe4j.adamw.options"));
-                micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
-                        savedWorld == world ? rank : -1, load);
-                Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
-                Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
-                Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
-                params.forEach((slot, buf) -> {
-                    w.put(slot, view(slot, st.fresh(buf)));
-                    m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(buf))));
-                    m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(buf))));
-                });
-                w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
-                LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
-                LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
-                LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
-                LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
-                b = bias.toFloatArray();
             } catch (RuntimeException bad) {
                 failure = bad;
+            }
+            if (failure == null) {
+                try (HfCheckpoint ckpt = HfCheckpoint.open(index)) {
+                    Map<String, String> meta = ckpt.metadata();
+                    step = longField(index, meta, "moe4j.step");
+                    adamSteps = longField(index, meta, "moe4j.adamw.steps");
+                    int savedWorld = (int) longField(index, meta, "moe4j.world");
+                    MoeConfig saved;
+                    try {
+                        saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
+                    } catch (RuntimeException bad) {
+                        throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
+                    }
+                    MoeConfig mine = layer.config();
+                    if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
+                        throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
+                                + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
+                    }
+                    options = options(index, field(index, meta, "moe4j.adamw.options"));
+                    micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
+                            savedWorld == world ? rank : -1, load);
+                    Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
+                    Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
+                    Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
+                    params.forEach((slot, buf) -> {
+                        w.put(slot, view(slot, st.fresh(buf)));
+                        m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(buf))));
+                        m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(buf))));
+                    });
+                    w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+                    LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
+                    LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
+                    LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
+                    LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
+                    b = bias.toFloatArray();
+                } catch (RuntimeException bad) {
+                    failure = bad;
+                }
             }
             if (failure != null) {
                 agree(layer, failure, index + ": loadTrainingState");
