@@ -40,6 +40,9 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
     int topK;
     @Param({"1"})
     int ranks;
+    /** Replicated-gradient reduction: the token-block tree (default) or per-rank sums + rank-order all-reduce. */
+    @Param({"true"})
+    boolean tokenBlockTree;
 
     private final List<LinkedBlockingQueue<Consumer<MoeLayer>>> queues = new ArrayList<>();
     private Thread group;
@@ -65,7 +68,7 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         CompletableFuture<Void> ready = new CompletableFuture<>();
         java.util.concurrent.atomic.AtomicInteger built = new java.util.concurrent.atomic.AtomicInteger();
         group = new Thread(() -> LocalGroup.run(ranks, java.time.Duration.ofHours(1), comm -> {
-            try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(1).build()) {
+            try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(1).tokenBlockTree(tokenBlockTree).build()) {
                 if (built.incrementAndGet() == ranks) {
                     ready.complete(null);
                 }

@@ -51,7 +51,7 @@ public final class MinimalTraining {
                          HostBuffer dY = HostBuffer.allocate(org.moe4j.core.DType.F32, tokens, config.hidden())) {
                         losses[step] = mseAndGradient(y, target, dY);
                         try (Buffer dX = layer.backward(f.context(), dY)) { // gate, expert, shared grads
-                            layer.reduceGradients();               // sum replicated grads over ranks
+                            layer.reduceGradients();               // replicated grads over ranks (no-op once backward did it)
                         }
                     }
                     if (!optimiser.step().applied()) {            // a NaN/Inf gradient: the step was skipped

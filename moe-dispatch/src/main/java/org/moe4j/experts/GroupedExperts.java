@@ -318,6 +318,25 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
+     * How a backward's weight gradients are reduced over its rows when not by the grouped kernel (see
+     * {@link WeightGrads#reduce}), e.g. over the token-block tree of a replicated MLP
+     * ({@link TokenBlockTree}).
+     */
+    @FunctionalInterface
+    public interface WeightGradReduction {
+        /**
+         * Adds {@code Σ_rows a[row]ᵀ · b[row]} (over this backward's rows) to {@code grad}, now or
+         * later, as the reduction decides.
+         *
+         * @param a    row operand {@code [rows, M]}
+         * @param b    row operand {@code [rows, N]}
+         * @param grad F32 {@code [groups, M, N]}, the gradient to add into
+         * @param spec bf16 option of the experts ({@code accumulate} is set)
+         */
+        void accumulate(Buffer a, Buffer b, Buffer grad, GemmSpec spec);
+    }
+
+    /**
      * The weight half of one backward: {@link #apply()} adds {@code dW2 += dYᵀ·act},
      * {@code dW1 += dH1ᵀ·x}, {@code dW3 += dH3ᵀ·x}; {@link #close()} frees the intermediates and the
      * forward context.
@@ -353,6 +372,29 @@ public final class GroupedExperts implements AutoCloseable {
             kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
             kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
             kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
+        }
+
+        /**
+         * Hands this batch's three weight-gradient operand pairs to {@code reduction} instead of adding
+         * them with the grouped kernel (once; counts as applied): {@code (dY, act) → dW2},
+         * {@code (dH1, x) → dW1}, {@code (dH3, x) → dW3}, in this order. Meant for one group (a dense
+         * MLP such as the shared experts), whose rows are all of this backward's rows.
+         *
+         * @param reduction receives the operand pairs and the gradients to add them to
+         * @throws IllegalStateException if already applied or closed
+         * @throws NullPointerException  if {@code reduction} is null
+         */
+        public void reduce(WeightGradReduction reduction) {
+            java.util.Objects.requireNonNull(reduction, "reduction");
+            if (closed || applied) {
+                throw new IllegalStateException("GroupedExperts " + name + ": weight gradients already "
+                        + (closed ? "closed" : "applied"));
+            }
+            applied = true;
+            GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
+            reduction.accumulate(dY, ctx.act(), gw2, accumulate);              // dW2 += dYᵀ · act
+            reduction.accumulate(dH1, ctx.x(), gw1, accumulate);               // dW1 += dH1ᵀ · x
+            reduction.accumulate(dH3, ctx.x(), gw3, accumulate);               // dW3 += dH3ᵀ · x
         }
 
         /** Frees the intermediates and the forward context; idempotent. */
