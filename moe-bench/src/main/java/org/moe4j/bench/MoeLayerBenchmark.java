@@ -49,6 +49,15 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
     private HostBuffer[] xs;
     private HostBuffer[] dys;
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public MoeLayerBenchmark() {
+    }
+
+    /**
+     * Starts the ranks with their layers and fills the inputs.
+     *
+     * @throws Exception if a rank fails to start
+     */
     @Setup(Level.Trial)
     public void setup() throws Exception {
         MoeConfig cfg = MoeConfig.builder().hidden(hidden).experts(experts).topK(topK).ffn(ffn)
@@ -108,6 +117,11 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         }
     }
 
+    /**
+     * One layer forward on every rank.
+     *
+     * @throws Exception if a rank fails
+     */
     @Benchmark
     public void forward() throws Exception {
         onAllRanks((r, layer) -> {
@@ -117,6 +131,11 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         });
     }
 
+    /**
+     * One layer forward and backward on every rank.
+     *
+     * @throws Exception if a rank fails
+     */
     @Benchmark
     public void forwardBackward() throws Exception {
         onAllRanks((r, layer) -> {
@@ -127,6 +146,11 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         });
     }
 
+    /**
+     * Stops the ranks and frees the inputs.
+     *
+     * @throws Exception if interrupted while stopping them
+     */
     @TearDown(Level.Trial)
     public void tearDown() throws Exception {
         for (var q : queues) {

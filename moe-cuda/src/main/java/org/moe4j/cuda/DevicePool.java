@@ -17,6 +17,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.Device;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.BufferClosedException;
+import org.moe4j.core.buffer.BufferScope;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 import org.slf4j.Logger;
@@ -26,6 +27,9 @@ import org.slf4j.LoggerFactory;
  * Owner of device allocations: every {@link DeviceBuffer} comes from a pool, and the pool knows which
  * are still alive. Closing a pool that still has live buffers frees them and then fails loudly with
  * {@code memory leaked}, listing each buffer and where it was allocated, so tests catch leaks.
+ *
+ * <p>A buffer allocated while a {@link BufferScope} is active on the allocating thread is also owned
+ * by that scope (freed when it closes), as host buffers are.
  *
  * <p>Allocation is stream-ordered: every buffer of a pool belongs to the pool's {@linkplain #stream()
  * stream} (the context's legacy default stream unless the pool was made by
@@ -266,7 +270,10 @@ public final class DevicePool implements AutoCloseable {
         return memory;
     }
 
-    /** @return the context (for copies and launches) */
+    /**
+     * Returns the context (for copies and launches).
+     * @return the context (for copies and launches)
+     */
     public CudaContext context() {
         if (context == null) {
             throw new IllegalStateException("DevicePool on " + device + " has no CUDA context (test pool)");
@@ -274,12 +281,16 @@ public final class DevicePool implements AutoCloseable {
         return context;
     }
 
-    /** @return the device, {@code cuda:N} */
+    /**
+     * Returns the device, {@code cuda:N}.
+     * @return the device, {@code cuda:N}
+     */
     public Device device() {
         return device;
     }
 
     /**
+     * Returns the stream this pool's buffers belong to: they are allocated, zeroed and freed in its order (the context's legacy default stream for {@link CudaContext#createPool()}).
      * @return the stream this pool's buffers belong to: they are allocated, zeroed and freed in its
      *         order (the context's legacy default stream for {@link CudaContext#createPool()})
      */
@@ -308,6 +319,7 @@ public final class DevicePool implements AutoCloseable {
     }
 
     /**
+     * Returns a zeroed owning buffer.
      * @param dtype element type
      * @param dims  dimensions
      * @return a zeroed owning buffer
@@ -336,6 +348,7 @@ public final class DevicePool implements AutoCloseable {
         live.put(id, b);
         long now = liveBytes.addAndGet(bytes);
         peakBytes.accumulateAndGet(now, Math::max);
+        BufferScope.track(b); // owned by the active step scope, like a host buffer
         return b;
     }
 
@@ -365,29 +378,44 @@ public final class DevicePool implements AutoCloseable {
         }
     }
 
-    /** @return buffers allocated and not yet closed */
+    /**
+     * Returns buffers allocated and not yet closed.
+     * @return buffers allocated and not yet closed
+     */
     public int liveCount() {
         return live.size();
     }
 
-    /** @return bytes held by live buffers */
+    /**
+     * Returns bytes held by live buffers.
+     * @return bytes held by live buffers
+     */
     public long liveBytes() {
         return liveBytes.get();
     }
 
-    /** @return the most bytes live at once */
+    /**
+     * Returns the most bytes live at once.
+     * @return the most bytes live at once
+     */
     public long peakBytes() {
         return peakBytes.get();
     }
 
-    /** @return one line per live buffer, oldest first, with its allocation site */
+    /**
+     * Returns one line per live buffer, oldest first, with its allocation site.
+     * @return one line per live buffer, oldest first, with its allocation site
+     */
     public List<String> liveBuffers() {
         List<DeviceBuffer> bs = new ArrayList<>(live.values());
         bs.sort(Comparator.comparingLong(DeviceBuffer::id));
         return bs.stream().map(DeviceBuffer::describeWithSite).toList();
     }
 
-    /** @return true after {@link #close()} */
+    /**
+     * Returns true after {@link #close()}.
+     * @return true after {@link #close()}
+     */
     public boolean isClosed() {
         return closed;
     }

@@ -9,6 +9,7 @@ import java.util.function.Function;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.experts.GroupedExperts;
 import org.moe4j.experts.SharedExperts;
 
@@ -77,6 +78,7 @@ public final class Checkpoints {
     }
 
     /**
+     * Returns {@code shared_experts.gate_proj/up_proj/down_proj.weight} views.
      * @param shared the shared experts
      * @param prefix name prefix, e.g. {@code mlp.}
      * @return {@code shared_experts.gate_proj/up_proj/down_proj.weight} views
@@ -86,6 +88,7 @@ public final class Checkpoints {
     }
 
     /**
+     * Returns {@code shared_experts.gate_proj/up_proj/down_proj.weight} views of the host buffers.
      * @param shared the shared experts (any backend)
      * @param prefix name prefix, e.g. {@code mlp.}
      * @param host   maps each weight buffer to a host buffer of the same dtype and shape
@@ -102,14 +105,17 @@ public final class Checkpoints {
     }
 
     private static HostBuffer requireHost(Buffer b) {
-        if (b instanceof HostBuffer h) {
-            return h;
+        HostView v = b.hostView(HostView.Mode.READ_WRITE);
+        if (v.isStaged()) {
+            v.abandon();
+            throw new IllegalArgumentException("Checkpoints: " + b + " is not in host memory; pass a host mirror"
+                    + " (see expertTensors(experts, prefix, host))");
         }
-        throw new IllegalArgumentException("Checkpoints: " + b + " is not in host memory; pass a host mirror"
-                + " (see expertTensors(experts, prefix, host))");
+        return v.host(); // the buffer's own memory: stays valid with it
     }
 
     /**
+     * Returns a non-owning {@code [rows, cols]} view of slice {@code i}.
      * @param b    a host buffer {@code [n, rows, cols]}
      * @param i    index in the first dimension
      * @param rows second dimension
@@ -117,7 +123,7 @@ public final class Checkpoints {
      * @return a non-owning {@code [rows, cols]} view of slice {@code i}
      */
     public static HostBuffer slice(Buffer b, int i, int rows, int cols) {
-        HostBuffer h = (HostBuffer) b;
+        HostBuffer h = requireHost(b);
         long bytes = (long) rows * cols * h.dtype().byteSize();
         return HostBuffer.wrap(h.dtype(), Shape.of(rows, cols), h.segment().asSlice(i * bytes, bytes));
     }
@@ -149,6 +155,8 @@ public final class Checkpoints {
     }
 
     /**
+     * Loads named tensors from an open file into existing buffers.
+     *
      * @param file    an open file
      * @param targets name → destination
      * @throws CheckpointException as {@link #load(Path, Map)}

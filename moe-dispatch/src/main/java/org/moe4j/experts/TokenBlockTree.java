@@ -41,6 +41,8 @@ public final class TokenBlockTree {
      */
     public record Node(int level, long index) {
         /**
+         * Checks the level and index.
+         *
          * @throws IllegalArgumentException on a negative or too large level or a negative index
          */
         public Node {
@@ -49,12 +51,16 @@ public final class TokenBlockTree {
             }
         }
 
-        /** @return the first block covered */
+        /**
+         * Returns the first block covered.
+         * @return the first block covered
+         */
         public long firstBlock() {
             return index << level;
         }
 
         /**
+         * Returns one past the last block covered (truncated at {@code totalBlocks}).
          * @param totalBlocks blocks of the whole tree
          * @return one past the last block covered (truncated at {@code totalBlocks})
          */

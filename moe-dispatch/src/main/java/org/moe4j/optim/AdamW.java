@@ -9,9 +9,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
-import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
-import org.moe4j.core.buffer.HostBuffer;
 
 /**
  * AdamW (Loshchilov &amp; Hutter): Adam with decoupled weight decay and bias correction, the same
@@ -59,6 +57,8 @@ public final class AdamW implements AutoCloseable {
      */
     public record Options(double lr, double beta1, double beta2, double eps, double weightDecay) {
         /**
+         * Validates the hyper-parameters.
+         *
          * @throws IllegalArgumentException naming the bad value: a NaN or infinite {@code lr},
          *                                  {@code eps} or {@code weightDecay}, {@code lr < 0},
          *                                  {@code eps <= 0} (or below fp32's smallest value),
@@ -91,6 +91,7 @@ public final class AdamW implements AutoCloseable {
         }
 
         /**
+         * Returns torch's defaults (β=(0.9, 0.999), ε=1e-8, wd=0.01) with this learning rate.
          * @param lr learning rate
          * @return torch's defaults (β=(0.9, 0.999), ε=1e-8, wd=0.01) with this learning rate
          */
@@ -99,6 +100,7 @@ public final class AdamW implements AutoCloseable {
         }
 
         /**
+         * Returns a copy with that learning rate.
          * @param v new learning rate
          * @return a copy with that learning rate
          */
@@ -143,6 +145,7 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code AdamW}.
      * @param params  the parameters to update (F32, in {@code backend}'s memory)
      * @param options hyper-parameters
      * @param backend allocates the optimiser state; its {@link OptimizerKernels} run the update
@@ -155,6 +158,7 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code AdamW}.
      * @param params  the parameters to update (F32, in {@code backend}'s memory)
      * @param options hyper-parameters
      * @param backend allocates the optimiser state
@@ -167,15 +171,20 @@ public final class AdamW implements AutoCloseable {
         this.options = Objects.requireNonNull(options, "AdamW: options");
         this.kernels = Objects.requireNonNull(kernels, "AdamW: kernels");
         Objects.requireNonNull(backend, "AdamW: backend");
-        boolean host = backend.name().equals(CpuBackend.NAME);
         for (Parameter p : this.params) {
-            f32(p.name(), p.value(), host);
-            f32(p.name() + ".grad", p.grad(), host);
+            f32(p.name(), p.value());
+            f32(p.name() + ".grad", p.grad());
         }
         try {
             for (Parameter p : this.params) {
                 m.add(backend.allocate(DType.F32, p.value().shape()));
                 v.add(backend.allocate(DType.F32, p.value().shape()));
+                Buffer state = m.get(m.size() - 1);
+                if (!state.device().equals(p.value().device()) || !state.device().equals(p.grad().device())) {
+                    throw new IllegalArgumentException("AdamW: parameter " + p.name() + " is on " + p.value().device()
+                            + " (grad on " + p.grad().device() + ") but backend " + backend.name()
+                            + " keeps the optimiser state on " + state.device());
+                }
             }
         } catch (RuntimeException e) {
             close();
@@ -207,27 +216,37 @@ public final class AdamW implements AutoCloseable {
     }
 
     private static Backend defaultBackend(List<Parameter> params) {
-        boolean allHost = params.stream().allMatch(p -> p.value() instanceof HostBuffer && p.grad() instanceof HostBuffer);
-        return allHost ? new CpuBackend() : Backends.backendFor(OptimizerKernels.class);
+        if (params.isEmpty()) {
+            return Backends.backendFor(OptimizerKernels.class);
+        }
+        org.moe4j.core.Device device = params.get(0).value().device();
+        for (Parameter p : params) {
+            if (!p.value().device().equals(device) || !p.grad().device().equals(device)) {
+                throw new IllegalArgumentException("AdamW: parameter " + p.name() + " is on " + p.value().device()
+                        + " (grad on " + p.grad().device() + ") but " + params.get(0).name() + " is on " + device);
+            }
+        }
+        return Backends.backendFor(Backends.forDevice(device), OptimizerKernels.class);
     }
 
-    private static void f32(String name, Buffer b, boolean host) {
+    private static void f32(String name, Buffer b) {
         if (b.dtype() != DType.F32) {
             throw new IllegalArgumentException("AdamW: parameter " + name + " must be F32, got " + b.dtype()
                     + " on " + b.device());
         }
-        if (host && !(b instanceof HostBuffer)) {
-            throw new IllegalArgumentException("AdamW: parameter " + name + " must be an F32 host buffer on the cpu"
-                    + " backend, got " + b.dtype() + " on " + b.device());
-        }
     }
 
-    /** @return the current hyper-parameters */
+    /**
+     * Returns the current hyper-parameters.
+     * @return the current hyper-parameters
+     */
     public Options options() {
         return options;
     }
 
     /**
+     * Replaces the hyper-parameters from the next step on.
+     *
      * @param options new hyper-parameters (e.g. a scheduled learning rate), validated by {@link Options}
      * @throws NullPointerException if {@code options} is null
      */
@@ -241,12 +260,19 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    /** @return steps applied (skipped steps do not count) */
+    /**
+     * Returns the number of steps applied.
+     *
+     * @return steps applied (skipped steps do not count)
+     */
     public long steps() {
         return step;
     }
 
-    /** @return steps skipped because a gradient held a NaN or infinite element */
+    /**
+     * Returns steps skipped because a gradient held a NaN or infinite element.
+     * @return steps skipped because a gradient held a NaN or infinite element
+     */
     public long skippedSteps() {
         return skipped;
     }

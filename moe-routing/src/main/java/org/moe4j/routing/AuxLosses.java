@@ -15,7 +15,10 @@ public record AuxLosses(double switchLoss, double sequenceLoss, double zLoss) {
     /** All zero. */
     public static final AuxLosses NONE = new AuxLosses(0, 0, 0);
 
-    /** @return the sum of the three losses (what backward differentiates) */
+    /**
+     * Returns the sum of the three losses (what backward differentiates).
+     * @return the sum of the three losses (what backward differentiates)
+     */
     public double total() {
         return switchLoss + sequenceLoss + zLoss;
     }

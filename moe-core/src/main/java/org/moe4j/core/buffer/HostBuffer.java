@@ -31,6 +31,7 @@ public final class HostBuffer implements Buffer {
     private final Shape shape;
     private final Arena arena; // null for a non-owning wrap
     private final MemorySegment segment;
+    private volatile BufferAllocator.Allocation allocation; // null for a non-owning wrap
     private volatile boolean closed;
 
     private HostBuffer(DType dtype, Shape shape, Arena arena, MemorySegment segment) {
@@ -41,20 +42,42 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
-     * Allocates a zeroed buffer.
+     * Allocates a zeroed buffer counted in {@link BufferAllocator#current()} and owned by the
+     * active {@link BufferScope} of this thread, if any.
      *
      * @param dtype element type
      * @param shape shape
      * @return the owning buffer
      */
     public static HostBuffer allocate(DType dtype, Shape shape) {
+        return allocate(BufferAllocator.current(), dtype, shape);
+    }
+
+    /**
+     * Allocates a zeroed buffer counted in {@code allocator} (and owned by the active
+     * {@link BufferScope} of this thread, if any).
+     *
+     * @param allocator the allocator that accounts for the buffer
+     * @param dtype     element type
+     * @param shape     shape
+     * @return the owning buffer
+     * @throws NullPointerException  if an argument is null
+     * @throws BufferClosedException if {@code allocator} is closed
+     */
+    public static HostBuffer allocate(BufferAllocator allocator, DType dtype, Shape shape) {
+        Objects.requireNonNull(allocator, "allocator");
         Objects.requireNonNull(dtype, "dtype");
         Objects.requireNonNull(shape, "shape");
         long bytes = Math.multiplyExact(shape.numel(), (long) dtype.byteSize());
+        if (allocator.isClosed()) {
+            throw new BufferClosedException(allocator.toString());
+        }
         Arena arena = Arena.ofShared();
         try {
             MemorySegment seg = arena.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes);
-            return new HostBuffer(dtype, shape, arena, seg);
+            HostBuffer b = new HostBuffer(dtype, shape, arena, seg);
+            b.allocation = allocator.register(b);
+            return b;
         } catch (RuntimeException | OutOfMemoryError e) {
             arena.close(); // nothing half-made outlives a failed allocation
             throw e;
@@ -62,6 +85,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns a zeroed owning buffer.
      * @param dtype element type
      * @param dims  dimensions
      * @return a zeroed owning buffer
@@ -86,6 +110,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns a new F32 buffer holding a copy of {@code data}.
      * @param data values, row-major
      * @param dims dimensions
      * @return a new F32 buffer holding a copy of {@code data}
@@ -95,6 +120,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns a new I32 buffer holding a copy of {@code data}.
      * @param data values, row-major
      * @param dims dimensions
      * @return a new I32 buffer holding a copy of {@code data}
@@ -153,6 +179,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns the memory; valid until {@link #close()}.
      * @return the memory; valid until {@link #close()}
      * @throws BufferClosedException after close
      */
@@ -163,7 +190,19 @@ public final class HostBuffer implements Buffer {
         return segment;
     }
 
-    /** @return true if this buffer frees its memory on close */
+    /**
+     * Returns the allocator this buffer is counted in, or null for a non-owning wrap.
+     *
+     * @return the allocator this buffer is counted in, or null for a non-owning wrap
+     */
+    public BufferAllocator allocator() {
+        return allocation == null ? null : allocation.allocator();
+    }
+
+    /**
+     * Returns true if this buffer frees its memory on close.
+     * @return true if this buffer frees its memory on close
+     */
     public boolean ownsMemory() {
         return arena != null;
     }
@@ -176,6 +215,9 @@ public final class HostBuffer implements Buffer {
         closed = true;
         if (arena != null) {
             arena.close();
+            if (allocation != null) {
+                allocation.release();
+            }
         }
     }
 
@@ -227,6 +269,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns element {@code i} of an I32 or I64 buffer.
      * @param i flat index
      * @return element {@code i} of an I32 or I64 buffer
      */
@@ -240,6 +283,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns element {@code i} of an I32 buffer.
      * @param i flat index
      * @return element {@code i} of an I32 buffer
      */
@@ -251,6 +295,8 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Sets element {@code i} of an I32 buffer.
+     *
      * @param i     flat index
      * @param value value for element {@code i} of an I32 buffer
      */
@@ -261,7 +307,10 @@ public final class HostBuffer implements Buffer {
         segment().setAtIndex(I32, i, value);
     }
 
-    /** @return all elements as fp32 (a copy) */
+    /**
+     * Returns all elements as fp32 (a copy).
+     * @return all elements as fp32 (a copy)
+     */
     public float[] toFloatArray() {
         int n = Math.toIntExact(numel());
         float[] out = new float[n];
@@ -275,7 +324,10 @@ public final class HostBuffer implements Buffer {
         return out;
     }
 
-    /** @return all elements of an I32 buffer (a copy) */
+    /**
+     * Returns all elements of an I32 buffer (a copy).
+     * @return all elements of an I32 buffer (a copy)
+     */
     public int[] toIntArray() {
         if (dtype != DType.I32) {
             throw new IllegalStateException(describe() + ": toIntArray needs I32");
@@ -333,6 +385,16 @@ public final class HostBuffer implements Buffer {
         dst.copyFrom(this);
     }
 
+    /**
+     * @param mode read, write or both
+     * @return a view straight over this buffer's memory (no copy)
+     * @throws BufferClosedException if this buffer is closed
+     */
+    @Override
+    public HostView hostView(HostView.Mode mode) {
+        return HostView.direct(this, mode);
+    }
+
     /** @return a new owning copy (as {@link #copy()}) */
     @Override
     public HostBuffer toHost() {
@@ -350,14 +412,21 @@ public final class HostBuffer implements Buffer {
         }
     }
 
-    /** @return a new owning buffer with the same dtype, shape and contents */
+    /**
+     * Returns a new owning buffer with the same dtype, shape and contents.
+     * @return a new owning buffer with the same dtype, shape and contents
+     */
     public HostBuffer copy() {
+        MemorySegment src = segment(); // checked before allocating: a closed buffer leaves nothing behind
         HostBuffer b = allocate(dtype, shape);
-        MemorySegment.copy(segment(), 0, b.segment, 0, byteSize());
+        MemorySegment.copy(src, 0, b.segment, 0, byteSize());
         return b;
     }
 
-    /** @return e.g. {@code HostBuffer[F32 [4, 8]]} */
+    /**
+     * Returns a description such as {@code HostBuffer[F32 [4, 8]]}.
+     * @return e.g. {@code HostBuffer[F32 [4, 8]]}
+     */
     public String describe() {
         return "HostBuffer[" + dtype + " " + shape + "]";
     }

@@ -2,6 +2,7 @@ package org.moe4j.core.init;
 
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 
 /**
  * Seeded, counter-based parameter initialisation that any backend can reproduce bit for bit.
@@ -33,6 +34,7 @@ public final class ParamInit {
     }
 
     /**
+     * Returns a value in {@code [-1, 1)} with 24 random bits.
      * @param seed   run seed
      * @param stream tensor stream id
      * @param index  element index within the stream
@@ -46,6 +48,7 @@ public final class ParamInit {
     }
 
     /**
+     * Returns a value of {@code U(-bound, bound)}.
      * @param seed   run seed
      * @param stream tensor stream id
      * @param index  element index within the stream
@@ -74,9 +77,9 @@ public final class ParamInit {
     }
 
     /**
-     * {@link #fillUniform(HostBuffer, long, long, long, float)} for a buffer in any backend's memory:
-     * host buffers are filled in place; others are filled on the host and uploaded with
-     * {@link Buffer#copyFrom(HostBuffer)}, so every backend holds bitwise the same values.
+     * {@link #fillUniform(HostBuffer, long, long, long, float)} for a buffer in any backend's memory,
+     * through {@link Buffer#hostView}: filled in place in host memory, else filled on the host and
+     * uploaded, so every backend holds bitwise the same values.
      *
      * @param target destination (any floating dtype; rounded on store)
      * @param seed   run seed
@@ -85,17 +88,13 @@ public final class ParamInit {
      * @param bound  half-width
      */
     public static void fillUniform(Buffer target, long seed, long stream, long offset, float bound) {
-        if (target instanceof HostBuffer h) {
-            fillUniform(h, seed, stream, offset, bound);
-            return;
-        }
-        try (HostBuffer h = HostBuffer.allocate(target.dtype(), target.shape())) {
-            fillUniform(h, seed, stream, offset, bound);
-            target.copyFrom(h);
+        try (HostView v = target.hostView(HostView.Mode.WRITE)) {
+            fillUniform(v.host(), seed, stream, offset, bound);
         }
     }
 
     /**
+     * Returns {@code 1/sqrt(fanIn)}, the bound of {@code nn.Linear}'s default init.
      * @param fanIn input features of a linear layer
      * @return {@code 1/sqrt(fanIn)}, the bound of {@code nn.Linear}'s default init
      */

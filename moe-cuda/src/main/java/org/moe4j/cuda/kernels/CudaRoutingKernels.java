@@ -36,7 +36,10 @@ public final class CudaRoutingKernels implements RoutingKernels {
     private final Kernels k;
     private final Kernels permute;
 
-    /** @param backend the cuda backend */
+    /**
+     * Creates a new {@code CudaRoutingKernels}.
+     * @param backend the cuda backend
+     */
     public CudaRoutingKernels(Backend backend) {
         this.k = new Kernels(backend, "routing");
         this.permute = new Kernels(backend, "permute");
