@@ -1044,15 +1044,18 @@ public final class MoeLayer implements AutoCloseable {
      * MXFP4 are dequantised into the layer's dtypes. Every tensor is checked (present, shape, dtype,
      * finite values) and decoded into host staging buffers before the first parameter is written.
      * The expert bias is set from the family's score-correction bias, or to zero when the family has
-     * none. On a device backend the staged values are uploaded at the end.
+     * none. On a device backend the staged values are uploaded at the end. A collective: all ranks
+     * call it, and a status all-reduce before the commit makes a failure on any rank a failure on
+     * every rank, with no rank changed.
      *
      * @param path    a checkpoint directory, its index, or one safetensors file
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
      * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
      * @param options what to accept (non-finite values, unused family tensors)
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
-     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault; the layer
-     *                                                  is then unchanged
+     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault (on the other
+     *                                                  ranks: naming the failing rank and its message);
+     *                                                  the layer is then unchanged
      * @throws IllegalStateException if the layer is closed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
@@ -1067,10 +1070,12 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Exports the layer as a Hugging Face sharded checkpoint in {@code dir}, written once across the
-     * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
-     * also the router, the bias where the family has one, and the shared experts), each file
-     * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
-     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * ranks: rank {@code r} writes {@code model-<id>-<r+1>-of-<W>.safetensors} (a save id the ranks
+     * agree on) with its experts (rank 0 also the router, the bias where the family has one, and the
+     * shared experts), each file crash-safe; after every rank's shard is durable, rank 0 writes
+     * {@code model.safetensors.index.json} from the shards' headers. The index is the commit point: a
+     * failed export leaves an earlier one in {@code dir} intact, and a successful one deletes the
+     * shards of earlier exports that its index does not list. A collective: all ranks call it. Fused-expert families (Llama 4,
      * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
      * each writing its experts' slices.
      *
@@ -1096,7 +1101,7 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * Saves everything a training step depends on, for an exact resume: fp32 weights, the optimiser's
      * moments and step count and options, the expert bias and every rank's accumulated load, the
-     * config and the caller's step, as {@code moe4j-state-<r+1>-of-<W>.safetensors} shards plus
+     * config and the caller's step, as {@code moe4j-state-<id>-<r+1>-of-<W>.safetensors} shards plus
      * {@code moe4j-state.safetensors.index.json} (written as {@link #export} writes). Routed-expert
      * state is stored per global expert, so it can be resumed at another W when saved right after
      * {@link #updateExpertBias()}. A collective.
@@ -1121,7 +1126,8 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Restores what {@link #saveTrainingState} saved, all or nothing: the config must match (except
-     * {@code expertParallel}); at another W the saved loads must be empty.
+     * {@code expertParallel}); at another W the saved loads must be empty. A collective: if any rank
+     * fails (its shard, its optimiser), every rank throws and no rank is changed.
      *
      * @param dir       the directory holding {@code moe4j-state.safetensors.index.json}
      * @param optimizer the optimiser over {@link #parameters()} (its moments, steps and options are replaced)

@@ -389,6 +389,41 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Restores a checkpoint's optimiser state all or nothing: checks the arguments and that this
+     * optimiser is open, then, inside one exclusive use of it, runs {@code commit} (which writes the
+     * moments, e.g. into the {@link #firstMoment}/{@link #secondMoment} buffers, and may refuse by
+     * throwing) and only when it returns sets the step count and options. If anything throws, the
+     * step count and options are unchanged.
+     *
+     * @param steps   steps already taken, &ge; 0
+     * @param options the hyper-parameters to restore
+     * @param commit  writes the rest of the restored state; runs while this optimiser is held
+     * @throws IllegalArgumentException if {@code steps} is negative
+     * @throws NullPointerException     if {@code options} or {@code commit} is null
+     * @throws IllegalStateException    if the optimiser is closed ({@code commit} then does not run)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     *                                               ({@code commit} then does not run)
+     */
+    public void restore(long steps, Options options, Runnable commit) {
+        if (steps < 0) {
+            throw new IllegalArgumentException("AdamW.restore: steps=" + steps + " must be >= 0");
+        }
+        Objects.requireNonNull(options, "AdamW.restore: options");
+        Objects.requireNonNull(commit, "AdamW.restore: commit");
+        use.enter("restore");
+        try {
+            if (closed) {
+                throw new IllegalStateException("AdamW.restore: the optimiser is closed");
+            }
+            commit.run();
+            step = steps;
+            this.options = options;
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
      * Sets every gradient to zero.
      *
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
