@@ -54,7 +54,8 @@ public final class MinimalTraining {
                             layer.reduceGradients();               // sum replicated grads over ranks
                         }
                     }
-                    if (!optimiser.step().applied()) {            // a NaN/Inf gradient: the step was skipped
+                    // collective: if any rank's grads hold a NaN/Inf, every rank skips (replicas stay equal)
+                    if (!optimiser.step(layer.communicator()).applied()) {
                         throw new IllegalStateException("step " + step + ": non-finite gradient");
                     }
                     optimiser.zeroGrad();
