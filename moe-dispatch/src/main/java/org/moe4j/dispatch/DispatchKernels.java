@@ -278,6 +278,8 @@ public interface DispatchKernels {
     }
 
     /**
+     * Whether the non-finite routing-weight scan is a device→host read.
+     *
      * @return true when {@link #firstNonFiniteWeight} reads device memory back to the host (the
      *         host-staged default copies both buffers and syncs; a device scan still reads its result
      *         back), so the dispatcher counts each call as a device→host read in

@@ -227,7 +227,11 @@ public final class CpuDispatchKernels implements DispatchKernels {
         return true;
     }
 
-    /** @return false: the scan reads host memory in place, nothing is read back */
+    /**
+     * The CPU scan reads host memory in place.
+     *
+     * @return false: nothing is read back
+     */
     @Override
     public boolean nonFiniteWeightScanReadsBack() {
         return false;
