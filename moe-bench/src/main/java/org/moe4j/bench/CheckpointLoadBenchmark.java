@@ -52,6 +52,15 @@ public class CheckpointLoadBenchmark extends ShortCpuBenchmark {
     MemorySegment src;
     MemorySegment dst;
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public CheckpointLoadBenchmark() {
+    }
+
+    /**
+     * Writes the checkpoint to load and allocates the targets and the copy peer's buffers.
+     *
+     * @throws IOException if the temporary checkpoint cannot be written
+     */
     @Setup(Level.Trial)
     public void setup() throws IOException {
         dir = Files.createTempDirectory("moe4j-load-bench");
@@ -101,6 +110,11 @@ public class CheckpointLoadBenchmark extends ShortCpuBenchmark {
         t.put(names.fp8Scale(name), new SafetensorsWriter.RawTensor(SafetensorsDtype.F32, Shape.of(sr, sc), s));
     }
 
+    /**
+     * Loads and decodes every expert tensor of the checkpoint into the targets.
+     *
+     * @return the targets, so the work is not optimised away
+     */
     @Benchmark
     public Map<MoeTensor, HostBuffer> load() {
         try (HfCheckpoint ck = HfCheckpoint.open(dir)) {
@@ -110,12 +124,22 @@ public class CheckpointLoadBenchmark extends ShortCpuBenchmark {
         return targets;
     }
 
+    /**
+     * A plain copy of the same bytes: the peer.
+     *
+     * @return the destination, so the copy is not optimised away
+     */
     @Benchmark
     public MemorySegment copy() {
         MemorySegment.copy(src, 0, dst, 0, src.byteSize());
         return dst;
     }
 
+    /**
+     * Frees the buffers and deletes the temporary checkpoint.
+     *
+     * @throws IOException if a file cannot be deleted
+     */
     @TearDown(Level.Trial)
     public void tearDown() throws IOException {
         targets.values().forEach(HostBuffer::close);

@@ -7,6 +7,7 @@ import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
 import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
+import org.moe4j.core.backend.Backends;
 import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -16,7 +17,6 @@ import org.moe4j.dispatch.DispatchResult;
 import org.moe4j.dispatch.DispatchStrategy;
 import org.moe4j.dispatch.Dispatcher;
 import org.moe4j.dispatch.LocalGroup;
-import org.moe4j.dispatch.internal.CpuDispatchKernels;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Param;
@@ -39,18 +39,23 @@ public class DispatchBenchmark extends ShortCpuBenchmark {
     @Param({"4096"})
     public int tokens;
 
+    /** Hidden size (row width of the payload). */
     @Param({"1024"})
     public int hidden;
 
+    /** Routed experts {@code E}. */
     @Param({"64"})
     public int experts;
 
+    /** Experts chosen per token {@code K}. */
     @Param({"6"})
     public int topK;
 
+    /** Expert-parallel ranks {@code W}. */
     @Param({"1", "4"})
     public int world;
 
+    /** The {@code DispatchStrategy} name. */
     @Param({"ALL_TO_ALL"})
     public String strategy;
 
@@ -61,13 +66,18 @@ public class DispatchBenchmark extends ShortCpuBenchmark {
     private MemorySegment copySrc;
     private MemorySegment copyDst;
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public DispatchBenchmark() {
+    }
+
+    /** Starts the ranks and allocates the copy peer's buffers. */
     @Setup(Level.Trial)
     public void setup() {
         int perRank = tokens / world;
         start = new CyclicBarrier(world + 1);
         done = new CyclicBarrier(world + 1);
         DispatchConfig config = DispatchConfig.of(experts).withStrategy(DispatchStrategy.valueOf(strategy));
-        DispatchKernels kernels = new CpuDispatchKernels();
+        DispatchKernels kernels = Backends.kernels(DispatchKernels.class, new CpuBackend());
         group = new Thread(() -> LocalGroup.run(world, Duration.ofMinutes(5), comm -> {
             Random rnd = new Random(42 + comm.rank());
             float[] xs = new float[perRank * hidden];
@@ -109,6 +119,11 @@ public class DispatchBenchmark extends ShortCpuBenchmark {
         copyDst = java.lang.foreign.Arena.ofAuto().allocate(bytes, 64);
     }
 
+    /**
+     * Stops the ranks.
+     *
+     * @throws Exception if they do not stop within 10 seconds
+     */
     @TearDown(Level.Trial)
     public void tearDown() throws Exception {
         stop = true;
@@ -116,14 +131,22 @@ public class DispatchBenchmark extends ShortCpuBenchmark {
         group.join(10_000);
     }
 
-    /** One dispatch + combine on every rank. */
+    /**
+     * One dispatch + combine on every rank.
+     *
+     * @throws Exception if a rank fails or the barrier breaks
+     */
     @Benchmark
     public void dispatchCombine() throws Exception {
         start.await();
         done.await();
     }
 
-    /** A single-threaded copy of the same payload bytes: the peer. */
+    /**
+     * A single-threaded copy of the same payload bytes: the peer.
+     *
+     * @return the destination, so the copy is not optimised away
+     */
     @Benchmark
     public MemorySegment memoryCopy() {
         MemorySegment.copy(copySrc, 0, copyDst, 0, copySrc.byteSize());

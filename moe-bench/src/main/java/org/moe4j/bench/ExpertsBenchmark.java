@@ -2,9 +2,11 @@ package org.moe4j.bench;
 
 import org.moe4j.bench.support.ShortCpuBenchmark;
 import org.moe4j.core.DType;
+import org.moe4j.core.backend.Backends;
+import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.experts.ExpertKernels;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
-import org.moe4j.experts.internal.CpuExpertKernels;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Param;
@@ -40,9 +42,14 @@ public class ExpertsBenchmark extends ShortCpuBenchmark {
     HostBuffer out;
     HostBuffer dOut;
     HostBuffer dw;
-    CpuExpertKernels kernels;
+    ExpertKernels kernels;
     GemmSpec spec;
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public ExpertsBenchmark() {
+    }
+
+    /** Allocates and fills the operands for the current parameters. */
     @Setup(Level.Trial)
     public void setup() {
         x = HostBuffer.allocate(DType.F32, rows, hidden);
@@ -65,29 +72,44 @@ public class ExpertsBenchmark extends ShortCpuBenchmark {
             off[g] = (int) ((long) rows * g / experts);
         }
         offsets = HostBuffer.ofInts(off, experts + 1);
-        kernels = new CpuExpertKernels();
+        kernels = Backends.kernels(ExpertKernels.class, new CpuBackend());
         spec = new GemmSpec(false, compute.equals("BF16"));
     }
 
+    /**
+     * The grouped forward GEMM, weights stored {@code [hidden, ffn]}.
+     *
+     * @return the output, so the work is not optimised away
+     */
     @Benchmark
     public HostBuffer forward() {
         kernels.groupedMatmul(x, w, offsets, out, spec);
         return out;
     }
 
-    /** The forward as the experts run it: weights stored {@code [ffn, hidden]}, no transposed copy. */
+    /**
+     * The forward as the experts run it: weights stored {@code [ffn, hidden]}, no transposed copy.
+     *
+     * @return the output, so the work is not optimised away
+     */
     @Benchmark
     public HostBuffer forwardTransposedB() {
         kernels.groupedMatmulTransposedB(x, wT, offsets, out, spec);
         return out;
     }
 
+    /**
+     * The grouped weight-gradient GEMM.
+     *
+     * @return the gradient, so the work is not optimised away
+     */
     @Benchmark
     public HostBuffer weightGrad() {
         kernels.groupedWeightGrad(dOut, x, offsets, dw, spec);
         return dw;
     }
 
+    /** Frees the operands. */
     @TearDown(Level.Trial)
     public void tearDown() {
         for (HostBuffer b : new HostBuffer[] {x, w, wT, offsets, out, dOut, dw}) {

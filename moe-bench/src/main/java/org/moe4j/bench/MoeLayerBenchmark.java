@@ -40,12 +40,24 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
     int topK;
     @Param({"1"})
     int ranks;
+    /** Replicated-gradient reduction: the token-block tree (default) or per-rank sums + rank-order all-reduce. */
+    @Param({"true"})
+    boolean tokenBlockTree;
 
     private final List<LinkedBlockingQueue<Consumer<MoeLayer>>> queues = new ArrayList<>();
     private Thread group;
     private HostBuffer[] xs;
     private HostBuffer[] dys;
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public MoeLayerBenchmark() {
+    }
+
+    /**
+     * Starts the ranks with their layers and fills the inputs.
+     *
+     * @throws Exception if a rank fails to start
+     */
     @Setup(Level.Trial)
     public void setup() throws Exception {
         MoeConfig cfg = MoeConfig.builder().hidden(hidden).experts(experts).topK(topK).ffn(ffn)
@@ -65,7 +77,7 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         CompletableFuture<Void> ready = new CompletableFuture<>();
         java.util.concurrent.atomic.AtomicInteger built = new java.util.concurrent.atomic.AtomicInteger();
         group = new Thread(() -> LocalGroup.run(ranks, java.time.Duration.ofHours(1), comm -> {
-            try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(1).build()) {
+            try (MoeLayer layer = MoeLayer.builder(cfg, comm).seed(1).tokenBlockTree(tokenBlockTree).build()) {
                 if (built.incrementAndGet() == ranks) {
                     ready.complete(null);
                 }
@@ -105,6 +117,11 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         }
     }
 
+    /**
+     * One layer forward on every rank.
+     *
+     * @throws Exception if a rank fails
+     */
     @Benchmark
     public void forward() throws Exception {
         onAllRanks((r, layer) -> {
@@ -114,6 +131,11 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         });
     }
 
+    /**
+     * One layer forward and backward on every rank.
+     *
+     * @throws Exception if a rank fails
+     */
     @Benchmark
     public void forwardBackward() throws Exception {
         onAllRanks((r, layer) -> {
@@ -124,6 +146,11 @@ public class MoeLayerBenchmark extends ShortCpuBenchmark {
         });
     }
 
+    /**
+     * Stops the ranks and frees the inputs.
+     *
+     * @throws Exception if interrupted while stopping them
+     */
     @TearDown(Level.Trial)
     public void tearDown() throws Exception {
         for (var q : queues) {

@@ -28,12 +28,15 @@ import org.openjdk.jmh.infra.Blackhole;
  */
 @State(Scope.Benchmark)
 public class RouterBenchmark extends ShortCpuBenchmark {
+    /** Tokens routed per forward. */
     @Param({"4096", "16384"})
     public int tokens;
 
+    /** Routed experts {@code E}. */
     @Param({"64", "256"})
     public int experts;
 
+    /** Experts chosen per token {@code K}. */
     @Param({"6", "8"})
     public int topK;
 
@@ -45,9 +48,11 @@ public class RouterBenchmark extends ShortCpuBenchmark {
     @Param({"logits", "hidden"})
     public String source;
 
+    /** Hidden size (used when the source is "hidden"). */
     @Param({"1024"})
     public int hidden;
 
+    /** CPU threads of the router's pool. */
     @Param({"2"})
     public int threads;
 
@@ -57,6 +62,11 @@ public class RouterBenchmark extends ShortCpuBenchmark {
     private HostBuffer x; // [tokens, hidden]
     private HostBuffer gate; // [experts, hidden]
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public RouterBenchmark() {
+    }
+
+    /** Builds the router and its inputs for the current parameters. */
     @Setup(Level.Trial)
     public void setUp() {
         MoeConfig.Builder b = MoeConfig.builder().hidden(hidden).experts(experts).topK(topK).ffn(1)
@@ -92,6 +102,7 @@ public class RouterBenchmark extends ShortCpuBenchmark {
         }
     }
 
+    /** Frees the inputs, the bias and the pool. */
     @TearDown(Level.Trial)
     public void tearDown() {
         logits.close();
@@ -103,7 +114,11 @@ public class RouterBenchmark extends ShortCpuBenchmark {
         pool.close();
     }
 
-    /** One router forward; outputs are consumed and freed. */
+    /**
+     * One router forward; outputs are consumed and freed.
+     *
+     * @param bh JMH's sink for the result
+     */
     @Benchmark
     public void forward(Blackhole bh) {
         try (RouterOutput out = x == null ? router.forwardLogits(logits) : router.forward(x, gate)) {

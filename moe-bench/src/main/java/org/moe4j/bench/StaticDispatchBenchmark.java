@@ -6,6 +6,7 @@ import java.util.concurrent.CyclicBarrier;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import org.moe4j.bench.support.ShortCpuBenchmark;
+import org.moe4j.core.backend.Backends;
 import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
@@ -16,7 +17,6 @@ import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchResult;
 import org.moe4j.dispatch.Dispatcher;
 import org.moe4j.dispatch.LocalGroup;
-import org.moe4j.dispatch.internal.CpuDispatchKernels;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Param;
@@ -43,15 +43,19 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
     @Param({"512"})
     public int tokens;
 
+    /** Hidden size (row width of the payload). */
     @Param({"512"})
     public int hidden;
 
+    /** Routed experts {@code E}. */
     @Param({"32"})
     public int experts;
 
+    /** Experts chosen per token {@code K}. */
     @Param({"4"})
     public int topK;
 
+    /** Expert-parallel ranks {@code W}. */
     @Param({"4"})
     public int world;
 
@@ -62,6 +66,10 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
     @Param({"balanced", "skewed", "forced"})
     public String routing;
 
+    /**
+     * {@code count}: the count-exchange all-to-all; {@code static-worst}, {@code static-f<factor>},
+     * {@code static-fb}: the static-shape all-to-all with worst-case, factor-sized or force-balanced chunks.
+     */
     @Param({"count", "static-worst", "static-f1.5", "static-fb"})
     public String dispatch;
 
@@ -91,6 +99,11 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
         throw new IllegalArgumentException("dispatch must be count, static-worst or static-f<factor>, got " + dispatch);
     }
 
+    /** Creates the benchmark state (JMH instantiates it). */
+    public StaticDispatchBenchmark() {
+    }
+
+    /** Starts the ranks with their dispatchers for the current parameters. */
     @Setup(Level.Trial)
     public void setup() {
         start = new CyclicBarrier(world + 1);
@@ -102,7 +115,7 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
             default -> throw new IllegalArgumentException("routing must be balanced, skewed or forced, got " + routing);
         };
         boolean forced = routing.equals("forced");
-        DispatchKernels kernels = new CpuDispatchKernels();
+        DispatchKernels kernels = Backends.kernels(DispatchKernels.class, new CpuBackend());
         int local = experts / world;
         group = new Thread(() -> LocalGroup.run(world, Duration.ofMinutes(5), comm -> {
             Random rnd = new Random(42 + comm.rank());
@@ -172,6 +185,11 @@ public class StaticDispatchBenchmark extends ShortCpuBenchmark {
         return false;
     }
 
+    /**
+     * Prints the rows moved per step and stops the ranks.
+     *
+     * @throws Exception if they do not stop within 10 seconds
+     */
     @TearDown(Level.Trial)
     public void tearDown() throws Exception {
         System.out.printf("%nrows moved per step (all ranks, 4 trips): %d payload, %d padding (%.2fx the routed rows),"

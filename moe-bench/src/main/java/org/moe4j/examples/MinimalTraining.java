@@ -51,7 +51,7 @@ public final class MinimalTraining {
                          HostBuffer dY = HostBuffer.allocate(org.moe4j.core.DType.F32, tokens, config.hidden())) {
                         losses[step] = mseAndGradient(y, target, dY);
                         try (Buffer dX = layer.backward(f.context(), dY)) { // gate, expert, shared grads
-                            layer.reduceGradients();               // sum replicated grads over ranks
+                            layer.reduceGradients();               // replicated grads over ranks (no-op once backward did it)
                         }
                     }
                     // collective: if any rank's grads hold a NaN/Inf, every rank skips (replicas stay equal)
@@ -78,6 +78,7 @@ public final class MinimalTraining {
     }
 
     /**
+     * Runs the program.
      * @param args ignored
      */
     public static void main(String[] args) {

@@ -8,7 +8,10 @@ package org.moe4j.core;
 public final class ConcurrentUseException extends IllegalStateException {
     private static final long serialVersionUID = 1L;
 
-    /** @param message names the concurrent calls and threads */
+    /**
+     * Creates the exception.
+     * @param message names the concurrent calls and threads
+     */
     public ConcurrentUseException(String message) {
         super(message);
     }

@@ -27,12 +27,18 @@ public enum DType {
         this.floatingPoint = floatingPoint;
     }
 
-    /** @return bytes per element */
+    /**
+     * Returns bytes per element.
+     * @return bytes per element
+     */
     public int byteSize() {
         return byteSize;
     }
 
-    /** @return true for F32, BF16 and F16 */
+    /**
+     * Returns true for F32, BF16 and F16.
+     * @return true for F32, BF16 and F16
+     */
     public boolean isFloatingPoint() {
         return floatingPoint;
     }

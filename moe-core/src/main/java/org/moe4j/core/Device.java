@@ -8,11 +8,23 @@ package org.moe4j.core;
  */
 public record Device(Kind kind, int ordinal) {
     /** Memory kinds. */
-    public enum Kind { CPU, CUDA }
+    public enum Kind {
+        /** host memory */
+        CPU,
+        /** memory of a CUDA device */
+        CUDA
+    }
 
     /** The host. */
     public static final Device CPU = new Device(Kind.CPU, 0);
 
+    /**
+     * Validates the components.
+     *
+     * @param kind    host memory or a CUDA device
+     * @param ordinal device index (0 for the host)
+     * @throws IllegalArgumentException if {@code ordinal} is negative
+     */
     public Device {
         if (ordinal < 0) {
             throw new IllegalArgumentException("device ordinal must be >= 0, got " + ordinal);
@@ -20,6 +32,7 @@ public record Device(Kind kind, int ordinal) {
     }
 
     /**
+     * Returns the CUDA device.
      * @param ordinal CUDA device index
      * @return the CUDA device
      */

@@ -29,6 +29,7 @@ public final class ExclusiveUse {
     private int depth; // touched only by the holder
 
     /**
+     * Creates a new {@code ExclusiveUse}.
      * @param owner how messages name the guarded object, e.g. {@code "MoeLayer"}
      * @throws NullPointerException if {@code owner} is null
      */
@@ -71,7 +72,10 @@ public final class ExclusiveUse {
         }
     }
 
-    /** @return the method a thread is inside now, or null when the object is idle */
+    /**
+     * Returns the method a thread is inside now, or null when the object is idle.
+     * @return the method a thread is inside now, or null when the object is idle
+     */
     public String current() {
         return holder.get() == null ? null : call;
     }

@@ -13,6 +13,7 @@ public final class Settings {
     }
 
     /**
+     * Returns the property's value, or {@code fallback}.
      * @param property system property name, e.g. {@code moe4j.threads}
      * @param fallback value when the property is unset or blank
      * @param min      smallest allowed value
@@ -57,6 +58,7 @@ public final class Settings {
     }
 
     /**
+     * Returns the parsed value.
      * @param what  how messages name the source, e.g. {@code "system property moe4j.threads"}
      * @param value the text (surrounding white space is ignored)
      * @param min   smallest allowed value

@@ -19,6 +19,7 @@ public final class Shape {
     }
 
     /**
+     * Returns the shape.
      * @param dims the dimensions, each ≥ 0
      * @return the shape
      * @throws IllegalArgumentException if a dimension is negative
@@ -27,12 +28,16 @@ public final class Shape {
         return new Shape(dims.clone());
     }
 
-    /** @return number of dimensions */
+    /**
+     * Returns number of dimensions.
+     * @return number of dimensions
+     */
     public int rank() {
         return dims.length;
     }
 
     /**
+     * Returns the size of dimension {@code i}.
      * @param i dimension index; negative counts from the end
      * @return the size of dimension {@code i}
      */
@@ -41,6 +46,7 @@ public final class Shape {
     }
 
     /**
+     * Returns the size of dimension {@code i} as an int.
      * @param i dimension index; negative counts from the end
      * @return the size of dimension {@code i} as an int
      * @throws ArithmeticException if it does not fit an int
@@ -49,12 +55,18 @@ public final class Shape {
         return Math.toIntExact(dim(i));
     }
 
-    /** @return a copy of the dimensions */
+    /**
+     * Returns a copy of the dimensions.
+     * @return a copy of the dimensions
+     */
     public long[] dims() {
         return dims.clone();
     }
 
-    /** @return the product of the dimensions (1 for a scalar) */
+    /**
+     * Returns the product of the dimensions (1 for a scalar).
+     * @return the product of the dimensions (1 for a scalar)
+     */
     public long numel() {
         long n = 1;
         for (long d : dims) {

@@ -50,6 +50,7 @@ public final class Cuda {
     }
 
     /**
+     * Returns the number of CUDA devices visible to this process.
      * @return the number of CUDA devices visible to this process
      * @throws NativeLibraryException when libcuda cannot be loaded
      * @throws CudaException          when the driver fails
@@ -64,6 +65,7 @@ public final class Cuda {
     }
 
     /**
+     * Returns the driver's CUDA version, e.g. {@code "13.0"}.
      * @return the driver's CUDA version, e.g. {@code "13.0"}
      * @throws CudaException when the driver fails
      */

@@ -19,6 +19,10 @@ import org.moe4j.core.buffer.HostBuffer;
  * (ServiceLoader makes a new instance per lookup) and live as long as the process.
  */
 public final class CudaBackend implements Backend {
+    /** Creates the CUDA backend (ServiceLoader instantiates it; the shared device state is created on first use). */
+    public CudaBackend() {
+    }
+
     /** Name used by {@code moe4j.backend=cuda}. */
     public static final String NAME = "cuda";
     /** Selection priority: above the CPU backend's 0. */
@@ -56,6 +60,7 @@ public final class CudaBackend implements Backend {
     }
 
     /**
+     * Returns the device index this backend uses.
      * @return the device index this backend uses: {@value #DEVICE_PROPERTY}, else the environment
      *         variable {@code LOCAL_RANK}, else 0
      * @throws IllegalArgumentException naming the property or variable and its value if it is not a
@@ -114,22 +119,32 @@ public final class CudaBackend implements Backend {
         return SHARED.computeIfAbsent(deviceOrdinal(), Shared::new);
     }
 
-    /** @return the context of this backend's device */
+    /**
+     * Returns the context of this backend's device.
+     * @return the context of this backend's device
+     */
     public CudaContext context() {
         return shared().context;
     }
 
-    /** @return the pool that {@link #allocate} draws from */
+    /**
+     * Returns the pool that {@link #allocate} draws from.
+     * @return the pool that {@link #allocate} draws from
+     */
     public DevicePool pool() {
         return shared().pool;
     }
 
-    /** @return the stream kernels of this backend are launched on */
+    /**
+     * Returns the stream kernels of this backend are launched on.
+     * @return the stream kernels of this backend are launched on
+     */
     public CudaStream stream() {
         return shared().stream;
     }
 
     /**
+     * Returns its module, loaded once per process.
      * @param family kernel family, e.g. {@code "routing"}
      * @return its module, loaded once per process
      * @throws KernelsNotBuiltException when the family's fatbin is missing

@@ -102,12 +102,18 @@ public final class CudaContext implements AutoCloseable {
         }
     }
 
-    /** @return the device this context belongs to */
+    /**
+     * Returns the device this context belongs to.
+     * @return the device this context belongs to
+     */
     public CudaDevice device() {
         return device;
     }
 
-    /** @return {@code cuda:N} */
+    /**
+     * Returns {@code cuda:N}.
+     * @return {@code cuda:N}
+     */
     public Device location() {
         return device.device();
     }
@@ -127,12 +133,16 @@ public final class CudaContext implements AutoCloseable {
         }
     }
 
-    /** @return the legacy default stream (not owned: closing it does nothing); it orders with every blocking stream */
+    /**
+     * Returns the legacy default stream (not owned: closing it does nothing); it orders with every blocking stream.
+     * @return the legacy default stream (not owned: closing it does nothing); it orders with every blocking stream
+     */
     public CudaStream defaultStream() {
         return defaultStream;
     }
 
     /**
+     * Returns a new blocking stream (ordered with the legacy default stream, where buffers are zeroed).
      * @return a new blocking stream (ordered with the legacy default stream, where buffers are zeroed)
      * @throws CudaException when the driver fails
      */
@@ -146,6 +156,7 @@ public final class CudaContext implements AutoCloseable {
     }
 
     /**
+     * Returns a new event.
      * @param timing whether the event records time (needed for {@link CudaEvent#elapsedMillis(CudaEvent)})
      * @return a new event
      * @throws CudaException when the driver fails
@@ -173,6 +184,7 @@ public final class CudaContext implements AutoCloseable {
     }
 
     /**
+     * Returns a new pool for device memory whose buffers belong to the {@linkplain #defaultStream() legacy default stream} (so their frees are ordered after the work of every blocking stream); close it when done (it fails on leaks).
      * @return a new pool for device memory whose buffers belong to the {@linkplain #defaultStream()
      *         legacy default stream} (so their frees are ordered after the work of every blocking
      *         stream); close it when done (it fails on leaks)
@@ -182,6 +194,7 @@ public final class CudaContext implements AutoCloseable {
     }
 
     /**
+     * Returns a new pool for device memory; close it when done (it fails on leaks).
      * @param stream the stream the pool's buffers are allocated, zeroed and freed on (stream-ordered);
      *               it must outlive the pool. Work on other streams that uses a buffer must be ordered
      *               before the buffer's close by the caller (an event the stream waits for).
@@ -210,7 +223,10 @@ public final class CudaContext implements AutoCloseable {
     public record MemoryInfo(long free, long total) {
     }
 
-    /** @return free and total device memory */
+    /**
+     * Returns free and total device memory.
+     * @return free and total device memory
+     */
     public MemoryInfo memoryInfo() {
         makeCurrent();
         try (Arena a = Arena.ofConfined()) {
@@ -221,7 +237,10 @@ public final class CudaContext implements AutoCloseable {
         }
     }
 
-    /** @return true after {@link #close()} */
+    /**
+     * Returns true after {@link #close()}.
+     * @return true after {@link #close()}
+     */
     public boolean isClosed() {
         return closed;
     }

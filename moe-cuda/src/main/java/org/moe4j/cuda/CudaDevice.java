@@ -60,17 +60,26 @@ public record CudaDevice(int ordinal, int handle, String name, int major, int mi
         return i.get(ValueLayout.JAVA_INT, 0);
     }
 
-    /** @return e.g. {@code "9.0"} */
+    /**
+     * Returns a description such as {@code "9.0"}.
+     * @return e.g. {@code "9.0"}
+     */
     public String computeCapability() {
         return major + "." + minor;
     }
 
-    /** @return the moe-core device, {@code cuda:N} */
+    /**
+     * Returns the moe-core device, {@code cuda:N}.
+     * @return the moe-core device, {@code cuda:N}
+     */
     public Device device() {
         return Device.cuda(ordinal);
     }
 
-    /** @return e.g. {@code cuda:0 NVIDIA H100 80GB HBM3, compute capability 9.0, 79.2 GiB, 132 SMs} */
+    /**
+     * Returns a description such as {@code cuda:0 NVIDIA H100 80GB HBM3, compute capability 9.0, 79.2 GiB, 132 SMs}.
+     * @return e.g. {@code cuda:0 NVIDIA H100 80GB HBM3, compute capability 9.0, 79.2 GiB, 132 SMs}
+     */
     public String describe() {
         return String.format(Locale.ROOT, "cuda:%d %s, compute capability %s, %.1f GiB, %d SMs", ordinal, name,
                 computeCapability(), totalMemory / (double) (1L << 30), multiprocessors);

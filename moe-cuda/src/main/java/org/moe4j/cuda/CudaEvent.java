@@ -18,6 +18,7 @@ public final class CudaEvent implements AutoCloseable {
     }
 
     /**
+     * Returns the {@code CUevent} handle.
      * @return the {@code CUevent} handle
      * @throws BufferClosedException after close
      */
@@ -49,6 +50,7 @@ public final class CudaEvent implements AutoCloseable {
     }
 
     /**
+     * Returns milliseconds from {@code start} to this event.
      * @param start an earlier event, recorded and completed (both created with timing)
      * @return milliseconds from {@code start} to this event
      */

@@ -42,8 +42,11 @@ public final class CudaException extends RuntimeException {
             Map.entry(910, "CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE"), Map.entry(801, "CUDA_ERROR_NOT_SUPPORTED"),
             Map.entry(803, "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"), Map.entry(999, "CUDA_ERROR_UNKNOWN"));
 
+    /** The driver call that failed. */
     private final String call;
+    /** Its {@code CUresult} code. */
     private final int code;
+    /** The code's name, e.g. {@code CUDA_ERROR_OUT_OF_MEMORY}. */
     private final String errorName;
 
     /** @return the built-in code-to-name table (for tests) */
@@ -52,6 +55,7 @@ public final class CudaException extends RuntimeException {
     }
 
     /**
+     * Creates the exception.
      * @param call        the driver call, with its key arguments
      * @param code        the {@code CUresult}
      * @param errorName   e.g. {@code CUDA_ERROR_OUT_OF_MEMORY}
@@ -78,6 +82,7 @@ public final class CudaException extends RuntimeException {
     }
 
     /**
+     * Returns the exception (not thrown).
      * @param status a non-zero {@code CUresult}
      * @param call   the call's name
      * @return the exception (not thrown)
@@ -119,17 +124,26 @@ public final class CudaException extends RuntimeException {
         }
     }
 
-    /** @return the driver call that failed */
+    /**
+     * Returns the driver call that failed.
+     * @return the driver call that failed
+     */
     public String call() {
         return call;
     }
 
-    /** @return the {@code CUresult} */
+    /**
+     * Returns the {@code CUresult}.
+     * @return the {@code CUresult}
+     */
     public int code() {
         return code;
     }
 
-    /** @return the error's name, e.g. {@code CUDA_ERROR_OUT_OF_MEMORY} */
+    /**
+     * Returns the error's name, e.g. {@code CUDA_ERROR_OUT_OF_MEMORY}.
+     * @return the error's name, e.g. {@code CUDA_ERROR_OUT_OF_MEMORY}
+     */
     public String errorName() {
         return errorName;
     }

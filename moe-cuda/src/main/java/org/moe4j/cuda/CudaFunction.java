@@ -34,17 +34,24 @@ public final class CudaFunction {
         this.handle = handle;
     }
 
-    /** @return the kernel's name */
+    /**
+     * Returns the kernel's name.
+     * @return the kernel's name
+     */
     public String name() {
         return name;
     }
 
-    /** @return its module */
+    /**
+     * Returns its module.
+     * @return its module
+     */
     public CudaModule module() {
         return module;
     }
 
     /**
+     * Returns the {@code CUfunction} handle.
      * @return the {@code CUfunction} handle
      * @throws BufferClosedException when the module was closed
      */
@@ -56,6 +63,7 @@ public final class CudaFunction {
     }
 
     /**
+     * Returns its value.
      * @param attribute a {@code CU_FUNC_ATTRIBUTE_*} constant of {@code cuda_h}
      * @return its value
      */
@@ -69,17 +77,26 @@ public final class CudaFunction {
         }
     }
 
-    /** @return registers per thread */
+    /**
+     * Returns registers per thread.
+     * @return registers per thread
+     */
     public int registers() {
         return attribute(cuda_h.CU_FUNC_ATTRIBUTE_NUM_REGS);
     }
 
-    /** @return the largest block this kernel can be launched with */
+    /**
+     * Returns the largest block this kernel can be launched with.
+     * @return the largest block this kernel can be launched with
+     */
     public int maxThreadsPerBlock() {
         return attribute(cuda_h.CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
     }
 
-    /** @return local (spill) memory per thread in bytes */
+    /**
+     * Returns local (spill) memory per thread in bytes.
+     * @return local (spill) memory per thread in bytes
+     */
     public int localBytes() {
         return attribute(cuda_h.CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES);
     }

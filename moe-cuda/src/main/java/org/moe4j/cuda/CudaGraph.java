@@ -229,6 +229,7 @@ public final class CudaGraph implements AutoCloseable {
     }
 
     /**
+     * Returns whether the stream is capturing now.
      * @param stream a stream
      * @return whether the stream is capturing now
      */

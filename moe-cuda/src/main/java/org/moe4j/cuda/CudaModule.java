@@ -33,6 +33,7 @@ public final class CudaModule implements AutoCloseable {
     }
 
     /**
+     * Returns its class-path resource name.
      * @param family kernel family, e.g. {@code "routing"}
      * @return its class-path resource name
      */
@@ -41,6 +42,7 @@ public final class CudaModule implements AutoCloseable {
     }
 
     /**
+     * Returns true when the build compiled this family's fatbin.
      * @param family kernel family
      * @return true when the build compiled this family's fatbin
      */
@@ -49,6 +51,7 @@ public final class CudaModule implements AutoCloseable {
     }
 
     /**
+     * Returns the fatbin image.
      * @param family kernel family
      * @return the fatbin image
      * @throws KernelsNotBuiltException when it is not on the class path
@@ -97,12 +100,18 @@ public final class CudaModule implements AutoCloseable {
         }
     }
 
-    /** @return the kernel family */
+    /**
+     * Returns the kernel family.
+     * @return the kernel family
+     */
     public String family() {
         return family;
     }
 
-    /** @return the context it is loaded in */
+    /**
+     * Returns the context it is loaded in.
+     * @return the context it is loaded in
+     */
     public CudaContext context() {
         return context;
     }

@@ -17,12 +17,16 @@ public final class CudaStream implements AutoCloseable {
         this.owned = owned;
     }
 
-    /** @return the context */
+    /**
+     * Returns the context.
+     * @return the context
+     */
     public CudaContext context() {
         return context;
     }
 
     /**
+     * Returns the {@code CUstream} handle (NULL for the legacy default stream), for kernel launchers and NCCL.
      * @return the {@code CUstream} handle (NULL for the legacy default stream), for kernel launchers and NCCL
      * @throws BufferClosedException after close
      */
@@ -55,7 +59,10 @@ public final class CudaStream implements AutoCloseable {
         CudaException.check(cuda_h.cuStreamWaitEvent(h, event.handle(), 0), "cuStreamWaitEvent(" + this + ")");
     }
 
-    /** @return true when this is the context's legacy default stream */
+    /**
+     * Returns true when this is the context's legacy default stream.
+     * @return true when this is the context's legacy default stream
+     */
     public boolean isDefault() {
         return !owned;
     }

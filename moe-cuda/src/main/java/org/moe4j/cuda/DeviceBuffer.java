@@ -60,12 +60,18 @@ public final class DeviceBuffer implements Buffer {
         return pool.device();
     }
 
-    /** @return the pool this buffer (or its owner) came from */
+    /**
+     * Returns the pool this buffer (or its owner) came from.
+     * @return the pool this buffer (or its owner) came from
+     */
     public DevicePool pool() {
         return pool;
     }
 
-    /** @return the CUDA context */
+    /**
+     * Returns the CUDA context.
+     * @return the CUDA context
+     */
     public CudaContext context() {
         return pool.context();
     }
@@ -79,6 +85,7 @@ public final class DeviceBuffer implements Buffer {
     }
 
     /**
+     * Returns the device pointer ({@code CUdeviceptr}), for kernel arguments.
      * @return the device pointer ({@code CUdeviceptr}), for kernel arguments
      * @throws BufferClosedException after close (of this buffer or its owner)
      */
@@ -89,7 +96,10 @@ public final class DeviceBuffer implements Buffer {
         return address;
     }
 
-    /** @return true for a view that does not own its memory */
+    /**
+     * Returns true for a view that does not own its memory.
+     * @return true for a view that does not own its memory
+     */
     public boolean isView() {
         return owner != null;
     }
@@ -270,7 +280,10 @@ public final class DeviceBuffer implements Buffer {
         s.synchronize();
     }
 
-    /** @return e.g. {@code DeviceBuffer#3[F32 [4, 8] cuda:0]} */
+    /**
+     * Returns a description such as {@code DeviceBuffer#3[F32 [4, 8] cuda:0]}.
+     * @return e.g. {@code DeviceBuffer#3[F32 [4, 8] cuda:0]}
+     */
     public String describe() {
         return "DeviceBuffer#" + id + (owner != null ? " view" : "") + "[" + dtype + " " + shape + " " + pool.device() + "]";
     }
@@ -284,7 +297,10 @@ public final class DeviceBuffer implements Buffer {
         return describe() + (isClosed() ? " (closed)" : "");
     }
 
-    /** @return {@code MemorySegment} of the device pointer (for bindings taking {@code void*} device pointers, e.g. NCCL) */
+    /**
+     * Returns {@code MemorySegment} of the device pointer (for bindings taking {@code void*} device pointers, e.g. NCCL).
+     * @return {@code MemorySegment} of the device pointer (for bindings taking {@code void*} device pointers, e.g. NCCL)
+     */
     public MemorySegment pointer() {
         return MemorySegment.ofAddress(address());
     }

@@ -266,7 +266,10 @@ public final class DevicePool implements AutoCloseable {
         return memory;
     }
 
-    /** @return the context (for copies and launches) */
+    /**
+     * Returns the context (for copies and launches).
+     * @return the context (for copies and launches)
+     */
     public CudaContext context() {
         if (context == null) {
             throw new IllegalStateException("DevicePool on " + device + " has no CUDA context (test pool)");
@@ -274,12 +277,16 @@ public final class DevicePool implements AutoCloseable {
         return context;
     }
 
-    /** @return the device, {@code cuda:N} */
+    /**
+     * Returns the device, {@code cuda:N}.
+     * @return the device, {@code cuda:N}
+     */
     public Device device() {
         return device;
     }
 
     /**
+     * Returns the stream this pool's buffers belong to: they are allocated, zeroed and freed in its order (the context's legacy default stream for {@link CudaContext#createPool()}).
      * @return the stream this pool's buffers belong to: they are allocated, zeroed and freed in its
      *         order (the context's legacy default stream for {@link CudaContext#createPool()})
      */
@@ -308,6 +315,7 @@ public final class DevicePool implements AutoCloseable {
     }
 
     /**
+     * Returns a zeroed owning buffer.
      * @param dtype element type
      * @param dims  dimensions
      * @return a zeroed owning buffer
@@ -365,29 +373,44 @@ public final class DevicePool implements AutoCloseable {
         }
     }
 
-    /** @return buffers allocated and not yet closed */
+    /**
+     * Returns buffers allocated and not yet closed.
+     * @return buffers allocated and not yet closed
+     */
     public int liveCount() {
         return live.size();
     }
 
-    /** @return bytes held by live buffers */
+    /**
+     * Returns bytes held by live buffers.
+     * @return bytes held by live buffers
+     */
     public long liveBytes() {
         return liveBytes.get();
     }
 
-    /** @return the most bytes live at once */
+    /**
+     * Returns the most bytes live at once.
+     * @return the most bytes live at once
+     */
     public long peakBytes() {
         return peakBytes.get();
     }
 
-    /** @return one line per live buffer, oldest first, with its allocation site */
+    /**
+     * Returns one line per live buffer, oldest first, with its allocation site.
+     * @return one line per live buffer, oldest first, with its allocation site
+     */
     public List<String> liveBuffers() {
         List<DeviceBuffer> bs = new ArrayList<>(live.values());
         bs.sort(Comparator.comparingLong(DeviceBuffer::id));
         return bs.stream().map(DeviceBuffer::describeWithSite).toList();
     }
 
-    /** @return true after {@link #close()} */
+    /**
+     * Returns true after {@link #close()}.
+     * @return true after {@link #close()}
+     */
     public boolean isClosed() {
         return closed;
     }

@@ -10,7 +10,10 @@ public final class KernelsNotBuiltException extends IllegalStateException {
     /** Start of every message, for callers that explain it further. */
     public static final String REASON = "kernels were not built: nvcc was not found at build time";
 
-    /** @param resource the missing class-path resource */
+    /**
+     * Creates the exception.
+     * @param resource the missing class-path resource
+     */
     public KernelsNotBuiltException(String resource) {
         super(REASON + " (missing class-path resource " + resource
                 + "; rebuild moe-cuda on a host with /usr/local/cuda/bin/nvcc, or pass -Dnvcc=/path/to/nvcc)");

@@ -48,6 +48,7 @@ public final class Launch {
     }
 
     /**
+     * Returns a new launch with grid 1, block 1, no shared memory, the default stream.
      * @param function the kernel
      * @return a new launch with grid 1, block 1, no shared memory, the default stream
      */
@@ -61,6 +62,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code grid}: blocks.
      * @param x blocks
      * @return this
      */
@@ -69,6 +71,8 @@ public final class Launch {
     }
 
     /**
+     * Sets the grid shape.
+     *
      * @param x blocks in x
      * @param y blocks in y
      * @param z blocks in z
@@ -82,6 +86,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code block}: threads.
      * @param x threads
      * @return this
      */
@@ -90,6 +95,8 @@ public final class Launch {
     }
 
     /**
+     * Sets the block shape.
+     *
      * @param x threads in x
      * @param y threads in y
      * @param z threads in z
@@ -103,6 +110,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code sharedMemory}: dynamic shared memory per block.
      * @param bytes dynamic shared memory per block
      * @return this
      */
@@ -112,6 +120,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code stream}: the stream to launch on.
      * @param s the stream to launch on
      * @return this
      */
@@ -121,6 +130,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code arg}: an {@code int} argument.
      * @param v an {@code int} argument
      * @return this
      */
@@ -130,6 +140,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code arg}: a {@code long long} / {@code int64_t} / {@code size_t} argument.
      * @param v a {@code long long} / {@code int64_t} / {@code size_t} argument
      * @return this
      */
@@ -139,6 +150,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code arg}: a {@code float} argument.
      * @param v a {@code float} argument
      * @return this
      */
@@ -148,6 +160,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code arg}: a {@code double} argument.
      * @param v a {@code double} argument
      * @return this
      */
@@ -157,6 +170,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code arg}: a device buffer, passed as its device pointer.
      * @param b a device buffer, passed as its device pointer
      * @return this
      */
@@ -165,6 +179,7 @@ public final class Launch {
     }
 
     /**
+     * Sets {@code argPointer}: a device pointer (0 for NULL).
      * @param address a device pointer (0 for NULL)
      * @return this
      */
@@ -191,7 +206,10 @@ public final class Launch {
         return this;
     }
 
-    /** @return arguments added so far */
+    /**
+     * Returns arguments added so far.
+     * @return arguments added so far
+     */
     public int argCount() {
         return args.size();
     }

@@ -7,12 +7,16 @@ package org.moe4j.cuda;
 public final class NativeLibraryException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
-    /** @param message what was missing and where it was looked for */
+    /**
+     * Creates the exception.
+     * @param message what was missing and where it was looked for
+     */
     public NativeLibraryException(String message) {
         super(message);
     }
 
     /**
+     * Creates the exception.
      * @param message what failed
      * @param cause   the loader's error
      */

@@ -48,6 +48,7 @@ public final class NcclComm implements AutoCloseable {
     }
 
     /**
+     * Returns NCCL's version, e.g. {@code 22703} for 2.27.3.
      * @return NCCL's version, e.g. {@code 22703} for 2.27.3
      * @throws NativeLibraryException when libnccl cannot be found
      */
@@ -61,6 +62,7 @@ public final class NcclComm implements AutoCloseable {
     }
 
     /**
+     * Returns a fresh unique id (128 bytes) for a new communicator; rank 0 makes it and shares it.
      * @return a fresh unique id (128 bytes) for a new communicator; rank 0 makes it and shares it
      * @throws NativeLibraryException when libnccl cannot be found
      */
@@ -102,17 +104,24 @@ public final class NcclComm implements AutoCloseable {
         }
     }
 
-    /** @return this rank */
+    /**
+     * Returns this rank.
+     * @return this rank
+     */
     public int rank() {
         return rank;
     }
 
-    /** @return number of ranks */
+    /**
+     * Returns number of ranks.
+     * @return number of ranks
+     */
     public int worldSize() {
         return worldSize;
     }
 
     /**
+     * Returns the matching {@code ncclDataType_t}.
      * @param dtype a moe4j dtype
      * @return the matching {@code ncclDataType_t}
      */

@@ -26,11 +26,15 @@ public final class NcclException extends RuntimeException {
         "a remote rank failed or the network broke", "the operation is still in progress",
         "an NCCL operation timed out"};
 
+    /** The NCCL call that failed. */
     private final String call;
+    /** Its {@code ncclResult_t} code. */
     private final int code;
+    /** The code's name, e.g. {@code ncclInvalidUsage}. */
     private final String resultName;
 
     /**
+     * Creates the exception.
      * @param call        the NCCL call, with its key arguments
      * @param code        the {@code ncclResult_t}
      * @param resultName  e.g. {@code ncclInvalidUsage}
@@ -57,6 +61,7 @@ public final class NcclException extends RuntimeException {
     }
 
     /**
+     * Returns the exception (not thrown).
      * @param status a non-zero {@code ncclResult_t}
      * @param call   the call's name
      * @return the exception (not thrown)
@@ -85,17 +90,26 @@ public final class NcclException extends RuntimeException {
         return NAMES.clone();
     }
 
-    /** @return the NCCL call that failed */
+    /**
+     * Returns the NCCL call that failed.
+     * @return the NCCL call that failed
+     */
     public String call() {
         return call;
     }
 
-    /** @return the {@code ncclResult_t} */
+    /**
+     * Returns the {@code ncclResult_t}.
+     * @return the {@code ncclResult_t}
+     */
     public int code() {
         return code;
     }
 
-    /** @return the result's name, e.g. {@code ncclInvalidUsage} */
+    /**
+     * Returns the result's name, e.g. {@code ncclInvalidUsage}.
+     * @return the result's name, e.g. {@code ncclInvalidUsage}
+     */
     public String resultName() {
         return resultName;
     }

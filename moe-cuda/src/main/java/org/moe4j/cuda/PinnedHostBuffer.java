@@ -25,6 +25,7 @@ public final class PinnedHostBuffer implements AutoCloseable {
     }
 
     /**
+     * Returns zeroed pinned memory.
      * @param context the device context (pinned memory is registered with it)
      * @param dtype   element type
      * @param shape   shape
@@ -50,7 +51,10 @@ public final class PinnedHostBuffer implements AutoCloseable {
         return new PinnedHostBuffer(arena, HostBuffer.wrap(dtype, shape, seg));
     }
 
-    /** @return the memory as a host buffer (closing that view does not free it) */
+    /**
+     * Returns the memory as a host buffer (closing that view does not free it).
+     * @return the memory as a host buffer (closing that view does not free it)
+     */
     public HostBuffer host() {
         return host;
     }

@@ -5,6 +5,7 @@ public final class CheckpointException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     /**
+     * Creates the exception.
      * @param message what is wrong, naming the file and the tensor
      */
     public CheckpointException(String message) {
@@ -12,6 +13,7 @@ public final class CheckpointException extends RuntimeException {
     }
 
     /**
+     * Creates the exception.
      * @param message what is wrong
      * @param cause   underlying error
      */

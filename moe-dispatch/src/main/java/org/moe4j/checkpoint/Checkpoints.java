@@ -77,6 +77,7 @@ public final class Checkpoints {
     }
 
     /**
+     * Returns {@code shared_experts.gate_proj/up_proj/down_proj.weight} views.
      * @param shared the shared experts
      * @param prefix name prefix, e.g. {@code mlp.}
      * @return {@code shared_experts.gate_proj/up_proj/down_proj.weight} views
@@ -86,6 +87,7 @@ public final class Checkpoints {
     }
 
     /**
+     * Returns {@code shared_experts.gate_proj/up_proj/down_proj.weight} views of the host buffers.
      * @param shared the shared experts (any backend)
      * @param prefix name prefix, e.g. {@code mlp.}
      * @param host   maps each weight buffer to a host buffer of the same dtype and shape
@@ -110,6 +112,7 @@ public final class Checkpoints {
     }
 
     /**
+     * Returns a non-owning {@code [rows, cols]} view of slice {@code i}.
      * @param b    a host buffer {@code [n, rows, cols]}
      * @param i    index in the first dimension
      * @param rows second dimension
@@ -149,6 +152,8 @@ public final class Checkpoints {
     }
 
     /**
+     * Loads named tensors from an open file into existing buffers.
+     *
      * @param file    an open file
      * @param targets name → destination
      * @throws CheckpointException as {@link #load(Path, Map)}

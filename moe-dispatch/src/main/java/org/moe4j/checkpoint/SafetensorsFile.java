@@ -194,22 +194,33 @@ public final class SafetensorsFile implements AutoCloseable {
         return out;
     }
 
-    /** @return the file */
+    /**
+     * Returns the file.
+     *
+     * @return the file
+     */
     public Path path() {
         return path;
     }
 
-    /** @return every tensor, in header order */
+    /**
+     * Returns every tensor, in header order.
+     * @return every tensor, in header order
+     */
     public Map<String, TensorInfo> tensors() {
         return tensors;
     }
 
-    /** @return the {@code __metadata__} entries */
+    /**
+     * Returns the {@code __metadata__} entries.
+     * @return the {@code __metadata__} entries
+     */
     public Map<String, String> metadata() {
         return metadata;
     }
 
     /**
+     * Returns a read-only view of the mapped bytes (valid until close).
      * @param name tensor name
      * @return a read-only view of the mapped bytes (valid until close)
      * @throws CheckpointException if the tensor is missing or has a dtype moe4j buffers cannot hold
@@ -224,6 +235,7 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     /**
+     * Returns the tensor's header entry.
      * @param name tensor name
      * @return the tensor's header entry
      * @throws CheckpointException if the tensor is missing
@@ -237,6 +249,7 @@ public final class SafetensorsFile implements AutoCloseable {
     }
 
     /**
+     * Returns a read-only view of the tensor's mapped bytes, any dtype (valid until close).
      * @param name tensor name
      * @return a read-only view of the tensor's mapped bytes, any dtype (valid until close)
      * @throws CheckpointException if the tensor is missing

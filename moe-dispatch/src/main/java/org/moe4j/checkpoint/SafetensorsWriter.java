@@ -38,6 +38,8 @@ public final class SafetensorsWriter {
     }
 
     /**
+     * Writes tensors and metadata to a safetensors file.
+     *
      * @param path     destination
      * @param tensors  name → host buffer (F32, BF16, F16, I32 or I64), written in iteration order
      * @param metadata free-form string metadata ({@code __metadata__}); may be empty
@@ -279,6 +281,8 @@ public final class SafetensorsWriter {
      */
     public record RawTensor(SafetensorsDtype dtype, org.moe4j.core.Shape shape, java.lang.foreign.MemorySegment data) {
         /**
+         * Checks the components.
+         *
          * @throws IllegalArgumentException on a null component or a byte count that does not match
          */
         public RawTensor {

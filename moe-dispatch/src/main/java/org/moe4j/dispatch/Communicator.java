@@ -19,10 +19,16 @@ import org.moe4j.core.buffer.Buffer;
  * computed in fp32 for floating types (BF16/F16 rounded once at the end), identical on every rank.
  */
 public interface Communicator extends AutoCloseable {
-    /** @return this rank, {@code 0 .. size-1} */
+    /**
+     * Returns this rank, {@code 0 .. size-1}.
+     * @return this rank, {@code 0 .. size-1}
+     */
     int rank();
 
-    /** @return number of ranks {@code W} */
+    /**
+     * Returns number of ranks {@code W}.
+     * @return number of ranks {@code W}
+     */
     int size();
 
     /**

@@ -5,6 +5,7 @@ public class CommunicatorException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     /**
+     * Creates the exception.
      * @param message what failed, where and why
      */
     public CommunicatorException(String message) {
@@ -12,6 +13,7 @@ public class CommunicatorException extends RuntimeException {
     }
 
     /**
+     * Creates the exception.
      * @param message what failed, where and why
      * @param cause   the underlying failure (e.g. another rank's exception)
      */

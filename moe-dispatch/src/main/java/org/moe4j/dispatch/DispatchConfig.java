@@ -40,6 +40,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns all-to-all, no padding, no dedup, weighting after the return trip.
      * @param experts routed experts {@code E}
      * @return all-to-all, no padding, no dedup, weighting after the return trip
      */
@@ -48,6 +49,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns experts and group alignment taken from it, all-to-all.
      * @param config the layer configuration
      * @return experts, group alignment, strategy and options, and the capacity's drop policy taken from it
      */
@@ -56,22 +58,32 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
                 config.capacity().policy(), false);
     }
 
-    /** @return the strategy name */
+    /**
+     * Returns the strategy name.
+     * @return the strategy name
+     */
     public String strategy() {
         return options.strategy();
     }
 
-    /** @return whether a token is sent once per destination rank (all-to-all only) */
+    /**
+     * Returns whether a token is sent once per destination rank (all-to-all only).
+     * @return whether a token is sent once per destination rank (all-to-all only)
+     */
     public boolean perRankDedup() {
         return options.perRankDedup();
     }
 
-    /** @return whether rows are weighted on the expert rank before the return trip (all-to-all only) */
+    /**
+     * Returns whether rows are weighted on the expert rank before the return trip (all-to-all only).
+     * @return whether rows are weighted on the expert rank before the return trip (all-to-all only)
+     */
     public boolean weightBeforeReturn() {
         return options.weightBeforeReturn();
     }
 
     /**
+     * Returns a copy with that alignment.
      * @param alignment group alignment
      * @return a copy with that alignment
      */
@@ -80,6 +92,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with that strategy and default options for it.
      * @param s a built-in strategy
      * @return a copy with that strategy and default options for it
      * @throws IllegalArgumentException if the current options do not apply to {@code s}
@@ -89,6 +102,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with that strategy, keeping the other options.
      * @param name a strategy name (resolved when the dispatcher is created)
      * @return a copy with that strategy, keeping the other options
      * @throws IllegalArgumentException if the name is invalid or the current options do not apply to it
@@ -99,6 +113,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with them.
      * @param o strategy and options
      * @return a copy with them
      */
@@ -107,6 +122,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with that setting.
      * @param dedup whether to send a token once per destination rank
      * @return a copy with that setting
      * @throws IllegalArgumentException if the strategy is not all-to-all
@@ -117,6 +133,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with that setting.
      * @param before whether to weight on the expert rank before the return trip
      * @return a copy with that setting
      * @throws IllegalArgumentException if the strategy is not all-to-all
@@ -127,6 +144,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with that policy.
      * @param policy which rows an over-full static chunk keeps
      * @return a copy with that policy
      */
@@ -135,6 +153,7 @@ public record DispatchConfig(int experts, int groupAlignment, DispatchOptions op
     }
 
     /**
+     * Returns a copy with that setting.
      * @param balanced whether the routing is the force-balanced round robin
      * @return a copy with that setting
      */

@@ -269,6 +269,7 @@ public interface DispatchKernels {
     }
 
     /**
+     * Returns true when {@link #buildStaticSendPlan} and {@link #buildStaticRecvPlan} run where the buffers live without reading device memory back to the host; false for the host-staged defaults (each call then is a device→host read).
      * @return true when {@link #buildStaticSendPlan} and {@link #buildStaticRecvPlan} run where the
      *         buffers live without reading device memory back to the host; false for the host-staged
      *         defaults (each call then is a device→host read)

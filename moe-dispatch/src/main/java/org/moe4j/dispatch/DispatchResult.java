@@ -12,24 +12,42 @@ import org.moe4j.core.buffer.Buffer;
  * real, the rest (up to the alignment multiple) are zero padding.
  */
 public interface DispatchResult extends AutoCloseable {
-    /** @return the routed rows, {@code [rows, hidden]}, dtype of {@code x} */
+    /**
+     * Returns the routed rows, {@code [rows, hidden]}, dtype of {@code x}.
+     * @return the routed rows, {@code [rows, hidden]}, dtype of {@code x}
+     */
     Buffer expertInput();
 
-    /** @return {@code localExperts + 1} padded row offsets into {@link #expertInput()} */
+    /**
+     * Returns {@code localExperts + 1} padded row offsets into {@link #expertInput()}.
+     * @return {@code localExperts + 1} padded row offsets into {@link #expertInput()}
+     */
     int[] groupOffsets();
 
-    /** @return real (unpadded) rows per local expert: this rank's load statistics */
+    /**
+     * Returns real (unpadded) rows per local expert: this rank's load statistics.
+     * @return real (unpadded) rows per local expert: this rank's load statistics
+     */
     int[] tokensPerLocalExpert();
 
-    /** @return global id of local expert 0 */
+    /**
+     * Returns global id of local expert 0.
+     * @return global id of local expert 0
+     */
     int firstExpert();
 
-    /** @return number of local experts {@code L = E / W} */
+    /**
+     * Returns number of local experts {@code L = E / W}.
+     * @return number of local experts {@code L = E / W}
+     */
     default int localExperts() {
         return groupOffsets().length - 1;
     }
 
-    /** @return rows of {@link #expertInput()} including padding */
+    /**
+     * Returns rows of {@link #expertInput()} including padding.
+     * @return rows of {@link #expertInput()} including padding
+     */
     default int rows() {
         return groupOffsets()[groupOffsets().length - 1];
     }
@@ -56,13 +74,22 @@ public interface DispatchResult extends AutoCloseable {
         return 0;
     }
 
-    /** @return I32 {@code [rows]}: source rank of each expert-input row, -1 for padding */
+    /**
+     * Returns I32 {@code [rows]}: source rank of each expert-input row, -1 for padding.
+     * @return I32 {@code [rows]}: source rank of each expert-input row, -1 for padding
+     */
     Buffer srcRank();
 
-    /** @return I32 {@code [rows]}: token index on its source rank, -1 for padding */
+    /**
+     * Returns I32 {@code [rows]}: token index on its source rank, -1 for padding.
+     * @return I32 {@code [rows]}: token index on its source rank, -1 for padding
+     */
     Buffer srcIndex();
 
-    /** @return I32 {@code [rows]}: top-k slot of each row, -1 for padding */
+    /**
+     * Returns I32 {@code [rows]}: top-k slot of each row, -1 for padding.
+     * @return I32 {@code [rows]}: top-k slot of each row, -1 for padding
+     */
     Buffer topkSlot();
 
     /** Frees every buffer this context owns. Idempotent. */

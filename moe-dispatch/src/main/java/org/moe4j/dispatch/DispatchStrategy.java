@@ -29,7 +29,10 @@ public enum DispatchStrategy {
         this.id = id;
     }
 
-    /** @return the provider id, e.g. {@code all-to-all} */
+    /**
+     * Returns the provider id, e.g. {@code all-to-all}.
+     * @return the provider id, e.g. {@code all-to-all}
+     */
     public String id() {
         return id;
     }

@@ -64,6 +64,7 @@ public interface Dispatcher {
     Buffer dispatchBackward(DispatchResult d, Buffer dExpertInput);
 
     /**
+     * Returns how many device→host reads (count read-backs that synchronise with the device) this dispatcher has issued so far, or -1 when the implementation does not count them; a host-sync-free strategy ({@link DispatcherProvider#hostSyncFree()}) adds none per step.
      * @return how many device→host reads (count read-backs that synchronise with the device) this
      *         dispatcher has issued so far, or -1 when the implementation does not count them; a
      *         host-sync-free strategy ({@link DispatcherProvider#hostSyncFree()}) adds none per step

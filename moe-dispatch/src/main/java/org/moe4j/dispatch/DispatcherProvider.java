@@ -13,10 +13,14 @@ import org.moe4j.core.backend.Backend;
  * holds the shared input validation, row layout and group-offset logic.
  */
 public interface DispatcherProvider {
-    /** @return the strategy name this provider answers to, e.g. {@code all-to-all} */
+    /**
+     * Returns the strategy name this provider answers to, e.g. {@code all-to-all}.
+     * @return the strategy name this provider answers to, e.g. {@code all-to-all}
+     */
     String id();
 
     /**
+     * Returns true when a step on this strategy reads nothing back from device memory (no device→host synchronisation), so it can be captured as a CUDA graph.
      * @return true when a step on this strategy reads nothing back from device memory (no
      *         device→host synchronisation), so it can be captured as a CUDA graph
      */

@@ -38,12 +38,16 @@ public final class Dispatchers {
         return m;
     }
 
-    /** @return the ids of every registered strategy, in discovery order */
+    /**
+     * Returns the ids of every registered strategy, in discovery order.
+     * @return the ids of every registered strategy, in discovery order
+     */
     public static List<String> ids() {
         return new ArrayList<>(all().keySet());
     }
 
     /**
+     * Returns its provider.
      * @param id a strategy name
      * @return its provider
      * @throws IllegalArgumentException naming the id and the registered ones if none answers to it

@@ -44,6 +44,7 @@ public final class LocalGroup {
     @FunctionalInterface
     public interface RankBody<R> {
         /**
+         * Returns this rank's result.
          * @param comm this rank's communicator (closed by the group afterwards)
          * @return this rank's result
          * @throws Exception any failure; it fails the group

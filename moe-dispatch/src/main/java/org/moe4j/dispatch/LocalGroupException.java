@@ -10,6 +10,7 @@ public final class LocalGroupException extends CommunicatorException {
     private final transient List<Throwable> rankErrors;
 
     /**
+     * Creates the exception.
      * @param message    summary naming the first failure
      * @param cause      the root cause (the exception of the rank that failed first), or null
      * @param rankErrors per-rank errors, null where a rank succeeded
@@ -19,7 +20,10 @@ public final class LocalGroupException extends CommunicatorException {
         this.rankErrors = Collections.unmodifiableList(rankErrors);
     }
 
-    /** @return the error of each rank, indexed by rank; null where that rank succeeded */
+    /**
+     * Returns the error of each rank, indexed by rank; null where that rank succeeded.
+     * @return the error of each rank, indexed by rank; null where that rank succeeded
+     */
     public List<Throwable> rankErrors() {
         return rankErrors;
     }

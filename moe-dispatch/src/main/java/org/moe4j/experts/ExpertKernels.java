@@ -89,6 +89,59 @@ public interface ExpertKernels {
     void groupedWeightGrad(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec);
 
     /**
+     * Whether {@link #groupedWeightGradTree} and {@link #combineTreeNodes} are implemented, i.e.
+     * whether gradients of replicated parameters can be reduced over the fixed
+     * {@link TokenBlockTree} (bitwise independent of the world size). Callers that get {@code false}
+     * reduce with {@link #groupedWeightGrad} and a rank-order all-reduce instead.
+     *
+     * @return true when this backend reduces weight gradients over token-block trees
+     */
+    default boolean supportsTokenBlockTree() {
+        return false;
+    }
+
+    /**
+     * Weight gradient of each row segment reduced over the fixed token-block tree: for every segment
+     * {@code s}, whose rows {@code [off[s], off[s+1])} are cut into blocks of {@code blockRows} rows
+     * starting at {@code off[s]} (the last may be shorter),
+     * {@code out[s] (+)= tree-sum over blocks of a[block]ᵀ · b[block]}, where each block's partial is
+     * reduced over its rows in ascending order from zero and the partials are combined as the nodes of
+     * the aligned binary tree of {@link TokenBlockTree} (left-aligned at the segment's first block; a
+     * segment of {@code c} blocks gives the value of a tree node of {@code c} blocks). The result
+     * depends on the rows of each segment only, never on the thread count.
+     *
+     * @param a              row operand {@code [rows, M]} (e.g. the output gradient)
+     * @param b              row operand {@code [rows, N]} (e.g. the layer input)
+     * @param segmentOffsets I32 {@code [segments + 1]}, non-decreasing
+     * @param blockRows      rows per block, {@code >= 1} (an implementation may cap it; the CPU allows up to 512)
+     * @param out            F32 {@code [segments, M, N]}
+     * @param spec           accumulate / bf16 options
+     * @throws IllegalArgumentException on shape, dtype, offset or block-size errors (before anything is written)
+     * @throws UnsupportedOperationException where {@link #supportsTokenBlockTree()} is false
+     */
+    default void groupedWeightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer out,
+            GemmSpec spec) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not implement groupedWeightGradTree");
+    }
+
+    /**
+     * Evaluates a token-block tree from node values: runs {@code nodes[dst] += nodes[src]} for every
+     * pair of {@code plan} in order (element-wise, fp32), then {@code out (+)= nodes[root]}, with
+     * {@code plan = [dst0, src0, ..., root]} as made by {@link TokenBlockTree#combinePlan}. The rows of
+     * {@code nodes} are scratch and are overwritten.
+     *
+     * @param nodes      F32 {@code [count, ...]}: one node value per row
+     * @param plan       pairs of row indices, then the root's row index
+     * @param out        F32 with as many elements as one row of {@code nodes}
+     * @param accumulate add into {@code out} instead of overwriting it
+     * @throws IllegalArgumentException on a dtype, size or plan error (before anything is written)
+     * @throws UnsupportedOperationException where {@link #supportsTokenBlockTree()} is false
+     */
+    default void combineTreeNodes(Buffer nodes, int[] plan, Buffer out, boolean accumulate) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " does not implement combineTreeNodes");
+    }
+
+    /**
      * Batched transpose with dtype conversion: {@code dst[g] = src[g]ᵀ}.
      *
      * @param src {@code [groups, R, C]}

@@ -69,6 +69,8 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
+     * What a grouped-experts forward returns.
+     *
      * @param output  {@code [rows, hidden]} (rows outside every group are zero); caller closes it
      * @param context state for backward
      */
@@ -97,6 +99,7 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code GroupedExperts}.
      * @param name         parameter name prefix, e.g. {@code experts}
      * @param localExperts experts held here, ≥ 1
      * @param firstExpert  global index of the first one, ≥ 0
@@ -145,47 +148,74 @@ public final class GroupedExperts implements AutoCloseable {
         ParamInit.fillUniform(w2, seed, stream + 2, firstExpert * perExpert, ParamInit.linearBound(ffn));
     }
 
-    /** @return experts held here */
+    /**
+     * Returns experts held here.
+     * @return experts held here
+     */
     public int localExperts() {
         return localExperts;
     }
 
-    /** @return global index of local expert 0 */
+    /**
+     * Returns global index of local expert 0.
+     * @return global index of local expert 0
+     */
     public int firstExpert() {
         return firstExpert;
     }
 
-    /** @return hidden size */
+    /**
+     * Returns hidden size.
+     * @return hidden size
+     */
     public int hidden() {
         return hidden;
     }
 
-    /** @return intermediate size per expert */
+    /**
+     * Returns intermediate size per expert.
+     * @return intermediate size per expert
+     */
     public int ffn() {
         return ffn;
     }
 
-    /** @return compute dtype of the GEMMs */
+    /**
+     * Returns compute dtype of the GEMMs.
+     * @return compute dtype of the GEMMs
+     */
     public DType computeDtype() {
         return compute;
     }
 
-    /** @return W1 (gate_proj) {@code [localExperts, ffn, hidden]} */
+    /**
+     * Returns W1 (gate_proj) {@code [localExperts, ffn, hidden]}.
+     * @return W1 (gate_proj) {@code [localExperts, ffn, hidden]}
+     */
     public Buffer w1() {
         return w1;
     }
 
-    /** @return W3 (up_proj) {@code [localExperts, ffn, hidden]} */
+    /**
+     * Returns W3 (up_proj) {@code [localExperts, ffn, hidden]}.
+     * @return W3 (up_proj) {@code [localExperts, ffn, hidden]}
+     */
     public Buffer w3() {
         return w3;
     }
 
-    /** @return W2 (down_proj) {@code [localExperts, hidden, ffn]} */
+    /**
+     * Returns W2 (down_proj) {@code [localExperts, hidden, ffn]}.
+     * @return W2 (down_proj) {@code [localExperts, hidden, ffn]}
+     */
     public Buffer w2() {
         return w2;
     }
 
-    /** @return gate_proj, up_proj, down_proj with their gradients */
+    /**
+     * Returns gate_proj, up_proj, down_proj with their gradients.
+     * @return gate_proj, up_proj, down_proj with their gradients
+     */
     public List<Parameter> parameters() {
         return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),
                 new Parameter(name + ".down_proj", w2, gw2));
@@ -318,6 +348,25 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
+     * How a backward's weight gradients are reduced over its rows when not by the grouped kernel (see
+     * {@link WeightGrads#reduce}), e.g. over the token-block tree of a replicated MLP
+     * ({@link TokenBlockTree}).
+     */
+    @FunctionalInterface
+    public interface WeightGradReduction {
+        /**
+         * Adds {@code Σ_rows a[row]ᵀ · b[row]} (over this backward's rows) to {@code grad}, now or
+         * later, as the reduction decides.
+         *
+         * @param a    row operand {@code [rows, M]}
+         * @param b    row operand {@code [rows, N]}
+         * @param grad F32 {@code [groups, M, N]}, the gradient to add into
+         * @param spec bf16 option of the experts ({@code accumulate} is set)
+         */
+        void accumulate(Buffer a, Buffer b, Buffer grad, GemmSpec spec);
+    }
+
+    /**
      * The weight half of one backward: {@link #apply()} adds {@code dW2 += dYᵀ·act},
      * {@code dW1 += dH1ᵀ·x}, {@code dW3 += dH3ᵀ·x}; {@link #close()} frees the intermediates and the
      * forward context.
@@ -353,6 +402,29 @@ public final class GroupedExperts implements AutoCloseable {
             kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
             kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
             kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
+        }
+
+        /**
+         * Hands this batch's three weight-gradient operand pairs to {@code reduction} instead of adding
+         * them with the grouped kernel (once; counts as applied): {@code (dY, act) → dW2},
+         * {@code (dH1, x) → dW1}, {@code (dH3, x) → dW3}, in this order. Meant for one group (a dense
+         * MLP such as the shared experts), whose rows are all of this backward's rows.
+         *
+         * @param reduction receives the operand pairs and the gradients to add them to
+         * @throws IllegalStateException if already applied or closed
+         * @throws NullPointerException  if {@code reduction} is null
+         */
+        public void reduce(WeightGradReduction reduction) {
+            java.util.Objects.requireNonNull(reduction, "reduction");
+            if (closed || applied) {
+                throw new IllegalStateException("GroupedExperts " + name + ": weight gradients already "
+                        + (closed ? "closed" : "applied"));
+            }
+            applied = true;
+            GemmSpec accumulate = new GemmSpec(true, compute == DType.BF16);
+            reduction.accumulate(dY, ctx.act(), gw2, accumulate);              // dW2 += dYᵀ · act
+            reduction.accumulate(dH1, ctx.x(), gw1, accumulate);               // dW1 += dH1ᵀ · x
+            reduction.accumulate(dH3, ctx.x(), gw3, accumulate);               // dW3 += dH3ᵀ · x
         }
 
         /** Frees the intermediates and the forward context; idempotent. */

@@ -19,6 +19,7 @@ public final class SharedExperts implements AutoCloseable {
     private final Backend backend;
 
     /**
+     * Creates a new {@code SharedExperts}.
      * @param hidden  hidden size
      * @param ffn     total intermediate size (shared experts × their intermediate size)
      * @param compute F32 or BF16
@@ -33,6 +34,7 @@ public final class SharedExperts implements AutoCloseable {
     }
 
     /**
+     * Returns shared experts on the selected backend (the CPU backend when it has no {@link ExpertKernels}).
      * @param hidden  hidden size
      * @param ffn     total intermediate size
      * @param compute F32 or BF16
@@ -44,7 +46,12 @@ public final class SharedExperts implements AutoCloseable {
         return new SharedExperts(hidden, ffn, compute, seed, b, Backends.kernels(ExpertKernels.class, b));
     }
 
-    /** Forward context: the dense MLP's context plus the offsets buffer it borrows. */
+    /**
+     * Forward context: the dense MLP's context plus the offsets buffer it borrows.
+     *
+     * @param inner   the dense MLP's forward context
+     * @param offsets the single-group offsets buffer, closed with the context
+     */
     public record Context(GroupedExperts.Context inner, Buffer offsets) implements AutoCloseable {
         @Override
         public void close() {
@@ -54,6 +61,8 @@ public final class SharedExperts implements AutoCloseable {
     }
 
     /**
+     * What a shared-experts forward returns.
+     *
      * @param output  {@code [tokens, hidden]}
      * @param context state for backward
      */
@@ -61,6 +70,7 @@ public final class SharedExperts implements AutoCloseable {
     }
 
     /**
+     * Returns output and context.
      * @param x {@code [tokens, hidden]} (borrowed until backward)
      * @return output and context
      */
@@ -75,6 +85,7 @@ public final class SharedExperts implements AutoCloseable {
     }
 
     /**
+     * Returns {@code dX}.
      * @param ctx forward context (closed here)
      * @param dY  {@code [tokens, hidden]}
      * @return {@code dX}
@@ -87,12 +98,18 @@ public final class SharedExperts implements AutoCloseable {
         }
     }
 
-    /** @return the dense MLP (as one expert) */
+    /**
+     * Returns the dense MLP (as one expert).
+     * @return the dense MLP (as one expert)
+     */
     public GroupedExperts mlp() {
         return mlp;
     }
 
-    /** @return gate_proj, up_proj, down_proj (each with a leading dimension of 1) */
+    /**
+     * Returns gate_proj, up_proj, down_proj (each with a leading dimension of 1).
+     * @return gate_proj, up_proj, down_proj (each with a leading dimension of 1)
+     */
     public List<Parameter> parameters() {
         return mlp.parameters();
     }

@@ -46,9 +46,15 @@ import org.moe4j.routing.RoutingKernels;
  * {@code W = config.expertParallel()}; rank {@code r} owns experts {@code [r·E/W, (r+1)·E/W)}.
  * Tokens, the gate and the shared experts are per rank (data parallel): each rank feeds its own
  * tokens and holds a replica of the gate and shared experts. The global loss is the <b>sum</b> of
- * the ranks' losses: routed-expert gradients arrive through the dispatcher from every rank, and
- * {@link #reduceGradients()} sums the replicated gradients over the ranks, so every replica sees
- * the same gradient and stays identical after an optimiser step.
+ * the ranks' losses plus the auxiliary losses once: routed-expert gradients arrive through the
+ * dispatcher from every rank, and the replicated gradients are summed over every rank's tokens, so
+ * every replica sees the same gradient and stays identical after an optimiser step. On a backend whose
+ * expert kernels reduce over the token-block tree ({@link ExpertKernels#supportsTokenBlockTree()}: the
+ * CPU and CUDA kernels) {@link #backward} does that sum itself, over the fixed tree of
+ * {@link org.moe4j.experts.TokenBlockTree}, and {@link #reduceGradients()} has nothing left to do;
+ * elsewhere backward adds this rank's part and {@link #reduceGradients()} all-reduces it in rank order.
+ * The auxiliary losses (switch, sequence, z) are global means over all ranks' tokens: their values
+ * are the same on every rank and for every {@code W}.
  *
  * <p>Expert bias (aux-loss-free balancing): each forward adds its pre-drop assignments per expert
  * to the bias' load; {@link #updateExpertBias()} applies one update. With
@@ -63,9 +69,14 @@ import org.moe4j.routing.RoutingKernels;
  *
  * <p>A training step per rank: {@code forward} → loss gradient → {@code backward} →
  * {@code reduceGradients()} → optimiser step → {@code zeroGrad()} → {@code updateExpertBias()}.
- * Outputs, input gradients, routed-expert gradients and the bias are bitwise identical for any
- * {@code W} that splits the same global batch (replicated-parameter gradients are summed in rank
- * order, so they agree to fp32 rounding).
+ * <b>Determinism across world sizes</b> (dropless routing, expert kernels with the token-block tree):
+ * the whole training run —
+ * outputs, input gradients, every parameter gradient, every weight after any number of optimiser
+ * steps, the bias, the aux losses — is bitwise identical for any {@code W} and thread count that
+ * split the same global batch (rank 0's tokens first), whenever every rank except the last holds a
+ * multiple of {@link org.moe4j.experts.TokenBlockTree#BLOCK} tokens (with the sequence loss, also
+ * whole sequences per rank). With expert kernels that lack the tree, replicated gradients agree
+ * across {@code W} to fp32 rounding only.
  *
  * <p>All or nothing: {@link #forward} and {@link #backward} check every input they will use (null,
  * closed, dtype, shape, a context of another layer or one already consumed, an input closed since
@@ -96,6 +107,8 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
+    /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
+    private final ReplicatedGradReduction replicated;
     /** Refuses overlapping calls from two threads. */
     private final ExclusiveUse use = new ExclusiveUse("MoeLayer");
     private volatile boolean closed;
@@ -127,17 +140,26 @@ public final class MoeLayer implements AutoCloseable {
             this.sharedCtx = sharedCtx;
         }
 
-        /** @return the routing result of this forward */
+        /**
+         * Returns the routing result of this forward.
+         * @return the routing result of this forward
+         */
         public RouterOutput route() {
             return route;
         }
 
-        /** @return the dispatch context of this forward */
+        /**
+         * Returns the dispatch context of this forward.
+         * @return the dispatch context of this forward
+         */
         public DispatchResult dispatch() {
             return dispatch;
         }
 
-        /** @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}) */
+        /**
+         * Returns whether this context was closed (by {@link MoeLayer#backward} or {@link #close()}).
+         * @return whether this context was closed (by {@link MoeLayer#backward} or {@link #close()})
+         */
         public boolean isClosed() {
             return closed;
         }
@@ -173,7 +195,9 @@ public final class MoeLayer implements AutoCloseable {
      * @param context         state for backward
      * @param tokensPerExpert this rank's assignments per global expert after drops
      * @param dropped         assignments dropped by the capacity limit on this rank
-     * @param auxLosses       auxiliary losses of this rank's tokens (their gradients are added in backward)
+     * @param auxLosses       auxiliary losses of the global batch (the same on every rank when
+     *                        {@code syncReplicated}, else of this rank's tokens); backward adds the
+     *                        gradient of this rank's tokens, so over the ranks they count once
      */
     public record Forward(Buffer output, Context context, int[] tokensPerExpert, long dropped, AuxLosses auxLosses) {
     }
@@ -193,6 +217,9 @@ public final class MoeLayer implements AutoCloseable {
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
+        if (syncReplicated && comm.size() > 1) {
+            rb.statsExchange(new GlobalBalanceStats(comm, backend)); // aux losses over the global batch
+        }
         rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
         this.router = rb.build();
         this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm, backend,
@@ -204,12 +231,15 @@ public final class MoeLayer implements AutoCloseable {
         this.shared = config.sharedExperts() > 0
                 ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
                 : null;
+        this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree()
+                ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
         this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
         ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
     }
 
     /**
+     * Returns a builder.
      * @param config the layer config ({@code expertParallel} must equal the group size)
      * @param comm   this rank's communicator
      * @return a builder
@@ -224,6 +254,7 @@ public final class MoeLayer implements AutoCloseable {
         private final Communicator comm;
         private long seed = 0;
         private boolean syncReplicated = true;
+        private boolean tokenBlockTree = true;
         private Backend backend;
         private ExpertKernels expertKernels;
         private ExpertBias expertBias;
@@ -235,6 +266,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code seed}: init seed (same on every rank).
          * @param v init seed (same on every rank)
          * @return this
          */
@@ -244,7 +276,10 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
-         * @param v sum replicated gradients and the bias load over the ranks (default true)
+         * Sets {@code syncReplicated}: sum replicated gradients and the bias load over the ranks, and
+         * evaluate the aux losses over the global batch (default true).
+         * @param v sum replicated gradients and the bias load over the ranks, and evaluate the aux losses
+         *          over the global batch (default true)
          * @return this
          */
         public Builder syncReplicated(boolean v) {
@@ -253,6 +288,22 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code tokenBlockTree}: reduce the gate and shared-expert gradients over the fixed
+         * token-block tree in {@code backward} (default true).
+         * @param v reduce the gate and shared-expert gradients over the fixed token-block tree in
+         *          {@code backward} where the expert kernels support it (default true: bitwise independent
+         *          of the world size, see the class comment); false keeps per-rank sums that
+         *          {@link MoeLayer#reduceGradients()} all-reduces in rank order (equal across world sizes to
+         *          fp32 rounding only; one grouped GEMM per weight instead of one per token block)
+         * @return this
+         */
+        public Builder tokenBlockTree(boolean v) {
+            tokenBlockTree = v;
+            return this;
+        }
+
+        /**
+         * Sets {@code backend}: backend that allocates buffers.
          * @param v backend that allocates buffers
          * @return this
          */
@@ -262,6 +313,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code expertKernels}: expert kernels to use.
          * @param v expert kernels to use
          * @return this
          */
@@ -271,6 +323,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code expertBias}: expert-bias state to use.
          * @param v expert-bias state to use
          * @return this
          */
@@ -280,6 +333,7 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
+         * Sets {@code forceBalanced}: force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the static-shape dispatch then moves no padding (default false).
          * @param v force-balanced routing (benchmarks): slot {@code t*K+k} goes to expert
          *          {@code (t*K+k) mod E} whatever the scores (weights still come from the scores); the
          *          static-shape dispatch then moves no padding (default false)
@@ -290,18 +344,25 @@ public final class MoeLayer implements AutoCloseable {
             return this;
         }
 
-        /** @return the layer */
+        /**
+         * Returns the layer.
+         * @return the layer
+         */
         public MoeLayer build() {
             return new MoeLayer(this);
         }
     }
 
-    /** @return the config */
+    /**
+     * Returns the config.
+     * @return the config
+     */
     public MoeConfig config() {
         return config;
     }
 
     /**
+     * Returns the router.
      * @return the router (built without load accumulation: the layer's {@link #forward} adds the load
      *         to the bias once the whole forward succeeded)
      */
@@ -309,32 +370,50 @@ public final class MoeLayer implements AutoCloseable {
         return router;
     }
 
-    /** @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}) */
+    /**
+     * Returns the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()}).
+     * @return the dispatcher of this rank (the strategy configured in {@link MoeConfig#dispatch()})
+     */
     public Dispatcher dispatcher() {
         return dispatcher;
     }
 
-    /** @return the routed experts of this rank */
+    /**
+     * Returns the routed experts of this rank.
+     * @return the routed experts of this rank
+     */
     public GroupedExperts experts() {
         return experts;
     }
 
-    /** @return the shared experts, or null */
+    /**
+     * Returns the shared experts, or null.
+     * @return the shared experts, or null
+     */
     public SharedExperts sharedExperts() {
         return shared;
     }
 
-    /** @return the gate weight F32 {@code [experts, hidden]} */
+    /**
+     * Returns the gate weight F32 {@code [experts, hidden]}.
+     * @return the gate weight F32 {@code [experts, hidden]}
+     */
     public Buffer gateWeight() {
         return gateWeight;
     }
 
-    /** @return the expert-bias state */
+    /**
+     * Returns the expert-bias state.
+     * @return the expert-bias state
+     */
     public ExpertBias expertBias() {
         return router.expertBias();
     }
 
-    /** @return the communicator */
+    /**
+     * Returns the communicator.
+     * @return the communicator
+     */
     public Communicator communicator() {
         return comm;
     }
@@ -419,8 +498,10 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
-     * gradients (this rank's part; see {@link #reduceGradients()}). Closes the context. A
-     * collective: all ranks call it.
+     * gradients. With the token-block tree (see the class comment) the gate and shared-expert
+     * gradients added are already summed over every rank's tokens (when {@code syncReplicated}); else
+     * they are this rank's part (see {@link #reduceGradients()}). Closes the context. A collective:
+     * all ranks call it.
      *
      * <p>Every input is checked first; if a check fails nothing changed and the context stays open
      * (the call may be repeated with a correct {@code dY}).
@@ -461,19 +542,56 @@ public final class MoeLayer implements AutoCloseable {
         }
         try (ctx) {
             Buffer dX = null;
+            Buffer dXs = null;
             GroupedExperts.WeightGrads pending = null;
+            GroupedExperts.WeightGrads sharedPending = null;
+            ReplicatedGradReduction.Plan plan = null;
+            List<ReplicatedGradReduction.Gathered> gathered = new ArrayList<>(); // replicated gradients, in order:
+            List<Buffer> targets = new ArrayList<>();                            // gate, shared down/gate/up_proj
             try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
                 GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
                 pending = ig.weightGrads();
                 try (Buffer dExpIn = ig.dX()) {
                     dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
                 }
-                // Every collective of this backward has succeeded; only now does any gradient change, so
-                // a collective that fails (another rank failed) leaves this rank's gradients untouched.
-                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights())) {
+                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights(), replicated == null)) {
+                    if (shared != null) {
+                        GroupedExperts.InputGrad sg = shared.mlp().backwardInput(ctx.sharedCtx.inner(), dY);
+                        sharedPending = sg.weightGrads();
+                        dXs = sg.dX();
+                    }
+                    if (replicated != null) {
+                        // the token-block tree's collectives: token counts, then every rank's node values
+                        plan = replicated.plan(tokens);
+                        gathered.add(replicated.gather(plan, rg.dLogits(), ctx.x, false)); // dGate = dLogitsᵀ · x
+                        targets.add(gateGrad);
+                        if (sharedPending != null) {
+                            ReplicatedGradReduction.Plan p = plan;
+                            sharedPending.reduce((a, b, grad, spec) -> {
+                                gathered.add(replicated.gather(p, a, b, spec.bf16Operands()));
+                                targets.add(grad);
+                            });
+                        }
+                    }
+                    // Every collective of this backward has succeeded; only now does any gradient change, so
+                    // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                     pending.apply();
                     addInto(dX, rg.dX());
-                    addInto(gateGrad, rg.dGateWeight());
+                    if (replicated == null) {
+                        addInto(gateGrad, rg.dGateWeight());
+                        if (sharedPending != null) {
+                            sharedPending.apply();
+                        }
+                    } else {
+                        for (int i = 0; i < gathered.size(); i++) {
+                            if (gathered.get(i) != null) {
+                                gathered.get(i).addTo(targets.get(i));
+                            }
+                        }
+                    }
+                    if (dXs != null) {
+                        addInto(dX, dXs);
+                    }
                 }
             } catch (RuntimeException e) {
                 if (dX != null) {
@@ -481,16 +599,23 @@ public final class MoeLayer implements AutoCloseable {
                 }
                 throw e;
             } finally {
-                if (pending != null) {
-                    pending.close();
+                for (AutoCloseable c : new AutoCloseable[] {pending, sharedPending, dXs, plan}) {
+                    closeQuietly(c);
                 }
-            }
-            if (shared != null) {
-                try (Buffer dXs = shared.backward(ctx.sharedCtx, dY)) {
-                    addInto(dX, dXs);
-                }
+                gathered.forEach(MoeLayer::closeQuietly);
             }
             return dX;
+        }
+    }
+
+    private static void closeQuietly(AutoCloseable c) {
+        if (c == null) {
+            return;
+        }
+        try {
+            c.close();
+        } catch (Exception e) {
+            throw new IllegalStateException("MoeLayer.backward: closing " + c, e);
         }
     }
 
@@ -500,14 +625,16 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Sums the gradients of the replicated parameters (gate, shared experts) over the ranks, in rank
-     * order, when {@code syncReplicated} is on (a no-op otherwise). Call once per optimiser step,
-     * after the last backward. A collective.
+     * order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
+     * otherwise: {@link #backward} has then already reduced them over the global batch, bitwise
+     * independently of the world size). Call once per optimiser step, after the last backward. A
+     * collective when it does something; calling it on every rank is always correct.
      */
     public void reduceGradients() {
         enter("reduceGradients");
         try {
-            if (!syncReplicated || comm.size() == 1) {
-                return;
+            if (!syncReplicated || comm.size() == 1 || replicated != null) {
+                return; // with the token-block tree, backward already reduced them over the ranks
             }
             comm.allReduce(gateGrad, ReduceOp.SUM);
             if (shared != null) {
@@ -556,7 +683,10 @@ public final class MoeLayer implements AutoCloseable {
         return load;
     }
 
-    /** @return gate weight, routed experts, shared experts (if any), each with its gradient */
+    /**
+     * Returns gate weight, routed experts, shared experts (if any), each with its gradient.
+     * @return gate weight, routed experts, shared experts (if any), each with its gradient
+     */
     public List<Parameter> parameters() {
         List<Parameter> out = new ArrayList<>();
         out.add(new Parameter("gate.weight", gateWeight, gateGrad));

@@ -67,6 +67,8 @@ public final class AdamW implements AutoCloseable {
      */
     public record Options(double lr, double beta1, double beta2, double eps, double weightDecay) {
         /**
+         * Validates the hyper-parameters.
+         *
          * @throws IllegalArgumentException naming the bad value: a NaN or infinite {@code lr},
          *                                  {@code eps} or {@code weightDecay}, {@code lr < 0},
          *                                  {@code eps <= 0} (or below fp32's smallest value),
@@ -99,6 +101,7 @@ public final class AdamW implements AutoCloseable {
         }
 
         /**
+         * Returns torch's defaults (β=(0.9, 0.999), ε=1e-8, wd=0.01) with this learning rate.
          * @param lr learning rate
          * @return torch's defaults (β=(0.9, 0.999), ε=1e-8, wd=0.01) with this learning rate
          */
@@ -107,6 +110,7 @@ public final class AdamW implements AutoCloseable {
         }
 
         /**
+         * Returns a copy with that learning rate.
          * @param v new learning rate
          * @return a copy with that learning rate
          */
@@ -158,6 +162,7 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code AdamW}.
      * @param params  the parameters to update (F32, in {@code backend}'s memory)
      * @param options hyper-parameters
      * @param backend allocates the optimiser state; its {@link OptimizerKernels} run the update
@@ -170,6 +175,7 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
+     * Creates a new {@code AdamW}.
      * @param params  the parameters to update (F32, in {@code backend}'s memory)
      * @param options hyper-parameters
      * @param backend allocates the optimiser state
@@ -237,12 +243,17 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    /** @return the current hyper-parameters */
+    /**
+     * Returns the current hyper-parameters.
+     * @return the current hyper-parameters
+     */
     public Options options() {
         return options;
     }
 
     /**
+     * Replaces the hyper-parameters from the next step on.
+     *
      * @param options new hyper-parameters (e.g. a scheduled learning rate), validated by {@link Options}
      * @throws NullPointerException if {@code options} is null
      */
@@ -256,12 +267,19 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    /** @return steps applied (skipped steps do not count) */
+    /**
+     * Returns the number of steps applied.
+     *
+     * @return steps applied (skipped steps do not count)
+     */
     public long steps() {
         return step;
     }
 
-    /** @return steps skipped because a gradient held a NaN or infinite element */
+    /**
+     * Returns steps skipped because a gradient held a NaN or infinite element.
+     * @return steps skipped because a gradient held a NaN or infinite element
+     */
     public long skippedSteps() {
         return skipped;
     }

@@ -13,6 +13,8 @@ import org.moe4j.core.buffer.Buffer;
  */
 public record Parameter(String name, Buffer value, Buffer grad) {
     /**
+     * Checks that the gradient matches the value.
+     *
      * @throws IllegalArgumentException if value and grad differ in dtype or shape
      */
     public Parameter {

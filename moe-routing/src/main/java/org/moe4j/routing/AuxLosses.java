@@ -2,7 +2,8 @@ package org.moe4j.routing;
 
 /**
  * Values of the auxiliary losses of one forward call, already multiplied by their coefficients
- * (0 when a loss is disabled).
+ * (0 when a loss is disabled). "The batch" is the router's own tokens, or, with a
+ * {@link BalanceStats.Exchange} ({@link Router.Builder#statsExchange}), the global batch of all ranks.
  *
  * @param switchLoss   {@code switchCoeff · E · Σ_e f_e · P_e} over the batch, with
  *                     {@code f_e = count_e / (N·K)} and {@code P_e = mean_t p[t, e]} over the N real tokens
@@ -14,7 +15,10 @@ public record AuxLosses(double switchLoss, double sequenceLoss, double zLoss) {
     /** All zero. */
     public static final AuxLosses NONE = new AuxLosses(0, 0, 0);
 
-    /** @return the sum of the three losses (what backward differentiates) */
+    /**
+     * Returns the sum of the three losses (what backward differentiates).
+     * @return the sum of the three losses (what backward differentiates)
+     */
     public double total() {
         return switchLoss + sequenceLoss + zLoss;
     }

@@ -30,6 +30,7 @@ public final class ExpertBias implements AutoCloseable {
     private int microBatches;
 
     /**
+     * Creates a new {@code ExpertBias}.
      * @param experts   number of experts, >= 1
      * @param coeff     update step, finite and >= 0 (0 = the bias never moves)
      * @param centering re-centring after each step
@@ -50,6 +51,7 @@ public final class ExpertBias implements AutoCloseable {
     }
 
     /**
+     * Returns a zero bias for that config.
      * @param config layer config (experts, expertBiasCoeff, biasCentering)
      * @return a zero bias for that config
      */
@@ -57,22 +59,34 @@ public final class ExpertBias implements AutoCloseable {
         return new ExpertBias(config.experts(), config.expertBiasCoeff(), config.biasCentering());
     }
 
-    /** @return number of experts */
+    /**
+     * Returns number of experts.
+     * @return number of experts
+     */
     public int experts() {
         return experts;
     }
 
-    /** @return the update step as fp32 */
+    /**
+     * Returns the update step as fp32.
+     * @return the update step as fp32
+     */
     public float coeff() {
         return coeff;
     }
 
-    /** @return the centring mode */
+    /**
+     * Returns the centring mode.
+     * @return the centring mode
+     */
     public BiasCentering centering() {
         return centering;
     }
 
-    /** @return a copy of the bias values */
+    /**
+     * Returns a copy of the bias values.
+     * @return a copy of the bias values
+     */
     public synchronized float[] values() {
         return bias.toFloatArray();
     }
@@ -96,17 +110,26 @@ public final class ExpertBias implements AutoCloseable {
         bias.copyFrom(values);
     }
 
-    /** @return the live F32 {@code [experts]} host buffer the router reads; do not close it */
+    /**
+     * Returns the live F32 {@code [experts]} host buffer the router reads; do not close it.
+     * @return the live F32 {@code [experts]} host buffer the router reads; do not close it
+     */
     public Buffer buffer() {
         return bias;
     }
 
-    /** @return a copy of the load accumulated since the last update */
+    /**
+     * Returns a copy of the load accumulated since the last update.
+     * @return a copy of the load accumulated since the last update
+     */
     public synchronized long[] load() {
         return load.clone();
     }
 
-    /** @return forward calls accumulated since the last update */
+    /**
+     * Returns forward calls accumulated since the last update.
+     * @return forward calls accumulated since the last update
+     */
     public synchronized int microBatches() {
         return microBatches;
     }

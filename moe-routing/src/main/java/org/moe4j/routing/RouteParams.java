@@ -27,6 +27,21 @@ public record RouteParams(int experts, int topK, ScoreFunction scoreFunction, in
     /** Norm epsilon added to the sum of the top-k scores, as in torchtitan. */
     public static final float NORM_EPS = 1e-20f;
 
+    /**
+     * Validates the components.
+     *
+     * @param experts       routed experts
+     * @param topK          experts chosen per token
+     * @param scoreFunction softmax or sigmoid
+     * @param expertGroups  expert groups (1 = none)
+     * @param limitedGroups groups kept per token
+     * @param groupScore    how a group is scored
+     * @param routeNorm     divide the top-k weights by their sum
+     * @param routeScale    multiply the top-k weights by this factor
+     * @param forceBalanced round-robin selection instead of the scores
+     * @throws IllegalArgumentException naming the invalid combination
+     * @throws NullPointerException     if an enum component is null
+     */
     public RouteParams {
         Objects.requireNonNull(scoreFunction, "scoreFunction");
         Objects.requireNonNull(groupScore, "groupScore");
@@ -51,6 +66,7 @@ public record RouteParams(int experts, int topK, ScoreFunction scoreFunction, in
     }
 
     /**
+     * Returns the parameters of {@code config}.
      * @param config        the layer config
      * @param forceBalanced round-robin selection (see the record doc)
      * @return the parameters of {@code config}
@@ -61,12 +77,18 @@ public record RouteParams(int experts, int topK, ScoreFunction scoreFunction, in
                 forceBalanced);
     }
 
-    /** @return true when some groups are excluded per token */
+    /**
+     * Returns true when some groups are excluded per token.
+     * @return true when some groups are excluded per token
+     */
     public boolean groupLimited() {
         return expertGroups > 1 && limitedGroups < expertGroups;
     }
 
-    /** @return experts per group */
+    /**
+     * Returns experts per group.
+     * @return experts per group
+     */
     public int expertsPerGroup() {
         return experts / expertGroups;
     }

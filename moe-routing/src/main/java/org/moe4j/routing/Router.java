@@ -38,8 +38,12 @@ import org.moe4j.routing.internal.HostWorkspace;
  * {@link org.moe4j.core.ConcurrentUseException} naming both calls and changes nothing.
  */
 public final class Router {
-    /** Tokens per segment of the batch-wide balance statistics. */
-    static final int STATS_BLOCK = 256;
+    /**
+     * Tokens per segment of the batch-wide balance statistics (the switch and z losses, and the
+     * sequence loss over the whole batch). Equal to the token block of the layer's reduction tree, so
+     * the statistics of a batch split over ranks are the same segments as on one rank.
+     */
+    public static final int STATS_BLOCK = 64;
 
     private final MoeConfig config;
     private final RouteParams params;
@@ -47,6 +51,7 @@ public final class Router {
     private final Backend backend;
     private final ExpertBias expertBias;
     private final boolean accumulateLoad;
+    private final BalanceStats.Exchange statsExchange; // null: the losses are over this router's tokens only
     /** Reused memory of the forward outputs (see {@link HostWorkspace}); big tensors only on the CPU backend. */
     private final HostWorkspace workspace = new HostWorkspace(ROLES);
     /** Refuses a call from a second thread while one is running (the workspace is not thread-safe). */
@@ -82,6 +87,7 @@ public final class Router {
                     + " experts but the config has " + config.experts());
         }
         this.accumulateLoad = b.accumulateLoad;
+        this.statsExchange = b.statsExchange;
         this.hostOutputs = backend.name().equals(CpuBackend.NAME);
     }
 
@@ -95,6 +101,7 @@ public final class Router {
     }
 
     /**
+     * Returns a builder for injecting kernels, threads, backend, expert bias or force-balanced mode.
      * @param config the layer config
      * @return a builder for injecting kernels, threads, backend, expert bias or force-balanced mode
      */
@@ -102,22 +109,34 @@ public final class Router {
         return new Builder(config);
     }
 
-    /** @return the config */
+    /**
+     * Returns the config.
+     * @return the config
+     */
     public MoeConfig config() {
         return config;
     }
 
-    /** @return the selection parameters */
+    /**
+     * Returns the selection parameters.
+     * @return the selection parameters
+     */
     public RouteParams params() {
         return params;
     }
 
-    /** @return the expert-bias state used for selection */
+    /**
+     * Returns the expert-bias state used for selection.
+     * @return the expert-bias state used for selection
+     */
     public ExpertBias expertBias() {
         return expertBias;
     }
 
-    /** @return the kernels in use */
+    /**
+     * Returns the kernels in use.
+     * @return the kernels in use
+     */
     public RoutingKernels kernels() {
         return kernels;
     }
@@ -308,7 +327,7 @@ public final class Router {
                 tokensPerExpert = track(owned, HostBuffer.allocate(DType.I32, experts));
                 kernels.countTokens(topkIdx, tokensPerExpert);
             }
-            AuxResult ar = auxLosses(tokens, valid, scores, selected, lse, selectedPerExpert, seqLength, owned);
+            AuxResult ar = auxLosses(tokens, scores, selected, lse, owned);
             if (tokensPerExpert != selCounts) {
                 leases.remove(leases.size() - 1).release(); // the pre-drop counts, taken last, are no longer needed
             }
@@ -349,96 +368,135 @@ public final class Router {
     private record AuxResult(AuxLosses losses, HostBuffer grad, int segmentLength, float zGrad) {
     }
 
-    private AuxResult auxLosses(int tokens, int valid, Buffer scores, Buffer selected, Buffer lse, int[] counts,
-            int seqLength, List<Buffer> owned) {
+    /**
+     * The auxiliary losses and their gradient tables. With a {@link BalanceStats.Exchange} every
+     * statistic is over the whole global batch (all ranks' segments folded in global order, global
+     * token and sequence counts), so the values and gradients mean the same for any number of ranks;
+     * the exchange runs on every rank, also one without valid tokens.
+     */
+    private AuxResult auxLosses(int tokens, Buffer scores, Buffer selected, Buffer lse, List<Buffer> owned) {
         AuxLoss aux = config.auxLoss();
-        if (!aux.any() || valid == 0) {
-            return new AuxResult(AuxLosses.NONE, null, Math.max(tokens, 1), 0f);
+        int wholeBatch = Math.max(tokens, 1);
+        if (!aux.any()) {
+            return new AuxResult(AuxLosses.NONE, null, wholeBatch, 0f);
         }
         int experts = config.experts();
         int k = config.topK();
-        double switchLoss = 0;
-        double zLoss = 0;
-        double[] switchGrad = null;
-        if (aux.switchCoeff() != 0 || aux.zCoeff() != 0) {
-            Stats st = stats(scores, selected, lse, STATS_BLOCK);
-            if (aux.switchCoeff() != 0) {
-                switchGrad = new double[experts];
-                double n = valid;
+        boolean perSequence = aux.seqCoeff() != 0 && aux.seqLength() > 0;
+        BalanceStats batch = aux.switchCoeff() != 0 || aux.zCoeff() != 0 || (aux.seqCoeff() != 0 && !perSequence)
+                ? global(stats(scores, selected, lse, STATS_BLOCK)) : null;
+        BalanceStats seqLocal = perSequence ? stats(scores, selected, lse, aux.seqLength()) : null;
+        BalanceStats seqAll = perSequence ? global(seqLocal) : null;
+        long n = 0;
+        for (int v : (batch != null ? batch : seqAll).valid()) {
+            n += v;
+        }
+        if (n == 0) {
+            return new AuxResult(AuxLosses.NONE, null, wholeBatch, 0f);
+        }
+        double[] count = new double[experts]; // over the whole batch
+        double[] probSum = new double[experts];
+        double lseSq = 0;
+        if (batch != null) {
+            for (int sIdx = 0; sIdx < batch.segments(); sIdx++) {
                 for (int e = 0; e < experts; e++) {
-                    double f = counts[e] / (n * k);
-                    double pMean = st.probSum(e) / n;
-                    switchLoss += f * pMean;
-                    switchGrad[e] = aux.switchCoeff() * experts * counts[e] / (k * n * n);
+                    count[e] += batch.counts()[sIdx * experts + e];
+                    probSum[e] += batch.probSum()[sIdx * experts + e];
                 }
-                switchLoss *= aux.switchCoeff() * experts;
+                lseSq += batch.lseSq()[sIdx];
             }
-            if (aux.zCoeff() != 0) {
-                zLoss = aux.zCoeff() * st.lseSq() / valid;
+        }
+        double switchLoss = 0;
+        double[] switchGrad = null;
+        if (aux.switchCoeff() != 0) {
+            switchGrad = new double[experts];
+            for (int e = 0; e < experts; e++) {
+                switchLoss += count[e] / ((double) n * k) * (probSum[e] / n);
+                switchGrad[e] = aux.switchCoeff() * experts * count[e] / (k * (double) n * n);
             }
+            switchLoss *= aux.switchCoeff() * experts;
         }
         double seqLoss = 0;
         HostBuffer grad = null;
-        int segLen = Math.max(tokens, 1);
-        if (aux.seqCoeff() != 0) {
-            int seqs = tokens / seqLength;
-            Stats st = stats(scores, selected, lse, seqLength);
-            grad = track(owned, HostBuffer.allocate(DType.F32, seqs, experts));
-            segLen = seqLength;
-            for (int s = 0; s < seqs; s++) {
-                double ns = st.valid[s];
-                double sum = 0;
-                for (int e = 0; e < experts; e++) {
-                    int c = st.counts[s * experts + e];
-                    double g = ns == 0 ? 0 : aux.seqCoeff() * experts * c / ((double) seqs * k * ns * ns);
-                    if (ns > 0) {
-                        sum += (experts * c / (k * ns)) * (st.probSum[s * experts + e] / ns);
-                    }
-                    grad.setFloat((long) s * experts + e, (float) (g + (switchGrad == null ? 0 : switchGrad[e])));
-                }
-                seqLoss += sum;
+        int segLen = wholeBatch;
+        if (aux.seqCoeff() != 0 && !perSequence) {
+            // the whole global batch is one sequence
+            grad = track(owned, HostBuffer.allocate(DType.F32, 1, experts));
+            for (int e = 0; e < experts; e++) {
+                seqLoss += (experts * count[e] / (k * (double) n)) * (probSum[e] / n);
+                double g = aux.seqCoeff() * experts * count[e] / (k * (double) n * n);
+                grad.setFloat(e, (float) (g + (switchGrad == null ? 0 : switchGrad[e])));
             }
-            seqLoss *= aux.seqCoeff() / seqs;
+            seqLoss *= aux.seqCoeff();
+        } else if (perSequence) {
+            int seqsTotal = seqAll.segments();
+            for (int sIdx = 0; sIdx < seqsTotal; sIdx++) {
+                seqLoss += sequenceTerm(seqAll, sIdx, k);
+            }
+            seqLoss *= aux.seqCoeff() / seqsTotal;
+            int seqs = seqLocal.segments();
+            if (seqs > 0) {
+                grad = track(owned, HostBuffer.allocate(DType.F32, seqs, experts));
+                segLen = aux.seqLength();
+                for (int sIdx = 0; sIdx < seqs; sIdx++) {
+                    double ns = seqLocal.valid()[sIdx];
+                    for (int e = 0; e < experts; e++) {
+                        int c = seqLocal.counts()[sIdx * experts + e];
+                        double g = ns == 0 ? 0 : aux.seqCoeff() * experts * c / ((double) seqsTotal * k * ns * ns);
+                        grad.setFloat((long) sIdx * experts + e, (float) (g + (switchGrad == null ? 0 : switchGrad[e])));
+                    }
+                }
+            }
         } else if (switchGrad != null) {
             grad = track(owned, HostBuffer.allocate(DType.F32, 1, experts));
             for (int e = 0; e < experts; e++) {
                 grad.setFloat(e, (float) switchGrad[e]);
             }
         }
-        float zGrad = aux.zCoeff() != 0 ? (float) (2 * aux.zCoeff() / valid) : 0f;
+        double zLoss = aux.zCoeff() != 0 ? aux.zCoeff() * lseSq / n : 0;
+        float zGrad = aux.zCoeff() != 0 ? (float) (2 * aux.zCoeff() / n) : 0f;
         return new AuxResult(new AuxLosses(switchLoss, seqLoss, zLoss), grad, segLen, zGrad);
     }
 
-    /** Per-segment statistics, host copies; {@code probSum(e)} and {@code lseSq()} fold all segments in order. */
-    private record Stats(int segments, int experts, float[] probSum, int[] counts, int[] valid, float[] lseSqs) {
-        double probSum(int e) {
-            double s = 0;
-            for (int i = 0; i < segments; i++) {
-                s += probSum[i * experts + e];
+    /** {@code Σ_e f'_e · P'_e} of one sequence (0 without valid tokens). */
+    private static double sequenceTerm(BalanceStats st, int s, int k) {
+        int experts = st.experts();
+        double ns = st.valid()[s];
+        double sum = 0;
+        if (ns > 0) {
+            for (int e = 0; e < experts; e++) {
+                sum += (experts * st.counts()[s * experts + e] / (k * ns)) * (st.probSum()[s * experts + e] / ns);
             }
-            return s;
         }
-
-        double lseSq() {
-            double s = 0;
-            for (float v : lseSqs) {
-                s += v;
-            }
-            return s;
-        }
+        return sum;
     }
 
-    private Stats stats(Buffer scores, Buffer selected, Buffer lse, int segmentLength) {
+    /** Every rank's statistics in rank order (this router's alone without an exchange). */
+    private BalanceStats global(BalanceStats local) {
+        if (statsExchange == null) {
+            return local;
+        }
+        BalanceStats all = statsExchange.gather(local);
+        if (all == null || all.experts() != local.experts()) {
+            throw new IllegalStateException("Router: the statistics exchange returned " + all + " for " + local.experts()
+                    + " experts");
+        }
+        return all;
+    }
+
+    private BalanceStats stats(Buffer scores, Buffer selected, Buffer lse, int segmentLength) {
         int tokens = scores.shape().dimInt(0);
         int experts = config.experts();
-        int segs = Math.max(1, CpuParallel.chunks(tokens, segmentLength));
+        if (tokens == 0) {
+            return new BalanceStats(experts, new float[0], new int[0], new int[0], new float[0]);
+        }
+        int segs = CpuParallel.chunks(tokens, segmentLength);
         try (HostBuffer prob = HostBuffer.allocate(DType.F32, segs, experts);
                 HostBuffer cnt = HostBuffer.allocate(DType.I32, segs, experts);
                 HostBuffer val = HostBuffer.allocate(DType.I32, segs);
                 HostBuffer lsq = HostBuffer.allocate(DType.F32, segs)) {
             kernels.segmentStats(config.scoreFunction(), scores, selected, lse, segmentLength, prob, cnt, val, lsq);
-            return new Stats(segs, experts, prob.toFloatArray(), cnt.toIntArray(), val.toIntArray(),
-                    lsq.toFloatArray());
+            return new BalanceStats(experts, prob.toFloatArray(), cnt.toIntArray(), val.toIntArray(), lsq.toFloatArray());
         }
     }
 
@@ -452,15 +510,30 @@ public final class Router {
      * @throws IllegalArgumentException on a foreign or closed {@code out}, or a wrong dtype or shape
      */
     public RouterGrads backward(RouterOutput out, Buffer dTopkWeights) {
+        return backward(out, dTopkWeights, true);
+    }
+
+    /**
+     * Gradients of {@code Σ dTopkWeights · topkWeights + auxLosses.total()}, optionally without the
+     * gate weight gradient (for a caller that reduces {@code dLogitsᵀ · x} over the tokens itself,
+     * as {@code MoeLayer} does over its token-block tree).
+     *
+     * @param out            a forward result of this router, not closed
+     * @param dTopkWeights   F32 {@code [tokens, topK]} upstream gradient of the top-k weights, or null
+     * @param gateWeightGrad whether to compute {@code dGateWeight} (else it is null in the result)
+     * @return dLogits, plus dX (and dGateWeight when asked) when {@code out} came from {@link #forward}
+     * @throws IllegalArgumentException on a foreign or closed {@code out}, or a wrong dtype or shape
+     */
+    public RouterGrads backward(RouterOutput out, Buffer dTopkWeights, boolean gateWeightGrad) {
         use.enter("backward");
         try {
-            return backwardUnguarded(out, dTopkWeights);
+            return backwardUnguarded(out, dTopkWeights, gateWeightGrad);
         } finally {
             use.exit();
         }
     }
 
-    private RouterGrads backwardUnguarded(RouterOutput out, Buffer dTopkWeights) {
+    private RouterGrads backwardUnguarded(RouterOutput out, Buffer dTopkWeights, boolean gateWeightGrad) {
         Objects.requireNonNull(out, "out");
         if (out.router() != this) {
             throw new IllegalArgumentException("Router.backward: out was produced by another router");
@@ -481,7 +554,8 @@ public final class Router {
                 return new RouterGrads(dLogits, null, null);
             }
             Buffer dX = track(owned, backend.allocate(DType.F32, Shape.of(tokens, config.hidden())));
-            Buffer dGate = track(owned, backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())));
+            Buffer dGate = gateWeightGrad
+                    ? track(owned, backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()))) : null;
             kernels.gateBackward(out.x(), out.gateWeight(), dLogits, dX, dGate);
             return new RouterGrads(dLogits, dX, dGate);
         } catch (RuntimeException e) {
@@ -501,12 +575,14 @@ public final class Router {
         private ExpertBias expertBias;
         private boolean forceBalanced;
         private boolean accumulateLoad = true;
+        private BalanceStats.Exchange statsExchange;
 
         private Builder(MoeConfig config) {
             this.config = Objects.requireNonNull(config, "config");
         }
 
         /**
+         * Sets {@code kernels}: kernels to use instead of the selected backend's.
          * @param v kernels to use instead of the selected backend's
          * @return this
          */
@@ -516,6 +592,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code parallel}: run the CPU kernels on this thread pool.
          * @param v run the CPU kernels on this thread pool
          * @return this
          */
@@ -525,6 +602,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code backend}: backend that allocates outputs (must match the kernels).
          * @param v backend that allocates outputs (must match the kernels)
          * @return this
          */
@@ -534,6 +612,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code expertBias}: expert-bias state to use (shared with the caller).
          * @param v expert-bias state to use (shared with the caller)
          * @return this
          */
@@ -543,6 +622,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code forceBalanced}: round-robin selection for perfectly even load (benchmarks, tests).
          * @param v round-robin selection for perfectly even load (benchmarks, tests)
          * @return this
          */
@@ -552,6 +632,7 @@ public final class Router {
         }
 
         /**
+         * Sets {@code accumulateLoad}: add each forward's load to the expert bias (default true).
          * @param v add each forward's load to the expert bias (default true)
          * @return this
          */
@@ -560,7 +641,26 @@ public final class Router {
             return this;
         }
 
-        /** @return the router */
+        /**
+         * Makes the auxiliary losses global: each forward hands its balance statistics to
+         * {@code v}, which returns those of every rank routing the same global batch, so loss values
+         * and gradients are means over all tokens, identical for any number of ranks (given segments
+         * of {@link #STATS_BLOCK} tokens, or whole sequences, that never straddle two ranks).
+         * Every forward then calls {@code v} on every rank (a collective) when aux losses are on.
+         *
+         * @param v the exchange, or null for losses over this router's tokens only (default)
+         * @return this
+         */
+        public Builder statsExchange(BalanceStats.Exchange v) {
+            statsExchange = v;
+            return this;
+        }
+
+        /**
+         * Returns the router.
+         *
+         * @return the router
+         */
         public Router build() {
             return new Router(this);
         }

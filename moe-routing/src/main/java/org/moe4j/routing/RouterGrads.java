@@ -7,7 +7,8 @@ import org.moe4j.core.buffer.Buffer;
  *
  * @param dLogits     F32 {@code [tokens, experts]}
  * @param dX          F32 {@code [tokens, hidden]}, or null when the forward started from logits
- * @param dGateWeight F32 {@code [experts, hidden]}, or null when the forward started from logits
+ * @param dGateWeight F32 {@code [experts, hidden]}, or null when the forward started from logits or it
+ *                    was not asked for
  */
 public record RouterGrads(Buffer dLogits, Buffer dX, Buffer dGateWeight) implements AutoCloseable {
     @Override

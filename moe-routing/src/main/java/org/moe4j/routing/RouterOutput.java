@@ -57,27 +57,40 @@ public final class RouterOutput implements AutoCloseable {
         this.leases = List.copyOf(leases);
     }
 
-    /** @return tokens in the batch (padding included) */
+    /**
+     * Returns tokens in the batch (padding included).
+     * @return tokens in the batch (padding included)
+     */
     public int tokens() {
         return tokens;
     }
 
-    /** @return tokens not masked as padding */
+    /**
+     * Returns tokens not masked as padding.
+     * @return tokens not masked as padding
+     */
     public int validTokens() {
         return validTokens;
     }
 
-    /** @return F32 {@code [tokens, experts]} router logits (the caller's buffer for {@code forwardLogits}) */
+    /**
+     * Returns F32 {@code [tokens, experts]} router logits (the caller's buffer for {@code forwardLogits}).
+     * @return F32 {@code [tokens, experts]} router logits (the caller's buffer for {@code forwardLogits})
+     */
     public Buffer logits() {
         return open(logits);
     }
 
-    /** @return F32 {@code [tokens, experts]} scores (softmax or sigmoid of the logits; 0 for padding) */
+    /**
+     * Returns F32 {@code [tokens, experts]} scores (softmax or sigmoid of the logits; 0 for padding).
+     * @return F32 {@code [tokens, experts]} scores (softmax or sigmoid of the logits; 0 for padding)
+     */
     public Buffer scores() {
         return open(scores);
     }
 
     /**
+     * Returns I32 {@code [tokens, topK]} chosen experts, slots by descending (biased) score, -1 for padding tokens and dropped assignments.
      * @return I32 {@code [tokens, topK]} chosen experts, slots by descending (biased) score, -1 for
      *         padding tokens and dropped assignments
      */
@@ -85,37 +98,58 @@ public final class RouterOutput implements AutoCloseable {
         return open(topkIdx);
     }
 
-    /** @return I32 {@code [tokens, topK]} the selection before capacity drops (-1 only for padding) */
+    /**
+     * Returns I32 {@code [tokens, topK]} the selection before capacity drops (-1 only for padding).
+     * @return I32 {@code [tokens, topK]} the selection before capacity drops (-1 only for padding)
+     */
     public Buffer selected() {
         return open(selected);
     }
 
-    /** @return F32 {@code [tokens, topK]} gate weights (0 where {@code topkIdx} is -1) */
+    /**
+     * Returns F32 {@code [tokens, topK]} gate weights (0 where {@code topkIdx} is -1).
+     * @return F32 {@code [tokens, topK]} gate weights (0 where {@code topkIdx} is -1)
+     */
     public Buffer topkWeights() {
         return open(topkWeights);
     }
 
-    /** @return host I32 {@code [experts]} assignments per expert after drops */
+    /**
+     * Returns host I32 {@code [experts]} assignments per expert after drops.
+     * @return host I32 {@code [experts]} assignments per expert after drops
+     */
     public HostBuffer tokensPerExpert() {
         return open(tokensPerExpert);
     }
 
-    /** @return assignments per expert before drops (the load the expert bias balances) */
+    /**
+     * Returns assignments per expert before drops (the load the expert bias balances).
+     * @return assignments per expert before drops (the load the expert bias balances)
+     */
     public int[] selectedPerExpert() {
         return selectedPerExpert.clone();
     }
 
-    /** @return assignments dropped by the capacity limit (0 when dropless) */
+    /**
+     * Returns assignments dropped by the capacity limit (0 when dropless).
+     * @return assignments dropped by the capacity limit (0 when dropless)
+     */
     public long dropped() {
         return dropped;
     }
 
-    /** @return the auxiliary losses (scaled by their coefficients) */
+    /**
+     * Returns the auxiliary losses (scaled by their coefficients).
+     * @return the auxiliary losses (scaled by their coefficients)
+     */
     public AuxLosses auxLosses() {
         return auxLosses;
     }
 
-    /** @return true when the forward started from hidden states (backward then yields dX and dGate) */
+    /**
+     * Returns true when the forward started from hidden states (backward then yields dX and dGate).
+     * @return true when the forward started from hidden states (backward then yields dX and dGate)
+     */
     public boolean fromHidden() {
         return x != null;
     }
@@ -148,7 +182,10 @@ public final class RouterOutput implements AutoCloseable {
         return zGrad;
     }
 
-    /** @return true after {@link #close()} */
+    /**
+     * Returns true after {@link #close()}.
+     * @return true after {@link #close()}
+     */
     public synchronized boolean isClosed() {
         return closed;
     }

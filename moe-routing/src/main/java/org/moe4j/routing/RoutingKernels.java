@@ -121,7 +121,8 @@ public interface RoutingKernels {
      * @param gateWeight F32 {@code [experts, hidden]}
      * @param dLogits    F32 {@code [tokens, experts]}
      * @param dX         out: F32 {@code [tokens, hidden]}
-     * @param dGate      out: F32 {@code [experts, hidden]}
+     * @param dGate      out: F32 {@code [experts, hidden]}, or null to skip the gate weight gradient
+     *                   (a caller that reduces it over tokens itself, e.g. over a token-block tree)
      */
     void gateBackward(Buffer x, Buffer gateWeight, Buffer dLogits, Buffer dX, Buffer dGate);
 }

@@ -10,9 +10,6 @@ import java.util.Map;
 import org.knowm.xchart.BitmapEncoder;
 import org.knowm.xchart.HeatMapChart;
 import org.knowm.xchart.HeatMapChartBuilder;
-import org.knowm.xchart.XYChart;
-import org.knowm.xchart.XYChartBuilder;
-import org.knowm.xchart.style.markers.SeriesMarkers;
 import org.moe4j.core.config.MoeConfig;
 
 /** Writes the outputs of {@code moe train}: metrics.json, loss.png, expert_load.png. */
@@ -34,16 +31,57 @@ public final class Reports {
     }
 
     /**
+     * The headline numbers of a run.
+     *
+     * @param firstLoss      loss of step 1
+     * @param finalLoss      mean loss of the last {@code window} steps
+     * @param window         how many final steps {@code finalLoss} and {@code finalImbalance} average
+     * @param lastLoss       loss of the last step
+     * @param finalImbalance mean load imbalance of the last {@code window} steps
+     */
+    public record Summary(double firstLoss, double finalLoss, int window, double lastLoss, double finalImbalance) {
+        /**
+         * Returns what {@link #finalLoss()} is, in words (e.g. "mean of the last 40 steps").
+         * @return what {@link #finalLoss()} is, in words (e.g. "mean of the last 40 steps")
+         */
+        public String finalLossWhat() {
+            return window == 1 ? "last step" : "mean of the last " + window + " steps";
+        }
+    }
+
+    /**
+     * Computes the summary of a run: the final loss and imbalance are means over the last tenth of
+     * the steps (at least one step).
+     *
+     * @param steps per-step metrics, at least one
+     * @return the summary
+     * @throws IllegalArgumentException if there are no steps
+     */
+    public static Summary summary(List<Trainer.Step> steps) {
+        if (steps.isEmpty()) {
+            throw new IllegalArgumentException("no steps to summarise: a run needs at least one step");
+        }
+        int window = Math.max(1, steps.size() / 10);
+        return new Summary(steps.get(0).loss(), tailMean(steps, window, Trainer.Step::loss), window,
+                steps.get(steps.size() - 1).loss(), tailMean(steps, window, Trainer.Step::imbalance));
+    }
+
+    /**
+     * Writes metrics.json, loss.png and expert_load.png.
+     *
      * @param dir      output directory (exists)
      * @param preset   preset or config file name
      * @param cfg      the layer config
      * @param settings run settings
-     * @param steps    per-step metrics
+     * @param steps    per-step metrics, at least one
      * @param seconds  wall time of the run
-     * @throws IOException on write errors
+     * @return the summary written into metrics.json
+     * @throws IOException              on write errors
+     * @throws IllegalArgumentException if there are no steps (nothing is written then)
      */
-    public static void write(Path dir, String preset, MoeConfig cfg, Trainer.Settings settings, List<Trainer.Step> steps,
-                             double seconds) throws IOException {
+    public static Summary write(Path dir, String preset, MoeConfig cfg, Trainer.Settings settings,
+                                List<Trainer.Step> steps, double seconds) throws IOException {
+        Summary result = summary(steps);
         Map<String, Object> root = new LinkedHashMap<>();
         root.put("preset", preset);
         root.put("config", cfg);
@@ -53,11 +91,12 @@ public final class Reports {
         root.put("lr", settings.lr());
         root.put("seed", settings.seed());
         root.put("seconds", seconds);
-        int window = Math.max(1, steps.size() / 10);
         Map<String, Object> summary = new LinkedHashMap<>();
-        summary.put("firstLoss", steps.get(0).loss());
-        summary.put("finalLoss", tailMean(steps, window, Trainer.Step::loss));
-        summary.put("meanImbalanceLast10pct", tailMean(steps, window, Trainer.Step::imbalance));
+        summary.put("firstLoss", result.firstLoss());
+        summary.put("finalLoss", result.finalLoss());
+        summary.put("finalLossIs", result.finalLossWhat());
+        summary.put("lastLoss", result.lastLoss());
+        summary.put("meanImbalanceLast10pct", result.finalImbalance());
         summary.put("meanTokensPerSecond", tailMean(steps, steps.size(), Trainer.Step::tokensPerSecond));
         summary.put("droppedTotal", steps.stream().mapToLong(Trainer.Step::dropped).sum());
         root.put("summary", summary);
@@ -66,11 +105,10 @@ public final class Reports {
 
         System.setProperty("java.awt.headless", "true");
         double[] xs = steps.stream().mapToDouble(Trainer.Step::step).toArray();
-        XYChart loss = new XYChartBuilder().width(800).height(500).title("moe train: student vs teacher")
-                .xAxisTitle("step").yAxisTitle("loss (MSE / mean teacher²)").build();
-        loss.getStyler().setYAxisLogarithmic(true);
-        loss.addSeries("loss", xs, steps.stream().mapToDouble(Trainer.Step::loss).toArray()).setMarker(SeriesMarkers.NONE);
-        BitmapEncoder.saveBitmap(loss, dir.resolve("loss.png").toString(), BitmapEncoder.BitmapFormat.PNG);
+        LossPlot.write(dir.resolve("loss.png"), "moe train: student vs teacher", "loss (MSE / mean teacher\u00b2)",
+                String.format("first loss %.4g, final loss %.4g (%s), last step %.4g", result.firstLoss(), result.finalLoss(),
+                        result.finalLossWhat(), result.lastLoss()),
+                xs, steps.stream().mapToDouble(Trainer.Step::loss).toArray());
 
         int experts = steps.get(0).load().length;
         int cols = Math.min(50, steps.size());
@@ -102,21 +140,31 @@ public final class Reports {
         hm.getStyler().setMax(2); // diverging scale centred on 1.0 = perfectly balanced
         hm.getStyler().setRangeColors(new java.awt.Color[] {new java.awt.Color(30, 60, 160), java.awt.Color.WHITE,
                 new java.awt.Color(200, 30, 30)});
-        hm.getStyler().setXAxisLabelRotation(90);
-        hm.getStyler().setXAxisTickMarkSpacingHint(60);
-        List<Integer> xl = new java.util.ArrayList<>();
-        List<Integer> yl = new java.util.ArrayList<>();
+        List<String> xl = new java.util.ArrayList<>();
+        List<String> yl = new java.util.ArrayList<>();
+        int everyExpert = Math.max(1, (int) Math.ceil(experts * 16.0 / 400)); // rows of a 400 px plot, 16 px a label
         List<Number[]> cells = new java.util.ArrayList<>();
         for (int c = 0; c < cols; c++) {
-            xl.add(xIdx[c]);
+            xl.add(labelled(c, cols, xIdx) ? String.valueOf(xIdx[c]) : " ".repeat(c + 1)); // unique blank category
             for (int e = 0; e < experts; e++) {
                 cells.add(new Number[] {c, e, Math.min(2.0, heat[c][e])});
             }
         }
         for (int e = 0; e < experts; e++) {
-            yl.add(yIdx[e]);
+            yl.add(e % everyExpert == 0 ? String.valueOf(yIdx[e]) : " ".repeat(e + 1));
         }
         hm.addSeries("load", xl, yl, cells);
         BitmapEncoder.saveBitmap(hm, dir.resolve("expert_load.png").toString(), BitmapEncoder.BitmapFormat.PNG);
+        return result;
     }
+
+    /** Heatmap columns are about 16 px wide: label every k-th column so that step numbers never touch. */
+    static boolean labelled(int c, int cols, int[] stepOfColumn) {
+        int widest = String.valueOf(stepOfColumn[cols - 1]).length() * 8 + LossPlot.LABEL_GAP;
+        int every = Math.max(1, (int) Math.ceil(widest / (HEATMAP_PLOT_WIDTH / (double) cols)));
+        return (cols - 1 - c) % every == 0;
+    }
+
+    /** Approximate width of the heatmap's plot area in pixels (1000 px image less axes and legend). */
+    static final int HEATMAP_PLOT_WIDTH = 800;
 }

@@ -54,7 +54,11 @@ public final class Trainer {
 
     /** Receives each step on rank 0 (progress display). */
     public interface Listener {
-        /** @param s the step just finished */
+        /**
+         * Called after every step, on rank 0's thread.
+         *
+         * @param s the step just finished
+         */
         void onStep(Step s);
     }
 

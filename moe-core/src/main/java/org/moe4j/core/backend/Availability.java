@@ -8,6 +8,7 @@ package org.moe4j.core.backend;
  */
 public record Availability(boolean available, String reason) {
     /**
+     * Returns an available result.
      * @param what description of what was found
      * @return an available result
      */
@@ -16,6 +17,7 @@ public record Availability(boolean available, String reason) {
     }
 
     /**
+     * Returns an unavailable result.
      * @param why the reason
      * @return an unavailable result
      */

@@ -13,10 +13,16 @@ import org.moe4j.core.buffer.HostBuffer;
  * (a small interface that a module declares, e.g. {@code RoutingKernels}) by {@link KernelProvider}s.
  */
 public interface Backend {
-    /** @return short lower-case name, the value of {@code moe4j.backend} that selects it */
+    /**
+     * Returns short lower-case name, the value of {@code moe4j.backend} that selects it.
+     * @return short lower-case name, the value of {@code moe4j.backend} that selects it
+     */
     String name();
 
-    /** @return preference in automatic selection; higher wins among available backends */
+    /**
+     * Returns preference in automatic selection; higher wins among available backends.
+     * @return preference in automatic selection; higher wins among available backends
+     */
     int priority();
 
     /**
@@ -55,7 +61,10 @@ public interface Backend {
         return b;
     }
 
-    /** @return one line for logs: name, device, memory */
+    /**
+     * Returns one line for logs: name, device, memory.
+     * @return one line for logs: name, device, memory
+     */
     default String describe() {
         return name();
     }

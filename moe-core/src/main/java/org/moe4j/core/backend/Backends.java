@@ -36,7 +36,10 @@ public final class Backends {
     private Backends() {
     }
 
-    /** @return the requested backend name: property, environment, or "auto" */
+    /**
+     * Returns the requested backend name: property, environment, or "auto".
+     * @return the requested backend name: property, environment, or "auto"
+     */
     public static String requested() {
         String v = System.getProperty(PROPERTY);
         if (v == null || v.isBlank()) {
@@ -45,7 +48,10 @@ public final class Backends {
         return v == null || v.isBlank() ? "auto" : v.trim().toLowerCase(Locale.ROOT);
     }
 
-    /** @return every registered backend, highest priority first */
+    /**
+     * Returns every registered backend, highest priority first.
+     * @return every registered backend, highest priority first
+     */
     public static List<Backend> all() {
         List<Backend> list = new ArrayList<>();
         ServiceLoader.load(Backend.class).forEach(list::add);
@@ -57,6 +63,7 @@ public final class Backends {
     }
 
     /**
+     * Returns the backend chosen by {@link #requested()} (cached per requested name).
      * @return the backend chosen by {@link #requested()} (cached per requested name)
      * @throws IllegalStateException if a named backend is unknown or unavailable
      */
@@ -156,6 +163,7 @@ public final class Backends {
     }
 
     /**
+     * Returns the selected backend's kernels of that family.
      * @param family the kernel family interface
      * @param <K>    its type
      * @return the selected backend's kernels of that family
@@ -165,6 +173,7 @@ public final class Backends {
     }
 
     /**
+     * Returns that backend's kernels, or the CPU ones (logged once) when it has none.
      * @param family  the kernel family interface
      * @param backend the backend whose kernels are wanted
      * @param <K>     its type
@@ -185,6 +194,10 @@ public final class Backends {
 
     private static Object createKernels(Class<?> family, Backend backend) {
         KernelProvider<?> p = provider(family, backend.name());
+        if (p == null || p.backend().equals(CpuBackend.NAME)) {
+            // before any class of the CPU kernels loads: one message naming the flag, not a NoClassDefFoundError
+            org.moe4j.core.JvmRequirements.requireVectorApi("moe4j's CPU kernels (" + family.getSimpleName() + ")");
+        }
         if (p != null) {
             return p.create(backend);
         }

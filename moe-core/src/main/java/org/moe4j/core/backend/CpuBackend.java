@@ -8,6 +8,10 @@ import org.moe4j.core.cpu.CpuParallel;
 
 /** The reference backend: host memory, Java kernels. Always available; lowest priority. */
 public final class CpuBackend implements Backend {
+    /** Creates the CPU backend over the common thread pool. */
+    public CpuBackend() {
+    }
+
     /** Name used by {@code moe4j.backend=cpu}. */
     public static final String NAME = "cpu";
 
@@ -23,6 +27,10 @@ public final class CpuBackend implements Backend {
 
     @Override
     public Availability probe() {
+        if (!org.moe4j.core.JvmRequirements.vectorApiAvailable()) {
+            return Availability.no("the CPU kernels need the incubating Vector API: add the JVM flag "
+                    + org.moe4j.core.JvmRequirements.VECTOR_FLAG);
+        }
         return Availability.yes(CpuParallel.common().threads() + " thread(s)");
     }
 

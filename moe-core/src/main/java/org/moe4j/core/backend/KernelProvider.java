@@ -9,13 +9,20 @@ package org.moe4j.core.backend;
  * @param <K> the kernel family interface
  */
 public interface KernelProvider<K> {
-    /** @return the {@link Backend#name()} this provider belongs to */
+    /**
+     * Returns the {@link Backend#name()} this provider belongs to.
+     * @return the {@link Backend#name()} this provider belongs to
+     */
     String backend();
 
-    /** @return the kernel family interface implemented */
+    /**
+     * Returns the kernel family interface implemented.
+     * @return the kernel family interface implemented
+     */
     Class<K> family();
 
     /**
+     * Returns the kernels.
      * @param backend the selected backend instance (for allocation, streams, device handles)
      * @return the kernels
      */

@@ -12,26 +12,44 @@ import org.moe4j.core.Shape;
  * harmless; any other use after close throws {@link BufferClosedException}.
  */
 public interface Buffer extends AutoCloseable {
-    /** @return element type */
+    /**
+     * Returns element type.
+     * @return element type
+     */
     DType dtype();
 
-    /** @return shape, outermost first */
+    /**
+     * Returns shape, outermost first.
+     * @return shape, outermost first
+     */
     Shape shape();
 
-    /** @return where the memory lives */
+    /**
+     * Returns where the memory lives.
+     * @return where the memory lives
+     */
     Device device();
 
-    /** @return number of elements */
+    /**
+     * Returns number of elements.
+     * @return number of elements
+     */
     default long numel() {
         return shape().numel();
     }
 
-    /** @return size in bytes */
+    /**
+     * Returns size in bytes.
+     * @return size in bytes
+     */
     default long byteSize() {
         return numel() * dtype().byteSize();
     }
 
-    /** @return true once {@link #close()} has been called (on this buffer or its owner) */
+    /**
+     * Returns true once {@link #close()} has been called (on this buffer or its owner).
+     * @return true once {@link #close()} has been called (on this buffer or its owner)
+     */
     boolean isClosed();
 
     /** Frees the memory (a view only detaches). Idempotent. */
@@ -65,6 +83,7 @@ public interface Buffer extends AutoCloseable {
     }
 
     /**
+     * Returns a new host buffer with this buffer's dtype, shape and contents (caller closes it).
      * @return a new host buffer with this buffer's dtype, shape and contents (caller closes it)
      * @throws UnsupportedOperationException when this kind of buffer cannot be read from the host
      */

@@ -4,7 +4,10 @@ package org.moe4j.core.buffer;
 public final class BufferClosedException extends IllegalStateException {
     private static final long serialVersionUID = 1L;
 
-    /** @param what description of the closed resource */
+    /**
+     * Creates the exception.
+     * @param what description of the closed resource
+     */
     public BufferClosedException(String what) {
         super(what + " used after close");
     }

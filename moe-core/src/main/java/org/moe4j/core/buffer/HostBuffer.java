@@ -62,6 +62,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns a zeroed owning buffer.
      * @param dtype element type
      * @param dims  dimensions
      * @return a zeroed owning buffer
@@ -86,6 +87,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns a new F32 buffer holding a copy of {@code data}.
      * @param data values, row-major
      * @param dims dimensions
      * @return a new F32 buffer holding a copy of {@code data}
@@ -95,6 +97,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns a new I32 buffer holding a copy of {@code data}.
      * @param data values, row-major
      * @param dims dimensions
      * @return a new I32 buffer holding a copy of {@code data}
@@ -153,6 +156,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns the memory; valid until {@link #close()}.
      * @return the memory; valid until {@link #close()}
      * @throws BufferClosedException after close
      */
@@ -163,7 +167,10 @@ public final class HostBuffer implements Buffer {
         return segment;
     }
 
-    /** @return true if this buffer frees its memory on close */
+    /**
+     * Returns true if this buffer frees its memory on close.
+     * @return true if this buffer frees its memory on close
+     */
     public boolean ownsMemory() {
         return arena != null;
     }
@@ -227,6 +234,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns element {@code i} of an I32 or I64 buffer.
      * @param i flat index
      * @return element {@code i} of an I32 or I64 buffer
      */
@@ -240,6 +248,7 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns element {@code i} of an I32 buffer.
      * @param i flat index
      * @return element {@code i} of an I32 buffer
      */
@@ -251,6 +260,8 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Sets element {@code i} of an I32 buffer.
+     *
      * @param i     flat index
      * @param value value for element {@code i} of an I32 buffer
      */
@@ -261,7 +272,10 @@ public final class HostBuffer implements Buffer {
         segment().setAtIndex(I32, i, value);
     }
 
-    /** @return all elements as fp32 (a copy) */
+    /**
+     * Returns all elements as fp32 (a copy).
+     * @return all elements as fp32 (a copy)
+     */
     public float[] toFloatArray() {
         int n = Math.toIntExact(numel());
         float[] out = new float[n];
@@ -275,7 +289,10 @@ public final class HostBuffer implements Buffer {
         return out;
     }
 
-    /** @return all elements of an I32 buffer (a copy) */
+    /**
+     * Returns all elements of an I32 buffer (a copy).
+     * @return all elements of an I32 buffer (a copy)
+     */
     public int[] toIntArray() {
         if (dtype != DType.I32) {
             throw new IllegalStateException(describe() + ": toIntArray needs I32");
@@ -350,14 +367,20 @@ public final class HostBuffer implements Buffer {
         }
     }
 
-    /** @return a new owning buffer with the same dtype, shape and contents */
+    /**
+     * Returns a new owning buffer with the same dtype, shape and contents.
+     * @return a new owning buffer with the same dtype, shape and contents
+     */
     public HostBuffer copy() {
         HostBuffer b = allocate(dtype, shape);
         MemorySegment.copy(segment(), 0, b.segment, 0, byteSize());
         return b;
     }
 
-    /** @return e.g. {@code HostBuffer[F32 [4, 8]]} */
+    /**
+     * Returns a description such as {@code HostBuffer[F32 [4, 8]]}.
+     * @return e.g. {@code HostBuffer[F32 [4, 8]]}
+     */
     public String describe() {
         return "HostBuffer[" + dtype + " " + shape + "]";
     }

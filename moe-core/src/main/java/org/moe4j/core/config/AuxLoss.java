@@ -12,7 +12,10 @@ public record AuxLoss(double switchCoeff, double seqCoeff, double zCoeff, int se
     /** No auxiliary loss. */
     public static final AuxLoss NONE = new AuxLoss(0, 0, 0, 0);
 
-    /** @return true if any coefficient is non-zero */
+    /**
+     * Returns true if any coefficient is non-zero.
+     * @return true if any coefficient is non-zero
+     */
     public boolean any() {
         return switchCoeff != 0 || seqCoeff != 0 || zCoeff != 0;
     }

@@ -11,12 +11,16 @@ public record Capacity(double factor, DropPolicy policy) {
     /** Dropless routing (the default). */
     public static final Capacity DROPLESS = new Capacity(0, DropPolicy.BY_SCORE);
 
-    /** @return true when no assignment is ever dropped */
+    /**
+     * Returns true when no assignment is ever dropped.
+     * @return true when no assignment is ever dropped
+     */
     public boolean dropless() {
         return factor == 0;
     }
 
     /**
+     * Returns the per-expert capacity, or {@code Integer.MAX_VALUE} when dropless.
      * @param tokens  tokens in the batch
      * @param topK    experts per token
      * @param experts number of experts

@@ -73,6 +73,7 @@ public record DispatchOptions(String strategy, boolean perRankDedup, boolean wei
     }
 
     /**
+     * Returns the name.
      * @param strategy a strategy name
      * @return the name
      * @throws IllegalArgumentException unless it is 1-64 lower-case letters, digits or '-', starting with a
@@ -88,6 +89,7 @@ public record DispatchOptions(String strategy, boolean perRankDedup, boolean wei
     }
 
     /**
+     * Returns the default options with that strategy.
      * @param name a strategy name
      * @return the default options with that strategy
      * @throws IllegalArgumentException on an invalid name

@@ -51,6 +51,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the validated config.
      * @param file a Hugging Face {@code config.json}
      * @return the validated config
      * @throws IOException              if the file cannot be read
@@ -61,6 +62,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the validated config.
      * @param file      a Hugging Face {@code config.json}
      * @param overrides changes applied to the imported builder before validation (e.g.
      *                  {@code b -> b.expertParallel(8)})
@@ -116,6 +118,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the bundled model's config.
      * @param name one of {@link #PRESETS}
      * @return the bundled model's config
      * @throws IllegalArgumentException for an unknown name, listing the presets
@@ -125,6 +128,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the bundled model's config with the overrides.
      * @param name      one of {@link #PRESETS}
      * @param overrides changes applied before validation (e.g. shrinking sizes for a demo)
      * @return the bundled model's config with the overrides
@@ -135,6 +139,7 @@ public final class HfConfigImport {
     }
 
     /**
+     * Returns the bundled {@code config.json} text.
      * @param name one of {@link #PRESETS}
      * @return the bundled {@code config.json} text
      * @throws IllegalArgumentException for an unknown name, listing the presets

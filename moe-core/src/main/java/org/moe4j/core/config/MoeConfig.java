@@ -53,6 +53,31 @@ public record MoeConfig(
         DType expertDtype,
         DispatchOptions dispatch) {
 
+    /**
+     * Validates every field and combination (see the class description for the fields).
+     *
+     * @param hidden          model hidden size
+     * @param experts         routed experts
+     * @param topK            experts chosen per token
+     * @param ffn             intermediate size of one routed expert
+     * @param scoreFunction   softmax or sigmoid
+     * @param expertGroups    expert groups for node-limited routing
+     * @param limitedGroups   groups kept per token
+     * @param groupScore      how a group is scored
+     * @param routeNorm       divide the top-k weights by their sum
+     * @param routeScale      multiply the top-k weights by this factor
+     * @param expertBiasCoeff step size of the expert-bias update
+     * @param biasCentering   re-centring of the bias after each update
+     * @param auxLoss         auxiliary-loss coefficients
+     * @param capacity        capacity factor and drop policy
+     * @param sharedExperts   shared experts
+     * @param sharedFfn       intermediate size of one shared expert
+     * @param expertParallel  expert-parallel world size
+     * @param groupAlignment  expert group padding multiple
+     * @param expertDtype     compute dtype of the expert GEMMs
+     * @throws IllegalArgumentException naming the first invalid field and its value
+     * @throws NullPointerException     if an object field is null
+     */
     public MoeConfig {
         Objects.requireNonNull(scoreFunction, "MoeConfig.scoreFunction");
         Objects.requireNonNull(groupScore, "MoeConfig.groupScore");
@@ -136,32 +161,50 @@ public record MoeConfig(
         throw new IllegalArgumentException("MoeConfig." + field + "=" + value + ": " + why);
     }
 
-    /** @return experts per expert-parallel rank, {@code E / W} */
+    /**
+     * Returns experts per expert-parallel rank, {@code E / W}.
+     * @return experts per expert-parallel rank, {@code E / W}
+     */
     public int localExperts() {
         return experts / expertParallel;
     }
 
-    /** @return experts per group, {@code E / G} */
+    /**
+     * Returns experts per group, {@code E / G}.
+     * @return experts per group, {@code E / G}
+     */
     public int expertsPerGroup() {
         return experts / expertGroups;
     }
 
-    /** @return true when node-limited routing actually excludes groups */
+    /**
+     * Returns true when node-limited routing actually excludes groups.
+     * @return true when node-limited routing actually excludes groups
+     */
     public boolean groupLimited() {
         return expertGroups > 1 && limitedGroups < expertGroups;
     }
 
-    /** @return total intermediate size of the shared experts (0 when none) */
+    /**
+     * Returns total intermediate size of the shared experts (0 when none).
+     * @return total intermediate size of the shared experts (0 when none)
+     */
     public int sharedFfnTotal() {
         return sharedExperts * sharedFfn;
     }
 
-    /** @return a builder with every field of this config */
+    /**
+     * Returns a builder with every field of this config.
+     * @return a builder with every field of this config
+     */
     public Builder toBuilder() {
         return new Builder(this);
     }
 
-    /** @return a builder with defaults: softmax, no groups, no norm, scale 1, no bias, no aux loss, dropless, W=1 */
+    /**
+     * Returns a builder with defaults: softmax, no groups, no norm, scale 1, no bias, no aux loss, dropless, W=1.
+     * @return a builder with defaults: softmax, no groups, no norm, scale 1, no bias, no aux loss, dropless, W=1
+     */
     public static Builder builder() {
         return new Builder();
     }
@@ -218,31 +261,39 @@ public record MoeConfig(
         }
 
         /**
+         * Sets {@code hidden}: hidden size.
          * @param v hidden size
          * @return this
          */
         public Builder hidden(int v) { hidden = v; return this; }
         /**
+         * Sets {@code experts}: routed experts.
          * @param v routed experts
          * @return this
          */
         public Builder experts(int v) { experts = v; return this; }
         /**
+         * Sets {@code topK}: experts per token.
          * @param v experts per token
          * @return this
          */
         public Builder topK(int v) { topK = v; return this; }
         /**
+         * Sets {@code ffn}: expert intermediate size.
          * @param v expert intermediate size
          * @return this
          */
         public Builder ffn(int v) { ffn = v; return this; }
         /**
+         * Sets {@code scoreFunction}: score function.
          * @param v score function
          * @return this
          */
         public Builder scoreFunction(ScoreFunction v) { scoreFunction = v; return this; }
         /**
+         * Sets node-limited routing: the experts form {@code groups} groups, and each token picks its
+         * experts from its best {@code limited} groups.
+         *
          * @param groups expert groups
          * @param limited groups kept per token (any value is checked by {@link #build()}; a negative
          *                one is refused, never read as "no limit")
@@ -255,78 +306,94 @@ public record MoeConfig(
             return this;
         }
         /**
+         * Sets {@code expertGroups}: expert groups.
          * @param v expert groups (limited groups default to the same value unless set)
          * @return this
          */
         public Builder expertGroups(int v) { expertGroups = v; return this; }
         /**
+         * Sets {@code limitedGroups}: limited groups.
          * @param v limited groups (checked by {@link #build()}; a negative value is refused)
          * @return this
          */
         public Builder limitedGroups(int v) { limitedGroups = v; limitedGroupsSet = true; return this; }
         /**
+         * Sets {@code groupScore}: group scoring.
          * @param v group scoring
          * @return this
          */
         public Builder groupScore(GroupScore v) { groupScore = v; return this; }
         /**
+         * Sets {@code routeNorm}: route norm.
          * @param v route norm
          * @return this
          */
         public Builder routeNorm(boolean v) { routeNorm = v; return this; }
         /**
+         * Sets {@code routeScale}: route scale.
          * @param v route scale
          * @return this
          */
         public Builder routeScale(double v) { routeScale = v; return this; }
         /**
+         * Sets {@code expertBiasCoeff}: expert-bias update coefficient.
          * @param v expert-bias update coefficient
          * @return this
          */
         public Builder expertBiasCoeff(double v) { expertBiasCoeff = v; return this; }
         /**
+         * Sets {@code biasCentering}: bias centering.
          * @param v bias centering
          * @return this
          */
         public Builder biasCentering(BiasCentering v) { biasCentering = v; return this; }
         /**
+         * Sets {@code auxLoss}: aux losses.
          * @param v aux losses
          * @return this
          */
         public Builder auxLoss(AuxLoss v) { auxLoss = v; return this; }
         /**
+         * Sets {@code capacity}: capacity.
          * @param v capacity
          * @return this
          */
         public Builder capacity(Capacity v) { capacity = v; return this; }
         /**
+         * Sets the shared experts applied to every token.
+         *
          * @param count shared experts
          * @param ffnEach intermediate size of each
          * @return this
          */
         public Builder sharedExperts(int count, int ffnEach) { sharedExperts = count; sharedFfn = ffnEach; return this; }
         /**
+         * Sets {@code expertParallel}: expert-parallel world size.
          * @param v expert-parallel world size
          * @return this
          */
         public Builder expertParallel(int v) { expertParallel = v; return this; }
         /**
+         * Sets {@code groupAlignment}: expert group alignment.
          * @param v expert group alignment
          * @return this
          */
         public Builder groupAlignment(int v) { groupAlignment = v; return this; }
         /**
+         * Sets {@code expertDtype}: expert compute dtype.
          * @param v expert compute dtype
          * @return this
          */
         public Builder expertDtype(DType v) { expertDtype = v; return this; }
         /**
+         * Sets {@code dispatch}: dispatch strategy and options.
          * @param v dispatch strategy and options
          * @return this
          */
         public Builder dispatch(DispatchOptions v) { dispatch = v; return this; }
 
         /**
+         * Returns the validated config.
          * @return the validated config
          * @throws IllegalArgumentException naming the first invalid field and its value
          */

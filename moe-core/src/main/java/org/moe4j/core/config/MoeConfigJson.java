@@ -153,6 +153,7 @@ public final class MoeConfigJson {
     }
 
     /**
+     * Returns pretty-printed JSON with every field, in {@link #FIELDS} order.
      * @param config the config
      * @return pretty-printed JSON with every field, in {@link #FIELDS} order
      */

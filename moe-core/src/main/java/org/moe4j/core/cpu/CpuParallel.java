@@ -27,6 +27,7 @@ public final class CpuParallel implements AutoCloseable {
     private final ExecutorService pool; // null when threads == 1
 
     /**
+     * Creates a new {@code CpuParallel}.
      * @param threads worker count including the caller, ≥ 1
      */
     public CpuParallel(int threads) {
@@ -46,6 +47,8 @@ public final class CpuParallel implements AutoCloseable {
     public static final int MAX_THREADS = 65536;
 
     /**
+     * Returns the thread count {@link #common()} uses.
+     *
      * @return the thread count {@link #common()} uses: {@value #THREADS_PROPERTY} when set, else the
      *         available processors
      * @throws IllegalArgumentException naming the property and its value if it is not an integer in
@@ -57,6 +60,8 @@ public final class CpuParallel implements AutoCloseable {
     }
 
     /**
+     * Returns the process-wide instance.
+     *
      * @return the process-wide instance
      * @throws IllegalArgumentException if {@value #THREADS_PROPERTY} is set to a bad value (see
      *                                  {@link #configuredThreads()})
@@ -74,7 +79,10 @@ public final class CpuParallel implements AutoCloseable {
         return c;
     }
 
-    /** @return threads used, including the caller */
+    /**
+     * Returns threads used, including the caller.
+     * @return threads used, including the caller
+     */
     public int threads() {
         return threads;
     }
@@ -83,6 +91,8 @@ public final class CpuParallel implements AutoCloseable {
     @FunctionalInterface
     public interface ChunkBody {
         /**
+         * Processes the items {@code [from, to)} of one chunk.
+         *
          * @param chunk chunk index, {@code 0 .. chunks-1}
          * @param from  first item (inclusive)
          * @param to    last item (exclusive)
@@ -91,6 +101,7 @@ public final class CpuParallel implements AutoCloseable {
     }
 
     /**
+     * Returns number of chunks {@link #forEachChunk} will run.
      * @param n     item count
      * @param chunk items per chunk
      * @return number of chunks {@link #forEachChunk} will run

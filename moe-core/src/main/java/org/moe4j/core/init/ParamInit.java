@@ -33,6 +33,7 @@ public final class ParamInit {
     }
 
     /**
+     * Returns a value in {@code [-1, 1)} with 24 random bits.
      * @param seed   run seed
      * @param stream tensor stream id
      * @param index  element index within the stream
@@ -46,6 +47,7 @@ public final class ParamInit {
     }
 
     /**
+     * Returns a value of {@code U(-bound, bound)}.
      * @param seed   run seed
      * @param stream tensor stream id
      * @param index  element index within the stream
@@ -96,6 +98,7 @@ public final class ParamInit {
     }
 
     /**
+     * Returns {@code 1/sqrt(fanIn)}, the bound of {@code nn.Linear}'s default init.
      * @param fanIn input features of a linear layer
      * @return {@code 1/sqrt(fanIn)}, the bound of {@code nn.Linear}'s default init
      */

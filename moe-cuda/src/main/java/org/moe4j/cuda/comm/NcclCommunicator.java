@@ -226,12 +226,18 @@ public final class NcclCommunicator implements Communicator {
         return world;
     }
 
-    /** @return the stream the collectives run on */
+    /**
+     * Returns the stream the collectives run on.
+     * @return the stream the collectives run on
+     */
     public CudaStream stream() {
         return stream;
     }
 
-    /** @return the device context of this rank */
+    /**
+     * Returns the device context of this rank.
+     * @return the device context of this rank
+     */
     public CudaContext context() {
         return context;
     }

@@ -257,6 +257,12 @@ public final class NativeLibraries {
      * @throws NativeLibraryException naming every place looked at
      */
     public static Loaded load(Spec spec, Environment env) {
+        try {
+            org.moe4j.core.JvmRequirements.requireNativeAccess(NativeLibraries.class.getModule(),
+                    "moe4j's CUDA backend (loading " + spec.display() + ")");
+        } catch (IllegalStateException e) {
+            throw new NativeLibraryException(e.getMessage(), e);
+        }
         Search s = search(spec, env);
         if (s.found().isPresent()) {
             Path p = s.found().get();

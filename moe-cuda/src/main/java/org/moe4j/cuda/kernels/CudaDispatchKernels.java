@@ -29,7 +29,10 @@ public final class CudaDispatchKernels implements DispatchKernels {
 
     private final Kernels k;
 
-    /** @param backend the cuda backend */
+    /**
+     * Creates a new {@code CudaDispatchKernels}.
+     * @param backend the cuda backend
+     */
     public CudaDispatchKernels(Backend backend) {
         this.k = new Kernels(backend, "permute");
     }

@@ -7,6 +7,10 @@ import org.moe4j.dispatch.DispatchKernels;
 
 /** Registers {@link CudaDispatchKernels} as the {@code cuda} provider of {@link DispatchKernels}. */
 public final class CudaDispatchKernelsProvider implements KernelProvider<DispatchKernels> {
+    /** Creates the provider (ServiceLoader instantiates it). */
+    public CudaDispatchKernelsProvider() {
+    }
+
     @Override
     public String backend() {
         return CudaBackend.NAME;

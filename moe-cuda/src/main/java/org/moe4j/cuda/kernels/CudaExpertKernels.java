@@ -45,13 +45,19 @@ public final class CudaExpertKernels implements ExpertKernels {
 
     private final Kernels k;
     private final boolean wgmma;
+    /** Element-wise adds of the token-block tree (the optimiser module's accumulate kernel), made on first use. */
+    private volatile CudaOptimizerKernels adder;
 
-    /** @param backend the cuda backend */
+    /**
+     * Creates a new {@code CudaExpertKernels}.
+     * @param backend the cuda backend
+     */
     public CudaExpertKernels(Backend backend) {
         this(backend, System.getProperty(PATH_PROPERTY, "mma"));
     }
 
     /**
+     * Creates a new {@code CudaExpertKernels}.
      * @param backend the cuda backend
      * @param path    {@code mma} or {@code wgmma}
      * @throws IllegalArgumentException for another path name
@@ -74,7 +80,10 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
     }
 
-    /** @return the bf16 GEMM path in use */
+    /**
+     * Returns the bf16 GEMM path in use.
+     * @return the bf16 GEMM path in use
+     */
     public String path() {
         return wgmma ? "wgmma" : "mma";
     }
@@ -404,21 +413,189 @@ public final class CudaExpertKernels implements ExpertKernels {
             if (groups == 0 || m == 0 || n == 0) {
                 return;
             }
-            if (tensorCores(a, b, spec, m, n)) {
-                DeviceBuffer ab = asBf16(a);
-                DeviceBuffer bb = asBf16(b);
-                try {
-                    launchWgrad(ab, bb, off.device(), rows, m, n, groups, dev("out", out), spec.accumulate());
-                } finally {
-                    owned(ab, a);
-                    owned(bb, b);
+            weightGrad(a, b, off.device(), rows, m, n, groups, dev("out", out), spec);
+        }
+    }
+
+    /** The launch of {@link #groupedWeightGrad} after validation (offsets already on the device and checked). */
+    private void weightGrad(Buffer a, Buffer b, DeviceBuffer offsets, int rows, int m, int n, int groups,
+            DeviceBuffer out, GemmSpec spec) {
+        if (tensorCores(a, b, spec, m, n)) {
+            DeviceBuffer ab = asBf16(a);
+            DeviceBuffer bb = asBf16(b);
+            try {
+                launchWgrad(ab, bb, offsets, rows, m, n, groups, out, spec.accumulate());
+            } finally {
+                owned(ab, a);
+                owned(bb, b);
+            }
+        } else {
+            k.launch("moe_gg_wgrad_f32").grid(blocks(n, 64), blocks(m, 64), groups).block(16, 16, 1)
+                    .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
+                    .arg(offsets).arg(m).arg(n).arg(out).arg(spec.accumulate() ? 1 : 0).launch();
+        }
+    }
+
+    @Override
+    public boolean supportsTokenBlockTree() {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc}
+     *
+     * <p>On the GPU every block is one {@link #groupedWeightGrad} launch, without its offset read-back (one
+     * group whose offsets are a view into a device table of block boundaries, so each element of a block's partial is reduced by
+     * one CTA in a fixed order), and the tree is combined with {@code moe_accumulate_f32} on a stack of
+     * {@code [levels, M, N]} partials ({@code levels = 1 + log2(blocks per segment)}): memory stays
+     * logarithmic in the token count, at the price of one small GEMM launch per block.
+     */
+    @Override
+    public void groupedWeightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer out,
+            GemmSpec spec) {
+        floating("a", a, 2);
+        floating("b", b, 2);
+        f32("out", out, 3);
+        if (blockRows < 1) {
+            throw new IllegalArgumentException("groupedWeightGradTree: blockRows=" + blockRows + " must be >= 1");
+        }
+        int rows = a.shape().dimInt(0);
+        int m = a.shape().dimInt(1);
+        int n = b.shape().dimInt(1);
+        if (b.shape().dimInt(0) != rows) {
+            throw new IllegalArgumentException("groupedWeightGradTree: a has " + rows + " rows but b has "
+                    + b.shape().dimInt(0));
+        }
+        int segments = out.shape().dimInt(0);
+        out.shape().require("groupedWeightGradTree out", segments, m, n);
+        int[] off = new int[segments + 1];
+        DeviceBuffer copy = offsets(segmentOffsets, segments, rows, off);
+        if (copy != null) {
+            copy.close(); // only the host values are needed
+        }
+        DeviceBuffer o = dev("out", out);
+        if (segments == 0 || m == 0 || n == 0) {
+            return;
+        }
+        int[] bounds = new int[rows + 2];
+        int leaves = 0;
+        int maxLeaves = 0;
+        for (int s = 0; s < segments; s++) {
+            int before = leaves;
+            for (int r = off[s]; r < off[s + 1]; r += blockRows) {
+                bounds[leaves++] = r;
+            }
+            maxLeaves = Math.max(maxLeaves, leaves - before);
+        }
+        bounds[leaves] = off[segments];
+        long plane = (long) m * n * 4;
+        GemmSpec overwrite = new GemmSpec(false, spec.bf16Operands());
+        boolean cast = tensorCores(a, b, spec, m, n);
+        DeviceBuffer ab = cast ? asBf16(a) : dev("a", a); // cast once, not once per block
+        DeviceBuffer bb = cast ? asBf16(b) : dev("b", b);
+        int levels = 1 + (maxLeaves <= 1 ? 0 : 32 - Integer.numberOfLeadingZeros(maxLeaves - 1));
+        try (HostBuffer hb = HostBuffer.ofInts(java.util.Arrays.copyOf(bounds, leaves + 1), leaves + 1);
+             DeviceBuffer bd = k.pool().copyOf(hb);
+             DeviceBuffer stack = k.pool().allocateUninitialized(DType.F32, Shape.of(levels, m, n))) {
+            CudaOptimizerKernels add = adder();
+            int leaf = 0;
+            for (int s = 0; s < segments; s++) {
+                int depth = 0;
+                for (int i = 0; off[s] + (long) i * blockRows < off[s + 1]; i++, leaf++) {
+                    try (DeviceBuffer slot = stack.view(DType.F32, Shape.of(1, m, n), depth * plane);
+                         DeviceBuffer group = bd.view(DType.I32, Shape.of(2), leaf * 4L)) {
+                        weightGrad(ab, bb, group, rows, m, n, 1, slot, overwrite); // bounds checked above: no read-back
+                    }
+                    depth++;
+                    for (int c = i + 1; (c & 1) == 0; c >>>= 1) {
+                        accumulate(add, stack, depth - 2, stack, depth - 1, m, n);
+                        depth--;
+                    }
                 }
-            } else {
-                k.launch("moe_gg_wgrad_f32").grid(blocks(n, 64), blocks(m, 64), groups).block(16, 16, 1)
-                        .arg(dev("a", a)).arg(a.dtype() == DType.BF16 ? 1 : 0).arg(dev("b", b)).arg(b.dtype() == DType.BF16 ? 1 : 0)
-                        .arg(off.device()).arg(m).arg(n).arg(dev("out", out)).arg(spec.accumulate() ? 1 : 0).launch();
+                while (depth > 1) {
+                    accumulate(add, stack, depth - 2, stack, depth - 1, m, n);
+                    depth--;
+                }
+                try (DeviceBuffer dst = o.view(DType.F32, Shape.of(m, n), s * plane)) {
+                    if (depth == 0) {
+                        if (!spec.accumulate()) {
+                            dst.zeroAsync(k.stream());
+                        }
+                    } else {
+                        try (DeviceBuffer root = stack.view(DType.F32, Shape.of(m, n), 0)) {
+                            if (spec.accumulate()) {
+                                add.accumulate(dst, root);
+                            } else {
+                                dst.copyFromAsync(root, k.stream());
+                            }
+                        }
+                    }
+                }
+            }
+        } finally {
+            if (cast) {
+                owned(ab, a);
+                owned(bb, b);
             }
         }
+    }
+
+    @Override
+    public void combineTreeNodes(Buffer nodes, int[] plan, Buffer out, boolean accumulate) {
+        f32("nodes", nodes, -1);
+        f32("out", out, -1);
+        java.util.Objects.requireNonNull(plan, "plan");
+        if (nodes.shape().rank() < 1 || nodes.shape().dim(0) == 0
+                || nodes.numel() / nodes.shape().dim(0) != out.numel()) {
+            throw new IllegalArgumentException("combineTreeNodes: nodes " + nodes.shape() + " do not hold rows of "
+                    + out.numel() + " elements (out " + out.shape() + ")");
+        }
+        int count = nodes.shape().dimInt(0);
+        if (plan.length % 2 != 1) {
+            throw new IllegalArgumentException("combineTreeNodes: plan length " + plan.length
+                    + " must be odd (pairs, then the root)");
+        }
+        for (int i = 0; i < plan.length; i++) {
+            if (plan[i] < 0 || plan[i] >= count) {
+                throw new IllegalArgumentException("combineTreeNodes: plan[" + i + "]=" + plan[i] + " is not a row of "
+                        + count + " nodes");
+            }
+        }
+        DeviceBuffer nd = dev("nodes", nodes);
+        DeviceBuffer o = dev("out", out);
+        long row = out.numel();
+        CudaOptimizerKernels add = adder();
+        for (int p = 0; p + 1 < plan.length; p += 2) {
+            try (DeviceBuffer dst = nd.view(DType.F32, Shape.of(row), plan[p] * row * 4);
+                 DeviceBuffer src = nd.view(DType.F32, Shape.of(row), plan[p + 1] * row * 4)) {
+                add.accumulate(dst, src);
+            }
+        }
+        try (DeviceBuffer root = nd.view(DType.F32, Shape.of(row), plan[plan.length - 1] * row * 4)) {
+            if (accumulate) {
+                add.accumulate(o, root);
+            } else {
+                o.copyFromAsync(root, k.stream());
+            }
+        }
+    }
+
+    /** {@code a[i] += b[j]} for planes of {@code m × n} floats of two {@code [planes, m, n]} buffers. */
+    private static void accumulate(CudaOptimizerKernels add, DeviceBuffer a, int i, DeviceBuffer b, int j, int m, int n) {
+        long plane = (long) m * n * 4;
+        try (DeviceBuffer dst = a.view(DType.F32, Shape.of(m, n), i * plane);
+             DeviceBuffer src = b.view(DType.F32, Shape.of(m, n), j * plane)) {
+            add.accumulate(dst, src);
+        }
+    }
+
+    private CudaOptimizerKernels adder() {
+        CudaOptimizerKernels a = adder;
+        if (a == null) {
+            a = new CudaOptimizerKernels(k.backend());
+            adder = a;
+        }
+        return a;
     }
 
     @Override

@@ -7,6 +7,10 @@ import org.moe4j.experts.ExpertKernels;
 
 /** Registers {@link CudaExpertKernels} as the {@code cuda} provider of {@link ExpertKernels}. */
 public final class CudaExpertKernelsProvider implements KernelProvider<ExpertKernels> {
+    /** Creates the provider (ServiceLoader instantiates it). */
+    public CudaExpertKernelsProvider() {
+    }
+
     @Override
     public String backend() {
         return CudaBackend.NAME;

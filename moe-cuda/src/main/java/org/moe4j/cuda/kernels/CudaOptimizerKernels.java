@@ -21,7 +21,10 @@ public final class CudaOptimizerKernels implements OptimizerKernels {
 
     private final Kernels k;
 
-    /** @param backend the cuda backend */
+    /**
+     * Creates a new {@code CudaOptimizerKernels}.
+     * @param backend the cuda backend
+     */
     public CudaOptimizerKernels(Backend backend) {
         this.k = new Kernels(backend, "optim");
     }

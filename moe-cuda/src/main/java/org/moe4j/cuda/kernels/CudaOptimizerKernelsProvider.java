@@ -7,6 +7,10 @@ import org.moe4j.optim.OptimizerKernels;
 
 /** Registers {@link CudaOptimizerKernels} as the {@code cuda} provider of {@link OptimizerKernels}. */
 public final class CudaOptimizerKernelsProvider implements KernelProvider<OptimizerKernels> {
+    /** Creates the provider (ServiceLoader instantiates it). */
+    public CudaOptimizerKernelsProvider() {
+    }
+
     @Override
     public String backend() {
         return CudaBackend.NAME;

@@ -36,7 +36,10 @@ public final class CudaRoutingKernels implements RoutingKernels {
     private final Kernels k;
     private final Kernels permute;
 
-    /** @param backend the cuda backend */
+    /**
+     * Creates a new {@code CudaRoutingKernels}.
+     * @param backend the cuda backend
+     */
     public CudaRoutingKernels(Backend backend) {
         this.k = new Kernels(backend, "routing");
         this.permute = new Kernels(backend, "permute");
@@ -79,7 +82,9 @@ public final class CudaRoutingKernels implements RoutingKernels {
         int experts = gateWeight.shape().dimInt(0);
         // dX[t, h] = sum_e dLogits[t, e] W[e, h];  dGate[e, h] = sum_t dLogits[t, e] x[t, h]
         gemm(dLogits, experts, 1, gateWeight, 1, hidden, tokens, hidden, experts, dX);
-        gemm(dLogits, 1, experts, x, 1, hidden, experts, hidden, tokens, dGate);
+        if (dGate != null) {
+            gemm(dLogits, 1, experts, x, 1, hidden, experts, hidden, tokens, dGate);
+        }
     }
 
     @Override

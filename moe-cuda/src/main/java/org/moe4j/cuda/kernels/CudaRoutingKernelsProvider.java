@@ -7,6 +7,10 @@ import org.moe4j.routing.RoutingKernels;
 
 /** Registers {@link CudaRoutingKernels} as the {@code cuda} provider of {@link RoutingKernels}. */
 public final class CudaRoutingKernelsProvider implements KernelProvider<RoutingKernels> {
+    /** Creates the provider (ServiceLoader instantiates it). */
+    public CudaRoutingKernelsProvider() {
+    }
+
     @Override
     public String backend() {
         return CudaBackend.NAME;

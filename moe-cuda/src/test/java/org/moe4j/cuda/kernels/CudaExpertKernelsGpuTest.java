@@ -1,5 +1,6 @@
 package org.moe4j.cuda.kernels;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.moe4j.cuda.kernels.GpuParity.assertBitEqual;
 import static org.moe4j.cuda.kernels.GpuParity.assertFullyWritten;
@@ -176,6 +177,53 @@ class CudaExpertKernelsGpuTest {
                     assertFullyWritten("fp32 weight grad (empty groups give zeros)", got);
                     assertTrue(relError(got, wCpu) < FP32_TOLERANCE, "fp32 weight grad " + relError(got, wCpu));
                 }
+            }
+        }
+    }
+
+    /**
+     * The token-block tree on the GPU: close to the CPU tree, and the nodes of a split of the rows
+     * (what the ranks of a layer reduce), combined by the GPU, give the single-segment result bit for bit.
+     */
+    @ParameterizedTest
+    @ValueSource(strings = {"F32", "BF16"})
+    void weightGradTreeOfAnySplitGivesTheBitsOfOneSegment(String dtype) {
+        CudaExpertKernels gpu = gpu("mma");
+        boolean bf16 = dtype.equals("BF16");
+        int block = org.moe4j.experts.TokenBlockTree.BLOCK;
+        int rows = 5 * block + 17;
+        int m = 24;
+        int n = 40;
+        // per "rank": 2 blocks, 1 block, the rest; their tree nodes, as MoeLayer computes them
+        long total = org.moe4j.experts.TokenBlockTree.blocks(rows);
+        long[] firstBlocks = {0, 2, 3, total};
+        java.util.List<org.moe4j.experts.TokenBlockTree.Node> nodes = new java.util.ArrayList<>();
+        for (int r = 0; r < 3; r++) {
+            nodes.addAll(org.moe4j.experts.TokenBlockTree.cover(firstBlocks[r], firstBlocks[r + 1], total));
+        }
+        int[] segOff = new int[nodes.size() + 1];
+        for (int i = 0; i < nodes.size(); i++) {
+            segOff[i] = (int) (nodes.get(i).firstBlock() * block);
+            segOff[i + 1] = (int) Math.min(nodes.get(i).endBlock(total) * block, rows);
+        }
+        int[] plan = org.moe4j.experts.TokenBlockTree.combinePlan(nodes, total);
+        GemmSpec spec = new GemmSpec(false, bf16);
+        try (HostBuffer a = gaussian(DType.F32, 1f, rows, m); HostBuffer b = gaussian(DType.F32, 1f, rows, n);
+                HostBuffer one = HostBuffer.ofInts(new int[] {0, rows}, 2); HostBuffer split = HostBuffer.ofInts(segOff, segOff.length);
+                HostBuffer cpuOut = poisoned(DType.F32, 1, m, n);
+                DeviceBuffer dA = up(a); DeviceBuffer dB = up(b); DeviceBuffer dOne = up(one); DeviceBuffer dSplit = up(split);
+                DeviceBuffer whole = poisonedDevice(DType.F32, 1, m, n);
+                DeviceBuffer parts = poisonedDevice(DType.F32, nodes.size(), m, n);
+                DeviceBuffer combined = poisonedDevice(DType.F32, m, n)) {
+            cpu.groupedWeightGradTree(a, b, one, block, cpuOut, spec);
+            gpu.groupedWeightGradTree(dA, dB, dOne, block, whole, spec);
+            gpu.groupedWeightGradTree(dA, dB, dSplit, block, parts, spec);
+            gpu.combineTreeNodes(parts, plan, combined, false);
+            try (HostBuffer w = down(whole); HostBuffer c = down(combined)) {
+                assertFullyWritten("tree weight grad", w);
+                double tol = bf16 ? SAME_OPERANDS_TOLERANCE : FP32_TOLERANCE;
+                assertTrue(relError(w, cpuOut) < tol, "tree vs the CPU tree " + relError(w, cpuOut));
+                assertArrayEquals(w.toFloatArray(), c.toFloatArray(), 0f, "split nodes combined vs one segment");
             }
         }
     }

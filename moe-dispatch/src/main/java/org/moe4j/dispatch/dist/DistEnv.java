@@ -103,6 +103,7 @@ public record DistEnv(int rank, int worldSize, int localRank, OptionalInt localW
     }
 
     /**
+     * Returns a world of one process on loopback.
      * @param port a port number (not opened: a world of one needs no rendezvous)
      * @return a world of one process on loopback
      */
@@ -133,12 +134,18 @@ public record DistEnv(int rank, int worldSize, int localRank, OptionalInt localW
         return new DistEnv(rank, worldSize, localRank, localWorldSize, addr.trim(), port);
     }
 
-    /** @return true if this process is rank 0, which hosts the rendezvous */
+    /**
+     * Returns true if this process is rank 0, which hosts the rendezvous.
+     * @return true if this process is rank 0, which hosts the rendezvous
+     */
     public boolean isMaster() {
         return rank == 0;
     }
 
-    /** @return a copy as torchrun-style variables (what a launcher sets for a child) */
+    /**
+     * Returns a copy as torchrun-style variables (what a launcher sets for a child).
+     * @return a copy as torchrun-style variables (what a launcher sets for a child)
+     */
     public Map<String, String> toMap() {
         var m = new java.util.LinkedHashMap<String, String>();
         m.put(RANK, Integer.toString(rank));

@@ -9,6 +9,7 @@ public final class RendezvousException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
     /**
+     * Creates the exception.
      * @param message what failed and which ranks are involved
      */
     public RendezvousException(String message) {
@@ -16,6 +17,7 @@ public final class RendezvousException extends RuntimeException {
     }
 
     /**
+     * Creates the exception.
      * @param message what failed and which ranks are involved
      * @param cause   the underlying I/O error
      */

@@ -170,17 +170,26 @@ public final class TcpRendezvous implements AutoCloseable {
         }
     }
 
-    /** @return this process's rank */
+    /**
+     * Returns this process's rank.
+     * @return this process's rank
+     */
     public int rank() {
         return env.rank();
     }
 
-    /** @return number of ranks in the group */
+    /**
+     * Returns number of ranks in the group.
+     * @return number of ranks in the group
+     */
     public int worldSize() {
         return env.worldSize();
     }
 
-    /** @return the environment this rendezvous was joined with */
+    /**
+     * Returns the environment this rendezvous was joined with.
+     * @return the environment this rendezvous was joined with
+     */
     public DistEnv env() {
         return env;
     }

@@ -83,6 +83,18 @@ public final class CpuExpertKernels implements ExpertKernels {
         final float[] row = new float[KC];
         final float[] tile = new float[MR * NR];
         final int[] strides = new int[2];
+        /** Partial sums of the token-block tree, one {@code MC × NC} tile per level (grown on demand). */
+        float[][] levels = new float[0][];
+
+        float[] level(int i) {
+            if (i >= levels.length) {
+                levels = java.util.Arrays.copyOf(levels, i + 1);
+            }
+            if (levels[i] == null) {
+                levels[i] = new float[MC * NC];
+            }
+            return levels[i];
+        }
     }
 
     /** One plain GEMM {@code C[m,n] (+)= Σ_k A(m,k)·B(k,n)} over host memory (element indices). */
@@ -160,6 +172,113 @@ public final class CpuExpertKernels implements ExpertKernels {
                     ho.segment(), (long) g * m * n, n);
         }
         run(gemms, spec);
+    }
+
+    @Override
+    public boolean supportsTokenBlockTree() {
+        return true;
+    }
+
+    @Override
+    public void groupedWeightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer out,
+            GemmSpec spec) {
+        HostBuffer ha = floating("a", a, 2);
+        HostBuffer hb = floating("b", b, 2);
+        HostBuffer ho = f32("out", out, 3);
+        if (blockRows < 1 || blockRows > KC) {
+            throw new IllegalArgumentException("groupedWeightGradTree: blockRows=" + blockRows + " must be in [1, " + KC
+                    + "]");
+        }
+        int rows = dim(ha, 0);
+        int m = dim(ha, 1);
+        int n = dim(hb, 1);
+        if (dim(hb, 0) != rows) {
+            throw new IllegalArgumentException("groupedWeightGradTree: a has " + rows + " rows but b has " + dim(hb, 0));
+        }
+        int segments = dim(ho, 0);
+        ho.shape().require("groupedWeightGradTree out", segments, m, n);
+        int[] off = offsets(segmentOffsets, segments, rows);
+        Gemm[] gemms = new Gemm[segments];
+        for (int g = 0; g < segments; g++) {
+            int kk = off[g + 1] - off[g];
+            gemms[g] = new Gemm(m, n, kk,
+                    ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * m, 1, m,
+                    hb.segment(), hb.dtype() == DType.BF16, (long) off[g] * n, n, false,
+                    ho.segment(), (long) g * m * n, n);
+        }
+        boolean accumulate = spec.accumulate();
+        boolean round = spec.bf16Operands();
+        int tiles = 0;
+        for (Gemm g : gemms) {
+            tiles += blocks(g.n, NC);
+        }
+        int[] taskGemm = new int[tiles];
+        int[] taskN0 = new int[tiles];
+        int t = 0;
+        for (int gi = 0; gi < segments; gi++) {
+            for (int n0 = 0; n0 < gemms[gi].n; n0 += NC) {
+                taskGemm[t] = gi;
+                taskN0[t++] = n0;
+            }
+        }
+        parallel.forEachChunk(tiles, 1, (chunk, from, to) -> {
+            Scratch sc = SCRATCH.get();
+            for (int i = from; i < to; i++) {
+                treeBlock(gemms[taskGemm[i]], taskN0[i], blockRows, accumulate, round, sc);
+            }
+        });
+    }
+
+    @Override
+    public void combineTreeNodes(Buffer nodes, int[] plan, Buffer out, boolean accumulate) {
+        HostBuffer hn = f32("nodes", nodes, -1);
+        HostBuffer ho = f32("out", out, -1);
+        java.util.Objects.requireNonNull(plan, "plan");
+        if (hn.shape().rank() < 1) {
+            throw new IllegalArgumentException("combineTreeNodes: nodes must have a leading node dimension, got "
+                    + hn.shape());
+        }
+        int count = dim(hn, 0);
+        long rowLong = count == 0 ? 0 : hn.numel() / count;
+        if (count == 0 || rowLong != ho.numel()) {
+            throw new IllegalArgumentException("combineTreeNodes: nodes " + hn.shape() + " do not hold rows of "
+                    + ho.numel() + " elements (out " + ho.shape() + ")");
+        }
+        if (plan.length % 2 != 1) {
+            throw new IllegalArgumentException("combineTreeNodes: plan length " + plan.length
+                    + " must be odd (pairs, then the root)");
+        }
+        for (int i = 0; i < plan.length; i++) {
+            if (plan[i] < 0 || plan[i] >= count) {
+                throw new IllegalArgumentException("combineTreeNodes: plan[" + i + "]=" + plan[i] + " is not a row of "
+                        + count + " nodes");
+            }
+        }
+        int row = Math.toIntExact(rowLong);
+        MemorySegment ns = hn.segment();
+        MemorySegment os = ho.segment();
+        int root = plan[plan.length - 1];
+        parallel.forEachChunk(row, ELEMENTWISE_CHUNK, (chunk, from, to) -> {
+            for (int p = 0; p + 1 < plan.length; p += 2) {
+                long dst = (long) plan[p] * row;
+                long src = (long) plan[p + 1] * row;
+                for (int i = from; i < to; i += L) {
+                    VectorMask<Float> msk = S.indexInRange(i, to);
+                    FloatVector.fromMemorySegment(S, ns, (dst + i) * 4, LE, msk)
+                            .add(FloatVector.fromMemorySegment(S, ns, (src + i) * 4, LE, msk))
+                            .intoMemorySegment(ns, (dst + i) * 4, LE, msk);
+                }
+            }
+            long r = (long) root * row;
+            for (int i = from; i < to; i += L) {
+                VectorMask<Float> msk = S.indexInRange(i, to);
+                FloatVector v = FloatVector.fromMemorySegment(S, ns, (r + i) * 4, LE, msk);
+                if (accumulate) {
+                    v = FloatVector.fromMemorySegment(S, os, (long) i * 4, LE, msk).add(v);
+                }
+                v.intoMemorySegment(os, (long) i * 4, LE, msk);
+            }
+        });
     }
 
     @Override
@@ -345,6 +464,84 @@ public final class CpuExpertKernels implements ExpertKernels {
     }
 
     /**
+     * One task of {@link #groupedWeightGradTree}: the output columns {@code [n0, n0 + NC)} of every row
+     * of one segment. Per {@value #MC}-row block the inner dimension is cut into leaves of
+     * {@code blockRows}; each leaf's tile is summed from zero and pushed on a stack of per-level tiles
+     * that merges like a binary counter ({@code left += right} whenever two equal-size subtrees meet);
+     * the remaining levels fold from the top, which is exactly the truncated aligned tree of
+     * {@link org.moe4j.experts.TokenBlockTree}.
+     */
+    private static void treeBlock(Gemm g, int n0, int blockRows, boolean accumulate, boolean round, Scratch sc) {
+        int nc = Math.min(NC, g.n - n0);
+        int leaves = blocks(g.k, blockRows);
+        int nPanels = blocks(nc, NR);
+        for (int m0 = 0; m0 < g.m; m0 += MC) {
+            int mc = Math.min(MC, g.m - m0);
+            int depth = 0;
+            for (int j = 0; j < leaves; j++) {
+                int k0 = j * blockRows;
+                int kc = Math.min(blockRows, g.k - k0);
+                float[] leaf = sc.level(depth);
+                packB(g, n0, nc, k0, kc, round, sc.b, sc.row);
+                packA(g, m0, mc, k0, kc, round, sc.a, sc.strides);
+                int rs = sc.strides[0];
+                int ks = sc.strides[1];
+                int mPanels = blocks(mc, MR);
+                for (int p = 0; p < mPanels; p++) {
+                    int rowsP = Math.min(MR, mc - p * MR);
+                    for (int q = 0; q < nPanels; q++) {
+                        int cols = Math.min(NR, nc - q * NR);
+                        microTile(sc.a, p * MR * rs, rs, ks, sc.b, q * kc * NR, kc, sc.tile);
+                        for (int r = 0; r < rowsP; r++) {
+                            System.arraycopy(sc.tile, r * NR, leaf, (p * MR + r) * NC + q * NR, cols);
+                        }
+                    }
+                }
+                depth++;
+                for (int c = j + 1; (c & 1) == 0; c >>>= 1) {
+                    addTile(sc.level(depth - 2), sc.level(depth - 1), mc, nc);
+                    depth--;
+                }
+            }
+            while (depth > 1) {
+                addTile(sc.level(depth - 2), sc.level(depth - 1), mc, nc);
+                depth--;
+            }
+            for (int r = 0; r < mc; r++) {
+                long row = (g.cBase + (long) (m0 + r) * g.ldc + n0) * 4;
+                if (depth == 0) {
+                    if (!accumulate) {
+                        g.c.asSlice(row, (long) nc * 4).fill((byte) 0);
+                    }
+                    continue;
+                }
+                float[] sum = sc.level(0);
+                for (int j = 0; j < nc; j += L) {
+                    VectorMask<Float> msk = S.indexInRange(j, nc);
+                    FloatVector v = FloatVector.fromArray(S, sum, r * NC + j, msk);
+                    long at = row + 4L * j;
+                    if (accumulate) {
+                        v = FloatVector.fromMemorySegment(S, g.c, at, LE, msk).add(v);
+                    }
+                    v.intoMemorySegment(g.c, at, LE, msk);
+                }
+            }
+        }
+    }
+
+    /** {@code dst[r, :nc] += src[r, :nc]} for the first {@code mc} rows of two {@code MC × NC} tiles. */
+    private static void addTile(float[] dst, float[] src, int mc, int nc) {
+        for (int r = 0; r < mc; r++) {
+            int o = r * NC;
+            for (int j = 0; j < nc; j += L) {
+                VectorMask<Float> msk = S.indexInRange(j, nc);
+                FloatVector.fromArray(S, dst, o + j, msk).add(FloatVector.fromArray(S, src, o + j, msk))
+                        .intoArray(dst, o + j, msk);
+            }
+        }
+    }
+
+    /**
      * Copies the A block into {@code ap} in the operand's own memory order, so the copy is a run of
      * bulk row copies: element {@code (i, k)} lands at {@code ap[i*kc + k]} when A is row-major in
      * k ({@code aSk == 1}), else at {@code ap[k*MC + i]}. Rows past {@code mc} are zero.
@@ -451,6 +648,12 @@ public final class CpuExpertKernels implements ExpertKernels {
     private static void micro(float[] ap, int aOff, int rs, int ks, float[] bp, int bOff, int kc,
                               MemorySegment c, long c0, long ldc, int rows, int cols, boolean store,
                               float[] tile) {
+        microTile(ap, aOff, rs, ks, bp, bOff, kc, tile);
+        putTile(tile, c, c0, ldc, rows, cols, store);
+    }
+
+    /** The micro-kernel's sums {@code Ap[6, kc] · Bp[kc, NR]}, k ascending from zero, into {@code tile} (row stride NR). */
+    private static void microTile(float[] ap, int aOff, int rs, int ks, float[] bp, int bOff, int kc, float[] tile) {
         FloatVector c00 = FloatVector.zero(S), c01 = c00, c02 = c00, c03 = c00;
         FloatVector c10 = c00, c11 = c00, c12 = c00, c13 = c00;
         FloatVector c20 = c00, c21 = c00, c22 = c00, c23 = c00;
@@ -518,7 +721,6 @@ public final class CpuExpertKernels implements ExpertKernels {
         c51.intoArray(tile, 5 * NR + L);
         c52.intoArray(tile, 5 * NR + 2 * L);
         c53.intoArray(tile, 5 * NR + 3 * L);
-        putTile(tile, c, c0, ldc, rows, cols, store);
     }
 
     /** {@code C[rows, cols] = tile} (store) or {@code C[rows, cols] += tile}; tile row stride NR. */

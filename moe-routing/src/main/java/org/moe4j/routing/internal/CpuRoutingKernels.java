@@ -142,6 +142,9 @@ public final class CpuRoutingKernels implements RoutingKernels {
             Gemm.ab(g, from * experts, n, experts, w, hidden, acc);
             MemorySegment.copy(acc, 0, dxs, ValueLayout.JAVA_FLOAT, (long) from * hidden * 4, n * hidden);
         });
+        if (dGate == null) {
+            return;
+        }
         // dGate[e, :] = Σ_t dLogits[t, e] · x[t, :], t ascending
         float[] xa = new float[tokens * hidden];
         loadRows(xs, xt, hidden, 0, tokens, xa);

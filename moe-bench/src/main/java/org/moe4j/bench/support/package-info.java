@@ -1,0 +1,4 @@
+/**
+ * Shared JMH settings of the benchmarks.
+ */
+package org.moe4j.bench.support;

@@ -1,0 +1,185 @@
+package org.moe4j.layer;
+
+import java.util.ArrayList;
+import java.util.List;
+import org.moe4j.core.DType;
+import org.moe4j.core.Shape;
+import org.moe4j.core.backend.Backend;
+import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.dispatch.Communicator;
+import org.moe4j.experts.ExpertKernels;
+import org.moe4j.experts.ExpertKernels.GemmSpec;
+import org.moe4j.experts.TokenBlockTree;
+
+/**
+ * Reduces the gradient of a replicated parameter (gate, shared experts) over the tokens of all ranks
+ * on the fixed {@link TokenBlockTree}: each rank reduces the tree nodes inside its own tokens, the
+ * ranks all-gather those node values, and every rank evaluates the rest of the tree identically, so
+ * the gradient is the same bits for any world size (see {@link TokenBlockTree} for the condition) and
+ * on every rank.
+ */
+final class ReplicatedGradReduction {
+    private final Communicator comm;
+    private final boolean exchange;
+    private final Backend backend;
+    private final ExpertKernels kernels;
+
+    /**
+     * @param comm     the layer's communicator
+     * @param exchange reduce over all ranks (else over this rank's tokens only)
+     * @param backend  allocates the node buffers
+     * @param kernels  kernels with {@link ExpertKernels#supportsTokenBlockTree()}
+     */
+    ReplicatedGradReduction(Communicator comm, boolean exchange, Backend backend, ExpertKernels kernels) {
+        this.comm = comm;
+        this.exchange = exchange && comm.size() > 1;
+        this.backend = backend;
+        this.kernels = kernels;
+    }
+
+    /** The tree layout of one backward: this rank's node segments and how to combine every rank's nodes. */
+    static final class Plan implements AutoCloseable {
+        private final Buffer segmentOffsets; // I32 [myNodes + 1], rows of this rank's tokens
+        private final int myNodes;
+        private final long[] nodesPerRank;
+        private final int totalNodes;
+        private final int[] combine;
+
+        private Plan(Buffer segmentOffsets, int myNodes, long[] nodesPerRank, int totalNodes, int[] combine) {
+            this.segmentOffsets = segmentOffsets;
+            this.myNodes = myNodes;
+            this.nodesPerRank = nodesPerRank;
+            this.totalNodes = totalNodes;
+            this.combine = combine;
+        }
+
+        @Override
+        public void close() {
+            segmentOffsets.close();
+        }
+    }
+
+    /**
+     * Lays out the tree of one backward. A collective when exchanging: every rank's token count is
+     * all-gathered.
+     *
+     * @param tokens this rank's tokens
+     * @return the plan (caller closes)
+     */
+    Plan plan(long tokens) {
+        long[] counts = exchange ? gatherCounts(tokens) : new long[] {tokens};
+        int rank = exchange ? comm.rank() : 0;
+        long[] first = new long[counts.length + 1];
+        for (int r = 0; r < counts.length; r++) {
+            first[r + 1] = Math.addExact(first[r], TokenBlockTree.blocks(counts[r]));
+        }
+        long total = first[counts.length];
+        long[] nodesPerRank = new long[counts.length];
+        List<TokenBlockTree.Node> all = new ArrayList<>();
+        List<TokenBlockTree.Node> mine = List.of();
+        for (int r = 0; r < counts.length; r++) {
+            List<TokenBlockTree.Node> nodes = TokenBlockTree.cover(first[r], first[r + 1], total);
+            nodesPerRank[r] = nodes.size();
+            all.addAll(nodes);
+            if (r == rank) {
+                mine = nodes;
+            }
+        }
+        int[] offsets = new int[mine.size() + 1];
+        for (int i = 0; i < mine.size(); i++) {
+            TokenBlockTree.Node n = mine.get(i);
+            offsets[i] = Math.toIntExact((n.firstBlock() - first[rank]) * TokenBlockTree.BLOCK);
+            offsets[i + 1] = Math.toIntExact(Math.min((n.endBlock(total) - first[rank]) * TokenBlockTree.BLOCK, tokens));
+        }
+        int[] combine = total == 0 ? new int[0] : TokenBlockTree.combinePlan(all, total);
+        Buffer off;
+        try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
+            off = backend.upload(h); // staged: the layout is made on the host
+        }
+        return new Plan(off, mine.size(), nodesPerRank, all.size(), combine);
+    }
+
+    private long[] gatherCounts(long tokens) {
+        try (HostBuffer h = HostBuffer.allocate(DType.I64, 1); HostBuffer all = HostBuffer.allocate(DType.I64, comm.size())) {
+            h.segment().set(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, tokens);
+            try (Buffer send = backend.upload(h); Buffer recv = backend.allocate(DType.I64, Shape.of(comm.size()))) {
+                comm.allGather(send, recv); // staged: the communicator works in the backend's memory
+                recv.copyTo(all);
+            }
+            long[] out = new long[comm.size()];
+            for (int r = 0; r < out.length; r++) {
+                out[r] = all.getLong(r);
+            }
+            return out;
+        }
+    }
+
+    /**
+     * The node values of one replicated gradient from every rank, ready to be added to the gradient
+     * without any further collective (so a backward can finish all its collectives before it changes
+     * any state).
+     */
+    final class Gathered implements AutoCloseable {
+        private final Buffer nodes; // [nodes of every rank, M, N]
+        private final int[] combine;
+
+        private Gathered(Buffer nodes, int[] combine) {
+            this.nodes = nodes;
+            this.combine = combine;
+        }
+
+        /**
+         * Adds the root of the tree to {@code grad} (once: the node rows are consumed).
+         *
+         * @param grad F32 with {@code M·N} elements
+         */
+        void addTo(Buffer grad) {
+            kernels.combineTreeNodes(nodes, combine, grad, true);
+        }
+
+        @Override
+        public void close() {
+            nodes.close();
+        }
+    }
+
+    /**
+     * Reduces this rank's tree nodes of {@code Σ_tokens a[t]ᵀ · b[t]} and, when exchanging, all-gathers
+     * every rank's nodes (a collective). Changes no gradient: see {@link Gathered#addTo}.
+     *
+     * @param plan the plan of this backward
+     * @param a    F32 {@code [tokens, M]}
+     * @param b    F32 or BF16 {@code [tokens, N]}
+     * @param bf16 round F32 operands to bf16 (the experts' compute dtype)
+     * @return the node values (caller closes), or null when no rank has tokens
+     */
+    Gathered gather(Plan plan, Buffer a, Buffer b, boolean bf16) {
+        if (plan.totalNodes == 0) {
+            return null;
+        }
+        long m = a.shape().dim(1);
+        long n = b.shape().dim(1);
+        Buffer local = backend.allocate(DType.F32, Shape.of(plan.myNodes, m, n));
+        try {
+            kernels.groupedWeightGradTree(a, b, plan.segmentOffsets, TokenBlockTree.BLOCK, local, new GemmSpec(false, bf16));
+            if (!exchange) {
+                Gathered g = new Gathered(local, plan.combine);
+                local = null;
+                return g;
+            }
+            Buffer all = backend.allocate(DType.F32, Shape.of(plan.totalNodes, m, n));
+            try {
+                comm.allGatherV(local, all, plan.nodesPerRank);
+            } catch (RuntimeException e) {
+                all.close();
+                throw e;
+            }
+            return new Gathered(all, plan.combine);
+        } finally {
+            if (local != null) {
+                local.close();
+            }
+        }
+    }
+}
