@@ -172,4 +172,160 @@ public interface ExpertKernels {
      * @throws IllegalArgumentException on shape or dtype mismatch
      */
     void swigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp);
+
+    // ------------------------------------------------------------ model-family variants (LayerFeatures)
+
+    /**
+     * Whether the family-variant kernels below ({@link #clampedSwigluForward}, {@link #clampedSwigluBackward},
+     * {@link #addGroupBias}, {@link #groupBiasGrad}, {@link #rowScaleForward}, {@link #rowScaleBackward},
+     * {@link #scaleExpand}, {@link #scaleExpandBackward}, {@link #sumSlots}) are implemented. A layer whose config needs them refuses a backend that answers {@code false}.
+     *
+     * @return true when this backend implements them
+     */
+    default boolean supportsLayerFeatures() {
+        return false;
+    }
+
+    /**
+     * gpt-oss clamped SwiGLU forward, element-wise: {@code g = min(gate, limit)},
+     * {@code u = clamp(up, -limit, limit)}, {@code out = (u + 1) · g · σ(alpha · g)}.
+     *
+     * @param gate  F32, any shape
+     * @param up    F32, same shape
+     * @param out   F32, same shape
+     * @param limit clamp, finite and &gt; 0
+     * @param alpha sigmoid gain, finite and &gt; 0
+     * @throws IllegalArgumentException on shape, dtype or parameter errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void clampedSwigluForward(Buffer gate, Buffer up, Buffer out, float limit, float alpha) {
+        throw unsupported("clampedSwigluForward");
+    }
+
+    /**
+     * Backward of {@link #clampedSwigluForward}. A clamp passes the gradient where its input lies inside
+     * the closed interval (PyTorch's convention): {@code dGate = dOut·(u+1)·(σ(αg) + αg·σ(αg)(1−σ(αg)))} where
+     * {@code gate ≤ limit}, else 0; {@code dUp = dOut·g·σ(αg)} where {@code |up| ≤ limit}, else 0.
+     *
+     * @param gate  F32 forward input
+     * @param up    F32 forward input
+     * @param dOut  F32 gradient of the output
+     * @param dGate F32 output
+     * @param dUp   F32 output
+     * @param limit clamp, as in forward
+     * @param alpha sigmoid gain, as in forward
+     * @throws IllegalArgumentException on shape, dtype or parameter errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void clampedSwigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp, float limit,
+                                       float alpha) {
+        throw unsupported("clampedSwigluBackward");
+    }
+
+    /**
+     * Adds a per-group bias row: {@code out[r, :] += bias[g, :]} for every row {@code r} of group {@code g}.
+     *
+     * @param out          F32 {@code [rows, N]}
+     * @param bias         F32 with {@code groups · N} elements ({@code [groups, N]}, or {@code [N]} for one group)
+     * @param groupOffsets I32 {@code [groups + 1]}
+     * @throws IllegalArgumentException on shape, dtype or offset errors (before anything is written)
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void addGroupBias(Buffer out, Buffer bias, Buffer groupOffsets) {
+        throw unsupported("addGroupBias");
+    }
+
+    /**
+     * Bias gradient: {@code dBias[g, :] += Σ dOut[r, :]} over the rows of group {@code g}, summed in
+     * ascending row order (deterministic).
+     *
+     * @param dOut         F32 {@code [rows, N]}
+     * @param groupOffsets I32 {@code [groups + 1]}
+     * @param dBias        F32 with {@code groups · N} elements, accumulated into
+     * @throws IllegalArgumentException on shape, dtype or offset errors (before anything is written)
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void groupBiasGrad(Buffer dOut, Buffer groupOffsets, Buffer dBias) {
+        throw unsupported("groupBiasGrad");
+    }
+
+    /**
+     * Row scaling: {@code out[r, :] (+)= f(scale[r]) · x[r, :]}, with {@code f = σ} or the identity.
+     *
+     * @param scale      F32 with {@code rows} elements ({@code [rows]} or {@code [rows, 1]})
+     * @param sigmoid    apply {@code σ} to the scale
+     * @param x          F32 {@code [rows, N]}
+     * @param out        F32 {@code [rows, N]} (may be {@code x} when not accumulating)
+     * @param accumulate add into {@code out} instead of overwriting it
+     * @throws IllegalArgumentException on shape or dtype errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void rowScaleForward(Buffer scale, boolean sigmoid, Buffer x, Buffer out, boolean accumulate) {
+        throw unsupported("rowScaleForward");
+    }
+
+    /**
+     * Backward of {@link #rowScaleForward}: {@code dX[r, :] = f(scale[r]) · dOut[r, :]} (overwritten) and
+     * {@code dScale[r] = f'(scale[r]) · Σ_c dOut[r, c] · x[r, c]} (overwritten; {@code c} ascending).
+     *
+     * @param scale   F32 with {@code rows} elements
+     * @param sigmoid whether forward applied {@code σ}
+     * @param x       F32 {@code [rows, N]}, the forward input
+     * @param dOut    F32 {@code [rows, N]}
+     * @param dX      F32 {@code [rows, N]}
+     * @param dScale  F32 with {@code rows} elements
+     * @throws IllegalArgumentException on shape or dtype errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void rowScaleBackward(Buffer scale, boolean sigmoid, Buffer x, Buffer dOut, Buffer dX, Buffer dScale) {
+        throw unsupported("rowScaleBackward");
+    }
+
+    /**
+     * Slot expansion with scaling (score before experts): {@code out[t·K + k, :] = w[t, k] · x[t, :]}
+     * with {@code K = rows(out) / rows(x)}.
+     *
+     * @param x   F32 {@code [tokens, N]}
+     * @param w   F32 with {@code tokens · K} elements ({@code [tokens, K]})
+     * @param out F32 {@code [tokens · K, N]}
+     * @throws IllegalArgumentException on shape or dtype errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void scaleExpand(Buffer x, Buffer w, Buffer out) {
+        throw unsupported("scaleExpand");
+    }
+
+    /**
+     * Backward of {@link #scaleExpand}: {@code dX[t, :] = Σ_k w[t, k] · dOut[t·K + k, :]} (k ascending,
+     * from +0) and {@code dW[t, k] = Σ_c dOut[t·K + k, c] · x[t, c]} (c ascending); both overwritten.
+     *
+     * @param x    F32 {@code [tokens, N]}
+     * @param w    F32 with {@code tokens · K} elements
+     * @param dOut F32 {@code [tokens · K, N]}
+     * @param dX   F32 {@code [tokens, N]}
+     * @param dW   F32 with {@code tokens · K} elements
+     * @throws IllegalArgumentException on shape or dtype errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void scaleExpandBackward(Buffer x, Buffer w, Buffer dOut, Buffer dX, Buffer dW) {
+        throw unsupported("scaleExpandBackward");
+    }
+
+    /**
+     * Sum of each token's slot rows: {@code out[t, :] = Σ_k y[t·K + k, :]}, k ascending, from +0.
+     *
+     * @param y    F32 {@code [tokens · K, N]}
+     * @param topK {@code K}, ≥ 1
+     * @param out  F32 {@code [tokens, N]}
+     * @throws IllegalArgumentException on shape or dtype errors
+     * @throws UnsupportedOperationException where {@link #supportsLayerFeatures()} is false
+     */
+    default void sumSlots(Buffer y, int topK, Buffer out) {
+        throw unsupported("sumSlots");
+    }
+
+    private UnsupportedOperationException unsupported(String op) {
+        return new UnsupportedOperationException(getClass().getSimpleName() + " does not implement " + op
+                + " (supportsLayerFeatures() is false)");
+    }
 }

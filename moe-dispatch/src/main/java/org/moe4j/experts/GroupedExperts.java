@@ -6,6 +6,9 @@ import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.config.ExpertActivation;
+import org.moe4j.core.config.LayerFeatures;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
 import org.moe4j.optim.Parameter;
@@ -21,6 +24,12 @@ import org.moe4j.optim.Parameter;
  * expert, so a model is initialised identically for every expert-parallel world size.
  *
  * <p>Names follow Hugging Face: {@code gate_proj} = W1, {@code up_proj} = W3, {@code down_proj} = W2.
+ *
+ * <p>Family variants ({@link LayerFeatures}): with {@code expertLinearBias} every linear has a bias
+ * ({@code b1}, {@code b3} {@code [localExperts, ffn]}, {@code b2} {@code [localExperts, hidden]}, zero-initialised;
+ * gpt-oss), and with {@link ExpertActivation#CLAMPED_SWIGLU} the activation is gpt-oss's
+ * {@code (clamp(up) + 1) · g · σ(alpha · g)}, {@code g = min(gate, limit)}. Both need kernels with
+ * {@link ExpertKernels#supportsLayerFeatures()}.
  */
 public final class GroupedExperts implements AutoCloseable {
     /** Init stream of W1 (gate_proj); W3 and W2 use the next two ids. */
@@ -43,11 +52,14 @@ public final class GroupedExperts implements AutoCloseable {
     private final Buffer gw1; // [localExperts, ffn, hidden]
     private final Buffer gw3; // [localExperts, ffn, hidden]
     private final Buffer gw2; // [localExperts, hidden, ffn]
-    // Transposed compute copies, refreshed per forward; only for kernels without groupedMatmulTransposedB
-    // (null otherwise).
-    private final Buffer w1t; // [localExperts, hidden, ffn]
-    private final Buffer w3t; // [localExperts, hidden, ffn]
-    private final Buffer w2t; // [localExperts, ffn, hidden]
+    private final LayerFeatures features;
+    // expert linear biases and their gradients (null without expertLinearBias)
+    private final Buffer b1; // [localExperts, ffn]     gate_proj bias
+    private final Buffer b3; // [localExperts, ffn]     up_proj bias
+    private final Buffer b2; // [localExperts, hidden]  down_proj bias
+    private final Buffer gb1;
+    private final Buffer gb3;
+    private final Buffer gb2;
 
     /**
      * Saved forward state for {@link #backward}. Owns its intermediate buffers (close it, or let
@@ -110,17 +122,51 @@ public final class GroupedExperts implements AutoCloseable {
      * @param stream       init stream of W1; W3 uses {@code stream+1}, W2 {@code stream+2}
      * @param backend      allocates the buffers (values are made on the host by {@link ParamInit} and
      *                     uploaded, so they are bitwise the same on every backend)
-     * @param kernels      the kernels to run
-     * @throws IllegalArgumentException on bad sizes or dtype
+     * @param kernels      the kernels to run; they must multiply by transposed weights directly
+     *                     ({@link ExpertKernels#supportsTransposedB()})
+     * @throws IllegalArgumentException on bad sizes or dtype, or kernels without the transposed-B GEMM
      */
     public GroupedExperts(String name, int localExperts, int firstExpert, int hidden, int ffn, DType compute,
                           long seed, long stream, Backend backend, ExpertKernels kernels) {
+        this(name, localExperts, firstExpert, hidden, ffn, compute, seed, stream, backend, kernels, LayerFeatures.NONE);
+    }
+
+    /**
+     * Experts with a family variant: linear biases and/or the clamped SwiGLU of {@code features} (the
+     * other fields of {@code features} concern the layer, not the experts, and are ignored here).
+     *
+     * @param name         parameter name prefix, e.g. {@code experts}
+     * @param localExperts experts held here, ≥ 1
+     * @param firstExpert  global index of the first one, ≥ 0
+     * @param hidden       hidden size
+     * @param ffn          intermediate size per expert
+     * @param compute      F32 or BF16
+     * @param seed         init seed
+     * @param stream       init stream of W1; W3 uses {@code stream+1}, W2 {@code stream+2}
+     * @param backend      allocates the buffers
+     * @param kernels      the kernels to run
+     * @param features     activation and linear biases
+     * @throws IllegalArgumentException on bad sizes or dtype, or a variant the kernels do not implement
+     */
+    public GroupedExperts(String name, int localExperts, int firstExpert, int hidden, int ffn, DType compute,
+                          long seed, long stream, Backend backend, ExpertKernels kernels, LayerFeatures features) {
+        java.util.Objects.requireNonNull(features, "features");
+        boolean variant = features.expertLinearBias() || features.activation() != ExpertActivation.SWIGLU;
+        if (variant && !kernels.supportsLayerFeatures()) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": " + (features.expertLinearBias()
+                    ? "expert linear biases" : features.activation()) + " need expert kernels with layer-feature support; "
+                    + kernels.getClass().getSimpleName() + " has none (supportsLayerFeatures() is false)");
+        }
         if (localExperts < 1 || firstExpert < 0 || hidden < 1 || ffn < 1) {
             throw new IllegalArgumentException("GroupedExperts " + name + ": bad sizes localExperts=" + localExperts
                     + " firstExpert=" + firstExpert + " hidden=" + hidden + " ffn=" + ffn);
         }
         if (compute != DType.F32 && compute != DType.BF16) {
             throw new IllegalArgumentException("GroupedExperts " + name + ": compute dtype must be F32 or BF16, got " + compute);
+        }
+        if (!kernels.supportsTransposedB()) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": " + kernels.getClass().getSimpleName()
+                    + " has no groupedMatmulTransposedB (supportsTransposedB() is false)");
         }
         this.name = name;
         this.localExperts = localExperts;
@@ -130,6 +176,7 @@ public final class GroupedExperts implements AutoCloseable {
         this.compute = compute;
         this.backend = backend;
         this.kernels = kernels;
+        this.features = features;
         Shape up = Shape.of(localExperts, ffn, hidden);
         Shape down = Shape.of(localExperts, hidden, ffn);
         w1 = backend.allocate(DType.F32, up);
@@ -138,14 +185,59 @@ public final class GroupedExperts implements AutoCloseable {
         gw1 = backend.allocate(DType.F32, up);
         gw3 = backend.allocate(DType.F32, up);
         gw2 = backend.allocate(DType.F32, down);
-        boolean direct = kernels.supportsTransposedB();
-        w1t = direct ? null : backend.allocate(compute, down);
-        w3t = direct ? null : backend.allocate(compute, down);
-        w2t = direct ? null : backend.allocate(compute, up);
         long perExpert = (long) ffn * hidden;
         ParamInit.fillUniform(w1, seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
         ParamInit.fillUniform(w3, seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
         ParamInit.fillUniform(w2, seed, stream + 2, firstExpert * perExpert, ParamInit.linearBound(ffn));
+        boolean bias = features.expertLinearBias();
+        b1 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        b3 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        b2 = bias ? zeroed(backend, Shape.of(localExperts, hidden)) : null;
+        gb1 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        gb3 = bias ? zeroed(backend, Shape.of(localExperts, ffn)) : null;
+        gb2 = bias ? zeroed(backend, Shape.of(localExperts, hidden)) : null;
+    }
+
+    private static Buffer zeroed(Backend backend, Shape shape) {
+        Buffer b = backend.allocate(DType.F32, shape);
+        b.zero();
+        return b;
+    }
+
+    /**
+     * Returns the family variant these experts were built with.
+     *
+     * @return the activation and bias variant of these experts
+     */
+    public LayerFeatures features() {
+        return features;
+    }
+
+    /**
+     * Returns the gate projection bias.
+     *
+     * @return gate_proj bias {@code [localExperts, ffn]}, or null without expert linear biases
+     */
+    public Buffer b1() {
+        return b1;
+    }
+
+    /**
+     * Returns the up projection bias.
+     *
+     * @return up_proj bias {@code [localExperts, ffn]}, or null without expert linear biases
+     */
+    public Buffer b3() {
+        return b3;
+    }
+
+    /**
+     * Returns the down projection bias.
+     *
+     * @return down_proj bias {@code [localExperts, hidden]}, or null without expert linear biases
+     */
+    public Buffer b2() {
+        return b2;
     }
 
     /**
@@ -213,12 +305,18 @@ public final class GroupedExperts implements AutoCloseable {
     }
 
     /**
-     * Returns gate_proj, up_proj, down_proj with their gradients.
-     * @return gate_proj, up_proj, down_proj with their gradients
+     * Returns the parameters with their gradients.
+     *
+     * @return gate_proj, up_proj, down_proj with their gradients, then their biases when the experts have them
      */
     public List<Parameter> parameters() {
+        if (b1 == null) {
+            return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),
+                    new Parameter(name + ".down_proj", w2, gw2));
+        }
         return List.of(new Parameter(name + ".gate_proj", w1, gw1), new Parameter(name + ".up_proj", w3, gw3),
-                new Parameter(name + ".down_proj", w2, gw2));
+                new Parameter(name + ".down_proj", w2, gw2), new Parameter(name + ".gate_proj_bias", b1, gb1),
+                new Parameter(name + ".up_proj_bias", b3, gb3), new Parameter(name + ".down_proj_bias", b2, gb2));
     }
 
     /** Sets the gradients to zero. */
@@ -226,6 +324,11 @@ public final class GroupedExperts implements AutoCloseable {
         gw1.zero();
         gw3.zero();
         gw2.zero();
+        if (gb1 != null) {
+            gb1.zero();
+            gb3.zero();
+            gb2.zero();
+        }
     }
 
     /**
@@ -243,37 +346,30 @@ public final class GroupedExperts implements AutoCloseable {
         }
         groupOffsets.require(name + " groupOffsets", DType.I32, localExperts + 1L);
         long rows = x.shape().dim(0);
-        boolean direct = w1t == null;
-        if (!direct) {
-            kernels.transpose(w1, w1t);
-            kernels.transpose(w3, w3t);
-            kernels.transpose(w2, w2t);
-        }
         GemmSpec spec = new GemmSpec(false, compute == DType.BF16);
-        Buffer h1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
-        Buffer h3 = backend.allocate(DType.F32, Shape.of(rows, ffn));
-        Buffer act = backend.allocate(DType.F32, Shape.of(rows, ffn));
-        Buffer out = backend.allocate(DType.F32, Shape.of(rows, hidden));
-        try {
-            if (direct) {
-                kernels.groupedMatmulTransposedB(x, w1, groupOffsets, h1, spec);
-                kernels.groupedMatmulTransposedB(x, w3, groupOffsets, h3, spec);
-                kernels.swigluForward(h1, h3, act);
-                kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
-            } else {
-                kernels.groupedMatmul(x, w1t, groupOffsets, h1, spec);
-                kernels.groupedMatmul(x, w3t, groupOffsets, h3, spec);
-                kernels.swigluForward(h1, h3, act);
-                kernels.groupedMatmul(act, w2t, groupOffsets, out, spec);
+        try (Handover h = new Handover()) {
+            Buffer h1 = h.own(backend.allocate(DType.F32, Shape.of(rows, ffn)));
+            Buffer h3 = h.own(backend.allocate(DType.F32, Shape.of(rows, ffn)));
+            Buffer act = h.own(backend.allocate(DType.F32, Shape.of(rows, ffn)));
+            Buffer out = h.own(backend.allocate(DType.F32, Shape.of(rows, hidden)));
+            kernels.groupedMatmulTransposedB(x, w1, groupOffsets, h1, spec);
+            kernels.groupedMatmulTransposedB(x, w3, groupOffsets, h3, spec);
+            if (b1 != null) {
+                kernels.addGroupBias(h1, b1, groupOffsets);
+                kernels.addGroupBias(h3, b3, groupOffsets);
             }
-        } catch (RuntimeException e) {
-            h1.close();
-            h3.close();
-            act.close();
-            out.close();
-            throw e;
+            if (features.activation() == ExpertActivation.CLAMPED_SWIGLU) {
+                kernels.clampedSwigluForward(h1, h3, act, (float) features.swigluLimit(), (float) features.swigluAlpha());
+            } else {
+                kernels.swigluForward(h1, h3, act);
+            }
+            kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
+            if (b2 != null) {
+                kernels.addGroupBias(out, b2, groupOffsets);
+            }
+            h.releaseAll();
+            return new Result(out, new Context(x, groupOffsets, h1, h3, act));
         }
-        return new Result(out, new Context(x, groupOffsets, h1, h3, act));
     }
 
     /**
@@ -330,7 +426,12 @@ public final class GroupedExperts implements AutoCloseable {
             dH3 = backend.allocate(DType.F32, Shape.of(rows, ffn));
             try (Buffer dAct = backend.allocate(DType.F32, Shape.of(rows, ffn))) {
                 kernels.groupedMatmul(dY, w2, off, dAct, overwrite);               // dAct = dY · W2
-                kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
+                if (features.activation() == ExpertActivation.CLAMPED_SWIGLU) {
+                    kernels.clampedSwigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3, (float) features.swigluLimit(),
+                            (float) features.swigluAlpha());
+                } else {
+                    kernels.swigluBackward(ctx.h1(), ctx.h3(), dAct, dH1, dH3);
+                }
             }
             dX = backend.allocate(DType.F32, Shape.of(rows, hidden));
             kernels.groupedMatmul(dH1, w1, off, dX, overwrite);                    // dX = dH1 · W1
@@ -402,6 +503,11 @@ public final class GroupedExperts implements AutoCloseable {
             kernels.groupedWeightGrad(dY, ctx.act(), off, gw2, accumulate);    // dW2 += dYᵀ · act
             kernels.groupedWeightGrad(dH1, ctx.x(), off, gw1, accumulate);     // dW1 += dH1ᵀ · x
             kernels.groupedWeightGrad(dH3, ctx.x(), off, gw3, accumulate);     // dW3 += dH3ᵀ · x
+            if (gb1 != null) {
+                kernels.groupBiasGrad(dY, off, gb2);                            // db2 += Σ dY
+                kernels.groupBiasGrad(dH1, off, gb1);                           // db1 += Σ dH1
+                kernels.groupBiasGrad(dH3, off, gb3);                           // db3 += Σ dH3
+            }
         }
 
         /**
@@ -442,10 +548,6 @@ public final class GroupedExperts implements AutoCloseable {
 
     @Override
     public void close() {
-        for (Buffer b : new Buffer[] {w1, w3, w2, gw1, gw3, gw2, w1t, w3t, w2t}) {
-            if (b != null) {
-                b.close();
-            }
-        }
+        Handover.closeAll(w1, w3, w2, gw1, gw3, gw2, b1, b3, b2, gb1, gb3, gb2);
     }
 }

@@ -61,7 +61,40 @@ final class LayerCheckpointing {
             p.put(MoeTensor.SHARED_UP, layer.sharedExperts().mlp().w3());
             p.put(MoeTensor.SHARED_DOWN, layer.sharedExperts().mlp().w2());
         }
+        // model-family variants (MoeConfig.features)
+        if (layer.routerBias() != null) {
+            p.put(MoeTensor.ROUTER_BIAS, layer.routerBias());
+        }
+        if (layer.experts().b1() != null) {
+            p.put(MoeTensor.EXPERT_GATE_BIAS, layer.experts().b1());
+            p.put(MoeTensor.EXPERT_UP_BIAS, layer.experts().b3());
+            p.put(MoeTensor.EXPERT_DOWN_BIAS, layer.experts().b2());
+        }
+        if (layer.sharedExpertGate() != null) {
+            p.put(MoeTensor.SHARED_EXPERT_GATE, layer.sharedExpertGate());
+        }
         return p;
+    }
+
+    /**
+     * Names of the training state: DeepSeek-V3's, plus {@code gate.bias} and
+     * {@code shared_expert_gate.weight} for layers with those variants.
+     *
+     * @throws IllegalArgumentException for expert linear biases, which the per-expert state layout
+     *                                  cannot name yet (export them with {@link #export} instead)
+     */
+    static MoeNameMap stateNames(MoeLayer layer) {
+        if (layer.experts().b1() != null) {
+            throw new IllegalArgumentException("MoeLayer: expert linear biases (config.features.expertLinearBias) have"
+                    + " no names in the per-expert DeepSeek layout of save/load and the training state; use"
+                    + " export/load with MoeNameMap.forModelType(\"gpt_oss\") (W = 1)");
+        }
+        MoeNameMap d = STATE_NAMES;
+        return new MoeNameMap(d.family(), d.routerWeight(), layer.routerBias() != null ? "gate.bias" : null,
+                d.scoreCorrectionBias(), d.expertLayout(), d.gateProj(), d.upProj(), d.downProj(), d.gateUpBias(),
+                d.downBias(), d.sharedGateProj(), d.sharedUpProj(), d.sharedDownProj(),
+                layer.sharedExpertGate() != null ? "shared_expert_gate.weight" : null, d.fp8ScaleSuffix(),
+                d.mxfp4BlocksSuffix(), d.mxfp4ScalesSuffix());
     }
 
     /** The 2-D view a slot's loader/exporter expects of a shared-expert {@code [1, rows, cols]} buffer. */
@@ -312,6 +345,7 @@ final class LayerCheckpointing {
             throw new IllegalArgumentException("MoeLayer.saveTrainingState: step=" + step + " must be >= 0");
         }
         LayerCheckpoint.Geometry g = geometry(layer);
+        MoeNameMap stateNames = stateNames(layer);
         Map<MoeTensor, Buffer> params = params(layer);
         for (Buffer p : params.values()) {
             optimizer.firstMoment(p); // throws before anything is written if the optimiser is not this layer's
@@ -352,9 +386,9 @@ final class LayerCheckpointing {
                 m2.put(slot, view(slot, st.download(optimizer.secondMoment(b))));
             });
             w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
-            tensors.putAll(LayerCheckpoint.exportTensors("", STATE_NAMES, g, w, DType.F32, first, true));
-            tensors.putAll(LayerCheckpoint.exportTensors("", STATE_NAMES.suffixed(".exp_avg"), g, m1, DType.F32, first, true));
-            tensors.putAll(LayerCheckpoint.exportTensors("", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, DType.F32, first,
+            tensors.putAll(LayerCheckpoint.exportTensors("", stateNames, g, w, DType.F32, first, true));
+            tensors.putAll(LayerCheckpoint.exportTensors("", stateNames.suffixed(".exp_avg"), g, m1, DType.F32, first, true));
+            tensors.putAll(LayerCheckpoint.exportTensors("", stateNames.suffixed(".exp_avg_sq"), g, m2, DType.F32, first,
                     true));
             writeSharded(layer, dir, "moe4j-state", STATE_INDEX, tensors, Map.of("producer", "moe4j"), meta);
         } finally {
@@ -366,6 +400,7 @@ final class LayerCheckpointing {
         Objects.requireNonNull(dir, "dir");
         Objects.requireNonNull(optimizer, "optimizer");
         LayerCheckpoint.Geometry g = geometry(layer);
+        MoeNameMap stateNames = stateNames(layer);
         Map<MoeTensor, Buffer> params = params(layer);
         for (Buffer p : params.values()) {
             optimizer.firstMoment(p);
@@ -405,9 +440,9 @@ final class LayerCheckpointing {
             });
             w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
             LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
-            LayerCheckpoint.load(ckpt, "", STATE_NAMES, g, w, strict);
-            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg"), g, m1, strict);
-            LayerCheckpoint.load(ckpt, "", STATE_NAMES.suffixed(".exp_avg_sq"), g, m2, strict);
+            LayerCheckpoint.load(ckpt, "", stateNames, g, w, strict);
+            LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg"), g, m1, strict);
+            LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg_sq"), g, m2, strict);
             float[] b = bias.toFloatArray();
             st.commit();
             layer.expertBias().setValues(b);

@@ -15,8 +15,14 @@ import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
+import org.moe4j.core.backend.PooledBackend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.BufferAllocator;
+import org.moe4j.core.buffer.BufferScope;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.config.LayerFeatures;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.dispatch.CombineGrads;
@@ -91,14 +97,44 @@ import org.moe4j.routing.RoutingKernels;
  * {@code forward}, {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or
  * {@code zeroGrad} from a second thread while one of them is running throws
  * {@link org.moe4j.core.ConcurrentUseException} naming both calls; the refused call changes nothing.
+ *
+ * <p>Model-family variants ({@link MoeConfig#features()}, docs/experts.md): a router bias {@code [experts]}
+ * added to the logits ({@code gate.bias}, gpt-oss), a sigmoid gate {@code [1, hidden]} on the shared experts
+ * ({@code shared_expert_gate.weight}, Qwen2-MoE), routing weights applied to the expert inputs
+ * (score before experts, Llama 4), and the experts' linear biases and clamped SwiGLU (gpt-oss, in
+ * {@link GroupedExperts}). They need expert kernels with {@link ExpertKernels#supportsLayerFeatures()};
+ * a backend without them is refused when the layer is built.
+ *
+ * <p>Memory: the layer's state (weights, gradients, router state) lives in the layer's own
+ * {@link BufferScope} and is counted in the layer's {@link #allocator() allocator}, a child of the
+ * allocator current when it was built. {@link #newScope()} opens a scope for one training step:
+ * everything the step makes (the batch, {@code f.output()}, {@code dY}, {@code dX}, contexts) is
+ * freed when it closes, so a loop of steps cannot leak:
+ *
+ * <pre>{@code
+ * for (int step = 0; step < steps; step++) {
+ *     try (BufferScope s = layer.newScope()) {
+ *         Buffer x = nextBatch();
+ *         MoeLayer.Forward f = layer.forward(x);
+ *         Buffer dX = layer.backward(f.context(), lossGradient(f.output()));
+ *         ...
+ *     }
+ * }
+ * }</pre>
+ *
+ * Closing every buffer by hand keeps working. {@link #close()} frees the state and fails with
+ * {@link org.moe4j.core.buffer.MemoryLeakException} if buffers made in the layer's step scopes and
+ * {@linkplain BufferScope#keep kept} out of them are still live.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
     public static final long STREAM_GATE = 10;
+    /** Init stream of the shared-expert gate weight ({@link LayerFeatures#sharedExpertGate()}). */
+    public static final long STREAM_SHARED_GATE = 11;
 
     private final MoeConfig config;
     private final Communicator comm;
-    private final Backend backend;
+    private final PooledBackend backend; // the layer's own memory pool of the chosen backend
     private final boolean syncReplicated;
     private final Router router;
     private final Dispatcher dispatcher;
@@ -107,6 +143,14 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer gateWeight; // [experts, hidden]
     private final Buffer gateGrad;   // [experts, hidden]
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
+    private final ExpertKernels featureKernels; // bias, row-scaling and slot kernels of the family variants
+    private final RoutingKernels gateKernels;   // x·Wᵀ and its backward, for the router bias and the shared gate
+    private final Buffer routerBias;      // [experts], null without features.routerBias
+    private final Buffer routerBiasGrad;  // [experts]
+    private final Buffer sharedGate;      // [1, hidden], null without features.sharedExpertGate
+    private final Buffer sharedGateGrad;  // [1, hidden]
+    private final BufferAllocator allocator; // counts the state and the step scopes' buffers
+    private final BufferScope state; // owns the weights, gradients and router state
     /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
     private final ReplicatedGradReduction replicated;
     /** Refuses overlapping calls from two threads. */
@@ -122,19 +166,20 @@ public final class MoeLayer implements AutoCloseable {
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
-        private final Buffer groupOffsets;
+        private final Buffer uploadedOffsets; // null unless the strategy keeps its offsets on the host only
         private final GroupedExperts.Context expertCtx;
         private final Buffer expertOut;
         private final SharedExperts.Context sharedCtx;
+        private Variant variant; // family-variant state, null for the plain layer
         private boolean closed;
 
-        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer uploadedOffsets,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
             this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
-            this.groupOffsets = groupOffsets;
+            this.uploadedOffsets = uploadedOffsets;
             this.expertCtx = expertCtx;
             this.expertOut = expertOut;
             this.sharedCtx = sharedCtx;
@@ -170,19 +215,28 @@ public final class MoeLayer implements AutoCloseable {
                 return;
             }
             closed = true;
-            if (expertCtx != null) {
-                expertCtx.close();
-            }
-            if (sharedCtx != null) {
-                sharedCtx.close();
-            }
-            for (AutoCloseable c : new AutoCloseable[] {expertOut, groupOffsets, dispatch, route}) {
-                try {
-                    if (c != null) {
-                        c.close();
-                    }
-                } catch (Exception e) {
-                    throw new IllegalStateException("closing MoeLayer context", e);
+            // every part is closed even if one fails; later failures are attached as suppressed
+            Handover.closeAll(route, dispatch, uploadedOffsets, expertOut, variant, sharedCtx, expertCtx);
+        }
+    }
+
+    /**
+     * Forward state of the family variants, owned by a {@link Context}; every field may be null.
+     *
+     * @param logits      router logits with the router bias, {@code [tokens, experts]}
+     * @param sharedOut   shared-expert output before the gate, {@code [tokens, hidden]}
+     * @param sharedLogit shared-expert gate logit {@code x·w_gate}, {@code [tokens, 1]}
+     * @param slotIdx     score before experts: expert of each (token, slot) row, I32 {@code [tokens·topK, 1]}
+     * @param slotOnes    score before experts: unit combine weights, {@code [tokens·topK, 1]}
+     * @param scaledIn    score before experts: {@code w[t,k]·x[t]} per row, {@code [tokens·topK, hidden]}
+     */
+    private record Variant(Buffer logits, Buffer sharedOut, Buffer sharedLogit, Buffer slotIdx, Buffer slotOnes,
+                           Buffer scaledIn) implements AutoCloseable {
+        @Override
+        public void close() {
+            for (Buffer b : new Buffer[] {logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn}) {
+                if (b != null) {
+                    b.close();
                 }
             }
         }
@@ -206,14 +260,64 @@ public final class MoeLayer implements AutoCloseable {
         this.config = b.config;
         this.comm = b.comm;
         this.syncReplicated = b.syncReplicated;
-        this.backend = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
+        Backend chosen = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
                 DispatchKernels.class, ExpertKernels.class, OptimizerKernels.class);
         if (comm.size() != config.expertParallel()) {
             throw new IllegalArgumentException("MoeLayer: communicator has " + comm.size()
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
-        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
-        Router.Builder rb = Router.builder(config).backend(backend).forceBalanced(b.forceBalanced);
+        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, chosen);
+        LayerFeatures lf = config.features();
+        if (lf.any() && !ek.supportsLayerFeatures()) {
+            throw new IllegalArgumentException("MoeLayer: config.features=" + lf + " need expert kernels with"
+                    + " layer-feature support; " + ek.getClass().getSimpleName() + " on backend " + chosen.name()
+                    + " has none (supportsLayerFeatures() is false)");
+        }
+        // kernels are looked up before the state scope is entered: they are process-wide, not the layer's
+        RoutingKernels rk = Backends.kernels(RoutingKernels.class, chosen);
+        DispatchKernels dk = Backends.kernels(DispatchKernels.class, chosen);
+        this.elementwise = Backends.kernels(OptimizerKernels.class, chosen);
+        this.featureKernels = ek;
+        this.gateKernels = rk;
+        this.backend = chosen.newPool("MoeLayer rank " + comm.rank()); // device memory: reported on close
+        this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
+        this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
+        try (BufferScope.Activation _ = state.enter()) {
+            this.router = buildRouter(b, rk);
+            this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm,
+                    backend, dk);
+            int local = config.localExperts();
+            this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
+                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek, lf);
+            this.shared = config.sharedExperts() > 0
+                    ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
+                    : null;
+            // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
+            // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
+            this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree() && !lf.routerBias() && !lf.sharedExpertGate()
+                    ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
+            this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+            this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+            ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+            this.routerBias = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
+            this.routerBiasGrad = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
+            this.sharedGate = lf.sharedExpertGate() ? backend.allocate(DType.F32, Shape.of(1, config.hidden())) : null;
+            this.sharedGateGrad = lf.sharedExpertGate() ? zeroed(Shape.of(1, config.hidden())) : null;
+            if (sharedGate != null) {
+                ParamInit.fillUniform(sharedGate, b.seed, STREAM_SHARED_GATE, 0, ParamInit.linearBound(config.hidden()));
+            }
+        } catch (RuntimeException e) {
+            try {
+                Handover.closeAll(backend, allocator, state); // nothing half-made outlives a failed build
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+    }
+
+    private Router buildRouter(Builder b, RoutingKernels rk) {
+        Router.Builder rb = Router.builder(config).backend(backend).kernels(rk).forceBalanced(b.forceBalanced);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
@@ -221,21 +325,36 @@ public final class MoeLayer implements AutoCloseable {
             rb.statsExchange(new GlobalBalanceStats(comm, backend)); // aux losses over the global batch
         }
         rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
-        this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm, backend,
-                Backends.kernels(DispatchKernels.class, backend));
-        this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
-        int local = config.localExperts();
-        this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
-                config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek);
-        this.shared = config.sharedExperts() > 0
-                ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
-                : null;
-        this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree()
-                ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
-        this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+        return rb.build();
+    }
+
+    /**
+     * Opens a scope for one training step: every buffer made on this thread until it closes (the
+     * batch, outputs, gradients, contexts) is freed then, unless {@linkplain BufferScope#keep kept};
+     * they are counted in this layer's {@link #allocator()}. Scopes nest.
+     *
+     * @return the open scope; close it with try-with-resources
+     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
+     */
+    public BufferScope newScope() {
+        return BufferScope.open("MoeLayer rank " + comm.rank() + " step", allocator);
+    }
+
+    /** @return the allocator counting this layer's state and the buffers of its step scopes */
+    public BufferAllocator allocator() {
+        return allocator;
+    }
+
+    private Buffer zeroed(Shape shape) {
+        Buffer z = backend.allocate(DType.F32, shape);
+        z.zero();
+        return z;
+    }
+
+    private Buffer rowOffsets(long rows) {
+        try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(rows)}, 2)) {
+            return backend.upload(h); // staged: the offsets are made on the host
+        }
     }
 
     /**
@@ -403,7 +522,27 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
+     * Returns the router bias (gpt-oss).
+     *
+     * @return the router bias F32 {@code [experts]} added to the logits, or null without {@code features.routerBias}
+     */
+    public Buffer routerBias() {
+        return routerBias;
+    }
+
+    /**
+     * Returns the shared-expert gate weight (Qwen2-MoE).
+     *
+     * @return the shared-expert gate weight F32 {@code [1, hidden]}, or null without
+     *         {@code features.sharedExpertGate}
+     */
+    public Buffer sharedExpertGate() {
+        return sharedGate;
+    }
+
+    /**
      * Returns the expert-bias state.
+     *
      * @return the expert-bias state
      */
     public ExpertBias expertBias() {
@@ -423,17 +562,19 @@ public final class MoeLayer implements AutoCloseable {
      * expert to the expert bias only after every collective of the forward succeeded.
      *
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
-     * @return output, context and statistics
+     * @return output, context and statistics; the output and the context's buffers belong to the
+     *         active {@link BufferScope} (if any) and are counted in {@link #allocator()}
      * @throws NullPointerException       if {@code x} is null
      * @throws IllegalArgumentException   if {@code x} is closed, not F32, not {@code [tokens, hidden]},
      *                                    or gives non-finite router logits; nothing changed
      * @throws org.moe4j.dispatch.CommunicatorException if a collective fails (e.g. another rank's
      *                                    forward failed); nothing changed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     * @throws IllegalStateException      if the layer is closed
      */
     public Forward forward(Buffer x) {
         enter("forward");
-        try {
+        try (BufferScope.Activation _ = allocator.use()) { // what forward makes is counted in this layer
             return forwardUnguarded(x);
         } finally {
             use.exit();
@@ -448,35 +589,94 @@ public final class MoeLayer implements AutoCloseable {
                     + "] but is " + x.dtype() + " " + x.shape());
         }
         x.require("MoeLayer.forward: x", DType.F32, x.shape().dim(0), config.hidden());
-        RouterOutput route = router.forward(x, gateWeight);
+        LayerFeatures lf = config.features();
+        long tokens = x.shape().dim(0);
+        Buffer logits = null;
+        RouterOutput route;
+        if (routerBias != null) {
+            logits = backend.allocate(DType.F32, Shape.of(tokens, config.experts()));
+            try (Buffer whole = rowOffsets(tokens)) {
+                gateKernels.gateLogits(x, gateWeight, logits);
+                featureKernels.addGroupBias(logits, routerBias, whole);
+                route = router.forwardLogits(logits);
+            } catch (RuntimeException e) {
+                logits.close();
+                throw e;
+            }
+        } else {
+            route = router.forward(x, gateWeight);
+        }
         DispatchResult d = null;
         Buffer off = null;
         GroupedExperts.Result ex = null;
         SharedExperts.Result sh = null;
+        Buffer slotIdx = null;
+        Buffer slotOnes = null;
+        Buffer scaledIn = null;
+        Buffer sharedLogit = null;
+        Buffer sharedOut = null;
         try {
-            d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+            if (lf.scoreBeforeExperts()) {
+                // one row per (token, slot): w[t,k]·x[t], routed top-1 with unit weight; the combine
+                // returns E(w·x) per row and the slots are summed below
+                int k = config.topK();
+                scaledIn = backend.allocate(DType.F32, Shape.of(tokens * k, config.hidden()));
+                featureKernels.scaleExpand(x, route.topkWeights(), scaledIn);
+                try (HostBuffer idx = route.topkIdx().toHost(); HostBuffer ones = HostBuffer.allocate(DType.F32, tokens * k, 1)) {
+                    slotIdx = backend.upload(idx.reshape(tokens * k, 1)); // staged: a [tokens·K, 1] view of topkIdx
+                    for (long i = 0; i < tokens * k; i++) {
+                        ones.setFloat(i, 1f);
+                    }
+                    slotOnes = backend.upload(ones);
+                }
+                d = dispatcher.dispatch(scaledIn, slotIdx, slotOnes);
+            } else {
+                d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+            }
             Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d; null unless the strategy keeps them there
             if (deviceOffsets == null) {
                 int[] offsets = d.groupOffsets();
                 try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-                    off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+                    off = backend.upload(h); // staged: this strategy reports the offsets on the host only
                 }
             }
             ex = experts.forward(d.expertInput(), deviceOffsets != null ? deviceOffsets : off);
             Buffer out = dispatcher.combine(d, ex.output());
+            if (lf.scoreBeforeExperts()) {
+                try (Buffer perSlot = out) {
+                    out = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                    featureKernels.sumSlots(perSlot, config.topK(), out);
+                }
+            }
             if (shared != null) {
                 sh = shared.forward(x);
-                addInto(out, sh.output());
-                sh.output().close();
+                if (sharedGate != null) {
+                    sharedOut = sh.output();
+                    sharedLogit = backend.allocate(DType.F32, Shape.of(tokens, 1));
+                    gateKernels.gateLogits(x, sharedGate, sharedLogit);
+                    featureKernels.rowScaleForward(sharedLogit, true, sharedOut, out, true);
+                } else {
+                    addInto(out, sh.output());
+                    sh.output().close();
+                }
             }
             int[] tpe = route.tokensPerExpert().toIntArray();
-            Forward f = new Forward(out, new Context(this, x, route, d, off, ex.context(), ex.output(),
-                    sh == null ? null : sh.context()), tpe, route.dropped(), route.auxLosses());
+            Context ctx = new Context(this, x, route, d, off, ex.context(), ex.output(), sh == null ? null : sh.context());
+            if (lf.any()) {
+                ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
+            }
+            Forward f = new Forward(out, ctx, tpe, route.dropped(), route.auxLosses());
             router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
             return f;
         } catch (RuntimeException e) {
-            new Context(this, x, route, d, off, ex == null ? null : ex.context(), ex == null ? null : ex.output(),
-                    sh == null ? null : sh.context()).close();
+            try {
+                Context ctx = new Context(this, x, route, d, off, ex == null ? null : ex.context(),
+                        ex == null ? null : ex.output(), sh == null ? null : sh.context());
+                ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
+                ctx.close();
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
             throw e;
         }
     }
@@ -508,16 +708,17 @@ public final class MoeLayer implements AutoCloseable {
      *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
-     * @return F32 {@code [tokens, hidden]} (caller closes)
+     * @return F32 {@code [tokens, hidden]} (caller closes, or the active {@link BufferScope} does)
      * @throws NullPointerException     if {@code ctx} or {@code dY} is null
      * @throws IllegalArgumentException if {@code ctx} came from another layer or is closed, the forward
      *                                  input {@code x} was closed since the forward, or {@code dY} is
      *                                  closed, not F32 or not {@code [tokens, hidden]}
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     * @throws IllegalStateException    if the layer is closed
      */
     public Buffer backward(Context ctx, Buffer dY) {
         enter("backward");
-        try {
+        try (BufferScope.Activation _ = allocator.use()) { // dX is counted in this layer
             return backwardUnguarded(ctx, dY);
         } finally {
             use.exit();
@@ -548,15 +749,41 @@ public final class MoeLayer implements AutoCloseable {
             ReplicatedGradReduction.Plan plan = null;
             List<ReplicatedGradReduction.Gathered> gathered = new ArrayList<>(); // replicated gradients, in order:
             List<Buffer> targets = new ArrayList<>();                            // gate, shared down/gate/up_proj
-            try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, dY)) {
+            Variant v = ctx.variant;
+            boolean before = config.features().scoreBeforeExperts();
+            Buffer dCombined = null; // score before experts: dY per (token, slot) row
+            Buffer dTopk = null;     // score before experts: gradient of the routing weights
+            Buffer dS = null;        // gated shared expert: gradient of the ungated shared output
+            Buffer dLogit = null;    // gated shared expert: gradient of its gate logit
+            try {
+                if (before) {
+                    dCombined = backend.allocate(DType.F32, Shape.of(tokens * config.topK(), config.hidden()));
+                    featureKernels.scaleExpand(dY, v.slotOnes(), dCombined);
+                }
+                if (sharedGate != null) {
+                    dS = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                    dLogit = backend.allocate(DType.F32, Shape.of(tokens, 1));
+                    featureKernels.rowScaleBackward(v.sharedLogit(), true, v.sharedOut(), dY, dS, dLogit);
+                }
+            try (CombineGrads cg = dispatcher.combineBackward(ctx.dispatch, before ? dCombined : dY)) {
                 GroupedExperts.InputGrad ig = experts.backwardInput(ctx.expertCtx, cg.dExpertOutput());
                 pending = ig.weightGrads();
                 try (Buffer dExpIn = ig.dX()) {
-                    dX = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
+                    Buffer dIn = dispatcher.dispatchBackward(ctx.dispatch, dExpIn);
+                    if (before) {
+                        try (dIn) {
+                            dX = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                            dTopk = backend.allocate(DType.F32, Shape.of(tokens, config.topK()));
+                            featureKernels.scaleExpandBackward(ctx.x, ctx.route.topkWeights(), dIn, dX, dTopk);
+                        }
+                    } else {
+                        dX = dIn;
+                    }
                 }
-                try (RouterGrads rg = router.backward(ctx.route, cg.dTopkWeights(), replicated == null)) {
+                try (RouterGrads rg = router.backward(ctx.route, before ? dTopk : cg.dTopkWeights(), replicated == null)) {
                     if (shared != null) {
-                        GroupedExperts.InputGrad sg = shared.mlp().backwardInput(ctx.sharedCtx.inner(), dY);
+                        GroupedExperts.InputGrad sg = shared.mlp().backwardInput(ctx.sharedCtx.inner(),
+                                sharedGate != null ? dS : dY);
                         sharedPending = sg.weightGrads();
                         dXs = sg.dX();
                     }
@@ -576,9 +803,22 @@ public final class MoeLayer implements AutoCloseable {
                     // Every collective of this backward has succeeded; only now does any gradient change, so
                     // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                     pending.apply();
-                    addInto(dX, rg.dX());
+                    if (routerBias != null) { // routed from logits with the bias: the gate backward is done here
+                        try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                             Buffer dW = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+                             Buffer whole = rowOffsets(tokens)) {
+                            gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
+                            addInto(dX, dXr);
+                            addInto(gateGrad, dW);
+                            featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                        }
+                    } else {
+                        addInto(dX, rg.dX());
+                    }
                     if (replicated == null) {
-                        addInto(gateGrad, rg.dGateWeight());
+                        if (routerBias == null) {
+                            addInto(gateGrad, rg.dGateWeight());
+                        }
                         if (sharedPending != null) {
                             sharedPending.apply();
                         }
@@ -592,14 +832,24 @@ public final class MoeLayer implements AutoCloseable {
                     if (dXs != null) {
                         addInto(dX, dXs);
                     }
+                    if (sharedGate != null) {
+                        try (Buffer dXg = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
+                             Buffer dG = backend.allocate(DType.F32, Shape.of(1, config.hidden()))) {
+                            gateKernels.gateBackward(ctx.x, sharedGate, dLogit, dXg, dG);
+                            addInto(dX, dXg);
+                            addInto(sharedGateGrad, dG);
+                        }
+                    }
                 }
+            }
             } catch (RuntimeException e) {
                 if (dX != null) {
                     dX.close();
                 }
                 throw e;
             } finally {
-                for (AutoCloseable c : new AutoCloseable[] {pending, sharedPending, dXs, plan}) {
+                for (AutoCloseable c : new AutoCloseable[] {pending, sharedPending, dXs, plan, dCombined, dTopk, dS,
+                        dLogit}) {
                     closeQuietly(c);
                 }
                 gathered.forEach(MoeLayer::closeQuietly);
@@ -637,9 +887,15 @@ public final class MoeLayer implements AutoCloseable {
                 return; // with the token-block tree, backward already reduced them over the ranks
             }
             comm.allReduce(gateGrad, ReduceOp.SUM);
+            if (routerBiasGrad != null) {
+                comm.allReduce(routerBiasGrad, ReduceOp.SUM);
+            }
             if (shared != null) {
                 for (Parameter p : shared.parameters()) {
                     comm.allReduce(p.grad(), ReduceOp.SUM);
+                }
+                if (sharedGateGrad != null) {
+                    comm.allReduce(sharedGateGrad, ReduceOp.SUM);
                 }
             }
         } finally {
@@ -666,16 +922,17 @@ public final class MoeLayer implements AutoCloseable {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
-            try (HostBuffer h = HostBuffer.allocate(DType.I64, load.length)) {
-                for (int i = 0; i < load.length; i++) {
-                    h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+            try (Buffer b = backend.allocate(DType.I64, Shape.of(load.length))) { // the communicator's memory
+                try (HostView v = b.hostView(HostView.Mode.WRITE)) {
+                    for (int i = 0; i < load.length; i++) {
+                        v.host().segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+                    }
                 }
-                try (Buffer b = backend.upload(h)) { // staged: the communicator works in the backend's memory
-                    comm.allReduce(b, ReduceOp.SUM);
-                    b.copyTo(h);
-                }
-                for (int i = 0; i < load.length; i++) {
-                    load[i] = h.getLong(i);
+                comm.allReduce(b, ReduceOp.SUM);
+                try (HostView v = b.hostView(HostView.Mode.READ)) {
+                    for (int i = 0; i < load.length; i++) {
+                        load[i] = v.host().getLong(i);
+                    }
                 }
             }
         }
@@ -684,15 +941,23 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Returns gate weight, routed experts, shared experts (if any), each with its gradient.
-     * @return gate weight, routed experts, shared experts (if any), each with its gradient
+     * Returns the trainable parameters.
+     *
+     * @return gate weight, router bias (if any), routed experts, shared experts and their gate (if any),
+     *         each with its gradient
      */
     public List<Parameter> parameters() {
         List<Parameter> out = new ArrayList<>();
         out.add(new Parameter("gate.weight", gateWeight, gateGrad));
+        if (routerBias != null) {
+            out.add(new Parameter("gate.bias", routerBias, routerBiasGrad));
+        }
         out.addAll(experts.parameters());
         if (shared != null) {
             out.addAll(shared.parameters());
+            if (sharedGate != null) {
+                out.add(new Parameter("shared_expert_gate.weight", sharedGate, sharedGateGrad));
+            }
         }
         return out;
     }
@@ -702,6 +967,12 @@ public final class MoeLayer implements AutoCloseable {
         enter("zeroGrad");
         try {
             gateGrad.zero();
+            if (routerBiasGrad != null) {
+                routerBiasGrad.zero();
+            }
+            if (sharedGateGrad != null) {
+                sharedGateGrad.zero();
+            }
             experts.zeroGrad();
             if (shared != null) {
                 shared.zeroGrad();
@@ -714,7 +985,10 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * This rank's parameters with Hugging Face DeepSeek-V3 names: {@code gate.weight},
      * {@code experts.{i}.gate_proj/up_proj/down_proj.weight} (global {@code i}, local experts only),
-     * {@code shared_experts.*}. The expert bias is not included (it is not a parameter; see
+     * {@code shared_experts.*}; with the family variants also {@code gate.bias} and
+     * {@code shared_expert_gate.weight} (expert linear biases have no per-expert names: they travel
+     * through {@link #export}/{@link #load(java.nio.file.Path, String, MoeNameMap, LayerCheckpoint.Options)}
+     * with the gpt-oss map; other families' names: {@link MoeNameMap}). The expert bias is not included (it is not a parameter; see
      * {@link #expertBias()}). On a host backend the entries are live views; on a device backend they
      * are host snapshots taken now (writing them does not change the layer; use {@link #load}).
      *
@@ -722,26 +996,29 @@ public final class MoeLayer implements AutoCloseable {
      * @return name → host buffer
      */
     public Map<String, HostBuffer> namedTensors(String prefix) {
-        return namedTensors(prefix, new IdentityHashMap<>(), true);
+        return namedTensors(prefix, new IdentityHashMap<>(), true); // the views stay open: host memory or snapshots
     }
 
     /**
-     * @param mirrors  filled with parameter → host mirror for every parameter not in host memory
-     *                 (the caller closes the mirrors)
-     * @param download whether the mirrors get the parameter's current values
+     * @param views    filled with parameter → host view of it (the parameter's own memory, or a
+     *                 staged copy for device memory); the caller closes or abandons the views
+     * @param download whether staged copies get the parameter's current values (else they are
+     *                 written and uploaded on close)
      */
-    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostBuffer> mirrors, boolean download) {
-        Function<Buffer, HostBuffer> host = p -> {
-            if (p instanceof HostBuffer h) {
-                return h;
-            }
-            return mirrors.computeIfAbsent(p, d -> download ? d.toHost() : HostBuffer.allocate(d.dtype(), d.shape()));
-        };
+    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostView> views, boolean download) {
+        Function<Buffer, HostBuffer> host = p -> views.computeIfAbsent(p,
+                d -> d.hostView(download ? HostView.Mode.READ : HostView.Mode.WRITE)).host();
         Map<String, HostBuffer> out = new LinkedHashMap<>();
         out.put(prefix + "gate.weight", host.apply(gateWeight));
+        if (routerBias != null) {
+            out.put(prefix + "gate.bias", host.apply(routerBias));
+        }
         out.putAll(Checkpoints.expertTensors(experts, prefix, host));
         if (shared != null) {
             out.putAll(Checkpoints.sharedTensors(shared, prefix, host));
+            if (sharedGate != null) {
+                out.put(prefix + "shared_expert_gate.weight", host.apply(sharedGate));
+            }
         }
         return out;
     }
@@ -749,14 +1026,15 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * Loads this rank's tensors (and the expert bias) with DeepSeek-V3 names; all or nothing. Same as
      * {@link #load(java.nio.file.Path, String, MoeNameMap, LayerCheckpoint.Options)} with
-     * {@link MoeNameMap#deepseekV3()} and strict options.
+     * {@link MoeNameMap#deepseekV3()} (plus {@code gate.bias} and {@code shared_expert_gate.weight} for
+     * layers with those variants, as {@link #save} writes them) and strict options.
      *
      * @param path   a safetensors file, a {@code model.safetensors.index.json}, or a checkpoint directory
      * @param prefix e.g. {@code model.layers.3.mlp.}
      * @throws org.moe4j.checkpoint.CheckpointException on a bad file; the layer is then unchanged
      */
     public void load(java.nio.file.Path path, String prefix) {
-        load(path, prefix, MoeNameMap.deepseekV3(), LayerCheckpoint.Options.strict());
+        load(path, prefix, LayerCheckpointing.stateNames(this), LayerCheckpoint.Options.strict());
     }
 
     /**
@@ -826,7 +1104,8 @@ public final class MoeLayer implements AutoCloseable {
      * @param dir       destination directory (created if missing)
      * @param optimizer the optimiser over {@link #parameters()}
      * @param step      the caller's step counter, returned by {@link #loadTrainingState}
-     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0,
+     *                                  or the layer has expert linear biases (not in this layout yet)
      * @throws org.moe4j.checkpoint.CheckpointException on write failure on any rank
      * @throws IllegalStateException if the layer is closed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
@@ -894,23 +1173,30 @@ public final class MoeLayer implements AutoCloseable {
      *
      * @param path   destination
      * @param prefix e.g. {@code model.layers.3.mlp.}
+     * @throws IllegalArgumentException for a layer with expert linear biases (use {@link #export} with the
+     *                                  gpt-oss map)
      */
     public void save(java.nio.file.Path path, String prefix) {
-        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
+        LayerCheckpointing.stateNames(this); // refuses what the DeepSeek layout cannot name, before writing
+        Map<Buffer, HostView> views = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
-            Map<String, HostBuffer> t = namedTensors(prefix, mirrors, true);
+            Map<String, HostBuffer> t = namedTensors(prefix, views, true);
             t.put(prefix + "gate.e_score_correction_bias", bias);
             Checkpoints.save(path, t, Map.of("format", "pt", "producer", "moe4j"));
         } finally {
-            mirrors.values().forEach(HostBuffer::close);
+            Handover.closeAll(views.values().toArray(HostView[]::new)); // read-only: nothing is uploaded
         }
     }
 
     /**
-     * Frees the weights, gradients and expert state; idempotent. Any later call of {@code forward},
+     * Frees the layer's state (weights, gradients, router state) and closes its allocator and its
+     * device memory pool (see {@link Backend#newPool}); idempotent. Any later call of {@code forward},
      * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
      * {@link IllegalStateException}.
      *
+     * @throws org.moe4j.core.buffer.MemoryLeakException if host buffers this layer made (or its step
+     *                                                  scopes counted) are still live (they are freed first)
+     * @throws IllegalStateException {@code memory leaked} if device buffers of the layer's pool are still live
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     @Override
@@ -921,12 +1207,8 @@ public final class MoeLayer implements AutoCloseable {
                 return;
             }
             closed = true;
-            experts.close();
-            if (shared != null) {
-                shared.close();
-            }
-            gateWeight.close();
-            gateGrad.close();
+            Handover.closeAll(backend, allocator, state, router, gateGrad, gateWeight, sharedGateGrad, sharedGate,
+                    routerBiasGrad, routerBias, shared, experts);
         } finally {
             use.exit();
         }

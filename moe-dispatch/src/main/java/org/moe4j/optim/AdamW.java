@@ -9,7 +9,6 @@ import org.moe4j.core.DType;
 import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
-import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.dispatch.Communicator;
@@ -188,15 +187,20 @@ public final class AdamW implements AutoCloseable {
         this.options = Objects.requireNonNull(options, "AdamW: options");
         this.kernels = Objects.requireNonNull(kernels, "AdamW: kernels");
         this.backend = Objects.requireNonNull(backend, "AdamW: backend");
-        boolean host = backend.name().equals(CpuBackend.NAME);
         for (Parameter p : this.params) {
-            f32(p.name(), p.value(), host);
-            f32(p.name() + ".grad", p.grad(), host);
+            f32(p.name(), p.value());
+            f32(p.name() + ".grad", p.grad());
         }
         try {
             for (Parameter p : this.params) {
                 m.add(backend.allocate(DType.F32, p.value().shape()));
                 v.add(backend.allocate(DType.F32, p.value().shape()));
+                Buffer state = m.get(m.size() - 1);
+                if (!state.device().equals(p.value().device()) || !state.device().equals(p.grad().device())) {
+                    throw new IllegalArgumentException("AdamW: parameter " + p.name() + " is on " + p.value().device()
+                            + " (grad on " + p.grad().device() + ") but backend " + backend.name()
+                            + " keeps the optimiser state on " + state.device());
+                }
             }
         } catch (RuntimeException e) {
             close();
@@ -228,18 +232,23 @@ public final class AdamW implements AutoCloseable {
     }
 
     private static Backend defaultBackend(List<Parameter> params) {
-        boolean allHost = params.stream().allMatch(p -> p.value() instanceof HostBuffer && p.grad() instanceof HostBuffer);
-        return allHost ? new CpuBackend() : Backends.backendFor(OptimizerKernels.class);
+        if (params.isEmpty()) {
+            return Backends.backendFor(OptimizerKernels.class);
+        }
+        org.moe4j.core.Device device = params.get(0).value().device();
+        for (Parameter p : params) {
+            if (!p.value().device().equals(device) || !p.grad().device().equals(device)) {
+                throw new IllegalArgumentException("AdamW: parameter " + p.name() + " is on " + p.value().device()
+                        + " (grad on " + p.grad().device() + ") but " + params.get(0).name() + " is on " + device);
+            }
+        }
+        return Backends.backendFor(Backends.forDevice(device), OptimizerKernels.class);
     }
 
-    private static void f32(String name, Buffer b, boolean host) {
+    private static void f32(String name, Buffer b) {
         if (b.dtype() != DType.F32) {
             throw new IllegalArgumentException("AdamW: parameter " + name + " must be F32, got " + b.dtype()
                     + " on " + b.device());
-        }
-        if (host && !(b instanceof HostBuffer)) {
-            throw new IllegalArgumentException("AdamW: parameter " + name + " must be an F32 host buffer on the cpu"
-                    + " backend, got " + b.dtype() + " on " + b.device());
         }
     }
 

@@ -30,6 +30,8 @@ import org.moe4j.core.DType;
  * @param groupAlignment  pad every expert's token group to a multiple of this (1 = no padding)
  * @param expertDtype     compute dtype of the expert GEMMs (F32 or BF16; accumulation is always fp32)
  * @param dispatch        dispatch strategy and its options (count-exchange all-to-all by default)
+ * @param features        model-family variants (gated shared expert, score before experts, router bias,
+ *                        expert linear biases, clamped SwiGLU); {@link LayerFeatures#NONE} by default
  */
 public record MoeConfig(
         int hidden,
@@ -51,7 +53,8 @@ public record MoeConfig(
         int expertParallel,
         int groupAlignment,
         DType expertDtype,
-        DispatchOptions dispatch) {
+        DispatchOptions dispatch,
+        LayerFeatures features) {
 
     /**
      * Validates every field and combination (see the class description for the fields).
@@ -87,6 +90,8 @@ public record MoeConfig(
         Objects.requireNonNull(capacity.policy(), "MoeConfig.capacity.policy");
         Objects.requireNonNull(expertDtype, "MoeConfig.expertDtype");
         Objects.requireNonNull(dispatch, "MoeConfig.dispatch");
+        Objects.requireNonNull(features, "MoeConfig.features");
+        Objects.requireNonNull(features.activation(), "MoeConfig.features.activation");
         positive("hidden", hidden);
         positive("experts", experts);
         positive("topK", topK);
@@ -142,6 +147,20 @@ public record MoeConfig(
         }
         if (expertDtype != DType.F32 && expertDtype != DType.BF16) {
             fail("expertDtype", expertDtype, "must be F32 or BF16");
+        }
+        if (features.sharedExpertGate() && sharedExperts == 0) {
+            fail("features.sharedExpertGate", true, "needs shared experts (sharedExperts=0)");
+        }
+        if (features.activation() == ExpertActivation.CLAMPED_SWIGLU) {
+            if (!(features.swigluLimit() > 0) || Double.isInfinite(features.swigluLimit())) {
+                fail("features.swigluLimit", features.swigluLimit(), "must be finite and > 0 with CLAMPED_SWIGLU");
+            }
+            if (!(features.swigluAlpha() > 0) || Double.isInfinite(features.swigluAlpha())) {
+                fail("features.swigluAlpha", features.swigluAlpha(), "must be finite and > 0 with CLAMPED_SWIGLU");
+            }
+        } else if (features.swigluLimit() != 0 || features.swigluAlpha() != 1) {
+            fail("features.swigluLimit", features.swigluLimit() + "/" + features.swigluAlpha(),
+                    "limit and alpha apply to CLAMPED_SWIGLU only; SWIGLU needs limit 0 and alpha 1");
         }
     }
 
@@ -232,6 +251,7 @@ public record MoeConfig(
         private int groupAlignment = 1;
         private DType expertDtype = DType.F32;
         private DispatchOptions dispatch = DispatchOptions.DEFAULT;
+        private LayerFeatures features = LayerFeatures.NONE;
 
         private Builder() {
         }
@@ -258,6 +278,7 @@ public record MoeConfig(
             groupAlignment = c.groupAlignment;
             expertDtype = c.expertDtype;
             dispatch = c.dispatch;
+            features = c.features;
         }
 
         /**
@@ -391,6 +412,49 @@ public record MoeConfig(
          * @return this
          */
         public Builder dispatch(DispatchOptions v) { dispatch = v; return this; }
+        /**
+         * Sets every family variant at once.
+         *
+         * @param v model-family layer variants
+         * @return this
+         */
+        public Builder features(LayerFeatures v) { features = v; return this; }
+        /**
+         * Sets the shared-expert gate.
+         *
+         * @param v gate the shared experts with {@code σ(x·w_gate)} (Qwen2-MoE)
+         * @return this
+         */
+        public Builder sharedExpertGate(boolean v) { features = features.withSharedExpertGate(v); return this; }
+        /**
+         * Sets score-before-experts.
+         *
+         * @param v apply the routing weight to the expert input (Llama 4)
+         * @return this
+         */
+        public Builder scoreBeforeExperts(boolean v) { features = features.withScoreBeforeExperts(v); return this; }
+        /**
+         * Sets the router bias.
+         *
+         * @param v add a trainable bias to the router logits (gpt-oss)
+         * @return this
+         */
+        public Builder routerBias(boolean v) { features = features.withRouterBias(v); return this; }
+        /**
+         * Sets the expert linear biases.
+         *
+         * @param v biases on the routed experts' linears (gpt-oss)
+         * @return this
+         */
+        public Builder expertLinearBias(boolean v) { features = features.withExpertLinearBias(v); return this; }
+        /**
+         * Selects the gpt-oss clamped SwiGLU.
+         *
+         * @param limit clamp of the gate (above) and up projection (both sides)
+         * @param alpha sigmoid gain
+         * @return this, with the gpt-oss clamped SwiGLU
+         */
+        public Builder clampedSwiglu(double limit, double alpha) { features = features.withClampedSwiglu(limit, alpha); return this; }
 
         /**
          * Returns the validated config.
@@ -401,7 +465,7 @@ public record MoeConfig(
             return new MoeConfig(hidden, experts, topK, ffn, scoreFunction, expertGroups,
                     limitedGroupsSet ? limitedGroups : expertGroups, groupScore, routeNorm, routeScale,
                     expertBiasCoeff, biasCentering, auxLoss, capacity, sharedExperts, sharedFfn, expertParallel,
-                    groupAlignment, expertDtype, dispatch);
+                    groupAlignment, expertDtype, dispatch, features);
         }
     }
 }

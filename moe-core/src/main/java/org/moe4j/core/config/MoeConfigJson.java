@@ -15,7 +15,8 @@ import org.moe4j.core.config.internal.JsonFields;
 
 /**
  * moe4j's own JSON form of a {@link MoeConfig}: one object whose field names are the record
- * components, with {@code auxLoss} and {@code capacity} as nested objects and enums written by name.
+ * components, with {@code auxLoss}, {@code capacity} and {@code features} as nested objects and enums
+ * written by name.
  *
  * <p>Reading is strict: an unknown field (at any level) is an error that lists the known fields,
  * a value of the wrong type is an error naming the field. {@code hidden}, {@code experts},
@@ -35,7 +36,7 @@ public final class MoeConfigJson {
     public static final List<String> FIELDS = List.of("hidden", "experts", "topK", "ffn", "scoreFunction",
             "expertGroups", "limitedGroups", "groupScore", "routeNorm", "routeScale", "expertBiasCoeff",
             "biasCentering", "auxLoss", "capacity", "sharedExperts", "sharedFfn", "expertParallel",
-            "groupAlignment", "expertDtype", "dispatch");
+            "groupAlignment", "expertDtype", "dispatch", "features");
     /** Fields of the nested {@code auxLoss} object. */
     public static final List<String> AUX_LOSS_FIELDS = List.of("switchCoeff", "seqCoeff", "zCoeff", "seqLength");
     /** Fields of the nested {@code capacity} object. */
@@ -43,6 +44,9 @@ public final class MoeConfigJson {
     /** Fields of the nested {@code dispatch} object. */
     public static final List<String> DISPATCH_FIELDS = List.of("strategy", "perRankDedup", "weightBeforeReturn",
             "chunkFactor", "chunkRows");
+    /** Fields of the nested {@code features} object ({@link LayerFeatures}). */
+    public static final List<String> FEATURES_FIELDS = List.of("sharedExpertGate", "scoreBeforeExperts", "routerBias",
+            "expertLinearBias", "activation", "swigluLimit", "swigluAlpha");
 
     private static final String SOURCE = "MoeConfig JSON";
 
@@ -133,6 +137,19 @@ public final class MoeConfigJson {
                 throw f.error("field 'expertDtype': " + e.getMessage());
             }
         }
+        JsonFields feat = f.objectOrNull("features");
+        if (feat != null) {
+            feat.rejectUnknown(FEATURES_FIELDS);
+            LayerFeatures d = LayerFeatures.NONE;
+            ExpertActivation act = feat.enumOr("activation", ExpertActivation.class, d.activation());
+            boolean clamped = act == ExpertActivation.CLAMPED_SWIGLU;
+            b.features(new LayerFeatures(feat.booleanOr("sharedExpertGate", d.sharedExpertGate()),
+                    feat.booleanOr("scoreBeforeExperts", d.scoreBeforeExperts()),
+                    feat.booleanOr("routerBias", d.routerBias()),
+                    feat.booleanOr("expertLinearBias", d.expertLinearBias()), act,
+                    feat.doubleOr("swigluLimit", clamped ? GPT_OSS_SWIGLU_LIMIT : d.swigluLimit()),
+                    feat.doubleOr("swigluAlpha", clamped ? GPT_OSS_SWIGLU_ALPHA : d.swigluAlpha())));
+        }
         JsonFields dispatch = f.objectOrNull("dispatch");
         if (dispatch != null) {
             dispatch.rejectUnknown(DISPATCH_FIELDS);
@@ -151,6 +168,11 @@ public final class MoeConfigJson {
             throw new IllegalArgumentException(source + ": " + e.getMessage(), e);
         }
     }
+
+    /** Default clamp of {@code CLAMPED_SWIGLU} when {@code features.swigluLimit} is left out (gpt-oss). */
+    private static final double GPT_OSS_SWIGLU_LIMIT = 7.0;
+    /** Default gain of {@code CLAMPED_SWIGLU} when {@code features.swigluAlpha} is left out (gpt-oss). */
+    private static final double GPT_OSS_SWIGLU_ALPHA = 1.702;
 
     /**
      * Returns pretty-printed JSON with every field, in {@link #FIELDS} order.
@@ -193,6 +215,16 @@ public final class MoeConfigJson {
         dispatch.put("chunkFactor", config.dispatch().chunkFactor());
         dispatch.put("chunkRows", config.dispatch().chunkRows());
         m.put("dispatch", dispatch);
+        LayerFeatures lf = config.features();
+        Map<String, Object> feat = new LinkedHashMap<>();
+        feat.put("sharedExpertGate", lf.sharedExpertGate());
+        feat.put("scoreBeforeExperts", lf.scoreBeforeExperts());
+        feat.put("routerBias", lf.routerBias());
+        feat.put("expertLinearBias", lf.expertLinearBias());
+        feat.put("activation", lf.activation().name());
+        feat.put("swigluLimit", lf.swigluLimit());
+        feat.put("swigluAlpha", lf.swigluAlpha());
+        m.put("features", feat);
         try {
             return JsonFields.MAPPER.writer().with(SerializationFeature.INDENT_OUTPUT).writeValueAsString(m) + "\n";
         } catch (JsonProcessingException e) {

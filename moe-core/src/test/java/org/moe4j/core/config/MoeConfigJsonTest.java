@@ -34,6 +34,23 @@ class MoeConfigJsonTest {
         assertEquals(c, MoeConfigJson.read(file));
         MoeConfig small = MoeConfig.builder().hidden(8).experts(4).topK(1).ffn(16).build();
         assertEquals(small, MoeConfigJson.read(MoeConfigJson.write(small)));
+        MoeConfig gptOss = MoeConfig.builder().hidden(8).experts(4).topK(2).ffn(16).routerBias(true)
+                .expertLinearBias(true).clampedSwiglu(7.0, 1.702).build();
+        assertEquals(gptOss, MoeConfigJson.read(MoeConfigJson.write(gptOss)));
+        MoeConfig gated = MoeConfig.builder().hidden(8).experts(4).topK(1).ffn(16).sharedExperts(1, 8)
+                .sharedExpertGate(true).scoreBeforeExperts(true).build();
+        assertEquals(gated, MoeConfigJson.read(MoeConfigJson.write(gated)));
+    }
+
+    @Test
+    void featuresReadWithDefaultsAndClampedSwigluTakesTheGptOssConstants() {
+        MoeConfig c = MoeConfigJson.read("""
+                {"hidden": 16, "experts": 8, "topK": 2, "ffn": 32,
+                 "features": {"routerBias": true, "activation": "clamped_swiglu"}}""");
+        assertEquals(new LayerFeatures(false, false, true, false, ExpertActivation.CLAMPED_SWIGLU, 7.0, 1.702),
+                c.features());
+        assertEquals("MoeConfig JSON: MoeConfig.features.sharedExpertGate=true: needs shared experts (sharedExperts=0)",
+                msg("{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32, \"features\": {\"sharedExpertGate\": true}}"));
     }
 
     @Test
@@ -86,8 +103,11 @@ class MoeConfigJsonTest {
     void anUnknownFieldIsAnErrorListingTheKnownOnes() {
         assertEquals("MoeConfig JSON: unknown field 'topk'; known fields: hidden, experts, topK, ffn, scoreFunction,"
                 + " expertGroups, limitedGroups, groupScore, routeNorm, routeScale, expertBiasCoeff, biasCentering,"
-                + " auxLoss, capacity, sharedExperts, sharedFfn, expertParallel, groupAlignment, expertDtype, dispatch",
+                + " auxLoss, capacity, sharedExperts, sharedFfn, expertParallel, groupAlignment, expertDtype, dispatch, features",
                 msg("{\"hidden\": 16, \"experts\": 8, \"topk\": 2, \"ffn\": 32}"));
+        assertEquals("MoeConfig JSON: unknown field 'features.gate'; known fields of features: sharedExpertGate,"
+                + " scoreBeforeExperts, routerBias, expertLinearBias, activation, swigluLimit, swigluAlpha",
+                msg("{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32, \"features\": {\"gate\": true}}"));
         assertEquals("MoeConfig JSON: unknown field 'auxLoss.alpha'; known fields of auxLoss: switchCoeff, seqCoeff,"
                 + " zCoeff, seqLength",
                 msg("{\"hidden\": 16, \"experts\": 8, \"topK\": 2, \"ffn\": 32, \"auxLoss\": {\"alpha\": 1}}"));

@@ -65,7 +65,17 @@ class MoeConfigTest {
                 rule("expertParallel divides experts", b -> b.expertParallel(3),
                         "MoeConfig.expertParallel=3: must divide experts (8)"),
                 rule("expertDtype F32 or BF16", b -> b.expertDtype(DType.I32),
-                        "MoeConfig.expertDtype=I32: must be F32 or BF16"));
+                        "MoeConfig.expertDtype=I32: must be F32 or BF16"),
+                rule("shared-expert gate needs shared experts", b -> b.sharedExpertGate(true),
+                        "MoeConfig.features.sharedExpertGate=true: needs shared experts (sharedExperts=0)"),
+                rule("clamped SwiGLU limit > 0", b -> b.clampedSwiglu(0, 1.702),
+                        "MoeConfig.features.swigluLimit=0.0: must be finite and > 0 with CLAMPED_SWIGLU"),
+                rule("clamped SwiGLU alpha finite", b -> b.clampedSwiglu(7, Double.NaN),
+                        "MoeConfig.features.swigluAlpha=NaN: must be finite and > 0 with CLAMPED_SWIGLU"),
+                rule("limit and alpha only with the clamped SwiGLU",
+                        b -> b.features(new LayerFeatures(false, false, false, false, ExpertActivation.SWIGLU, 7, 1)),
+                        "MoeConfig.features.swigluLimit=7.0/1.0: limit and alpha apply to CLAMPED_SWIGLU only;"
+                                + " SWIGLU needs limit 0 and alpha 1"));
     }
 
     @ParameterizedTest(name = "{0}")
@@ -84,6 +94,11 @@ class MoeConfigTest {
         assertEquals("MoeConfig.scoreFunction", e.getMessage());
         e = assertThrows(NullPointerException.class, () -> base().capacity(new Capacity(1, null)).build());
         assertEquals("MoeConfig.capacity.policy", e.getMessage());
+        e = assertThrows(NullPointerException.class, () -> base().features(null).build());
+        assertEquals("MoeConfig.features", e.getMessage());
+        e = assertThrows(NullPointerException.class,
+                () -> base().features(new LayerFeatures(false, false, false, false, null, 0, 1)).build());
+        assertEquals("MoeConfig.features.activation", e.getMessage());
     }
 
     @Test
@@ -103,6 +118,8 @@ class MoeConfigTest {
         assertEquals(1, c.expertParallel());
         assertEquals(1, c.groupAlignment());
         assertEquals(DType.F32, c.expertDtype());
+        assertEquals(LayerFeatures.NONE, c.features());
+        assertFalse(c.features().any());
         // limitedGroups left unset follows expertGroups
         assertEquals(4, base().expertGroups(4).build().limitedGroups());
     }

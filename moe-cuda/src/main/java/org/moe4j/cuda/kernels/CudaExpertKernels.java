@@ -45,6 +45,8 @@ public final class CudaExpertKernels implements ExpertKernels {
 
     private final Kernels k;
     private final boolean wgmma;
+    private final Backend backend;
+    private volatile Kernels features; // native/layer_features.cu, loaded on first use
     /** Element-wise adds of the token-block tree (the optimiser module's accumulate kernel), made on first use. */
     private volatile CudaOptimizerKernels adder;
 
@@ -70,6 +72,7 @@ public final class CudaExpertKernels implements ExpertKernels {
             default -> throw new IllegalArgumentException(PATH_PROPERTY + " must be mma or wgmma, got '" + path + "'");
         };
         this.k = new Kernels(backend, "grouped_gemm");
+        this.backend = backend;
         if (wgmma) {
             var dev = k.backend().context().device();
             if (dev.major() != 9 || dev.minor() != 0) {
@@ -652,5 +655,244 @@ public final class CudaExpertKernels implements ExpertKernels {
         }
         k.launch("moe_swiglu_bwd_f32").grid(Math.min(blocks(n, 256), 1 << 20)).block(256).arg(dev("gate", gate))
                 .arg(dev("up", up)).arg(dev("dOut", dOut)).arg(n).arg(dev("dGate", dGate)).arg(dev("dUp", dUp)).launch();
+    }
+
+    // ------------------------------------------------------------ model-family variants (layer_features.cu)
+
+    private Kernels lf() {
+        Kernels f = features;
+        if (f == null) {
+            synchronized (this) {
+                f = features;
+                if (f == null) {
+                    f = new Kernels(backend, "layer_features");
+                    features = f;
+                }
+            }
+        }
+        return f;
+    }
+
+    private static int grid(long n) {
+        return Math.min(blocks(n, 256), 1 << 20);
+    }
+
+    @Override
+    public boolean supportsLayerFeatures() {
+        return true;
+    }
+
+    private static void clampParams(float limit, float alpha) {
+        if (!(limit > 0) || Float.isInfinite(limit) || !(alpha > 0) || Float.isInfinite(alpha)) {
+            throw new IllegalArgumentException("clamped SwiGLU: limit=" + limit + " and alpha=" + alpha
+                    + " must be finite and > 0");
+        }
+    }
+
+    @Override
+    public void clampedSwigluForward(Buffer gate, Buffer up, Buffer out, float limit, float alpha) {
+        clampParams(limit, alpha);
+        f32("gate", gate, -1);
+        f32("up", up, -1);
+        f32("out", out, -1);
+        sameShape("up", up, gate);
+        sameShape("out", out, gate);
+        long n = gate.numel();
+        if (n == 0) {
+            return;
+        }
+        lf().launch("moe_clamped_swiglu_fwd_f32").grid(grid(n)).block(256).arg(dev("gate", gate)).arg(dev("up", up))
+                .arg(n).arg(limit).arg(alpha).arg(dev("out", out)).launch();
+    }
+
+    @Override
+    public void clampedSwigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp, float limit,
+                                      float alpha) {
+        clampParams(limit, alpha);
+        f32("gate", gate, -1);
+        f32("up", up, -1);
+        f32("dOut", dOut, -1);
+        f32("dGate", dGate, -1);
+        f32("dUp", dUp, -1);
+        sameShape("up", up, gate);
+        sameShape("dOut", dOut, gate);
+        sameShape("dGate", dGate, gate);
+        sameShape("dUp", dUp, gate);
+        long n = gate.numel();
+        if (n == 0) {
+            return;
+        }
+        lf().launch("moe_clamped_swiglu_bwd_f32").grid(grid(n)).block(256).arg(dev("gate", gate)).arg(dev("up", up))
+                .arg(dev("dOut", dOut)).arg(n).arg(limit).arg(alpha).arg(dev("dGate", dGate)).arg(dev("dUp", dUp))
+                .launch();
+    }
+
+    /** Group offsets read back (small) and checked like the CPU reference: non-decreasing, within rows. */
+    private static int groupsChecked(Buffer groupOffsets, long rows) {
+        if (groupOffsets.dtype() != DType.I32 || groupOffsets.shape().rank() != 1 || groupOffsets.numel() < 1) {
+            throw new IllegalArgumentException("groupOffsets: expected I32 [groups + 1] but got " + groupOffsets.dtype()
+                    + " " + groupOffsets.shape());
+        }
+        int groups = Math.toIntExact(groupOffsets.numel()) - 1;
+        try (HostBuffer h = groupOffsets.toHost()) {
+            int[] off = h.toIntArray();
+            if (off[0] < 0) {
+                throw new IllegalArgumentException("groupOffsets[0]=" + off[0] + " is negative");
+            }
+            for (int g = 0; g < groups; g++) {
+                if (off[g + 1] < off[g]) {
+                    throw new IllegalArgumentException("groupOffsets must not decrease: groupOffsets[" + (g + 1) + "]="
+                            + off[g + 1] + " < groupOffsets[" + g + "]=" + off[g]);
+                }
+            }
+            if (off[groups] > rows) {
+                throw new IllegalArgumentException("groupOffsets[" + groups + "]=" + off[groups] + " exceeds the " + rows
+                        + " rows of the operand");
+            }
+        }
+        return groups;
+    }
+
+    private static void biasShape(String what, Buffer bias, int groups, long n) {
+        f32(what, bias, -1);
+        if (bias.shape().rank() > 2 || bias.numel() != groups * n) {
+            throw new IllegalArgumentException(what + ": expected " + groups + " x " + n + " elements ([groups, N]) but got "
+                    + bias.shape());
+        }
+    }
+
+    @Override
+    public void addGroupBias(Buffer out, Buffer bias, Buffer groupOffsets) {
+        f32("out", out, 2);
+        long rows = out.shape().dim(0);
+        int n = out.shape().dimInt(1);
+        int groups = groupsChecked(groupOffsets, rows);
+        biasShape("bias", bias, groups, n);
+        if (rows * n == 0 || groups == 0) {
+            return;
+        }
+        lf().launch("moe_group_bias_add_f32").grid(grid(rows * n)).block(256).arg(dev("out", out)).arg(rows).arg(n)
+                .arg(dev("bias", bias)).arg(dev("groupOffsets", groupOffsets)).arg(groups).launch();
+    }
+
+    @Override
+    public void groupBiasGrad(Buffer dOut, Buffer groupOffsets, Buffer dBias) {
+        f32("dOut", dOut, 2);
+        long rows = dOut.shape().dim(0);
+        int n = dOut.shape().dimInt(1);
+        int groups = groupsChecked(groupOffsets, rows);
+        biasShape("dBias", dBias, groups, n);
+        if ((long) groups * n == 0) {
+            return;
+        }
+        lf().launch("moe_group_bias_grad_f32").grid(grid((long) groups * n)).block(256).arg(dev("dOut", dOut)).arg(n)
+                .arg(dev("groupOffsets", groupOffsets)).arg(groups).arg(dev("dBias", dBias)).launch();
+    }
+
+    private static void rowVector(String what, Buffer b, long rows) {
+        f32(what, b, -1);
+        if (b.shape().rank() > 2 || b.numel() != rows) {
+            throw new IllegalArgumentException(what + ": expected " + rows + " elements ([rows] or [rows, 1]) but got "
+                    + b.shape());
+        }
+    }
+
+    @Override
+    public void rowScaleForward(Buffer scale, boolean sigmoid, Buffer x, Buffer out, boolean accumulate) {
+        f32("x", x, 2);
+        f32("out", out, 2);
+        sameShape("out", out, x);
+        long rows = x.shape().dim(0);
+        int n = x.shape().dimInt(1);
+        rowVector("scale", scale, rows);
+        if (rows * n == 0) {
+            return;
+        }
+        lf().launch("moe_row_scale_fwd_f32").grid(grid(rows * n)).block(256).arg(dev("scale", scale)).arg(sigmoid ? 1 : 0)
+                .arg(dev("x", x)).arg(rows).arg(n).arg(dev("out", out)).arg(accumulate ? 1 : 0).launch();
+    }
+
+    @Override
+    public void rowScaleBackward(Buffer scale, boolean sigmoid, Buffer x, Buffer dOut, Buffer dX, Buffer dScale) {
+        f32("x", x, 2);
+        f32("dOut", dOut, 2);
+        f32("dX", dX, 2);
+        sameShape("dOut", dOut, x);
+        sameShape("dX", dX, x);
+        long rows = x.shape().dim(0);
+        int n = x.shape().dimInt(1);
+        rowVector("scale", scale, rows);
+        rowVector("dScale", dScale, rows);
+        if (rows == 0) {
+            return;
+        }
+        lf().launch("moe_row_scale_bwd_f32").grid(grid(rows)).block(256).arg(dev("scale", scale)).arg(sigmoid ? 1 : 0)
+                .arg(dev("x", x)).arg(dev("dOut", dOut)).arg(rows).arg(n).arg(dev("dX", dX)).arg(dev("dScale", dScale))
+                .launch();
+    }
+
+    private static int slots(Buffer x, Buffer expanded) {
+        long tokens = x.shape().dim(0);
+        long rows = expanded.shape().dim(0);
+        if (expanded.shape().dim(1) != x.shape().dim(1) || tokens == 0 && rows != 0
+                || tokens > 0 && (rows % tokens != 0 || rows == 0)) {
+            throw new IllegalArgumentException("slot rows: " + expanded.shape() + " is not [tokens·K, " + x.shape().dim(1)
+                    + "] for " + x.shape());
+        }
+        return tokens == 0 ? 1 : Math.toIntExact(rows / tokens);
+    }
+
+    @Override
+    public void scaleExpand(Buffer x, Buffer w, Buffer out) {
+        f32("x", x, 2);
+        f32("out", out, 2);
+        int kk = slots(x, out);
+        long tokens = x.shape().dim(0);
+        int n = x.shape().dimInt(1);
+        rowVector("w", w, tokens * kk);
+        if (tokens * kk * n == 0) {
+            return;
+        }
+        lf().launch("moe_scale_expand_f32").grid(grid(tokens * kk * n)).block(256).arg(dev("x", x)).arg(dev("w", w))
+                .arg(tokens).arg(kk).arg(n).arg(dev("out", out)).launch();
+    }
+
+    @Override
+    public void scaleExpandBackward(Buffer x, Buffer w, Buffer dOut, Buffer dX, Buffer dW) {
+        f32("x", x, 2);
+        f32("dOut", dOut, 2);
+        f32("dX", dX, 2);
+        sameShape("dX", dX, x);
+        int kk = slots(x, dOut);
+        long tokens = x.shape().dim(0);
+        int n = x.shape().dimInt(1);
+        rowVector("w", w, tokens * kk);
+        rowVector("dW", dW, tokens * kk);
+        if (tokens == 0) {
+            return;
+        }
+        if (n > 0) {
+            lf().launch("moe_scale_expand_bwd_dx_f32").grid(grid(tokens * n)).block(256).arg(dev("w", w))
+                    .arg(dev("dOut", dOut)).arg(tokens).arg(kk).arg(n).arg(dev("dX", dX)).launch();
+        }
+        lf().launch("moe_scale_expand_bwd_dw_f32").grid(grid(tokens * kk)).block(256).arg(dev("x", x))
+                .arg(dev("dOut", dOut)).arg(tokens).arg(kk).arg(n).arg(dev("dW", dW)).launch();
+    }
+
+    @Override
+    public void sumSlots(Buffer y, int topK, Buffer out) {
+        f32("y", y, 2);
+        f32("out", out, 2);
+        if (topK < 1 || out.shape().dim(1) != y.shape().dim(1) || out.shape().dim(0) * topK != y.shape().dim(0)) {
+            throw new IllegalArgumentException("sumSlots: y " + y.shape() + " is not [tokens·" + topK + ", N] for out "
+                    + out.shape());
+        }
+        long tokens = out.shape().dim(0);
+        int n = out.shape().dimInt(1);
+        if (tokens * n == 0) {
+            return;
+        }
+        lf().launch("moe_sum_slots_f32").grid(grid(tokens * n)).block(256).arg(dev("y", y)).arg(tokens).arg(topK).arg(n)
+                .arg(dev("out", out)).launch();
     }
 }

@@ -1,6 +1,6 @@
 package org.moe4j.dispatch.internal;
 
-import static org.moe4j.dispatch.internal.AllToAllDispatcher.closeAll;
+import static org.moe4j.core.buffer.Handover.closeAll;
 
 import java.util.Arrays;
 import org.moe4j.core.DType;

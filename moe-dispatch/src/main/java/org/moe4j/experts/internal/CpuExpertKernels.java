@@ -379,6 +379,312 @@ public final class CpuExpertKernels implements ExpertKernels {
         });
     }
 
+    // ---------------------------------------------------------------- model-family variants
+
+    @Override
+    public boolean supportsLayerFeatures() {
+        return true;
+    }
+
+    private static void clampParams(float limit, float alpha) {
+        if (!(limit > 0) || Float.isInfinite(limit) || !(alpha > 0) || Float.isInfinite(alpha)) {
+            throw new IllegalArgumentException("clamped SwiGLU: limit=" + limit + " and alpha=" + alpha
+                    + " must be finite and > 0");
+        }
+    }
+
+    private static float sigmoid(float v) {
+        return (float) (1.0 / (1.0 + Math.exp(-v)));
+    }
+
+    @Override
+    public void clampedSwigluForward(Buffer gate, Buffer up, Buffer out, float limit, float alpha) {
+        clampParams(limit, alpha);
+        HostBuffer g = f32("gate", gate, -1);
+        HostBuffer u = f32("up", up, -1);
+        HostBuffer o = f32("out", out, -1);
+        sameShape("up", u, g);
+        sameShape("out", o, g);
+        MemorySegment gs = g.segment();
+        MemorySegment us = u.segment();
+        MemorySegment os = o.segment();
+        int n = Math.toIntExact(g.numel());
+        parallel.forEachChunk(n, ELEMENTWISE_CHUNK, (chunk, from, to) -> {
+            for (int i = from; i < to; i++) {
+                float gc = Math.min(gs.getAtIndex(F32, i), limit);
+                float uc = Math.max(-limit, Math.min(us.getAtIndex(F32, i), limit));
+                os.setAtIndex(F32, i, (uc + 1f) * (gc * sigmoid(alpha * gc)));
+            }
+        });
+    }
+
+    @Override
+    public void clampedSwigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp, float limit,
+                                      float alpha) {
+        clampParams(limit, alpha);
+        HostBuffer g = f32("gate", gate, -1);
+        HostBuffer u = f32("up", up, -1);
+        HostBuffer d = f32("dOut", dOut, -1);
+        HostBuffer dg = f32("dGate", dGate, -1);
+        HostBuffer du = f32("dUp", dUp, -1);
+        sameShape("up", u, g);
+        sameShape("dOut", d, g);
+        sameShape("dGate", dg, g);
+        sameShape("dUp", du, g);
+        MemorySegment gs = g.segment();
+        MemorySegment us = u.segment();
+        MemorySegment ds = d.segment();
+        MemorySegment dgs = dg.segment();
+        MemorySegment dus = du.segment();
+        int n = Math.toIntExact(g.numel());
+        parallel.forEachChunk(n, ELEMENTWISE_CHUNK, (chunk, from, to) -> {
+            for (int i = from; i < to; i++) {
+                float gv = gs.getAtIndex(F32, i);
+                float uv = us.getAtIndex(F32, i);
+                float dy = ds.getAtIndex(F32, i);
+                float gc = Math.min(gv, limit);
+                float uc = Math.max(-limit, Math.min(uv, limit));
+                float sig = sigmoid(alpha * gc);
+                float glu = gc * sig;
+                float dGlu = dy * (uc + 1f);
+                float dgc = dGlu * (sig + alpha * gc * sig * (1f - sig));
+                dgs.setAtIndex(F32, i, gv <= limit ? dgc : 0f);
+                dus.setAtIndex(F32, i, uv >= -limit && uv <= limit ? dy * glu : 0f);
+            }
+        });
+    }
+
+    private static HostBuffer biasOf(String name, Buffer bias, int groups, int n) {
+        HostBuffer b = f32(name, bias, -1);
+        if (b.shape().rank() > 2 || b.numel() != (long) groups * n) {
+            throw new IllegalArgumentException(name + ": expected " + groups + " x " + n + " elements ([groups, N]) but got "
+                    + b.shape());
+        }
+        return b;
+    }
+
+    @Override
+    public void addGroupBias(Buffer out, Buffer bias, Buffer groupOffsets) {
+        HostBuffer o = f32("out", out, 2);
+        int rows = dim(o, 0);
+        int n = dim(o, 1);
+        int groups = Math.toIntExact(host("groupOffsets", groupOffsets).numel()) - 1;
+        int[] off = offsets(groupOffsets, groups, rows);
+        HostBuffer b = biasOf("bias", bias, groups, n);
+        MemorySegment os = o.segment();
+        MemorySegment bs = b.segment();
+        parallel.forEachChunk(rows, 64, (chunk, from, to) -> {
+            int g = 0;
+            for (int r = from; r < to; r++) {
+                while (g < groups && r >= off[g + 1]) {
+                    g++;
+                }
+                if (g == groups || r < off[g]) {
+                    continue; // outside every group
+                }
+                long ro = (long) r * n;
+                long bo = (long) g * n;
+                for (int c = 0; c < n; c++) {
+                    os.setAtIndex(F32, ro + c, os.getAtIndex(F32, ro + c) + bs.getAtIndex(F32, bo + c));
+                }
+            }
+        });
+    }
+
+    @Override
+    public void groupBiasGrad(Buffer dOut, Buffer groupOffsets, Buffer dBias) {
+        HostBuffer d = f32("dOut", dOut, 2);
+        int rows = dim(d, 0);
+        int n = dim(d, 1);
+        int groups = Math.toIntExact(host("groupOffsets", groupOffsets).numel()) - 1;
+        int[] off = offsets(groupOffsets, groups, rows);
+        HostBuffer b = biasOf("dBias", dBias, groups, n);
+        MemorySegment ds = d.segment();
+        MemorySegment bs = b.segment();
+        // one task per (group, column block): rows summed in ascending order
+        int colBlock = 256;
+        int colBlocks = (n + colBlock - 1) / colBlock;
+        parallel.forEachChunk(groups * colBlocks, 1, (chunk, from, to) -> {
+            for (int task = from; task < to; task++) {
+                int g = task / colBlocks;
+                int c0 = (task % colBlocks) * colBlock;
+                int c1 = Math.min(n, c0 + colBlock);
+                for (int c = c0; c < c1; c++) {
+                    float acc = bs.getAtIndex(F32, (long) g * n + c);
+                    for (int r = off[g]; r < off[g + 1]; r++) {
+                        acc += ds.getAtIndex(F32, (long) r * n + c);
+                    }
+                    bs.setAtIndex(F32, (long) g * n + c, acc);
+                }
+            }
+        });
+    }
+
+    private static HostBuffer rowsOf(String name, Buffer scale, int rows) {
+        HostBuffer h = f32(name, scale, -1);
+        if (h.shape().rank() > 2 || h.numel() != rows) {
+            throw new IllegalArgumentException(name + ": expected " + rows + " elements ([rows] or [rows, 1]) but got "
+                    + h.shape());
+        }
+        return h;
+    }
+
+    @Override
+    public void rowScaleForward(Buffer scale, boolean sigmoid, Buffer x, Buffer out, boolean accumulate) {
+        HostBuffer xh = f32("x", x, 2);
+        HostBuffer o = f32("out", out, 2);
+        sameShape("out", o, xh);
+        int rows = dim(xh, 0);
+        int n = dim(xh, 1);
+        HostBuffer s = rowsOf("scale", scale, rows);
+        MemorySegment xs = xh.segment();
+        MemorySegment os = o.segment();
+        MemorySegment ss = s.segment();
+        parallel.forEachChunk(rows, 64, (chunk, from, to) -> {
+            for (int r = from; r < to; r++) {
+                float f = ss.getAtIndex(F32, r);
+                if (sigmoid) {
+                    f = sigmoid(f);
+                }
+                long ro = (long) r * n;
+                for (int c = 0; c < n; c++) {
+                    float v = f * xs.getAtIndex(F32, ro + c);
+                    os.setAtIndex(F32, ro + c, accumulate ? os.getAtIndex(F32, ro + c) + v : v);
+                }
+            }
+        });
+    }
+
+    @Override
+    public void rowScaleBackward(Buffer scale, boolean sigmoid, Buffer x, Buffer dOut, Buffer dX, Buffer dScale) {
+        HostBuffer xh = f32("x", x, 2);
+        HostBuffer d = f32("dOut", dOut, 2);
+        HostBuffer dx = f32("dX", dX, 2);
+        sameShape("dOut", d, xh);
+        sameShape("dX", dx, xh);
+        int rows = dim(xh, 0);
+        int n = dim(xh, 1);
+        HostBuffer s = rowsOf("scale", scale, rows);
+        HostBuffer ds = rowsOf("dScale", dScale, rows);
+        MemorySegment xs = xh.segment();
+        MemorySegment dys = d.segment();
+        MemorySegment dxs = dx.segment();
+        MemorySegment ss = s.segment();
+        MemorySegment dss = ds.segment();
+        parallel.forEachChunk(rows, 64, (chunk, from, to) -> {
+            for (int r = from; r < to; r++) {
+                float raw = ss.getAtIndex(F32, r);
+                float f = sigmoid ? sigmoid(raw) : raw;
+                float df = sigmoid ? f * (1f - f) : 1f;
+                long ro = (long) r * n;
+                float dot = 0f;
+                for (int c = 0; c < n; c++) {
+                    float dy = dys.getAtIndex(F32, ro + c);
+                    dot += dy * xs.getAtIndex(F32, ro + c);
+                    dxs.setAtIndex(F32, ro + c, f * dy);
+                }
+                dss.setAtIndex(F32, r, df * dot);
+            }
+        });
+    }
+
+    private static int slots(HostBuffer x, HostBuffer expanded) {
+        int tokens = dim(x, 0);
+        int rows = dim(expanded, 0);
+        if (dim(expanded, 1) != dim(x, 1) || tokens == 0 && rows != 0 || tokens > 0 && (rows % tokens != 0 || rows == 0)) {
+            throw new IllegalArgumentException("slot rows: " + expanded.shape() + " is not [tokens·K, " + dim(x, 1)
+                    + "] for " + x.shape());
+        }
+        return tokens == 0 ? 1 : rows / tokens;
+    }
+
+    @Override
+    public void scaleExpand(Buffer x, Buffer w, Buffer out) {
+        HostBuffer xh = f32("x", x, 2);
+        HostBuffer o = f32("out", out, 2);
+        int k = slots(xh, o);
+        int tokens = dim(xh, 0);
+        int n = dim(xh, 1);
+        HostBuffer wh = rowsOf("w", w, tokens * k);
+        MemorySegment xs = xh.segment();
+        MemorySegment os = o.segment();
+        MemorySegment ws = wh.segment();
+        parallel.forEachChunk(tokens, 64, (chunk, from, to) -> {
+            for (int t = from; t < to; t++) {
+                for (int j = 0; j < k; j++) {
+                    float f = ws.getAtIndex(F32, (long) t * k + j);
+                    long ro = ((long) t * k + j) * n;
+                    for (int c = 0; c < n; c++) {
+                        os.setAtIndex(F32, ro + c, f * xs.getAtIndex(F32, (long) t * n + c));
+                    }
+                }
+            }
+        });
+    }
+
+    @Override
+    public void scaleExpandBackward(Buffer x, Buffer w, Buffer dOut, Buffer dX, Buffer dW) {
+        HostBuffer xh = f32("x", x, 2);
+        HostBuffer d = f32("dOut", dOut, 2);
+        HostBuffer dx = f32("dX", dX, 2);
+        sameShape("dX", dx, xh);
+        int k = slots(xh, d);
+        int tokens = dim(xh, 0);
+        int n = dim(xh, 1);
+        HostBuffer wh = rowsOf("w", w, tokens * k);
+        HostBuffer dwh = rowsOf("dW", dW, tokens * k);
+        MemorySegment xs = xh.segment();
+        MemorySegment ds = d.segment();
+        MemorySegment dxs = dx.segment();
+        MemorySegment ws = wh.segment();
+        MemorySegment dws = dwh.segment();
+        parallel.forEachChunk(tokens, 64, (chunk, from, to) -> {
+            for (int t = from; t < to; t++) {
+                long xo = (long) t * n;
+                for (int c = 0; c < n; c++) {
+                    float acc = 0f;
+                    for (int j = 0; j < k; j++) {
+                        acc += ws.getAtIndex(F32, (long) t * k + j) * ds.getAtIndex(F32, ((long) t * k + j) * n + c);
+                    }
+                    dxs.setAtIndex(F32, xo + c, acc);
+                }
+                for (int j = 0; j < k; j++) {
+                    long ro = ((long) t * k + j) * n;
+                    float dot = 0f;
+                    for (int c = 0; c < n; c++) {
+                        dot += ds.getAtIndex(F32, ro + c) * xs.getAtIndex(F32, xo + c);
+                    }
+                    dws.setAtIndex(F32, (long) t * k + j, dot);
+                }
+            }
+        });
+    }
+
+    @Override
+    public void sumSlots(Buffer y, int topK, Buffer out) {
+        HostBuffer yh = f32("y", y, 2);
+        HostBuffer o = f32("out", out, 2);
+        if (topK < 1 || dim(o, 1) != dim(yh, 1) || (long) dim(o, 0) * topK != dim(yh, 0)) {
+            throw new IllegalArgumentException("sumSlots: y " + yh.shape() + " is not [tokens·" + topK + ", N] for out "
+                    + o.shape());
+        }
+        int tokens = dim(o, 0);
+        int n = dim(o, 1);
+        MemorySegment ys = yh.segment();
+        MemorySegment os = o.segment();
+        parallel.forEachChunk(tokens, 64, (chunk, from, to) -> {
+            for (int t = from; t < to; t++) {
+                for (int c = 0; c < n; c++) {
+                    float acc = 0f;
+                    for (int j = 0; j < topK; j++) {
+                        acc += ys.getAtIndex(F32, ((long) t * topK + j) * n + c);
+                    }
+                    os.setAtIndex(F32, (long) t * n + c, acc);
+                }
+            }
+        });
+    }
+
     // ---------------------------------------------------------------- GEMM driver
 
     private void run(Gemm[] gemms, GemmSpec spec) {

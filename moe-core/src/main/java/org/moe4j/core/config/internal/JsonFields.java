@@ -72,6 +72,24 @@ public final class JsonFields {
         return v != null && !v.isNull();
     }
 
+    /**
+     * @param name field name
+     * @return true if the field is present with the JSON value {@code null}
+     */
+    public boolean isNull(String name) {
+        JsonNode v = node.get(name);
+        return v != null && v.isNull();
+    }
+
+    /**
+     * @param name field name
+     * @return the field's value as compact JSON text (for messages), or {@code null} when absent
+     */
+    public String rawText(String name) {
+        JsonNode v = node.get(name);
+        return v == null ? null : v.toString();
+    }
+
     /** @return the field names present, in document order */
     public List<String> names() {
         List<String> names = new ArrayList<>();
