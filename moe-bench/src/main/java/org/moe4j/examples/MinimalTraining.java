@@ -53,7 +53,8 @@ public final class MinimalTraining {
                         losses[step] = mseAndGradient(f.output(), target(comm.rank(), tokens, config.hidden()), dY);
                         layer.backward(f.context(), dY);                   // gate, expert, shared grads; returns dX
                         layer.reduceGradients();                           // replicated grads over ranks (no-op once backward did it)
-                        if (!optimiser.step().applied()) {                // a NaN/Inf gradient: the step was skipped
+                        // collective: if any rank's grads hold a NaN/Inf, every rank skips (replicas stay equal)
+                        if (!optimiser.step(layer.communicator()).applied()) {
                             throw new IllegalStateException("step " + step + ": non-finite gradient");
                         }
                         optimiser.zeroGrad();

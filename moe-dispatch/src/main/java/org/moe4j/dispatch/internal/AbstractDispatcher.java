@@ -83,7 +83,10 @@ public abstract class AbstractDispatcher implements Dispatcher {
     }
 
     /**
-     * Checks the inputs of {@link #dispatch} (shapes and dtypes; expert ids are checked by the kernels).
+     * Checks the inputs of {@link #dispatch}: null or closed buffers, shapes and dtypes, and routing
+     * weights that are NaN or infinite in a non-empty slot ({@link DispatchKernels#firstNonFiniteWeight},
+     * counted as a host read when {@link DispatchKernels#nonFiniteWeightScanReadsBack()}); expert ids
+     * are checked by the kernels.
      *
      * @param x           {@code [tokens, hidden]}
      * @param topkIdx     I32 {@code [tokens, topK]}
@@ -116,6 +119,9 @@ public abstract class AbstractDispatcher implements Dispatcher {
         if (tokens * topK > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("topkIdx: " + tokens + " tokens x " + topK + " slots = " + tokens * topK
                     + " overflows the I32 slot index");
+        }
+        if (kernels.nonFiniteWeightScanReadsBack()) {
+            countHostRead(); // the non-finite weight scan is host-staged on device backends today
         }
         long bad = kernels.firstNonFiniteWeight(topkIdx, topkWeights);
         if (bad >= 0) {
