@@ -340,7 +340,10 @@ public final class MoeLayer implements AutoCloseable {
         return BufferScope.open("MoeLayer rank " + comm.rank() + " step", allocator);
     }
 
-    /** @return the allocator counting this layer's state and the buffers of its step scopes */
+    /**
+     * Returns the allocator counting this layer's state and the buffers of its step scopes.
+     * @return the allocator counting this layer's state and the buffers of its step scopes
+     */
     public BufferAllocator allocator() {
         return allocator;
     }

@@ -19,6 +19,7 @@ import org.moe4j.core.buffer.Buffer;
  */
 public interface Scratch extends AutoCloseable {
     /**
+     * Returns a buffer with undefined contents; hand it back with {@link #give}.
      * @param dtype element type
      * @param shape shape
      * @return a buffer with undefined contents; hand it back with {@link #give}
@@ -27,6 +28,7 @@ public interface Scratch extends AutoCloseable {
     Buffer take(DType dtype, Shape shape);
 
     /**
+     * Returns a buffer with undefined contents; hand it back with {@link #give}.
      * @param dtype element type
      * @param dims  dimensions
      * @return a buffer with undefined contents; hand it back with {@link #give}

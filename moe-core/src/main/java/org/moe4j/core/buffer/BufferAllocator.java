@@ -46,12 +46,16 @@ public final class BufferAllocator implements AutoCloseable {
         this.parent = parent;
     }
 
-    /** @return the process-wide root allocator (never closed) */
+    /**
+     * Returns the process-wide root allocator (never closed).
+     * @return the process-wide root allocator (never closed)
+     */
     public static BufferAllocator root() {
         return ROOT;
     }
 
     /**
+     * Returns the allocator of the innermost active {@link BufferScope} on this thread that has one, else {@link #root()}.
      * @return the allocator of the innermost active {@link BufferScope} on this thread that has one,
      *         else {@link #root()}
      */
@@ -60,12 +64,16 @@ public final class BufferAllocator implements AutoCloseable {
         return a != null ? a : ROOT;
     }
 
-    /** @return whether allocation sites are recorded now ({@value #DEBUG_PROPERTY}) */
+    /**
+     * Returns whether allocation sites are recorded now ({@value #DEBUG_PROPERTY}).
+     * @return whether allocation sites are recorded now ({@value #DEBUG_PROPERTY})
+     */
     public static boolean debugEnabled() {
         return Boolean.getBoolean(DEBUG_PROPERTY);
     }
 
     /**
+     * Returns an id that is smaller than the id of every buffer registered after this call (see {@link #liveSince(long)}).
      * @return an id that is smaller than the id of every buffer registered after this call (see
      *         {@link #liveSince(long)})
      */
@@ -107,27 +115,42 @@ public final class BufferAllocator implements AutoCloseable {
         return BufferScope.use(this);
     }
 
-    /** @return the name (a child's name is prefixed with its parent's, e.g. {@code root/MoeLayer rank 0}) */
+    /**
+     * Returns the name (a child's name is prefixed with its parent's, e.g. {@code root/MoeLayer rank 0}).
+     * @return the name (a child's name is prefixed with its parent's, e.g. {@code root/MoeLayer rank 0})
+     */
     public String name() {
         return parent == null ? name : parent.name() + "/" + name;
     }
 
-    /** @return the parent, or null for the root */
+    /**
+     * Returns the parent, or null for the root.
+     * @return the parent, or null for the root
+     */
     public BufferAllocator parent() {
         return parent;
     }
 
-    /** @return bytes of the live buffers of this allocator and its children */
+    /**
+     * Returns bytes of the live buffers of this allocator and its children.
+     * @return bytes of the live buffers of this allocator and its children
+     */
     public long liveBytes() {
         return liveBytes.get();
     }
 
-    /** @return the most bytes live at once in this allocator and its children */
+    /**
+     * Returns the most bytes live at once in this allocator and its children.
+     * @return the most bytes live at once in this allocator and its children
+     */
     public long peakBytes() {
         return peakBytes.get();
     }
 
-    /** @return live buffers of this allocator and its open children */
+    /**
+     * Returns live buffers of this allocator and its open children.
+     * @return live buffers of this allocator and its open children
+     */
     public int liveCount() {
         int n = live.size();
         for (BufferAllocator c : children) {
@@ -136,12 +159,18 @@ public final class BufferAllocator implements AutoCloseable {
         return n;
     }
 
-    /** @return buffers ever registered with this allocator and its children */
+    /**
+     * Returns buffers ever registered with this allocator and its children.
+     * @return buffers ever registered with this allocator and its children
+     */
     public long allocationCount() {
         return allocations.get();
     }
 
-    /** @return true after {@link #close()} */
+    /**
+     * Returns true after {@link #close()}.
+     * @return true after {@link #close()}
+     */
     public boolean isClosed() {
         return closed;
     }
@@ -182,6 +211,7 @@ public final class BufferAllocator implements AutoCloseable {
     }
 
     /**
+     * Returns one line per live buffer of this allocator and its children, oldest first, with its allocation site when it was recorded.
      * @return one line per live buffer of this allocator and its children, oldest first, with its
      *         allocation site when it was recorded
      */
@@ -190,6 +220,7 @@ public final class BufferAllocator implements AutoCloseable {
     }
 
     /**
+     * Returns one line per live buffer registered after {@code mark} (this allocator and its children), oldest first.
      * @param mark a value of {@link #mark()}
      * @return one line per live buffer registered after {@code mark} (this allocator and its
      *         children), oldest first
@@ -202,6 +233,7 @@ public final class BufferAllocator implements AutoCloseable {
     }
 
     /**
+     * Returns bytes of the live buffers registered after {@code mark}.
      * @param mark a value of {@link #mark()}
      * @return bytes of the live buffers registered after {@code mark}
      */
@@ -318,12 +350,18 @@ public final class BufferAllocator implements AutoCloseable {
             this.site = site;
         }
 
-        /** @return the allocator the buffer belongs to */
+        /**
+         * Returns the allocator the buffer belongs to.
+         * @return the allocator the buffer belongs to
+         */
         public BufferAllocator allocator() {
             return allocator;
         }
 
-        /** @return the allocation site, or null when {@value #DEBUG_PROPERTY} was off */
+        /**
+         * Returns the allocation site, or null when {@value #DEBUG_PROPERTY} was off.
+         * @return the allocation site, or null when {@value #DEBUG_PROPERTY} was off
+         */
         public String site() {
             return site;
         }

@@ -70,6 +70,7 @@ public final class BufferScope implements AutoCloseable {
     }
 
     /**
+     * Returns the open, active scope.
      * @param name name used in messages
      * @return the open, active scope
      * @throws NullPointerException if {@code name} is null
@@ -79,6 +80,7 @@ public final class BufferScope implements AutoCloseable {
     }
 
     /**
+     * Returns the open, active scope.
      * @param name      name used in messages
      * @param allocator counts the host buffers made while this scope is active, or null to inherit
      *                  the enclosing scope's (or {@link BufferAllocator#root()})
@@ -112,7 +114,10 @@ public final class BufferScope implements AutoCloseable {
         return new BufferScope(name, null, allocator);
     }
 
-    /** @return the innermost active scope on this thread, or null when none is */
+    /**
+     * Returns the innermost active scope on this thread, or null when none is.
+     * @return the innermost active scope on this thread, or null when none is
+     */
     public static BufferScope current() {
         return owner(ACTIVE.get());
     }
@@ -200,12 +205,18 @@ public final class BufferScope implements AutoCloseable {
         }
     }
 
-    /** @return the name */
+    /**
+     * Returns the name.
+     * @return the name
+     */
     public String name() {
         return name;
     }
 
-    /** @return the allocator this scope counts its new host buffers in, or null when it inherits */
+    /**
+     * Returns the allocator this scope counts its new host buffers in, or null when it inherits.
+     * @return the allocator this scope counts its new host buffers in, or null when it inherits
+     */
     public BufferAllocator allocator() {
         return allocator;
     }
@@ -268,6 +279,7 @@ public final class BufferScope implements AutoCloseable {
     }
 
     /**
+     * Returns whether this scope owns it.
      * @param buffer a buffer
      * @return whether this scope owns it
      */
@@ -280,7 +292,10 @@ public final class BufferScope implements AutoCloseable {
         return false;
     }
 
-    /** @return number of owned buffers that are still open */
+    /**
+     * Returns number of owned buffers that are still open.
+     * @return number of owned buffers that are still open
+     */
     public int liveCount() {
         int n = 0;
         for (Buffer b : owned) {
@@ -291,7 +306,10 @@ public final class BufferScope implements AutoCloseable {
         return n;
     }
 
-    /** @return true after {@link #close()} */
+    /**
+     * Returns true after {@link #close()}.
+     * @return true after {@link #close()}
+     */
     public boolean isClosed() {
         return closed;
     }

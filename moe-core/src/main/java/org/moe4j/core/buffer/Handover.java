@@ -35,6 +35,7 @@ public final class Handover implements AutoCloseable {
     }
 
     /**
+     * Returns {@code resource}.
      * @param resource a resource to close unless released (null is ignored)
      * @param <T>      its type
      * @return {@code resource}

@@ -89,6 +89,7 @@ public final class HostView implements AutoCloseable {
     }
 
     /**
+     * Returns the host values: valid until {@link #close()}.
      * @return the host values: valid until {@link #close()}
      * @throws BufferClosedException after close
      */
@@ -99,7 +100,10 @@ public final class HostView implements AutoCloseable {
         return host;
     }
 
-    /** @return whether the values were copied (the buffer is not host memory) */
+    /**
+     * Returns whether the values were copied (the buffer is not host memory).
+     * @return whether the values were copied (the buffer is not host memory)
+     */
     public boolean isStaged() {
         return staged;
     }

@@ -19,17 +19,25 @@ import java.util.Set;
  * @param mark the {@link BufferAllocator#mark()} taken at the start
  */
 public record LeakCheck(long mark) {
-    /** @return a check of everything allocated from now on */
+    /**
+     * Returns a check of everything allocated from now on.
+     * @return a check of everything allocated from now on
+     */
     public static LeakCheck start() {
         return new LeakCheck(BufferAllocator.mark());
     }
 
-    /** @return one line per buffer allocated since the start and still live */
+    /**
+     * Returns one line per buffer allocated since the start and still live.
+     * @return one line per buffer allocated since the start and still live
+     */
     public List<String> live() {
         return BufferAllocator.root().liveSince(mark);
     }
 
     /**
+     * Fails if any buffer allocated since the start is still live.
+     *
      * @param where names the checked code in the message
      * @throws MemoryLeakException if a buffer allocated since the start is still live
      */
@@ -38,6 +46,8 @@ public record LeakCheck(long mark) {
     }
 
     /**
+     * Fails if any buffer allocated since the start is still live, except those already reported.
+     *
      * @param where   names the checked code in the message
      * @param ignored lines of {@link #live()} already reported elsewhere
      * @throws MemoryLeakException if a buffer allocated since the start, and not in {@code ignored},

@@ -16,6 +16,7 @@ public final class MemoryLeakException extends IllegalStateException {
     private final long bytes;
 
     /**
+     * Creates the exception.
      * @param where  the allocator or check that found the leak
      * @param leaked one line per live buffer
      * @param bytes  their total size
@@ -27,12 +28,18 @@ public final class MemoryLeakException extends IllegalStateException {
         this.bytes = bytes;
     }
 
-    /** @return one line per leaked buffer, oldest first */
+    /**
+     * Returns one line per leaked buffer, oldest first.
+     * @return one line per leaked buffer, oldest first
+     */
     public List<String> leakedBuffers() {
         return leaked;
     }
 
-    /** @return total size of the leaked buffers */
+    /**
+     * Returns total size of the leaked buffers.
+     * @return total size of the leaked buffers
+     */
     public long leakedBytes() {
         return bytes;
     }
