@@ -1,8 +1,11 @@
 package org.moe4j.examples;
 
 import java.util.List;
+import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.BufferScope;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.config.ScoreFunction;
 import org.moe4j.core.init.ParamInit;
@@ -13,7 +16,9 @@ import org.moe4j.optim.AdamW;
 /**
  * The README's usage example as a program that compiles and runs: an MoE layer over 4 in-process
  * expert-parallel ranks learns to map random inputs to a fixed target with AdamW. The "model" around
- * the layer is a mean-squared-error loss, so {@code dY = 2 (y - target) / numel}.
+ * the layer is a mean-squared-error loss, so {@code dY = 2 (y - target) / numel}. Each step runs in
+ * the layer's {@link BufferScope}: the batch, the output, {@code dY} and {@code dX} are freed when it
+ * closes, so the loop cannot leak.
  */
 public final class MinimalTraining {
     private MinimalTraining() {
@@ -39,41 +44,54 @@ public final class MinimalTraining {
         return LocalGroup.run(4, comm -> {
             double[] losses = new double[steps];
             try (MoeLayer layer = MoeLayer.builder(config, comm).seed(42).build();
-                 HostBuffer x = HostBuffer.allocate(org.moe4j.core.DType.F32, tokens, config.hidden());
-                 HostBuffer target = HostBuffer.allocate(org.moe4j.core.DType.F32, tokens, config.hidden())) {
-                // this rank's fixed batch and target, drawn from the counter-based initialiser
-                ParamInit.fillUniform(x, 7, 1000 + comm.rank(), 0, 1f);
-                ParamInit.fillUniform(target, 7, 2000 + comm.rank(), 0, 0.1f);
-                AdamW optimiser = new AdamW(layer.parameters(), AdamW.Options.defaults(3e-3));
+                 AdamW optimiser = new AdamW(layer.parameters(), AdamW.Options.defaults(3e-3))) {
                 for (int step = 0; step < steps; step++) {
-                    MoeLayer.Forward f = layer.forward(x);         // route -> dispatch -> experts -> combine
-                    try (HostBuffer y = (HostBuffer) f.output();
-                         HostBuffer dY = HostBuffer.allocate(org.moe4j.core.DType.F32, tokens, config.hidden())) {
-                        losses[step] = mseAndGradient(y, target, dY);
-                        try (Buffer dX = layer.backward(f.context(), dY)) { // gate, expert, shared grads
-                            layer.reduceGradients();               // replicated grads over ranks (no-op once backward did it)
+                    try (BufferScope _ = layer.newScope()) {               // frees everything this step makes
+                        Buffer x = batch(comm.rank(), tokens, config.hidden()); // this rank's fixed batch
+                        MoeLayer.Forward f = layer.forward(x);             // route -> dispatch -> experts -> combine
+                        HostBuffer dY = HostBuffer.allocate(DType.F32, tokens, config.hidden());
+                        losses[step] = mseAndGradient(f.output(), target(comm.rank(), tokens, config.hidden()), dY);
+                        layer.backward(f.context(), dY);                   // gate, expert, shared grads; returns dX
+                        layer.reduceGradients();                           // replicated grads over ranks (no-op once backward did it)
+                        // collective: if any rank's grads hold a NaN/Inf, every rank skips (replicas stay equal)
+                        if (!optimiser.step(layer.communicator()).applied()) {
+                            throw new IllegalStateException("step " + step + ": non-finite gradient");
                         }
+                        optimiser.zeroGrad();
+                        layer.updateExpertBias();                          // from the load summed over ranks
                     }
-                    if (!optimiser.step().applied()) {            // a NaN/Inf gradient: the step was skipped
-                        throw new IllegalStateException("step " + step + ": non-finite gradient");
-                    }
-                    optimiser.zeroGrad();
-                    layer.updateExpertBias();                      // from the load summed over ranks
                 }
             }
             return losses;
         });
     }
 
-    private static double mseAndGradient(HostBuffer y, HostBuffer target, HostBuffer dY) {
-        long n = y.numel();
-        double loss = 0;
-        for (long i = 0; i < n; i++) {
-            float d = y.getFloat(i) - target.getFloat(i);
-            loss += (double) d * d;
-            dY.setFloat(i, 2f * d / n);
+    /** This rank's fixed batch, drawn from the counter-based initialiser (owned by the active scope). */
+    private static Buffer batch(int rank, int tokens, int hidden) {
+        HostBuffer x = HostBuffer.allocate(DType.F32, tokens, hidden);
+        ParamInit.fillUniform(x, 7, 1000 + rank, 0, 1f);
+        return x;
+    }
+
+    /** This rank's fixed target (owned by the active scope). */
+    private static HostBuffer target(int rank, int tokens, int hidden) {
+        HostBuffer t = HostBuffer.allocate(DType.F32, tokens, hidden);
+        ParamInit.fillUniform(t, 7, 2000 + rank, 0, 0.1f);
+        return t;
+    }
+
+    private static double mseAndGradient(Buffer output, HostBuffer target, HostBuffer dY) {
+        try (HostView v = output.hostView(HostView.Mode.READ)) { // in place on the CPU, a download on a GPU
+            HostBuffer y = v.host();
+            long n = y.numel();
+            double loss = 0;
+            for (long i = 0; i < n; i++) {
+                float d = y.getFloat(i) - target.getFloat(i);
+                loss += (double) d * d;
+                dY.setFloat(i, 2f * d / n);
+            }
+            return loss / n;
         }
-        return loss / n;
     }
 
     /**

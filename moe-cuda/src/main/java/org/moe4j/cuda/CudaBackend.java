@@ -6,6 +6,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Availability;
 import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.PooledBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 
@@ -18,11 +19,7 @@ import org.moe4j.core.buffer.HostBuffer;
  * else 0. Context, pool, compute stream and loaded modules are shared by every instance in the process
  * (ServiceLoader makes a new instance per lookup) and live as long as the process.
  */
-public final class CudaBackend implements Backend {
-    /** Creates the CUDA backend (ServiceLoader instantiates it; the shared device state is created on first use). */
-    public CudaBackend() {
-    }
-
+public final class CudaBackend implements PooledBackend {
     /** Name used by {@code moe4j.backend=cuda}. */
     public static final String NAME = "cuda";
     /** Selection priority: above the CPU backend's 0. */
@@ -34,6 +31,55 @@ public final class CudaBackend implements Backend {
 
     private static final Map<Integer, Shared> SHARED = new ConcurrentHashMap<>();
     private static volatile Availability probed;
+
+    private final DevicePool ownPool; // null: the process-wide pool of the device
+    private final String poolName;
+
+    /**
+     * Creates the backend over the process-wide pool of its device (what {@code ServiceLoader} makes;
+     * the shared device state is created on first use).
+     */
+    public CudaBackend() {
+        this(null, null);
+    }
+
+    private CudaBackend(DevicePool ownPool, String poolName) {
+        this.ownPool = ownPool;
+        this.poolName = poolName;
+    }
+
+    /**
+     * A backend on the same device, context, stream and kernels whose buffers come from a new
+     * {@link DevicePool} (on the context's default stream, as the shared pool): closing it reports
+     * the buffers still live ({@code memory leaked}).
+     *
+     * @param name names the pool in messages
+     * @return the pooled backend
+     * @throws NullPointerException  if {@code name} is null
+     * @throws IllegalStateException naming the reason when the backend is unavailable
+     */
+    @Override
+    public CudaBackend newPool(String name) {
+        java.util.Objects.requireNonNull(name, "name");
+        return new CudaBackend(shared().context.createPool(), name);
+    }
+
+    /**
+     * Closes this backend's own pool (see {@link #newPool}); a no-op for the process-wide one.
+     *
+     * @throws IllegalStateException {@code memory leaked ...} if buffers of the own pool were still live
+     */
+    @Override
+    public void close() {
+        if (ownPool == null) {
+            return;
+        }
+        try {
+            ownPool.close();
+        } catch (IllegalStateException e) {
+            throw new IllegalStateException(poolName + ": " + e.getMessage(), e);
+        }
+    }
 
     /** Per-device state shared by all instances. */
     private static final class Shared {
@@ -132,7 +178,7 @@ public final class CudaBackend implements Backend {
      * @return the pool that {@link #allocate} draws from
      */
     public DevicePool pool() {
-        return shared().pool;
+        return ownPool != null ? ownPool : shared().pool;
     }
 
     /**

@@ -38,6 +38,9 @@ public final class CudaGraph implements AutoCloseable {
      * @throws IllegalArgumentException if {@code stream} is the legacy default stream
      * @throws CudaException            if the body synchronised with the host or a driver call failed
      *                                  (the capture is then ended and nothing is kept)
+     * @throws RuntimeException         whatever else the body throws, an {@link Error} too, rethrown
+     *                                  after the capture is ended (the stream is usable again); a
+     *                                  failure to destroy the partial graph is added as suppressed
      */
     public static CudaGraph capture(CudaStream stream, Runnable body) {
         Objects.requireNonNull(stream, "stream");
@@ -47,13 +50,38 @@ public final class CudaGraph implements AutoCloseable {
                     + "use a stream from CudaContext.createStream()");
         }
         MemorySegment graph = record(stream, body);
+        CudaGraph made;
         try (Arena a = Arena.ofConfined()) {
             MemorySegment out = a.allocate(ValueLayout.ADDRESS);
             CudaException.check(cuda_h.cuGraphInstantiateWithFlags(out, graph, 0L), "cuGraphInstantiateWithFlags");
-            return new CudaGraph(stream, out.get(ValueLayout.ADDRESS, 0));
-        } finally {
-            CudaException.check(cuda_h.cuGraphDestroy(graph), "cuGraphDestroy");
+            made = new CudaGraph(stream, out.get(ValueLayout.ADDRESS, 0));
+        } catch (Throwable t) {
+            destroyQuietly(graph, t);
+            throw t;
         }
+        CudaException destroyFailed = destroyQuietly(graph, null);
+        if (destroyFailed != null) { // do not hand out a graph whose context just failed; nothing leaks
+            made.close();
+            throw destroyFailed;
+        }
+        return made;
+    }
+
+    /**
+     * Destroys a CUgraph without masking an earlier failure: a failed destroy is added to
+     * {@code primary} as suppressed, or returned when there is none.
+     */
+    private static CudaException destroyQuietly(MemorySegment graph, Throwable primary) {
+        int rc = cuda_h.cuGraphDestroy(graph);
+        if (rc == cuda_h.CUDA_SUCCESS) {
+            return null;
+        }
+        CudaException e = CudaException.of(rc, "cuGraphDestroy");
+        if (primary != null) {
+            primary.addSuppressed(e);
+            return null;
+        }
+        return e;
     }
 
     /** Begins capture, runs the body, ends capture; returns the CUgraph (caller destroys). */
@@ -62,10 +90,10 @@ public final class CudaGraph implements AutoCloseable {
         stream.context().makeCurrent();
         CudaException.check(cuda_h.cuStreamBeginCapture_v2(h, cuda_h.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
                 "cuStreamBeginCapture_v2(" + stream + ")");
-        RuntimeException failure = null;
+        Throwable failure = null;
         try {
             body.run();
-        } catch (RuntimeException e) {
+        } catch (Throwable e) { // an Error too: the capture must end, or the stream stays capturing
             failure = e;
         }
         try (Arena a = Arena.ofConfined()) {
@@ -74,15 +102,25 @@ public final class CudaGraph implements AutoCloseable {
             MemorySegment graph = out.get(ValueLayout.ADDRESS, 0);
             if (failure != null) {
                 if (rc == cuda_h.CUDA_SUCCESS && graph.address() != 0) {
-                    cuda_h.cuGraphDestroy(graph);
+                    destroyQuietly(graph, failure);
                 }
                 if (failure instanceof CudaException ce && ce.code() == cuda_h.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) {
-                    throw new CudaException("CudaGraph.capture(" + stream + ")", ce.code(), ce.errorName(),
+                    CudaException refused = new CudaException("CudaGraph.capture(" + stream + ")", ce.code(), ce.errorName(),
                             "CUDA graph capture refused: the captured code synchronised with the host (a device→host "
                             + "read whose value the host waits for, in " + ce.getMessage() + "); only host-sync-free work "
                             + "can be captured");
+                    for (Throwable suppressed : ce.getSuppressed()) {
+                        refused.addSuppressed(suppressed);
+                    }
+                    throw refused;
                 }
-                throw failure;
+                if (failure instanceof RuntimeException re) {
+                    throw re;
+                }
+                if (failure instanceof Error err) {
+                    throw err;
+                }
+                throw new IllegalStateException("CudaGraph: the captured body threw " + failure, failure); // a sneaky checked exception
             }
             if (rc == cuda_h.CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) {
                 throw new CudaException("cuStreamEndCapture(" + stream + ")", rc, CudaException.of(rc, "").errorName(),
@@ -125,7 +163,8 @@ public final class CudaGraph implements AutoCloseable {
      * @param body enqueues the work on the capture stream
      * @throws CudaException         if the capture fails or the topology changed
      *                               ({@code CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE}, naming why); the
-     *                               executable graph is then unchanged
+     *                               executable graph is then unchanged. Whatever else the body throws
+     *                               (an {@link Error} too) is rethrown after the capture is ended.
      * @throws BufferClosedException after close
      */
     public void update(Runnable body) {
@@ -139,8 +178,13 @@ public final class CudaGraph implements AutoCloseable {
                         "CudaGraph.update: the new capture does not match the graph (update result "
                         + updateResult(info.get(ValueLayout.JAVA_INT, 0)) + "); the graph is unchanged");
             }
-        } finally {
-            CudaException.check(cuda_h.cuGraphDestroy(graph), "cuGraphDestroy");
+        } catch (Throwable t) {
+            destroyQuietly(graph, t);
+            throw t;
+        }
+        CudaException destroyFailed = destroyQuietly(graph, null);
+        if (destroyFailed != null) {
+            throw destroyFailed;
         }
     }
 

@@ -17,6 +17,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.Device;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.BufferClosedException;
+import org.moe4j.core.buffer.BufferScope;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
 import org.slf4j.Logger;
@@ -26,6 +27,9 @@ import org.slf4j.LoggerFactory;
  * Owner of device allocations: every {@link DeviceBuffer} comes from a pool, and the pool knows which
  * are still alive. Closing a pool that still has live buffers frees them and then fails loudly with
  * {@code memory leaked}, listing each buffer and where it was allocated, so tests catch leaks.
+ *
+ * <p>A buffer allocated while a {@link BufferScope} is active on the allocating thread is also owned
+ * by that scope (freed when it closes), as host buffers are.
  *
  * <p>Allocation is stream-ordered: every buffer of a pool belongs to the pool's {@linkplain #stream()
  * stream} (the context's legacy default stream unless the pool was made by
@@ -344,6 +348,7 @@ public final class DevicePool implements AutoCloseable {
         live.put(id, b);
         long now = liveBytes.addAndGet(bytes);
         peakBytes.accumulateAndGet(now, Math::max);
+        BufferScope.track(b); // owned by the active step scope, like a host buffer
         return b;
     }
 

@@ -2,6 +2,7 @@ package org.moe4j.cuda;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -199,6 +200,40 @@ class CudaGraphGpuTest {
                     assertEquals(hx.getFloat(i), out.getFloat(i), 0f, "element " + i);
                 }
                 assertThrows(IllegalArgumentException.class, () -> CudaGraph.capture(ctx.defaultStream(), () -> { }));
+            }
+        }
+    }
+    /**
+     * An Error thrown by the captured body (here an AssertionError) must still end the capture: the
+     * error comes out unchanged and the stream is no longer capturing, for capture and update alike.
+     */
+    @Test
+    void anErrorInsideTheCaptureEndsTheCaptureAndIsRethrown() {
+        try (DevicePool pool = ctx.createPool(); CudaModule m = ctx.loadModule("smoke"); CudaStream s = ctx.createStream();
+                HostBuffer hx = HostBuffer.allocate(DType.F32, N); HostBuffer out = HostBuffer.allocate(DType.F32, N)) {
+            CudaFunction saxpy = m.function("moe4j_saxpy");
+            fill(hx);
+            try (DeviceBuffer dx = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    DeviceBuffer dy = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N))) {
+                AssertionError planted = new AssertionError("planted");
+                AssertionError e = assertThrows(AssertionError.class, () -> CudaGraph.capture(s, () -> {
+                    step(saxpy, 1f, hx, dx, dy, out, s);
+                    assertTrue(CudaGraph.isCapturing(s));
+                    throw planted;
+                }));
+                assertSame(planted, e);
+                assertFalse(CudaGraph.isCapturing(s));
+                try (CudaGraph g = CudaGraph.capture(s, () -> step(saxpy, 1f, hx, dx, dy, out, s))) {
+                    assertSame(planted, assertThrows(AssertionError.class, () -> g.update(() -> {
+                        throw planted;
+                    })));
+                    assertFalse(CudaGraph.isCapturing(s));
+                    g.launch();
+                    s.synchronize();
+                }
+                for (int i = 0; i < N; i++) {
+                    assertEquals(hx.getFloat(i), out.getFloat(i), 0f, "element " + i);
+                }
             }
         }
     }

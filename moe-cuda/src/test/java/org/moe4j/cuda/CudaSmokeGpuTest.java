@@ -102,9 +102,10 @@ class CudaSmokeGpuTest {
         Buffer b = Backends.choose("cuda").allocate(DType.F32, Shape.of(3, 5));
         try (b) {
             assertTrue(b instanceof DeviceBuffer);
-            HostBuffer h = ((DeviceBuffer) b).toHost();
-            for (long i = 0; i < h.numel(); i++) {
-                assertEquals(0f, h.getFloat(i));
+            try (HostBuffer h = ((DeviceBuffer) b).toHost()) {
+                for (long i = 0; i < h.numel(); i++) {
+                    assertEquals(0f, h.getFloat(i));
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ import java.util.function.Function;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.experts.GroupedExperts;
 import org.moe4j.experts.SharedExperts;
 
@@ -104,11 +105,13 @@ public final class Checkpoints {
     }
 
     private static HostBuffer requireHost(Buffer b) {
-        if (b instanceof HostBuffer h) {
-            return h;
+        HostView v = b.hostView(HostView.Mode.READ_WRITE);
+        if (v.isStaged()) {
+            v.abandon();
+            throw new IllegalArgumentException("Checkpoints: " + b + " is not in host memory; pass a host mirror"
+                    + " (see expertTensors(experts, prefix, host))");
         }
-        throw new IllegalArgumentException("Checkpoints: " + b + " is not in host memory; pass a host mirror"
-                + " (see expertTensors(experts, prefix, host))");
+        return v.host(); // the buffer's own memory: stays valid with it
     }
 
     /**
@@ -120,7 +123,7 @@ public final class Checkpoints {
      * @return a non-owning {@code [rows, cols]} view of slice {@code i}
      */
     public static HostBuffer slice(Buffer b, int i, int rows, int cols) {
-        HostBuffer h = (HostBuffer) b;
+        HostBuffer h = requireHost(b);
         long bytes = (long) rows * cols * h.dtype().byteSize();
         return HostBuffer.wrap(h.dtype(), Shape.of(rows, cols), h.segment().asSlice(i * bytes, bytes));
     }

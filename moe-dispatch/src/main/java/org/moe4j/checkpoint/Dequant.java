@@ -24,17 +24,12 @@ final class Dequant {
     static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final VectorSpecies<Float> FS = FloatVector.SPECIES_PREFERRED;
-    private static final VectorSpecies<Integer> IS = IntVector.SPECIES_PREFERRED;
     /**
      * The widening loads need byte and short vectors of a quarter and a half of the float width;
      * the smallest vector shape is 64 bits, so float vectors narrower than 256 bits (e.g. 128-bit
      * NEON) take the scalar loops.
      */
     private static final boolean VECTOR = FS.vectorBitSize() >= 256;
-    private static final VectorSpecies<Short> SS = VECTOR ? VectorSpecies.of(short.class,
-            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 2)) : null;
-    private static final VectorSpecies<Byte> BS = VECTOR ? VectorSpecies.of(byte.class,
-            jdk.incubator.vector.VectorShape.forBitSize(FS.vectorBitSize() / 4)) : null;
 
     /** E2M1 values by nibble (sign in bit 3). */
     static final float[] FP4 = {0f, 0.5f, 1f, 1.5f, 2f, 3f, 4f, 6f, -0f, -0.5f, -1f, -1.5f, -2f, -3f, -4f, -6f};
@@ -94,16 +89,12 @@ final class Dequant {
                 }
             }
             case BF16 -> {
-                int i = 0;
-                if (stride == 1 && VECTOR) { // vectorised: bf16 bits are the top half of the fp32 bits
-                    for (int lanes = FS.length(); i + lanes <= n; i += lanes) {
-                        ShortVector.fromMemorySegment(SS, src, (first + i) * 2, ByteOrder.LITTLE_ENDIAN)
-                                .convertShape(VectorOperators.S2I, IS, 0).reinterpretAsInts()
-                                .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(out, i);
+                if (stride == 1) {
+                    bf16Row(VECTOR ? FS : null, src, first, out, n);
+                } else {
+                    for (int i = 0; i < n; i++) {
+                        out[i] = DType.bf16ToF32(src.get(I16, (first + i * stride) * 2));
                     }
-                }
-                for (; i < n; i++) {
-                    out[i] = DType.bf16ToF32(src.get(I16, (first + i * stride) * 2));
                 }
             }
             case F16 -> {
@@ -125,27 +116,68 @@ final class Dequant {
      * @param out        receives {@code fp8 · scale} per element
      */
     static void fp8Row(MemorySegment w, long rowByte, int cols, float[] blockScale, float[] out) {
+        fp8Row(VECTOR ? FS : null, w, rowByte, cols, blockScale, out);
+    }
+
+    /**
+     * {@link #fp8Row(MemorySegment, long, int, float[], float[])} with the float species to vectorise
+     * with (tests pass each species so the vector code is checked on every machine).
+     *
+     * @param fs a float species of at least 256 bits, or null for the scalar loop only
+     */
+    static void fp8Row(VectorSpecies<Float> fs, MemorySegment w, long rowByte, int cols, float[] blockScale, float[] out) {
         int i = 0;
-        int lanes = VECTOR ? FS.length() : Integer.MAX_VALUE / 2;
-        FloatVector two120 = FloatVector.broadcast(FS, 0x1p120f);
-        for (; i + lanes <= cols; i += lanes) {
-            // Vectorised: the 7 magnitude bits moved into an fp32 exponent/mantissa are exact fp32
-            // (sub)normals; 2^120 rebiases E4M3's exponent (bias 7) to fp32's (bias 127).
-            int blk = i >>> 7;
-            if (((i + lanes - 1) >>> 7) != blk) {
-                break; // a vector straddling two scale blocks: finish with the scalar loop
+        if (fs != null) {
+            VectorSpecies<Integer> is = VectorSpecies.of(int.class, fs.vectorShape());
+            VectorSpecies<Byte> bs = VectorSpecies.of(byte.class,
+                    jdk.incubator.vector.VectorShape.forBitSize(fs.vectorBitSize() / 4));
+            int lanes = fs.length();
+            FloatVector two120 = FloatVector.broadcast(fs, 0x1p120f);
+            for (; i + lanes <= cols; i += lanes) {
+                // Vectorised: the 7 magnitude bits moved into an fp32 exponent/mantissa are exact fp32
+                // (sub)normals; 2^120 rebiases E4M3's exponent (bias 7) to fp32's (bias 127).
+                int blk = i >>> 7;
+                if (((i + lanes - 1) >>> 7) != blk) {
+                    break; // a vector straddling two scale blocks: finish with the scalar loop
+                }
+                IntVector b = (IntVector) ByteVector.fromMemorySegment(bs, w, rowByte + i, ByteOrder.LITTLE_ENDIAN)
+                        .convertShape(VectorOperators.B2I, is, 0);
+                IntVector mag = b.and(0x7F);
+                IntVector bits = mag.lanewise(VectorOperators.LSHL, 20).or(b.and(0x80).lanewise(VectorOperators.LSHL, 24));
+                FloatVector f = bits.reinterpretAsFloats().mul(two120).mul(blockScale[blk]);
+                VectorMask<Integer> nan = mag.eq(0x7F);
+                f = f.blend(Float.NaN, nan.cast(fs));
+                f.intoArray(out, i);
             }
-            IntVector b = (IntVector) ByteVector.fromMemorySegment(BS, w, rowByte + i, ByteOrder.LITTLE_ENDIAN)
-                    .convertShape(VectorOperators.B2I, IS, 0);
-            IntVector mag = b.and(0x7F);
-            IntVector bits = mag.lanewise(VectorOperators.LSHL, 20).or(b.and(0x80).lanewise(VectorOperators.LSHL, 24));
-            FloatVector f = bits.reinterpretAsFloats().mul(two120).mul(blockScale[blk]);
-            VectorMask<Integer> nan = mag.eq(0x7F);
-            f = f.blend(Float.NaN, nan.cast(FS));
-            f.intoArray(out, i);
         }
         for (; i < cols; i++) {
             out[i] = FP8_E4M3[w.get(ValueLayout.JAVA_BYTE, rowByte + i) & 0xFF] * blockScale[i >>> 7];
+        }
+    }
+
+    /**
+     * Decodes {@code n} contiguous BF16 values.
+     *
+     * @param fs    a float species of at least 256 bits, or null for the scalar loop only
+     * @param src   the tensor bytes
+     * @param first element index of the first value
+     * @param out   receives the values
+     * @param n     how many
+     */
+    static void bf16Row(VectorSpecies<Float> fs, MemorySegment src, long first, float[] out, int n) {
+        int i = 0;
+        if (fs != null) { // vectorised: bf16 bits are the top half of the fp32 bits
+            VectorSpecies<Integer> is = VectorSpecies.of(int.class, fs.vectorShape());
+            VectorSpecies<Short> ss = VectorSpecies.of(short.class,
+                    jdk.incubator.vector.VectorShape.forBitSize(fs.vectorBitSize() / 2));
+            for (int lanes = fs.length(); i + lanes <= n; i += lanes) {
+                ShortVector.fromMemorySegment(ss, src, (first + i) * 2, ByteOrder.LITTLE_ENDIAN)
+                        .convertShape(VectorOperators.S2I, is, 0).reinterpretAsInts()
+                        .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(out, i);
+            }
+        }
+        for (; i < n; i++) {
+            out[i] = DType.bf16ToF32(src.get(I16, (first + i) * 2));
         }
     }
 

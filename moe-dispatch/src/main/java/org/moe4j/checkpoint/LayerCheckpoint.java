@@ -45,7 +45,9 @@ public final class LayerCheckpoint {
      * @param allowNonFinite accept NaN and infinite values (refused by default, naming the element)
      * @param ignoreUnused   accept a checkpoint that holds tensors of this family the layer has no
      *                       slot for (e.g. a router bias for a layer without one); refused by
-     *                       default because dropping them would silently change the model
+     *                       default because dropping them would silently change the model. Checked
+     *                       for the non-routed tensors (router, biases, shared experts); routed expert
+     *                       weights are not checked, so targets without them are not reported
      */
     public record Options(boolean allowNonFinite, boolean ignoreUnused) {
         /**
@@ -181,7 +183,12 @@ public final class LayerCheckpoint {
         run(jobs, options.allowNonFinite());
     }
 
-    /** The family's name of each non-routed slot it has, and of the fused routed tensors. */
+    /**
+     * The family's name of each non-routed slot it has (router, biases, shared experts, fused expert
+     * biases), for the unused-tensor check. The routed expert weights (per-expert or fused) are not
+     * listed: a caller of {@link #decodeInto} that leaves them out of its targets is not told that the
+     * file holds them.
+     */
     private static Map<MoeTensor, String> familyNames(MoeNameMap n) {
         Map<MoeTensor, String> m = new EnumMap<>(MoeTensor.class);
         m.put(MoeTensor.ROUTER_WEIGHT, n.routerWeight());

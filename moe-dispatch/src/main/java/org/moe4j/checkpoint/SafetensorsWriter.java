@@ -31,6 +31,7 @@ import org.moe4j.core.buffer.HostBuffer;
  */
 public final class SafetensorsWriter {
     private static final ObjectMapper JSON = new ObjectMapper();
+    private static final java.security.SecureRandom RANDOM = new java.security.SecureRandom();
     /** Prefix of the temporary files this writer creates beside its targets. */
     public static final String TEMP_PREFIX = ".moe4j-";
 
@@ -45,7 +46,9 @@ public final class SafetensorsWriter {
      * @param metadata free-form string metadata ({@code __metadata__}); may be empty
      * @throws IllegalArgumentException on a null or blank name, the reserved name {@code __metadata__},
      *                                  a null or closed buffer, or null metadata; nothing is written
-     * @throws CheckpointException      on I/O errors; the target is then unchanged
+     * @throws CheckpointException      on I/O errors; the target is then unchanged, except when only the
+     *                                  directory fsync after the rename fails: the message then says the
+     *                                  file is published but not yet durable
      */
     public static void write(Path path, Map<String, HostBuffer> tensors, Map<String, String> metadata) {
         if (path == null || tensors == null || metadata == null) {
@@ -71,7 +74,9 @@ public final class SafetensorsWriter {
      * @param metadata free-form string metadata ({@code __metadata__}); may be empty
      * @throws IllegalArgumentException on a null or blank name, the reserved name {@code __metadata__},
      *                                  a null tensor, or null metadata; nothing is written
-     * @throws CheckpointException      on I/O errors; the target is then unchanged
+     * @throws CheckpointException      on I/O errors; the target is then unchanged, except when only the
+     *                                  directory fsync after the rename fails: the message then says the
+     *                                  file is published but not yet durable
      */
     public static void writeRaw(Path path, Map<String, RawTensor> tensors, Map<String, String> metadata) {
         if (path == null || tensors == null || metadata == null) {
@@ -97,7 +102,7 @@ public final class SafetensorsWriter {
         atomically(path, ch -> {
             writeFully(ch, ByteBuffer.wrap(head));
             for (RawTensor b : ordered.values()) {
-                writeFully(ch, b.data().asByteBuffer());
+                inSlices(b.data(), SLICE_BYTES, (slice, offset) -> writeFully(ch, slice));
             }
         });
     }
@@ -240,11 +245,12 @@ public final class SafetensorsWriter {
      */
     public static void writeAt(Path file, long position, java.lang.foreign.MemorySegment bytes) {
         try (FileChannel ch = FileChannel.open(file, StandardOpenOption.WRITE)) {
-            ByteBuffer b = bytes.asByteBuffer();
-            long at = position;
-            while (b.hasRemaining()) {
-                at += ch.write(b, at);
-            }
+            inSlices(bytes, SLICE_BYTES, (b, offset) -> {
+                long at = position + offset;
+                while (b.hasRemaining()) {
+                    at += ch.write(b, at);
+                }
+            });
             ch.force(true);
         } catch (IOException e) {
             throw new CheckpointException(file + ": cannot write at " + position + ": " + e, e);
@@ -256,12 +262,13 @@ public final class SafetensorsWriter {
      *
      * @param tmp    the complete file
      * @param target its final name (same directory)
-     * @throws CheckpointException on I/O errors (the temporary file is then removed)
+     * @throws CheckpointException on I/O errors (the temporary file is then removed and the target is
+     *                             unchanged), or if the directory fsync fails after the rename (the file
+     *                             is then published but not yet durable; the message says so)
      */
     public static void publish(Path tmp, Path target) {
         try {
             Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-            fsyncDirectory(target.toAbsolutePath().getParent());
         } catch (IOException e) {
             try {
                 Files.deleteIfExists(tmp);
@@ -270,6 +277,7 @@ public final class SafetensorsWriter {
             }
             throw new CheckpointException(target + ": cannot publish " + tmp + ": " + e, e);
         }
+        durable(target.toAbsolutePath().getParent(), target);
     }
 
     /**
@@ -308,7 +316,9 @@ public final class SafetensorsWriter {
      * @param path  destination
      * @param bytes the whole content
      * @throws IllegalArgumentException on a null argument
-     * @throws CheckpointException      on I/O errors; the target is then unchanged
+     * @throws CheckpointException      on I/O errors; the target is then unchanged, except when only the
+     *                                  directory fsync after the rename fails: the message then says the
+     *                                  file is published but not yet durable
      */
     public static void writeBytes(Path path, byte[] bytes) {
         if (path == null || bytes == null) {
@@ -347,6 +357,36 @@ public final class SafetensorsWriter {
         return removed;
     }
 
+    /**
+     * The most bytes handed to the channel in one buffer: {@link java.lang.foreign.MemorySegment#asByteBuffer}
+     * refuses segments over {@link Integer#MAX_VALUE} bytes, so larger tensors are written in slices.
+     */
+    static final long SLICE_BYTES = 1L << 30;
+
+    /** Receives one slice of a segment and its offset in the segment. */
+    @FunctionalInterface
+    interface SliceSink {
+        void accept(ByteBuffer slice, long offset) throws IOException;
+    }
+
+    /**
+     * Hands a segment to {@code sink} as byte buffers of at most {@code sliceBytes} bytes, in order.
+     *
+     * @param segment    the bytes
+     * @param sliceBytes the largest slice, 1 to {@link Integer#MAX_VALUE}
+     * @param sink       receives each slice and its offset
+     * @throws IOException as the sink throws
+     */
+    static void inSlices(java.lang.foreign.MemorySegment segment, long sliceBytes, SliceSink sink) throws IOException {
+        if (sliceBytes < 1 || sliceBytes > Integer.MAX_VALUE) {
+            throw new IllegalArgumentException("SafetensorsWriter: slice size " + sliceBytes + " out of range");
+        }
+        long size = segment.byteSize();
+        for (long off = 0; off < size; off += sliceBytes) {
+            sink.accept(segment.asSlice(off, Math.min(sliceBytes, size - off)).asByteBuffer(), off);
+        }
+    }
+
     /** Writes the content of a file through a channel. */
     @FunctionalInterface
     private interface Body {
@@ -358,14 +398,21 @@ public final class SafetensorsWriter {
         Path dir = abs.getParent();
         Path tmp = null;
         try {
-            tmp = Files.createTempFile(dir, TEMP_PREFIX, ".tmp");
-            try (FileChannel ch = FileChannel.open(tmp, StandardOpenOption.WRITE, StandardOpenOption.TRUNCATE_EXISTING)) {
+            FileChannel created = null;
+            while (created == null) { // a fresh random name; default permissions (0666 less the umask), not 0600
+                tmp = dir.resolve(TEMP_PREFIX + Long.toHexString(RANDOM.nextLong() >>> 1) + ".tmp");
+                try {
+                    created = FileChannel.open(tmp, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+                } catch (java.nio.file.FileAlreadyExistsException taken) {
+                    tmp = null;
+                }
+            }
+            try (FileChannel ch = created) {
                 body.write(ch);
                 ch.force(true);
             }
             Files.move(tmp, abs, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
             tmp = null;
-            fsyncDirectory(dir);
         } catch (IOException | RuntimeException e) {
             CheckpointException failure = new CheckpointException(path + ": cannot write checkpoint: " + e, e);
             if (tmp != null) {
@@ -376,6 +423,17 @@ public final class SafetensorsWriter {
                 }
             }
             throw failure;
+        }
+        durable(dir, abs);
+    }
+
+    /** Fsyncs the directory of a file just renamed into place; a failure says the file is already published. */
+    private static void durable(Path dir, Path published) {
+        try {
+            fsyncDirectory(dir);
+        } catch (IOException e) {
+            throw new CheckpointException(published + ": published (readers see the new file), but not yet durable:"
+                    + " the directory fsync failed, so a power cut may still bring the old file back: " + e, e);
         }
     }
 

@@ -278,6 +278,18 @@ public interface DispatchKernels {
         return false;
     }
 
+    /**
+     * Whether the non-finite routing-weight scan is a device→host read.
+     *
+     * @return true when {@link #firstNonFiniteWeight} reads device memory back to the host (the
+     *         host-staged default copies both buffers and syncs; a device scan still reads its result
+     *         back), so the dispatcher counts each call as a device→host read in
+     *         {@link Dispatcher#hostReads()}; false only when the buffers already are host memory
+     */
+    default boolean nonFiniteWeightScanReadsBack() {
+        return true;
+    }
+
     private org.moe4j.core.buffer.HostBuffer stageIn(Buffer b) {
         org.moe4j.core.buffer.HostBuffer h = org.moe4j.core.buffer.HostBuffer.allocate(b.dtype(), b.shape());
         try {

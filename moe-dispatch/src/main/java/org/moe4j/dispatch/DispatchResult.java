@@ -53,11 +53,13 @@ public interface DispatchResult extends AutoCloseable {
     }
 
     /**
-     * The group offsets where the expert kernels read them, for a strategy that never reads them back
-     * to the host (the static-shape all-to-all). Owned by this context.
+     * The group offsets where the expert kernels read them: I32 {@code [localExperts + 1]} in the
+     * dispatcher's backend memory, the same values as {@link #groupOffsets()}, owned by this context
+     * (valid until {@link #close()}). The built-in strategies always keep them there, so the experts
+     * read the dispatcher's upload instead of a second one.
      *
-     * @return I32 {@code [localExperts + 1]} in the backend's memory, or null when the strategy reports the
-     *         offsets on the host only ({@link #groupOffsets()})
+     * @return the offsets buffer, or null when the strategy reports the offsets on the host only
+     *         ({@link #groupOffsets()})
      */
     default Buffer groupOffsetsBuffer() {
         return null;

@@ -8,6 +8,7 @@ import org.moe4j.core.backend.Backends;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.config.ExpertActivation;
 import org.moe4j.core.config.LayerFeatures;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.experts.ExpertKernels.GemmSpec;
 import org.moe4j.optim.Parameter;
@@ -51,11 +52,6 @@ public final class GroupedExperts implements AutoCloseable {
     private final Buffer gw1; // [localExperts, ffn, hidden]
     private final Buffer gw3; // [localExperts, ffn, hidden]
     private final Buffer gw2; // [localExperts, hidden, ffn]
-    // Transposed compute copies, refreshed per forward; only for kernels without groupedMatmulTransposedB
-    // (null otherwise).
-    private final Buffer w1t; // [localExperts, hidden, ffn]
-    private final Buffer w3t; // [localExperts, hidden, ffn]
-    private final Buffer w2t; // [localExperts, ffn, hidden]
     private final LayerFeatures features;
     // expert linear biases and their gradients (null without expertLinearBias)
     private final Buffer b1; // [localExperts, ffn]     gate_proj bias
@@ -126,8 +122,9 @@ public final class GroupedExperts implements AutoCloseable {
      * @param stream       init stream of W1; W3 uses {@code stream+1}, W2 {@code stream+2}
      * @param backend      allocates the buffers (values are made on the host by {@link ParamInit} and
      *                     uploaded, so they are bitwise the same on every backend)
-     * @param kernels      the kernels to run
-     * @throws IllegalArgumentException on bad sizes or dtype
+     * @param kernels      the kernels to run; they must multiply by transposed weights directly
+     *                     ({@link ExpertKernels#supportsTransposedB()})
+     * @throws IllegalArgumentException on bad sizes or dtype, or kernels without the transposed-B GEMM
      */
     public GroupedExperts(String name, int localExperts, int firstExpert, int hidden, int ffn, DType compute,
                           long seed, long stream, Backend backend, ExpertKernels kernels) {
@@ -167,6 +164,10 @@ public final class GroupedExperts implements AutoCloseable {
         if (compute != DType.F32 && compute != DType.BF16) {
             throw new IllegalArgumentException("GroupedExperts " + name + ": compute dtype must be F32 or BF16, got " + compute);
         }
+        if (!kernels.supportsTransposedB()) {
+            throw new IllegalArgumentException("GroupedExperts " + name + ": " + kernels.getClass().getSimpleName()
+                    + " has no groupedMatmulTransposedB (supportsTransposedB() is false)");
+        }
         this.name = name;
         this.localExperts = localExperts;
         this.firstExpert = firstExpert;
@@ -184,10 +185,6 @@ public final class GroupedExperts implements AutoCloseable {
         gw1 = backend.allocate(DType.F32, up);
         gw3 = backend.allocate(DType.F32, up);
         gw2 = backend.allocate(DType.F32, down);
-        boolean direct = kernels.supportsTransposedB();
-        w1t = direct ? null : backend.allocate(compute, down);
-        w3t = direct ? null : backend.allocate(compute, down);
-        w2t = direct ? null : backend.allocate(compute, up);
         long perExpert = (long) ffn * hidden;
         ParamInit.fillUniform(w1, seed, stream, firstExpert * perExpert, ParamInit.linearBound(hidden));
         ParamInit.fillUniform(w3, seed, stream + 1, firstExpert * perExpert, ParamInit.linearBound(hidden));
@@ -349,25 +346,14 @@ public final class GroupedExperts implements AutoCloseable {
         }
         groupOffsets.require(name + " groupOffsets", DType.I32, localExperts + 1L);
         long rows = x.shape().dim(0);
-        boolean direct = w1t == null;
-        if (!direct) {
-            kernels.transpose(w1, w1t);
-            kernels.transpose(w3, w3t);
-            kernels.transpose(w2, w2t);
-        }
         GemmSpec spec = new GemmSpec(false, compute == DType.BF16);
-        Buffer h1 = backend.allocate(DType.F32, Shape.of(rows, ffn));
-        Buffer h3 = backend.allocate(DType.F32, Shape.of(rows, ffn));
-        Buffer act = backend.allocate(DType.F32, Shape.of(rows, ffn));
-        Buffer out = backend.allocate(DType.F32, Shape.of(rows, hidden));
-        try {
-            if (direct) {
-                kernels.groupedMatmulTransposedB(x, w1, groupOffsets, h1, spec);
-                kernels.groupedMatmulTransposedB(x, w3, groupOffsets, h3, spec);
-            } else {
-                kernels.groupedMatmul(x, w1t, groupOffsets, h1, spec);
-                kernels.groupedMatmul(x, w3t, groupOffsets, h3, spec);
-            }
+        try (Handover h = new Handover()) {
+            Buffer h1 = h.own(backend.allocate(DType.F32, Shape.of(rows, ffn)));
+            Buffer h3 = h.own(backend.allocate(DType.F32, Shape.of(rows, ffn)));
+            Buffer act = h.own(backend.allocate(DType.F32, Shape.of(rows, ffn)));
+            Buffer out = h.own(backend.allocate(DType.F32, Shape.of(rows, hidden)));
+            kernels.groupedMatmulTransposedB(x, w1, groupOffsets, h1, spec);
+            kernels.groupedMatmulTransposedB(x, w3, groupOffsets, h3, spec);
             if (b1 != null) {
                 kernels.addGroupBias(h1, b1, groupOffsets);
                 kernels.addGroupBias(h3, b3, groupOffsets);
@@ -377,22 +363,13 @@ public final class GroupedExperts implements AutoCloseable {
             } else {
                 kernels.swigluForward(h1, h3, act);
             }
-            if (direct) {
-                kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
-            } else {
-                kernels.groupedMatmul(act, w2t, groupOffsets, out, spec);
-            }
+            kernels.groupedMatmulTransposedB(act, w2, groupOffsets, out, spec);
             if (b2 != null) {
                 kernels.addGroupBias(out, b2, groupOffsets);
             }
-        } catch (RuntimeException e) {
-            h1.close();
-            h3.close();
-            act.close();
-            out.close();
-            throw e;
+            h.releaseAll();
+            return new Result(out, new Context(x, groupOffsets, h1, h3, act));
         }
-        return new Result(out, new Context(x, groupOffsets, h1, h3, act));
     }
 
     /**
@@ -571,10 +548,6 @@ public final class GroupedExperts implements AutoCloseable {
 
     @Override
     public void close() {
-        for (Buffer b : new Buffer[] {w1, w3, w2, gw1, gw3, gw2, w1t, w3t, w2t, b1, b3, b2, gb1, gb3, gb2}) {
-            if (b != null) {
-                b.close();
-            }
-        }
+        Handover.closeAll(w1, w3, w2, gw1, gw3, gw2, b1, b3, b2, gb1, gb3, gb2);
     }
 }

@@ -133,58 +133,196 @@ final class LayerCheckpointing {
         Objects.requireNonNull(names, "names");
         Objects.requireNonNull(options, "options");
         LayerCheckpoint.Geometry g = geometry(layer);
-        try (HfCheckpoint ckpt = HfCheckpoint.open(path); Staging st = new Staging();
+        try (Staging st = new Staging();
              HostBuffer bias = HostBuffer.allocate(DType.F32, layer.config().experts())) {
-            Map<MoeTensor, HostBuffer> targets = new EnumMap<>(MoeTensor.class);
-            params(layer).forEach((slot, b) -> targets.put(slot, view(slot, st.fresh(b))));
-            if (names.scoreCorrectionBias() != null) {
-                targets.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+            RuntimeException failure = null;
+            float[] b = null;
+            try (HfCheckpoint ckpt = HfCheckpoint.open(path)) {
+                Map<MoeTensor, HostBuffer> targets = new EnumMap<>(MoeTensor.class);
+                params(layer).forEach((slot, buf) -> targets.put(slot, view(slot, st.fresh(buf))));
+                if (names.scoreCorrectionBias() != null) {
+                    targets.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+                }
+                LayerCheckpoint.decodeInto(ckpt, prefix, names, g, targets, options); // staged: committed below
+                b = bias.toFloatArray(); // zero when the family has no score-correction bias
+            } catch (RuntimeException e) {
+                failure = e;
             }
-            LayerCheckpoint.decodeInto(ckpt, prefix, names, g, targets, options); // staged: committed below
-            float[] b = bias.toFloatArray(); // zero when the family has no score-correction bias
+            agree(layer, failure, path + ": load"); // all ranks commit, or none
             st.commit();
             layer.expertBias().setValues(b);
         }
     }
 
-    static String shardName(String stem, int rank, int world) {
-        return String.format("%s-%05d-of-%05d.safetensors", stem, rank + 1, world);
+    /**
+     * A status all-reduce before a commit: every rank reports whether it is ready; if any is not, the
+     * failing ranks' messages are gathered and every rank throws (a failing rank its own exception, the
+     * others a {@link CheckpointException} carrying those messages), so all ranks commit or none does.
+     */
+    private static void agree(MoeLayer layer, RuntimeException failure, String what) {
+        int world = layer.communicator().size();
+        int rank = layer.communicator().rank();
+        if (world == 1) {
+            if (failure != null) {
+                throw failure;
+            }
+            return;
+        }
+        byte[] msg = new byte[0];
+        if (failure != null) {
+            String m = String.valueOf(failure.getMessage());
+            byte[] full = m.getBytes(StandardCharsets.UTF_8);
+            msg = java.util.Arrays.copyOf(full, Math.min(full.length, 2000));
+        }
+        long[] lengths = new long[world];
+        lengths[rank] = failure == null ? 0 : msg.length + 1;
+        lengths = layer.sumOverRanks(lengths);
+        long total = 0;
+        long offset = 0;
+        for (int r = 0; r < world; r++) {
+            long len = Math.max(0, lengths[r] - 1);
+            if (r < rank) {
+                offset += len;
+            }
+            total += len;
+        }
+        boolean allOk = true;
+        for (long l : lengths) {
+            allOk &= l == 0;
+        }
+        if (allOk) {
+            return;
+        }
+        long[] bytes = new long[(int) total];
+        for (int i = 0; i < msg.length; i++) {
+            bytes[(int) offset + i] = msg[i];
+        }
+        bytes = layer.sumOverRanks(bytes);
+        if (failure != null) {
+            throw failure;
+        }
+        StringBuilder why = new StringBuilder();
+        int at = 0;
+        for (int r = 0; r < world; r++) {
+            if (lengths[r] == 0) {
+                continue;
+            }
+            byte[] m = new byte[(int) (lengths[r] - 1)];
+            for (int i = 0; i < m.length; i++) {
+                m[i] = (byte) bytes[at + i];
+            }
+            at += m.length;
+            why.append(why.isEmpty() ? "" : "; ").append("rank ").append(r).append(": ")
+                    .append(new String(m, StandardCharsets.UTF_8));
+        }
+        throw new CheckpointException(what + " refused on every rank, nothing changed, because " + why);
+    }
+
+    static String shardName(String stem, long id, int rank, int world) {
+        return String.format("%s-%s-%05d-of-%05d.safetensors", stem, Long.toHexString(id), rank + 1, world);
+    }
+
+    /** Test hook: runs on each rank just before it writes its shard (a throw there fails that rank's write). */
+    static volatile java.util.function.IntConsumer beforeShardWrite = r -> { };
+
+    /** A save id all ranks agree on: rank 0's random number, spread by a sum. */
+    private static long saveId(MoeLayer layer) {
+        boolean first = layer.communicator().rank() == 0;
+        return layer.sumOverRanks(new long[] {first ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
     }
 
     /**
-     * Each rank writes its shard, then every rank learns whether all succeeded; rank 0 then writes the
-     * index from the shards' own headers.
+     * Each rank writes its shard under a name unique to this save, then every rank learns whether all
+     * succeeded; rank 0 then writes the index from the shards' own headers (the commit point: a reader
+     * sees the previous save's index and shards, or this one's) and deletes the shards of earlier saves.
      */
     private static void writeSharded(MoeLayer layer, Path dir, String stem, String indexName,
                                      Map<String, HostBuffer> tensors, Map<String, String> shardMeta,
                                      Map<String, String> indexMeta) {
         int rank = layer.communicator().rank();
         int world = layer.communicator().size();
+        removeLeftovers(layer, dir);
+        long id = saveId(layer);
+        Path mine = dir.resolve(shardName(stem, id, rank, world));
         RuntimeException failure = null;
         try {
             Files.createDirectories(dir);
-            SafetensorsWriter.write(dir.resolve(shardName(stem, rank, world)), tensors, shardMeta);
+            beforeShardWrite.accept(rank);
+            SafetensorsWriter.write(mine, tensors, shardMeta);
         } catch (IOException e) {
             failure = new CheckpointException(dir + ": cannot create the checkpoint directory: " + e, e);
         } catch (RuntimeException e) {
             failure = e;
         }
         long[] ok = layer.sumOverRanks(new long[] {failure == null ? 1 : 0});
+        if (ok[0] != world) {
+            deleteQuietly(mine); // not referenced by any index
+        }
         if (failure != null) {
             throw failure;
         }
         if (ok[0] != world) {
             throw new CheckpointException(dir + ": " + (world - ok[0]) + " of " + world + " ranks failed to write their"
-                    + " shard; no index was written");
+                    + " shard; no index was written (the previous save, if any, is unchanged)");
         }
         if (rank == 0) {
-            List<String> shards = new ArrayList<>();
-            for (int r = 0; r < world; r++) {
-                shards.add(shardName(stem, r, world));
+            try {
+                List<String> shards = new ArrayList<>();
+                for (int r = 0; r < world; r++) {
+                    shards.add(shardName(stem, id, r, world));
+                }
+                writeIndex(dir, shards, indexName, indexMeta);
+                removeStaleShards(dir, stem, shards);
+            } catch (RuntimeException e) {
+                failure = e;
             }
-            writeIndex(dir, shards, indexName, indexMeta);
         }
-        layer.sumOverRanks(new long[] {1}); // no rank returns before the index is durable
+        phase(layer, failure, dir, "publish the index", null); // no rank returns before the index is durable
+    }
+
+    /**
+     * Before a save writes anything: rank 0 deletes the temporary files interrupted saves left in
+     * {@code dir} ({@link SafetensorsWriter#removeLeftovers}), then a status all-reduce (a barrier) keeps
+     * every rank from writing until that is done.
+     */
+    private static void removeLeftovers(MoeLayer layer, Path dir) {
+        RuntimeException failure = null;
+        if (layer.communicator().rank() == 0 && Files.isDirectory(dir)) {
+            try {
+                SafetensorsWriter.removeLeftovers(dir);
+            } catch (RuntimeException e) {
+                failure = e;
+            }
+        }
+        phase(layer, failure, dir, "remove leftover temporary files", null);
+    }
+
+    /**
+     * Deletes the shards of earlier saves ({@code <stem>-[<id>-]<r>-of-<W>.safetensors}) that the
+     * just-published index does not list.
+     */
+    private static void removeStaleShards(Path dir, String stem, List<String> keep) {
+        java.util.regex.Pattern shard = java.util.regex.Pattern.compile(
+                java.util.regex.Pattern.quote(stem) + "-([0-9a-f]+-)?[0-9]{5}-of-[0-9]{5}\\.safetensors");
+        try (java.util.stream.Stream<Path> files = Files.list(dir)) {
+            for (Path p : files.toList()) {
+                String n = p.getFileName().toString();
+                if (shard.matcher(n).matches() && !keep.contains(n)) {
+                    Files.deleteIfExists(p);
+                }
+            }
+        } catch (IOException e) {
+            throw new CheckpointException(dir + ": the new index is published, but the shards of an earlier save could"
+                    + " not be removed: " + e, e);
+        }
+    }
+
+    private static void deleteQuietly(Path p) {
+        try {
+            Files.deleteIfExists(p);
+        } catch (IOException ignored) {
+            // an unreferenced file; removeStaleShards deletes it after the next successful save
+        }
     }
 
     private static void writeIndex(Path dir, List<String> shards, String indexName, Map<String, String> meta) {
@@ -273,9 +411,10 @@ final class LayerCheckpointing {
                 specs.put(n, new SafetensorsWriter.TensorSpec(fd, org.moe4j.core.Shape.of(dims)));
             });
             SafetensorsWriter.Layout layout = SafetensorsWriter.layout(specs, Map.of("format", "pt", "producer", "moe4j"));
+            removeLeftovers(layer, dir);
             long nonce = layer.sumOverRanks(new long[] {rank == 0 ? new java.security.SecureRandom().nextLong() >>> 1 : 0})[0];
             Path tmp = dir.resolve(SafetensorsWriter.TEMP_PREFIX + "shared-" + Long.toHexString(nonce) + ".tmp");
-            String shard = shardName("model", 0, 1);
+            String shard = shardName("model", nonce, 0, 1);
             RuntimeException failure = null;
             if (rank == 0) {
                 try {
@@ -306,6 +445,7 @@ final class LayerCheckpointing {
                 try {
                     SafetensorsWriter.publish(tmp, dir.resolve(shard));
                     writeIndex(dir, List.of(shard), HfCheckpoint.INDEX, Map.of());
+                    removeStaleShards(dir, "model", List.of(shard));
                 } catch (RuntimeException e) {
                     failure = e;
                 }
@@ -402,53 +542,85 @@ final class LayerCheckpointing {
         LayerCheckpoint.Geometry g = geometry(layer);
         MoeNameMap stateNames = stateNames(layer);
         Map<MoeTensor, Buffer> params = params(layer);
-        for (Buffer p : params.values()) {
-            optimizer.firstMoment(p);
-        }
         Path index = dir.resolve(STATE_INDEX);
         int e = layer.config().experts();
         int world = layer.communicator().size();
         int rank = layer.communicator().rank();
-        try (HfCheckpoint ckpt = HfCheckpoint.open(index); Staging st = new Staging();
+        try (Staging st = new Staging();
              HostBuffer bias = HostBuffer.allocate(DType.F32, e)) {
-            Map<String, String> meta = ckpt.metadata();
-            long step = longField(index, meta, "moe4j.step");
-            long adamSteps = longField(index, meta, "moe4j.adamw.steps");
-            int savedWorld = (int) longField(index, meta, "moe4j.world");
-            MoeConfig saved;
-            try {
-                saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
-            } catch (RuntimeException bad) {
-                throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
-            }
-            MoeConfig mine = layer.config();
-            if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
-                throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
-                        + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
-            }
-            AdamW.Options options = options(index, field(index, meta, "moe4j.adamw.options"));
+            RuntimeException failure = null;
+            long step = 0;
+            long adamSteps = 0;
+            AdamW.Options options = null;
             long[] load = new long[e];
-            int micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
-                    savedWorld == world ? rank : -1, load);
-            Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
-            Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
-            Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
-            params.forEach((slot, b) -> {
-                w.put(slot, view(slot, st.fresh(b)));
-                m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(b))));
-                m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(b))));
-            });
-            w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
-            LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
-            LayerCheckpoint.load(ckpt, "", stateNames, g, w, strict);
-            LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg"), g, m1, strict);
-            LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg_sq"), g, m2, strict);
-            float[] b = bias.toFloatArray();
-            st.commit();
-            layer.expertBias().setValues(b);
-            layer.expertBias().restoreLoad(load, micro);
-            optimizer.restoreSteps(adamSteps);
-            optimizer.options(options);
+            int micro = 0;
+            float[] b = null;
+            try {
+                for (Buffer p : params.values()) {
+                    optimizer.firstMoment(p); // this layer's optimiser, open (checked before the files)
+                }
+            } catch (RuntimeException bad) {
+                failure = bad;
+            }
+            if (failure == null) {
+                try (HfCheckpoint ckpt = HfCheckpoint.open(index)) {
+                    Map<String, String> meta = ckpt.metadata();
+                    step = longField(index, meta, "moe4j.step");
+                    adamSteps = longField(index, meta, "moe4j.adamw.steps");
+                    int savedWorld = (int) longField(index, meta, "moe4j.world");
+                    MoeConfig saved;
+                    try {
+                        saved = MoeConfigJson.read(field(index, meta, "moe4j.config"));
+                    } catch (RuntimeException bad) {
+                        throw new CheckpointException(index + ": bad moe4j.config: " + bad.getMessage(), bad);
+                    }
+                    MoeConfig mine = layer.config();
+                    if (!saved.toBuilder().expertParallel(1).build().equals(mine.toBuilder().expertParallel(1).build())) {
+                        throw new CheckpointException(index + ": the state was saved for config\n" + MoeConfigJson.write(saved)
+                                + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
+                    }
+                    options = options(index, field(index, meta, "moe4j.adamw.options"));
+                    micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
+                            savedWorld == world ? rank : -1, load);
+                    Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
+                    Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
+                    Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
+                    params.forEach((slot, buf) -> {
+                        w.put(slot, view(slot, st.fresh(buf)));
+                        m1.put(slot, view(slot, st.fresh(optimizer.firstMoment(buf))));
+                        m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(buf))));
+                    });
+                    w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
+                    LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
+                    LayerCheckpoint.load(ckpt, "", stateNames, g, w, strict);
+                    LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg"), g, m1, strict);
+                    LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg_sq"), g, m2, strict);
+                    b = bias.toFloatArray();
+                } catch (RuntimeException bad) {
+                    failure = bad;
+                }
+            }
+            if (failure != null) {
+                agree(layer, failure, index + ": loadTrainingState");
+            }
+            // the optimiser is held (open, not in use elsewhere) from the status exchange to the commit
+            boolean[] agreed = {false};
+            float[] values = b;
+            int microBatches = micro;
+            try {
+                optimizer.restore(adamSteps, options, () -> {
+                    agreed[0] = true;
+                    agree(layer, null, index + ": loadTrainingState");
+                    st.commit();
+                    layer.expertBias().setValues(values);
+                    layer.expertBias().restoreLoad(load, microBatches);
+                });
+            } catch (RuntimeException bad) {
+                if (!agreed[0]) {
+                    agree(layer, bad, index + ": loadTrainingState");
+                }
+                throw bad;
+            }
             return step;
         }
     }

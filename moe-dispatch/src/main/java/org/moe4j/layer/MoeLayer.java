@@ -15,9 +15,14 @@ import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
+import org.moe4j.core.backend.PooledBackend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.BufferAllocator;
+import org.moe4j.core.buffer.BufferScope;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.LayerFeatures;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.init.ParamInit;
 import org.moe4j.dispatch.CombineGrads;
@@ -99,6 +104,27 @@ import org.moe4j.routing.RoutingKernels;
  * (score before experts, Llama 4), and the experts' linear biases and clamped SwiGLU (gpt-oss, in
  * {@link GroupedExperts}). They need expert kernels with {@link ExpertKernels#supportsLayerFeatures()};
  * a backend without them is refused when the layer is built.
+ *
+ * <p>Memory: the layer's state (weights, gradients, router state) lives in the layer's own
+ * {@link BufferScope} and is counted in the layer's {@link #allocator() allocator}, a child of the
+ * allocator current when it was built. {@link #newScope()} opens a scope for one training step:
+ * everything the step makes (the batch, {@code f.output()}, {@code dY}, {@code dX}, contexts) is
+ * freed when it closes, so a loop of steps cannot leak:
+ *
+ * <pre>{@code
+ * for (int step = 0; step < steps; step++) {
+ *     try (BufferScope s = layer.newScope()) {
+ *         Buffer x = nextBatch();
+ *         MoeLayer.Forward f = layer.forward(x);
+ *         Buffer dX = layer.backward(f.context(), lossGradient(f.output()));
+ *         ...
+ *     }
+ * }
+ * }</pre>
+ *
+ * Closing every buffer by hand keeps working. {@link #close()} frees the state and fails with
+ * {@link org.moe4j.core.buffer.MemoryLeakException} if buffers made in the layer's step scopes and
+ * {@linkplain BufferScope#keep kept} out of them are still live.
  */
 public final class MoeLayer implements AutoCloseable {
     /** Init stream of the gate weight. */
@@ -108,7 +134,7 @@ public final class MoeLayer implements AutoCloseable {
 
     private final MoeConfig config;
     private final Communicator comm;
-    private final Backend backend;
+    private final PooledBackend backend; // the layer's own memory pool of the chosen backend
     private final boolean syncReplicated;
     private final Router router;
     private final Dispatcher dispatcher;
@@ -123,6 +149,8 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer routerBiasGrad;  // [experts]
     private final Buffer sharedGate;      // [1, hidden], null without features.sharedExpertGate
     private final Buffer sharedGateGrad;  // [1, hidden]
+    private final BufferAllocator allocator; // counts the state and the step scopes' buffers
+    private final BufferScope state; // owns the weights, gradients and router state
     /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
     private final ReplicatedGradReduction replicated;
     /** Refuses overlapping calls from two threads. */
@@ -138,20 +166,20 @@ public final class MoeLayer implements AutoCloseable {
         private final Buffer x;
         private final RouterOutput route;
         private final DispatchResult dispatch;
-        private final Buffer groupOffsets;
+        private final Buffer uploadedOffsets; // null unless the strategy keeps its offsets on the host only
         private final GroupedExperts.Context expertCtx;
         private final Buffer expertOut;
         private final SharedExperts.Context sharedCtx;
         private Variant variant; // family-variant state, null for the plain layer
         private boolean closed;
 
-        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer groupOffsets,
+        Context(MoeLayer owner, Buffer x, RouterOutput route, DispatchResult dispatch, Buffer uploadedOffsets,
                 GroupedExperts.Context expertCtx, Buffer expertOut, SharedExperts.Context sharedCtx) {
             this.owner = owner;
             this.x = x;
             this.route = route;
             this.dispatch = dispatch;
-            this.groupOffsets = groupOffsets;
+            this.uploadedOffsets = uploadedOffsets;
             this.expertCtx = expertCtx;
             this.expertOut = expertOut;
             this.sharedCtx = sharedCtx;
@@ -187,24 +215,8 @@ public final class MoeLayer implements AutoCloseable {
                 return;
             }
             closed = true;
-            if (expertCtx != null) {
-                expertCtx.close();
-            }
-            if (sharedCtx != null) {
-                sharedCtx.close();
-            }
-            if (variant != null) {
-                variant.close();
-            }
-            for (AutoCloseable c : new AutoCloseable[] {expertOut, groupOffsets, dispatch, route}) {
-                try {
-                    if (c != null) {
-                        c.close();
-                    }
-                } catch (Exception e) {
-                    throw new IllegalStateException("closing MoeLayer context", e);
-                }
-            }
+            // every part is closed even if one fails; later failures are attached as suppressed
+            Handover.closeAll(route, dispatch, uploadedOffsets, expertOut, variant, sharedCtx, expertCtx);
         }
     }
 
@@ -248,22 +260,64 @@ public final class MoeLayer implements AutoCloseable {
         this.config = b.config;
         this.comm = b.comm;
         this.syncReplicated = b.syncReplicated;
-        this.backend = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
+        Backend chosen = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class,
                 DispatchKernels.class, ExpertKernels.class, OptimizerKernels.class);
         if (comm.size() != config.expertParallel()) {
             throw new IllegalArgumentException("MoeLayer: communicator has " + comm.size()
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
-        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, backend);
+        ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, chosen);
         LayerFeatures lf = config.features();
         if (lf.any() && !ek.supportsLayerFeatures()) {
             throw new IllegalArgumentException("MoeLayer: config.features=" + lf + " need expert kernels with"
-                    + " layer-feature support; " + ek.getClass().getSimpleName() + " on backend " + backend.name()
+                    + " layer-feature support; " + ek.getClass().getSimpleName() + " on backend " + chosen.name()
                     + " has none (supportsLayerFeatures() is false)");
         }
+        // kernels are looked up before the state scope is entered: they are process-wide, not the layer's
+        RoutingKernels rk = Backends.kernels(RoutingKernels.class, chosen);
+        DispatchKernels dk = Backends.kernels(DispatchKernels.class, chosen);
+        this.elementwise = Backends.kernels(OptimizerKernels.class, chosen);
         this.featureKernels = ek;
-        this.gateKernels = Backends.kernels(RoutingKernels.class, backend);
-        Router.Builder rb = Router.builder(config).backend(backend).forceBalanced(b.forceBalanced);
+        this.gateKernels = rk;
+        this.backend = chosen.newPool("MoeLayer rank " + comm.rank()); // device memory: reported on close
+        this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
+        this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
+        try (BufferScope.Activation _ = state.enter()) {
+            this.router = buildRouter(b, rk);
+            this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm,
+                    backend, dk);
+            int local = config.localExperts();
+            this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
+                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek, lf);
+            this.shared = config.sharedExperts() > 0
+                    ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
+                    : null;
+            // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
+            // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
+            this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree() && !lf.routerBias() && !lf.sharedExpertGate()
+                    ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
+            this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+            this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
+            ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
+            this.routerBias = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
+            this.routerBiasGrad = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
+            this.sharedGate = lf.sharedExpertGate() ? backend.allocate(DType.F32, Shape.of(1, config.hidden())) : null;
+            this.sharedGateGrad = lf.sharedExpertGate() ? zeroed(Shape.of(1, config.hidden())) : null;
+            if (sharedGate != null) {
+                ParamInit.fillUniform(sharedGate, b.seed, STREAM_SHARED_GATE, 0, ParamInit.linearBound(config.hidden()));
+            }
+        } catch (RuntimeException e) {
+            try {
+                Handover.closeAll(backend, allocator, state); // nothing half-made outlives a failed build
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+    }
+
+    private Router buildRouter(Builder b, RoutingKernels rk) {
+        Router.Builder rb = Router.builder(config).backend(backend).kernels(rk).forceBalanced(b.forceBalanced);
         if (b.expertBias != null) {
             rb.expertBias(b.expertBias);
         }
@@ -271,30 +325,27 @@ public final class MoeLayer implements AutoCloseable {
             rb.statsExchange(new GlobalBalanceStats(comm, backend)); // aux losses over the global batch
         }
         rb.accumulateLoad(false); // forward adds the load itself once every collective succeeded
-        this.router = rb.build();
-        this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm, backend,
-                Backends.kernels(DispatchKernels.class, backend));
-        this.elementwise = Backends.kernels(OptimizerKernels.class, backend);
-        int local = config.localExperts();
-        this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
-                config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek, lf);
-        this.shared = config.sharedExperts() > 0
-                ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
-                : null;
-        // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
-        // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
-        this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree() && !lf.routerBias() && !lf.sharedExpertGate()
-                ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
-        this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-        ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
-        this.routerBias = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
-        this.routerBiasGrad = lf.routerBias() ? zeroed(Shape.of(config.experts())) : null;
-        this.sharedGate = lf.sharedExpertGate() ? backend.allocate(DType.F32, Shape.of(1, config.hidden())) : null;
-        this.sharedGateGrad = lf.sharedExpertGate() ? zeroed(Shape.of(1, config.hidden())) : null;
-        if (sharedGate != null) {
-            ParamInit.fillUniform(sharedGate, b.seed, STREAM_SHARED_GATE, 0, ParamInit.linearBound(config.hidden()));
-        }
+        return rb.build();
+    }
+
+    /**
+     * Opens a scope for one training step: every buffer made on this thread until it closes (the
+     * batch, outputs, gradients, contexts) is freed then, unless {@linkplain BufferScope#keep kept};
+     * they are counted in this layer's {@link #allocator()}. Scopes nest.
+     *
+     * @return the open scope; close it with try-with-resources
+     * @throws org.moe4j.core.buffer.BufferClosedException if the layer is closed
+     */
+    public BufferScope newScope() {
+        return BufferScope.open("MoeLayer rank " + comm.rank() + " step", allocator);
+    }
+
+    /**
+     * Returns the allocator counting this layer's state and the buffers of its step scopes.
+     * @return the allocator counting this layer's state and the buffers of its step scopes
+     */
+    public BufferAllocator allocator() {
+        return allocator;
     }
 
     private Buffer zeroed(Shape shape) {
@@ -514,17 +565,19 @@ public final class MoeLayer implements AutoCloseable {
      * expert to the expert bias only after every collective of the forward succeeded.
      *
      * @param x F32 {@code [tokens, hidden]}: this rank's tokens (borrowed until backward)
-     * @return output, context and statistics
+     * @return output, context and statistics; the output and the context's buffers belong to the
+     *         active {@link BufferScope} (if any) and are counted in {@link #allocator()}
      * @throws NullPointerException       if {@code x} is null
      * @throws IllegalArgumentException   if {@code x} is closed, not F32, not {@code [tokens, hidden]},
      *                                    or gives non-finite router logits; nothing changed
      * @throws org.moe4j.dispatch.CommunicatorException if a collective fails (e.g. another rank's
      *                                    forward failed); nothing changed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     * @throws IllegalStateException      if the layer is closed
      */
     public Forward forward(Buffer x) {
         enter("forward");
-        try {
+        try (BufferScope.Activation _ = allocator.use()) { // what forward makes is counted in this layer
             return forwardUnguarded(x);
         } finally {
             use.exit();
@@ -587,7 +640,7 @@ public final class MoeLayer implements AutoCloseable {
             if (deviceOffsets == null) {
                 int[] offsets = d.groupOffsets();
                 try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-                    off = backend.upload(h); // staged: the dispatcher reports the offsets on the host
+                    off = backend.upload(h); // staged: this strategy reports the offsets on the host only
                 }
             }
             ex = experts.forward(d.expertInput(), deviceOffsets != null ? deviceOffsets : off);
@@ -619,10 +672,14 @@ public final class MoeLayer implements AutoCloseable {
             router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
             return f;
         } catch (RuntimeException e) {
-            Context ctx = new Context(this, x, route, d, off, ex == null ? null : ex.context(),
-                    ex == null ? null : ex.output(), sh == null ? null : sh.context());
-            ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
-            ctx.close();
+            try {
+                Context ctx = new Context(this, x, route, d, off, ex == null ? null : ex.context(),
+                        ex == null ? null : ex.output(), sh == null ? null : sh.context());
+                ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
+                ctx.close();
+            } catch (RuntimeException suppressed) {
+                e.addSuppressed(suppressed);
+            }
             throw e;
         }
     }
@@ -654,16 +711,17 @@ public final class MoeLayer implements AutoCloseable {
      *
      * @param ctx the forward context
      * @param dY  F32 {@code [tokens, hidden]} gradient of the output
-     * @return F32 {@code [tokens, hidden]} (caller closes)
+     * @return F32 {@code [tokens, hidden]} (caller closes, or the active {@link BufferScope} does)
      * @throws NullPointerException     if {@code ctx} or {@code dY} is null
      * @throws IllegalArgumentException if {@code ctx} came from another layer or is closed, the forward
      *                                  input {@code x} was closed since the forward, or {@code dY} is
      *                                  closed, not F32 or not {@code [tokens, hidden]}
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
+     * @throws IllegalStateException    if the layer is closed
      */
     public Buffer backward(Context ctx, Buffer dY) {
         enter("backward");
-        try {
+        try (BufferScope.Activation _ = allocator.use()) { // dX is counted in this layer
             return backwardUnguarded(ctx, dY);
         } finally {
             use.exit();
@@ -867,16 +925,17 @@ public final class MoeLayer implements AutoCloseable {
         ExpertBias bias = router.expertBias();
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
-            try (HostBuffer h = HostBuffer.allocate(DType.I64, load.length)) {
-                for (int i = 0; i < load.length; i++) {
-                    h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+            try (Buffer b = backend.allocate(DType.I64, Shape.of(load.length))) { // the communicator's memory
+                try (HostView v = b.hostView(HostView.Mode.WRITE)) {
+                    for (int i = 0; i < load.length; i++) {
+                        v.host().segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, load[i]);
+                    }
                 }
-                try (Buffer b = backend.upload(h)) { // staged: the communicator works in the backend's memory
-                    comm.allReduce(b, ReduceOp.SUM);
-                    b.copyTo(h);
-                }
-                for (int i = 0; i < load.length; i++) {
-                    load[i] = h.getLong(i);
+                comm.allReduce(b, ReduceOp.SUM);
+                try (HostView v = b.hostView(HostView.Mode.READ)) {
+                    for (int i = 0; i < load.length; i++) {
+                        load[i] = v.host().getLong(i);
+                    }
                 }
             }
         }
@@ -940,21 +999,18 @@ public final class MoeLayer implements AutoCloseable {
      * @return name → host buffer
      */
     public Map<String, HostBuffer> namedTensors(String prefix) {
-        return namedTensors(prefix, new IdentityHashMap<>(), true);
+        return namedTensors(prefix, new IdentityHashMap<>(), true); // the views stay open: host memory or snapshots
     }
 
     /**
-     * @param mirrors  filled with parameter → host mirror for every parameter not in host memory
-     *                 (the caller closes the mirrors)
-     * @param download whether the mirrors get the parameter's current values
+     * @param views    filled with parameter → host view of it (the parameter's own memory, or a
+     *                 staged copy for device memory); the caller closes or abandons the views
+     * @param download whether staged copies get the parameter's current values (else they are
+     *                 written and uploaded on close)
      */
-    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostBuffer> mirrors, boolean download) {
-        Function<Buffer, HostBuffer> host = p -> {
-            if (p instanceof HostBuffer h) {
-                return h;
-            }
-            return mirrors.computeIfAbsent(p, d -> download ? d.toHost() : HostBuffer.allocate(d.dtype(), d.shape()));
-        };
+    private Map<String, HostBuffer> namedTensors(String prefix, Map<Buffer, HostView> views, boolean download) {
+        Function<Buffer, HostBuffer> host = p -> views.computeIfAbsent(p,
+                d -> d.hostView(download ? HostView.Mode.READ : HostView.Mode.WRITE)).host();
         Map<String, HostBuffer> out = new LinkedHashMap<>();
         out.put(prefix + "gate.weight", host.apply(gateWeight));
         if (routerBias != null) {
@@ -991,15 +1047,18 @@ public final class MoeLayer implements AutoCloseable {
      * MXFP4 are dequantised into the layer's dtypes. Every tensor is checked (present, shape, dtype,
      * finite values) and decoded into host staging buffers before the first parameter is written.
      * The expert bias is set from the family's score-correction bias, or to zero when the family has
-     * none. On a device backend the staged values are uploaded at the end.
+     * none. On a device backend the staged values are uploaded at the end. A collective: all ranks
+     * call it, and a status all-reduce before the commit makes a failure on any rank a failure on
+     * every rank, with no rank changed.
      *
      * @param path    a checkpoint directory, its index, or one safetensors file
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
      * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
      * @param options what to accept (non-finite values, unused family tensors)
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
-     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault; the layer
-     *                                                  is then unchanged
+     * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault (on the other
+     *                                                  ranks: naming the failing rank and its message);
+     *                                                  the layer is then unchanged
      * @throws IllegalStateException if the layer is closed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
@@ -1014,10 +1073,12 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Exports the layer as a Hugging Face sharded checkpoint in {@code dir}, written once across the
-     * ranks: rank {@code r} writes {@code model-<r+1>-of-<W>.safetensors} with its experts (rank 0
-     * also the router, the bias where the family has one, and the shared experts), each file
-     * crash-safe; after every rank's shard is durable, rank 0 writes {@code model.safetensors.index.json}
-     * from the shards' headers. A collective: all ranks call it. Fused-expert families (Llama 4,
+     * ranks: rank {@code r} writes {@code model-<id>-<r+1>-of-<W>.safetensors} (a save id the ranks
+     * agree on) with its experts (rank 0 also the router, the bias where the family has one, and the
+     * shared experts), each file crash-safe; after every rank's shard is durable, rank 0 writes
+     * {@code model.safetensors.index.json} from the shards' headers. The index is the commit point: a
+     * failed export leaves an earlier one in {@code dir} intact, and a successful one deletes the
+     * shards of earlier exports that its index does not list. A collective: all ranks call it. Fused-expert families (Llama 4,
      * gpt-oss) store every expert in one tensor: at W &gt; 1 the ranks fill one shared shard in place,
      * each writing its experts' slices.
      *
@@ -1043,7 +1104,7 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * Saves everything a training step depends on, for an exact resume: fp32 weights, the optimiser's
      * moments and step count and options, the expert bias and every rank's accumulated load, the
-     * config and the caller's step, as {@code moe4j-state-<r+1>-of-<W>.safetensors} shards plus
+     * config and the caller's step, as {@code moe4j-state-<id>-<r+1>-of-<W>.safetensors} shards plus
      * {@code moe4j-state.safetensors.index.json} (written as {@link #export} writes). Routed-expert
      * state is stored per global expert, so it can be resumed at another W when saved right after
      * {@link #updateExpertBias()}. A collective.
@@ -1068,7 +1129,8 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Restores what {@link #saveTrainingState} saved, all or nothing: the config must match (except
-     * {@code expertParallel}); at another W the saved loads must be empty.
+     * {@code expertParallel}); at another W the saved loads must be empty. A collective: if any rank
+     * fails (its shard, its optimiser), every rank throws and no rank is changed.
      *
      * @param dir       the directory holding {@code moe4j-state.safetensors.index.json}
      * @param optimizer the optimiser over {@link #parameters()} (its moments, steps and options are replaced)
@@ -1125,21 +1187,25 @@ public final class MoeLayer implements AutoCloseable {
      */
     public void save(java.nio.file.Path path, String prefix) {
         LayerCheckpointing.stateNames(this); // refuses what the DeepSeek layout cannot name, before writing
-        Map<Buffer, HostBuffer> mirrors = new IdentityHashMap<>();
+        Map<Buffer, HostView> views = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
-            Map<String, HostBuffer> t = namedTensors(prefix, mirrors, true);
+            Map<String, HostBuffer> t = namedTensors(prefix, views, true);
             t.put(prefix + "gate.e_score_correction_bias", bias);
             Checkpoints.save(path, t, Map.of("format", "pt", "producer", "moe4j"));
         } finally {
-            mirrors.values().forEach(HostBuffer::close);
+            Handover.closeAll(views.values().toArray(HostView[]::new)); // read-only: nothing is uploaded
         }
     }
 
     /**
-     * Frees the weights, gradients and expert state; idempotent. Any later call of {@code forward},
+     * Frees the layer's state (weights, gradients, router state) and closes its allocator and its
+     * device memory pool (see {@link Backend#newPool}); idempotent. Any later call of {@code forward},
      * {@code backward}, {@code reduceGradients}, {@code updateExpertBias} or {@code zeroGrad} throws
      * {@link IllegalStateException}.
      *
+     * @throws org.moe4j.core.buffer.MemoryLeakException if host buffers this layer made (or its step
+     *                                                  scopes counted) are still live (they are freed first)
+     * @throws IllegalStateException {@code memory leaked} if device buffers of the layer's pool are still live
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
      */
     @Override
@@ -1150,17 +1216,8 @@ public final class MoeLayer implements AutoCloseable {
                 return;
             }
             closed = true;
-            experts.close();
-            if (shared != null) {
-                shared.close();
-            }
-            gateWeight.close();
-            gateGrad.close();
-            for (Buffer b : new Buffer[] {routerBias, routerBiasGrad, sharedGate, sharedGateGrad}) {
-                if (b != null) {
-                    b.close();
-                }
-            }
+            Handover.closeAll(backend, allocator, state, router, gateGrad, gateWeight, sharedGateGrad, sharedGate,
+                    routerBiasGrad, routerBias, shared, experts);
         } finally {
             use.exit();
         }

@@ -9,9 +9,10 @@ import org.moe4j.core.DType;
 import org.moe4j.core.ExclusiveUse;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
-import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.dispatch.Communicator;
+import org.moe4j.dispatch.ReduceOp;
 
 /**
  * AdamW (Loshchilov &amp; Hutter): Adam with decoupled weight decay and bias correction, the same
@@ -40,6 +41,12 @@ import org.moe4j.core.buffer.HostBuffer;
  * index) and in {@link #skippedSteps()} — the policy of mixed-precision gradient scalers
  * ({@code torch.amp.GradScaler}). The caller decides what to do next (usually {@link #zeroGrad()}
  * and continue; with loss scaling, lower the scale). The check reads every gradient once per step.
+ *
+ * <p>Expert parallelism ({@code W > 1}): routed-expert gradients are rank-local (not all-reduced),
+ * so one rank can hold a non-finite gradient while the others do not. {@link #step()} decides per
+ * rank, and a rank that skips while the others apply would let the replicated parameters (gate,
+ * shared experts) diverge for good. Step with {@link #step(Communicator)} instead: it sums the
+ * ranks' findings over the group, so every rank skips or every rank applies.
  *
  * <p>Threading: an optimiser serves one thread at a time; a call from a second thread while
  * {@code step}, {@code zeroGrad}, {@code options(Options)} or {@code close} is running throws
@@ -119,9 +126,16 @@ public final class AdamW implements AutoCloseable {
      * @param nonFiniteParameter the first parameter (in list order) whose gradient holds a NaN or
      *                           infinite element, or null when the step was applied
      * @param nonFiniteIndex     flat index of the first such element in that gradient, or -1
+     * @param nonFiniteRanks     how many ranks found a non-finite gradient ({@link #step()}: 1 or 0,
+     *                           this rank only; {@link #step(Communicator)}: over the group — a rank
+     *                           may skip with a null {@code nonFiniteParameter} when only other
+     *                           ranks found one)
      */
-    public record StepReport(boolean applied, long step, String nonFiniteParameter, long nonFiniteIndex) {
+    public record StepReport(boolean applied, long step, String nonFiniteParameter, long nonFiniteIndex,
+            long nonFiniteRanks) {
     }
+
+    private final Backend backend;
 
     private final List<Parameter> params;
     private final List<Buffer> m = new ArrayList<>(); // per parameter, its shape, F32
@@ -172,16 +186,21 @@ public final class AdamW implements AutoCloseable {
         this.params = List.copyOf(checkParams(params));
         this.options = Objects.requireNonNull(options, "AdamW: options");
         this.kernels = Objects.requireNonNull(kernels, "AdamW: kernels");
-        Objects.requireNonNull(backend, "AdamW: backend");
-        boolean host = backend.name().equals(CpuBackend.NAME);
+        this.backend = Objects.requireNonNull(backend, "AdamW: backend");
         for (Parameter p : this.params) {
-            f32(p.name(), p.value(), host);
-            f32(p.name() + ".grad", p.grad(), host);
+            f32(p.name(), p.value());
+            f32(p.name() + ".grad", p.grad());
         }
         try {
             for (Parameter p : this.params) {
                 m.add(backend.allocate(DType.F32, p.value().shape()));
                 v.add(backend.allocate(DType.F32, p.value().shape()));
+                Buffer state = m.get(m.size() - 1);
+                if (!state.device().equals(p.value().device()) || !state.device().equals(p.grad().device())) {
+                    throw new IllegalArgumentException("AdamW: parameter " + p.name() + " is on " + p.value().device()
+                            + " (grad on " + p.grad().device() + ") but backend " + backend.name()
+                            + " keeps the optimiser state on " + state.device());
+                }
             }
         } catch (RuntimeException e) {
             close();
@@ -213,18 +232,23 @@ public final class AdamW implements AutoCloseable {
     }
 
     private static Backend defaultBackend(List<Parameter> params) {
-        boolean allHost = params.stream().allMatch(p -> p.value() instanceof HostBuffer && p.grad() instanceof HostBuffer);
-        return allHost ? new CpuBackend() : Backends.backendFor(OptimizerKernels.class);
+        if (params.isEmpty()) {
+            return Backends.backendFor(OptimizerKernels.class);
+        }
+        org.moe4j.core.Device device = params.get(0).value().device();
+        for (Parameter p : params) {
+            if (!p.value().device().equals(device) || !p.grad().device().equals(device)) {
+                throw new IllegalArgumentException("AdamW: parameter " + p.name() + " is on " + p.value().device()
+                        + " (grad on " + p.grad().device() + ") but " + params.get(0).name() + " is on " + device);
+            }
+        }
+        return Backends.backendFor(Backends.forDevice(device), OptimizerKernels.class);
     }
 
-    private static void f32(String name, Buffer b, boolean host) {
+    private static void f32(String name, Buffer b) {
         if (b.dtype() != DType.F32) {
             throw new IllegalArgumentException("AdamW: parameter " + name + " must be F32, got " + b.dtype()
                     + " on " + b.device());
-        }
-        if (host && !(b instanceof HostBuffer)) {
-            throw new IllegalArgumentException("AdamW: parameter " + name + " must be an F32 host buffer on the cpu"
-                    + " backend, got " + b.dtype() + " on " + b.device());
         }
     }
 
@@ -287,7 +311,72 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    private StepReport stepUnguarded() {
+    /**
+     * The collective form of {@link #step()} for expert parallelism: every rank of {@code group}
+     * must call it (with its own optimiser) at the same point. Each rank scans its gradients, the
+     * findings are summed over the group, and then every rank skips (if any rank found a NaN or
+     * infinite gradient element) or every rank applies — so replicated parameters stay identical.
+     * The report names this rank's first non-finite parameter (null if only other ranks found one)
+     * and {@link StepReport#nonFiniteRanks()} counts the ranks that found one. With one rank it
+     * behaves as {@link #step()}. Costs one small all-reduce per step.
+     *
+     * @param group the communicator of the expert-parallel group (e.g. {@code layer.communicator()})
+     * @return whether the step was applied on every rank, and why not
+     * @throws NullPointerException  if {@code group} is null (before any collective)
+     * @throws IllegalStateException on every rank if this or another rank's optimiser or one of its
+     *                               parameters was closed (nothing changed on any rank)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public StepReport step(Communicator group) {
+        Objects.requireNonNull(group, "AdamW.step: group");
+        use.enter("step");
+        try {
+            String invalid = null;
+            long[] bad = null;
+            try {
+                checkUsable();
+                bad = firstNonFinite();
+            } catch (IllegalStateException e) {
+                invalid = e.getMessage();
+            }
+            long[] sums = sumOverRanks(group, new long[] {bad != null ? 1 : 0, invalid != null ? 1 : 0});
+            if (sums[1] > 0) {
+                throw new IllegalStateException(invalid != null ? invalid
+                        : "AdamW.step: " + sums[1] + " other rank(s) of the group have a closed optimiser or"
+                                + " parameter; nothing was updated on any rank");
+            }
+            if (sums[0] > 0) {
+                skipped++;
+                return bad != null ? new StepReport(false, step, params.get((int) bad[0]).name(), bad[1], sums[0])
+                        : new StepReport(false, step, null, -1, sums[0]);
+            }
+            return apply();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private long[] sumOverRanks(Communicator group, long[] values) {
+        if (group.size() == 1) {
+            return values.clone();
+        }
+        long[] out = values.clone();
+        try (HostBuffer h = HostBuffer.allocate(DType.I64, out.length)) {
+            for (int i = 0; i < out.length; i++) {
+                h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, i, out[i]);
+            }
+            try (Buffer b = backend.upload(h)) { // the communicator works in the backend's memory
+                group.allReduce(b, ReduceOp.SUM);
+                b.copyTo(h);
+            }
+            for (int i = 0; i < out.length; i++) {
+                out[i] = h.getLong(i);
+            }
+        }
+        return out;
+    }
+
+    private void checkUsable() {
         if (closed) {
             throw new IllegalStateException("AdamW.step: the optimiser is closed");
         }
@@ -296,13 +385,30 @@ public final class AdamW implements AutoCloseable {
                 throw new IllegalStateException("AdamW.step: parameter " + p.name() + " was closed; nothing was updated");
             }
         }
-        for (Parameter p : params) {
-            long bad = kernels.firstNonFinite(p.grad());
+    }
+
+    /** @return {parameter index, element index} of the first non-finite gradient element, or null */
+    private long[] firstNonFinite() {
+        for (int i = 0; i < params.size(); i++) {
+            long bad = kernels.firstNonFinite(params.get(i).grad());
             if (bad >= 0) {
-                skipped++;
-                return new StepReport(false, step, p.name(), bad);
+                return new long[] {i, bad};
             }
         }
+        return null;
+    }
+
+    private StepReport stepUnguarded() {
+        checkUsable();
+        long[] bad = firstNonFinite();
+        if (bad != null) {
+            skipped++;
+            return new StepReport(false, step, params.get((int) bad[0]).name(), bad[1], 1);
+        }
+        return apply();
+    }
+
+    private StepReport apply() {
         step++;
         Options o = options;
         float b1 = (float) o.beta1();
@@ -317,7 +423,7 @@ public final class AdamW implements AutoCloseable {
             kernels.adamW(p.value(), p.grad(), m.get(i), v.get(i), new OptimizerKernels.AdamWStep(lr, b1, b2, c1, c2,
                     eps, decay));
         }
-        return new StepReport(true, step, null, -1);
+        return new StepReport(true, step, null, -1, 0);
     }
 
     /**
@@ -375,6 +481,41 @@ public final class AdamW implements AutoCloseable {
                 throw new IllegalStateException("AdamW.restoreSteps: the optimiser is closed");
             }
             step = steps;
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Restores a checkpoint's optimiser state all or nothing: checks the arguments and that this
+     * optimiser is open, then, inside one exclusive use of it, runs {@code commit} (which writes the
+     * moments, e.g. into the {@link #firstMoment}/{@link #secondMoment} buffers, and may refuse by
+     * throwing) and only when it returns sets the step count and options. If anything throws, the
+     * step count and options are unchanged.
+     *
+     * @param steps   steps already taken, &ge; 0
+     * @param options the hyper-parameters to restore
+     * @param commit  writes the rest of the restored state; runs while this optimiser is held
+     * @throws IllegalArgumentException if {@code steps} is negative
+     * @throws NullPointerException     if {@code options} or {@code commit} is null
+     * @throws IllegalStateException    if the optimiser is closed ({@code commit} then does not run)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     *                                               ({@code commit} then does not run)
+     */
+    public void restore(long steps, Options options, Runnable commit) {
+        if (steps < 0) {
+            throw new IllegalArgumentException("AdamW.restore: steps=" + steps + " must be >= 0");
+        }
+        Objects.requireNonNull(options, "AdamW.restore: options");
+        Objects.requireNonNull(commit, "AdamW.restore: commit");
+        use.enter("restore");
+        try {
+            if (closed) {
+                throw new IllegalStateException("AdamW.restore: the optimiser is closed");
+            }
+            commit.run();
+            step = steps;
+            this.options = options;
         } finally {
             use.exit();
         }

@@ -1,7 +1,7 @@
 package org.moe4j.dispatch;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTimeoutPreemptively;
@@ -125,13 +125,59 @@ class DispatcherMisuseTest {
                 });
     }
 
+    /**
+     * A backend whose non-finite weight scan reads device memory back (the host-staged default, as on
+     * CUDA today) has that read counted once per dispatch; the CPU kernels, reading host memory in
+     * place, add nothing.
+     */
+    @Test
+    void aHostStagedNonFiniteWeightScanIsCountedAsAHostRead() {
+        DispatchKernels cpu = Harness.kernels(1);
+        DispatchKernels staged = (DispatchKernels) Proxy.newProxyInstance(DispatchKernels.class.getClassLoader(),
+                new Class<?>[] {DispatchKernels.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("nonFiniteWeightScanReadsBack")) {
+                        return true;
+                    }
+                    try {
+                        return method.invoke(cpu, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        assertFalse(cpu.nonFiniteWeightScanReadsBack());
+        for (DispatchStrategy strategy : DispatchStrategy.values()) {
+            long[] extra = LocalGroup.run(1, TIMEOUT, comm -> {
+                DispatchConfig config = DispatchConfig.of(4).withStrategy(strategy);
+                Dispatcher plain = Dispatcher.create(config, comm, new CpuBackend(), cpu);
+                Dispatcher counted = Dispatcher.create(config, comm, new CpuBackend(), staged);
+                long[] reads = new long[2];
+                try (HostBuffer x = x(0); HostBuffer idx = idx(); HostBuffer w = weights()) {
+                    for (int i = 0; i < 2; i++) {
+                        Dispatcher d = i == 0 ? plain : counted;
+                        long before = d.hostReads();
+                        for (int step = 0; step < 3; step++) {
+                            d.dispatch(x, idx, w).close();
+                        }
+                        reads[i] = d.hostReads() - before;
+                    }
+                }
+                return new long[] {reads[1] - reads[0]};
+            }).get(0);
+            assertEquals(3, extra[0], strategy + ": one counted read per dispatch");
+        }
+    }
+
     @Test
     void aSecondThreadIsRefusedWhileADispatchRuns() throws Exception {
         CountDownLatch inside = new CountDownLatch(1);
         CountDownLatch release = new CountDownLatch(1);
+        java.util.concurrent.atomic.AtomicInteger routed = new java.util.concurrent.atomic.AtomicInteger();
         DispatchKernels cpu = Harness.kernels(1);
         DispatchKernels blocking = (DispatchKernels) Proxy.newProxyInstance(DispatchKernels.class.getClassLoader(),
                 new Class<?>[] {DispatchKernels.class}, (proxy, method, args) -> {
+                    if (method.getName().equals("countRoutes")) {
+                        routed.incrementAndGet();
+                    }
                     if (method.getName().equals("countRoutes") && Thread.currentThread().getName().equals("dispatch-A")) {
                         inside.countDown();
                         release.await(10, TimeUnit.SECONDS);
@@ -169,6 +215,7 @@ class DispatcherMisuseTest {
             }
             return null;
         });
-        assertInstanceOf(DispatchKernels.class, blocking);
+        assertEquals(2, routed.get(), "only thread A's dispatch and the later one reach the kernels; the refused"
+                + " call must not");
     }
 }

@@ -211,4 +211,41 @@ class StaticAllToAllTest {
                 "a factor never goes above the worst case");
         assertEquals(1, DispatchOptions.of("static-all-to-all").chunkCapacity(0, 3, 4), "an empty batch keeps one row");
     }
+    /**
+     * Without chunkRows the capacity follows each rank's own token count, so ranks with different
+     * T would post mismatched fixed splits (an NCCL hang or corruption). Every rank refuses instead,
+     * naming each rank's counts, before anything is sent; equal T afterwards works (checked once).
+     */
+    @Test
+    void unevenTokenCountsWithoutChunkRowsAreRefusedOnEveryRank() {
+        for (DispatchOptions options : new DispatchOptions[] {
+            new DispatchOptions(DispatchOptions.STATIC_ALL_TO_ALL, false, false, 0, 0),
+            new DispatchOptions(DispatchOptions.STATIC_ALL_TO_ALL, false, false, 1.5, 0)}) {
+            DispatchConfig config = DispatchConfig.of(4).withOptions(options);
+            List<String> messages = org.junit.jupiter.api.Assertions.assertTimeoutPreemptively(
+                    java.time.Duration.ofSeconds(30), () -> LocalGroup.run(2, Harness.TIMEOUT, comm -> {
+                        Dispatcher d = Dispatcher.create(config, comm, new CpuBackend(), Harness.kernels(1));
+                        int t = comm.rank() == 0 ? 5 : 4;
+                        String message;
+                        try (HostBuffer x = HostBuffer.allocate(DType.F32, t, 3);
+                                HostBuffer idx = HostBuffer.ofInts(new int[2 * t], t, 2);
+                                HostBuffer w = HostBuffer.ofFloats(new float[2 * t], t, 2)) {
+                            message = assertThrows(IllegalArgumentException.class, () -> d.dispatch(x, idx, w))
+                                    .getMessage();
+                        }
+                        try (HostBuffer x = HostBuffer.allocate(DType.F32, 4, 3);
+                                HostBuffer idx = HostBuffer.ofInts(new int[] {0, 1, 2, 3, 1, 2, 3, 0}, 4, 2);
+                                HostBuffer w = HostBuffer.ofFloats(new float[8], 4, 2);
+                                DispatchResult r = d.dispatch(x, idx, w)) {
+                            assertEquals(0, r.overflow());
+                        }
+                        return message;
+                    }));
+            for (int r = 0; r < 2; r++) {
+                assertEquals("static all-to-all without chunkRows: the ranks' token counts differ (rank 0: T=5, K=2,"
+                        + " rank 1: T=4, K=2); the chunk capacity C follows T and K, so every rank must dispatch the"
+                        + " same [T, K], or set chunkRows to fix C; nothing was sent", messages.get(r), "rank " + r);
+            }
+        }
+    }
 }

@@ -169,6 +169,16 @@ class LayerFeatureKernelsTest {
         }
 
         @Override
+        public boolean supportsTransposedB() {
+            return true;
+        }
+
+        @Override
+        public void groupedMatmulTransposedB(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec) {
+            cpu.groupedMatmulTransposedB(a, b, groupOffsets, out, spec);
+        }
+
+        @Override
         public void transpose(Buffer src, Buffer dst) {
             cpu.transpose(src, dst);
         }

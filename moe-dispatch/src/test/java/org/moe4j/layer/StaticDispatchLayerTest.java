@@ -56,7 +56,9 @@ class StaticDispatchLayerTest {
                 hostReads[r] = layer.dispatcher().hostReads() - before;
                 layer.reduceGradients();
                 for (Parameter p : layer.parameters()) {
-                    out.put("grad." + p.name() + "@" + r, p.grad().toHost().toFloatArray());
+                    try (HostBuffer g = p.grad().toHost()) { // a copy: closed here
+                        out.put("grad." + p.name() + "@" + r, g.toFloatArray());
+                    }
                 }
             }
             return out;

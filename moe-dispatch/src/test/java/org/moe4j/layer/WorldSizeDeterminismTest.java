@@ -69,8 +69,8 @@ class WorldSizeDeterminismTest {
                      AdamW opt = new AdamW(layer.parameters(), AdamW.Options.defaults(1e-2))) {
                     ParamInit.fillUniform(all, 11, 1, 0, 1f);
                     ParamInit.fillUniform(allTarget, 11, 2, 0, 0.2f);
-                    HostBuffer x = slice(all, first, tokens);
-                    HostBuffer target = slice(allTarget, first, tokens);
+                    try (HostBuffer x = slice(all, first, tokens); // copies: closed after the loop
+                         HostBuffer target = slice(allTarget, first, tokens)) {
                     for (int step = 0; step < STEPS; step++) {
                         MoeLayer.Forward f = layer.forward(x);
                         try (HostBuffer y = (HostBuffer) f.output();
@@ -94,6 +94,7 @@ class WorldSizeDeterminismTest {
                         opt.step();
                         opt.zeroGrad();
                         layer.updateExpertBias();
+                    }
                     }
                     out.put("aux", auxValues);
                     out.put("bias", layer.expertBias().values());

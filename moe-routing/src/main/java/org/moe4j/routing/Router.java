@@ -9,13 +9,14 @@ import org.moe4j.core.Shape;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.backend.CpuBackend;
+import org.moe4j.core.backend.Scratch;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.core.config.AuxLoss;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.cpu.CpuParallel;
 import org.moe4j.routing.internal.CpuRoutingKernels;
-import org.moe4j.routing.internal.HostWorkspace;
 
 /**
  * Token-choice top-k router (torchtitan {@code TokenChoiceTopKRouter}, DeepSeek-V3 {@code noaux_tc}).
@@ -37,7 +38,7 @@ import org.moe4j.routing.internal.HostWorkspace;
  * second thread while {@code forward}, {@code forwardLogits} or {@code backward} is running throws
  * {@link org.moe4j.core.ConcurrentUseException} naming both calls and changes nothing.
  */
-public final class Router {
+public final class Router implements AutoCloseable {
     /**
      * Tokens per segment of the batch-wide balance statistics (the switch and z losses, and the
      * sequence loss over the whole batch). Equal to the token block of the layer's reduction tree, so
@@ -52,43 +53,48 @@ public final class Router {
     private final ExpertBias expertBias;
     private final boolean accumulateLoad;
     private final BalanceStats.Exchange statsExchange; // null: the losses are over this router's tokens only
-    /** Reused memory of the forward outputs (see {@link HostWorkspace}); big tensors only on the CPU backend. */
-    private final HostWorkspace workspace = new HostWorkspace(ROLES);
-    /** Refuses a call from a second thread while one is running (the workspace is not thread-safe). */
+    /** Reused memory of the forward outputs, given back by {@link RouterOutput#close()}. */
+    private final Scratch scratch;
+    private final boolean ownsExpertBias;
+    /** Refuses a call from a second thread while one is running (the scratch use is per call). */
     private final ExclusiveUse use = new ExclusiveUse("Router");
-    private final boolean hostOutputs;
-
-    private static final int ROLE_LOGITS = 0;
-    private static final int ROLE_SCORES = 1;
-    private static final int ROLE_SELECTED = 2;
-    private static final int ROLE_WEIGHTS = 3;
-    private static final int ROLE_LSE = 4;
-    private static final int ROLE_COUNTS = 5;
-    private static final int ROLES = 6;
 
     private Router(Builder b) {
         this.config = b.config;
         this.params = RouteParams.of(b.config, b.forceBalanced);
-        Backend chosen = b.backend != null ? b.backend : (b.kernels == null && b.parallel == null ? Backends.selected()
-                : new CpuBackend());
-        if (b.kernels != null) {
-            this.kernels = b.kernels;
-        } else if (b.parallel != null) {
-            this.kernels = new CpuRoutingKernels(b.parallel);
-        } else {
-            this.kernels = Backends.kernels(RoutingKernels.class, chosen);
-        }
-        // the CPU kernels (also the fallback of a backend without routing kernels) need host buffers
-        this.backend = kernels instanceof CpuRoutingKernels && !chosen.name().equals(CpuBackend.NAME)
-                ? new CpuBackend() : chosen;
-        this.expertBias = b.expertBias != null ? b.expertBias : ExpertBias.of(b.config);
-        if (expertBias.experts() != config.experts()) {
-            throw new IllegalArgumentException("Router: expertBias has " + expertBias.experts()
+        if (b.expertBias != null && b.expertBias.experts() != config.experts()) {
+            throw new IllegalArgumentException("Router: expertBias has " + b.expertBias.experts()
                     + " experts but the config has " + config.experts());
         }
+        if (b.kernels != null) {
+            this.kernels = b.kernels;
+            this.backend = b.backend != null ? b.backend : new CpuBackend();
+        } else if (b.parallel != null) {
+            // explicit CPU kernels on a thread pool: host memory
+            this.kernels = new CpuRoutingKernels(b.parallel);
+            this.backend = b.backend != null ? b.backend : new CpuBackend();
+        } else {
+            // the backend that runs the routing kernels: the chosen one, or the CPU when it has none
+            this.backend = Backends.backendFor(b.backend != null ? b.backend : Backends.selected(), RoutingKernels.class);
+            this.kernels = Backends.kernels(RoutingKernels.class, backend);
+        }
+        this.ownsExpertBias = b.expertBias == null;
+        this.expertBias = b.expertBias != null ? b.expertBias : ExpertBias.of(b.config);
         this.accumulateLoad = b.accumulateLoad;
         this.statsExchange = b.statsExchange;
-        this.hostOutputs = backend.name().equals(CpuBackend.NAME);
+        this.scratch = backend.newScratch();
+    }
+
+    /**
+     * Drops the reused forward memory and closes the expert bias this router made (one passed to the
+     * builder stays open). Open outputs stay valid. Idempotent.
+     */
+    @Override
+    public void close() {
+        scratch.close();
+        if (ownsExpertBias) {
+            expertBias.close();
+        }
     }
 
     /**
@@ -184,14 +190,13 @@ public final class Router {
         }
         requireExact("Router.forward", "gateWeight", gateWeight, DType.F32, config.experts(), config.hidden());
         int tokens = x.shape().dimInt(0);
-        List<HostWorkspace.Lease> leases = new ArrayList<>();
-        Buffer logits = output(leases, ROLE_LOGITS, DType.F32, Shape.of(tokens, config.experts()));
+        List<Buffer> leases = new ArrayList<>();
+        Buffer logits = output(leases, DType.F32, Shape.of(tokens, config.experts()));
         try {
             kernels.gateLogits(x, gateWeight, logits);
             return route(logits, true, x, gateWeight, paddingMask, leases);
         } catch (RuntimeException e) {
             releaseAll(leases);
-            logits.close();
             throw e;
         }
     }
@@ -235,26 +240,20 @@ public final class Router {
     }
 
     /**
-     * A forward output that the kernels overwrite completely: reused host memory on the CPU
-     * backend (returned by {@link RouterOutput#close()}), else a fresh backend buffer.
+     * A forward output that the kernels overwrite completely: backend scratch memory, given back by
+     * {@link RouterOutput#close()}.
      */
-    private Buffer output(List<HostWorkspace.Lease> leases, int role, DType dtype, Shape shape) {
-        if (!hostOutputs) {
-            return backend.allocate(dtype, shape);
-        }
-        return hostOutput(leases, role, dtype, shape);
+    private Buffer output(List<Buffer> leases, DType dtype, Shape shape) {
+        Buffer b = scratch.take(dtype, shape);
+        leases.add(b);
+        return b;
     }
 
-    private static void releaseAll(List<HostWorkspace.Lease> leases) {
-        for (HostWorkspace.Lease l : leases) {
-            l.release();
+    void releaseAll(List<Buffer> leases) {
+        for (Buffer b : leases) {
+            scratch.give(b);
         }
-    }
-
-    private HostBuffer hostOutput(List<HostWorkspace.Lease> leases, int role, DType dtype, Shape shape) {
-        HostWorkspace.Lease lease = workspace.take(role, dtype, shape);
-        leases.add(lease);
-        return lease.buffer();
+        leases.clear();
     }
 
     private static void requireExact(String where, String name, Buffer b, DType dtype, long... dims) {
@@ -273,7 +272,7 @@ public final class Router {
     }
 
     private RouterOutput route(Buffer logits, boolean ownsLogits, Buffer x, Buffer gate, Buffer paddingMask,
-            List<HostWorkspace.Lease> leases) {
+            List<Buffer> leases) {
         int tokens = logits.shape().dimInt(0);
         int experts = config.experts();
         int k = config.topK();
@@ -289,26 +288,22 @@ public final class Router {
         }
         List<Buffer> owned = new ArrayList<>();
         try {
-            Buffer scores = track(owned, output(leases, ROLE_SCORES, DType.F32, Shape.of(tokens, experts)));
-            Buffer selected = track(owned, output(leases, ROLE_SELECTED, DType.I32, Shape.of(tokens, k)));
-            Buffer weights = track(owned, output(leases, ROLE_WEIGHTS, DType.F32, Shape.of(tokens, k)));
-            Buffer lse = aux.zCoeff() != 0 ? track(owned, output(leases, ROLE_LSE, DType.F32, Shape.of(tokens)))
-                    : null;
+            Buffer scores = output(leases, DType.F32, Shape.of(tokens, experts));
+            Buffer selected = output(leases, DType.I32, Shape.of(tokens, k));
+            Buffer weights = output(leases, DType.F32, Shape.of(tokens, k));
+            Buffer lse = aux.zCoeff() != 0 ? output(leases, DType.F32, Shape.of(tokens)) : null;
             int bad;
             Buffer staged = stagedBias();
             try {
-                bad = kernels.route(params, logits, staged != null ? staged : expertBias.buffer(), paddingMask, scores,
-                        selected, weights, lse);
+                bad = kernels.route(params, logits, staged, paddingMask, scores, selected, weights, lse);
             } finally {
-                if (staged != null) {
-                    staged.close();
-                }
+                scratch.give(staged);
             }
             if (bad >= 0) {
                 throw new IllegalArgumentException(where + ": router logits of token " + bad
                         + " are not finite (NaN or Inf)" + (ownsLogits ? "; check x and gateWeight" : ""));
             }
-            HostBuffer selCounts = track(owned, hostOutput(leases, ROLE_COUNTS, DType.I32, Shape.of(experts)));
+            HostBuffer selCounts = track(owned, HostBuffer.allocate(DType.I32, experts)); // a host table by contract
             kernels.countTokens(selected, selCounts);
             int[] selectedPerExpert = selCounts.toIntArray();
             long assignments = 0;
@@ -329,7 +324,8 @@ public final class Router {
             }
             AuxResult ar = auxLosses(tokens, scores, selected, lse, owned);
             if (tokensPerExpert != selCounts) {
-                leases.remove(leases.size() - 1).release(); // the pre-drop counts, taken last, are no longer needed
+                owned.remove(selCounts);
+                selCounts.close(); // the pre-drop counts are no longer needed
             }
             RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, topkIdx, weights, lse,
                     tokensPerExpert, selectedPerExpert, valid, dropped, ar.losses, ar.grad, ar.segmentLength, ar.zGrad,
@@ -348,16 +344,20 @@ public final class Router {
     }
 
     /**
-     * The expert bias where the kernels read it: null on the CPU backend (the host state itself is
-     * used), else an upload of it that the caller closes (the bias is host state, updated once per
-     * step; E floats per forward).
+     * The expert bias where the kernels read it: a scratch buffer of the backend written through
+     * {@link Buffer#hostView} (in place on the CPU, an upload of E floats on a device); the caller
+     * gives it back. The bias is host state, updated once per step.
      */
     private Buffer stagedBias() {
-        Buffer host = expertBias.buffer();
-        if (backend.name().equals(CpuBackend.NAME) || !(host instanceof HostBuffer h)) {
-            return null;
+        Buffer b = scratch.take(DType.F32, Shape.of(config.experts()));
+        try (HostView v = b.hostView(HostView.Mode.WRITE)) {
+            float[] values = expertBias.values();
+            v.host().copyFrom(values);
+        } catch (RuntimeException e) {
+            scratch.give(b);
+            throw e;
         }
-        return backend.upload(h);
+        return b;
     }
 
     private static <B extends Buffer> B track(List<Buffer> owned, B b) {

@@ -3,7 +3,6 @@ package org.moe4j.routing;
 import java.util.List;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
-import org.moe4j.routing.internal.HostWorkspace;
 
 /**
  * Result of one {@link Router} forward call and the context its {@link Router#backward} needs.
@@ -29,13 +28,13 @@ public final class RouterOutput implements AutoCloseable {
     private final HostBuffer auxGrad; // [segments, experts] dLoss/dp, or null
     private final int auxSegmentLength;
     private final float zGrad;
-    private final List<HostWorkspace.Lease> leases; // reused memory behind some of the buffers above
+    private final List<Buffer> leases; // the router's scratch buffers among the ones above
     private boolean closed;
 
     RouterOutput(Router router, int tokens, Buffer x, Buffer gateWeight, Buffer logits, Buffer scores,
             Buffer selected, Buffer topkIdx, Buffer topkWeights, Buffer lse, HostBuffer tokensPerExpert,
             int[] selectedPerExpert, int validTokens, long dropped, AuxLosses auxLosses, HostBuffer auxGrad,
-            int auxSegmentLength, float zGrad, List<HostWorkspace.Lease> leases) {
+            int auxSegmentLength, float zGrad, List<Buffer> leases) {
         this.router = router;
         this.tokens = tokens;
         this.x = x;
@@ -209,9 +208,7 @@ public final class RouterOutput implements AutoCloseable {
             return;
         }
         closed = true;
-        for (HostWorkspace.Lease l : leases) {
-            l.release(); // closes the view, hands the memory back to the router
-        }
+        router.releaseAll(new java.util.ArrayList<>(leases)); // closes the buffers, hands the memory back to the router
         if (x != null) {
             logits.close();
         }

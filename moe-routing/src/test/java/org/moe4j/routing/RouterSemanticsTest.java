@@ -5,9 +5,12 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Arrays;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Random;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
@@ -21,6 +24,20 @@ import org.moe4j.core.cpu.CpuParallel;
 
 /** Selection rules, masks, capacity, force-balanced mode and the expert-bias update, on hand-made inputs. */
 class RouterSemanticsTest {
+
+    /** Routers made by the running test, closed after it. */
+    private static final List<Router> ROUTERS = new ArrayList<>();
+
+    static Router track(Router r) {
+        ROUTERS.add(r);
+        return r;
+    }
+
+    @AfterEach
+    void closeRouters() {
+        ROUTERS.forEach(Router::close);
+        ROUTERS.clear();
+    }
     static final double TOL = 1e-6;
     static CpuParallel pool;
 
@@ -50,7 +67,7 @@ class RouterSemanticsTest {
     void tiesGoToTheLowerExpertIndexAndTheLowerGroup() {
         for (MoeConfig cfg : new MoeConfig[] {base(8, 3).build(),
                 base(8, 3).scoreFunction(ScoreFunction.SIGMOID).groups(4, 2).build()}) {
-            Router r = Router.builder(cfg).parallel(pool).build();
+            Router r = track(Router.builder(cfg).parallel(pool).build());
             try (HostBuffer l = HostBuffer.allocate(DType.F32, 5, 8); RouterOutput o = r.forwardLogits(l)) {
                 for (int t = 0; t < 5; t++) {
                     assertArrayEquals(new int[] {0, 1, 2}, Arrays.copyOfRange(idx(o), t * 3, t * 3 + 3), "token " + t);
@@ -61,7 +78,7 @@ class RouterSemanticsTest {
 
     @Test
     void slotsAreOrderedByDescendingScore() {
-        Router r = Router.builder(base(6, 3).build()).parallel(pool).build();
+        Router r = track(Router.builder(base(6, 3).build()).parallel(pool).build());
         try (HostBuffer l = HostBuffer.ofFloats(new float[] {0.1f, 3f, -1f, 2f, 2.5f, 0f}, 1, 6);
                 RouterOutput o = r.forwardLogits(l)) {
             assertArrayEquals(new int[] {1, 4, 3}, idx(o));
@@ -71,7 +88,7 @@ class RouterSemanticsTest {
     @Test
     void biasSteersSelectionButNeverTheWeights() {
         MoeConfig cfg = base(8, 2).scoreFunction(ScoreFunction.SIGMOID).build();
-        Router r = Router.builder(cfg).parallel(pool).build();
+        Router r = track(Router.builder(cfg).parallel(pool).build());
         r.expertBias().setValues(new float[] {0, 0, 0, 0, 0, 0, 0, 10f});
         Random rnd = new Random(1);
         float[] lv = new float[4 * 8];
@@ -94,7 +111,7 @@ class RouterSemanticsTest {
         Random rnd = new Random(seed);
         for (GroupScore gs : GroupScore.values()) {
             MoeConfig cfg = base(64, 8).scoreFunction(ScoreFunction.SIGMOID).groups(8, 3).groupScore(gs).build();
-            Router r = Router.builder(cfg).parallel(pool).build();
+            Router r = track(Router.builder(cfg).parallel(pool).build());
             int tokens = 300;
             float[] lv = new float[tokens * 64];
             for (int i = 0; i < lv.length; i++) {
@@ -113,7 +130,7 @@ class RouterSemanticsTest {
     @Test
     void routeNormMakesWeightsSumToTheRouteScale() {
         MoeConfig cfg = base(16, 4).scoreFunction(ScoreFunction.SIGMOID).routeNorm(true).routeScale(2.5).build();
-        Router r = Router.builder(cfg).parallel(pool).build();
+        Router r = track(Router.builder(cfg).parallel(pool).build());
         Random rnd = new Random(3);
         float[] lv = new float[10 * 16];
         for (int i = 0; i < lv.length; i++) {
@@ -133,7 +150,7 @@ class RouterSemanticsTest {
 
     @Test
     void paddingTokensRouteNowhereAndAddNoLoad() {
-        Router r = Router.builder(base(4, 2).build()).parallel(pool).build();
+        Router r = track(Router.builder(base(4, 2).build()).parallel(pool).build());
         try (HostBuffer l = HostBuffer.allocate(DType.F32, 4, 4);
                 HostBuffer mask = HostBuffer.ofInts(new int[] {1, 0, 1, 0}, 4);
                 RouterOutput o = r.forwardLogits(l, mask)) {
@@ -148,7 +165,7 @@ class RouterSemanticsTest {
     @Test
     void forceBalancedModeAssignsRoundRobinWithEvenLoad() {
         MoeConfig cfg = base(8, 2).scoreFunction(ScoreFunction.SIGMOID).groups(4, 2).build();
-        Router r = Router.builder(cfg).parallel(pool).forceBalanced(true).build();
+        Router r = track(Router.builder(cfg).parallel(pool).forceBalanced(true).build());
         Random rnd = new Random(5);
         float[] lv = new float[16 * 8];
         for (int i = 0; i < lv.length; i++) {
@@ -168,7 +185,7 @@ class RouterSemanticsTest {
     /** 8 tokens, 4 experts, top-1, all prefer expert 0; capacity factor 1 → 2 per expert. */
     static RouterOutput overloaded(DropPolicy policy, HostBuffer l) {
         MoeConfig cfg = base(4, 1).capacity(new Capacity(1.0, policy)).build();
-        return Router.builder(cfg).parallel(pool).build().forwardLogits(l);
+        return track(Router.builder(cfg).parallel(pool).build()).forwardLogits(l);
     }
 
     static HostBuffer overloadLogits() {
@@ -206,7 +223,7 @@ class RouterSemanticsTest {
         try (HostBuffer l = overloadLogits(); HostBuffer dW = HostBuffer.ofFloats(new float[] {1, 1, 1, 1, 1, 1, 1, 1},
                 8, 1)) {
             MoeConfig cfg = base(4, 1).capacity(new Capacity(1.0, DropPolicy.BY_POSITION)).build();
-            Router r = Router.builder(cfg).parallel(pool).build();
+            Router r = track(Router.builder(cfg).parallel(pool).build());
             try (RouterOutput o = r.forwardLogits(l); RouterGrads g = r.backward(o, dW)) {
                 float[] d = ((HostBuffer) g.dLogits()).toFloatArray();
                 for (int t = 2; t < 8; t++) {
@@ -244,7 +261,7 @@ class RouterSemanticsTest {
     @Test
     void emptyBatchRoutesNothing() {
         MoeConfig cfg = base(4, 2).auxLoss(new org.moe4j.core.config.AuxLoss(0.1, 0.1, 0.1, 0)).build();
-        Router r = Router.builder(cfg).parallel(pool).build();
+        Router r = track(Router.builder(cfg).parallel(pool).build());
         try (HostBuffer l = HostBuffer.allocate(DType.F32, 0, 4); RouterOutput o = r.forwardLogits(l);
                 RouterGrads g = r.backward(o, null)) {
             assertEquals(0, o.validTokens());

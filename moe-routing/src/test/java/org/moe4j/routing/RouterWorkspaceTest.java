@@ -5,7 +5,10 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Random;
+import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 import org.moe4j.core.buffer.BufferClosedException;
 import org.moe4j.core.buffer.HostBuffer;
@@ -15,6 +18,20 @@ import org.moe4j.core.cpu.CpuParallel;
 
 /** The router reuses the memory of closed outputs; these tests pin down that this is invisible. */
 class RouterWorkspaceTest {
+
+    /** Routers made by the running test, closed after it. */
+    private static final List<Router> ROUTERS = new ArrayList<>();
+
+    static Router track(Router r) {
+        ROUTERS.add(r);
+        return r;
+    }
+
+    @AfterEach
+    void closeRouters() {
+        ROUTERS.forEach(Router::close);
+        ROUTERS.clear();
+    }
     private static MoeConfig config() {
         return MoeConfig.builder().hidden(1).experts(64).topK(6).ffn(1).scoreFunction(ScoreFunction.SIGMOID)
                 .groups(8, 4).routeNorm(true).routeScale(2.5).build();
@@ -35,7 +52,7 @@ class RouterWorkspaceTest {
         Random rnd = new Random(seed);
         try (CpuParallel pool = new CpuParallel(2); HostBuffer a = randomLogits(rnd, 300, 64);
                 HostBuffer b = randomLogits(rnd, 300, 64)) {
-            Router router = Router.builder(config()).parallel(pool).accumulateLoad(false).build();
+            Router router = track(Router.builder(config()).parallel(pool).accumulateLoad(false).build());
             int[] idxA;
             float[] scoresA;
             try (RouterOutput first = router.forwardLogits(a)) {
@@ -61,7 +78,7 @@ class RouterWorkspaceTest {
     @Test
     void buffersOfAClosedOutputThrowEvenThoughTheirMemoryIsReused() {
         try (CpuParallel pool = new CpuParallel(1); HostBuffer a = randomLogits(new Random(1), 20, 64)) {
-            Router router = Router.builder(config()).parallel(pool).accumulateLoad(false).build();
+            Router router = track(Router.builder(config()).parallel(pool).accumulateLoad(false).build());
             RouterOutput out = router.forwardLogits(a);
             HostBuffer scores = (HostBuffer) out.scores();
             HostBuffer idx = (HostBuffer) out.topkIdx();

@@ -128,11 +128,13 @@ public final class Trainer {
                 Buffer dx = student.backward(f.context(), dy);
                 dx.close();
                 student.reduceGradients();
-                AdamW.StepReport applied = opt.step();
+                AdamW.StepReport applied = opt.step(comm); // collective: every rank skips or every rank applies
                 if (!applied.applied()) { // AdamW skips a step with a non-finite gradient; the demo stops
-                    throw new IllegalStateException("rank " + comm.rank() + ", step " + step
-                            + ": the gradient of " + applied.nonFiniteParameter() + " is not finite at element "
-                            + applied.nonFiniteIndex() + "; the optimiser skipped the step and training stops");
+                    throw new IllegalStateException("rank " + comm.rank() + ", step " + step + ": "
+                            + (applied.nonFiniteParameter() != null ? "the gradient of " + applied.nonFiniteParameter()
+                                    + " is not finite at element " + applied.nonFiniteIndex()
+                                    : applied.nonFiniteRanks() + " other rank(s) found a non-finite gradient")
+                            + "; every rank skipped the step and training stops");
                 }
                 opt.zeroGrad();
                 student.updateExpertBias();

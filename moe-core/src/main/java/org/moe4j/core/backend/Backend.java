@@ -62,7 +62,33 @@ public interface Backend {
     }
 
     /**
+     * A new pool of reusable scratch memory in this backend's memory (see {@link Scratch}); the
+     * default allocates and frees per use.
+     *
+     * @return the scratch pool; close it when its owner is closed
+     */
+    default Scratch newScratch() {
+        return Scratch.fresh(this);
+    }
+
+    /**
+     * A backend like this one whose allocations come from a pool of their own, checked for leaks
+     * when it closes (see {@link PooledBackend}). The default returns this backend unchanged with a
+     * close that does nothing: host memory is accounted by the
+     * {@link org.moe4j.core.buffer.BufferAllocator} tree instead.
+     *
+     * @param name names the pool in leak reports, e.g. {@code MoeLayer rank 0}
+     * @return the pooled backend; close it when its owner closes
+     * @throws NullPointerException if {@code name} is null
+     */
+    default PooledBackend newPool(String name) {
+        java.util.Objects.requireNonNull(name, "name");
+        return PooledBackend.unpooled(this);
+    }
+
+    /**
      * Returns one line for logs: name, device, memory.
+     *
      * @return one line for logs: name, device, memory
      */
     default String describe() {

@@ -5,6 +5,7 @@ import java.util.Comparator;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
 import java.util.ServiceLoader;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.stream.Collectors;
@@ -160,6 +161,28 @@ public final class Backends {
                     backend.name(), String.join(", ", missing));
         }
         return new CpuBackend();
+    }
+
+    /**
+     * The backend that owns memory on a device: the CPU backend for host memory, else the selected
+     * backend (the device backend in use). Model code asks this instead of testing buffer or
+     * backend types.
+     *
+     * @param device where some buffers live
+     * @return the backend to run kernels on them with
+     * @throws NullPointerException  if {@code device} is null
+     * @throws IllegalStateException if host memory is not the CPU's and the selected backend is the CPU
+     */
+    public static Backend forDevice(org.moe4j.core.Device device) {
+        Objects.requireNonNull(device, "device");
+        if (device.kind() == org.moe4j.core.Device.Kind.CPU) {
+            return new CpuBackend();
+        }
+        Backend b = selected();
+        if (b.name().equals(CpuBackend.NAME)) {
+            throw new IllegalStateException("buffers on " + device + " but the selected backend is " + b.name());
+        }
+        return b;
     }
 
     /**

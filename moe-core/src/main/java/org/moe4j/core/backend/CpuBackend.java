@@ -39,6 +39,12 @@ public final class CpuBackend implements Backend {
         return HostBuffer.allocate(dtype, shape);
     }
 
+    /** @return pooled host scratch: reused blocks, contents not zeroed */
+    @Override
+    public Scratch newScratch() {
+        return new HostScratch();
+    }
+
     @Override
     public String describe() {
         return "cpu (" + CpuParallel.common().threads() + " threads, " + Runtime.version() + ")";

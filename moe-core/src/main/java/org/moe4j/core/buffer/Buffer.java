@@ -99,6 +99,21 @@ public interface Buffer extends AutoCloseable {
     }
 
     /**
+     * Host access to this buffer's values (see {@link HostView}): a staged host copy by default,
+     * the memory itself for host buffers. Model code reads and writes buffers only this way, never
+     * by asking which kind of memory it holds.
+     *
+     * @param mode read, write or both
+     * @return the view; close it (a write is uploaded then)
+     * @throws NullPointerException          if {@code mode} is null
+     * @throws BufferClosedException         if this buffer is closed
+     * @throws UnsupportedOperationException when this kind of buffer cannot be copied to or from the host
+     */
+    default HostView hostView(HostView.Mode mode) {
+        return HostView.staged(this, mode);
+    }
+
+    /**
      * Sets every byte to zero (finished when this returns).
      *
      * @throws UnsupportedOperationException when this kind of buffer cannot be zeroed

@@ -31,6 +31,7 @@ public final class HostBuffer implements Buffer {
     private final Shape shape;
     private final Arena arena; // null for a non-owning wrap
     private final MemorySegment segment;
+    private volatile BufferAllocator.Allocation allocation; // null for a non-owning wrap
     private volatile boolean closed;
 
     private HostBuffer(DType dtype, Shape shape, Arena arena, MemorySegment segment) {
@@ -41,20 +42,42 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
-     * Allocates a zeroed buffer.
+     * Allocates a zeroed buffer counted in {@link BufferAllocator#current()} and owned by the
+     * active {@link BufferScope} of this thread, if any.
      *
      * @param dtype element type
      * @param shape shape
      * @return the owning buffer
      */
     public static HostBuffer allocate(DType dtype, Shape shape) {
+        return allocate(BufferAllocator.current(), dtype, shape);
+    }
+
+    /**
+     * Allocates a zeroed buffer counted in {@code allocator} (and owned by the active
+     * {@link BufferScope} of this thread, if any).
+     *
+     * @param allocator the allocator that accounts for the buffer
+     * @param dtype     element type
+     * @param shape     shape
+     * @return the owning buffer
+     * @throws NullPointerException  if an argument is null
+     * @throws BufferClosedException if {@code allocator} is closed
+     */
+    public static HostBuffer allocate(BufferAllocator allocator, DType dtype, Shape shape) {
+        Objects.requireNonNull(allocator, "allocator");
         Objects.requireNonNull(dtype, "dtype");
         Objects.requireNonNull(shape, "shape");
         long bytes = Math.multiplyExact(shape.numel(), (long) dtype.byteSize());
+        if (allocator.isClosed()) {
+            throw new BufferClosedException(allocator.toString());
+        }
         Arena arena = Arena.ofShared();
         try {
             MemorySegment seg = arena.allocate(Math.max(bytes, 1), ALIGNMENT).asSlice(0, bytes);
-            return new HostBuffer(dtype, shape, arena, seg);
+            HostBuffer b = new HostBuffer(dtype, shape, arena, seg);
+            b.allocation = allocator.register(b);
+            return b;
         } catch (RuntimeException | OutOfMemoryError e) {
             arena.close(); // nothing half-made outlives a failed allocation
             throw e;
@@ -168,6 +191,15 @@ public final class HostBuffer implements Buffer {
     }
 
     /**
+     * Returns the allocator this buffer is counted in, or null for a non-owning wrap.
+     *
+     * @return the allocator this buffer is counted in, or null for a non-owning wrap
+     */
+    public BufferAllocator allocator() {
+        return allocation == null ? null : allocation.allocator();
+    }
+
+    /**
      * Returns true if this buffer frees its memory on close.
      * @return true if this buffer frees its memory on close
      */
@@ -183,6 +215,9 @@ public final class HostBuffer implements Buffer {
         closed = true;
         if (arena != null) {
             arena.close();
+            if (allocation != null) {
+                allocation.release();
+            }
         }
     }
 
@@ -350,6 +385,16 @@ public final class HostBuffer implements Buffer {
         dst.copyFrom(this);
     }
 
+    /**
+     * @param mode read, write or both
+     * @return a view straight over this buffer's memory (no copy)
+     * @throws BufferClosedException if this buffer is closed
+     */
+    @Override
+    public HostView hostView(HostView.Mode mode) {
+        return HostView.direct(this, mode);
+    }
+
     /** @return a new owning copy (as {@link #copy()}) */
     @Override
     public HostBuffer toHost() {
@@ -372,8 +417,9 @@ public final class HostBuffer implements Buffer {
      * @return a new owning buffer with the same dtype, shape and contents
      */
     public HostBuffer copy() {
+        MemorySegment src = segment(); // checked before allocating: a closed buffer leaves nothing behind
         HostBuffer b = allocate(dtype, shape);
-        MemorySegment.copy(segment(), 0, b.segment, 0, byteSize());
+        MemorySegment.copy(src, 0, b.segment, 0, byteSize());
         return b;
     }
 

@@ -19,7 +19,8 @@ import java.util.regex.Pattern;
  * else {@code ceil(chunkFactor · tokens · topK / W)} when {@code chunkFactor > 0}; else the exact worst
  * case {@code tokens · topK}, which never overflows. The last two follow the rank's token count, so they
  * need every rank to pass the same number of tokens (the usual fixed batch shape); with uneven token
- * counts set {@code chunkRows}.
+ * counts set {@code chunkRows}. The static dispatcher checks this over the ranks whenever the token
+ * count changes and refuses uneven counts on every rank, naming them, before anything is sent.
  *
  * @param strategy           strategy name: lower-case letters, digits and '-', 1 to 64 characters
  * @param perRankDedup       send a token once per destination rank even when several of its top-k experts

@@ -2,6 +2,7 @@ package org.moe4j.core.init;
 
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.HostView;
 
 /**
  * Seeded, counter-based parameter initialisation that any backend can reproduce bit for bit.
@@ -76,9 +77,9 @@ public final class ParamInit {
     }
 
     /**
-     * {@link #fillUniform(HostBuffer, long, long, long, float)} for a buffer in any backend's memory:
-     * host buffers are filled in place; others are filled on the host and uploaded with
-     * {@link Buffer#copyFrom(HostBuffer)}, so every backend holds bitwise the same values.
+     * {@link #fillUniform(HostBuffer, long, long, long, float)} for a buffer in any backend's memory,
+     * through {@link Buffer#hostView}: filled in place in host memory, else filled on the host and
+     * uploaded, so every backend holds bitwise the same values.
      *
      * @param target destination (any floating dtype; rounded on store)
      * @param seed   run seed
@@ -87,13 +88,8 @@ public final class ParamInit {
      * @param bound  half-width
      */
     public static void fillUniform(Buffer target, long seed, long stream, long offset, float bound) {
-        if (target instanceof HostBuffer h) {
-            fillUniform(h, seed, stream, offset, bound);
-            return;
-        }
-        try (HostBuffer h = HostBuffer.allocate(target.dtype(), target.shape())) {
-            fillUniform(h, seed, stream, offset, bound);
-            target.copyFrom(h);
+        try (HostView v = target.hostView(HostView.Mode.WRITE)) {
+            fillUniform(v.host(), seed, stream, offset, bound);
         }
     }
 

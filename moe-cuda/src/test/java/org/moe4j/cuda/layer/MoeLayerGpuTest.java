@@ -2,6 +2,7 @@ package org.moe4j.cuda.layer;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -26,6 +27,7 @@ import org.moe4j.core.backend.Backend;
 import org.moe4j.core.backend.Backends;
 import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.BufferScope;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.config.ScoreFunction;
@@ -295,6 +297,33 @@ class MoeLayerGpuTest {
                 assertArrayEquals(acc.toFloatArray(), floats(ad), "accumulate");
             }
         }
+    }
+
+    @Test
+    void eachLayerHasItsOwnDevicePoolWhoseLeakReportFiresOnClose() {
+        MoeConfig cfg = config(1, DType.F32);
+        VirtualRankGroup.run(cuda.context(), 1, TIMEOUT, c -> {
+            MoeLayer layer = MoeLayer.builder(cfg, c).seed(3).backend(cuda).build();
+            Buffer kept;
+            try (Buffer x = cuda.allocate(DType.F32, org.moe4j.core.Shape.of(8, cfg.hidden()))) {
+                try (BufferScope step = layer.newScope()) {
+                    MoeLayer.Forward f = layer.forward(x);
+                    assertTrue(f.output() instanceof DeviceBuffer, "the output lives on the device");
+                    f.context().close();
+                    kept = step.detach(f.output()); // kept past the layer's life: a leak of the layer's pool
+                }
+                try (BufferScope step = layer.newScope()) {
+                    MoeLayer.Forward f = layer.forward(x);
+                    layer.backward(f.context(), f.output());
+                    assertTrue(step.owns(f.output()), "device buffers made in a scope belong to it");
+                }
+            }
+            IllegalStateException e = assertThrows(IllegalStateException.class, layer::close);
+            assertTrue(e.getMessage().contains("MoeLayer rank 0") && e.getMessage().contains("memory leaked: 1 live buffer(s)"),
+                    e.getMessage());
+            assertTrue(kept.isClosed(), "the pool frees what leaked");
+            return null;
+        });
     }
 
     @Test

@@ -221,6 +221,17 @@ public final class RendezvousAuth {
     }
 
     private static byte[] readTokenFile(Path file, String what) {
+        return readTokenFile(file, what, () -> { });
+    }
+
+    /**
+     * Checks the file, then opens it without following links and verifies (same file key, still
+     * private) that the opened file is the checked one before reading through that channel: a link
+     * or another file swapped in between the check and the read is refused, never read.
+     *
+     * @param afterCheck runs between the permission check and the open (tests swap the file there)
+     */
+    static byte[] readTokenFile(Path file, String what, Runnable afterCheck) {
         PosixFileAttributes attrs;
         try {
             attrs = Files.readAttributes(file, PosixFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
@@ -261,11 +272,31 @@ public final class RendezvousAuth {
             throw new IllegalArgumentException(what + ": " + file + " has " + attrs.size() + " bytes; at most "
                     + MAX_TOKEN_BYTES + " expected");
         }
+        afterCheck.run();
         byte[] raw;
-        try {
-            raw = Files.readAllBytes(file);
+        try (java.nio.channels.SeekableByteChannel ch = Files.newByteChannel(file,
+                java.nio.file.StandardOpenOption.READ, LinkOption.NOFOLLOW_LINKS)) {
+            PosixFileAttributes now = Files.readAttributes(file, PosixFileAttributes.class, LinkOption.NOFOLLOW_LINKS);
+            Set<PosixFilePermission> nowOpen = EnumSet.noneOf(PosixFilePermission.class);
+            nowOpen.addAll(now.permissions());
+            nowOpen.retainAll(OTHERS);
+            if (attrs.fileKey() == null || !attrs.fileKey().equals(now.fileKey()) || !now.isRegularFile()
+                    || !nowOpen.isEmpty()) {
+                throw new IllegalArgumentException(what + ": " + file + " was replaced or changed between its check"
+                        + " and the read; refused");
+            }
+            java.nio.ByteBuffer buf = java.nio.ByteBuffer.allocate(MAX_TOKEN_BYTES + 65);
+            while (buf.hasRemaining() && ch.read(buf) >= 0) {
+                // read at most one byte past the limit
+            }
+            if (!buf.hasRemaining()) {
+                throw new IllegalArgumentException(what + ": " + file + " has more than " + (MAX_TOKEN_BYTES + 64)
+                        + " bytes; at most " + MAX_TOKEN_BYTES + " expected");
+            }
+            raw = java.util.Arrays.copyOf(buf.array(), buf.position());
         } catch (IOException e) {
-            throw new IllegalArgumentException(what + ": cannot read " + file + ": " + e, e);
+            throw new IllegalArgumentException(what + ": cannot read " + file + " without following links (a symbolic"
+                    + " link or a removal after its check is refused): " + e, e);
         }
         byte[] secret = new String(raw, StandardCharsets.UTF_8).strip().getBytes(StandardCharsets.UTF_8);
         checkToken(secret.length, what + " (" + file + ")");

@@ -5,9 +5,13 @@ import java.util.List;
 import java.util.Objects;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import org.moe4j.core.backend.Backend;
+import org.moe4j.core.backend.Scratch;
 import org.moe4j.core.buffer.Buffer;
-import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.buffer.Handover;
+import org.moe4j.core.buffer.HostView;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
 import org.moe4j.dispatch.DispatchKernels;
@@ -38,8 +42,8 @@ public abstract class AbstractDispatcher implements Dispatcher {
     protected final int localExperts;
     /** Global id of this rank's local expert 0. */
     protected final int firstExpert;
-    /** Recycled intermediates (not zeroed on the CPU); see {@link Workspace}. */
-    final Workspace ws;
+    /** Recycled intermediates from the backend (contents undefined); see {@link Scratch}. */
+    final Scratch ws;
     /** Device→host reads issued so far. */
     private final java.util.concurrent.atomic.AtomicLong hostReads = new java.util.concurrent.atomic.AtomicLong();
 
@@ -65,7 +69,7 @@ public abstract class AbstractDispatcher implements Dispatcher {
         }
         this.localExperts = experts / world;
         this.firstExpert = rank * localExperts;
-        this.ws = new Workspace(backend);
+        this.ws = backend.newScratch();
     }
 
     /**
@@ -79,7 +83,10 @@ public abstract class AbstractDispatcher implements Dispatcher {
     }
 
     /**
-     * Checks the inputs of {@link #dispatch} (shapes and dtypes; expert ids are checked by the kernels).
+     * Checks the inputs of {@link #dispatch}: null or closed buffers, shapes and dtypes, and routing
+     * weights that are NaN or infinite in a non-empty slot ({@link DispatchKernels#firstNonFiniteWeight},
+     * counted as a host read when {@link DispatchKernels#nonFiniteWeightScanReadsBack()}); expert ids
+     * are checked by the kernels.
      *
      * @param x           {@code [tokens, hidden]}
      * @param topkIdx     I32 {@code [tokens, topK]}
@@ -112,6 +119,9 @@ public abstract class AbstractDispatcher implements Dispatcher {
         if (tokens * topK > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("topkIdx: " + tokens + " tokens x " + topK + " slots = " + tokens * topK
                     + " overflows the I32 slot index");
+        }
+        if (kernels.nonFiniteWeightScanReadsBack()) {
+            countHostRead(); // the non-finite weight scan is host-staged on device backends today
         }
         long bad = kernels.firstNonFiniteWeight(topkIdx, topkWeights);
         if (bad >= 0) {
@@ -147,7 +157,8 @@ public abstract class AbstractDispatcher implements Dispatcher {
     }
 
     /**
-     * A recycled buffer with undefined contents (CPU); every element must be written before use.
+     * A recycled buffer from the backend's scratch, with undefined contents; every element must be
+     * written before use.
      *
      * @param dtype element type
      * @param dims  dimensions
@@ -187,35 +198,35 @@ public abstract class AbstractDispatcher implements Dispatcher {
      */
     protected int[] readInts(Buffer b) {
         countHostRead();
-        if (b instanceof HostBuffer hb) {
-            return hb.toIntArray();
+        try (HostView v = b.hostView(HostView.Mode.READ)) { // in place for host memory, a download otherwise
+            return v.host().toIntArray();
         }
-        try (HostBuffer h = HostBuffer.allocate(DType.I32, b.shape())) {
-            kernels.copyToHost(b, h);
-            return h.toIntArray();
+    }
+
+    private static void writeInts(Buffer b, int[] values) {
+        try (HostView v = b.hostView(HostView.Mode.WRITE)) {
+            MemorySegment.copy(values, 0, v.host().segment(), ValueLayout.JAVA_INT, 0, values.length);
         }
     }
 
     /** A scratch I32 buffer holding {@code values}; hand it back with {@code ws.give}. */
     Buffer scratchInts(int[] values) {
         Buffer b = scratch(DType.I32, values.length);
-        if (b instanceof HostBuffer hb) {
-            java.lang.foreign.MemorySegment.copy(values, 0, hb.segment(), java.lang.foreign.ValueLayout.JAVA_INT, 0,
-                    values.length);
-            return b;
-        }
-        try (HostBuffer h = HostBuffer.ofInts(values, values.length)) {
-            kernels.copyFromHost(h, b);
+        try {
+            writeInts(b, values);
+        } catch (RuntimeException e) {
+            ws.give(b);
+            throw e;
         }
         return b;
     }
 
     Buffer uploadInts(int[] values) {
-        Buffer b = alloc(DType.I32, values.length);
-        try (HostBuffer h = HostBuffer.ofInts(values, values.length)) {
-            kernels.copyFromHost(h, b);
+        try (Handover h = new Handover()) {
+            Buffer b = h.own(alloc(DType.I32, values.length));
+            writeInts(b, values);
+            return h.release(b);
         }
-        return b;
     }
 
     /**
@@ -290,6 +301,7 @@ public abstract class AbstractDispatcher implements Dispatcher {
         final int[] tokensPerLocalExpert;
         final List<Buffer> owned = new ArrayList<>();
         Buffer expertInput;
+        Buffer groupOffsetsBuffer; // I32 [localExperts + 1], what the expert kernels read
         DispatchKernels.RecvPlan recv;
         DType yDtype; // set by combine
         boolean closed;
@@ -334,6 +346,12 @@ public abstract class AbstractDispatcher implements Dispatcher {
         }
 
         @Override
+        public Buffer groupOffsetsBuffer() {
+            check();
+            return groupOffsetsBuffer;
+        }
+
+        @Override
         public int[] tokensPerLocalExpert() {
             return tokensPerLocalExpert.clone();
         }
@@ -374,10 +392,13 @@ public abstract class AbstractDispatcher implements Dispatcher {
                 return;
             }
             closed = true;
-            for (Buffer b : owned) {
-                owner.ws.give(b);
-            }
+            List<Buffer> all = new ArrayList<>(owned);
             owned.clear();
+            try (Handover h = new Handover()) {
+                for (Buffer b : all) {
+                    h.own(() -> owner.ws.give(b)); // every buffer is given back even if one fails
+                }
+            }
         }
     }
 

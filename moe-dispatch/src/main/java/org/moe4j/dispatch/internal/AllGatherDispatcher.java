@@ -1,10 +1,9 @@
 package org.moe4j.dispatch.internal;
 
-import static org.moe4j.dispatch.internal.AllToAllDispatcher.closeAll;
-
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.dispatch.CombineGrads;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
@@ -51,18 +50,11 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
         int h = dims.hidden();
         int k = dims.topK();
         int width = DispatchKernels.META_FIXED + 2 * k;
-        Buffer routeCounts = alloc(DType.I32, world, localExperts + 1);
-        Buffer myTokens = null;
-        Buffer allTokens = null;
-        Buffer meta = null;
-        Buffer metaAll = null;
-        Buffer xAll = null;
-        Buffer counts = null;
-        AgCtx c = null;
-        try {
+        try (Handover temp = new Handover(); Handover result = new Handover()) {
+            Buffer routeCounts = temp.own(alloc(DType.I32, world, localExperts + 1));
             kernels.countRoutes(topkIdx, experts, world, false, routeCounts); // validates expert ids
-            myTokens = uploadInts(new int[] {t});
-            allTokens = alloc(DType.I32, world);
+            Buffer myTokens = temp.own(uploadInts(new int[] {t}));
+            Buffer allTokens = temp.own(alloc(DType.I32, world));
             comm.allGather(myTokens, allTokens);
             int[] tokensOf = readInts(allTokens);
             int n = sumExact("tokens over all ranks", tokensOf, 0, world, 1);
@@ -75,20 +67,20 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
                 rowsOf[r] = tokensOf[r];
                 slotsOf[r] = (long) tokensOf[r] * k;
             }
-            meta = alloc(DType.I32, t, width);
+            Buffer meta = temp.own(alloc(DType.I32, t, width));
             kernels.packUnits(topkIdx, topkWeights, rank, meta);
-            metaAll = alloc(DType.I32, n, width);
+            Buffer metaAll = temp.own(alloc(DType.I32, n, width));
             comm.allGatherV(meta, metaAll, rowsOf);
-            xAll = alloc(x.dtype(), n, h);
+            Buffer xAll = temp.own(alloc(x.dtype(), n, h));
             comm.allGatherV(x, xAll, rowsOf);
 
-            counts = alloc(DType.I32, localExperts);
+            Buffer counts = temp.own(alloc(DType.I32, localExperts));
             kernels.countLocal(metaAll, firstExpert, localExperts, counts);
             int[] perLocal = readInts(counts);
             int[] offsets = groupOffsets(perLocal);
             int rows = offsets[localExperts];
             int slots = sumExact("slot rows for local experts", perLocal, 0, localExperts, 1);
-            c = new AgCtx(this, dims, x.dtype(), offsets, perLocal);
+            AgCtx c = result.own(new AgCtx(this, dims, x.dtype(), offsets, perLocal));
             c.tokensOf = rowsOf;
             c.slotsOf = slotsOf;
             c.allTokens = n;
@@ -97,39 +89,26 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
             c.slotRow = c.own(alloc(DType.I32, (long) t * k));
             c.slotToken = c.own(alloc(DType.I32, (long) t * k));
             kernels.validSlots(topkIdx, c.slotRow, c.slotToken);
-            try (Buffer offs = uploadInts(offsets)) {
-                c.recv = new DispatchKernels.RecvPlan(c.own(alloc(DType.I32, slots)), c.own(alloc(DType.I32, slots)),
-                        c.own(alloc(DType.I32, slots)), c.own(alloc(DType.F32, slots)), c.own(alloc(DType.I32, rows)),
-                        c.own(alloc(DType.I32, rows)), c.own(alloc(DType.I32, rows)));
-                kernels.buildRecvPlan(metaAll, firstExpert, offs, c.recv);
-            }
+            c.groupOffsetsBuffer = c.own(uploadInts(offsets)); // kept: the experts read it too
+            c.recv = new DispatchKernels.RecvPlan(c.own(alloc(DType.I32, slots)), c.own(alloc(DType.I32, slots)),
+                    c.own(alloc(DType.I32, slots)), c.own(alloc(DType.F32, slots)), c.own(alloc(DType.I32, rows)),
+                    c.own(alloc(DType.I32, rows)), c.own(alloc(DType.I32, rows)));
+            kernels.buildRecvPlan(metaAll, firstExpert, c.groupOffsetsBuffer, c.recv);
             c.expertInput = c.own(alloc(x.dtype(), rows, h));
             kernels.copyRows(xAll, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
-            AgCtx done = c;
-            c = null;
-            return done;
-        } finally {
-            if (c != null) {
-                c.close();
-            }
-            closeAll(routeCounts, myTokens, allTokens, meta, metaAll, xAll, counts);
+            return result.release(c);
         }
     }
 
     /** Slot rows of every token, non-zero only for our local experts' slots, reduce-scattered to their owners. */
     private Buffer slotsToOwners(AgCtx c, Buffer rows) {
         int h = c.dims.hidden();
-        Buffer all = alloc(rows.dtype(), c.allTokens * c.dims.topK(), h);
-        Buffer mine = null;
-        try {
+        try (Handover ho = new Handover()) {
+            Buffer all = ho.own(alloc(rows.dtype(), c.allTokens * c.dims.topK(), h));
             kernels.copyRows(rows, c.recv.slotExpertRow(), all, c.recv.slotUnitSlot(), null);
-            mine = alloc(rows.dtype(), (long) c.dims.tokens() * c.dims.topK(), h);
+            Buffer mine = ho.own(alloc(rows.dtype(), (long) c.dims.tokens() * c.dims.topK(), h));
             comm.reduceScatterV(all, c.slotsOf, mine, ReduceOp.SUM);
-            Buffer result = mine;
-            mine = null;
-            return result;
-        } finally {
-            closeAll(all, mine);
+            return ho.release(mine);
         }
     }
 
@@ -137,23 +116,17 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
     public Buffer combine(DispatchResult d, Buffer expertOutput) {
         AgCtx c = context(d, AgCtx.class);
         requireRowsLike("expertOutput", expertOutput, c.rows(), c.dims.hidden());
-        Buffer mine = slotsToOwners(c, expertOutput);
-        Buffer out = null;
-        try {
-            out = alloc(c.xDtype, c.dims.tokens(), c.dims.hidden());
+        try (Handover ho = new Handover()) {
+            Buffer mine = ho.own(slotsToOwners(c, expertOutput));
+            Buffer out = ho.own(alloc(c.xDtype, c.dims.tokens(), c.dims.hidden()));
             kernels.weightedSum(mine, c.slotRow, c.weights, out);
             if (c.mine != null) {
                 c.owned.remove(c.mine);
                 c.mine.close();
             }
-            c.mine = c.own(mine);
-            mine = null;
+            c.mine = c.own(ho.release(mine));
             c.yDtype = expertOutput.dtype();
-            Buffer result = out;
-            out = null;
-            return result;
-        } finally {
-            closeAll(mine, out);
+            return ho.release(out);
         }
     }
 
@@ -165,21 +138,14 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
             throw new IllegalStateException("combineBackward needs combine(...) to have run on this DispatchResult");
         }
         int h = c.dims.hidden();
-        Buffer dOutAll = alloc(dOut.dtype(), c.allTokens, h);
-        Buffer dY = null;
-        Buffer dW = null;
-        try {
+        try (Handover ho = new Handover()) {
+            Buffer dOutAll = ho.own(alloc(dOut.dtype(), c.allTokens, h));
             comm.allGatherV(dOut, dOutAll, c.tokensOf);
-            dY = alloc(c.yDtype, c.rows(), h);
+            Buffer dY = ho.own(alloc(c.yDtype, c.rows(), h));
             kernels.copyRows(dOutAll, c.recv.slotUnit(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
-            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer dW = ho.own(alloc(DType.F32, c.dims.tokens(), c.dims.topK()));
             kernels.rowDots(dOut, c.slotToken, c.mine, c.slotRow, dW, c.slotRow);
-            CombineGrads g = new CombineGrads(dY, dW);
-            dY = null;
-            dW = null;
-            return g;
-        } finally {
-            closeAll(dOutAll, dY, dW);
+            return new CombineGrads(ho.release(dY), ho.release(dW));
         }
     }
 
@@ -187,16 +153,11 @@ public final class AllGatherDispatcher extends AbstractDispatcher {
     public Buffer dispatchBackward(DispatchResult d, Buffer dExpertInput) {
         AgCtx c = context(d, AgCtx.class);
         requireRowsLike("dExpertInput", dExpertInput, c.rows(), c.dims.hidden());
-        Buffer mine = slotsToOwners(c, dExpertInput);
-        Buffer dX = null;
-        try {
-            dX = alloc(c.xDtype, c.dims.tokens(), c.dims.hidden());
+        try (Handover ho = new Handover()) {
+            Buffer mine = ho.own(slotsToOwners(c, dExpertInput));
+            Buffer dX = ho.own(alloc(c.xDtype, c.dims.tokens(), c.dims.hidden()));
             kernels.weightedSum(mine, c.slotRow, null, dX);
-            Buffer result = dX;
-            dX = null;
-            return result;
-        } finally {
-            closeAll(mine, dX);
+            return ho.release(dX);
         }
     }
 }

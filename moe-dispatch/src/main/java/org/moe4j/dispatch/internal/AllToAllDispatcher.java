@@ -3,6 +3,7 @@ package org.moe4j.dispatch.internal;
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backend;
 import org.moe4j.core.buffer.Buffer;
+import org.moe4j.core.buffer.Handover;
 import org.moe4j.dispatch.CombineGrads;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
@@ -53,9 +54,9 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         if (world == 1) {
             return dispatchSelf(x, topkIdx, topkWeights, dims);
         }
-        Buffer routeCounts = scratch(DType.I32, world, localExperts + 1);
-        Buffer recvCounts = scratch(DType.I32, world, localExperts + 1);
-        try {
+        try (Handover temp = new Handover(); Handover result = new Handover()) {
+            Buffer routeCounts = lend(temp, scratch(DType.I32, world, localExperts + 1));
+            Buffer recvCounts = lend(temp, scratch(DType.I32, world, localExperts + 1));
             kernels.countRoutes(topkIdx, experts, world, dedup, routeCounts); // validates expert ids
             int[] sent = readInts(routeCounts);
             long[] unitsTo = new long[world];
@@ -67,73 +68,64 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             }
             int units = sumExact("units sent", sent, localExperts, sent.length, localExperts + 1);
             int slots = (int) java.util.Arrays.stream(slotsTo).sum();
-            A2aCtx c = null;
-            DispatchKernels.SendPlan send = null;
-            Buffer sendX = null;
-            Buffer recvX = null;
-            Buffer recvMeta = null;
-            try {
-                send = sendPlan(units, width, slots, t, k);
-                kernels.buildSendPlan(topkIdx, topkWeights, experts, world, rank, dedup, send);
-                sendX = scratch(x.dtype(), units, h);
-                kernels.copyRows(x, send.sendToken(), sendX, null, null);
-
-                // count exchange, then the payload
-                comm.allToAll(routeCounts, recvCounts);
-                int[] got = readInts(recvCounts);
-                long[] unitsFrom = new long[world];
-                long[] slotsFrom = new long[world];
-                for (int s = 0; s < world; s++) {
-                    int base = s * (localExperts + 1);
-                    unitsFrom[s] = got[base + localExperts];
-                    slotsFrom[s] = sumExact("counts received from rank " + s, got, base, base + localExperts, 1);
-                }
-                int recvUnits = sumExact("units received", got, localExperts, got.length, localExperts + 1);
-                int[] perLocal = new int[localExperts];
-                for (int l = 0; l < localExperts; l++) {
-                    perLocal[l] = sumExact("rows received for local expert " + l, got, l, got.length, localExperts + 1);
-                }
-                int recvSlots = sumExact("slot rows received", perLocal, 0, localExperts, 1);
-                recvX = scratch(x.dtype(), recvUnits, h);
-                recvMeta = scratch(DType.I32, recvUnits, width);
-                comm.allToAllV(sendX, unitsTo, recvX, unitsFrom);
-                comm.allToAllV(send.sendMeta(), unitsTo, recvMeta, unitsFrom);
-
-                int[] offsets = groupOffsets(perLocal);
-                int rows = offsets[localExperts];
-                c = new A2aCtx(this, dims, x.dtype(), offsets, perLocal);
-                c.send = send;
-                c.own(send.sendToken());
-                c.own(send.sendMeta());
-                c.own(send.returnToken());
-                c.own(send.returnSlot());
-                c.own(send.slotReturnRow());
-                c.unitsTo = unitsTo;
-                c.unitsFrom = unitsFrom;
-                c.slotsTo = slotsTo;
-                c.slotsFrom = slotsFrom;
-                c.weights = c.own(scratch(DType.F32, t, k));
-                kernels.copyRows(topkWeights, null, c.weights, null, null);
-                recvPlan(c, recvMeta, recvSlots, rows);
-                c.expertInput = c.own(scratch(x.dtype(), rows, h));
-                zeroPadding(c);
-                kernels.copyRows(recvX, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
-                A2aCtx done = c;
-                c = null;
-                send = null;
-                return done;
-            } finally {
-                if (c != null) {
-                    c.close();
-                } else if (send != null) {
-                    giveAll(send.sendToken(), send.sendMeta(), send.returnToken(), send.returnSlot(),
-                            send.slotReturnRow());
-                }
-                giveAll(sendX, recvX, recvMeta);
+            DispatchKernels.SendPlan send = sendPlan(units, width, slots, t, k);
+            for (Buffer b : new Buffer[] {send.sendToken(), send.sendMeta(), send.returnToken(), send.returnSlot(),
+                    send.slotReturnRow()}) {
+                lend(result, b);
             }
-        } finally {
-            giveAll(routeCounts, recvCounts);
+            kernels.buildSendPlan(topkIdx, topkWeights, experts, world, rank, dedup, send);
+            Buffer sendX = lend(temp, scratch(x.dtype(), units, h));
+            kernels.copyRows(x, send.sendToken(), sendX, null, null);
+
+            // count exchange, then the payload
+            comm.allToAll(routeCounts, recvCounts);
+            int[] got = readInts(recvCounts);
+            long[] unitsFrom = new long[world];
+            long[] slotsFrom = new long[world];
+            for (int s = 0; s < world; s++) {
+                int base = s * (localExperts + 1);
+                unitsFrom[s] = got[base + localExperts];
+                slotsFrom[s] = sumExact("counts received from rank " + s, got, base, base + localExperts, 1);
+            }
+            int recvUnits = sumExact("units received", got, localExperts, got.length, localExperts + 1);
+            int[] perLocal = new int[localExperts];
+            for (int l = 0; l < localExperts; l++) {
+                perLocal[l] = sumExact("rows received for local expert " + l, got, l, got.length, localExperts + 1);
+            }
+            int recvSlots = sumExact("slot rows received", perLocal, 0, localExperts, 1);
+            Buffer recvX = lend(temp, scratch(x.dtype(), recvUnits, h));
+            Buffer recvMeta = lend(temp, scratch(DType.I32, recvUnits, width));
+            comm.allToAllV(sendX, unitsTo, recvX, unitsFrom);
+            comm.allToAllV(send.sendMeta(), unitsTo, recvMeta, unitsFrom);
+
+            int[] offsets = groupOffsets(perLocal);
+            int rows = offsets[localExperts];
+            A2aCtx c = result.own(new A2aCtx(this, dims, x.dtype(), offsets, perLocal));
+            result.releaseAll(); // the send plan is owned by the context from here on
+            result.own(c);
+            c.send = send;
+            c.own(send.sendToken());
+            c.own(send.sendMeta());
+            c.own(send.returnToken());
+            c.own(send.returnSlot());
+            c.own(send.slotReturnRow());
+            c.unitsTo = unitsTo;
+            c.unitsFrom = unitsFrom;
+            c.slotsTo = slotsTo;
+            c.slotsFrom = slotsFrom;
+            c.weights = c.own(scratch(DType.F32, t, k));
+            kernels.copyRows(topkWeights, null, c.weights, null, null);
+            recvPlan(c, recvMeta, recvSlots, rows);
+            c.expertInput = c.own(scratch(x.dtype(), rows, h));
+            zeroPadding(c);
+            kernels.copyRows(recvX, c.recv.slotUnit(), c.expertInput, c.recv.slotExpertRow(), null);
+            return result.release(c);
         }
+    }
+
+    /** Owns a scratch buffer in {@code h}: given back to the scratch pool unless released. */
+    private Buffer lend(Handover h, Buffer b) {
+        return h.own(b, ws::give);
     }
 
     private DispatchKernels.SendPlan sendPlan(int units, int width, int slots, int t, int k) {
@@ -146,12 +138,8 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
                 c.own(scratch(DType.I32, recvSlots)), c.own(scratch(DType.I32, recvSlots)),
                 c.own(scratch(DType.F32, recvSlots)), c.own(scratch(DType.I32, rows)),
                 c.own(scratch(DType.I32, rows)), c.own(scratch(DType.I32, rows)));
-        Buffer offs = scratchInts(c.groupOffsets);
-        try {
-            kernels.buildRecvPlan(meta, firstExpert, offs, c.recv);
-        } finally {
-            ws.give(offs);
-        }
+        c.groupOffsetsBuffer = c.own(scratchInts(c.groupOffsets)); // kept: the experts read it too
+        kernels.buildRecvPlan(meta, firstExpert, c.groupOffsetsBuffer, c.recv);
     }
 
     /** Padding rows of the (recycled, not zeroed) expert input must read as zero. */
@@ -186,8 +174,8 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         int slots = sumExact("routeCounts", perLocal, 0, localExperts, 1);
         int[] offsets = groupOffsets(perLocal);
         int rows = offsets[localExperts];
-        A2aCtx c = new A2aCtx(this, dims, x.dtype(), offsets, perLocal);
-        try {
+        try (Handover result = new Handover()) {
+            A2aCtx c = result.own(new A2aCtx(this, dims, x.dtype(), offsets, perLocal));
             DispatchKernels.SendPlan send = sendPlan(units, width, slots, t, k);
             c.send = send;
             c.own(send.sendToken());
@@ -208,13 +196,7 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             c.expertInput = c.own(scratch(x.dtype(), rows, h));
             zeroPadding(c);
             kernels.copyRows(x, send.returnToken(), c.expertInput, c.recv.slotExpertRow(), null);
-            A2aCtx done = c;
-            c = null;
-            return done;
-        } finally {
-            if (c != null) {
-                c.close();
-            }
+            return result.release(c);
         }
     }
 
@@ -230,25 +212,15 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
             return combineSelf(c, expertOutput, before);
         }
         DType tripType = before ? DType.F32 : expertOutput.dtype();
-        Buffer back = scratch(tripType, recvSlots, h);
-        Buffer ret = null;
-        Buffer out = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer back = lend(h2, scratch(tripType, recvSlots, h));
             kernels.copyRows(expertOutput, c.recv.slotExpertRow(), back, null, before ? c.recv.slotWeight() : null);
-            ret = scratch(tripType, sendSlots, h);
+            Buffer ret = lend(h2, scratch(tripType, sendSlots, h));
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
-            out = alloc(c.xDtype, c.dims.tokens(), h);
+            Buffer out = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
             kernels.weightedSum(ret, c.send.slotReturnRow(), before ? null : c.weights, out);
-            keepForBackward(c, expertOutput, before, ret);
-            if (!before) {
-                ret = null; // now owned by the context
-            }
-            Buffer result = out;
-            out = null;
-            return result;
-        } finally {
-            giveAll(back, ret);
-            closeAll(out);
+            keepForBackward(c, expertOutput, before, before ? null : h2.release(ret)); // ret: now the context's
+            return h2.release(out);
         }
     }
 
@@ -282,22 +254,16 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
      */
     private Buffer combineSelf(A2aCtx c, Buffer expertOutput, boolean before) {
         int h = c.dims.hidden();
-        Buffer out = alloc(c.xDtype, c.dims.tokens(), h);
-        Buffer keep = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer out = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
             kernels.weightedSum(expertOutput, c.slotYRow, c.weights, out);
+            Buffer keep = null;
             if (!before) {
-                keep = scratch(expertOutput.dtype(), c.rows(), h);
+                keep = lend(h2, scratch(expertOutput.dtype(), c.rows(), h));
                 kernels.copyRows(expertOutput, null, keep, null, null);
             }
-            keepForBackward(c, expertOutput, before, keep);
-            keep = null; // owned by the context (or null when weighting came first)
-            Buffer result = out;
-            out = null;
-            return result;
-        } finally {
-            ws.give(keep);
-            closeAll(out);
+            keepForBackward(c, expertOutput, before, h2.release(keep)); // owned by the context (or null)
+            return h2.release(out);
         }
     }
 
@@ -318,55 +284,38 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         }
         long units = c.send.sendToken().shape().dim(0);
         long recvUnits = java.util.Arrays.stream(c.unitsFrom).sum();
-        Buffer sendD = scratch(dOut.dtype(), units, h);
-        Buffer recvD = null;
-        Buffer dY = null;
-        Buffer dW = null;
-        Buffer dots = null;
-        Buffer dotsBack = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer sendD = lend(h2, scratch(dOut.dtype(), units, h));
             kernels.copyRows(dOut, c.send.sendToken(), sendD, null, null);
-            recvD = scratch(dOut.dtype(), recvUnits, h);
+            Buffer recvD = lend(h2, scratch(dOut.dtype(), recvUnits, h));
             comm.allToAllV(sendD, c.unitsTo, recvD, c.unitsFrom);
-            dY = alloc(c.yDtype, c.rows(), h);
+            Buffer dY = h2.own(alloc(c.yDtype, c.rows(), h));
             kernels.copyRows(recvD, c.recv.slotUnit(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
-            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer dW = h2.own(alloc(DType.F32, c.dims.tokens(), c.dims.topK()));
             if (c.expertOutput == null) {
                 kernels.rowDots(dOut, c.send.returnToken(), c.returned, null, dW, c.send.returnSlot());
             } else {
                 // y stayed on the expert rank: dot products there, scalars back
                 long recvSlots = c.recv.slotUnit().shape().dim(0);
-                dots = scratch(DType.F32, recvSlots);
+                Buffer dots = lend(h2, scratch(DType.F32, recvSlots));
                 kernels.rowDots(recvD, c.recv.slotUnit(), c.expertOutput, c.recv.slotExpertRow(), dots, null);
-                dotsBack = scratch(DType.F32, c.send.returnSlot().shape().dim(0));
+                Buffer dotsBack = lend(h2, scratch(DType.F32, c.send.returnSlot().shape().dim(0)));
                 comm.allToAllV(dots, c.slotsFrom, dotsBack, c.slotsTo);
                 kernels.scatterValues(dotsBack, c.send.returnSlot(), dW);
             }
-            CombineGrads g = new CombineGrads(dY, dW);
-            dY = null;
-            dW = null;
-            return g;
-        } finally {
-            giveAll(sendD, recvD, dots, dotsBack);
-            closeAll(dY, dW);
+            return new CombineGrads(h2.release(dY), h2.release(dW));
         }
     }
 
     /** W = 1: {@code dY} straight from {@code dOut}, dot products against the kept (or caller's) y. */
     private CombineGrads combineBackwardSelf(A2aCtx c, Buffer dOut) {
-        Buffer dY = alloc(c.yDtype, c.rows(), c.dims.hidden());
-        Buffer dW = null;
-        try {
+        try (Handover h2 = new Handover()) {
+            Buffer dY = h2.own(alloc(c.yDtype, c.rows(), c.dims.hidden()));
             kernels.copyRows(dOut, c.send.returnToken(), dY, c.recv.slotExpertRow(), c.recv.slotWeight());
-            dW = alloc(DType.F32, c.dims.tokens(), c.dims.topK());
+            Buffer dW = h2.own(alloc(DType.F32, c.dims.tokens(), c.dims.topK()));
             Buffer y = c.expertOutput != null ? c.expertOutput : c.returned;
             kernels.rowDots(dOut, c.send.returnToken(), y, c.recv.slotExpertRow(), dW, c.send.returnSlot());
-            CombineGrads g = new CombineGrads(dY, dW);
-            dY = null;
-            dW = null;
-            return g;
-        } finally {
-            closeAll(dY, dW);
+            return new CombineGrads(h2.release(dY), h2.release(dW));
         }
     }
 
@@ -377,45 +326,19 @@ public final class AllToAllDispatcher extends AbstractDispatcher {
         int h = c.dims.hidden();
         long recvSlots = c.recv.slotUnit().shape().dim(0);
         long sendSlots = c.send.returnToken().shape().dim(0);
-        if (c.slotYRow != null) {
-            Buffer dX = alloc(c.xDtype, c.dims.tokens(), h);
-            try {
+        try (Handover h2 = new Handover()) {
+            if (c.slotYRow != null) {
+                Buffer dX = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
                 kernels.weightedSum(dExpertInput, c.slotYRow, null, dX);
-            } catch (RuntimeException e) {
-                dX.close();
-                throw e;
+                return h2.release(dX);
             }
-            return dX;
-        }
-        Buffer back = scratch(dExpertInput.dtype(), recvSlots, h);
-        Buffer ret = null;
-        Buffer dX = null;
-        try {
+            Buffer back = lend(h2, scratch(dExpertInput.dtype(), recvSlots, h));
             kernels.copyRows(dExpertInput, c.recv.slotExpertRow(), back, null, null);
-            ret = scratch(dExpertInput.dtype(), sendSlots, h);
+            Buffer ret = lend(h2, scratch(dExpertInput.dtype(), sendSlots, h));
             comm.allToAllV(back, c.slotsFrom, ret, c.slotsTo);
-            dX = alloc(c.xDtype, c.dims.tokens(), h);
+            Buffer dX = h2.own(alloc(c.xDtype, c.dims.tokens(), h));
             kernels.weightedSum(ret, c.send.slotReturnRow(), null, dX);
-            Buffer result = dX;
-            dX = null;
-            return result;
-        } finally {
-            giveAll(back, ret);
-            closeAll(dX);
-        }
-    }
-
-    private void giveAll(Buffer... buffers) {
-        for (Buffer b : buffers) {
-            ws.give(b);
-        }
-    }
-
-    static void closeAll(Buffer... buffers) {
-        for (Buffer b : buffers) {
-            if (b != null) {
-                b.close();
-            }
+            return h2.release(dX);
         }
     }
 }

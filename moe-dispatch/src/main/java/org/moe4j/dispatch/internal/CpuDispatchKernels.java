@@ -227,6 +227,16 @@ public final class CpuDispatchKernels implements DispatchKernels {
         return true;
     }
 
+    /**
+     * The CPU scan reads host memory in place.
+     *
+     * @return false: nothing is read back
+     */
+    @Override
+    public boolean nonFiniteWeightScanReadsBack() {
+        return false;
+    }
+
     private static HostBuffer host(Buffer b) {
         seg(b); // refuses non-host buffers with the usual message
         return (HostBuffer) b;

@@ -1,6 +1,6 @@
 package org.moe4j.dispatch.internal;
 
-import static org.moe4j.dispatch.internal.AllToAllDispatcher.closeAll;
+import static org.moe4j.core.buffer.Handover.closeAll;
 
 import java.util.Arrays;
 import org.moe4j.core.DType;
@@ -38,6 +38,9 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
     public StaticAllToAllDispatcher(DispatchConfig config, Communicator comm, Backend backend, DispatchKernels kernels) {
         super(config, comm, backend, kernels);
     }
+
+    private int verifiedTokens = -1; // the [T, K] last found equal on every rank (without chunkRows)
+    private int verifiedTopK = -1;
 
     private final class StaticCtx extends Ctx {
         int capacity;                   // C
@@ -98,6 +101,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         int t = dims.tokens();
         int h = dims.hidden();
         int k = dims.topK();
+        requireSameShapeOnEveryRank(t, k);
         int width = DispatchKernels.META_FIXED + 2 * k;
         int cap = config.chunkCapacity(t, k, world);
         long n = (long) world * cap;
@@ -146,6 +150,49 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
             }
             release(sendX, recvX, recvMeta);
         }
+    }
+
+    /**
+     * Without {@code chunkRows} the capacity {@code C} follows this rank's own {@code T} (and
+     * {@code K}), and the fixed splits only line up when every rank computes the same {@code C}:
+     * uneven token counts would hang or corrupt an NCCL all-to-all. So whenever {@code (T, K)}
+     * changes, the ranks all-gather theirs once (a collective every rank reaches at the same call) and
+     * every rank refuses the call, naming each rank's counts, if they differ. Nothing is allocated or
+     * sent before the check; the verified shape is cached, so a fixed batch shape pays it once.
+     */
+    private void requireSameShapeOnEveryRank(int tokens, int topK) {
+        if (world == 1 || config.options().chunkRows() > 0 || (tokens == verifiedTokens && topK == verifiedTopK)) {
+            return;
+        }
+        int[] all;
+        Buffer send = scratchInts(new int[] {tokens, topK});
+        Buffer recv = scratch(DType.I32, 2L * world);
+        try {
+            comm.allGather(send, recv);
+            if (recv instanceof org.moe4j.core.buffer.HostBuffer hb) {
+                all = hb.toIntArray();
+            } else {
+                all = readInts(recv); // counted: a device→host read, once per new shape
+            }
+        } finally {
+            release(send, recv);
+        }
+        boolean same = true;
+        for (int r = 0; r < world; r++) {
+            same &= all[2 * r] == tokens && all[2 * r + 1] == topK;
+        }
+        if (!same) {
+            StringBuilder m = new StringBuilder("static all-to-all without chunkRows: the ranks' token counts differ (");
+            for (int r = 0; r < world; r++) {
+                m.append(r == 0 ? "" : ", ").append("rank ").append(r).append(": T=").append(all[2 * r])
+                        .append(", K=").append(all[2 * r + 1]);
+            }
+            m.append("); the chunk capacity C follows T and K, so every rank must dispatch the same [T, K],"
+                    + " or set chunkRows to fix C; nothing was sent");
+            throw new IllegalArgumentException(m.toString());
+        }
+        verifiedTokens = tokens;
+        verifiedTopK = topK;
     }
 
     /** The host-staged default plan kernels read device memory: count them honestly. */

@@ -129,4 +129,54 @@ class RendezvousAuthTest {
             return new HexKey(java.util.HexFormat.of().formatHex(a.key()));
         }
     }
+    /**
+     * The file read is the file checked: a symbolic link, another file, or widened permissions swapped
+     * in between the check and the read are refused and never read (the read opens without following
+     * links and compares the file key).
+     */
+    @Test
+    void aTokenFileSwappedAfterItsCheckIsNeverRead(@TempDir Path dir) throws Exception {
+        Path f = privateFile(dir, SECRET, "rw-------");
+        Path other = dir.resolve("other");
+        String otherSecret = "another-secret-that-must-not-be-read-0123";
+        Files.writeString(other, otherSecret);
+        Files.setPosixFilePermissions(other, PosixFilePermissions.fromString("rw-------"));
+        assertArrayEquals(SECRET.getBytes(StandardCharsets.UTF_8), RendezvousAuth.readTokenFile(f, "token file", () -> { }));
+
+        String link = assertThrows(IllegalArgumentException.class, () -> RendezvousAuth.readTokenFile(f, "token file", () -> io(() -> {
+            Files.delete(f);
+            Files.createSymbolicLink(f, other);
+        }))).getMessage();
+        assertTrue(link.contains("without following links"), link);
+        assertFalse(link.contains(otherSecret) || link.contains(SECRET), link);
+
+        Files.delete(f);
+        privateFile(dir, SECRET, "rw-------");
+        String replaced = assertThrows(IllegalArgumentException.class, () -> RendezvousAuth.readTokenFile(f, "token file",
+                () -> io(() -> { // an atomic swap: the new file exists before the old one goes
+                    Path next = Files.copy(other, dir.resolve("next"));
+                    Files.move(next, f, java.nio.file.StandardCopyOption.REPLACE_EXISTING,
+                            java.nio.file.StandardCopyOption.ATOMIC_MOVE);
+                }))).getMessage();
+        assertTrue(replaced.contains("was replaced or changed between its check and the read"), replaced);
+
+        Files.delete(f);
+        privateFile(dir, SECRET, "rw-------");
+        String widened = assertThrows(IllegalArgumentException.class, () -> RendezvousAuth.readTokenFile(f, "token file",
+                () -> io(() -> Files.setPosixFilePermissions(f, PosixFilePermissions.fromString("rw-r--r--")))))
+                .getMessage();
+        assertTrue(widened.contains("was replaced or changed between its check and the read"), widened);
+    }
+
+    private interface IoAction {
+        void run() throws Exception;
+    }
+
+    private static void io(IoAction action) {
+        try {
+            action.run();
+        } catch (Exception e) {
+            throw new IllegalStateException(e);
+        }
+    }
 }

@@ -1,58 +1,35 @@
-package org.moe4j.dispatch.internal;
+package org.moe4j.core.backend;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.IdentityHashMap;
 import java.util.List;
+import java.util.Objects;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
-import org.moe4j.core.backend.Backend;
-import org.moe4j.core.backend.CpuBackend;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 
 /**
- * Recycles a dispatcher's intermediate buffers across calls. On the CPU backend a buffer taken
- * here is a non-owning {@link HostBuffer#wrap view} over pooled memory: it is <b>not zeroed</b>
- * (every kernel that fills it writes every element; callers zero padding explicitly with
- * {@link #zeroRows}), and {@link #give} detaches the view and keeps the memory for the next call.
- * The memory comes from automatic arenas, so a dropped dispatcher (and a context never closed)
- * is reclaimed by the garbage collector; nothing needs an explicit close.
- *
- * <p>On any other backend, {@link #take} allocates through the backend (zeroed) and {@link #give}
- * closes the buffer: device backends have their own allocator pools.
- *
- * <p>Thread-safe: a context may be closed on another thread than the one dispatching.
+ * The CPU backend's scratch: a buffer taken here is a non-owning {@link HostBuffer#wrap view} over
+ * pooled memory, <b>not zeroed</b>; {@link #give} detaches the view and keeps the block for the next
+ * take (best fit, at most {@link #MAX_FREE} blocks). Blocks come from automatic arenas, so a dropped
+ * pool, and a block never given back, are reclaimed by the garbage collector.
  */
-final class Workspace {
+final class HostScratch implements Scratch {
     /** Free blocks kept at most; beyond that the smallest are dropped (and collected). */
     private static final int MAX_FREE = 48;
     /** Minimum block size, so that tiny index buffers share reusable blocks. */
     private static final long MIN_BLOCK = 4096;
 
-    private final Backend backend;
-    private final boolean host;
     private final List<MemorySegment> free = new ArrayList<>();
     private final IdentityHashMap<Buffer, MemorySegment> lent = new IdentityHashMap<>();
 
-    Workspace(Backend backend) {
-        this.backend = backend;
-        this.host = backend instanceof CpuBackend;
-    }
-
-    /**
-     * A buffer of the given type and shape; on the CPU its contents are undefined.
-     *
-     * @param dtype element type
-     * @param dims  dimensions
-     * @return the buffer; hand it back with {@link #give}
-     */
-    Buffer take(DType dtype, long... dims) {
-        Shape shape = Shape.of(dims);
-        if (!host) {
-            return backend.allocate(dtype, shape);
-        }
+    @Override
+    public HostBuffer take(DType dtype, Shape shape) {
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(shape, "shape");
         long bytes = Math.multiplyExact(shape.numel(), (long) dtype.byteSize());
         MemorySegment block;
         synchronized (this) {
@@ -69,13 +46,8 @@ final class Workspace {
         return view;
     }
 
-    /**
-     * Returns a buffer from {@link #take} (its memory is kept for reuse) or closes any other buffer.
-     * Null is ignored; giving twice is harmless.
-     *
-     * @param b the buffer
-     */
-    void give(Buffer b) {
+    @Override
+    public void give(Buffer b) {
         if (b == null) {
             return;
         }
@@ -100,26 +72,23 @@ final class Workspace {
         }
     }
 
-    /**
-     * Zeroes rows {@code [from, to)} of a pooled buffer (fresh backend buffers are already zero).
-     *
-     * @param b    a buffer from {@link #take}, {@code [rows, ...]}
-     * @param from first row
-     * @param to   end row (exclusive)
-     */
-    void zeroRows(Buffer b, long from, long to) {
-        if (to <= from) {
+    @Override
+    public void zeroRows(Buffer b, long from, long to) {
+        Scratches.checkRows(b, from, to);
+        if (to == from) {
             return;
         }
-        boolean pooled;
-        synchronized (this) {
-            pooled = lent.containsKey(b);
-        }
-        if (pooled) {
-            HostBuffer h = (HostBuffer) b;
+        if (b instanceof HostBuffer h) { // this backend's own memory kind
             long rowBytes = h.byteSize() / Math.max(1, h.shape().dim(0));
             h.segment().asSlice(from * rowBytes, (to - from) * rowBytes).fill((byte) 0);
+        } else {
+            throw new IllegalArgumentException("zeroRows: " + b + " is not a CPU scratch buffer");
         }
+    }
+
+    @Override
+    public synchronized void close() {
+        free.clear();
     }
 
     /** @return the smallest free block of at least {@code bytes} (removed from the free list), or null */
