@@ -2,6 +2,7 @@ package org.moe4j.it;
 
 import org.moe4j.core.DType;
 import org.moe4j.core.backend.Backends;
+import org.moe4j.core.buffer.BufferScope;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.dispatch.LocalGroup;
@@ -22,8 +23,8 @@ public final class FlagProbe {
                 MoeConfig c = MoeConfig.builder().hidden(8).experts(4).topK(2).ffn(8).expertParallel(2).build();
                 LocalGroup.run(2, comm -> {
                     try (MoeLayer layer = MoeLayer.builder(c, comm).seed(1).build();
-                         HostBuffer x = HostBuffer.allocate(DType.F32, 4, 8)) {
-                        layer.forward(x).output().close();
+                         BufferScope step = layer.newScope()) { // frees x, the output and the context
+                        layer.forward(HostBuffer.allocate(DType.F32, 4, 8));
                     }
                     return null;
                 });
