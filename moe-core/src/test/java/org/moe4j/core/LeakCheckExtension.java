@@ -10,9 +10,9 @@ import org.junit.jupiter.api.extension.ExtensionContext;
 import org.moe4j.core.buffer.LeakCheck;
 
 /**
- * Every test of this module runs under a leak check (registered through
+ * Every test of every module runs under this leak check (each module registers it through its own
  * {@code META-INF/services/org.junit.jupiter.api.extension.Extension} and
- * {@code junit-platform.properties}): a buffer allocated by a test (or by a class's
+ * {@code junit-platform.properties}; the other modules get the class from moe-core's test-jar): a buffer allocated by a test (or by a class's
  * {@code @BeforeAll}) and still live after it fails the test with {@code memory leaked}, listing
  * the buffers; {@code -Dmoe4j.memory.debug=true} adds their allocation sites.
  */
