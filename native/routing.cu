@@ -566,3 +566,14 @@ extern "C" __global__ void moe_expert_bias_update(const long long* __restrict__ 
         bias[e] = __fadd_rn(bias[e], delta);
     }
 }
+
+// Sync-free routing: load[e] += tokensPerExpert[e] (int32 counts into the int64 load) unless
+// *firstBad != INT_MAX (a step with non-finite router logits, or any step after one that was not
+// yet reported to the host, changes no balancing state). Grid over experts, 256 threads a block.
+extern "C" __global__ void __launch_bounds__(256)
+moe_load_accumulate(const int* __restrict__ tokensPerExpert, const int* __restrict__ firstBad, int experts,
+                    long long* __restrict__ load) {
+    if (*firstBad != 0x7fffffff) return;
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e < experts) load[e] += tokensPerExpert[e];
+}

@@ -36,7 +36,7 @@ class KernelStaticCheckTest {
     static {
         KERNELS.put("routing", List.of("moe_router_fwd", "moe_router_bwd", "moe_fp32_gemm",
                 "moe_seq_histogram", "moe_segment_partials", "moe_segment_finish", "moe_capacity_drop",
-                "moe_expert_bias_update"));
+                "moe_expert_bias_update", "moe_load_accumulate"));
         KERNELS.put("permute", List.of("moe_fill_i32", "moe_count_routes", "moe_send_keys",
                 "moe_key_chunk_counts", "moe_key_layout", "moe_key_positions", "moe_send_meta",
                 "moe_exclusive_scan", "moe_send_return", "moe_pack_units", "moe_count_local", "moe_recv_keys",

@@ -254,6 +254,20 @@ public final class MoeLayer implements AutoCloseable {
      *                        gradient of this rank's tokens, so over the ranks they count once
      */
     public record Forward(Buffer output, Context context, int[] tokensPerExpert, long dropped, AuxLosses auxLosses) {
+        /**
+         * Returns this rank's assignments per global expert after drops. With sync-free routing
+         * ({@link Router#syncFree()}) the counts stay on the device until this is called: the call
+         * then reads them (one host read, raising a pending non-finite-logits error first) and needs
+         * the context still open (before backward).
+         *
+         * @return this rank's assignments per global expert after drops
+         * @throws IllegalStateException    if the counts are on the device and the context is closed
+         * @throws IllegalArgumentException if a deferred non-finite-logits error is pending
+         */
+        @Override
+        public int[] tokensPerExpert() {
+            return tokensPerExpert != null ? tokensPerExpert.clone() : context.route().tokensPerExpert().toIntArray();
+        }
     }
 
     private MoeLayer(Builder b) {
@@ -663,13 +677,13 @@ public final class MoeLayer implements AutoCloseable {
                     sh.output().close();
                 }
             }
-            int[] tpe = route.tokensPerExpert().toIntArray();
+            int[] tpe = router.syncFree() ? null : route.tokensPerExpert().toIntArray(); // sync-free: read on request
             Context ctx = new Context(this, x, route, d, off, ex.context(), ex.output(), sh == null ? null : sh.context());
             if (lf.any()) {
                 ctx.variant = new Variant(logits, sharedOut, sharedLogit, slotIdx, slotOnes, scaledIn);
             }
             Forward f = new Forward(out, ctx, tpe, route.dropped(), route.auxLosses());
-            router.expertBias().accumulate(route.selectedPerExpert()); // last: every collective succeeded
+            router.accumulateLoad(route); // last: every collective succeeded
             return f;
         } catch (RuntimeException e) {
             try {
@@ -915,14 +929,54 @@ public final class MoeLayer implements AutoCloseable {
     public long[] updateExpertBias() {
         enter("updateExpertBias");
         try {
-            return updateExpertBiasUnguarded();
+            return updateExpertBiasUnguarded(true);
         } finally {
             use.exit();
         }
     }
 
-    private long[] updateExpertBiasUnguarded() {
+    /**
+     * {@link #updateExpertBias()} without returning the load: with sync-free routing
+     * ({@link Router#syncFree()}) the load is summed over the ranks and the bias stepped on the device
+     * with no device→host read, so this call can be part of a captured step. A collective when syncing.
+     */
+    public void stepExpertBias() {
+        enter("stepExpertBias");
+        try {
+            updateExpertBiasUnguarded(false);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Raises a non-finite-logits error that sync-free routing deferred (one host read of the router's
+     * device flag; a no-op when the router checks eagerly), and clears it. Call it where a step's
+     * result is read anyway, e.g. every N steps or after a replayed graph.
+     *
+     * @throws IllegalArgumentException naming the lowest bad token of the first flagged step; flagged
+     *                                  steps added no expert-bias load
+     * @throws IllegalStateException    if the layer is closed
+     */
+    public void checkStep() {
+        enter("checkStep");
+        try {
+            router.checkStep();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private long[] updateExpertBiasUnguarded(boolean returnLoad) {
         ExpertBias bias = router.expertBias();
+        if (bias.onDevice()) {
+            if (syncReplicated && comm.size() > 1) {
+                comm.allReduce(bias.deviceLoad(), ReduceOp.SUM); // in place: update() steps from the summed load
+            }
+            long[] load = returnLoad ? bias.load() : null; // the only host read, when asked for
+            bias.update();
+            return load;
+        }
         long[] load = bias.load();
         if (syncReplicated && comm.size() > 1) {
             try (Buffer b = backend.allocate(DType.I64, Shape.of(load.length))) { // the communicator's memory

@@ -20,6 +20,12 @@ import org.moe4j.core.config.MoeConfig;
  *
  * <p>Every method validates its arguments before touching the state: a failed call changes
  * nothing. Methods are synchronized; the bias buffer is read by the router's kernels.
+ *
+ * <p>Residency: the state starts in host memory. A {@link Router} on a device backend whose kernels
+ * keep {@linkplain RoutingKernels#deviceStatistics() device statistics} moves the bias it made itself
+ * to the device ({@link #onDevice()}): the load is then accumulated and the bias stepped by kernels
+ * with no device→host read, and {@link #values()}, {@link #load()} and {@link #update(long[])}
+ * become explicit transfers (a host read each for the first two), made only when called.
  */
 public final class ExpertBias implements AutoCloseable {
     private final int experts;
@@ -28,6 +34,11 @@ public final class ExpertBias implements AutoCloseable {
     private final HostBuffer bias; // [experts]
     private final long[] load; // [experts]
     private int microBatches;
+    private Resident device; // null: host-resident
+
+    /** The device copy of the state: the kernels that step it, the bias and the load. */
+    private record Resident(RoutingKernels kernels, Buffer bias, Buffer load) {
+    }
 
     /**
      * Creates a new {@code ExpertBias}.
@@ -88,6 +99,11 @@ public final class ExpertBias implements AutoCloseable {
      * @return a copy of the bias values
      */
     public synchronized float[] values() {
+        if (device != null) {
+            try (HostBuffer h = device.bias().toHost()) { // a host read, made only when asked
+                return h.toFloatArray();
+            }
+        }
         return bias.toFloatArray();
     }
 
@@ -108,14 +124,66 @@ public final class ExpertBias implements AutoCloseable {
             }
         }
         bias.copyFrom(values);
+        if (device != null) {
+            device.bias().copyFrom(bias);
+        }
     }
 
     /**
-     * Returns the live F32 {@code [experts]} host buffer the router reads; do not close it.
-     * @return the live F32 {@code [experts]} host buffer the router reads; do not close it
+     * Returns the live F32 {@code [experts]} buffer the router reads (host memory, or the device copy
+     * when {@link #onDevice()}); do not close it.
+     * @return the live F32 {@code [experts]} buffer the router reads; do not close it
      */
-    public Buffer buffer() {
-        return bias;
+    public synchronized Buffer buffer() {
+        return device != null ? device.bias() : bias;
+    }
+
+    /**
+     * Returns whether the bias and the load live on a device (stepped by kernels, read only on request).
+     * @return whether the bias and the load live on a device
+     */
+    public synchronized boolean onDevice() {
+        return device != null;
+    }
+
+    /**
+     * Returns the live I64 {@code [experts]} device load, for an all-reduce over expert-parallel ranks
+     * before {@link #update()} (which then steps from the summed contents); do not close it.
+     *
+     * @return the device load
+     * @throws IllegalStateException if the state is host-resident (use {@link #load()})
+     */
+    public synchronized Buffer deviceLoad() {
+        if (device == null) {
+            throw new IllegalStateException("ExpertBias.deviceLoad: the state is host-resident; use load()");
+        }
+        return device.load();
+    }
+
+    /**
+     * Moves the state to a device: the bias and the load are uploaded into {@code backend} memory
+     * and from then on stepped by {@code kernels}. Called by the router that made this bias.
+     */
+    synchronized void moveToDevice(org.moe4j.core.backend.Backend backend, RoutingKernels kernels) {
+        if (device != null) {
+            throw new IllegalStateException("ExpertBias: already on a device");
+        }
+        Buffer b = backend.upload(bias);
+        try (HostBuffer l = longs(load)) {
+            device = new Resident(kernels, b, backend.upload(l));
+        } catch (RuntimeException e) {
+            b.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Adds one micro-batch's device counts to the device load, unless {@code firstBad} flags
+     * non-finite logits (no host read).
+     */
+    synchronized void accumulate(Buffer tokensPerExpert, Buffer firstBad) {
+        device.kernels().accumulateLoad(tokensPerExpert, firstBad, device.load());
+        microBatches++;
     }
 
     /**
@@ -123,6 +191,15 @@ public final class ExpertBias implements AutoCloseable {
      * @return a copy of the load accumulated since the last update
      */
     public synchronized long[] load() {
+        if (device != null) {
+            try (HostBuffer h = device.load().toHost()) { // a host read, made only when asked
+                long[] out = new long[experts];
+                for (int e = 0; e < experts; e++) {
+                    out[e] = h.getLong(e);
+                }
+                return out;
+            }
+        }
         return load.clone();
     }
 
@@ -148,6 +225,11 @@ public final class ExpertBias implements AutoCloseable {
             throw new IllegalArgumentException("ExpertBias.restoreLoad: microBatches=" + microBatches + " is negative");
         }
         System.arraycopy(load, 0, this.load, 0, experts);
+        if (device != null) {
+            try (HostBuffer h = longs(load)) {
+                device.load().copyFrom(h);
+            }
+        }
         this.microBatches = microBatches;
     }
 
@@ -159,14 +241,31 @@ public final class ExpertBias implements AutoCloseable {
      */
     public synchronized void accumulate(int[] tokensPerExpert) {
         requireLoad("accumulate", Arrays.stream(tokensPerExpert).asLongStream().toArray());
+        if (device != null) {
+            long[] sum = load();
+            for (int e = 0; e < experts; e++) {
+                sum[e] += tokensPerExpert[e];
+            }
+            restoreLoad(sum, microBatches + 1);
+            return;
+        }
         for (int e = 0; e < experts; e++) {
             load[e] += tokensPerExpert[e];
         }
         microBatches++;
     }
 
-    /** Steps the bias from the accumulated load, then resets the load. */
+    /**
+     * Steps the bias from the accumulated load, then resets the load. On the device this is one
+     * kernel over the device load (its current contents, e.g. after an all-reduce of
+     * {@link #deviceLoad()}), with no host read.
+     */
     public synchronized void update() {
+        if (device != null) {
+            device.kernels().updateExpertBias(device.load(), coeff, centering == BiasCentering.ZERO_MEAN, device.bias());
+            microBatches = 0;
+            return;
+        }
         update(load.clone());
     }
 
@@ -179,6 +278,13 @@ public final class ExpertBias implements AutoCloseable {
      */
     public synchronized void update(long[] summedLoad) {
         requireLoad("update", summedLoad);
+        if (device != null) {
+            try (HostBuffer h = longs(summedLoad)) {
+                device.load().copyFrom(h);
+            }
+            update();
+            return;
+        }
         float[] b = bias.toFloatArray();
         float[] delta = step(summedLoad, coeff, centering);
         for (int e = 0; e < experts; e++) {
@@ -219,6 +325,15 @@ public final class ExpertBias implements AutoCloseable {
         return delta;
     }
 
+    /** A host I64 {@code [experts]} copy of {@code values} (caller closes it). */
+    private HostBuffer longs(long[] values) {
+        HostBuffer h = HostBuffer.allocate(DType.I64, experts);
+        for (int e = 0; e < experts; e++) {
+            h.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, e, values[e]);
+        }
+        return h;
+    }
+
     private void requireLoad(String method, long[] values) {
         if (values.length != experts) {
             throw new IllegalArgumentException("ExpertBias." + method + ": got " + values.length + " counts for "
@@ -236,5 +351,9 @@ public final class ExpertBias implements AutoCloseable {
     @Override
     public synchronized void close() {
         bias.close();
+        if (device != null) {
+            device.bias().close();
+            device.load().close();
+        }
     }
 }

@@ -34,6 +34,16 @@ import org.moe4j.routing.internal.CpuRoutingKernels;
  * disabled in the builder); the caller decides when to {@link ExpertBias#update()}.
  * A failed call leaves the bias and its load unchanged.
  *
+ * <p>Sync-free routing ({@link #syncFree()}): on kernels with
+ * {@linkplain RoutingKernels#deviceStatistics() device statistics}, a dropless config without
+ * auxiliary losses and an expert bias made by this router, a forward makes no device→host read. The
+ * counts per expert, the load and the bias stay on the device (the bias is stepped by a kernel), and
+ * the non-finite-logits check is deferred: the first bad token index is kept in a device flag, a step
+ * that raised it (and every later one until it is reported) adds no load, and the error is thrown,
+ * as {@link IllegalArgumentException} naming the token, by the next {@link #checkStep()} or host read
+ * of the step's statistics ({@link RouterOutput#tokensPerExpert()}), which also clears the flag.
+ * Everywhere else (the CPU backend included) the check is eager: the forward itself throws.
+ *
  * <p>Threading: one router serves one thread at a time (it reuses its output memory). A call from a
  * second thread while {@code forward}, {@code forwardLogits} or {@code backward} is running throws
  * {@link org.moe4j.core.ConcurrentUseException} naming both calls and changes nothing.
@@ -58,6 +68,10 @@ public final class Router implements AutoCloseable {
     private final boolean ownsExpertBias;
     /** Refuses a call from a second thread while one is running (the scratch use is per call). */
     private final ExclusiveUse use = new ExclusiveUse("Router");
+    /** Sync-free routing: the statistics stay on the device and the non-finite check is deferred. */
+    private final boolean syncFree;
+    /** Sync-free routing: I32 [1] device flag, the lowest non-finite token index or MAX_VALUE (else null). */
+    private final Buffer firstBad;
 
     private Router(Builder b) {
         this.config = b.config;
@@ -82,7 +96,84 @@ public final class Router implements AutoCloseable {
         this.expertBias = b.expertBias != null ? b.expertBias : ExpertBias.of(b.config);
         this.accumulateLoad = b.accumulateLoad;
         this.statsExchange = b.statsExchange;
+        this.syncFree = kernels.deviceStatistics() && ownsExpertBias && config.capacity().dropless()
+                && !config.auxLoss().any();
+        Buffer flag = null;
+        if (syncFree) {
+            try (HostBuffer clear = HostBuffer.ofInts(new int[] {Integer.MAX_VALUE}, 1)) {
+                flag = backend.upload(clear);
+                expertBias.moveToDevice(backend, kernels);
+            } catch (RuntimeException e) {
+                if (flag != null) {
+                    flag.close();
+                }
+                expertBias.close();
+                throw e;
+            }
+        }
+        this.firstBad = flag;
         this.scratch = backend.newScratch();
+    }
+
+    /**
+     * Returns whether forwards make no device→host read (see the class comment for when, and for
+     * the deferred non-finite-logits contract).
+     * @return whether this router routes without host synchronisation
+     */
+    public boolean syncFree() {
+        return syncFree;
+    }
+
+    /**
+     * Raises a non-finite-logits error deferred by sync-free routing (one host read of the device
+     * flag; a no-op otherwise), and clears it.
+     *
+     * @throws IllegalArgumentException naming the lowest bad token of the first flagged step; the
+     *                                  flagged steps added no load to the expert bias
+     */
+    public void checkStep() {
+        raisePendingError("Router.checkStep");
+    }
+
+    /** Throws the pending deferred error, if any, and clears the flag. */
+    void raisePendingError(String where) {
+        if (!syncFree) {
+            return;
+        }
+        int bad;
+        try (HostBuffer h = firstBad.toHost()) {
+            bad = h.getInt(0);
+        }
+        if (bad == Integer.MAX_VALUE) {
+            return;
+        }
+        try (HostBuffer clear = HostBuffer.ofInts(new int[] {Integer.MAX_VALUE}, 1)) {
+            firstBad.copyFrom(clear);
+        }
+        throw new IllegalArgumentException(where + ": router logits of token " + bad + " were not finite (NaN or Inf)"
+                + " in a step since the last check; that step and the later ones added no load to the expert bias");
+    }
+
+    /**
+     * Adds the pre-drop assignments per expert of one forward to the expert-bias load: on the device
+     * without a host read when {@link #syncFree()} (nothing is added while a non-finite-logits error
+     * is pending), else from the host counts. For callers that built the router with
+     * {@code accumulateLoad(false)} and add the load once the rest of their step succeeded.
+     *
+     * @param out a forward result of this router, not closed
+     * @throws IllegalArgumentException if {@code out} came from another router or is closed
+     */
+    public void accumulateLoad(RouterOutput out) {
+        Objects.requireNonNull(out, "out");
+        if (out.router() != this || out.isClosed()) {
+            throw new IllegalArgumentException("Router.accumulateLoad: out is " + (out.isClosed() ? "closed"
+                    : "from another router"));
+        }
+        if (syncFree) {
+            expertBias.accumulate(out.tokensPerExpertBuffer(), firstBad);
+        } else {
+            expertBias.accumulate(out.selectedPerExpert());
+        }
     }
 
     /**
@@ -92,6 +183,9 @@ public final class Router implements AutoCloseable {
     @Override
     public void close() {
         scratch.close();
+        if (firstBad != null) {
+            firstBad.close();
+        }
         if (ownsExpertBias) {
             expertBias.close();
         }
@@ -292,6 +386,17 @@ public final class Router implements AutoCloseable {
             Buffer selected = output(leases, DType.I32, Shape.of(tokens, k));
             Buffer weights = output(leases, DType.F32, Shape.of(tokens, k));
             Buffer lse = aux.zCoeff() != 0 ? output(leases, DType.F32, Shape.of(tokens)) : null;
+            if (syncFree) {
+                Buffer counts = track(owned, backend.allocate(DType.I32, Shape.of(experts))); // zeroed
+                kernels.routeDeferred(params, logits, expertBias.buffer(), paddingMask, scores, selected, weights, lse,
+                        counts, firstBad);
+                RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, selected, weights,
+                        lse, counts, null, -1, 0, AuxLosses.NONE, null, Math.max(tokens, 1), 0f, leases);
+                if (accumulateLoad) {
+                    expertBias.accumulate(counts, firstBad); // last: nothing above may fail after this
+                }
+                return out;
+            }
             int bad;
             Buffer staged = stagedBias();
             try {

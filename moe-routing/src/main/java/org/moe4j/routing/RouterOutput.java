@@ -8,6 +8,11 @@ import org.moe4j.core.buffer.HostBuffer;
  * Result of one {@link Router} forward call and the context its {@link Router#backward} needs.
  * Owns the buffers it allocated (not the caller's {@code x}, {@code gateWeight} or logits);
  * close it after backward.
+ *
+ * <p>On a sync-free device route (see {@link Router}) the counts stay in device memory until asked
+ * for: {@link #tokensPerExpert()}, {@link #selectedPerExpert()} and {@link #validTokens()} then make
+ * one host read (the first of them; the copy is kept), and first raise a pending non-finite-logits
+ * error of the router.
  */
 public final class RouterOutput implements AutoCloseable {
     private final Router router;
@@ -20,9 +25,10 @@ public final class RouterOutput implements AutoCloseable {
     private final Buffer topkIdx; // [tokens, topK], after drops (same buffer as selected when dropless)
     private final Buffer topkWeights; // [tokens, topK]
     private final Buffer lse; // [tokens] or null
-    private final HostBuffer tokensPerExpert; // [experts], after drops
-    private final int[] selectedPerExpert; // [experts], before drops
-    private final int validTokens;
+    private final Buffer tokensPerExpert; // [experts], after drops: host memory, or device counts read on request
+    private HostBuffer hostCounts; // tokensPerExpert in host memory (itself when it is a host buffer)
+    private int[] selectedPerExpert; // [experts], before drops (null until read from device counts)
+    private int validTokens; // -1 until read from device counts
     private final long dropped;
     private final AuxLosses auxLosses;
     private final HostBuffer auxGrad; // [segments, experts] dLoss/dp, or null
@@ -32,7 +38,7 @@ public final class RouterOutput implements AutoCloseable {
     private boolean closed;
 
     RouterOutput(Router router, int tokens, Buffer x, Buffer gateWeight, Buffer logits, Buffer scores,
-            Buffer selected, Buffer topkIdx, Buffer topkWeights, Buffer lse, HostBuffer tokensPerExpert,
+            Buffer selected, Buffer topkIdx, Buffer topkWeights, Buffer lse, Buffer tokensPerExpert,
             int[] selectedPerExpert, int validTokens, long dropped, AuxLosses auxLosses, HostBuffer auxGrad,
             int auxSegmentLength, float zGrad, List<Buffer> leases) {
         this.router = router;
@@ -46,6 +52,7 @@ public final class RouterOutput implements AutoCloseable {
         this.topkWeights = topkWeights;
         this.lse = lse;
         this.tokensPerExpert = tokensPerExpert;
+        this.hostCounts = tokensPerExpert instanceof HostBuffer h ? h : null;
         this.selectedPerExpert = selectedPerExpert;
         this.validTokens = validTokens;
         this.dropped = dropped;
@@ -68,7 +75,8 @@ public final class RouterOutput implements AutoCloseable {
      * Returns tokens not masked as padding.
      * @return tokens not masked as padding
      */
-    public int validTokens() {
+    public synchronized int validTokens() {
+        hostCounts();
         return validTokens;
     }
 
@@ -117,16 +125,48 @@ public final class RouterOutput implements AutoCloseable {
      * Returns host I32 {@code [experts]} assignments per expert after drops.
      * @return host I32 {@code [experts]} assignments per expert after drops
      */
-    public HostBuffer tokensPerExpert() {
-        return open(tokensPerExpert);
+    public synchronized HostBuffer tokensPerExpert() {
+        return open(hostCounts());
     }
 
     /**
      * Returns assignments per expert before drops (the load the expert bias balances).
      * @return assignments per expert before drops (the load the expert bias balances)
      */
-    public int[] selectedPerExpert() {
+    public synchronized int[] selectedPerExpert() {
+        hostCounts();
         return selectedPerExpert.clone();
+    }
+
+    /**
+     * The counts in host memory: the first call on a sync-free device route raises the router's
+     * pending error, then reads the device counts once (dropless there, so the selection counts equal
+     * them).
+     */
+    private HostBuffer hostCounts() {
+        open(tokensPerExpert);
+        if (hostCounts == null) {
+            router.raisePendingError("RouterOutput.tokensPerExpert");
+            HostBuffer h = tokensPerExpert.toHost();
+            int[] counts = h.toIntArray();
+            long assignments = 0;
+            for (int c : counts) {
+                assignments += c;
+            }
+            selectedPerExpert = counts;
+            validTokens = (int) (assignments / router.config().topK());
+            hostCounts = h;
+        }
+        return hostCounts;
+    }
+
+    /**
+     * Returns I32 {@code [experts]} assignments per expert after drops where they were counted (host
+     * memory, or the device on a sync-free route), without a host read.
+     * @return I32 {@code [experts]} assignments per expert after drops, where they were counted
+     */
+    public Buffer tokensPerExpertBuffer() {
+        return open(tokensPerExpert);
     }
 
     /**
@@ -220,6 +260,9 @@ public final class RouterOutput implements AutoCloseable {
             lse.close();
         }
         tokensPerExpert.close();
+        if (hostCounts != null && hostCounts != tokensPerExpert) {
+            hostCounts.close();
+        }
         if (auxGrad != null) {
             auxGrad.close();
         }

@@ -47,6 +47,70 @@ public interface RoutingKernels {
             Buffer selected, Buffer topkWeights, Buffer lse);
 
     /**
+     * Returns whether this implementation keeps the router's per-step statistics on its device: when
+     * true, {@link #routeDeferred}, {@link #accumulateLoad} and {@link #updateExpertBias} are
+     * implemented and make no device→host read, and {@link Router} uses them for the sync-free
+     * configurations (dropless, no auxiliary losses; see docs/routing.md). The CPU reference
+     * returns false (host memory is free to read, so it keeps the eager checks).
+     *
+     * @return whether the deferred, device-resident statistics are implemented
+     */
+    default boolean deviceStatistics() {
+        return false;
+    }
+
+    /**
+     * {@link #route} without a host read: the non-finite check and the per-expert counts stay in
+     * device memory. The lowest token index with non-finite logits is folded into {@code firstBad}
+     * ({@code firstBad = min(firstBad, t)}; the caller initialises it to {@link Integer#MAX_VALUE}),
+     * and the assignments per expert of {@code selected} are added to {@code tokensPerExpert}.
+     *
+     * @param params          selection parameters
+     * @param logits          F32 {@code [tokens, experts]}
+     * @param expertBias      F32 {@code [experts]}
+     * @param paddingMask     I32 {@code [tokens]} or null
+     * @param scores          out: F32 {@code [tokens, experts]}
+     * @param selected        out: I32 {@code [tokens, topK]}
+     * @param topkWeights     out: F32 {@code [tokens, topK]}
+     * @param lse             out (nullable): F32 {@code [tokens]}
+     * @param tokensPerExpert in/out: I32 {@code [experts]}, the assignments are added
+     * @param firstBad        in/out: I32 {@code [1]}, the lowest non-finite token index folded in
+     * @throws UnsupportedOperationException unless {@link #deviceStatistics()}
+     */
+    default void routeDeferred(RouteParams params, Buffer logits, Buffer expertBias, Buffer paddingMask,
+            Buffer scores, Buffer selected, Buffer topkWeights, Buffer lse, Buffer tokensPerExpert, Buffer firstBad) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device statistics");
+    }
+
+    /**
+     * Adds one micro-batch's assignments per expert to the expert-bias load, on the device, unless
+     * {@code firstBad} holds a token index (a step with non-finite router logits changes no state).
+     *
+     * @param tokensPerExpert I32 {@code [experts]}
+     * @param firstBad        I32 {@code [1]}: {@link Integer#MAX_VALUE} when every routed token was finite
+     * @param load            in/out: I64 {@code [experts]}
+     * @throws UnsupportedOperationException unless {@link #deviceStatistics()}
+     */
+    default void accumulateLoad(Buffer tokensPerExpert, Buffer firstBad, Buffer load) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device statistics");
+    }
+
+    /**
+     * The aux-loss-free bias step on the device, bit-identical to {@link ExpertBias#update(long[])}:
+     * {@code bias += coeff · sign(mean(load) − load)} (minus its mean when {@code zeroMean}), then the
+     * load is set to zero.
+     *
+     * @param load     in/out: I64 {@code [experts]}, zeroed after the step
+     * @param coeff    the step size
+     * @param zeroMean whether to re-centre the step to zero mean
+     * @param bias     in/out: F32 {@code [experts]}
+     * @throws UnsupportedOperationException unless {@link #deviceStatistics()}
+     */
+    default void updateExpertBias(Buffer load, float coeff, boolean zeroMean, Buffer bias) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device statistics");
+    }
+
+    /**
      * Counts assignments per expert, skipping -1.
      *
      * @param topkIdx             I32 {@code [tokens, topK]}

@@ -22,6 +22,8 @@ import org.moe4j.routing.RoutingKernels;
  *
  * <p>Host synchronisation: {@link #route} reads back one integer (the first token with non-finite
  * logits), {@link #dropOverCapacity} the drop count, and the {@code ...Host} outputs are copied back.
+ * {@link #routeDeferred}, {@link #accumulateLoad} and {@link #updateExpertBias} (sync-free routing)
+ * read nothing back.
  */
 public final class CudaRoutingKernels implements RoutingKernels {
     /** Largest expert count of the warp-per-token router kernels. */
@@ -126,6 +128,38 @@ public final class CudaRoutingKernels implements RoutingKernels {
                 .arg(dev("scores", scores)).arg(dev("selected", selected)).arg(dev("topkWeights", topkWeights))
                 .argPointer(ptr("lse", lse)).argPointer(ptr("tokensPerExpert", tokensPerExpert))
                 .argPointer(firstBad == null ? 0L : firstBad.address()).launch();
+    }
+
+    /**
+     * Returns true: the router statistics of sync-free routing stay on the device.
+     * @return true
+     */
+    @Override
+    public boolean deviceStatistics() {
+        return true;
+    }
+
+    @Override
+    public void routeDeferred(RouteParams p, Buffer logits, Buffer expertBias, Buffer paddingMask, Buffer scores,
+            Buffer selected, Buffer topkWeights, Buffer lse, Buffer tokensPerExpert, Buffer firstBad) {
+        routeAsync(p, logits, expertBias, paddingMask, scores, selected, topkWeights, lse,
+                dev("tokensPerExpert", tokensPerExpert), dev("firstBad", firstBad));
+    }
+
+    @Override
+    public void accumulateLoad(Buffer tokensPerExpert, Buffer firstBad, Buffer load) {
+        int experts = load.shape().dimInt(0);
+        k.launch("moe_load_accumulate").grid(blocks(experts, 256)).block(256)
+                .arg(dev("tokensPerExpert", tokensPerExpert)).arg(dev("firstBad", firstBad)).arg(experts)
+                .arg(dev("load", load)).launch();
+    }
+
+    @Override
+    public void updateExpertBias(Buffer load, float coeff, boolean zeroMean, Buffer bias) {
+        DeviceBuffer l = dev("load", load);
+        k.launch("moe_expert_bias_update").grid(1).block(1).arg(l).arg(l.shape().dimInt(0)).arg(coeff)
+                .arg(zeroMean ? 1 : 0).arg(dev("bias", bias)).launch();
+        l.zeroAsync(k.stream());
     }
 
     @Override
