@@ -100,7 +100,7 @@ __device__ __forceinline__ void warp_argmax(float& v, int& i) {
 //   lse (nullable) [tokens] fp32
 //   tokensPerExpert (nullable) [experts] int32, zeroed by the caller
 //   firstBad (nullable) int32 scalar, set to INT_MAX by the caller; receives the lowest token
-//   index with non-finite logits
+//   index with non-finite logits; such a token is routed nowhere, like a padding token
 extern "C" __global__ void __launch_bounds__(128)
 moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
                const float* __restrict__ expertBias, const int* __restrict__ paddingMask,
@@ -126,14 +126,6 @@ moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
     const int t = blockIdx.x * MOE_ROUTER_WARPS + warp;
     const long row = (long)t * experts;
     const bool padding = t < tokens && paddingMask != nullptr && paddingMask[t] == 0;
-    if (t < tokens && padding) {
-        for (int e = lane; e < experts; e += 32) scores[row + e] = 0.0f;
-        if (lane < topK) {
-            selected[(long)t * topK + lane] = -1;
-            topkWeights[(long)t * topK + lane] = 0.0f;
-        }
-        if (lse && lane == 0) lse[t] = 0.0f;
-    }
     bool finite = true;
     if (t < tokens && !padding) {
         float m = -INFINITY;
@@ -145,6 +137,16 @@ moe_router_fwd(const void* __restrict__ logits, int logitsBf16,
         }
         finite = __all_sync(0xffffffffu, finite);
         if (!finite && lane == 0 && firstBad) atomicMin(firstBad, t);
+    }
+    // a padding token, and a token with non-finite logits (reported through firstBad; with the
+    // deferred check the step goes on), routes nowhere: scores 0, selection -1, weights 0, lse 0
+    if (t < tokens && (padding || !finite)) {
+        for (int e = lane; e < experts; e += 32) scores[row + e] = 0.0f;
+        if (lane < topK) {
+            selected[(long)t * topK + lane] = -1;
+            topkWeights[(long)t * topK + lane] = 0.0f;
+        }
+        if (lse && lane == 0) lse[t] = 0.0f;
     }
     if (t < tokens && !padding && finite) {
         // 1-2. scores (and logsumexp)

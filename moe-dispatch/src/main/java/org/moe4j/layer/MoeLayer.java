@@ -21,6 +21,7 @@ import org.moe4j.core.buffer.BufferAllocator;
 import org.moe4j.core.buffer.BufferScope;
 import org.moe4j.core.buffer.Handover;
 import org.moe4j.core.buffer.HostBuffer;
+import org.moe4j.core.config.DispatchOptions;
 import org.moe4j.core.config.LayerFeatures;
 import org.moe4j.core.buffer.HostView;
 import org.moe4j.core.config.MoeConfig;
@@ -145,6 +146,8 @@ public final class MoeLayer implements AutoCloseable {
     private final OptimizerKernels elementwise; // gradient accumulation on the layer's backend
     private final ExpertKernels featureKernels; // bias, row-scaling and slot kernels of the family variants
     private final RoutingKernels gateKernels;   // x·Wᵀ and its backward, for the router bias and the shared gate
+    private final DispatchKernels dispatchKernels; // what requireSyncFreeStep asks about the static plans
+    private final boolean ownExpertBias; // the router made the expert bias (else the builder's, host state)
     private final Buffer routerBias;      // [experts], null without features.routerBias
     private final Buffer routerBiasGrad;  // [experts]
     private final Buffer sharedGate;      // [1, hidden], null without features.sharedExpertGate
@@ -293,6 +296,8 @@ public final class MoeLayer implements AutoCloseable {
         this.elementwise = Backends.kernels(OptimizerKernels.class, chosen);
         this.featureKernels = ek;
         this.gateKernels = rk;
+        this.dispatchKernels = dk;
+        this.ownExpertBias = b.expertBias == null;
         this.backend = chosen.newPool("MoeLayer rank " + comm.rank()); // device memory: reported on close
         this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
         this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
@@ -310,6 +315,9 @@ public final class MoeLayer implements AutoCloseable {
             // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
             this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree() && !lf.routerBias() && !lf.sharedExpertGate()
                     ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
+            if (replicated != null && staticEqualShapes()) {
+                replicated.assumeEqualTokens(); // the dispatcher refuses a step where the ranks' [T, K] differ
+            }
             this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
             this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
             ParamInit.fillUniform(gateWeight, b.seed, STREAM_GATE, 0, ParamInit.linearBound(config.hidden()));
@@ -648,7 +656,9 @@ public final class MoeLayer implements AutoCloseable {
                 }
                 d = dispatcher.dispatch(scaledIn, slotIdx, slotOnes);
             } else {
-                d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+                d = router.syncFree() // weights finite by construction: no host-staged weight scan
+                        ? dispatcher.dispatchFiniteWeights(x, route.topkIdx(), route.topkWeights())
+                        : dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
             }
             Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d; null unless the strategy keeps them there
             if (deviceOffsets == null) {
@@ -947,6 +957,66 @@ public final class MoeLayer implements AutoCloseable {
         } finally {
             use.exit();
         }
+    }
+
+    /** The static-shape dispatch without chunkRows: every rank dispatches the same [tokens, topK]. */
+    private boolean staticEqualShapes() {
+        return config.dispatch().strategy().equals(DispatchOptions.STATIC_ALL_TO_ALL) && config.dispatch().chunkRows() == 0;
+    }
+
+    /**
+     * Checks that one training step of this layer (forward, backward, {@link #reduceGradients()},
+     * {@link #stepExpertBias()}) makes no device→host read, as a CUDA graph capture of the step needs;
+     * the optimiser's own step is the optimiser's to check. Sync-free needs: the
+     * {@code static-all-to-all} dispatch strategy with dispatch kernels that build its plans on the
+     * device, sync-free routing ({@link Router#syncFree()}: dropless, no auxiliary losses, an expert
+     * bias made by the layer, routing kernels with device statistics), no
+     * {@code features.scoreBeforeExperts}, and with W &gt; 1 and the token-block tree, no
+     * {@code chunkRows} (the ranks' token counts are then known to be equal). Reads nothing.
+     *
+     * @throws IllegalStateException naming the first configured option that needs a host read and
+     *                               what to configure instead
+     */
+    public void requireSyncFreeStep() {
+        String why = syncFreeBlocker();
+        if (why != null) {
+            throw new IllegalStateException("MoeLayer step is not host-sync-free: " + why);
+        }
+    }
+
+    private String syncFreeBlocker() {
+        String strategy = config.dispatch().strategy();
+        if (!strategy.equals(DispatchOptions.STATIC_ALL_TO_ALL)) {
+            return "dispatch strategy '" + strategy + "' exchanges per-rank counts through the host every step;"
+                    + " configure dispatch=" + DispatchOptions.STATIC_ALL_TO_ALL;
+        }
+        if (!dispatchKernels.staticPlansOnDevice()) {
+            return dispatchKernels.getClass().getSimpleName() + " builds the static-shape dispatch plans through"
+                    + " host staging (DispatchKernels.staticPlansOnDevice() is false)";
+        }
+        if (config.features().scoreBeforeExperts()) {
+            return "features.scoreBeforeExperts stages the top-k indices through the host every forward";
+        }
+        if (!config.capacity().dropless()) {
+            return "capacity " + config.capacity() + " drops over a capacity counted on the host; configure a"
+                    + " dropless capacity (the static dispatch has its own overflow policy)";
+        }
+        if (config.auxLoss().any()) {
+            return "auxLoss " + config.auxLoss() + " is computed on the host every forward; configure no auxiliary"
+                    + " losses (use expertBiasCoeff for aux-loss-free balancing)";
+        }
+        if (!ownExpertBias) {
+            return "MoeLayer.Builder.expertBias supplied host-resident bias state; let the layer make its own";
+        }
+        if (!router.syncFree()) {
+            return "routing kernels " + gateKernels.getClass().getSimpleName() + " keep the router statistics on the"
+                    + " host and check non-finite logits eagerly (RoutingKernels.deviceStatistics() is false)";
+        }
+        if (replicated != null && comm.size() > 1 && syncReplicated && !staticEqualShapes()) {
+            return "dispatch.chunkRows=" + config.dispatch().chunkRows() + " lets the ranks' token counts differ, so"
+                    + " the token-block tree all-gathers them through the host; configure chunkRows=0";
+        }
+        return null;
     }
 
     /**

@@ -24,6 +24,8 @@ final class ReplicatedGradReduction {
     private final boolean exchange;
     private final Backend backend;
     private final ExpertKernels kernels;
+    /** Every rank has this rank's token count (the dispatcher refuses anything else): no count exchange. */
+    private boolean equalTokens;
 
     /**
      * @param comm     the layer's communicator
@@ -36,6 +38,15 @@ final class ReplicatedGradReduction {
         this.exchange = exchange && comm.size() > 1;
         this.backend = backend;
         this.kernels = kernels;
+    }
+
+    /**
+     * Declares that every rank's backward has as many tokens as this rank's (a static-shape dispatch
+     * without {@code chunkRows} refuses a step where they differ), so {@link #plan} makes the layout
+     * without all-gathering the counts through the host.
+     */
+    void assumeEqualTokens() {
+        equalTokens = true;
     }
 
     /** The tree layout of one backward: this rank's node segments and how to combine every rank's nodes. */
@@ -68,7 +79,7 @@ final class ReplicatedGradReduction {
      * @return the plan (caller closes)
      */
     Plan plan(long tokens) {
-        long[] counts = exchange ? gatherCounts(tokens) : new long[] {tokens};
+        long[] counts = !exchange ? new long[] {tokens} : equalTokens ? equal(tokens) : gatherCounts(tokens);
         int rank = exchange ? comm.rank() : 0;
         long[] first = new long[counts.length + 1];
         for (int r = 0; r < counts.length; r++) {
@@ -98,6 +109,12 @@ final class ReplicatedGradReduction {
             off = backend.upload(h); // staged: the layout is made on the host
         }
         return new Plan(off, mine.size(), nodesPerRank, all.size(), combine);
+    }
+
+    private long[] equal(long tokens) {
+        long[] out = new long[comm.size()];
+        java.util.Arrays.fill(out, tokens);
+        return out;
     }
 
     private long[] gatherCounts(long tokens) {

@@ -46,6 +46,8 @@ public abstract class AbstractDispatcher implements Dispatcher {
     final Scratch ws;
     /** Device→host reads issued so far. */
     private final java.util.concurrent.atomic.AtomicLong hostReads = new java.util.concurrent.atomic.AtomicLong();
+    /** Set for the duration of one {@link #dispatchFiniteWeights} call: {@link #validate} skips the weight scan. */
+    private boolean weightsFinite;
 
     /**
      * @param config  settings
@@ -80,6 +82,25 @@ public abstract class AbstractDispatcher implements Dispatcher {
      * @param topK   slots per token {@code K}
      */
     protected record Dims(int tokens, int hidden, int topK) {
+    }
+
+    /**
+     * {@link Dispatcher#dispatchFiniteWeights}: {@link #dispatch} with the weight scan of
+     * {@link #validate} skipped (a dispatcher serves one thread at a time, so a per-call flag is safe).
+     *
+     * @param x           {@code [tokens, hidden]}
+     * @param topkIdx     I32 {@code [tokens, topK]}
+     * @param topkWeights F32 {@code [tokens, topK]}, finite by the caller's construction
+     * @return what {@link #dispatch} returns
+     */
+    @Override
+    public DispatchResult dispatchFiniteWeights(Buffer x, Buffer topkIdx, Buffer topkWeights) {
+        weightsFinite = true;
+        try {
+            return dispatch(x, topkIdx, topkWeights);
+        } finally {
+            weightsFinite = false;
+        }
     }
 
     /**
@@ -119,6 +140,9 @@ public abstract class AbstractDispatcher implements Dispatcher {
         if (tokens * topK > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("topkIdx: " + tokens + " tokens x " + topK + " slots = " + tokens * topK
                     + " overflows the I32 slot index");
+        }
+        if (weightsFinite) {
+            return new Dims((int) tokens, x.shape().dimInt(1), (int) topK); // finite by construction: no scan
         }
         if (kernels.nonFiniteWeightScanReadsBack()) {
             countHostRead(); // the non-finite weight scan is host-staged on device backends today
