@@ -36,23 +36,6 @@ public interface Dispatcher {
     DispatchResult dispatch(Buffer x, Buffer topkIdx, Buffer topkWeights);
 
     /**
-     * {@link #dispatch} of routing whose weights are finite by construction (made by a sync-free
-     * {@code Router}, which routes a token with non-finite logits nowhere and reports it later): the
-     * scan of the weights for NaN or infinity, a device→host read on a device backend, is skipped.
-     * Every other check is made as by {@link #dispatch}. The default is {@link #dispatch}.
-     *
-     * @param x           {@code [tokens, hidden]}, F32/BF16/F16
-     * @param topkIdx     I32 {@code [tokens, topK]}, global expert ids or -1
-     * @param topkWeights F32 {@code [tokens, topK]}, finite in every non-empty slot (not checked)
-     * @return the grouped expert input and the context for combine and backward
-     * @throws IllegalArgumentException on a bad shape, dtype or expert id (before anything is sent)
-     * @throws CommunicatorException    if a collective fails
-     */
-    default DispatchResult dispatchFiniteWeights(Buffer x, Buffer topkIdx, Buffer topkWeights) {
-        return dispatch(x, topkIdx, topkWeights);
-    }
-
-    /**
      * Returns expert outputs to their tokens and sums them with the routing weights. Keeps the
      * returned rows in {@code d} for {@link #combineBackward}.
      *

@@ -656,9 +656,7 @@ public final class MoeLayer implements AutoCloseable {
                 }
                 d = dispatcher.dispatch(scaledIn, slotIdx, slotOnes);
             } else {
-                d = router.syncFree() // weights finite by construction: no host-staged weight scan
-                        ? dispatcher.dispatchFiniteWeights(x, route.topkIdx(), route.topkWeights())
-                        : dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
+                d = dispatcher.dispatch(x, route.topkIdx(), route.topkWeights());
             }
             Buffer deviceOffsets = d.groupOffsetsBuffer(); // owned by d; null unless the strategy keeps them there
             if (deviceOffsets == null) {

@@ -46,8 +46,6 @@ public abstract class AbstractDispatcher implements Dispatcher {
     final Scratch ws;
     /** Device→host reads issued so far. */
     private final java.util.concurrent.atomic.AtomicLong hostReads = new java.util.concurrent.atomic.AtomicLong();
-    /** Set for the duration of one {@link #dispatchFiniteWeights} call: {@link #validate} skips the weight scan. */
-    private boolean weightsFinite;
 
     /**
      * @param config  settings
@@ -82,25 +80,6 @@ public abstract class AbstractDispatcher implements Dispatcher {
      * @param topK   slots per token {@code K}
      */
     protected record Dims(int tokens, int hidden, int topK) {
-    }
-
-    /**
-     * {@link Dispatcher#dispatchFiniteWeights}: {@link #dispatch} with the weight scan of
-     * {@link #validate} skipped (a dispatcher serves one thread at a time, so a per-call flag is safe).
-     *
-     * @param x           {@code [tokens, hidden]}
-     * @param topkIdx     I32 {@code [tokens, topK]}
-     * @param topkWeights F32 {@code [tokens, topK]}, finite by the caller's construction
-     * @return what {@link #dispatch} returns
-     */
-    @Override
-    public DispatchResult dispatchFiniteWeights(Buffer x, Buffer topkIdx, Buffer topkWeights) {
-        weightsFinite = true;
-        try {
-            return dispatch(x, topkIdx, topkWeights);
-        } finally {
-            weightsFinite = false;
-        }
     }
 
     /**
@@ -141,8 +120,8 @@ public abstract class AbstractDispatcher implements Dispatcher {
             throw new IllegalArgumentException("topkIdx: " + tokens + " tokens x " + topK + " slots = " + tokens * topK
                     + " overflows the I32 slot index");
         }
-        if (weightsFinite) {
-            return new Dims((int) tokens, x.shape().dimInt(1), (int) topK); // finite by construction: no scan
+        if (weightsCheckedByPlan()) {
+            return new Dims((int) tokens, x.shape().dimInt(1), (int) topK);
         }
         if (kernels.nonFiniteWeightScanReadsBack()) {
             countHostRead(); // the non-finite weight scan is host-staged on device backends today
@@ -153,6 +132,17 @@ public abstract class AbstractDispatcher implements Dispatcher {
                     + " (NaN or Inf) for expert " + readSlot(topkIdx, bad) + "; refused before anything is sent");
         }
         return new Dims((int) tokens, x.shape().dimInt(1), (int) topK);
+    }
+
+    /**
+     * Whether this dispatcher's plan kernels check the routing weights themselves on the device
+     * (deferred into a fault record, see {@link DispatchKernels#buildStaticSendPlanDeferred}), so
+     * {@link #validate} skips its own non-finite scan, a device→host read on device backends.
+     *
+     * @return false by default
+     */
+    protected boolean weightsCheckedByPlan() {
+        return false;
     }
 
     private int readSlot(Buffer topkIdx, long slot) {

@@ -35,16 +35,6 @@ public final class ExclusiveDispatcher implements Dispatcher {
     }
 
     @Override
-    public DispatchResult dispatchFiniteWeights(Buffer x, Buffer topkIdx, Buffer topkWeights) {
-        use.enter("dispatchFiniteWeights");
-        try {
-            return inner.dispatchFiniteWeights(x, topkIdx, topkWeights);
-        } finally {
-            use.exit();
-        }
-    }
-
-    @Override
     public Buffer combine(DispatchResult d, Buffer expertOutput) {
         use.enter("combine");
         try {
