@@ -27,7 +27,7 @@ import org.moe4j.cuda.GpuTestSupport;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchKernels.RecvPlan;
 import org.moe4j.dispatch.DispatchKernels.StaticSendPlan;
-import org.moe4j.dispatch.internal.StaticPlans;
+import org.moe4j.dispatch.spi.StaticPlans;
 
 /**
  * The static-shape plans built on the device ({@link CudaDispatchKernels#buildStaticSendPlanDeferred},

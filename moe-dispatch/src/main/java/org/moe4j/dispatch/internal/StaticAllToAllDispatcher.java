@@ -11,6 +11,7 @@ import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchResult;
+import org.moe4j.dispatch.spi.StaticPlans;
 
 /**
  * The static-shape (equal-split) all-to-all: every (source, destination) chunk has {@code C} rows,

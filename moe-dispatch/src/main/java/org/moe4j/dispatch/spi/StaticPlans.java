@@ -1,4 +1,4 @@
-package org.moe4j.dispatch.internal;
+package org.moe4j.dispatch.spi;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
