@@ -45,7 +45,8 @@ import org.moe4j.routing.internal.CpuRoutingKernels;
  * Everywhere else (the CPU backend included) the check is eager: the forward itself throws.
  *
  * <p>Threading: one router serves one thread at a time (it reuses its output memory). A call from a
- * second thread while {@code forward}, {@code forwardLogits} or {@code backward} is running throws
+ * second thread while {@code forward}, {@code forwardLogits}, {@code backward}, {@code checkStep} or
+ * {@code accumulateLoad} is running throws
  * {@link org.moe4j.core.ConcurrentUseException} naming both calls and changes nothing.
  */
 public final class Router implements AutoCloseable {
@@ -132,7 +133,12 @@ public final class Router implements AutoCloseable {
      *                                  flagged steps added no load to the expert bias
      */
     public void checkStep() {
-        raisePendingError("Router.checkStep");
+        use.enter("checkStep");
+        try {
+            raisePendingError("Router.checkStep");
+        } finally {
+            use.exit();
+        }
     }
 
     /** Throws the pending deferred error, if any, and clears the flag. */
@@ -164,6 +170,15 @@ public final class Router implements AutoCloseable {
      * @throws IllegalArgumentException if {@code out} came from another router or is closed
      */
     public void accumulateLoad(RouterOutput out) {
+        use.enter("accumulateLoad");
+        try {
+            accumulateLoadUnguarded(out);
+        } finally {
+            use.exit();
+        }
+    }
+
+    private void accumulateLoadUnguarded(RouterOutput out) {
         Objects.requireNonNull(out, "out");
         if (out.router() != this || out.isClosed()) {
             throw new IllegalArgumentException("Router.accumulateLoad: out is " + (out.isClosed() ? "closed"
