@@ -242,7 +242,9 @@ public interface DispatchKernels {
      * {@link org.moe4j.dispatch.spi.StaticPlans#refusal}).
      *
      * <p>The default checks eagerly: it throws as {@link #buildStaticSendPlan} does (host kernels
-     * decide without a device sync) and writes the accepted record.
+     * decide without a device sync) and writes the accepted record; it does not look at the weights
+     * ({@link #staticPlanCheckDeferred()} is false, so the dispatcher scans them itself) and never
+     * records a refusal.
      *
      * @param topkIdx     I32 {@code [T, K]}
      * @param topkWeights F32 {@code [T, K]}
@@ -264,6 +266,18 @@ public interface DispatchKernels {
                 new int[] {Integer.MAX_VALUE, 0, 0}, STATIC_FAULT_SIZE)) {
             copyFromHost(ok, fault);
         }
+    }
+
+    /**
+     * Whether {@link #buildStaticSendPlanDeferred} really defers its input check into the fault record
+     * (expert ids and non-finite routing weights, no exception), so the dispatcher leaves out its own
+     * {@link #firstNonFiniteWeight} scan (a device→host read on device backends) and reads the fault
+     * record where it next reads the step's results.
+     *
+     * @return false by default (the check is eager); true for kernels whose deferred send plan defers
+     */
+    default boolean staticPlanCheckDeferred() {
+        return false;
     }
 
     /**

@@ -407,6 +407,12 @@ public final class CudaDispatchKernels implements DispatchKernels {
         }
     }
 
+    /** True: the deferred send plan records refused routing (ids and weights) in its fault record. */
+    @Override
+    public boolean staticPlanCheckDeferred() {
+        return true;
+    }
+
     /** True: both static plans are built on the device. */
     @Override
     public boolean staticPlansOnDevice() {

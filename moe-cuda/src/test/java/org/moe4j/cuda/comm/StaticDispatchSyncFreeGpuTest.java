@@ -25,6 +25,7 @@ import org.moe4j.core.config.DropPolicy;
 import org.moe4j.cuda.CudaBackend;
 import org.moe4j.cuda.GpuTestSupport;
 import org.moe4j.cuda.kernels.CudaDispatchKernels;
+import org.moe4j.cuda.kernels.HostStagedStaticPlans;
 import org.moe4j.dispatch.CombineGrads;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
@@ -206,74 +207,5 @@ class StaticDispatchSyncFreeGpuTest {
             }
         });
         assertTrue(messages.get(1).contains("topkWeights[2, 1] = Infinity is not finite"), messages.get(1));
-    }
-
-    /** CUDA kernels with the static plans of the {@link DispatchKernels} defaults (host-staged). */
-    private record HostStagedStaticPlans(DispatchKernels k) implements DispatchKernels {
-        @Override
-        public void countRoutes(Buffer topkIdx, int experts, int world, boolean perRankDedup, Buffer routeCounts) {
-            k.countRoutes(topkIdx, experts, world, perRankDedup, routeCounts);
-        }
-
-        @Override
-        public void buildSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank,
-                boolean perRankDedup, SendPlan plan) {
-            k.buildSendPlan(topkIdx, topkWeights, experts, world, rank, perRankDedup, plan);
-        }
-
-        @Override
-        public void packUnits(Buffer topkIdx, Buffer topkWeights, int rank, Buffer meta) {
-            k.packUnits(topkIdx, topkWeights, rank, meta);
-        }
-
-        @Override
-        public void countLocal(Buffer meta, int firstExpert, int localExperts, Buffer counts) {
-            k.countLocal(meta, firstExpert, localExperts, counts);
-        }
-
-        @Override
-        public void buildRecvPlan(Buffer meta, int firstExpert, Buffer groupOffsets, RecvPlan plan) {
-            k.buildRecvPlan(meta, firstExpert, groupOffsets, plan);
-        }
-
-        @Override
-        public void validSlots(Buffer topkIdx, Buffer slotRow, Buffer slotToken) {
-            k.validSlots(topkIdx, slotRow, slotToken);
-        }
-
-        @Override
-        public void composeIndex(Buffer table, Buffer index, Buffer out) {
-            k.composeIndex(table, index, out);
-        }
-
-        @Override
-        public void copyRows(Buffer src, Buffer srcIndex, Buffer dst, Buffer dstIndex, Buffer weights) {
-            k.copyRows(src, srcIndex, dst, dstIndex, weights);
-        }
-
-        @Override
-        public void weightedSum(Buffer rows, Buffer slotRow, Buffer weights, Buffer out) {
-            k.weightedSum(rows, slotRow, weights, out);
-        }
-
-        @Override
-        public void rowDots(Buffer a, Buffer aIndex, Buffer b, Buffer bIndex, Buffer out, Buffer outIndex) {
-            k.rowDots(a, aIndex, b, bIndex, out, outIndex);
-        }
-
-        @Override
-        public void scatterValues(Buffer src, Buffer index, Buffer dst) {
-            k.scatterValues(src, index, dst);
-        }
-
-        @Override
-        public void copyToHost(Buffer src, HostBuffer dst) {
-            k.copyToHost(src, dst);
-        }
-
-        @Override
-        public void copyFromHost(HostBuffer src, Buffer dst) {
-            k.copyFromHost(src, dst);
-        }
     }
 }

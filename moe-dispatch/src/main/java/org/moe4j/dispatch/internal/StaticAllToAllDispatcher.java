@@ -26,6 +26,11 @@ import org.moe4j.dispatch.spi.StaticPlans;
  * overflows, every output and gradient is bitwise the count-exchange all-to-all's: the same rows in
  * the same order meet the same kernels. Slots that do not fit are dropped by the drop policy: they
  * add nothing to the output, get zero gradients, and are counted by {@link DispatchResult#overflow()}.
+ *
+ * <p>Where the kernels defer the routing check ({@link DispatchKernels#staticPlanCheckDeferred()}, the
+ * CUDA kernels), bad expert ids and non-finite weights are not refused in {@code dispatch} (that would
+ * be a host read): the rank sends nothing that step, and {@link DispatchResult#overflow()},
+ * {@code groupOffsets()} or {@code tokensPerLocalExpert()} throw the refusal.
  */
 public final class StaticAllToAllDispatcher extends AbstractDispatcher {
 
@@ -70,12 +75,12 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         }
 
         /**
-         * Reports a refusal that the device-side plan deferred (a host read, only where the plans are
-         * built on the device: host kernels refuse eagerly in dispatch).
+         * Reports a refusal that the device-side plan deferred (a host read, only where the kernels
+         * defer the check: host kernels refuse eagerly in dispatch).
          */
         void checkFault() {
             check();
-            if (kernels.staticPlansOnDevice()) {
+            if (kernels.staticPlanCheckDeferred()) {
                 IllegalArgumentException bad = StaticPlans.refusal(readInts(fault), dims.topK(), experts);
                 if (bad != null) {
                     throw bad;
@@ -219,7 +224,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
      */
     @Override
     protected boolean weightsCheckedByPlan() {
-        return kernels.staticPlansOnDevice();
+        return kernels.staticPlanCheckDeferred();
     }
 
     /** The host-staged default plan kernels read device memory: count them honestly. */
