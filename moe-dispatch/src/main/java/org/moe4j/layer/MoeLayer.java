@@ -294,7 +294,7 @@ public final class MoeLayer implements AutoCloseable {
         RoutingKernels rk = Backends.kernels(RoutingKernels.class, chosen);
         DispatchKernels dk = Backends.kernels(DispatchKernels.class, chosen);
         this.elementwise = Backends.kernels(OptimizerKernels.class, chosen);
-        this.featureKernels = ek;
+        this.featureKernels = ek.offsetsCheckedOnDevice(); // its offsets are the layer's own [0, tokens]: valid
         this.gateKernels = rk;
         this.dispatchKernels = dk;
         this.ownExpertBias = b.expertBias == null;
@@ -310,7 +310,8 @@ public final class MoeLayer implements AutoCloseable {
             this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
                     config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek.offsetsCheckedOnDevice(), lf);
             this.shared = config.sharedExperts() > 0
-                    ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
+                    ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend,
+                            ek.offsetsCheckedOnDevice()) // one group [0, tokens] made by SharedExperts: valid
                     : null;
             // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
             // are summed over the ranks in rank order by reduceGradients (docs/experts.md)

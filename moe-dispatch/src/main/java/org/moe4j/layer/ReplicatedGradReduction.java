@@ -104,10 +104,9 @@ final class ReplicatedGradReduction {
             offsets[i + 1] = Math.toIntExact(Math.min((n.endBlock(total) - first[rank]) * TokenBlockTree.BLOCK, tokens));
         }
         int[] combine = total == 0 ? new int[0] : TokenBlockTree.combinePlan(all, total);
-        Buffer off;
-        try (HostBuffer h = HostBuffer.ofInts(offsets, offsets.length)) {
-            off = backend.upload(h); // staged: the layout is made on the host
-        }
+        // a host table: the tree kernels lay out their leaves from the offsets on the host, so a device copy
+        // would only be read back again (a device→host read per backward on a device backend)
+        Buffer off = HostBuffer.ofInts(offsets, offsets.length);
         return new Plan(off, mine.size(), nodesPerRank, all.size(), combine);
     }
 

@@ -145,10 +145,10 @@ class SyncFreeLayerStepGpuTest {
     }
 
     /**
-     * One training step (forward, backward, gradient reduction, AdamW, and when {@code biasStep} the
-     * expert-bias step) with every rank lined up around it; {@code out} gets the device→host reads of
+     * One training step (forward, backward, gradient reduction, {@code AdamW.stepOnDevice}, and when
+     * {@code biasStep} the expert-bias step) with every rank lined up around it; {@code out} gets the device→host reads of
      * all ranks during it: [0] outside the expert kernels and AdamW, [1] inside the expert kernels,
-     * [2] inside {@code AdamW.step}.
+     * [2] inside {@code AdamW.stepOnDevice}.
      */
     static void runStep(MoeLayer layer, AdamW opt, Buffer x, Buffer dy, boolean biasStep,
             org.moe4j.dispatch.Communicator c, long[] out, AtomicLong expertReads) {
@@ -161,7 +161,7 @@ class SyncFreeLayerStepGpuTest {
         }
         c.barrier();
         long optBefore = cuda.hostReadCount();
-        opt.step();
+        opt.stepOnDevice(); // the non-finite skip decided on the device
         c.barrier();
         long optReads = cuda.hostReadCount() - optBefore;
         layer.zeroGrad();
