@@ -164,7 +164,7 @@ public interface DispatchKernels {
                      topkWeights.shape())) {
             copyToHost(topkIdx, idx);
             copyToHost(topkWeights, w);
-            return org.moe4j.dispatch.internal.DispatchArgs.firstNonFiniteWeight(idx.segment(), w.segment(),
+            return org.moe4j.dispatch.spi.DispatchArgs.firstNonFiniteWeight(idx.segment(), w.segment(),
                     Math.min(idx.numel(), w.numel()));
         }
     }
@@ -239,7 +239,7 @@ public interface DispatchKernels {
      * rank, {@code plan.dropped} is all 0) and the record {@code {lowest refused slot t*K+k, its
      * expert id, its weight's bits}}; an accepted one writes {@code {Integer.MAX_VALUE, 0, 0}}. The
      * caller reads the record when it next synchronises (see
-     * {@link org.moe4j.dispatch.internal.StaticPlans#refusal}).
+     * {@link org.moe4j.dispatch.spi.StaticPlanArgs#refusal}).
      *
      * <p>The default checks eagerly: it throws as {@link #buildStaticSendPlan} does (host kernels
      * decide without a device sync) and writes the accepted record; it does not look at the weights

@@ -80,7 +80,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         void checkFault() {
             check();
             if (kernels.staticPlanCheckDeferred()) {
-                IllegalArgumentException bad = StaticPlans.refusal(readInts(fault), dims.topK(), experts);
+                IllegalArgumentException bad = org.moe4j.dispatch.spi.StaticPlanArgs.refusal(readInts(fault), dims.topK(), experts);
                 if (bad != null) {
                     throw bad;
                 }
