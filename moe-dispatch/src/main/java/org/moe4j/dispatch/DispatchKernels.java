@@ -215,7 +215,7 @@ public interface DispatchKernels {
                 org.moe4j.core.buffer.HostBuffer w = stageIn(topkWeights);
                 StaticSendPlan h = new StaticSendPlan(stageOut(plan.sendToken()), stageOut(plan.sendMeta()),
                         stageOut(plan.returnSlot()), stageOut(plan.slotReturnRow()), stageOut(plan.dropped()))) {
-            org.moe4j.dispatch.spi.StaticPlans.buildSendPlan(idx, w, experts, world, rank, capacity, policy, h);
+            org.moe4j.dispatch.internal.StaticPlans.buildSendPlan(idx, w, experts, world, rank, capacity, policy, h);
             copyFromHost((org.moe4j.core.buffer.HostBuffer) h.sendToken(), plan.sendToken());
             copyFromHost((org.moe4j.core.buffer.HostBuffer) h.sendMeta(), plan.sendMeta());
             copyFromHost((org.moe4j.core.buffer.HostBuffer) h.returnSlot(), plan.returnSlot());
@@ -239,7 +239,7 @@ public interface DispatchKernels {
      * rank, {@code plan.dropped} is all 0) and the record {@code {lowest refused slot t*K+k, its
      * expert id, its weight's bits}}; an accepted one writes {@code {Integer.MAX_VALUE, 0, 0}}. The
      * caller reads the record when it next synchronises (see
-     * {@link org.moe4j.dispatch.spi.StaticPlans#refusal}).
+     * {@link org.moe4j.dispatch.spi.StaticPlanArgs#refusal}).
      *
      * <p>The default checks eagerly: it throws as {@link #buildStaticSendPlan} does (host kernels
      * decide without a device sync) and writes the accepted record; it does not look at the weights
@@ -310,7 +310,7 @@ public interface DispatchKernels {
                 org.moe4j.core.buffer.HostBuffer e = stageOut(plan.rowSrcRank());
                 org.moe4j.core.buffer.HostBuffer f = stageOut(plan.rowSrcIndex());
                 org.moe4j.core.buffer.HostBuffer g = stageOut(plan.rowTopkSlot())) {
-            org.moe4j.dispatch.spi.StaticPlans.buildRecvPlan(m, firstExpert, alignment, off, tpl,
+            org.moe4j.dispatch.internal.StaticPlans.buildRecvPlan(m, firstExpert, alignment, off, tpl,
                     new RecvPlan(a, b, c, d, e, f, g));
             copyFromHost(off, groupOffsets);
             copyFromHost(tpl, tokensPerLocalExpert);

@@ -14,7 +14,7 @@ import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.spi.DispatchArgs;
-import org.moe4j.dispatch.spi.StaticPlans;
+import org.moe4j.dispatch.spi.StaticPlanArgs;
 
 /**
  * {@link DispatchKernels} on the GPU ({@code native/permute.cu}). Same contract and results as the
@@ -258,7 +258,7 @@ public final class CudaDispatchKernels implements DispatchKernels {
                 faultDetail(topkIdx, topkWeights, fault);
                 fault.copyToAsync(h, k.stream());
                 k.stream().synchronize();
-                IllegalArgumentException bad = StaticPlans.refusal(h.toIntArray(), topkIdx.shape().dimInt(1), experts);
+                IllegalArgumentException bad = StaticPlanArgs.refusal(h.toIntArray(), topkIdx.shape().dimInt(1), experts);
                 if (bad != null) {
                     throw bad;
                 }
@@ -289,7 +289,7 @@ public final class CudaDispatchKernels implements DispatchKernels {
                     + " must be >= 1");
         }
         topkWeights.require("topkWeights", DType.F32, topkIdx.shape().dim(0), topkIdx.shape().dim(1));
-        StaticPlans.requireSendPlan(rows(topkIdx), topkIdx.shape().dimInt(1), world, capacity, plan);
+        StaticPlanArgs.requireSendPlan(rows(topkIdx), topkIdx.shape().dimInt(1), world, capacity, plan);
     }
 
     /** fault[0] = lowest refused slot or {@code Integer.MAX_VALUE} (queued; nothing read back). */
@@ -366,7 +366,7 @@ public final class CudaDispatchKernels implements DispatchKernels {
         if (alignment < 1) {
             throw new IllegalArgumentException("buildStaticRecvPlan: alignment must be >= 1 but got " + alignment);
         }
-        StaticPlans.requireRecvPlan(units, groupOffsets, tokensPerLocalExpert, plan);
+        StaticPlanArgs.requireRecvPlan(units, groupOffsets, tokensPerLocalExpert, plan);
         int topK = (width - META_FIXED) / 2;
         int localExperts = tokensPerLocalExpert.shape().dimInt(0);
         long rowsMax = plan.rowSrcRank().numel();

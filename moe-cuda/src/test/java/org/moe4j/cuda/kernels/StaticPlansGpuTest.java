@@ -27,7 +27,7 @@ import org.moe4j.cuda.GpuTestSupport;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchKernels.RecvPlan;
 import org.moe4j.dispatch.DispatchKernels.StaticSendPlan;
-import org.moe4j.dispatch.spi.StaticPlans;
+import org.moe4j.dispatch.internal.StaticPlans;
 
 /**
  * The static-shape plans built on the device ({@link CudaDispatchKernels#buildStaticSendPlanDeferred},
@@ -195,7 +195,7 @@ class StaticPlansGpuTest {
                 try (HostBuffer f = down(fault); HostBuffer token = down(got.sendToken());
                         HostBuffer returnRow = down(got.slotReturnRow()); HostBuffer dropped = down(got.dropped())) {
                     assertArrayEquals(new int[] {7, 99, Float.floatToRawIntBits(0.5f)}, f.toIntArray(), "fault record");
-                    IllegalArgumentException e = StaticPlans.refusal(f.toIntArray(), topK, experts);
+                    IllegalArgumentException e = org.moe4j.dispatch.spi.StaticPlanArgs.refusal(f.toIntArray(), topK, experts);
                     assertTrue(e.getMessage().contains("topkIdx[3, 1] = 99"), e.getMessage());
                     for (long i = 0; i < token.numel(); i++) {
                         assertEquals(-1, token.getInt(i), "a refused step sends no row (row " + i + ")");

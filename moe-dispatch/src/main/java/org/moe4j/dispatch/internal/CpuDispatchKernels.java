@@ -12,7 +12,6 @@ import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.cpu.CpuParallel;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.spi.DispatchArgs;
-import org.moe4j.dispatch.spi.StaticPlans;
 
 /**
  * CPU reference of {@link DispatchKernels}: bulk {@link MemorySegment} copies for rows, the Vector

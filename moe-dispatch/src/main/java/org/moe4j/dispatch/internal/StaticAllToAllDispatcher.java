@@ -11,7 +11,6 @@ import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.DispatchConfig;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.DispatchResult;
-import org.moe4j.dispatch.spi.StaticPlans;
 
 /**
  * The static-shape (equal-split) all-to-all: every (source, destination) chunk has {@code C} rows,
@@ -81,7 +80,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         void checkFault() {
             check();
             if (kernels.staticPlanCheckDeferred()) {
-                IllegalArgumentException bad = StaticPlans.refusal(readInts(fault), dims.topK(), experts);
+                IllegalArgumentException bad = org.moe4j.dispatch.spi.StaticPlanArgs.refusal(readInts(fault), dims.topK(), experts);
                 if (bad != null) {
                     throw bad;
                 }

@@ -1,4 +1,4 @@
-package org.moe4j.dispatch.spi;
+package org.moe4j.dispatch.internal;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
@@ -9,6 +9,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.DropPolicy;
 import org.moe4j.dispatch.DispatchKernels;
+import org.moe4j.dispatch.spi.StaticPlanArgs;
 
 /**
  * Host reference of the static-shape (equal-split) plans of {@link DispatchKernels}: the CPU kernels
@@ -42,7 +43,7 @@ public final class StaticPlans {
         int k = topkIdx.shape().dimInt(1);
         int local = experts / world;
         int width = META + 2 * k;
-        requireSendPlan(tokens, k, world, capacity, plan);
+        StaticPlanArgs.requireSendPlan(tokens, k, world, capacity, plan);
         int[] idx = topkIdx.toIntArray();
         float[] w = topkWeights.toFloatArray();
         // slots per destination, expert-major then token order (the count-exchange send order)
@@ -112,75 +113,6 @@ public final class StaticPlans {
     }
 
     /**
-     * Checks the output sizes of {@link DispatchKernels#buildStaticSendPlan} (shared by every backend).
-     *
-     * @param tokens   {@code T}
-     * @param topK     {@code K}
-     * @param world    {@code W}
-     * @param capacity {@code C}
-     * @param plan     the outputs
-     * @throws IllegalArgumentException naming the first mis-sized output
-     */
-    public static void requireSendPlan(int tokens, int topK, int world, int capacity, DispatchKernels.StaticSendPlan plan) {
-        long n = (long) world * capacity;
-        requireShape("plan.sendToken", plan.sendToken(), DType.I32, n);
-        requireShape("plan.sendMeta", plan.sendMeta(), DType.I32, n * (META + 2L * topK));
-        requireShape("plan.returnSlot", plan.returnSlot(), DType.I32, n);
-        requireShape("plan.slotReturnRow", plan.slotReturnRow(), DType.I32, (long) tokens * topK);
-        requireShape("plan.dropped", plan.dropped(), DType.I32, world);
-    }
-
-    /**
-     * Checks the output sizes of {@link DispatchKernels#buildStaticRecvPlan} (shared by every backend).
-     *
-     * @param units                received rows {@code W*C}
-     * @param groupOffsets         I32 {@code [L+1]}
-     * @param tokensPerLocalExpert I32 {@code [L]}
-     * @param plan                 slot arrays {@code [W*C]}, row arrays of one length {@code P}
-     * @throws IllegalArgumentException naming the first mis-sized output
-     */
-    public static void requireRecvPlan(int units, org.moe4j.core.buffer.Buffer groupOffsets,
-            org.moe4j.core.buffer.Buffer tokensPerLocalExpert, DispatchKernels.RecvPlan plan) {
-        if (tokensPerLocalExpert.dtype() != DType.I32 || tokensPerLocalExpert.shape().rank() != 1) {
-            throw new IllegalArgumentException("tokensPerLocalExpert: expected I32 [L] but got "
-                    + tokensPerLocalExpert.dtype() + " " + tokensPerLocalExpert.shape());
-        }
-        requireShape("groupOffsets", groupOffsets, DType.I32, tokensPerLocalExpert.numel() + 1);
-        long rowsMax = plan.rowSrcRank().numel();
-        requireShape("plan.slotUnit", plan.slotUnit(), DType.I32, units);
-        requireShape("plan.slotUnitSlot", plan.slotUnitSlot(), DType.I32, units);
-        requireShape("plan.slotExpertRow", plan.slotExpertRow(), DType.I32, units);
-        requireShape("plan.slotWeight", plan.slotWeight(), DType.F32, units);
-        requireShape("plan.rowSrcRank", plan.rowSrcRank(), DType.I32, rowsMax);
-        requireShape("plan.rowSrcIndex", plan.rowSrcIndex(), DType.I32, rowsMax);
-        requireShape("plan.rowTopkSlot", plan.rowTopkSlot(), DType.I32, rowsMax);
-    }
-
-    /**
-     * The refusal a fault record of {@link DispatchKernels#buildStaticSendPlanDeferred} stands for.
-     *
-     * @param fault   the record {@code {slot, expert id, weight bits}}, {@code slot == Integer.MAX_VALUE}
-     *                when the input was accepted
-     * @param topK    {@code K}
-     * @param experts {@code E}
-     * @return the exception to throw (naming the slot and its value), or null when the input was accepted
-     */
-    public static IllegalArgumentException refusal(int[] fault, int topK, int experts) {
-        int slot = fault[0];
-        if (slot == Integer.MAX_VALUE) {
-            return null;
-        }
-        int e = fault[1];
-        String at = "[" + slot / topK + ", " + slot % topK + "]";
-        if (e < 0 || e >= experts) {
-            return new IllegalArgumentException("topkIdx" + at + " = " + e + " is outside [0, " + experts
-                    + ") (use -1 for no expert)");
-        }
-        return new IllegalArgumentException("topkWeights" + at + " = " + Float.intBitsToFloat(fault[2])
-                + " is not finite (NaN or Inf) for expert " + e + "; refused before anything was sent from this rank");
-    }
-
-    /**
      * Which of a chunk's {@code total} slots (in send order) to keep: {@code capacity} of them, the
      * lowest token indices ({@link DropPolicy#BY_POSITION}) or the highest weights
      * ({@link DropPolicy#BY_SCORE}, ties to the lower token, then the lower slot).
@@ -229,7 +161,7 @@ public final class StaticPlans {
         int width = meta.shape().dimInt(1);
         int k = (width - META) / 2;
         int localExperts = tokensPerLocalExpert.shape().dimInt(0);
-        requireRecvPlan(units, groupOffsets, tokensPerLocalExpert, plan);
+        StaticPlanArgs.requireRecvPlan(units, groupOffsets, tokensPerLocalExpert, plan);
         long rowsMax = plan.rowSrcRank().numel();
         MemorySegment m = meta.segment();
         int[] counts = new int[localExperts];
@@ -292,12 +224,5 @@ public final class StaticPlans {
         }
         throw new IllegalArgumentException("static plans on the host need host buffers but got " + b.getClass()
                 .getSimpleName() + " on " + b.device());
-    }
-
-    private static void requireShape(String name, org.moe4j.core.buffer.Buffer b, DType dtype, long numel) {
-        if (b.dtype() != dtype || b.numel() != numel) {
-            throw new IllegalArgumentException(name + ": expected " + dtype + " with " + numel + " elements but got "
-                    + b.dtype() + " " + b.shape());
-        }
     }
 }
