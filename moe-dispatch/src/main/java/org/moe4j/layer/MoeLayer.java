@@ -284,6 +284,9 @@ public final class MoeLayer implements AutoCloseable {
                     + " ranks but config.expertParallel=" + config.expertParallel());
         }
         ExpertKernels ek = b.expertKernels != null ? b.expertKernels : Backends.kernels(ExpertKernels.class, chosen);
+        // every group-offset table the layer hands its expert kernels is its own (the dispatcher's, or one group
+        // [0, tokens]), valid by construction: the variant that never reads them back; injected kernels as given
+        ExpertKernels trusted = b.expertKernels != null ? ek : ek.offsetsCheckedOnDevice();
         LayerFeatures lf = config.features();
         if (lf.any() && !ek.supportsLayerFeatures()) {
             throw new IllegalArgumentException("MoeLayer: config.features=" + lf + " need expert kernels with"
@@ -294,7 +297,7 @@ public final class MoeLayer implements AutoCloseable {
         RoutingKernels rk = Backends.kernels(RoutingKernels.class, chosen);
         DispatchKernels dk = Backends.kernels(DispatchKernels.class, chosen);
         this.elementwise = Backends.kernels(OptimizerKernels.class, chosen);
-        this.featureKernels = ek.offsetsCheckedOnDevice(); // its offsets are the layer's own [0, tokens]: valid
+        this.featureKernels = trusted;
         this.gateKernels = rk;
         this.dispatchKernels = dk;
         this.ownExpertBias = b.expertBias == null;
@@ -308,10 +311,10 @@ public final class MoeLayer implements AutoCloseable {
             int local = config.localExperts();
             // the routed experts only ever see the dispatcher's own group offsets: checked on the device, never read back
             this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
-                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek.offsetsCheckedOnDevice(), lf);
+                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, trusted, lf);
             this.shared = config.sharedExperts() > 0
                     ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend,
-                            ek.offsetsCheckedOnDevice()) // one group [0, tokens] made by SharedExperts: valid
+                            trusted)
                     : null;
             // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
             // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
@@ -460,7 +463,8 @@ public final class MoeLayer implements AutoCloseable {
 
         /**
          * Sets {@code expertKernels}: expert kernels to use.
-         * @param v expert kernels to use
+         * @param v expert kernels to use, exactly as given (the layer does not switch them to
+         *          their {@link ExpertKernels#offsetsCheckedOnDevice()} variant)
          * @return this
          */
         public Builder expertKernels(ExpertKernels v) {

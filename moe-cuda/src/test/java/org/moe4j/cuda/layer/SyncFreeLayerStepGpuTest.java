@@ -92,7 +92,8 @@ class SyncFreeLayerStepGpuTest {
         AtomicLong expertReads = new AtomicLong(); // over every rank's expert-kernel calls
         List<StepReads[]> reads = VirtualRankGroup.run(cuda.context(), world, TIMEOUT, c -> {
             Random g = new Random(seed + c.rank());
-            ExpertKernels ek = counting(Backends.kernels(ExpertKernels.class, cuda), expertReads);
+            // injected kernels are used as given: the variant the layer picks itself for its own offsets
+            ExpertKernels ek = counting(Backends.kernels(ExpertKernels.class, cuda).offsetsCheckedOnDevice(), expertReads);
             try (MoeLayer layer = MoeLayer.builder(cfg, c).seed(seed).backend(cuda).expertKernels(ek).build();
                  HostBuffer xh = MoeLayerGpuTest.random(g, TOKENS, cfg.hidden());
                  HostBuffer dyh = MoeLayerGpuTest.random(g, TOKENS, cfg.hidden());
