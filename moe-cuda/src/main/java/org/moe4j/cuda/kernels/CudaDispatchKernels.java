@@ -251,7 +251,7 @@ public final class CudaDispatchKernels implements DispatchKernels {
     @Override
     public void buildStaticSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, int capacity,
             org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
-        requireStaticSend(topkIdx, topkWeights, world, capacity, policy, plan);
+        requireStaticSend(topkIdx, topkWeights, experts, world, capacity, policy, plan);
         try (DeviceBuffer fault = k.scratch(DType.I32, STATIC_FAULT_SIZE)) {
             checkStatic(topkIdx, topkWeights, experts, fault);
             try (HostBuffer h = HostBuffer.allocate(DType.I32, org.moe4j.core.Shape.of(STATIC_FAULT_SIZE))) {
@@ -274,19 +274,23 @@ public final class CudaDispatchKernels implements DispatchKernels {
     @Override
     public void buildStaticSendPlanDeferred(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank,
             int capacity, org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan, Buffer fault) {
-        requireStaticSend(topkIdx, topkWeights, world, capacity, policy, plan);
+        requireStaticSend(topkIdx, topkWeights, experts, world, capacity, policy, plan);
         fault.require("fault", DType.I32, STATIC_FAULT_SIZE);
         DeviceBuffer f = dev("fault", fault);
         checkStatic(topkIdx, topkWeights, experts, f);
         staticSendPlan(topkIdx, topkWeights, experts, world, rank, capacity, policy, plan, f);
     }
 
-    private static void requireStaticSend(Buffer topkIdx, Buffer topkWeights, int world, int capacity,
+    private static void requireStaticSend(Buffer topkIdx, Buffer topkWeights, int experts, int world, int capacity,
             org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
         java.util.Objects.requireNonNull(policy, "policy");
-        if (capacity < 1 || world < 1) {
-            throw new IllegalArgumentException("buildStaticSendPlan: capacity " + capacity + " and world " + world
-                    + " must be >= 1");
+        if (capacity < 1 || world < 1 || experts < world || experts % world != 0) {
+            throw new IllegalArgumentException("buildStaticSendPlan: capacity " + capacity + ", world " + world
+                    + " and experts " + experts + ": need capacity, world >= 1 and experts a positive multiple of world");
+        }
+        if (topkIdx.dtype() != DType.I32 || topkIdx.shape().rank() != 2) {
+            throw new IllegalArgumentException("topkIdx: expected I32 [T, K] but got " + topkIdx.dtype() + " "
+                    + topkIdx.shape());
         }
         topkWeights.require("topkWeights", DType.F32, topkIdx.shape().dim(0), topkIdx.shape().dim(1));
         StaticPlanArgs.requireSendPlan(rows(topkIdx), topkIdx.shape().dimInt(1), world, capacity, plan);

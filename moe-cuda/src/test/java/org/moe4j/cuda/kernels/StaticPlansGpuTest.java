@@ -205,6 +205,8 @@ class StaticPlansGpuTest {
                     }
                     assertArrayEquals(new int[] {0, 0}, dropped.toIntArray(), "a refused step drops nothing");
                 }
+                assertThrows(IllegalArgumentException.class, () -> gpu.buildStaticSendPlanDeferred(dIdx, dW, 3, world, 0,
+                        capacity, DropPolicy.BY_POSITION, got, fault), "experts not a multiple of world");
                 IllegalArgumentException eager = assertThrows(IllegalArgumentException.class, () -> gpu.buildStaticSendPlan(
                         dIdx, dW, experts, world, 0, capacity, DropPolicy.BY_POSITION, got));
                 assertTrue(eager.getMessage().contains("topkIdx[3, 1] = 99"), eager.getMessage());
