@@ -1,10 +1,12 @@
 package org.moe4j.it;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeFalse;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import java.io.File;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.FileVisitResult;
@@ -16,10 +18,13 @@ import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
+import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import java.util.stream.Collectors;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -150,32 +155,60 @@ class ConsumerProjectTest {
         return dir;
     }
 
+    /** A finished process: its exit status and its output (stdout and stderr together). */
+    private record Result(int exit, String out) {
+    }
+
+    private static Path thisJdk() {
+        return Path.of(System.getProperty("java.home")); // the JDK 25 the tests run on
+    }
+
     private static String mvn(Path dir, String... args) throws IOException, InterruptedException {
         return mvn(dir, TIMEOUT_MINUTES, List.of(args));
     }
 
     private static String mvn(Path dir, long timeoutMinutes, List<String> args) throws IOException, InterruptedException {
+        Result r = mvnOn(dir, timeoutMinutes, thisJdk(), thisJdk(), args);
+        assertEquals(0, r.exit(), () -> "mvn " + String.join(" ", args) + " in " + dir + " failed:\n" + r.out());
+        return r.out();
+    }
+
+    /**
+     * Runs Maven with the README's settings on {@code mavenJdk} ({@code JAVA_HOME}), with {@code pathJdk}'s
+     * {@code bin} first on the {@code PATH} (what a plain {@code java} or {@code javac} means).
+     */
+    private static Result mvnOn(Path dir, long timeoutMinutes, Path mavenJdk, Path pathJdk, List<String> args)
+            throws IOException, InterruptedException {
         String home = System.getProperty("moe4j.mavenHome");
         assumeTrue(home != null && Files.isExecutable(Path.of(home, "bin", "mvn")), "no Maven home (moe4j.mavenHome)");
         List<String> cmd = new ArrayList<>(List.of(Path.of(home, "bin", "mvn").toString(), "-B", "-q", "-s",
                 settings.toString(), "-Dmaven.repo.local=" + repo));
         cmd.addAll(args);
+        Map<String, String> env = Map.of("JAVA_HOME", mavenJdk.toString(),
+                "PATH", pathJdk.resolve("bin") + File.pathSeparator + System.getenv("PATH"),
+                "MAVEN_OPTS", mavenJdk.equals(thisJdk()) ? "--sun-misc-unsafe-memory-access=allow" : "");
+        return exec(dir, timeoutMinutes, cmd, env);
+    }
+
+    private static Result exec(Path dir, long timeoutMinutes, List<String> cmd, Map<String, String> env)
+            throws IOException, InterruptedException {
         ProcessBuilder pb = new ProcessBuilder(cmd).directory(dir.toFile()).redirectErrorStream(true);
-        String javaHome = System.getProperty("java.home"); // the JDK 25 the tests run on
-        pb.environment().put("JAVA_HOME", javaHome);
-        pb.environment().put("PATH", Path.of(javaHome, "bin") + java.io.File.pathSeparator + System.getenv("PATH"));
-        pb.environment().put("MAVEN_OPTS", "--sun-misc-unsafe-memory-access=allow");
-        Path log = dir.resolve("mvn.log");
+        pb.environment().putAll(env);
+        Path log = Files.createTempFile(dir, "process", ".log");
         pb.redirectOutput(log.toFile());
         Process p = pb.start();
         if (!p.waitFor(timeoutMinutes, TimeUnit.MINUTES)) {
             p.destroyForcibly().waitFor();
-            throw new AssertionError("mvn " + String.join(" ", args) + " did not finish in " + timeoutMinutes
+            throw new AssertionError(String.join(" ", cmd) + " did not finish in " + timeoutMinutes
                     + " minutes; log: " + Files.readString(log));
         }
-        String out = Files.readString(log);
-        assertEquals(0, p.exitValue(), () -> "mvn " + String.join(" ", args) + " in " + dir + " failed:\n" + out);
-        return out;
+        return new Result(p.exitValue(), Files.readString(log));
+    }
+
+    private static Path oldJdk() {
+        Optional<Path> old = Build.oldJdk();
+        assumeTrue(old.isPresent(), "no JDK older than 25 found (set -Dmoe4j.oldJdk=<its home>)");
+        return old.get();
     }
 
     private static void assertTrained(String out) {
@@ -193,10 +226,66 @@ class ConsumerProjectTest {
                 "README's pom.xml must use version " + Build.version());
     }
 
+    /**
+     * Maven runs on JDK 25 while the {@code java} on the {@code PATH} may be older (the machine's default):
+     * the README's pom runs the program on the JDK Maven runs on, so it trains either way.
+     */
     @Test
     void readmeProjectTrainsOnTheClassPath() throws Exception {
         Path dir = project("classpath", false);
-        assertTrained(mvn(dir, "compile", "exec:exec"));
+        Result r = mvnOn(dir, TIMEOUT_MINUTES, thisJdk(), Build.oldJdk().orElse(thisJdk()), List.of("compile", "exec:exec"));
+        assertEquals(0, r.exit(), () -> "mvn compile exec:exec in " + dir + " failed:\n" + r.out());
+        assertTrained(r.out());
+    }
+
+    /** Maven on an older JDK: the README's pom stops before compiling, naming Java 25 and the JVM flags. */
+    @Test
+    void readmeProjectOnAnOldJdkSaysItNeedsJava25() throws Exception {
+        Path old = oldJdk();
+        Path dir = project("oldjdk", false);
+        Result r = mvnOn(dir, TIMEOUT_MINUTES, old, old, List.of("compile", "exec:exec"));
+        assertTrue(r.exit() != 0, "Maven on " + old + " built the README project:\n" + r.out());
+        assertTrue(r.out().contains("moe4j needs Java 25"), "no `moe4j needs Java 25` in:\n" + r.out());
+        assertTrue(r.out().contains("--add-modules jdk.incubator.vector --enable-native-access=ALL-UNNAMED"),
+                "the message does not name the JVM flags:\n" + r.out());
+        assertFalse(Files.exists(dir.resolve("target/classes/example/Quickstart.class")), "compiled anyway");
+    }
+
+    /**
+     * Without Maven an older javac or java reports the class file version itself, and README.md says
+     * which messages those are and that they mean Java 25: check that they are the messages a JDK 17
+     * really prints for moe4j's jars.
+     */
+    @Test
+    void oldJavacAndJavaPrintTheMessagesTheReadmeExplains() throws Exception {
+        Path old = oldJdk();
+        Path dir = project("oldjdk-plain", false);
+        String jars = Build.LIBRARIES.stream().map(m -> repo.resolve("org/moe4j").resolve(m).resolve(Build.version())
+                .resolve(m + "-" + Build.version() + ".jar").toString()).collect(Collectors.joining(File.pathSeparator));
+        String source = dir.resolve("src/main/java/example/Quickstart.java").toString();
+        Result javac = exec(dir, TIMEOUT_MINUTES, List.of(old.resolve("bin/javac").toString(), "-cp", jars, "-d",
+                dir.resolve("old-classes").toString(), source), Map.of());
+        assertTrue(javac.exit() != 0, "javac of " + old + " compiled against moe4j:\n" + javac.out());
+        String javacSays = "class file has wrong version 69.0";
+        assertTrue(javac.out().contains(javacSays), javac.out());
+
+        Path classes = dir.resolve("release17-classes");
+        Result compiled = exec(dir, TIMEOUT_MINUTES, List.of(thisJdk().resolve("bin/javac").toString(), "--release", "17",
+                "-cp", jars, "-d", classes.toString(), source), Map.of());
+        assertEquals(0, compiled.exit(), compiled.out());
+        Result java = exec(dir, TIMEOUT_MINUTES, List.of(old.resolve("bin/java").toString(), "-cp",
+                jars + File.pathSeparator + classes, "example.Quickstart", "1"), Map.of());
+        assertTrue(java.exit() != 0, "java of " + old + " ran moe4j:\n" + java.out());
+        String javaSays = "class file version 69.0";
+        assertTrue(java.out().contains("UnsupportedClassVersionError: org/moe4j/") && java.out().contains(javaSays),
+                java.out());
+
+        int at = readme.indexOf("**Older JDKs.**");
+        assertTrue(at >= 0, "README.md lost its **Older JDKs.** paragraph");
+        String explained = readme.substring(at);
+        assertTrue(explained.contains(javacSays) && explained.contains(javaSays) && explained.contains("Java 25"),
+                "README's paragraph on older JDKs must quote `" + javacSays + "` and `" + javaSays
+                + "` and say they mean Java 25");
     }
 
     @Test
