@@ -1166,6 +1166,11 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /** Whether replicated gradients and the bias load are summed over the ranks ({@link Builder#syncReplicated}). */
+    boolean syncReplicated() {
+        return syncReplicated;
+    }
+
     /**
      * Sums small counters over the ranks (a collective; every rank gets the sums).
      *

@@ -12,9 +12,10 @@ import jdk.incubator.vector.VectorSpecies;
  * (add, mul, div, fma, min/max, bit manipulation) and lane sums are taken in lane order, so
  * interpreted, C1 and C2 code give bitwise identical results. In particular {@link #exp} is a
  * Cephes-style polynomial written here instead of {@code VectorOperators.EXP}, whose intrinsic and
- * fallback implementations may differ in the last bit.
+ * fallback implementations may differ in the last bit (shared with the expert kernels through a qualified
+ * export: {@link #exp} is public).
  */
-final class Vec {
+public final class Vec {
     /**
      * Tests only: {@code -Dmoe4j.routing.vectorBits=128|256|512} runs the kernels with that vector
      * width (e.g. the 16-lane AVX-512 layout on an AVX2 machine, through the Vector API's Java
@@ -60,10 +61,14 @@ final class Vec {
     }
 
     /**
+     * {@code e^x} per lane from exactly rounded operations only, so interpreted, C1 and C2 code (and the
+     * Vector API's intrinsic and fallback paths) give the same bits; any species.
+     *
      * @param x arguments
      * @return {@code e^x} per lane, within about 1 ulp; 0 below -87, +Inf above 88.7
      */
-    static FloatVector exp(FloatVector x) {
+    public static FloatVector exp(FloatVector x) {
+        VectorSpecies<Float> s = x.species();
         VectorMask<Float> under = x.compare(VectorOperators.LT, EXP_LO);
         VectorMask<Float> over = x.compare(VectorOperators.GT, EXP_HI);
         FloatVector xc = x.max(EXP_LO).min(EXP_HI);
@@ -71,13 +76,13 @@ final class Vec {
         FloatVector n = t.sub(ROUND_MAGIC);
         IntVector ni = (IntVector) t.reinterpretAsInts();
         ni = ni.sub(ROUND_MAGIC_BITS);
-        FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), xc);
-        r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
+        FloatVector r = n.fma(FloatVector.broadcast(s, -LN2_HI), xc);
+        r = n.fma(FloatVector.broadcast(s, -LN2_LO), r);
         FloatVector p = r.fma(1.9875691500E-4f, 1.3981999507E-3f);
-        p = p.fma(r, FloatVector.broadcast(S, 8.3334519073E-3f));
-        p = p.fma(r, FloatVector.broadcast(S, 4.1665795894E-2f));
-        p = p.fma(r, FloatVector.broadcast(S, 1.6666665459E-1f));
-        p = p.fma(r, FloatVector.broadcast(S, 5.0000001201E-1f));
+        p = p.fma(r, FloatVector.broadcast(s, 8.3334519073E-3f));
+        p = p.fma(r, FloatVector.broadcast(s, 4.1665795894E-2f));
+        p = p.fma(r, FloatVector.broadcast(s, 1.6666665459E-1f));
+        p = p.fma(r, FloatVector.broadcast(s, 5.0000001201E-1f));
         FloatVector y = p.fma(r.mul(r), r).add(1f);
         // 2^n as 2^(n-1) · 2 so that n = 128 (x near 88.7) stays representable
         FloatVector scale = (FloatVector) ni.add(126).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
