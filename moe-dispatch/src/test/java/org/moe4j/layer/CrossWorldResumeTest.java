@@ -10,7 +10,6 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Random;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -60,22 +59,13 @@ class CrossWorldResumeTest {
         };
     }
 
-    static float[] data(long seed, int step, int n) {
-        Random r = new Random(seed * 1_000_003L + step);
-        float[] v = new float[n];
-        for (int i = 0; i < n; i++) {
-            v[i] = (float) r.nextGaussian();
-        }
-        return v;
-    }
-
     /** One step on this rank's contiguous slice of the global batch; the bias is updated every second step. */
     static void step(MoeLayer layer, AdamW opt, int step) {
         int world = layer.communicator().size();
         int per = GLOBAL_TOKENS / world;
         int from = layer.communicator().rank() * per * HIDDEN;
-        float[] x = data(42, step, GLOBAL_TOKENS * HIDDEN);
-        float[] dy = data(43, step, GLOBAL_TOKENS * HIDDEN);
+        float[] x = ExactResumeTest.data(42, step, GLOBAL_TOKENS * HIDDEN);
+        float[] dy = ExactResumeTest.data(43, step, GLOBAL_TOKENS * HIDDEN);
         try (HostBuffer xr = HostBuffer.ofFloats(Arrays.copyOfRange(x, from, from + per * HIDDEN), per, HIDDEN);
              HostBuffer dyr = HostBuffer.ofFloats(Arrays.copyOfRange(dy, from, from + per * HIDDEN), per, HIDDEN)) {
             MoeLayer.Forward f = layer.forward(xr);
@@ -120,7 +110,7 @@ class CrossWorldResumeTest {
         for (Map<String, float[]> r : ranks) {
             r.forEach((k, v) -> {
                 if (k.startsWith("experts.")) {
-                    out.merge(k, v, CrossWorldResumeTest::concat);
+                    out.merge(k, v, ExactResumeTest::concat);
                 } else if (k.equals("load")) {
                     out.merge(k, v, CrossWorldResumeTest::add);
                 } else {
@@ -131,12 +121,6 @@ class CrossWorldResumeTest {
                 }
             });
         }
-        return out;
-    }
-
-    static float[] concat(float[] a, float[] b) {
-        float[] out = Arrays.copyOf(a, a.length + b.length);
-        System.arraycopy(b, 0, out, a.length, b.length);
         return out;
     }
 
@@ -161,16 +145,7 @@ class CrossWorldResumeTest {
     }
 
     static void assertBitwise(Map<String, float[]> want, Map<String, float[]> got, String what) {
-        assertEquals(want.keySet(), got.keySet(), what);
-        for (String k : want.keySet()) {
-            float[] a = want.get(k);
-            float[] b = got.get(k);
-            assertEquals(a.length, b.length, what + ": " + k);
-            for (int i = 0; i < a.length; i++) {
-                assertEquals(Float.floatToRawIntBits(a[i]), Float.floatToRawIntBits(b[i]),
-                        what + ": " + k + " element " + i);
-            }
-        }
+        ExactResumeTest.assertSame(List.of(want), List.of(got), what);
     }
 
     @ParameterizedTest
