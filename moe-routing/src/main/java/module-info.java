@@ -9,7 +9,6 @@ module org.moe4j.routing {
     requires jdk.incubator.vector;
 
     exports org.moe4j.routing;
-    exports org.moe4j.routing.internal to org.moe4j.dispatch; // Vec.exp: the expert kernels' deterministic exp
 
     provides org.moe4j.core.backend.KernelProvider with org.moe4j.routing.internal.CpuRoutingKernelsProvider;
 }
