@@ -703,9 +703,9 @@ public final class MoeLayer implements AutoCloseable {
     /**
      * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
      * gradients. With the token-block tree (see the class comment) the gradients of the replicated
-     * parameters (gate, router bias, shared experts, shared-expert gate) added are already summed over every rank's tokens (when {@code syncReplicated}); else
-     * they are this rank's part (see {@link #reduceGradients()}). Closes the context. A collective:
-     * all ranks call it.
+     * parameters (gate, router bias, shared experts, shared-expert gate) added are already summed over
+     * every rank's tokens (when {@code syncReplicated}); else they are this rank's part (see
+     * {@link #reduceGradients()}). Closes the context. A collective: all ranks call it.
      *
      * <p>Every input is checked first; if a check fails nothing changed and the context stays open
      * (the call may be repeated with a correct {@code dY}).
@@ -893,8 +893,7 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Sums the gradients of the replicated parameters (gate and its bias, shared experts and their gate) over
-     * the ranks, in rank
-     * order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
+     * the ranks, in rank order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
      * otherwise: {@link #backward} has then already reduced them over the global batch, bitwise
      * independently of the world size). Call once per optimiser step, after the last backward. A
      * collective when it does something; calling it on every rank is always correct.

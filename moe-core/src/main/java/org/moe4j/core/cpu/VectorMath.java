@@ -34,7 +34,9 @@ public final class VectorMath {
      * C1 and C2 code (and the Vector API's intrinsic and fallback paths) give the same bits; any species.
      *
      * @param x arguments
-     * @return {@code e^x} per lane, within about 1 ulp; 0 below -87, +Inf above 88.7
+     * @return {@code e^x} per lane, within about 1 ulp from -86.5 to 88.7; 0 below -87 (and possibly from -87
+     *         to -86.5, where the true value is under 2e-38: the scale {@code 2^(n-1)} would be subnormal);
+     *         +Inf above 88.7; NaN for NaN
      */
     public static FloatVector exp(FloatVector x) {
         VectorSpecies<Float> s = x.species();
