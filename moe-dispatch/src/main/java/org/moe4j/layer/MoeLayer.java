@@ -292,9 +292,9 @@ public final class MoeLayer implements AutoCloseable {
             this.shared = config.sharedExperts() > 0
                     ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
                     : null;
-            // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
-            // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
-            this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree() && !lf.routerBias() && !lf.sharedExpertGate()
+            // the token-block tree covers every replicated parameter: the gate and its bias, the shared experts
+            // and their gate (docs/training.md)
+            this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree()
                     ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
             this.gateWeight = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
             this.gateGrad = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
@@ -410,9 +410,10 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
-         * Sets {@code tokenBlockTree}: reduce the gate and shared-expert gradients over the fixed
+         * Sets {@code tokenBlockTree}: reduce the gradients of every replicated parameter over the fixed
          * token-block tree in {@code backward} (default true).
-         * @param v reduce the gate and shared-expert gradients over the fixed token-block tree in
+         * @param v reduce the gradients of the replicated parameters (gate and router bias, shared experts and
+         *          their gate) over the fixed token-block tree in
          *          {@code backward} where the expert kernels support it (default true: bitwise independent
          *          of the world size, see the class comment); false keeps per-rank sums that
          *          {@link MoeLayer#reduceGradients()} all-reduces in rank order (equal across world sizes to
@@ -701,10 +702,10 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
-     * gradients. With the token-block tree (see the class comment) the gate and shared-expert
-     * gradients added are already summed over every rank's tokens (when {@code syncReplicated}); else
-     * they are this rank's part (see {@link #reduceGradients()}). Closes the context. A collective:
-     * all ranks call it.
+     * gradients. With the token-block tree (see the class comment) the gradients of the replicated
+     * parameters (gate, router bias, shared experts, shared-expert gate) added are already summed over
+     * every rank's tokens (when {@code syncReplicated}); else they are this rank's part (see
+     * {@link #reduceGradients()}). Closes the context. A collective: all ranks call it.
      *
      * <p>Every input is checked first; if a check fails nothing changed and the context stays open
      * (the call may be repeated with a correct {@code dY}).
@@ -795,6 +796,10 @@ public final class MoeLayer implements AutoCloseable {
                         plan = replicated.plan(tokens);
                         gathered.add(replicated.gather(plan, rg.dLogits(), ctx.x, false)); // dGate = dLogitsᵀ · x
                         targets.add(gateGrad);
+                        if (routerBias != null) {
+                            gathered.add(replicated.gatherSum(plan, rg.dLogits())); // dBias = Σ_t dLogits[t]
+                            targets.add(routerBiasGrad);
+                        }
                         if (sharedPending != null) {
                             ReplicatedGradReduction.Plan p = plan;
                             sharedPending.reduce((a, b, grad, spec) -> {
@@ -802,18 +807,25 @@ public final class MoeLayer implements AutoCloseable {
                                 targets.add(grad);
                             });
                         }
+                        if (sharedGate != null) {
+                            gathered.add(replicated.gather(plan, dLogit, ctx.x, false)); // dGateₛ = dLogitᵀ · x
+                            targets.add(sharedGateGrad);
+                        }
                     }
                     // Every collective of this backward has succeeded; only now does any gradient change, so
                     // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                     pending.apply();
                     if (routerBias != null) { // routed from logits with the bias: the gate backward is done here
+                        boolean local = replicated == null; // else the tree above reduced the weight and bias
                         try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                             Buffer dW = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-                             Buffer whole = rowOffsets(tokens)) {
+                             Buffer dW = local ? backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())) : null;
+                             Buffer whole = local ? rowOffsets(tokens) : null) {
                             gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
                             addInto(dX, dXr);
-                            addInto(gateGrad, dW);
-                            featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                            if (local) {
+                                addInto(gateGrad, dW);
+                                featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                            }
                         }
                     } else {
                         addInto(dX, rg.dX());
@@ -836,11 +848,14 @@ public final class MoeLayer implements AutoCloseable {
                         addInto(dX, dXs);
                     }
                     if (sharedGate != null) {
+                        boolean local = replicated == null; // else the tree above reduced its gradient
                         try (Buffer dXg = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                             Buffer dG = backend.allocate(DType.F32, Shape.of(1, config.hidden()))) {
+                             Buffer dG = local ? backend.allocate(DType.F32, Shape.of(1, config.hidden())) : null) {
                             gateKernels.gateBackward(ctx.x, sharedGate, dLogit, dXg, dG);
                             addInto(dX, dXg);
-                            addInto(sharedGateGrad, dG);
+                            if (local) {
+                                addInto(sharedGateGrad, dG);
+                            }
                         }
                     }
                 }
@@ -877,8 +892,8 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Sums the gradients of the replicated parameters (gate, shared experts) over the ranks, in rank
-     * order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
+     * Sums the gradients of the replicated parameters (gate and its bias, shared experts and their gate) over
+     * the ranks, in rank order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
      * otherwise: {@link #backward} has then already reduced them over the global batch, bitwise
      * independently of the world size). Call once per optimiser step, after the last backward. A
      * collective when it does something; calling it on every rank is always correct.
@@ -1148,6 +1163,11 @@ public final class MoeLayer implements AutoCloseable {
         } finally {
             use.exit();
         }
+    }
+
+    /** Whether replicated gradients and the bias load are summed over the ranks ({@link Builder#syncReplicated}). */
+    boolean syncReplicated() {
+        return syncReplicated;
     }
 
     /**
