@@ -8,6 +8,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -15,6 +16,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import javax.management.JMException;
@@ -94,15 +96,12 @@ class ScopedTrainingLoopTest {
     /**
      * The README loop on {@link #WORLD} ranks for {@link #STEPS} steps; after steps {@link #WARM_UP}
      * and {@link #STEPS} each rank notes its layer allocator's live bytes and buffers, and rank 0 then
-     * takes a {@link Sample} while the other ranks wait.
-     *
-     * @return per probe: the sample, then live bytes and live buffers of each rank
+     * takes a {@link Sample} and hands the {@link Probe} to {@code out} while the other ranks wait.
      */
-    static Probe[] runReadmeLoop() {
+    static void runReadmeLoop(Consumer<Probe> out) {
         MoeConfig config = config();
-        long[][] live = new long[2][WORLD];    // layer allocator live bytes after step 100, step 1000
-        long[][] count = new long[2][WORLD];   // live buffers then
-        Sample[] mem = new Sample[2];
+        long[] live = new long[WORLD];    // layer allocator live bytes after the probed step
+        long[] count = new long[WORLD];   // live buffers then
         LocalGroup.run(WORLD, comm -> {
             try (MoeLayer layer = MoeLayer.builder(config, comm).seed(42).build();
                  AdamW optimiser = new AdamW(layer.parameters(), AdamW.Options.defaults(3e-4))) {
@@ -118,12 +117,11 @@ class ScopedTrainingLoopTest {
                         layer.updateExpertBias();
                     }
                     if (step == WARM_UP || step == STEPS) {
-                        int i = step == WARM_UP ? 0 : 1;
-                        live[i][comm.rank()] = layer.allocator().liveBytes();
-                        count[i][comm.rank()] = layer.allocator().liveCount();
+                        live[comm.rank()] = layer.allocator().liveBytes();
+                        count[comm.rank()] = layer.allocator().liveCount();
                         comm.barrier();
                         if (comm.rank() == 0) {
-                            mem[i] = Sample.take();
+                            out.accept(new Probe(step, Sample.take(), live.clone(), count.clone()));
                         }
                         comm.barrier();
                     }
@@ -131,7 +129,6 @@ class ScopedTrainingLoopTest {
             }
             return null;
         });
-        return new Probe[] {new Probe(WARM_UP, mem[0], live[0], count[0]), new Probe(STEPS, mem[1], live[1], count[1])};
     }
 
     /** What the child JVM reports after one step: memory sample, and per rank live bytes and buffers. */
@@ -169,16 +166,20 @@ class ScopedTrainingLoopTest {
     }
 
     /** @return the resident set ({@code VmRSS} of {@code /proc/self/status}) in bytes */
-    static long rssBytes() throws IOException {
-        for (String line : Files.readAllLines(STATUS)) {
-            if (line.startsWith("VmRSS:")) {
-                String[] f = line.substring("VmRSS:".length()).trim().split("\\s+");
-                if (f.length == 2 && f[1].equals("kB")) {
-                    return Long.parseLong(f[0]) * 1024;
+    static long rssBytes() {
+        try {
+            for (String line : Files.readAllLines(STATUS)) {
+                if (line.startsWith("VmRSS:")) {
+                    String[] f = line.substring("VmRSS:".length()).trim().split("\\s+");
+                    if (f.length == 2 && f[1].equals("kB")) {
+                        return Long.parseLong(f[0]) * 1024;
+                    }
                 }
             }
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
         }
-        throw new IOException(STATUS + " has no VmRSS line in kB");
+        throw new IllegalStateException(STATUS + " has no VmRSS line in kB");
     }
 
     /**
@@ -217,7 +218,7 @@ class ScopedTrainingLoopTest {
      * @param nativeBytes native memory tracking's "Other" in bytes (-1 when off)
      */
     record Sample(long rss, long nativeBytes) {
-        static Sample take() throws IOException {
+        static Sample take() {
             System.gc();
             System.gc();
             diagnosticCommand("systemTrimNativeHeap");
@@ -226,15 +227,17 @@ class ScopedTrainingLoopTest {
     }
 
     /**
-     * The child JVM's entry point: runs the loop and prints one {@link Probe#line()} per probe.
+     * The child JVM's entry point: runs the loop and prints one {@link Probe#line()} per probe as it is
+     * taken (so a failure at the end still leaves them in the output).
      *
      * @param args none
      */
     public static void main(String[] args) {
         long rootBefore = BufferAllocator.root().liveBytes();
-        for (Probe p : runReadmeLoop()) {
+        runReadmeLoop(p -> {
             System.out.println(p.line());
-        }
+            System.out.flush();
+        });
         if (BufferAllocator.root().liveBytes() != rootBefore) {
             throw new IllegalStateException("live bytes outlive the layers: " + BufferAllocator.root().liveBytes()
                     + " (before: " + rootBefore + ")");
@@ -274,7 +277,6 @@ class ScopedTrainingLoopTest {
             child.destroyForcibly();
         }
         assertTrue(done, "the child JVM did not finish in " + CHILD_TIMEOUT_S + " s");
-        assertEquals(0, child.exitValue(), "child JVM " + pb.command() + " failed:\n" + output);
         List<Probe> probes = Probe.parse(output);
         assertEquals(List.of(WARM_UP, STEPS), probes.stream().map(Probe::step).toList(), "probes in:\n" + output);
         Probe a = probes.get(0);
@@ -284,6 +286,7 @@ class ScopedTrainingLoopTest {
         System.out.printf("after step %d: %s%nafter step %d: %s%nRSS growth: %+.2f%%, native segment memory growth:"
                 + " %+.2f%%%n", WARM_UP, a.mem(), STEPS, b.mem(), 100 * rssGrowth, 100 * nativeGrowth);
         assertAll(
+                () -> assertEquals(0, child.exitValue(), "child JVM " + pb.command() + " failed:\n" + output),
                 () -> assertTrue(rssGrowth < RSS_GROWTH, "the resident set grew " + 100 * rssGrowth + "% between step "
                         + WARM_UP + " (" + a.mem().rss() + " B) and " + STEPS + " (" + b.mem().rss() + " B)"),
                 () -> assertTrue(a.mem().nativeBytes() >= 0, "native memory tracking is on in the child"),
