@@ -270,10 +270,6 @@ public final class LayerCheckpoint {
         if (!familyHas(slot, names)) {
             throw new IllegalArgumentException("LayerCheckpoint: family " + names.family() + " has no tensor for " + slot);
         }
-        if ((slot == MoeTensor.EXPERT_GATE_BIAS || slot == MoeTensor.EXPERT_UP_BIAS || slot == MoeTensor.EXPERT_DOWN_BIAS)
-                && !names.fused()) {
-            throw new IllegalArgumentException("LayerCheckpoint: family " + names.family() + " has no expert biases");
-        }
     }
 
     private static void plan(HfCheckpoint ckpt, String prefix, MoeNameMap n, Geometry g, MoeTensor slot, HostBuffer buf,
@@ -311,20 +307,42 @@ public final class LayerCheckpoint {
             }
             case EXPERT_GATE_BIAS, EXPERT_UP_BIAS, EXPERT_DOWN_BIAS -> {
                 boolean down = slot == MoeTensor.EXPERT_DOWN_BIAS;
-                String name = prefix + (down ? n.downBias() : n.gateUpBias());
                 int cols = down ? h : f;
                 int width = down ? h : 2 * f;
-                TensorInfo info = require(ckpt, name, Shape.of(e, width));
-                MemorySegment seg = ckpt.shardOf(name).segment(name);
+                long off = down || slot == MoeTensor.EXPERT_GATE_BIAS ? 0 : upOffset(n, f);
+                long stride = down ? 1 : colStride(n);
                 for (int le = 0; le < g.localExperts(); le++) {
                     int ge = g.firstExpert() + le;
-                    long first = (long) ge * width + (down || slot == MoeTensor.EXPERT_GATE_BIAS ? 0 : upOffset(n, f));
-                    long stride = down ? 1 : colStride(n);
-                    jobs.add(new Job(name + "[expert " + ge + "]", new Target(buf, (long) le * cols, 1, cols),
+                    BiasRow row = biasRow(n, down, ge, e, width);
+                    String name = prefix + row.name();
+                    TensorInfo info = require(ckpt, name, row.shape());
+                    MemorySegment seg = ckpt.shardOf(name).segment(name);
+                    long first = row.first() + off;
+                    jobs.add(new Job(name + (n.fused() ? "[expert " + ge + "]" : ""),
+                            new Target(buf, (long) le * cols, 1, cols),
                             (r, out) -> Dequant.plainRow(seg, info.dtype(), first, stride, out, cols)));
                 }
             }
         }
+    }
+
+    /**
+     * Where one expert's bias lives: a row of the fused {@code [experts, width]} tensor, or its own
+     * per-expert {@code [width]} tensor.
+     *
+     * @param name  tensor name (without the layer prefix)
+     * @param shape the tensor's shape
+     * @param first element where the expert's row starts
+     */
+    private record BiasRow(String name, Shape shape, long first) {
+    }
+
+    private static BiasRow biasRow(MoeNameMap n, boolean down, int expert, int experts, int width) {
+        String pattern = down ? n.downBias() : n.gateUpBias();
+        if (n.fused()) {
+            return new BiasRow(pattern, Shape.of(experts, width), (long) expert * width);
+        }
+        return new BiasRow(MoeNameMap.expert(pattern, expert), Shape.of(width), 0);
     }
 
     /** Column of the first up value in a fused gate_up tensor (the gate's first is column 0). */
@@ -587,15 +605,15 @@ public final class LayerCheckpoint {
             }
             case EXPERT_GATE_BIAS, EXPERT_UP_BIAS, EXPERT_DOWN_BIAS -> {
                 boolean down = slot == MoeTensor.EXPERT_DOWN_BIAS;
-                String name = prefix + (down ? n.downBias() : n.gateUpBias());
                 int width = down ? h : 2 * f;
                 int cols = down ? h : f;
-                HostBuffer t = out.computeIfAbsent(name, k -> HostBuffer.allocate(dtype, g.experts(), width));
                 long off = down || slot == MoeTensor.EXPERT_GATE_BIAS ? 0 : upOffset(n, f);
                 long stride = down ? 1 : colStride(n);
-                for (int e = 0; e < g.experts(); e++) {
+                for (int le = 0; le < g.localExperts(); le++) {
+                    BiasRow row = biasRow(n, down, g.firstExpert() + le, g.experts(), width);
+                    HostBuffer t = out.computeIfAbsent(prefix + row.name(), k -> HostBuffer.allocate(dtype, row.shape()));
                     for (int c = 0; c < cols; c++) {
-                        t.setFloat((long) e * width + off + c * stride, b.getFloat((long) e * cols + c));
+                        t.setFloat(row.first() + off + c * stride, b.getFloat((long) le * cols + c));
                     }
                 }
             }
