@@ -3,10 +3,13 @@ package org.moe4j.checkpoint;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.EnumMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
+import java.util.TreeSet;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.HostBuffer;
@@ -43,11 +46,14 @@ public final class LayerCheckpoint {
      * Load options.
      *
      * @param allowNonFinite accept NaN and infinite values (refused by default, naming the element)
-     * @param ignoreUnused   accept a checkpoint that holds tensors of this family the layer has no
-     *                       slot for (e.g. a router bias for a layer without one); refused by
-     *                       default because dropping them would silently change the model. Checked
-     *                       for the non-routed tensors (router, biases, shared experts); routed expert
-     *                       weights are not checked, so targets without them are not reported
+     * @param ignoreUnused   accept a checkpoint that holds tensors under the layer prefix that the
+     *                       layer does not read (e.g. a router bias for a layer without one, a fused
+     *                       {@code experts.gate_up_proj} for targets without routed experts, an
+     *                       unknown tensor, a per-expert tensor of an expert index beyond {@code E});
+     *                       refused by default, naming the tensor, because dropping them would
+     *                       silently change the model. A fused tensor counts as read when this rank
+     *                       reads any slice of it; per-expert tensors of other ranks' experts count as
+     *                       read for the slots the targets hold
      */
     public record Options(boolean allowNonFinite, boolean ignoreUnused) {
         /**
@@ -95,8 +101,16 @@ public final class LayerCheckpoint {
     private record Target(HostBuffer buf, long first, int rows, int cols) {
     }
 
-    /** One tensor (or one expert's part of a fused tensor) to decode into one target region. */
-    private record Job(String what, Target target, RowReader reader) {
+    /**
+     * One tensor (or one expert's part of a fused tensor) to decode into one target region.
+     *
+     * @param tensors the checkpoint tensors it reads (a weight, its block scales, MXFP4 blocks and scales)
+     */
+    private record Job(String what, Target target, RowReader reader, List<String> tensors) {
+        /** A job reading the one tensor named {@code what}. */
+        Job(String what, Target target, RowReader reader) {
+            this(what, target, reader, List.of(what));
+        }
     }
 
     /**
@@ -114,7 +128,8 @@ public final class LayerCheckpoint {
      * @throws IllegalArgumentException on a null argument, a target of the wrong shape or dtype, or a
      *                                  slot the family has no tensor for; targets unchanged
      * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped, of an
-     *                                  unsupported dtype, or holds a non-finite value; targets unchanged
+     *                                  unsupported dtype, unread (see {@link Options#ignoreUnused()}), or
+     *                                  holds a non-finite value; targets unchanged
      */
     public static void load(HfCheckpoint ckpt, String prefix, MoeNameMap names, Geometry g,
                             Map<MoeTensor, HostBuffer> targets, Options options) {
@@ -151,9 +166,10 @@ public final class LayerCheckpoint {
      * @param options what to accept
      * @throws IllegalArgumentException on a null argument, a target of the wrong shape or dtype, or a
      *                                  slot the family has no tensor for; targets unchanged
-     * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped or of an
-     *                                  unsupported dtype (targets unchanged), or holds a non-finite value
-     *                                  (targets partly written)
+     * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped, of an
+     *                                  unsupported dtype or unread (see {@link Options#ignoreUnused()})
+     *                                  (targets unchanged), or holds a non-finite value (targets partly
+     *                                  written)
      */
     public static void decodeInto(HfCheckpoint ckpt, String prefix, MoeNameMap names, Geometry g,
                                   Map<MoeTensor, HostBuffer> targets, Options options) {
@@ -180,14 +196,63 @@ public final class LayerCheckpoint {
         for (Map.Entry<MoeTensor, HostBuffer> e : t.entrySet()) {
             plan(ckpt, prefix, names, g, e.getKey(), e.getValue(), jobs);
         }
+        if (!options.ignoreUnused()) {
+            refuseUnread(ckpt, prefix, names, g, t.keySet(), jobs);
+        }
         run(jobs, options.allowNonFinite());
     }
 
     /**
+     * Refuses a tensor under the layer prefix that the layer does not read: one this rank's jobs do
+     * not read (a fused tensor counts as read when any of its slices is) and that is not another
+     * rank's per-expert tensor of a slot the layer loads (its weight or FP8 block scales, for a global
+     * expert index below {@code E}).
+     */
+    private static void refuseUnread(HfCheckpoint ckpt, String prefix, MoeNameMap n, Geometry g, Set<MoeTensor> slots,
+                                     List<Job> jobs) {
+        Set<String> read = new HashSet<>();
+        jobs.forEach(j -> read.addAll(j.tensors()));
+        if (!n.fused()) {
+            for (int e = 0; e < g.experts(); e++) {
+                if (e >= g.firstExpert() && e < g.firstExpert() + g.localExperts()) {
+                    continue;
+                }
+                for (MoeTensor slot : slots) {
+                    for (String name : perExpertNames(n, slot, e)) {
+                        read.add(prefix + name);
+                    }
+                }
+            }
+        }
+        for (String name : new TreeSet<>(ckpt.names())) {
+            if (name.startsWith(prefix) && !read.contains(name)) {
+                throw new CheckpointException(ckpt.origin() + ": holds " + name + " under the layer prefix '" + prefix
+                        + "' but the layer (family " + n.family() + ", slots " + slots + ") does not read it;"
+                        + " pass ignoreUnused to load without it");
+            }
+        }
+    }
+
+    /** The tensors a per-expert family may store for one expert of a routed slot (none for other slots). */
+    private static List<String> perExpertNames(MoeNameMap n, MoeTensor slot, int expert) {
+        return switch (slot) {
+            case EXPERT_GATE -> withScale(n, n.expertGate(expert));
+            case EXPERT_UP -> withScale(n, n.expertUp(expert));
+            case EXPERT_DOWN -> withScale(n, n.expertDown(expert));
+            case EXPERT_GATE_BIAS, EXPERT_UP_BIAS -> List.of(MoeNameMap.expert(n.gateUpBias(), expert));
+            case EXPERT_DOWN_BIAS -> List.of(MoeNameMap.expert(n.downBias(), expert));
+            default -> List.of();
+        };
+    }
+
+    private static List<String> withScale(MoeNameMap n, String weight) {
+        return List.of(weight, n.fp8Scale(weight));
+    }
+
+    /**
      * The family's name of each non-routed slot it has (router, biases, shared experts, fused expert
-     * biases), for the unused-tensor check. The routed expert weights (per-expert or fused) are not
-     * listed: a caller of {@link #decodeInto} that leaves them out of its targets is not told that the
-     * file holds them.
+     * biases), for the first unused-tensor check (before anything is resolved, naming the slot); every
+     * other unread tensor under the prefix is found by {@code refuseUnread}.
      */
     private static Map<MoeTensor, String> familyNames(MoeNameMap n) {
         Map<MoeTensor, String> m = new EnumMap<>(MoeTensor.class);
@@ -320,7 +385,7 @@ public final class LayerCheckpoint {
                     long first = row.first() + off;
                     jobs.add(new Job(name + (n.fused() ? "[expert " + ge + "]" : ""),
                             new Target(buf, (long) le * cols, 1, cols),
-                            (r, out) -> Dequant.plainRow(seg, info.dtype(), first, stride, out, cols)));
+                            (r, out) -> Dequant.plainRow(seg, info.dtype(), first, stride, out, cols), List.of(name)));
                 }
             }
         }
@@ -402,7 +467,7 @@ public final class LayerCheckpoint {
                 float[] blockScale = new float[sc];
                 Dequant.plainRow(s, si.dtype(), (long) (r / FP8_BLOCK) * sc, 1, blockScale, sc);
                 Dequant.fp8Row(w, (long) r * cols, cols, blockScale, out);
-            });
+            }, List.of(name, scaleName));
         }
         if (!info.dtype().isPlainFloat()) {
             throw new CheckpointException(file.path() + ": tensor " + name + " has dtype " + info.dtype()
@@ -434,7 +499,7 @@ public final class LayerCheckpoint {
             long colOf0 = down ? 0 : slot == MoeTensor.EXPERT_GATE ? 0 : interleaved ? 1 : f;
             long rowStep = down || !interleaved ? 1 : 2;
             return new Job(what, tg, (r, out) -> Dequant.plainRow(seg, info.dtype(), base + colOf0 + r * rowStep, width,
-                    out, cols));
+                    out, cols), List.of(name));
         }
         String bn = n.mxfp4Blocks(name);
         String sn = n.mxfp4Scales(name);
@@ -469,7 +534,7 @@ public final class LayerCheckpoint {
         return new Job(what, tg, (r, o) -> {
             long src = rowBase + r * rowStep;
             Dequant.mxfp4Row(blocks, src * (in / 2), scales, src * (in / 32), cols, o);
-        });
+        }, List.of(bn, sn));
     }
 
     private static void run(List<Job> jobs, boolean allowNonFinite) {

@@ -1056,7 +1056,7 @@ public final class MoeLayer implements AutoCloseable {
      * @param path    a checkpoint directory, its index, or one safetensors file
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
      * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
-     * @param options what to accept (non-finite values, unused family tensors)
+     * @param options what to accept (non-finite values, tensors under the prefix the layer does not read)
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
      * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault (on the other
      *                                                  ranks: naming the failing rank and its message);
