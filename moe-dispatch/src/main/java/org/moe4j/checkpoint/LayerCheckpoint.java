@@ -10,6 +10,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Set;
 import java.util.TreeSet;
+import java.util.regex.Pattern;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.HostBuffer;
@@ -46,14 +47,15 @@ public final class LayerCheckpoint {
      * Load options.
      *
      * @param allowNonFinite accept NaN and infinite values (refused by default, naming the element)
-     * @param ignoreUnused   accept a checkpoint that holds tensors under the layer prefix that the
-     *                       layer does not read (e.g. a router bias for a layer without one, a fused
-     *                       {@code experts.gate_up_proj} for targets without routed experts, an
-     *                       unknown tensor, a per-expert tensor of an expert index beyond {@code E});
-     *                       refused by default, naming the tensor, because dropping them would
-     *                       silently change the model. A fused tensor counts as read when this rank
-     *                       reads any slice of it; per-expert tensors of other ranks' experts count as
-     *                       read for the slots the targets hold
+     * @param ignoreUnused   accept a checkpoint that holds tensors of the family's layout under the
+     *                       layer prefix that the layer does not read (e.g. a router bias for a layer
+     *                       without one, a fused {@code experts.gate_up_proj} for targets without
+     *                       routed experts, a weight in both plain and MXFP4 form, a per-expert tensor
+     *                       of an expert index beyond {@code E}); refused by default, naming the tensor,
+     *                       because dropping them would silently change the model. A fused tensor
+     *                       counts as read when this rank reads any slice of it; per-expert tensors of
+     *                       other ranks' experts count as read for the slots the targets hold; names
+     *                       outside the family's layout are not checked
      */
     public record Options(boolean allowNonFinite, boolean ignoreUnused) {
         /**
@@ -203,10 +205,11 @@ public final class LayerCheckpoint {
     }
 
     /**
-     * Refuses a tensor under the layer prefix that the layer does not read: one this rank's jobs do
-     * not read (a fused tensor counts as read when any of its slices is) and that is not another
-     * rank's per-expert tensor of a slot the layer loads (its weight or FP8 block scales, for a global
-     * expert index below {@code E}).
+     * Refuses a tensor of the family's layout under the layer prefix (any name or per-expert pattern of
+     * the map, with its FP8 scale or MXFP4 blocks/scales) that the layer does not read: one this rank's
+     * jobs do not read (a fused tensor counts as read when any of its slices is) and that is not another
+     * rank's per-expert tensor of a slot the layer loads (global expert index below {@code E}). Other
+     * tensors under the prefix (not of the family's layout) are left alone.
      */
     private static void refuseUnread(HfCheckpoint ckpt, String prefix, MoeNameMap n, Geometry g, Set<MoeTensor> slots,
                                      List<Job> jobs) {
@@ -224,13 +227,35 @@ public final class LayerCheckpoint {
                 }
             }
         }
+        Pattern family = familyLayout(n);
         for (String name : new TreeSet<>(ckpt.names())) {
-            if (name.startsWith(prefix) && !read.contains(name)) {
+            if (name.startsWith(prefix) && !read.contains(name) && family.matcher(name.substring(prefix.length())).matches()) {
                 throw new CheckpointException(ckpt.origin() + ": holds " + name + " under the layer prefix '" + prefix
                         + "' but the layer (family " + n.family() + ", slots " + slots + ") does not read it;"
                         + " pass ignoreUnused to load without it");
             }
         }
+    }
+
+    /** Every tensor name the family's layout may use (relative to the prefix), as one pattern. */
+    private static Pattern familyLayout(MoeNameMap n) {
+        List<String> names = new ArrayList<>();
+        for (String w : new String[] {n.routerWeight(), n.sharedGateProj(), n.sharedUpProj(), n.sharedDownProj(),
+                n.sharedExpertGate(), n.gateProj(), n.upProj(), n.downProj()}) {
+            if (w != null) {
+                names.addAll(List.of(w, n.fp8Scale(w), n.mxfp4Blocks(w), n.mxfp4Scales(w)));
+            }
+        }
+        for (String v : new String[] {n.routerBias(), n.scoreCorrectionBias(), n.gateUpBias(), n.downBias()}) {
+            if (v != null) {
+                names.add(v);
+            }
+        }
+        StringBuilder re = new StringBuilder();
+        for (String name : names) {
+            re.append(re.isEmpty() ? "" : "|").append(Pattern.quote(name).replace(MoeNameMap.EXPERT, "\\E\\d+\\Q"));
+        }
+        return Pattern.compile(re.toString());
     }
 
     /** The tensors a per-expert family may store for one expert of a routed slot (none for other slots). */

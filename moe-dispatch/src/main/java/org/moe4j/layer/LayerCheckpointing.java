@@ -587,8 +587,7 @@ final class LayerCheckpointing {
                         m2.put(slot, view(slot, st.fresh(optimizer.secondMoment(buf))));
                     });
                     w.put(MoeTensor.SCORE_CORRECTION_BIAS, bias);
-                    // one file holds the weights and both moments, each load below reads a third of it
-                    LayerCheckpoint.Options strict = new LayerCheckpoint.Options(false, true);
+                    LayerCheckpoint.Options strict = LayerCheckpoint.Options.strict();
                     LayerCheckpoint.load(ckpt, "", stateNames, g, w, strict);
                     LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg"), g, m1, strict);
                     LayerCheckpoint.load(ckpt, "", stateNames.suffixed(".exp_avg_sq"), g, m2, strict);

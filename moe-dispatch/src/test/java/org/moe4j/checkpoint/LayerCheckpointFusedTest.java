@@ -164,8 +164,9 @@ class LayerCheckpointFusedTest {
         Map<MoeTensor, HostBuffer> src = slots(n, E, new Random(11));
         LayerCheckpoint.Geometry all = new LayerCheckpoint.Geometry(E, 0, E, H, F);
         try {
-            // a tensor under another prefix is not the layer's business
-            writeLayer(n, src, Map.of("other.experts.gate_up_proj", HostBuffer.allocate(DType.F32, E, H, 2 * F)));
+            // a tensor under another prefix, or not of the family's layout, is not the layer's business
+            writeLayer(n, src, Map.of("other.experts.gate_up_proj", HostBuffer.allocate(DType.F32, E, H, 2 * F),
+                    "m.reference_output", HostBuffer.allocate(DType.F32, 3, H)));
             // the layer's fused tensors count as read when a rank reads only its slice of them, or only
             // one of gate/up (gate_up is still read) ...
             for (int rank = 0; rank < 2; rank++) {
@@ -187,13 +188,14 @@ class LayerCheckpointFusedTest {
             } finally {
                 noDown.values().forEach(HostBuffer::close);
             }
-            // an extra fused tensor under the layer's prefix
-            writeLayer(n, src, Map.of("m.experts.extra_gate_up_proj", HostBuffer.allocate(DType.F32, E, H, 2 * F)));
+            // an extra fused tensor under the layer's prefix: gate_up in MXFP4 form beside the plain one the layer reads
+            String extra = "m." + n.mxfp4Blocks(n.gateProj());
+            writeLayer(n, src, Map.of(extra, HostBuffer.allocate(DType.F32, E, 2 * F, 1, 16)));
             Map<MoeTensor, HostBuffer> dst = slots(n, E, null);
             try {
                 CheckpointException e = tryLoad(n, all, dst, false, dir);
-                assertTrue(e != null && e.getMessage().contains("holds m.experts.extra_gate_up_proj under the layer prefix"
-                        + " 'm.'") && e.getMessage().contains("ignoreUnused"), String.valueOf(e));
+                assertTrue(e != null && e.getMessage().contains("holds " + extra + " under the layer prefix 'm.'")
+                        && e.getMessage().contains("ignoreUnused"), String.valueOf(e));
                 for (float v : dst.get(MoeTensor.EXPERT_GATE).toFloatArray()) {
                     assertEquals(0f, v, 0f, "a refused load writes nothing");
                 }
