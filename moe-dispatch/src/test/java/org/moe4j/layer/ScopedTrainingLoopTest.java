@@ -22,6 +22,7 @@ import java.util.regex.Pattern;
 import javax.management.JMException;
 import javax.management.ObjectName;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.BufferAllocator;
@@ -266,17 +267,19 @@ class ScopedTrainingLoopTest {
     }
 
     @Test
-    void theReadmeLoopWithScopesKeepsNativeMemoryFlatFor1000StepsAtW2() throws IOException, InterruptedException {
+    void theReadmeLoopWithScopesKeepsNativeMemoryFlatFor1000StepsAtW2(@TempDir Path tmp)
+            throws IOException, InterruptedException {
         assumeTrue(Files.isReadable(STATUS), "the resident set is read from " + STATUS + " (Linux only); os.name="
                 + System.getProperty("os.name"));
-        ProcessBuilder pb = new ProcessBuilder(childCommand()).redirectErrorStream(true);
+        Path log = tmp.resolve("child.log");
+        ProcessBuilder pb = new ProcessBuilder(childCommand()).redirectErrorStream(true).redirectOutput(log.toFile());
         Process child = pb.start();
-        String output = new String(child.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
         boolean done = child.waitFor(CHILD_TIMEOUT_S, TimeUnit.SECONDS);
         if (!done) {
-            child.destroyForcibly();
+            child.destroyForcibly().waitFor();
         }
-        assertTrue(done, "the child JVM did not finish in " + CHILD_TIMEOUT_S + " s");
+        String output = Files.readString(log, StandardCharsets.UTF_8);
+        assertTrue(done, "the child JVM did not finish in " + CHILD_TIMEOUT_S + " s:\n" + output);
         List<Probe> probes = Probe.parse(output);
         assertEquals(List.of(WARM_UP, STEPS), probes.stream().map(Probe::step).toList(), "probes in:\n" + output);
         Probe a = probes.get(0);
