@@ -3,8 +3,9 @@
  * {@code LocalGroup}s, TCP rendezvous), grouped SwiGLU and shared experts, the {@code MoeLayer},
  * the {@code AdamW} optimiser and safetensors checkpoints.
  *
- * <p>{@code org.moe4j.dispatch.internal} is exported to the CUDA backend only: it implements the
- * same dispatch contract on the GPU with the shared argument checks, rank threads and rendezvous.
+ * <p>{@code org.moe4j.dispatch.spi} holds what another backend needs to implement the same contracts
+ * (the CUDA backend uses it): the shared argument checks, rank threads and in-process rendezvous.
+ * No {@code internal} package is exported, not even to another moe4j module.
  */
 module org.moe4j.dispatch {
     requires transitive org.moe4j.routing;
@@ -17,7 +18,7 @@ module org.moe4j.dispatch {
     exports org.moe4j.layer;
     exports org.moe4j.optim;
     exports org.moe4j.checkpoint;
-    exports org.moe4j.dispatch.internal to org.moe4j.cuda;
+    exports org.moe4j.dispatch.spi;
 
     uses org.moe4j.dispatch.DispatcherProvider;
 

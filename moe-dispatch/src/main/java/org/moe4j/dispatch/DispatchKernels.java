@@ -164,7 +164,7 @@ public interface DispatchKernels {
                      topkWeights.shape())) {
             copyToHost(topkIdx, idx);
             copyToHost(topkWeights, w);
-            return org.moe4j.dispatch.internal.DispatchArgs.firstNonFiniteWeight(idx.segment(), w.segment(),
+            return org.moe4j.dispatch.spi.DispatchArgs.firstNonFiniteWeight(idx.segment(), w.segment(),
                     Math.min(idx.numel(), w.numel()));
         }
     }

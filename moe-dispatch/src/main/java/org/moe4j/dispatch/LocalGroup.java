@@ -3,7 +3,7 @@ package org.moe4j.dispatch;
 import java.time.Duration;
 import java.util.List;
 import org.moe4j.dispatch.internal.LocalCommunicator;
-import org.moe4j.dispatch.internal.RankThreads;
+import org.moe4j.dispatch.spi.RankThreads;
 
 /**
  * {@code W} in-process ranks, one thread each, sharing memory: the expert-parallel group used for

@@ -7,7 +7,7 @@ import org.moe4j.cuda.CudaContext;
 import org.moe4j.cuda.comm.internal.VirtualRankCommunicator;
 import org.moe4j.dispatch.LocalGroup;
 import org.moe4j.dispatch.LocalGroupException;
-import org.moe4j.dispatch.internal.RankThreads;
+import org.moe4j.dispatch.spi.RankThreads;
 
 /**
  * {@code W} in-process ranks sharing one GPU, one thread each: the expert-parallel group for

@@ -13,7 +13,7 @@ import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.dispatch.DispatchKernels;
-import org.moe4j.dispatch.internal.DispatchArgs;
+import org.moe4j.dispatch.spi.DispatchArgs;
 
 /**
  * {@link DispatchKernels} on the GPU ({@code native/permute.cu}). Same contract and results as the

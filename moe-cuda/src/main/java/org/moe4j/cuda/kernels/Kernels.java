@@ -13,7 +13,7 @@ import org.moe4j.cuda.CudaStream;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.cuda.DevicePool;
 import org.moe4j.cuda.Launch;
-import org.moe4j.dispatch.internal.DispatchArgs;
+import org.moe4j.dispatch.spi.DispatchArgs;
 
 /**
  * Shared plumbing of the kernel launchers: one fatbin module (a {@code native/<family>.cu}), its

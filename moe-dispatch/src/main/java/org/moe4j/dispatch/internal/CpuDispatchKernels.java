@@ -11,6 +11,7 @@ import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.cpu.CpuParallel;
 import org.moe4j.dispatch.DispatchKernels;
+import org.moe4j.dispatch.spi.DispatchArgs;
 
 /**
  * CPU reference of {@link DispatchKernels}: bulk {@link MemorySegment} copies for rows, the Vector

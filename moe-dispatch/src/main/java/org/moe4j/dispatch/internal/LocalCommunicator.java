@@ -9,6 +9,7 @@ import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.CommunicatorException;
 import org.moe4j.dispatch.ReduceOp;
+import org.moe4j.dispatch.spi.Rendezvous;
 
 /**
  * One in-process rank of a {@link org.moe4j.dispatch.LocalGroup}: collectives are host memory

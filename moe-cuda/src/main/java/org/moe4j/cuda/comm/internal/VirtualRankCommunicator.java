@@ -11,7 +11,7 @@ import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.dispatch.Communicator;
 import org.moe4j.dispatch.CommunicatorException;
 import org.moe4j.dispatch.ReduceOp;
-import org.moe4j.dispatch.internal.Rendezvous;
+import org.moe4j.dispatch.spi.Rendezvous;
 
 /**
  * One rank of a {@link org.moe4j.cuda.comm.VirtualRankGroup}. Each collective: synchronize the

@@ -1,4 +1,4 @@
-package org.moe4j.dispatch.internal;
+package org.moe4j.dispatch.spi;
 
 import java.time.Duration;
 import java.util.ArrayList;
@@ -26,6 +26,7 @@ public final class RankThreads {
     @FunctionalInterface
     public interface Opener {
         /**
+         * Returns that rank's communicator; the group closes it after the body.
          * @param rv   the group's rendezvous
          * @param rank the rank whose thread calls this
          * @return that rank's communicator; the group closes it after the body
@@ -43,6 +44,17 @@ public final class RankThreads {
      * @param threadPrefix thread name prefix; the rank number is appended
      */
     public record Names(String group, String caller, String rankNoun, String threadPrefix) {
+        /**
+         * Checks that every name is given.
+         *
+         * @throws NullPointerException if any component is null
+         */
+        public Names {
+            Objects.requireNonNull(group, "group");
+            Objects.requireNonNull(caller, "caller");
+            Objects.requireNonNull(rankNoun, "rankNoun");
+            Objects.requireNonNull(threadPrefix, "threadPrefix");
+        }
     }
 
     /** Most in-process ranks one group may start (one thread each). */
@@ -58,6 +70,7 @@ public final class RankThreads {
      * @param body    the per-rank code
      * @throws IllegalArgumentException if {@code world} is outside {@code [1, MAX_WORLD]} or the
      *                                  timeout is not positive or exceeds {@link #MAX_TIMEOUT}
+     * @throws NullPointerException     if {@code timeout} or {@code body} is null
      */
     public static void validate(int world, Duration timeout, LocalGroup.RankBody<?> body) {
         Objects.requireNonNull(body, "body");
@@ -86,9 +99,13 @@ public final class RankThreads {
      * @param body    the per-rank code
      * @param <R>     result type
      * @return the results indexed by rank
-     * @throws LocalGroupException if any rank failed
+     * @throws LocalGroupException     if any rank failed
+     * @throws IllegalArgumentException as {@link #validate}
+     * @throws NullPointerException     if {@code names}, {@code opener}, {@code timeout} or {@code body} is null
      */
     public static <R> List<R> run(int world, Duration timeout, Names names, Opener opener, LocalGroup.RankBody<R> body) {
+        Objects.requireNonNull(names, "names");
+        Objects.requireNonNull(opener, "opener");
         validate(world, timeout, body);
         Rendezvous rv = new Rendezvous(world, timeout.toNanos());
         Object[] results = new Object[world];

@@ -1,8 +1,9 @@
-package org.moe4j.dispatch.internal;
+package org.moe4j.dispatch.spi;
 
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import java.util.Objects;
 import org.moe4j.dispatch.CommunicatorException;
 
 /**
@@ -31,10 +32,20 @@ public final class Rendezvous {
     private long firstDepartNanos;
 
     /**
-     * @param world        number of ranks
-     * @param timeoutNanos longest wait of one round
+     * Creates the meeting point of {@code world} ranks.
+     *
+     * @param world        number of ranks, in {@code [1, }{@link RankThreads#MAX_WORLD}{@code ]}
+     * @param timeoutNanos longest wait of one round, positive and at most {@link RankThreads#MAX_TIMEOUT}
+     * @throws IllegalArgumentException if {@code world} or {@code timeoutNanos} is out of range
      */
     public Rendezvous(int world, long timeoutNanos) {
+        if (world < 1 || world > RankThreads.MAX_WORLD) {
+            throw new IllegalArgumentException("world must be in [1, " + RankThreads.MAX_WORLD + "], got " + world);
+        }
+        if (timeoutNanos <= 0 || timeoutNanos > RankThreads.MAX_TIMEOUT.toNanos()) {
+            throw new IllegalArgumentException("timeoutNanos must be in [1, " + RankThreads.MAX_TIMEOUT.toNanos()
+                    + "], got " + timeoutNanos);
+        }
         this.world = world;
         this.timeoutNanos = timeoutNanos;
         this.payloads = new Object[world];
@@ -43,12 +54,18 @@ public final class Rendezvous {
         this.departed = new boolean[world];
     }
 
-    /** @return number of ranks */
+    /**
+     * Returns the number of ranks.
+     * @return number of ranks
+     */
     public int world() {
         return world;
     }
 
-    /** @return the round timeout in nanoseconds */
+    /**
+     * Returns the round timeout in nanoseconds.
+     * @return the round timeout in nanoseconds
+     */
     public long timeoutNanos() {
         return timeoutNanos;
     }
@@ -61,10 +78,20 @@ public final class Rendezvous {
      * @param payload this rank's payload
      * @return every rank's payload, indexed by rank (do not modify)
      * @throws CommunicatorException on timeout, disagreement, or another rank's failure
+     * @throws IllegalArgumentException if {@code rank} is not in {@code [0, world)}
+     * @throws NullPointerException     if {@code op} is null
+     * @throws IllegalStateException    if {@code rank} already posted in this round or already departed
+     *                                  (two callers for one rank); the rendezvous is left unchanged
      */
     public Object[] exchange(int rank, String op, Object payload) {
+        checkRank(rank);
+        Objects.requireNonNull(op, "op");
         synchronized (lock) {
             throwIfFailed(rank);
+            if (joined[rank] || departed[rank]) {
+                throw new IllegalStateException("rank " + rank + " " + (departed[rank] ? "already departed" : "already posted")
+                        + " and cannot join " + op + " (one caller per rank)");
+            }
             payloads[rank] = payload;
             ops[rank] = op;
             joined[rank] = true;
@@ -124,8 +151,10 @@ public final class Rendezvous {
      *
      * @param rank  the rank
      * @param error its exception, or null when it returned normally
+     * @throws IllegalArgumentException if {@code rank} is not in {@code [0, world)}
      */
     public void depart(int rank, Throwable error) {
+        checkRank(rank);
         synchronized (lock) {
             departed[rank] = true;
             if (!anyDeparted) {
@@ -144,8 +173,10 @@ public final class Rendezvous {
      *
      * @param message what happened
      * @param cause   underlying exception or null
+     * @throws NullPointerException if {@code message} is null
      */
     public void fail(String message, Throwable cause) {
+        Objects.requireNonNull(message, "message");
         synchronized (lock) {
             if (failure == null) {
                 failure = new CommunicatorException(message, cause);
@@ -155,7 +186,10 @@ public final class Rendezvous {
         }
     }
 
-    /** @return the group failure, or null */
+    /**
+     * Returns the group failure, or null.
+     * @return the group failure, or null
+     */
     public CommunicatorException failure() {
         synchronized (lock) {
             return failure;
@@ -163,6 +197,7 @@ public final class Rendezvous {
     }
 
     /**
+     * Returns {@link System#nanoTime()} when the first rank finished (returned or threw), or {@link java.util.OptionalLong#empty()} while every rank is still running.
      * @return {@link System#nanoTime()} when the first rank finished (returned or threw), or
      *         {@link java.util.OptionalLong#empty()} while every rank is still running
      */
@@ -173,19 +208,31 @@ public final class Rendezvous {
     }
 
     /**
+     * Returns whether a rank finished (its body returned or threw).
      * @param rank a rank
      * @return whether it finished (its body returned or threw)
+     * @throws IllegalArgumentException if {@code rank} is not in {@code [0, world)}
      */
     public boolean departed(int rank) {
+        checkRank(rank);
         synchronized (lock) {
             return departed[rank];
         }
     }
 
-    /** @return {@link System#nanoTime()} of the failure (meaningful once failed) */
+    /**
+     * Returns {@link System#nanoTime()} of the failure (meaningful once failed).
+     * @return {@link System#nanoTime()} of the failure (meaningful once failed)
+     */
     public long failedAtNanos() {
         synchronized (lock) {
             return failedAtNanos;
+        }
+    }
+
+    private void checkRank(int rank) {
+        if (rank < 0 || rank >= world) {
+            throw new IllegalArgumentException("rank must be in [0, " + world + "), got " + rank);
         }
     }
 
