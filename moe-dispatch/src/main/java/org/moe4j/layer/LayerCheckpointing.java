@@ -84,22 +84,18 @@ final class LayerCheckpointing {
     }
 
     /**
-     * Names of the training state: DeepSeek-V3's, plus {@code gate.bias} and
-     * {@code shared_expert_gate.weight} for layers with those variants.
-     *
-     * @throws IllegalArgumentException for expert linear biases, which the per-expert state layout
-     *                                  cannot name yet (export them with {@link #export} instead)
+     * Names of the training state: DeepSeek-V3's, plus {@code gate.bias},
+     * {@code shared_expert_gate.weight} and the per-expert {@code experts.{e}.gate_up_proj.bias}
+     * {@code [2·ffn]} (gate then up) and {@code experts.{e}.down_proj.bias} {@code [hidden]} for
+     * layers with those variants.
      */
     static MoeNameMap stateNames(MoeLayer layer) {
-        if (layer.experts().b1() != null) {
-            throw new IllegalArgumentException("MoeLayer: expert linear biases (config.features.expertLinearBias) have"
-                    + " no names in the per-expert DeepSeek layout of save/load and the training state; use"
-                    + " export/load with MoeNameMap.forModelType(\"gpt_oss\") (W = 1)");
-        }
         MoeNameMap d = STATE_NAMES;
+        boolean expertBias = layer.experts().b1() != null;
         return new MoeNameMap(d.family(), d.routerWeight(), layer.routerBias() != null ? "gate.bias" : null,
-                d.scoreCorrectionBias(), d.expertLayout(), d.gateProj(), d.upProj(), d.downProj(), d.gateUpBias(),
-                d.downBias(), d.sharedGateProj(), d.sharedUpProj(), d.sharedDownProj(),
+                d.scoreCorrectionBias(), d.expertLayout(), d.gateProj(), d.upProj(), d.downProj(),
+                expertBias ? "experts.{e}.gate_up_proj.bias" : null, expertBias ? "experts.{e}.down_proj.bias" : null,
+                d.sharedGateProj(), d.sharedUpProj(), d.sharedDownProj(),
                 layer.sharedExpertGate() != null ? "shared_expert_gate.weight" : null, d.fp8ScaleSuffix(),
                 d.mxfp4BlocksSuffix(), d.mxfp4ScalesSuffix());
     }

@@ -1045,7 +1045,9 @@ public final class MoeLayer implements AutoCloseable {
      * Loads this rank's tensors (and the expert bias) with DeepSeek-V3 names; all or nothing. Same as
      * {@link #load(java.nio.file.Path, String, MoeNameMap, LayerCheckpoint.Options)} with
      * {@link MoeNameMap#deepseekV3()} (plus {@code gate.bias} and {@code shared_expert_gate.weight} for
-     * layers with those variants, as {@link #save} writes them) and strict options.
+     * layers with those variants, as {@link #save} writes them, and the per-expert
+     * {@code experts.{e}.gate_up_proj.bias} / {@code down_proj.bias} of the training state for layers
+     * with expert linear biases) and strict options.
      *
      * @param path   a safetensors file, a {@code model.safetensors.index.json}, or a checkpoint directory
      * @param prefix e.g. {@code model.layers.3.mlp.}
@@ -1069,7 +1071,7 @@ public final class MoeLayer implements AutoCloseable {
      * @param path    a checkpoint directory, its index, or one safetensors file
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
      * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
-     * @param options what to accept (non-finite values, unused family tensors)
+     * @param options what to accept (non-finite values, tensors under the prefix the layer does not read)
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
      * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault (on the other
      *                                                  ranks: naming the failing rank and its message);
@@ -1127,8 +1129,7 @@ public final class MoeLayer implements AutoCloseable {
      * @param dir       destination directory (created if missing)
      * @param optimizer the optimiser over {@link #parameters()}
      * @param step      the caller's step counter, returned by {@link #loadTrainingState}
-     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0,
-     *                                  or the layer has expert linear biases (not in this layout yet)
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0
      * @throws org.moe4j.checkpoint.CheckpointException on write failure on any rank
      * @throws IllegalStateException if the layer is closed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
@@ -1203,10 +1204,14 @@ public final class MoeLayer implements AutoCloseable {
      * @param path   destination
      * @param prefix e.g. {@code model.layers.3.mlp.}
      * @throws IllegalArgumentException for a layer with expert linear biases (use {@link #export} with the
-     *                                  gpt-oss map)
+     *                                  gpt-oss map, or {@link #saveTrainingState})
      */
     public void save(java.nio.file.Path path, String prefix) {
-        LayerCheckpointing.stateNames(this); // refuses what the DeepSeek layout cannot name, before writing
+        if (experts.b1() != null) { // refused before anything is written
+            throw new IllegalArgumentException("MoeLayer.save: expert linear biases (config.features.expertLinearBias)"
+                    + " are not among the tensors save writes; use export with MoeNameMap.forModelType(\"gpt_oss\")"
+                    + " (W = 1) or saveTrainingState");
+        }
         Map<Buffer, HostView> views = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
             Map<String, HostBuffer> t = namedTensors(prefix, views, true);
