@@ -664,3 +664,21 @@ moe_swiglu_bwd_f32(const float* __restrict__ gate, const float* __restrict__ up,
         dUp[i] = __fmul_rn(dy, silu);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// moe_gg_clamp_offsets (block 1, grid 1): clean[g] = min(rows, max(clean[g-1], raw[g])) with
+// clean[-1] = 0, for g in [0, groups]: valid offsets (non-decreasing, within [0, rows]) are copied
+// unchanged; invalid ones become the nearest valid layout, so every kernel above stays inside its
+// operands without a host-side check (ExpertKernels.offsetsCheckedOnDevice).
+extern "C" __global__ void __launch_bounds__(1)
+moe_gg_clamp_offsets(const int* __restrict__ raw, int groups, long rows, int* __restrict__ clean) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    long prev = 0;
+    for (int g = 0; g <= groups; ++g) {
+        long v = raw[g];
+        v = v < prev ? prev : v;
+        v = v > rows ? rows : v;
+        clean[g] = (int)v;
+        prev = v;
+    }
+}

@@ -24,9 +24,11 @@ moe_accumulate_f32(float* __restrict__ acc, const float* __restrict__ x, long n)
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256)
-moe_adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
-              long n, float lr, float b1, float b2, float c1, float c2, float eps, float decay) {
+namespace {
+
+__device__ __forceinline__ void adamw_body(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                           float* __restrict__ v, long n, float lr, float b1, float b2, float c1,
+                                           float c2, float eps, float decay) {
     const float one_b1 = __fadd_rn(1.0f, -b1);
     const float one_b2 = __fadd_rn(1.0f, -b2);
     for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
@@ -39,6 +41,51 @@ moe_adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restr
         const float den = __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, c2)), eps);
         p[i] = __fadd_rn(__fmul_rn(p[i], decay), -__fdiv_rn(num, den));
     }
+}
+
+}  // namespace
+
+extern "C" __global__ void __launch_bounds__(256)
+moe_adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
+              long n, float lr, float b1, float b2, float c1, float c2, float eps, float decay) {
+    adamw_body(p, g, m, v, n, lr, b1, b2, c1, c2, eps, decay);
+}
+
+// AdamW with the non-finite skip decided on the device (AdamW.stepOnDevice). state: int64 [3] =
+// {applied steps t, skipped steps, skip flag}.
+//   moe_flag_nonfinite_f32: state[2] = 1 when x holds a NaN or +-Inf (every writer stores 1).
+//   moe_adamw_guarded_f32:  nothing when state[2] != 0; else the moe_adamw_f32 update with the bias
+//                           corrections of step t = state[0] + 1 from the host-computed table
+//                           [size][2] = (1 - b1^t, 1 - b2^t) for t = base+1 .. base+size (bitwise
+//                           the host's values; a t outside the table updates nothing).
+//   moe_adamw_finish:       block 1: state[1]++ if flagged else state[0]++; state[2] = 0.
+extern "C" __global__ void __launch_bounds__(256)
+moe_flag_nonfinite_f32(const float* __restrict__ x, long n, long long* __restrict__ state) {
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        const float v = x[i];
+        if (!(v - v == 0.0f)) {
+            state[2] = 1;
+            return;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+moe_adamw_guarded_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
+                      long n, float lr, float b1, float b2, const float* __restrict__ table, long base, long size,
+                      float eps, float decay, const long long* __restrict__ state) {
+    if (state[2] != 0) return;
+    const long i0 = (long)state[0] - base;
+    if (i0 < 0 || i0 >= size) return;
+    adamw_body(p, g, m, v, n, lr, b1, b2, table[2 * i0], table[2 * i0 + 1], eps, decay);
+}
+
+extern "C" __global__ void __launch_bounds__(1)
+moe_adamw_finish(long long* __restrict__ state) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    if (state[2] != 0) state[1] += 1;
+    else state[0] += 1;
+    state[2] = 0;
 }
 
 extern "C" __global__ void __launch_bounds__(256)

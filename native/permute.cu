@@ -38,6 +38,10 @@
 //                           when dtypes match, no weights, and row bytes / bases are 16-aligned
 //   moe_weighted_sum        block 128, grid min(T, 65535) (grid-stride over tokens)
 //   moe_row_dots            block 256 (fixed tree), grid min(M, 65535)
+//   moe_static_check, moe_static_send_keys, moe_static_send_write, moe_static_send_pad,
+//   moe_static_recv_write   block 256, 1-D grid over slots / rows / entries
+//   moe_static_threshold    block 256, grid W (one block per destination rank)
+//   moe_static_group_offsets block 1, grid 1 (L serial steps)
 
 #include <cuda_bf16.h>
 #include "common.cuh"
@@ -516,4 +520,195 @@ moe_scatter_values(const float* __restrict__ src, const int* __restrict__ index,
     if (j >= M) return;
     const int at = index[j];
     if (at >= 0) dst[at] = src[j];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Static-shape (equal-split) plans, built on the device without reading anything back to the host
+// (DispatchKernels.buildStaticSendPlan / buildStaticRecvPlan; host reference: StaticPlans.java).
+// Destination chunk d is rows [d*C, (d+1)*C). The kept slots of d, in the count-exchange send order
+// (expert-major, then slot index), fill its first rows; padding rows follow. Sequence:
+//   fault[0] = MOE_NO_FAULT (moe_fill_i32), moe_static_check,
+//   moe_static_send_keys (thr = null) + moe_key_chunk_counts/moe_key_layout -> totals per expert,
+//   moe_static_threshold -> per destination the C-th best priority key when it overflows, dropped,
+//   moe_static_send_keys (thr) + key ordering with keyBase -> positions of the kept slots,
+//   moe_static_send_write (kept slots) and moe_static_send_pad (rows past the kept ones).
+// Priority keys are unique 64-bit integers, smaller = kept first: BY_POSITION (policy 0) the slot
+// index s; BY_SCORE (policy 1) (descending order of the weight) << 32 | s, so ties go to the lower
+// slot and -0.0 ranks below +0.0, as the host's Double.compare. The C-th smallest key of an
+// over-full chunk is found exactly by a bitwise radix select (one block per destination, integer
+// counts only), so the kept set is the host's, independent of scheduling.
+// A refused step (fault set: an expert id outside [0, E) other than -1, or a non-finite weight on
+// a non-empty slot) sends nothing: every key is -1, so the plan is all padding and nothing is
+// dropped; fault = {lowest refused slot, its expert id, its weight bits} for the host to report.
+
+#define MOE_NO_FAULT 0x7fffffff
+
+namespace {
+
+__device__ __forceinline__ unsigned long long static_priority(int policy, long s, float w) {
+    if (policy == 0) return (unsigned long long)s;
+    const unsigned b = __float_as_uint(w);
+    const unsigned asc = (b & 0x80000000u) ? ~b : (b | 0x80000000u);  // ascending in w, -0 < +0
+    return ((unsigned long long)(~asc) << 32) | (unsigned long long)s;
+}
+
+}  // namespace
+
+// fault[0] = min(fault[0], s) for every refused slot s (integer atomicMin; fault[0] = MOE_NO_FAULT before).
+extern "C" __global__ void __launch_bounds__(256)
+moe_static_check(const int* __restrict__ topkIdx, const float* __restrict__ topkWeights, long n, int experts,
+                 int* __restrict__ fault) {
+    const long s = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= n) return;
+    const int e = topkIdx[s];
+    if (e == -1) return;
+    if (e < 0 || e >= experts || !isfinite(topkWeights[s])) atomicMin(&fault[0], (int)s);
+}
+
+// keys[s] = expert of slot s, -1 for an empty slot, for every slot when the step is refused, and
+// (thr != null) for a slot whose priority is past its destination's threshold thr[d].
+extern "C" __global__ void __launch_bounds__(256)
+moe_static_send_keys(const int* __restrict__ topkIdx, const float* __restrict__ topkWeights, long n, int experts,
+                     int world, int policy, const int* __restrict__ fault,
+                     const unsigned long long* __restrict__ thr, int* __restrict__ keys) {
+    const long s = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= n) return;
+    const int e = topkIdx[s];
+    int key = (e >= 0 && e < experts && fault[0] == MOE_NO_FAULT) ? e : -1;
+    if (key >= 0 && thr && static_priority(policy, s, topkWeights[s]) > thr[e / (experts / world)]) key = -1;
+    keys[s] = key;
+}
+
+// One block per destination d: total = slots routed to d (totals [E] per expert); dropped[d] =
+// max(0, total - C); thr[d] = the C-th smallest priority key among d's slots when total > C, else
+// all ones (keep every slot). Block 0 also completes the fault record.
+extern "C" __global__ void __launch_bounds__(256)
+moe_static_threshold(const int* __restrict__ topkIdx, const float* __restrict__ topkWeights, long n, int experts,
+                     int world, int capacity, int policy, int* __restrict__ fault, const int* __restrict__ totals,
+                     unsigned long long* __restrict__ thr, int* __restrict__ dropped) {
+    MOE4J_SHARED(int, sCount, [1]);
+    const int d = blockIdx.x;
+    const int local = experts / world;
+    if (d == 0 && threadIdx.x == 0) {
+        const int bad = fault[0];
+        fault[1] = bad == MOE_NO_FAULT ? 0 : topkIdx[bad];
+        fault[2] = bad == MOE_NO_FAULT ? 0 : __float_as_int(topkWeights[bad]);
+    }
+    int total = 0;
+    for (int e = d * local; e < (d + 1) * local; ++e) total += totals[e];
+    if (threadIdx.x == 0) dropped[d] = total > capacity ? total - capacity : 0;
+    if (total <= capacity) {
+        if (threadIdx.x == 0) thr[d] = ~0ull;
+        return;
+    }
+    unsigned long long prefix = 0;
+    int want = capacity;  // 1-based rank of the key searched among those matching prefix so far
+    for (int bit = policy == 0 ? 31 : 63; bit >= 0; --bit) {
+        if (threadIdx.x == 0) sCount[0] = 0;
+        __syncthreads();
+        int mine = 0;
+        for (long s = threadIdx.x; s < n; s += blockDim.x) {
+            const int e = topkIdx[s];
+            if (e < d * local || e >= (d + 1) * local) continue;
+            const unsigned long long key = static_priority(policy, s, topkWeights[s]);
+            const bool samePrefix = bit == 63 || (key >> (bit + 1)) == (prefix >> (bit + 1));
+            if (samePrefix && ((key >> bit) & 1ull) == 0ull) ++mine;
+        }
+        if (mine) atomicAdd(&sCount[0], mine);
+        __syncthreads();
+        const int zeros = sCount[0];
+        __syncthreads();
+        if (want > zeros) {
+            want -= zeros;
+            prefix |= 1ull << bit;
+        }
+    }
+    if (threadIdx.x == 0) thr[d] = prefix;
+}
+
+// Kept slot s (keys[s] = e >= 0) of destination d = e / L goes to row r = d*C + pos[s] - keyBase[d*L]
+// with its meta row (rank, t, expert e at k, weight bits at k, -1 / 0 elsewhere); slotReturnRow[s] =
+// r, -1 for an empty, dropped or refused slot.
+extern "C" __global__ void __launch_bounds__(256)
+moe_static_send_write(const int* __restrict__ keys, const float* __restrict__ topkWeights, long n, int topK,
+                      int experts, int world, int rank, int capacity, const int* __restrict__ pos,
+                      const int* __restrict__ keyBase, int* __restrict__ sendToken, int* __restrict__ sendMeta,
+                      int* __restrict__ returnSlot, int* __restrict__ slotReturnRow) {
+    const long s = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= n) return;
+    const int e = keys[s];
+    if (e < 0) {
+        slotReturnRow[s] = -1;
+        return;
+    }
+    const int local = experts / world;
+    const int d = e / local;
+    const int t = (int)(s / topK);
+    const int j = (int)(s - (long)t * topK);
+    const long r = (long)d * capacity + (pos[s] - keyBase[d * local]);
+    int* row = sendMeta + r * (MOE_META_FIXED + 2 * topK);
+    row[0] = rank;
+    row[1] = t;
+    for (int q = 0; q < topK; ++q) {
+        row[MOE_META_FIXED + q] = q == j ? e : -1;
+        row[MOE_META_FIXED + topK + q] = q == j ? __float_as_int(topkWeights[s]) : 0;
+    }
+    sendToken[r] = t;
+    returnSlot[r] = (int)s;
+    slotReturnRow[s] = (int)r;
+}
+
+// Rows r = d*C + p past the kept slots of d (p >= keyBase[(d+1)*L] - keyBase[d*L]) are padding:
+// meta (-1, -1, experts -1, weights 0), sendToken = returnSlot = -1.
+extern "C" __global__ void __launch_bounds__(256)
+moe_static_send_pad(const int* __restrict__ keyBase, int experts, int world, int capacity, int topK,
+                    int* __restrict__ sendToken, int* __restrict__ sendMeta, int* __restrict__ returnSlot) {
+    const long r = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= (long)world * capacity) return;
+    const int local = experts / world;
+    const int d = (int)(r / capacity);
+    const int p = (int)(r - (long)d * capacity);
+    if (p < keyBase[(d + 1) * local] - keyBase[d * local]) return;
+    int* row = sendMeta + r * (MOE_META_FIXED + 2 * topK);
+    for (int q = 0; q < MOE_META_FIXED + topK; ++q) row[q] = -1;
+    for (int q = 0; q < topK; ++q) row[MOE_META_FIXED + topK + q] = 0;
+    sendToken[r] = -1;
+    returnSlot[r] = -1;
+}
+
+// groupOffsets [L+1]: exclusive scan of counts [L], each group padded to a multiple of alignment.
+extern "C" __global__ void __launch_bounds__(1)
+moe_static_group_offsets(const int* __restrict__ counts, int localExperts, int alignment, int* __restrict__ groupOffsets) {
+    if (threadIdx.x != 0 || blockIdx.x != 0) return;
+    int off = 0;
+    groupOffsets[0] = 0;
+    for (int l = 0; l < localExperts; ++l) {
+        off += (counts[l] + alignment - 1) / alignment * alignment;
+        groupOffsets[l + 1] = off;
+    }
+}
+
+// buildStaticRecvPlan outputs, indexed by received row u (one slot per unit at most): entry
+// i = u*K + j with a local expert (groupKey >= 0) writes the slot arrays at u and the row arrays at
+// row = rowPos[i] (stable by i from groupOffsets), rows past rowsMax skipped. Slot arrays are pre-filled with -1 (weights 0),
+// row arrays with -1.
+extern "C" __global__ void __launch_bounds__(256)
+moe_static_recv_write(const int* __restrict__ meta, int units, int topK, const int* __restrict__ groupKey,
+                      const int* __restrict__ rowPos, long rowsMax, int* __restrict__ slotUnit, int* __restrict__ slotUnitSlot,
+                      int* __restrict__ slotExpertRow, float* __restrict__ slotWeight, int* __restrict__ rowSrcRank,
+                      int* __restrict__ rowSrcIndex, int* __restrict__ rowTopkSlot) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long)units * topK || groupKey[i] < 0) return;
+    const long u = i / topK;
+    const int j = (int)(i - u * topK);
+    const int* m = meta + u * (MOE_META_FIXED + 2 * topK);
+    const int row = rowPos[i];
+    if (row < 0 || row >= rowsMax) return;  // only for meta with several local slots in a unit (not a static plan's)
+    slotUnit[u] = (int)u;
+    slotUnitSlot[u] = (int)i;
+    slotExpertRow[u] = row;
+    slotWeight[u] = __int_as_float(m[MOE_META_FIXED + topK + j]);
+    rowSrcRank[row] = m[0];
+    rowSrcIndex[row] = m[1];
+    rowTopkSlot[row] = j;
 }

@@ -221,6 +221,20 @@ public final class CudaBackend implements PooledBackend {
         return pool().copyOf(src);
     }
 
+    /**
+     * Returns the number of device-to-host copies queued so far on this backend's device (the shared
+     * context's count, see {@link CudaContext#hostReadCount()}), summed over every instance, pool and
+     * thread; 0 when the device was never used in this process. Reading the count never touches the
+     * device.
+     *
+     * @return the number of device-to-host reads so far
+     */
+    @Override
+    public long hostReadCount() {
+        Shared s = probe().available() ? SHARED.get(deviceOrdinal()) : null;
+        return s == null ? 0L : s.context.hostReadCount();
+    }
+
     @Override
     public String describe() {
         Availability a = probe();

@@ -20,6 +20,7 @@ public final class CudaContext implements AutoCloseable {
     private final CudaDevice device;
     private final MemorySegment handle; // CUcontext
     private final CudaStream defaultStream;
+    private final java.util.concurrent.atomic.AtomicLong hostReads = new java.util.concurrent.atomic.AtomicLong();
     private volatile boolean closed;
 
     private CudaContext(CudaDevice device, MemorySegment handle) {
@@ -116,6 +117,22 @@ public final class CudaContext implements AutoCloseable {
      */
     public Device location() {
         return device.device();
+    }
+
+    /**
+     * Returns how many device-to-host copies have been queued in this context so far (every
+     * {@link DeviceBuffer#copyTo}, {@link DeviceBuffer#copyToAsync}, {@code toHost} and
+     * {@code hostView} that reads); what {@link CudaBackend#hostReadCount()} reports. Monotonic.
+     *
+     * @return the number of device-to-host reads so far
+     */
+    public long hostReadCount() {
+        return hostReads.get();
+    }
+
+    /** Counts one device-to-host copy (called by {@link DeviceBuffer} for each one it queues). */
+    void countHostRead() {
+        hostReads.incrementAndGet();
     }
 
     /**

@@ -202,7 +202,8 @@ public final class DeviceBuffer implements Buffer {
     }
 
     /**
-     * Queues a device-to-host copy of this buffer into {@code dst}.
+     * Queues a device-to-host copy of this buffer into {@code dst}; counted by
+     * {@link CudaContext#hostReadCount()}.
      *
      * @param dst    host buffer, same dtype and element count
      * @param stream the stream
@@ -210,6 +211,7 @@ public final class DeviceBuffer implements Buffer {
     public void copyToAsync(HostBuffer dst, CudaStream stream) {
         requireSameSize("copyTo", dst);
         long src = address();
+        context().countHostRead(); // every requested read counts, an empty one too (copyTo still waits)
         if (byteSize() == 0) {
             return;
         }

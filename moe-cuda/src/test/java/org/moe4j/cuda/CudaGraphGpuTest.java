@@ -174,7 +174,9 @@ class CudaGraphGpuTest {
         org.moe4j.core.config.DispatchOptions stat = org.moe4j.core.config.DispatchOptions.of("static-all-to-all");
         CudaGraph.requireCapturable(stat, cpu); // host-sync-free strategy, plans built where the buffers live
         org.moe4j.dispatch.DispatchKernels cuda = new org.moe4j.cuda.kernels.CudaDispatchKernels(org.moe4j.core.backend.Backends.choose("cuda"));
-        e = assertThrows(IllegalStateException.class, () -> CudaGraph.requireCapturable(stat, cuda));
+        CudaGraph.requireCapturable(stat, cuda); // the CUDA kernels build the static plans on the device
+        org.moe4j.dispatch.DispatchKernels staged = new org.moe4j.cuda.kernels.HostStagedStaticPlans(cuda);
+        e = assertThrows(IllegalStateException.class, () -> CudaGraph.requireCapturable(stat, staged));
         assertTrue(e.getMessage().contains("builds the static-shape dispatch plans through host staging"), e.getMessage());
     }
 

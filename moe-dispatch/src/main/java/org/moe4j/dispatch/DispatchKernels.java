@@ -225,6 +225,62 @@ public interface DispatchKernels {
     }
 
     /**
+     * Entries of the fault record of {@link #buildStaticSendPlanDeferred}: {@code {slot, expert id,
+     * weight bits}}.
+     */
+    int STATIC_FAULT_SIZE = 3;
+
+    /**
+     * {@link #buildStaticSendPlan} with its input check deferred into a fault record instead of an
+     * exception, so a device backend builds the plan without reading anything back to the host (a
+     * step of the static-shape all-to-all can then be captured as a CUDA graph). The check also covers
+     * the routing weights: a non-empty slot with a NaN or infinite weight is refused like an expert id
+     * outside {@code [0, E)}. A refused call writes an all-padding plan (nothing is sent from this
+     * rank, {@code plan.dropped} is all 0) and the record {@code {lowest refused slot t*K+k, its
+     * expert id, its weight's bits}}; an accepted one writes {@code {Integer.MAX_VALUE, 0, 0}}. The
+     * caller reads the record when it next synchronises (see
+     * {@link org.moe4j.dispatch.spi.StaticPlanArgs#refusal}).
+     *
+     * <p>The default checks eagerly: it throws as {@link #buildStaticSendPlan} does (host kernels
+     * decide without a device sync) and writes the accepted record; it does not look at the weights
+     * ({@link #staticPlanCheckDeferred()} is false, so the dispatcher scans them itself) and never
+     * records a refusal.
+     *
+     * @param topkIdx     I32 {@code [T, K]}
+     * @param topkWeights F32 {@code [T, K]}
+     * @param experts     {@code E}
+     * @param world       {@code W}, divides {@code E}
+     * @param rank        this rank (written into meta)
+     * @param capacity    rows per destination chunk {@code C >= 1}
+     * @param policy      which slots an over-full chunk keeps
+     * @param plan        outputs
+     * @param fault       out I32 {@code [3]}: the fault record
+     * @throws IllegalArgumentException on a mis-sized output or fault record (before anything is
+     *                                  written), and in the default on refused input
+     */
+    default void buildStaticSendPlanDeferred(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank,
+            int capacity, org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan, Buffer fault) {
+        fault.require("fault", org.moe4j.core.DType.I32, STATIC_FAULT_SIZE);
+        buildStaticSendPlan(topkIdx, topkWeights, experts, world, rank, capacity, policy, plan);
+        try (org.moe4j.core.buffer.HostBuffer ok = org.moe4j.core.buffer.HostBuffer.ofInts(
+                new int[] {Integer.MAX_VALUE, 0, 0}, STATIC_FAULT_SIZE)) {
+            copyFromHost(ok, fault);
+        }
+    }
+
+    /**
+     * Whether {@link #buildStaticSendPlanDeferred} really defers its input check into the fault record
+     * (expert ids and non-finite routing weights, no exception), so the dispatcher leaves out its own
+     * {@link #firstNonFiniteWeight} scan (a device→host read on device backends) and reads the fault
+     * record where it next reads the step's results.
+     *
+     * @return false by default (the check is eager); true for kernels whose deferred send plan defers
+     */
+    default boolean staticPlanCheckDeferred() {
+        return false;
+    }
+
+    /**
      * Builds the expert rank's plan of the static-shape all-to-all from the received meta (padding rows
      * carry no expert): counts per local expert, padded group offsets and the local-expert-major layout
      * (by source rank, then position in its chunk: the count-exchange order), all on the device. Slot

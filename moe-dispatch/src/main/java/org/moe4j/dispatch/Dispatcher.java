@@ -17,7 +17,10 @@ import org.moe4j.dispatch.internal.ExclusiveDispatcher;
  * <p>All methods are collectives over the dispatcher's {@link Communicator}: every rank calls them
  * in the same order. Inputs are validated before anything is sent: shapes, dtypes, closed buffers,
  * expert ids outside {@code [0, E)} other than -1, and non-finite routing weights of non-empty slots
- * are refused with an {@link IllegalArgumentException} before any collective starts.
+ * are refused with an {@link IllegalArgumentException} before any collective starts. One exception:
+ * the static-shape strategy with plans built on the device (CUDA) checks expert ids and weights on the
+ * device without a host read; a refused step sends nothing from that rank and the exception is raised
+ * by the step's first host read ({@link DispatchResult#overflow()} and the other host-side getters).
  *
  * <p>Threading: a dispatcher serves one thread at a time. A call from a second thread while another
  * call is running throws {@link org.moe4j.core.ConcurrentUseException} naming both calls.

@@ -47,6 +47,25 @@ public interface ExpertKernels {
     void groupedMatmul(Buffer a, Buffer b, Buffer groupOffsets, Buffer out, GemmSpec spec);
 
     /**
+     * These kernels with the group-offset check made on the device instead of on the host: where
+     * checking offsets held in device memory would read them back (a device→host read that
+     * synchronises the step and blocks CUDA-graph capture), the returned kernels instead clamp them
+     * on the device into a valid layout (each offset within {@code [previous, rows]}, the first at
+     * least 0) and run on that. Valid offsets are unchanged, so results are bitwise those of these
+     * kernels; invalid ones are never refused, only made memory-safe. Meant for offsets a
+     * dispatcher built for the same rows (valid by construction), as {@link org.moe4j.layer.MoeLayer}
+     * passes them; callers with untrusted offsets keep these kernels, which refuse bad offsets with
+     * an {@link IllegalArgumentException}. Host-memory offsets are checked as before (no sync).
+     *
+     * <p>The default returns this: host kernels check without any device synchronisation.
+     *
+     * @return kernels that never read group offsets back to the host
+     */
+    default ExpertKernels offsetsCheckedOnDevice() {
+        return this;
+    }
+
+    /**
      * Whether {@link #groupedMatmulTransposedB} is implemented. Callers that get {@code false} fall
      * back to {@link #transpose} + {@link #groupedMatmul}.
      *

@@ -287,8 +287,9 @@ public final class MoeLayer implements AutoCloseable {
             this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm,
                     backend, dk);
             int local = config.localExperts();
+            // the routed experts only ever see the dispatcher's own group offsets: checked on the device, never read back
             this.experts = new GroupedExperts("experts", local, comm.rank() * local, config.hidden(), config.ffn(),
-                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek, lf);
+                    config.expertDtype(), b.seed, GroupedExperts.STREAM_ROUTED, backend, ek.offsetsCheckedOnDevice(), lf);
             this.shared = config.sharedExperts() > 0
                     ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend, ek)
                     : null;

@@ -41,6 +41,8 @@ import org.moe4j.dispatch.ReduceOp;
  * index) and in {@link #skippedSteps()} — the policy of mixed-precision gradient scalers
  * ({@code torch.amp.GradScaler}). The caller decides what to do next (usually {@link #zeroGrad()}
  * and continue; with loss scaling, lower the scale). The check reads every gradient once per step.
+ * {@link #stepOnDevice()} applies the same policy with the decision made on the device (no host read
+ * per step; the counts are read back when asked for).
  *
  * <p>Expert parallelism ({@code W > 1}): routed-expert gradients are rank-local (not all-reduced),
  * so one rank can hold a non-finite gradient while the others do not. {@link #step()} decides per
@@ -146,6 +148,7 @@ public final class AdamW implements AutoCloseable {
     private long step;
     private long skipped;
     private boolean closed;
+    private DeviceCounters device; // stepOnDevice(): counters, flag and bias table on the device; null before
 
     /**
      * An optimiser on the backend that holds the parameters: the CPU backend for host buffers,
@@ -282,6 +285,7 @@ public final class AdamW implements AutoCloseable {
      * @return steps applied (skipped steps do not count)
      */
     public long steps() {
+        syncCounters();
         return step;
     }
 
@@ -290,6 +294,7 @@ public final class AdamW implements AutoCloseable {
      * @return steps skipped because a gradient held a NaN or infinite element
      */
     public long skippedSteps() {
+        syncCounters();
         return skipped;
     }
 
@@ -335,6 +340,7 @@ public final class AdamW implements AutoCloseable {
             long[] bad = null;
             try {
                 checkUsable();
+                hostTakesOver();
                 bad = firstNonFinite();
             } catch (IllegalStateException e) {
                 invalid = e.getMessage();
@@ -400,6 +406,7 @@ public final class AdamW implements AutoCloseable {
 
     private StepReport stepUnguarded() {
         checkUsable();
+        hostTakesOver();
         long[] bad = firstNonFinite();
         if (bad != null) {
             skipped++;
@@ -411,19 +418,137 @@ public final class AdamW implements AutoCloseable {
     private StepReport apply() {
         step++;
         Options o = options;
-        float b1 = (float) o.beta1();
-        float b2 = (float) o.beta2();
-        float c1 = (float) (1 - Math.pow(o.beta1(), step));
-        float c2 = (float) (1 - Math.pow(o.beta2(), step));
-        float lr = (float) o.lr();
-        float eps = (float) o.eps();
+        float c1 = biasCorrection(o.beta1(), step);
+        float c2 = biasCorrection(o.beta2(), step);
         for (int i = 0; i < params.size(); i++) {
-            Parameter p = params.get(i);
-            float decay = p.value().shape().rank() >= 2 ? (float) (1 - o.lr() * o.weightDecay()) : 1f;
-            kernels.adamW(p.value(), p.grad(), m.get(i), v.get(i), new OptimizerKernels.AdamWStep(lr, b1, b2, c1, c2,
-                    eps, decay));
+            kernels.adamW(params.get(i).value(), params.get(i).grad(), m.get(i), v.get(i), scalars(o, params.get(i), c1, c2));
         }
         return new StepReport(true, step, null, -1, 0);
+    }
+
+    /** {@code 1 − beta^step} rounded to fp32: the one formula of the host and the device bias tables. */
+    private static float biasCorrection(double beta, long step) {
+        return (float) (1 - Math.pow(beta, step));
+    }
+
+    private static OptimizerKernels.AdamWStep scalars(Options o, Parameter p, float c1, float c2) {
+        float decay = p.value().shape().rank() >= 2 ? (float) (1 - o.lr() * o.weightDecay()) : 1f;
+        return new OptimizerKernels.AdamWStep((float) o.lr(), (float) o.beta1(), (float) o.beta2(), c1, c2,
+                (float) o.eps(), decay);
+    }
+
+    /** Steps between two reads of the device counters by {@link #stepOnDevice()} (rows of the bias table). */
+    static final int DEVICE_TABLE_STEPS = 1024;
+
+    /**
+     * {@link #step()} with the non-finite check and the skip decided on the device, so nothing is read
+     * back to the host and the step can be captured in a CUDA graph. The policy is {@link #step()}'s
+     * exactly: when a gradient holds a NaN or infinite element no parameter, moment or step count
+     * changes and the step counts as skipped; otherwise the update is bitwise {@link #step()}'s (the
+     * bias corrections come from a table the host computes with the same formula). The step and skip
+     * counts live on the device and are read back only when asked for ({@link #steps()},
+     * {@link #skippedSteps()}, or a {@link #step()}/{@link #restore} that takes over), plus once every
+     * {@value #DEVICE_TABLE_STEPS} calls to move the bias table on; no report names the bad element.
+     * Where the kernels cannot decide on the device ({@link OptimizerKernels#skipsOnDevice()} false,
+     * e.g. the CPU backend, where the check costs no synchronisation) this is {@link #step()}.
+     *
+     * @throws IllegalStateException if this optimiser or one of its parameters was closed (nothing changed)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public void stepOnDevice() {
+        use.enter("stepOnDevice");
+        try {
+            if (!kernels.skipsOnDevice()) {
+                stepUnguarded();
+                return;
+            }
+            checkUsable();
+            Options o = options;
+            DeviceCounters d = deviceCounters(o);
+            for (Parameter p : params) {
+                kernels.flagNonFinite(p.grad(), d.state);
+            }
+            for (int i = 0; i < params.size(); i++) {
+                kernels.adamWGuarded(params.get(i).value(), params.get(i).grad(), m.get(i), v.get(i),
+                        scalars(o, params.get(i), 0f, 0f), d.table, d.base, d.state);
+            }
+            kernels.finishGuardedStep(d.state);
+            d.pending++;
+        } finally {
+            use.exit();
+        }
+    }
+
+    /** The device side of {@link #stepOnDevice()}: {applied, skipped, flag} and the bias table from {@code base + 1}. */
+    private static final class DeviceCounters {
+        Buffer state;         // I64 [3]
+        Buffer table;         // F32 [DEVICE_TABLE_STEPS, 2]
+        long base;            // the applied-step count when the table was built
+        double beta1 = Double.NaN;
+        double beta2 = Double.NaN;
+        int pending = -1;     // guarded steps since the host counters were last equal to the device's; -1: stale
+
+        void close() {
+            if (state != null) {
+                state.close();
+            }
+            if (table != null) {
+                table.close();
+            }
+        }
+    }
+
+    /** Ready for one more guarded step: (re)uploads counters and table when stale, full or for other betas. */
+    private DeviceCounters deviceCounters(Options o) {
+        DeviceCounters d = device;
+        if (d == null) {
+            d = new DeviceCounters();
+            d.state = backend.allocate(DType.I64, org.moe4j.core.Shape.of(3));
+            d.table = backend.allocate(DType.F32, org.moe4j.core.Shape.of(DEVICE_TABLE_STEPS, 2));
+            device = d;
+        }
+        if (d.pending >= 0 && d.pending < DEVICE_TABLE_STEPS && d.beta1 == o.beta1() && d.beta2 == o.beta2()) {
+            return d;
+        }
+        syncCounters();
+        try (org.moe4j.core.buffer.HostBuffer h = org.moe4j.core.buffer.HostBuffer.allocate(DType.F32,
+                DEVICE_TABLE_STEPS, 2); org.moe4j.core.buffer.HostBuffer c = org.moe4j.core.buffer.HostBuffer.allocate(
+                        DType.I64, 3)) {
+            for (int i = 0; i < DEVICE_TABLE_STEPS; i++) {
+                h.setFloat(2L * i, biasCorrection(o.beta1(), step + 1 + i));
+                h.setFloat(2L * i + 1, biasCorrection(o.beta2(), step + 1 + i));
+            }
+            c.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, step);
+            c.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 1, skipped);
+            d.table.copyFrom(h);
+            d.state.copyFrom(c);
+        }
+        d.base = step;
+        d.beta1 = o.beta1();
+        d.beta2 = o.beta2();
+        d.pending = 0;
+        return d;
+    }
+
+    /** Brings {@code step}/{@code skipped} up to date from the device after guarded steps (one device→host read). */
+    private void syncCounters() {
+        DeviceCounters d = device;
+        if (d == null || d.pending <= 0) {
+            return;
+        }
+        try (org.moe4j.core.buffer.HostView h = d.state.hostView(org.moe4j.core.buffer.HostView.Mode.READ)) {
+            step = h.host().segment().getAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0);
+            skipped = h.host().segment().getAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 1);
+        }
+        d.pending = 0;
+    }
+
+    /** The host counters take over (a host step or a restore follows): the device copies become stale. */
+    private void hostTakesOver() {
+        syncCounters();
+        if (device != null) {
+            device.pending = -1;
+        }
     }
 
     /**
@@ -480,6 +605,7 @@ public final class AdamW implements AutoCloseable {
             if (closed) {
                 throw new IllegalStateException("AdamW.restoreSteps: the optimiser is closed");
             }
+            hostTakesOver();
             step = steps;
         } finally {
             use.exit();
@@ -535,6 +661,7 @@ public final class AdamW implements AutoCloseable {
             if (closed) {
                 throw new IllegalStateException("AdamW.restore: the optimiser is closed");
             }
+            hostTakesOver();
             commit.run();
             step = steps;
             skipped = skippedSteps;
@@ -572,6 +699,9 @@ public final class AdamW implements AutoCloseable {
             closed = true;
             m.forEach(Buffer::close);
             v.forEach(Buffer::close);
+            if (device != null) {
+                device.close();
+            }
         } finally {
             use.exit();
         }

@@ -72,4 +72,60 @@ public interface OptimizerKernels {
             return -1;
         }
     }
+
+    /**
+     * Whether these kernels decide AdamW's non-finite skip on the device ({@link #flagNonFinite},
+     * {@link #adamWGuarded}, {@link #finishGuardedStep}), so {@link AdamW#stepOnDevice()} reads
+     * nothing back. False by default: host kernels decide on the host at no synchronisation cost.
+     *
+     * @return true when the guarded device step is implemented
+     */
+    default boolean skipsOnDevice() {
+        return false;
+    }
+
+    /**
+     * Sets {@code state[2] = 1} when {@code x} holds a NaN or infinite element (leaves it otherwise);
+     * queued, nothing read back.
+     *
+     * @param x     F32
+     * @param state I64 {@code [3]}: {applied steps, skipped steps, skip flag}
+     * @throws UnsupportedOperationException where {@link #skipsOnDevice()} is false
+     */
+    default void flagNonFinite(Buffer x, Buffer state) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device-side skip decision");
+    }
+
+    /**
+     * {@link #adamW} unless {@code state[2]} is set (then nothing changes), with the bias corrections
+     * of step {@code t = state[0] + 1} taken from {@code biasTable} (row {@code t - tableBase - 1});
+     * the {@code bias1}/{@code bias2} of {@code step} are ignored. A {@code t} outside the table
+     * updates nothing.
+     *
+     * @param param     in/out: F32 parameter values
+     * @param grad      F32 gradient
+     * @param m         in/out: F32 first moment
+     * @param v         in/out: F32 second moment
+     * @param step      the other scalars
+     * @param biasTable F32 {@code [rows, 2]}: {@code (1 − beta1^t, 1 − beta2^t)} for
+     *                  {@code t = tableBase + 1 ...}
+     * @param tableBase the step before the table's first row
+     * @param state     I64 {@code [3]}: {applied steps, skipped steps, skip flag}
+     * @throws UnsupportedOperationException where {@link #skipsOnDevice()} is false
+     */
+    default void adamWGuarded(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep step, Buffer biasTable,
+            long tableBase, Buffer state) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device-side skip decision");
+    }
+
+    /**
+     * Ends a guarded step on the device: counts it as skipped ({@code state[1]++}) when flagged, else
+     * as applied ({@code state[0]++}), and clears the flag.
+     *
+     * @param state I64 {@code [3]}: {applied steps, skipped steps, skip flag}
+     * @throws UnsupportedOperationException where {@link #skipsOnDevice()} is false
+     */
+    default void finishGuardedStep(Buffer state) {
+        throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device-side skip decision");
+    }
 }

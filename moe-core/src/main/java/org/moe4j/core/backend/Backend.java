@@ -87,6 +87,24 @@ public interface Backend {
     }
 
     /**
+     * Returns how many times this backend's device memory has been read back to the host so far: every
+     * device-to-host copy ({@link org.moe4j.core.buffer.Buffer#copyTo}, {@code toHost}, a
+     * {@link org.moe4j.core.buffer.HostView} opened to read) counts once, whoever issued it (layer
+     * code, kernels staging a value, a test). Such a read waits for the device, so a step that is
+     * meant to run without host synchronisation (or to be captured as a CUDA graph) must leave this
+     * count unchanged; tests prove it by comparing the count before and after the step.
+     *
+     * <p>The count is monotonic (never reset), starts at 0, and is shared by every instance and pool
+     * of the backend on the same device (reads by all threads, e.g. all in-process ranks, add up).
+     * Host backends read no device memory: the default returns 0 always.
+     *
+     * @return the number of device-to-host reads so far, {@code >= 0}
+     */
+    default long hostReadCount() {
+        return 0L;
+    }
+
+    /**
      * Returns one line for logs: name, device, memory.
      *
      * @return one line for logs: name, device, memory

@@ -67,6 +67,11 @@ public interface PooledBackend extends Backend, AutoCloseable {
             }
 
             @Override
+            public long hostReadCount() {
+                return backend.hostReadCount();
+            }
+
+            @Override
             public void close() {
             }
         };

@@ -14,6 +14,7 @@ import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.cuda.DeviceBuffer;
 import org.moe4j.dispatch.DispatchKernels;
 import org.moe4j.dispatch.spi.DispatchArgs;
+import org.moe4j.dispatch.spi.StaticPlanArgs;
 
 /**
  * {@link DispatchKernels} on the GPU ({@code native/permute.cu}). Same contract and results as the
@@ -21,7 +22,9 @@ import org.moe4j.dispatch.spi.DispatchArgs;
  * row copies and weighted sums are bit-identical, dot products agree within rounding.
  *
  * <p>Host synchronisation happens only where the contract needs a host decision: the bad-id check
- * of {@link #countRoutes} and the explicit host copies.
+ * of {@link #countRoutes} and of the eager {@link #buildStaticSendPlan}, and the explicit host
+ * copies. The static-shape plans ({@link #buildStaticSendPlanDeferred}, {@link #buildStaticRecvPlan})
+ * are built entirely on the device: {@link #staticPlansOnDevice()} is true.
  */
 public final class CudaDispatchKernels implements DispatchKernels {
     /** Entries per chunk of the key ordering (a multiple of 32). */
@@ -239,6 +242,185 @@ public final class CudaDispatchKernels implements DispatchKernels {
         }
         k.launch("moe_scatter_values").grid(blocks(m, 256)).block(256).arg(dev("src", src)).arg(dev("index", index)).arg(m)
                 .arg(dev("dst", dst)).launch();
+    }
+
+    /**
+     * The static send plan on the device, eager: the input check runs first and its one-word result is
+     * read back (a device→host read), so bad input throws before any output is written, as on the host.
+     */
+    @Override
+    public void buildStaticSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, int capacity,
+            org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
+        requireStaticSend(topkIdx, topkWeights, experts, world, capacity, policy, plan);
+        try (DeviceBuffer fault = k.scratch(DType.I32, STATIC_FAULT_SIZE)) {
+            checkStatic(topkIdx, topkWeights, experts, fault);
+            try (HostBuffer h = HostBuffer.allocate(DType.I32, org.moe4j.core.Shape.of(STATIC_FAULT_SIZE))) {
+                faultDetail(topkIdx, topkWeights, fault);
+                fault.copyToAsync(h, k.stream());
+                k.stream().synchronize();
+                IllegalArgumentException bad = StaticPlanArgs.refusal(h.toIntArray(), topkIdx.shape().dimInt(1), experts);
+                if (bad != null) {
+                    throw bad;
+                }
+            }
+            staticSendPlan(topkIdx, topkWeights, experts, world, rank, capacity, policy, plan, fault);
+        }
+    }
+
+    /**
+     * The static send plan on the device without any host read: the input check writes the fault
+     * record on the device, and a refused step's plan is all padding (see the interface).
+     */
+    @Override
+    public void buildStaticSendPlanDeferred(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank,
+            int capacity, org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan, Buffer fault) {
+        requireStaticSend(topkIdx, topkWeights, experts, world, capacity, policy, plan);
+        fault.require("fault", DType.I32, STATIC_FAULT_SIZE);
+        DeviceBuffer f = dev("fault", fault);
+        checkStatic(topkIdx, topkWeights, experts, f);
+        staticSendPlan(topkIdx, topkWeights, experts, world, rank, capacity, policy, plan, f);
+    }
+
+    private static void requireStaticSend(Buffer topkIdx, Buffer topkWeights, int experts, int world, int capacity,
+            org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan) {
+        java.util.Objects.requireNonNull(policy, "policy");
+        if (capacity < 1 || world < 1 || experts < world || experts % world != 0) {
+            throw new IllegalArgumentException("buildStaticSendPlan: capacity " + capacity + ", world " + world
+                    + " and experts " + experts + ": need capacity, world >= 1 and experts a positive multiple of world");
+        }
+        if (topkIdx.dtype() != DType.I32 || topkIdx.shape().rank() != 2) {
+            throw new IllegalArgumentException("topkIdx: expected I32 [T, K] but got " + topkIdx.dtype() + " "
+                    + topkIdx.shape());
+        }
+        topkWeights.require("topkWeights", DType.F32, topkIdx.shape().dim(0), topkIdx.shape().dim(1));
+        StaticPlanArgs.requireSendPlan(rows(topkIdx), topkIdx.shape().dimInt(1), world, capacity, plan);
+    }
+
+    /** fault[0] = lowest refused slot or {@code Integer.MAX_VALUE} (queued; nothing read back). */
+    private void checkStatic(Buffer topkIdx, Buffer topkWeights, int experts, DeviceBuffer fault) {
+        long n = topkIdx.numel();
+        k.launch("moe_fill_i32").grid(1).block(32).arg(fault).arg(1L).arg(Integer.MAX_VALUE).launch();
+        if (n > 0) {
+            k.launch("moe_static_check").grid(blocks(n, 256)).block(256).arg(dev("topkIdx", topkIdx))
+                    .arg(dev("topkWeights", topkWeights)).arg(n).arg(experts).arg(fault).launch();
+        }
+    }
+
+    /** Fills fault[1..2] from the refused slot (the threshold kernel's block 0 does it in the plan). */
+    private void faultDetail(Buffer topkIdx, Buffer topkWeights, DeviceBuffer fault) {
+        if (topkIdx.numel() == 0) {
+            return;
+        }
+        try (DeviceBuffer totals = k.scratch(DType.I32, 1); DeviceBuffer thr = k.scratch(DType.I64, 1);
+                DeviceBuffer dropped = k.scratch(DType.I32, 1)) {
+            // one destination, one expert with no slot: only the fault record is written
+            k.launch("moe_static_threshold").grid(1).block(256).arg(dev("topkIdx", topkIdx))
+                    .arg(dev("topkWeights", topkWeights)).arg(0L).arg(1).arg(1).arg(1).arg(0).arg(fault).arg(totals)
+                    .arg(thr).arg(dropped).launch();
+        }
+    }
+
+    private void staticSendPlan(Buffer topkIdx, Buffer topkWeights, int experts, int world, int rank, int capacity,
+            org.moe4j.core.config.DropPolicy policy, StaticSendPlan plan, DeviceBuffer fault) {
+        int topK = topkIdx.shape().dimInt(1);
+        long n = topkIdx.numel();
+        int policyCode = switch (policy) {
+            case BY_POSITION -> 0;
+            case BY_SCORE -> 1;
+        };
+        DeviceBuffer idx = dev("topkIdx", topkIdx);
+        DeviceBuffer w = dev("topkWeights", topkWeights);
+        DeviceBuffer sendToken = dev("plan.sendToken", plan.sendToken());
+        DeviceBuffer sendMeta = dev("plan.sendMeta", plan.sendMeta());
+        DeviceBuffer returnSlot = dev("plan.returnSlot", plan.returnSlot());
+        DeviceBuffer slotReturnRow = dev("plan.slotReturnRow", plan.slotReturnRow());
+        DeviceBuffer dropped = dev("plan.dropped", plan.dropped());
+        try (DeviceBuffer keys = k.scratch(DType.I32, Math.max(1, n)); DeviceBuffer pos = k.scratch(DType.I32, Math.max(1, n));
+                DeviceBuffer totals = k.scratch(DType.I32, experts); DeviceBuffer keyBase = k.scratch(DType.I32, experts + 1L);
+                DeviceBuffer thr = k.scratch(DType.I64, world)) {
+            if (n > 0) {
+                k.launch("moe_static_send_keys").grid(blocks(n, 256)).block(256).arg(idx).arg(w).arg(n).arg(experts)
+                        .arg(world).arg(policyCode).arg(fault).argPointer(0).arg(keys).launch();
+                orderByKey(keys, n, experts, null, totals, null, pos, null);
+            }
+            k.launch("moe_static_threshold").grid(world).block(256).arg(idx).arg(w).arg(n).arg(experts).arg(world)
+                    .arg(capacity).arg(policyCode).arg(fault).arg(totals).arg(thr).arg(dropped).launch();
+            if (n > 0) {
+                k.launch("moe_static_send_keys").grid(blocks(n, 256)).block(256).arg(idx).arg(w).arg(n).arg(experts)
+                        .arg(world).arg(policyCode).arg(fault).arg(thr).arg(keys).launch();
+                orderByKey(keys, n, experts, null, null, keyBase, pos, null);
+                k.launch("moe_static_send_write").grid(blocks(n, 256)).block(256).arg(keys).arg(w).arg(n).arg(topK)
+                        .arg(experts).arg(world).arg(rank).arg(capacity).arg(pos).arg(keyBase).arg(sendToken)
+                        .arg(sendMeta).arg(returnSlot).arg(slotReturnRow).launch();
+            }
+            k.launch("moe_static_send_pad").grid(blocks((long) world * capacity, 256)).block(256).arg(keyBase)
+                    .arg(experts).arg(world).arg(capacity).arg(topK).arg(sendToken).arg(sendMeta).arg(returnSlot).launch();
+        }
+    }
+
+    /** The static receive plan on the device (nothing read back). */
+    @Override
+    public void buildStaticRecvPlan(Buffer meta, int firstExpert, int alignment, Buffer groupOffsets,
+            Buffer tokensPerLocalExpert, RecvPlan plan) {
+        int units = rows(meta);
+        int width = width(meta);
+        if (meta.dtype() != DType.I32 || width < META_FIXED + 2 || (width - META_FIXED) % 2 != 0) {
+            throw new IllegalArgumentException("meta: expected I32 [units, 2+2K] but got " + meta.dtype() + " " + meta.shape());
+        }
+        if (alignment < 1) {
+            throw new IllegalArgumentException("buildStaticRecvPlan: alignment must be >= 1 but got " + alignment);
+        }
+        StaticPlanArgs.requireRecvPlan(units, groupOffsets, tokensPerLocalExpert, plan);
+        int topK = (width - META_FIXED) / 2;
+        int localExperts = tokensPerLocalExpert.shape().dimInt(0);
+        long rowsMax = plan.rowSrcRank().numel();
+        long need = units + (long) localExperts * (alignment - 1);
+        if (rowsMax < need) {
+            throw new IllegalArgumentException("buildStaticRecvPlan: the row arrays hold " + rowsMax + " rows but up to "
+                    + need + " (units + L*(alignment-1)) may be needed");
+        }
+        DeviceBuffer counts = dev("tokensPerLocalExpert", tokensPerLocalExpert);
+        DeviceBuffer offsets = dev("groupOffsets", groupOffsets);
+        countLocal(meta, firstExpert, localExperts, counts);
+        k.launch("moe_static_group_offsets").grid(1).block(1).arg(counts).arg(localExperts).arg(alignment).arg(offsets)
+                .launch();
+        for (Buffer b : new Buffer[] {plan.slotUnit(), plan.slotUnitSlot(), plan.slotExpertRow(), plan.slotWeight(),
+                plan.rowSrcRank(), plan.rowSrcIndex(), plan.rowTopkSlot()}) {
+            if (b.numel() > 0) {
+                int fill = b == plan.slotWeight() ? 0 : -1; // +0.0f for the weights
+                k.launch("moe_fill_i32").grid(blocks(b.numel(), 256)).block(256).arg(dev("plan", b)).arg(b.numel())
+                        .arg(fill).launch();
+            }
+        }
+        long n = (long) units * topK;
+        if (n == 0) {
+            return;
+        }
+        try (DeviceBuffer groupKey = k.scratch(DType.I32, n); DeviceBuffer validKey = k.scratch(DType.I32, n);
+                DeviceBuffer rowPos = k.scratch(DType.I32, n)) {
+            DeviceBuffer m = dev("meta", meta);
+            k.launch("moe_recv_keys").grid(blocks(n, 256)).block(256).arg(m).arg(units).arg(topK).arg(firstExpert)
+                    .arg(localExperts).arg(groupKey).arg(validKey).launch();
+            orderByKey(groupKey, n, localExperts, offsets, null, null, rowPos, null);
+            k.launch("moe_static_recv_write").grid(blocks(n, 256)).block(256).arg(m).arg(units).arg(topK).arg(groupKey)
+                    .arg(rowPos).arg(rowsMax).arg(dev("plan.slotUnit", plan.slotUnit()))
+                    .arg(dev("plan.slotUnitSlot", plan.slotUnitSlot())).arg(dev("plan.slotExpertRow", plan.slotExpertRow()))
+                    .arg(dev("plan.slotWeight", plan.slotWeight())).arg(dev("plan.rowSrcRank", plan.rowSrcRank()))
+                    .arg(dev("plan.rowSrcIndex", plan.rowSrcIndex())).arg(dev("plan.rowTopkSlot", plan.rowTopkSlot()))
+                    .launch();
+        }
+    }
+
+    /** True: the deferred send plan records refused routing (ids and weights) in its fault record. */
+    @Override
+    public boolean staticPlanCheckDeferred() {
+        return true;
+    }
+
+    /** True: both static plans are built on the device. */
+    @Override
+    public boolean staticPlansOnDevice() {
+        return true;
     }
 
     @Override

@@ -46,6 +46,7 @@ public final class CudaExpertKernels implements ExpertKernels {
     private final Kernels k;
     private final boolean wgmma;
     private final Backend backend;
+    private final boolean clampOnDevice; // offsetsCheckedOnDevice(): device offsets clamped, never read back
     private volatile Kernels features; // native/layer_features.cu, loaded on first use
     /** Element-wise adds of the token-block tree (the optimiser module's accumulate kernel), made on first use. */
     private volatile CudaOptimizerKernels adder;
@@ -73,6 +74,7 @@ public final class CudaExpertKernels implements ExpertKernels {
         };
         this.k = new Kernels(backend, "grouped_gemm");
         this.backend = backend;
+        this.clampOnDevice = false;
         if (wgmma) {
             var dev = k.backend().context().device();
             if (dev.major() != 9 || dev.minor() != 0) {
@@ -81,6 +83,27 @@ public final class CudaExpertKernels implements ExpertKernels {
                         + "; use " + PATH_PROPERTY + "=mma");
             }
         }
+    }
+
+    private CudaExpertKernels(CudaExpertKernels checked) {
+        this.k = checked.k;
+        this.wgmma = checked.wgmma;
+        this.backend = checked.backend;
+        this.clampOnDevice = true;
+    }
+
+    /**
+     * Kernels that clamp device-memory group offsets on the device ({@code moe_gg_clamp_offsets}, one
+     * tiny launch per call) instead of reading them back to check them: no device→host read, so a
+     * layer step stays free of host synchronisation. The grids are bounded by the operand's rows
+     * (known on the host), and every kernel reads its group's range from the clamped offsets on the
+     * device; results for valid offsets are bitwise those of the checking kernels.
+     *
+     * @return the sync-free variant (this, when already it)
+     */
+    @Override
+    public CudaExpertKernels offsetsCheckedOnDevice() {
+        return clampOnDevice ? this : new CudaExpertKernels(this);
     }
 
     /**
@@ -191,8 +214,29 @@ public final class CudaExpertKernels implements ExpertKernels {
     }
 
     private Offsets checkedOffsets(Buffer groupOffsets, int groups, int rows) {
+        if (clampOnDevice && groupOffsets instanceof DeviceBuffer raw) {
+            groupOffsets.require("groupOffsets", DType.I32, groups + 1L);
+            return clamped(raw, groups, rows);
+        }
         DeviceBuffer copy = offsets(groupOffsets, groups, rows, new int[groups + 1]);
         return new Offsets(copy != null ? copy : dev("groupOffsets", groupOffsets), copy);
+    }
+
+    /** A device copy of {@code raw} clamped into a valid layout (queued; nothing read back). */
+    private Offsets clamped(DeviceBuffer raw, int groups, long rows) {
+        DeviceBuffer clean = k.pool().allocateUninitialized(DType.I32, Shape.of(groups + 1L));
+        k.launch("moe_gg_clamp_offsets").grid(1).block(1).arg(raw).arg(groups).arg(rows).arg(clean).launch();
+        return new Offsets(clean, clean);
+    }
+
+    /** The offsets of the bias kernels: checked on the host, or clamped on the device (see {@link #offsetsCheckedOnDevice}). */
+    private Offsets biasOffsets(Buffer groupOffsets, long rows) {
+        if (clampOnDevice && groupOffsets instanceof DeviceBuffer raw) {
+            groupShape(groupOffsets);
+            return clamped(raw, Math.toIntExact(groupOffsets.numel()) - 1, rows);
+        }
+        groupsChecked(groupOffsets, rows);
+        return new Offsets(dev("groupOffsets", groupOffsets), null);
     }
 
     @Override
@@ -728,11 +772,15 @@ public final class CudaExpertKernels implements ExpertKernels {
     }
 
     /** Group offsets read back (small) and checked like the CPU reference: non-decreasing, within rows. */
-    private static int groupsChecked(Buffer groupOffsets, long rows) {
+    private static void groupShape(Buffer groupOffsets) {
         if (groupOffsets.dtype() != DType.I32 || groupOffsets.shape().rank() != 1 || groupOffsets.numel() < 1) {
             throw new IllegalArgumentException("groupOffsets: expected I32 [groups + 1] but got " + groupOffsets.dtype()
                     + " " + groupOffsets.shape());
         }
+    }
+
+    private static int groupsChecked(Buffer groupOffsets, long rows) {
+        groupShape(groupOffsets);
         int groups = Math.toIntExact(groupOffsets.numel()) - 1;
         try (HostBuffer h = groupOffsets.toHost()) {
             int[] off = h.toIntArray();
@@ -766,13 +814,16 @@ public final class CudaExpertKernels implements ExpertKernels {
         f32("out", out, 2);
         long rows = out.shape().dim(0);
         int n = out.shape().dimInt(1);
-        int groups = groupsChecked(groupOffsets, rows);
+        groupShape(groupOffsets);
+        int groups = Math.toIntExact(groupOffsets.numel()) - 1;
         biasShape("bias", bias, groups, n);
-        if (rows * n == 0 || groups == 0) {
-            return;
+        try (Offsets off = biasOffsets(groupOffsets, rows)) {
+            if (rows * n == 0 || groups == 0) {
+                return;
+            }
+            lf().launch("moe_group_bias_add_f32").grid(grid(rows * n)).block(256).arg(dev("out", out)).arg(rows).arg(n)
+                    .arg(dev("bias", bias)).arg(off.device()).arg(groups).launch();
         }
-        lf().launch("moe_group_bias_add_f32").grid(grid(rows * n)).block(256).arg(dev("out", out)).arg(rows).arg(n)
-                .arg(dev("bias", bias)).arg(dev("groupOffsets", groupOffsets)).arg(groups).launch();
     }
 
     @Override
@@ -780,13 +831,16 @@ public final class CudaExpertKernels implements ExpertKernels {
         f32("dOut", dOut, 2);
         long rows = dOut.shape().dim(0);
         int n = dOut.shape().dimInt(1);
-        int groups = groupsChecked(groupOffsets, rows);
+        groupShape(groupOffsets);
+        int groups = Math.toIntExact(groupOffsets.numel()) - 1;
         biasShape("dBias", dBias, groups, n);
-        if ((long) groups * n == 0) {
-            return;
+        try (Offsets off = biasOffsets(groupOffsets, rows)) {
+            if ((long) groups * n == 0) {
+                return;
+            }
+            lf().launch("moe_group_bias_grad_f32").grid(grid((long) groups * n)).block(256).arg(dev("dOut", dOut)).arg(n)
+                    .arg(off.device()).arg(groups).arg(dev("dBias", dBias)).launch();
         }
-        lf().launch("moe_group_bias_grad_f32").grid(grid((long) groups * n)).block(256).arg(dev("dOut", dOut)).arg(n)
-                .arg(dev("groupOffsets", groupOffsets)).arg(groups).arg(dev("dBias", dBias)).launch();
     }
 
     private static void rowVector(String what, Buffer b, long rows) {

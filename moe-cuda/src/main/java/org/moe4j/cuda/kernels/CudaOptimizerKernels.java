@@ -89,4 +89,57 @@ public final class CudaOptimizerKernels implements OptimizerKernels {
                 .arg(s.lr()).arg(s.beta1()).arg(s.beta2()).arg(s.bias1()).arg(s.bias2()).arg(s.eps()).arg(s.decay())
                 .launch();
     }
+
+    /** True: {@code moe_flag_nonfinite_f32}, {@code moe_adamw_guarded_f32}, {@code moe_adamw_finish}. */
+    @Override
+    public boolean skipsOnDevice() {
+        return true;
+    }
+
+    private static void guardState(Buffer state) {
+        state.require("state", DType.I64, 3);
+    }
+
+    @Override
+    public void flagNonFinite(Buffer x, Buffer state) {
+        long n = x.numel();
+        f32("x", x, n);
+        guardState(state);
+        if (n == 0) {
+            return;
+        }
+        k.launch("moe_flag_nonfinite_f32").grid(Math.min(blocks(n, BLOCK), MAX_GRID)).block(BLOCK).arg(dev("x", x)).arg(n)
+                .arg(dev("state", state)).launch();
+    }
+
+    @Override
+    public void adamWGuarded(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep s, Buffer biasTable, long tableBase,
+            Buffer state) {
+        long n = param.numel();
+        f32("param", param, n);
+        f32("grad", grad, n);
+        f32("m", m, n);
+        f32("v", v, n);
+        guardState(state);
+        if (biasTable.dtype() != DType.F32 || biasTable.numel() % 2 != 0) {
+            throw new IllegalArgumentException("biasTable: expected F32 [rows, 2] but got " + biasTable.dtype() + " "
+                    + biasTable.shape());
+        }
+        if (tableBase < 0) {
+            throw new IllegalArgumentException("tableBase must be >= 0 but got " + tableBase);
+        }
+        if (n == 0) {
+            return;
+        }
+        k.launch("moe_adamw_guarded_f32").grid(Math.min(blocks(n, BLOCK), MAX_GRID)).block(BLOCK)
+                .arg(dev("param", param)).arg(dev("grad", grad)).arg(dev("m", m)).arg(dev("v", v)).arg(n)
+                .arg(s.lr()).arg(s.beta1()).arg(s.beta2()).arg(dev("biasTable", biasTable)).arg(tableBase)
+                .arg(biasTable.numel() / 2).arg(s.eps()).arg(s.decay()).arg(dev("state", state)).launch();
+    }
+
+    @Override
+    public void finishGuardedStep(Buffer state) {
+        guardState(state);
+        k.launch("moe_adamw_finish").grid(1).block(1).arg(dev("state", state)).launch();
+    }
 }

@@ -19,7 +19,7 @@ import org.moe4j.cuda.comm.VirtualRankGroup;
 /**
  * MoeLayer on the CUDA backend with the static-shape dispatch: forward, backward and AdamW steps are
  * bitwise those of the same layer with the count-exchange dispatch (same device kernels, the same rows
- * in the same order; the static plans are built through the host-staged default kernels). Runs on a GPU
+ * in the same order; the static plans are built on the device by {@code CudaDispatchKernels}). Runs on a GPU
  * or on the CPU device, over virtual ranks on one device.
  */
 @Tag("gpu")

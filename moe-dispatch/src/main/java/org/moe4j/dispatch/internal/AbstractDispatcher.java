@@ -120,6 +120,9 @@ public abstract class AbstractDispatcher implements Dispatcher {
             throw new IllegalArgumentException("topkIdx: " + tokens + " tokens x " + topK + " slots = " + tokens * topK
                     + " overflows the I32 slot index");
         }
+        if (weightsCheckedByPlan()) {
+            return new Dims((int) tokens, x.shape().dimInt(1), (int) topK);
+        }
         if (kernels.nonFiniteWeightScanReadsBack()) {
             countHostRead(); // the non-finite weight scan is host-staged on device backends today
         }
@@ -129,6 +132,17 @@ public abstract class AbstractDispatcher implements Dispatcher {
                     + " (NaN or Inf) for expert " + readSlot(topkIdx, bad) + "; refused before anything is sent");
         }
         return new Dims((int) tokens, x.shape().dimInt(1), (int) topK);
+    }
+
+    /**
+     * Whether this dispatcher's plan kernels check the routing weights themselves on the device
+     * (deferred into a fault record, see {@link DispatchKernels#buildStaticSendPlanDeferred}), so
+     * {@link #validate} skips its own non-finite scan, a device→host read on device backends.
+     *
+     * @return false by default
+     */
+    protected boolean weightsCheckedByPlan() {
+        return false;
     }
 
     private int readSlot(Buffer topkIdx, long slot) {

@@ -25,6 +25,11 @@ import org.moe4j.dispatch.DispatchResult;
  * overflows, every output and gradient is bitwise the count-exchange all-to-all's: the same rows in
  * the same order meet the same kernels. Slots that do not fit are dropped by the drop policy: they
  * add nothing to the output, get zero gradients, and are counted by {@link DispatchResult#overflow()}.
+ *
+ * <p>Where the kernels defer the routing check ({@link DispatchKernels#staticPlanCheckDeferred()}, the
+ * CUDA kernels), bad expert ids and non-finite weights are not refused in {@code dispatch} (that would
+ * be a host read): the rank sends nothing that step, and {@link DispatchResult#overflow()},
+ * {@code groupOffsets()} or {@code tokensPerLocalExpert()} throw the refusal.
  */
 public final class StaticAllToAllDispatcher extends AbstractDispatcher {
 
@@ -50,6 +55,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         Buffer offsets;                 // I32 [L+1] on the device
         Buffer perLocal;                // I32 [L] on the device
         Buffer returned;                // [N, H] y rows back at the source, after combine
+        Buffer fault;                   // I32 [3] the send plan's fault record (deferred input check)
 
         StaticCtx(Dims dims, DType xDtype) {
             super(StaticAllToAllDispatcher.this, dims, xDtype, null, null);
@@ -57,14 +63,28 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
 
         @Override
         public int[] groupOffsets() {
-            check();
+            checkFault();
             return readInts(offsets);
         }
 
         @Override
         public int[] tokensPerLocalExpert() {
-            check();
+            checkFault();
             return readInts(perLocal);
+        }
+
+        /**
+         * Reports a refusal that the device-side plan deferred (a host read, only where the kernels
+         * defer the check: host kernels refuse eagerly in dispatch).
+         */
+        void checkFault() {
+            check();
+            if (kernels.staticPlanCheckDeferred()) {
+                IllegalArgumentException bad = org.moe4j.dispatch.spi.StaticPlanArgs.refusal(readInts(fault), dims.topK(), experts);
+                if (bad != null) {
+                    throw bad;
+                }
+            }
         }
 
         @Override
@@ -85,7 +105,7 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
 
         @Override
         public long overflow() {
-            check();
+            checkFault();
             return Arrays.stream(readInts(send.dropped())).asLongStream().sum();
         }
     }
@@ -120,7 +140,9 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
             Arrays.fill(c.splits, cap);
             c.send = new DispatchKernels.StaticSendPlan(c.own(scratch(DType.I32, n)), c.own(scratch(DType.I32, n, width)),
                     c.own(scratch(DType.I32, n)), c.own(scratch(DType.I32, (long) t * k)), c.own(scratch(DType.I32, world)));
-            kernels.buildStaticSendPlan(topkIdx, topkWeights, experts, world, rank, cap, config.dropPolicy(), c.send);
+            c.fault = c.own(scratch(DType.I32, DispatchKernels.STATIC_FAULT_SIZE));
+            kernels.buildStaticSendPlanDeferred(topkIdx, topkWeights, experts, world, rank, cap, config.dropPolicy(),
+                    c.send, c.fault);
             countStaged();
             c.weights = c.own(scratch(DType.F32, t, k));
             kernels.copyRows(topkWeights, null, c.weights, null, null);
@@ -193,6 +215,15 @@ public final class StaticAllToAllDispatcher extends AbstractDispatcher {
         }
         verifiedTokens = tokens;
         verifiedTopK = topK;
+    }
+
+    /**
+     * With the plans on the device the send-plan kernel checks the routing weights (and expert ids)
+     * into the step's fault record, so dispatch itself reads nothing back.
+     */
+    @Override
+    protected boolean weightsCheckedByPlan() {
+        return kernels.staticPlanCheckDeferred();
     }
 
     /** The host-staged default plan kernels read device memory: count them honestly. */

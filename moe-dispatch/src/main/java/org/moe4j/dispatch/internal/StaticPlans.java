@@ -9,6 +9,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.DropPolicy;
 import org.moe4j.dispatch.DispatchKernels;
+import org.moe4j.dispatch.spi.StaticPlanArgs;
 
 /**
  * Host reference of the static-shape (equal-split) plans of {@link DispatchKernels}: the CPU kernels
@@ -42,12 +43,7 @@ public final class StaticPlans {
         int k = topkIdx.shape().dimInt(1);
         int local = experts / world;
         int width = META + 2 * k;
-        long n = (long) world * capacity;
-        requireShape("plan.sendToken", plan.sendToken(), DType.I32, n);
-        requireShape("plan.sendMeta", plan.sendMeta(), DType.I32, n * width);
-        requireShape("plan.returnSlot", plan.returnSlot(), DType.I32, n);
-        requireShape("plan.slotReturnRow", plan.slotReturnRow(), DType.I32, (long) tokens * k);
-        requireShape("plan.dropped", plan.dropped(), DType.I32, world);
+        StaticPlanArgs.requireSendPlan(tokens, k, world, capacity, plan);
         int[] idx = topkIdx.toIntArray();
         float[] w = topkWeights.toFloatArray();
         // slots per destination, expert-major then token order (the count-exchange send order)
@@ -165,15 +161,8 @@ public final class StaticPlans {
         int width = meta.shape().dimInt(1);
         int k = (width - META) / 2;
         int localExperts = tokensPerLocalExpert.shape().dimInt(0);
-        requireShape("groupOffsets", groupOffsets, DType.I32, localExperts + 1L);
+        StaticPlanArgs.requireRecvPlan(units, groupOffsets, tokensPerLocalExpert, plan);
         long rowsMax = plan.rowSrcRank().numel();
-        for (HostBuffer b : new HostBuffer[] {host(plan.slotUnit()), host(plan.slotUnitSlot()),
-                host(plan.slotExpertRow())}) {
-            requireShape("plan slot index", b, DType.I32, units);
-        }
-        requireShape("plan.slotWeight", host(plan.slotWeight()), DType.F32, units);
-        requireShape("plan.rowSrcIndex", host(plan.rowSrcIndex()), DType.I32, rowsMax);
-        requireShape("plan.rowTopkSlot", host(plan.rowTopkSlot()), DType.I32, rowsMax);
         MemorySegment m = meta.segment();
         int[] counts = new int[localExperts];
         for (int u = 0; u < units; u++) {
@@ -235,12 +224,5 @@ public final class StaticPlans {
         }
         throw new IllegalArgumentException("static plans on the host need host buffers but got " + b.getClass()
                 .getSimpleName() + " on " + b.device());
-    }
-
-    private static void requireShape(String name, org.moe4j.core.buffer.Buffer b, DType dtype, long numel) {
-        if (b.dtype() != dtype || b.numel() != numel) {
-            throw new IllegalArgumentException(name + ": expected " + dtype + " with " + numel + " elements but got "
-                    + b.dtype() + " " + b.shape());
-        }
     }
 }

@@ -2,7 +2,8 @@
  * Service-provider support for backends that implement moe4j's dispatch contracts outside this module
  * (the CUDA backend in {@code moe-cuda} is one): the argument checks every
  * {@link org.moe4j.dispatch.DispatchKernels} implementation shares, so that every backend refuses the
- * same inputs with the same messages ({@link org.moe4j.dispatch.spi.DispatchArgs}); the thread and
+ * same inputs with the same messages ({@link org.moe4j.dispatch.spi.DispatchArgs}, and for the
+ * static-shape plans {@link org.moe4j.dispatch.spi.StaticPlanArgs}); the thread and
  * failure handling of an in-process group of ranks ({@link org.moe4j.dispatch.spi.RankThreads}); and
  * the meeting point of those ranks' collectives ({@link org.moe4j.dispatch.spi.Rendezvous}).
  *
