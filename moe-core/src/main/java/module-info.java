@@ -11,6 +11,7 @@
 module org.moe4j.core {
     requires transitive org.slf4j;
     requires com.fasterxml.jackson.databind;
+    requires transitive jdk.incubator.vector; // org.moe4j.core.cpu.VectorMath takes and returns FloatVector
 
     exports org.moe4j.core;
     exports org.moe4j.core.backend;

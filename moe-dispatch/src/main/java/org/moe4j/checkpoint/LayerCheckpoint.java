@@ -3,10 +3,14 @@ package org.moe4j.checkpoint;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.EnumMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
+import java.util.TreeSet;
+import java.util.regex.Pattern;
 import org.moe4j.core.DType;
 import org.moe4j.core.Shape;
 import org.moe4j.core.buffer.HostBuffer;
@@ -43,11 +47,15 @@ public final class LayerCheckpoint {
      * Load options.
      *
      * @param allowNonFinite accept NaN and infinite values (refused by default, naming the element)
-     * @param ignoreUnused   accept a checkpoint that holds tensors of this family the layer has no
-     *                       slot for (e.g. a router bias for a layer without one); refused by
-     *                       default because dropping them would silently change the model. Checked
-     *                       for the non-routed tensors (router, biases, shared experts); routed expert
-     *                       weights are not checked, so targets without them are not reported
+     * @param ignoreUnused   accept a checkpoint that holds tensors of the family's layout under the
+     *                       layer prefix that the layer does not read (e.g. a router bias for a layer
+     *                       without one, a fused {@code experts.gate_up_proj} for targets without
+     *                       routed experts, a weight in both plain and MXFP4 form, a per-expert tensor
+     *                       of an expert index beyond {@code E}); refused by default, naming the tensor,
+     *                       because dropping them would silently change the model. A fused tensor
+     *                       counts as read when this rank reads any slice of it; per-expert tensors of
+     *                       other ranks' experts count as read for the slots the targets hold; names
+     *                       outside the family's layout are not checked
      */
     public record Options(boolean allowNonFinite, boolean ignoreUnused) {
         /**
@@ -95,8 +103,16 @@ public final class LayerCheckpoint {
     private record Target(HostBuffer buf, long first, int rows, int cols) {
     }
 
-    /** One tensor (or one expert's part of a fused tensor) to decode into one target region. */
-    private record Job(String what, Target target, RowReader reader) {
+    /**
+     * One tensor (or one expert's part of a fused tensor) to decode into one target region.
+     *
+     * @param tensors the checkpoint tensors it reads (a weight, its block scales, MXFP4 blocks and scales)
+     */
+    private record Job(String what, Target target, RowReader reader, List<String> tensors) {
+        /** A job reading the one tensor named {@code what}. */
+        Job(String what, Target target, RowReader reader) {
+            this(what, target, reader, List.of(what));
+        }
     }
 
     /**
@@ -114,7 +130,8 @@ public final class LayerCheckpoint {
      * @throws IllegalArgumentException on a null argument, a target of the wrong shape or dtype, or a
      *                                  slot the family has no tensor for; targets unchanged
      * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped, of an
-     *                                  unsupported dtype, or holds a non-finite value; targets unchanged
+     *                                  unsupported dtype, unread (see {@link Options#ignoreUnused()}), or
+     *                                  holds a non-finite value; targets unchanged
      */
     public static void load(HfCheckpoint ckpt, String prefix, MoeNameMap names, Geometry g,
                             Map<MoeTensor, HostBuffer> targets, Options options) {
@@ -151,9 +168,10 @@ public final class LayerCheckpoint {
      * @param options what to accept
      * @throws IllegalArgumentException on a null argument, a target of the wrong shape or dtype, or a
      *                                  slot the family has no tensor for; targets unchanged
-     * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped or of an
-     *                                  unsupported dtype (targets unchanged), or holds a non-finite value
-     *                                  (targets partly written)
+     * @throws CheckpointException      naming the file and tensor that is missing, mis-shaped, of an
+     *                                  unsupported dtype or unread (see {@link Options#ignoreUnused()})
+     *                                  (targets unchanged), or holds a non-finite value (targets partly
+     *                                  written)
      */
     public static void decodeInto(HfCheckpoint ckpt, String prefix, MoeNameMap names, Geometry g,
                                   Map<MoeTensor, HostBuffer> targets, Options options) {
@@ -180,14 +198,86 @@ public final class LayerCheckpoint {
         for (Map.Entry<MoeTensor, HostBuffer> e : t.entrySet()) {
             plan(ckpt, prefix, names, g, e.getKey(), e.getValue(), jobs);
         }
+        if (!options.ignoreUnused()) {
+            refuseUnread(ckpt, prefix, names, g, t.keySet(), jobs);
+        }
         run(jobs, options.allowNonFinite());
     }
 
     /**
+     * Refuses a tensor of the family's layout under the layer prefix (any name or per-expert pattern of
+     * the map, with its FP8 scale or MXFP4 blocks/scales) that the layer does not read: one this rank's
+     * jobs do not read (a fused tensor counts as read when any of its slices is) and that is not another
+     * rank's per-expert tensor of a slot the layer loads (global expert index below {@code E}). Other
+     * tensors under the prefix (not of the family's layout) are left alone.
+     */
+    private static void refuseUnread(HfCheckpoint ckpt, String prefix, MoeNameMap n, Geometry g, Set<MoeTensor> slots,
+                                     List<Job> jobs) {
+        Set<String> read = new HashSet<>();
+        jobs.forEach(j -> read.addAll(j.tensors()));
+        if (!n.fused()) {
+            for (int e = 0; e < g.experts(); e++) {
+                if (e >= g.firstExpert() && e < g.firstExpert() + g.localExperts()) {
+                    continue;
+                }
+                for (MoeTensor slot : slots) {
+                    for (String name : perExpertNames(n, slot, e)) {
+                        read.add(prefix + name);
+                    }
+                }
+            }
+        }
+        Pattern family = familyLayout(n);
+        for (String name : new TreeSet<>(ckpt.names())) {
+            if (name.startsWith(prefix) && !read.contains(name) && family.matcher(name.substring(prefix.length())).matches()) {
+                throw new CheckpointException(ckpt.origin() + ": holds " + name + " under the layer prefix '" + prefix
+                        + "' but the layer (family " + n.family() + ", slots " + slots + ") does not read it;"
+                        + " pass ignoreUnused to load without it");
+            }
+        }
+    }
+
+    /** Every tensor name the family's layout may use (relative to the prefix), as one pattern. */
+    private static Pattern familyLayout(MoeNameMap n) {
+        List<String> names = new ArrayList<>();
+        for (String w : new String[] {n.routerWeight(), n.sharedGateProj(), n.sharedUpProj(), n.sharedDownProj(),
+                n.sharedExpertGate(), n.gateProj(), n.upProj(), n.downProj()}) {
+            if (w != null) {
+                names.addAll(List.of(w, n.fp8Scale(w), n.mxfp4Blocks(w), n.mxfp4Scales(w)));
+            }
+        }
+        for (String v : new String[] {n.routerBias(), n.scoreCorrectionBias(), n.gateUpBias(), n.downBias()}) {
+            if (v != null) {
+                names.add(v);
+            }
+        }
+        StringBuilder re = new StringBuilder();
+        for (String name : names) {
+            re.append(re.isEmpty() ? "" : "|").append(Pattern.quote(name).replace(MoeNameMap.EXPERT, "\\E\\d+\\Q"));
+        }
+        return Pattern.compile(re.toString());
+    }
+
+    /** The tensors a per-expert family may store for one expert of a routed slot (none for other slots). */
+    private static List<String> perExpertNames(MoeNameMap n, MoeTensor slot, int expert) {
+        return switch (slot) {
+            case EXPERT_GATE -> withScale(n, n.expertGate(expert));
+            case EXPERT_UP -> withScale(n, n.expertUp(expert));
+            case EXPERT_DOWN -> withScale(n, n.expertDown(expert));
+            case EXPERT_GATE_BIAS, EXPERT_UP_BIAS -> List.of(MoeNameMap.expert(n.gateUpBias(), expert));
+            case EXPERT_DOWN_BIAS -> List.of(MoeNameMap.expert(n.downBias(), expert));
+            default -> List.of();
+        };
+    }
+
+    private static List<String> withScale(MoeNameMap n, String weight) {
+        return List.of(weight, n.fp8Scale(weight));
+    }
+
+    /**
      * The family's name of each non-routed slot it has (router, biases, shared experts, fused expert
-     * biases), for the unused-tensor check. The routed expert weights (per-expert or fused) are not
-     * listed: a caller of {@link #decodeInto} that leaves them out of its targets is not told that the
-     * file holds them.
+     * biases), for the first unused-tensor check (before anything is resolved, naming the slot); every
+     * other unread tensor under the prefix is found by {@code refuseUnread}.
      */
     private static Map<MoeTensor, String> familyNames(MoeNameMap n) {
         Map<MoeTensor, String> m = new EnumMap<>(MoeTensor.class);
@@ -270,10 +360,6 @@ public final class LayerCheckpoint {
         if (!familyHas(slot, names)) {
             throw new IllegalArgumentException("LayerCheckpoint: family " + names.family() + " has no tensor for " + slot);
         }
-        if ((slot == MoeTensor.EXPERT_GATE_BIAS || slot == MoeTensor.EXPERT_UP_BIAS || slot == MoeTensor.EXPERT_DOWN_BIAS)
-                && !names.fused()) {
-            throw new IllegalArgumentException("LayerCheckpoint: family " + names.family() + " has no expert biases");
-        }
     }
 
     private static void plan(HfCheckpoint ckpt, String prefix, MoeNameMap n, Geometry g, MoeTensor slot, HostBuffer buf,
@@ -311,20 +397,42 @@ public final class LayerCheckpoint {
             }
             case EXPERT_GATE_BIAS, EXPERT_UP_BIAS, EXPERT_DOWN_BIAS -> {
                 boolean down = slot == MoeTensor.EXPERT_DOWN_BIAS;
-                String name = prefix + (down ? n.downBias() : n.gateUpBias());
                 int cols = down ? h : f;
                 int width = down ? h : 2 * f;
-                TensorInfo info = require(ckpt, name, Shape.of(e, width));
-                MemorySegment seg = ckpt.shardOf(name).segment(name);
+                long off = down || slot == MoeTensor.EXPERT_GATE_BIAS ? 0 : upOffset(n, f);
+                long stride = down ? 1 : colStride(n);
                 for (int le = 0; le < g.localExperts(); le++) {
                     int ge = g.firstExpert() + le;
-                    long first = (long) ge * width + (down || slot == MoeTensor.EXPERT_GATE_BIAS ? 0 : upOffset(n, f));
-                    long stride = down ? 1 : colStride(n);
-                    jobs.add(new Job(name + "[expert " + ge + "]", new Target(buf, (long) le * cols, 1, cols),
-                            (r, out) -> Dequant.plainRow(seg, info.dtype(), first, stride, out, cols)));
+                    BiasRow row = biasRow(n, down, ge, e, width);
+                    String name = prefix + row.name();
+                    TensorInfo info = require(ckpt, name, row.shape());
+                    MemorySegment seg = ckpt.shardOf(name).segment(name);
+                    long first = row.first() + off;
+                    jobs.add(new Job(name + (n.fused() ? "[expert " + ge + "]" : ""),
+                            new Target(buf, (long) le * cols, 1, cols),
+                            (r, out) -> Dequant.plainRow(seg, info.dtype(), first, stride, out, cols), List.of(name)));
                 }
             }
         }
+    }
+
+    /**
+     * Where one expert's bias lives: a row of the fused {@code [experts, width]} tensor, or its own
+     * per-expert {@code [width]} tensor.
+     *
+     * @param name  tensor name (without the layer prefix)
+     * @param shape the tensor's shape
+     * @param first element where the expert's row starts
+     */
+    private record BiasRow(String name, Shape shape, long first) {
+    }
+
+    private static BiasRow biasRow(MoeNameMap n, boolean down, int expert, int experts, int width) {
+        String pattern = down ? n.downBias() : n.gateUpBias();
+        if (n.fused()) {
+            return new BiasRow(pattern, Shape.of(experts, width), (long) expert * width);
+        }
+        return new BiasRow(MoeNameMap.expert(pattern, expert), Shape.of(width), 0);
     }
 
     /** Column of the first up value in a fused gate_up tensor (the gate's first is column 0). */
@@ -384,7 +492,7 @@ public final class LayerCheckpoint {
                 float[] blockScale = new float[sc];
                 Dequant.plainRow(s, si.dtype(), (long) (r / FP8_BLOCK) * sc, 1, blockScale, sc);
                 Dequant.fp8Row(w, (long) r * cols, cols, blockScale, out);
-            });
+            }, List.of(name, scaleName));
         }
         if (!info.dtype().isPlainFloat()) {
             throw new CheckpointException(file.path() + ": tensor " + name + " has dtype " + info.dtype()
@@ -416,7 +524,7 @@ public final class LayerCheckpoint {
             long colOf0 = down ? 0 : slot == MoeTensor.EXPERT_GATE ? 0 : interleaved ? 1 : f;
             long rowStep = down || !interleaved ? 1 : 2;
             return new Job(what, tg, (r, out) -> Dequant.plainRow(seg, info.dtype(), base + colOf0 + r * rowStep, width,
-                    out, cols));
+                    out, cols), List.of(name));
         }
         String bn = n.mxfp4Blocks(name);
         String sn = n.mxfp4Scales(name);
@@ -451,7 +559,7 @@ public final class LayerCheckpoint {
         return new Job(what, tg, (r, o) -> {
             long src = rowBase + r * rowStep;
             Dequant.mxfp4Row(blocks, src * (in / 2), scales, src * (in / 32), cols, o);
-        });
+        }, List.of(bn, sn));
     }
 
     private static void run(List<Job> jobs, boolean allowNonFinite) {
@@ -587,15 +695,15 @@ public final class LayerCheckpoint {
             }
             case EXPERT_GATE_BIAS, EXPERT_UP_BIAS, EXPERT_DOWN_BIAS -> {
                 boolean down = slot == MoeTensor.EXPERT_DOWN_BIAS;
-                String name = prefix + (down ? n.downBias() : n.gateUpBias());
                 int width = down ? h : 2 * f;
                 int cols = down ? h : f;
-                HostBuffer t = out.computeIfAbsent(name, k -> HostBuffer.allocate(dtype, g.experts(), width));
                 long off = down || slot == MoeTensor.EXPERT_GATE_BIAS ? 0 : upOffset(n, f);
                 long stride = down ? 1 : colStride(n);
-                for (int e = 0; e < g.experts(); e++) {
+                for (int le = 0; le < g.localExperts(); le++) {
+                    BiasRow row = biasRow(n, down, g.firstExpert() + le, g.experts(), width);
+                    HostBuffer t = out.computeIfAbsent(prefix + row.name(), k -> HostBuffer.allocate(dtype, row.shape()));
                     for (int c = 0; c < cols; c++) {
-                        t.setFloat((long) e * width + off + c * stride, b.getFloat((long) e * cols + c));
+                        t.setFloat(row.first() + off + c * stride, b.getFloat((long) le * cols + c));
                     }
                 }
             }

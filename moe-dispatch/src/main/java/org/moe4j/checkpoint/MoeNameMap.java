@@ -15,7 +15,9 @@ import java.util.Objects;
  *       {@code [out, in]}: {@link #gateProj} {@code [ffn, hidden]}, {@link #upProj}
  *       {@code [ffn, hidden]}, {@link #downProj} {@code [hidden, ffn]}; the patterns hold
  *       {@code {e}} for the global expert index (DeepSeek, Qwen, OLMoE, GLM-4 MoE: gate_proj/up_proj/
- *       down_proj; Mixtral: w1/w3/w2 under {@code block_sparse_moe}).</li>
+ *       down_proj; Mixtral: w1/w3/w2 under {@code block_sparse_moe}). Optional per-expert bias
+ *       patterns (moe4j's training state of a layer with expert linear biases): {@link #gateUpBias}
+ *       {@code [2·ffn]}, gate first then up, and {@link #downBias} {@code [hidden]}.</li>
  *   <li>{@link ExpertLayout#FUSED_CHUNKED}: one tensor for all experts, {@link #gateProj} is
  *       {@code gate_up_proj [experts, hidden, 2·ffn]} with the gate in the first {@code ffn} columns
  *       and up in the last, {@link #downProj} {@code [experts, ffn, hidden]} (Llama 4).</li>
@@ -43,8 +45,12 @@ import java.util.Objects;
  * @param gateProj            per-expert gate pattern with {@code {e}}, or the fused gate_up name
  * @param upProj              per-expert up pattern with {@code {e}}, or null for fused layouts
  * @param downProj            per-expert down pattern with {@code {e}}, or the fused down name
- * @param gateUpBias          fused gate_up bias {@code [experts, 2·ffn]} (gpt-oss), or null
- * @param downBias            fused down bias {@code [experts, hidden]} (gpt-oss), or null
+ * @param gateUpBias          fused gate_up bias {@code [experts, 2·ffn]} (gpt-oss), or for
+ *                            {@link ExpertLayout#PER_EXPERT} a per-expert pattern with {@code {e}} of a
+ *                            {@code [2·ffn]} bias (gate then up), or null
+ * @param downBias            fused down bias {@code [experts, hidden]} (gpt-oss), or for
+ *                            {@link ExpertLayout#PER_EXPERT} a per-expert pattern with {@code {e}} of a
+ *                            {@code [hidden]} bias, or null
  * @param sharedGateProj      shared-expert gate weight {@code [sharedFfn, hidden]}, or null (no shared experts)
  * @param sharedUpProj        shared-expert up weight {@code [sharedFfn, hidden]}, or null
  * @param sharedDownProj      shared-expert down weight {@code [hidden, sharedFfn]}, or null
@@ -89,14 +95,12 @@ public record MoeNameMap(String family, String routerWeight, String routerBias, 
         requireName("mxfp4ScalesSuffix", mxfp4ScalesSuffix);
         if (expertLayout == ExpertLayout.PER_EXPERT) {
             requireName("upProj", upProj);
-            for (String[] p : new String[][] {{"gateProj", gateProj}, {"upProj", upProj}, {"downProj", downProj}}) {
-                if (!p[1].contains(EXPERT)) {
+            for (String[] p : new String[][] {{"gateProj", gateProj}, {"upProj", upProj}, {"downProj", downProj},
+                    {"gateUpBias", gateUpBias}, {"downBias", downBias}}) {
+                if (p[1] != null && !p[1].contains(EXPERT)) {
                     throw new IllegalArgumentException("MoeNameMap " + family + ": per-expert pattern " + p[0] + "='"
                             + p[1] + "' lacks the expert placeholder " + EXPERT);
                 }
-            }
-            if (gateUpBias != null || downBias != null) {
-                throw new IllegalArgumentException("MoeNameMap " + family + ": gateUpBias/downBias are for fused layouts");
             }
         } else if (upProj != null) {
             throw new IllegalArgumentException("MoeNameMap " + family + ": upProj='" + upProj + "' must be null for "

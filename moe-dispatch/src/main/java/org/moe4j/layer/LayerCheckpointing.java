@@ -39,6 +39,13 @@ final class LayerCheckpointing {
     static final String STATE_INDEX = "moe4j-state.safetensors.index.json";
     private static final ObjectMapper JSON = new ObjectMapper();
     private static final MoeNameMap STATE_NAMES = MoeNameMap.deepseekV3();
+    /** Metadata key of {@link AdamW#skippedSteps()} (absent in older states: 0). */
+    static final String SKIPPED_STEPS = "moe4j.adamw.skipped_steps";
+    /**
+     * Metadata key: whether the saved per-rank loads are summed over the ranks at the bias update (so a
+     * resume at another W may regroup them); absent in older states, which count as summed only at W = 1.
+     */
+    static final String LOAD_SUMMED = "moe4j.bias.load_summed";
 
     private LayerCheckpointing() {
     }
@@ -77,22 +84,18 @@ final class LayerCheckpointing {
     }
 
     /**
-     * Names of the training state: DeepSeek-V3's, plus {@code gate.bias} and
-     * {@code shared_expert_gate.weight} for layers with those variants.
-     *
-     * @throws IllegalArgumentException for expert linear biases, which the per-expert state layout
-     *                                  cannot name yet (export them with {@link #export} instead)
+     * Names of the training state: DeepSeek-V3's, plus {@code gate.bias},
+     * {@code shared_expert_gate.weight} and the per-expert {@code experts.{e}.gate_up_proj.bias}
+     * {@code [2·ffn]} (gate then up) and {@code experts.{e}.down_proj.bias} {@code [hidden]} for
+     * layers with those variants.
      */
     static MoeNameMap stateNames(MoeLayer layer) {
-        if (layer.experts().b1() != null) {
-            throw new IllegalArgumentException("MoeLayer: expert linear biases (config.features.expertLinearBias) have"
-                    + " no names in the per-expert DeepSeek layout of save/load and the training state; use"
-                    + " export/load with MoeNameMap.forModelType(\"gpt_oss\") (W = 1)");
-        }
         MoeNameMap d = STATE_NAMES;
+        boolean expertBias = layer.experts().b1() != null;
         return new MoeNameMap(d.family(), d.routerWeight(), layer.routerBias() != null ? "gate.bias" : null,
-                d.scoreCorrectionBias(), d.expertLayout(), d.gateProj(), d.upProj(), d.downProj(), d.gateUpBias(),
-                d.downBias(), d.sharedGateProj(), d.sharedUpProj(), d.sharedDownProj(),
+                d.scoreCorrectionBias(), d.expertLayout(), d.gateProj(), d.upProj(), d.downProj(),
+                expertBias ? "experts.{e}.gate_up_proj.bias" : null, expertBias ? "experts.{e}.down_proj.bias" : null,
+                d.sharedGateProj(), d.sharedUpProj(), d.sharedDownProj(),
                 layer.sharedExpertGate() != null ? "shared_expert_gate.weight" : null, d.fp8ScaleSuffix(),
                 d.mxfp4BlocksSuffix(), d.mxfp4ScalesSuffix());
     }
@@ -501,6 +504,8 @@ final class LayerCheckpointing {
         Map<String, String> meta = new LinkedHashMap<>();
         meta.put("moe4j.step", Long.toString(step));
         meta.put("moe4j.adamw.steps", Long.toString(optimizer.steps()));
+        meta.put(SKIPPED_STEPS, Long.toString(optimizer.skippedSteps()));
+        meta.put(LOAD_SUMMED, Boolean.toString(world == 1 || layer.syncReplicated()));
         AdamW.Options o = optimizer.options();
         meta.put("moe4j.adamw.options", o.lr() + "," + o.beta1() + "," + o.beta2() + "," + o.eps() + "," + o.weightDecay());
         meta.put("moe4j.world", Integer.toString(world));
@@ -551,6 +556,7 @@ final class LayerCheckpointing {
             RuntimeException failure = null;
             long step = 0;
             long adamSteps = 0;
+            long skippedSteps = 0;
             AdamW.Options options = null;
             long[] load = new long[e];
             int micro = 0;
@@ -567,6 +573,7 @@ final class LayerCheckpointing {
                     Map<String, String> meta = ckpt.metadata();
                     step = longField(index, meta, "moe4j.step");
                     adamSteps = longField(index, meta, "moe4j.adamw.steps");
+                    skippedSteps = meta.containsKey(SKIPPED_STEPS) ? longField(index, meta, SKIPPED_STEPS) : 0;
                     int savedWorld = (int) longField(index, meta, "moe4j.world");
                     MoeConfig saved;
                     try {
@@ -580,8 +587,10 @@ final class LayerCheckpointing {
                                 + "but this layer has\n" + MoeConfigJson.write(mine) + "(only expertParallel may differ)");
                     }
                     options = options(index, field(index, meta, "moe4j.adamw.options"));
+                    boolean summed = (savedWorld == 1 || "true".equals(meta.get(LOAD_SUMMED)))
+                            && (world == 1 || layer.syncReplicated());
                     micro = loads(index, field(index, meta, "moe4j.bias.load_and_microbatches_per_rank"), savedWorld, e,
-                            savedWorld == world ? rank : -1, load);
+                            savedWorld == world ? rank : -1, summed ? rank == 0 : null, load);
                     Map<MoeTensor, HostBuffer> w = new EnumMap<>(MoeTensor.class);
                     Map<MoeTensor, HostBuffer> m1 = new EnumMap<>(MoeTensor.class);
                     Map<MoeTensor, HostBuffer> m2 = new EnumMap<>(MoeTensor.class);
@@ -608,7 +617,7 @@ final class LayerCheckpointing {
             float[] values = b;
             int microBatches = micro;
             try {
-                optimizer.restore(adamSteps, options, () -> {
+                optimizer.restore(adamSteps, skippedSteps, options, () -> {
                     agreed[0] = true;
                     agree(layer, null, index + ": loadTrainingState");
                     st.commit();
@@ -660,12 +669,16 @@ final class LayerCheckpointing {
     }
 
     /**
-     * Parses the per-rank loads; fills {@code out} with rank {@code rank}'s load (same W) or checks
-     * every load is empty (another W, where per-rank loads cannot be redistributed).
+     * Parses the per-rank loads; fills {@code out} with rank {@code rank}'s load (same W). At another W
+     * ({@code rank < 0}) the loads can be regrouped only when they are summed over the ranks both when saved
+     * and when resumed ({@code takeSum} non-null): the rank with {@code takeSum} true gets the sum over the
+     * saved ranks, the others nothing, so the next update sees the same global load; otherwise every saved
+     * load must be empty.
      *
      * @return the micro-batch count to restore
      */
-    private static int loads(Path index, String v, int savedWorld, int experts, int rank, long[] out) {
+    private static int loads(Path index, String v, int savedWorld, int experts, int rank, Boolean takeSum,
+                             long[] out) {
         List<long[]> rows = new ArrayList<>();
         try {
             var node = JSON.readTree(v);
@@ -693,11 +706,22 @@ final class LayerCheckpointing {
             System.arraycopy(rows.get(rank), 0, out, 0, experts);
             return (int) rows.get(rank)[experts];
         }
+        if (takeSum != null) {
+            long micro = 0;
+            for (long[] row : rows) {
+                for (int i = 0; takeSum && i < experts; i++) {
+                    out[i] = Math.addExact(out[i], row[i]);
+                }
+                micro = Math.max(micro, row[experts]); // every rank counts the same forwards
+            }
+            return (int) micro;
+        }
         for (int r = 0; r < rows.size(); r++) {
             for (long x : rows.get(r)) {
                 if (x != 0) {
                     throw new CheckpointException(index + ": saved at W=" + savedWorld + " between expert-bias updates"
-                            + " (rank " + r + " has accumulated load); resume it at the same W, or save right after"
+                            + " (rank " + r + " has accumulated load) by ranks that do not both sum the load over the"
+                            + " ranks (syncReplicated, saved and resumed); resume it at the same W, or save right after"
                             + " updateExpertBias()");
                 }
             }

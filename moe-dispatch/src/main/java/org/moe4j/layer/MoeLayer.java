@@ -316,9 +316,9 @@ public final class MoeLayer implements AutoCloseable {
                     ? new SharedExperts(config.hidden(), config.sharedFfnTotal(), config.expertDtype(), b.seed, backend,
                             trusted)
                     : null;
-            // the token-block tree covers the gate and shared experts; the router bias and the shared-expert gate
-            // are summed over the ranks in rank order by reduceGradients (docs/experts.md)
-            this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree() && !lf.routerBias() && !lf.sharedExpertGate()
+            // the token-block tree covers every replicated parameter: the gate and its bias, the shared experts
+            // and their gate (docs/training.md)
+            this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree()
                     ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
             if (replicated != null && staticEqualShapes()) {
                 replicated.assumeEqualTokens(); // the dispatcher refuses a step where the ranks' [T, K] differ
@@ -437,9 +437,10 @@ public final class MoeLayer implements AutoCloseable {
         }
 
         /**
-         * Sets {@code tokenBlockTree}: reduce the gate and shared-expert gradients over the fixed
+         * Sets {@code tokenBlockTree}: reduce the gradients of every replicated parameter over the fixed
          * token-block tree in {@code backward} (default true).
-         * @param v reduce the gate and shared-expert gradients over the fixed token-block tree in
+         * @param v reduce the gradients of the replicated parameters (gate and router bias, shared experts and
+         *          their gate) over the fixed token-block tree in
          *          {@code backward} where the expert kernels support it (default true: bitwise independent
          *          of the world size, see the class comment); false keeps per-rank sums that
          *          {@link MoeLayer#reduceGradients()} all-reduces in rank order (equal across world sizes to
@@ -729,10 +730,10 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * Backward of one forward: returns {@code dX} and adds the gate, expert and shared-expert
-     * gradients. With the token-block tree (see the class comment) the gate and shared-expert
-     * gradients added are already summed over every rank's tokens (when {@code syncReplicated}); else
-     * they are this rank's part (see {@link #reduceGradients()}). Closes the context. A collective:
-     * all ranks call it.
+     * gradients. With the token-block tree (see the class comment) the gradients of the replicated
+     * parameters (gate, router bias, shared experts, shared-expert gate) added are already summed over
+     * every rank's tokens (when {@code syncReplicated}); else they are this rank's part (see
+     * {@link #reduceGradients()}). Closes the context. A collective: all ranks call it.
      *
      * <p>Every input is checked first; if a check fails nothing changed and the context stays open
      * (the call may be repeated with a correct {@code dY}).
@@ -823,6 +824,10 @@ public final class MoeLayer implements AutoCloseable {
                         plan = replicated.plan(tokens);
                         gathered.add(replicated.gather(plan, rg.dLogits(), ctx.x, false)); // dGate = dLogitsᵀ · x
                         targets.add(gateGrad);
+                        if (routerBias != null) {
+                            gathered.add(replicated.gatherSum(plan, rg.dLogits())); // dBias = Σ_t dLogits[t]
+                            targets.add(routerBiasGrad);
+                        }
                         if (sharedPending != null) {
                             ReplicatedGradReduction.Plan p = plan;
                             sharedPending.reduce((a, b, grad, spec) -> {
@@ -830,18 +835,25 @@ public final class MoeLayer implements AutoCloseable {
                                 targets.add(grad);
                             });
                         }
+                        if (sharedGate != null) {
+                            gathered.add(replicated.gather(plan, dLogit, ctx.x, false)); // dGateₛ = dLogitᵀ · x
+                            targets.add(sharedGateGrad);
+                        }
                     }
                     // Every collective of this backward has succeeded; only now does any gradient change, so
                     // a collective that fails (another rank failed) leaves this rank's gradients untouched.
                     pending.apply();
                     if (routerBias != null) { // routed from logits with the bias: the gate backward is done here
+                        boolean local = replicated == null; // else the tree above reduced the weight and bias
                         try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                             Buffer dW = backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden()));
-                             Buffer whole = rowOffsets(tokens)) {
+                             Buffer dW = local ? backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())) : null;
+                             Buffer whole = local ? rowOffsets(tokens) : null) {
                             gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
                             addInto(dX, dXr);
-                            addInto(gateGrad, dW);
-                            featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                            if (local) {
+                                addInto(gateGrad, dW);
+                                featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                            }
                         }
                     } else {
                         addInto(dX, rg.dX());
@@ -864,11 +876,14 @@ public final class MoeLayer implements AutoCloseable {
                         addInto(dX, dXs);
                     }
                     if (sharedGate != null) {
+                        boolean local = replicated == null; // else the tree above reduced its gradient
                         try (Buffer dXg = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                             Buffer dG = backend.allocate(DType.F32, Shape.of(1, config.hidden()))) {
+                             Buffer dG = local ? backend.allocate(DType.F32, Shape.of(1, config.hidden())) : null) {
                             gateKernels.gateBackward(ctx.x, sharedGate, dLogit, dXg, dG);
                             addInto(dX, dXg);
-                            addInto(sharedGateGrad, dG);
+                            if (local) {
+                                addInto(sharedGateGrad, dG);
+                            }
                         }
                     }
                 }
@@ -905,8 +920,8 @@ public final class MoeLayer implements AutoCloseable {
     }
 
     /**
-     * Sums the gradients of the replicated parameters (gate, shared experts) over the ranks, in rank
-     * order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
+     * Sums the gradients of the replicated parameters (gate and its bias, shared experts and their gate) over
+     * the ranks, in rank order, when {@code syncReplicated} is on and the backend has no token-block tree (a no-op
      * otherwise: {@link #backward} has then already reduced them over the global batch, bitwise
      * independently of the world size). Call once per optimiser step, after the last backward. A
      * collective when it does something; calling it on every rank is always correct.
@@ -1158,7 +1173,9 @@ public final class MoeLayer implements AutoCloseable {
      * Loads this rank's tensors (and the expert bias) with DeepSeek-V3 names; all or nothing. Same as
      * {@link #load(java.nio.file.Path, String, MoeNameMap, LayerCheckpoint.Options)} with
      * {@link MoeNameMap#deepseekV3()} (plus {@code gate.bias} and {@code shared_expert_gate.weight} for
-     * layers with those variants, as {@link #save} writes them) and strict options.
+     * layers with those variants, as {@link #save} writes them, and the per-expert
+     * {@code experts.{e}.gate_up_proj.bias} / {@code down_proj.bias} of the training state for layers
+     * with expert linear biases) and strict options.
      *
      * @param path   a safetensors file, a {@code model.safetensors.index.json}, or a checkpoint directory
      * @param prefix e.g. {@code model.layers.3.mlp.}
@@ -1182,7 +1199,7 @@ public final class MoeLayer implements AutoCloseable {
      * @param path    a checkpoint directory, its index, or one safetensors file
      * @param prefix  the MoE block's prefix, e.g. {@code model.layers.3.mlp.}
      * @param names   the family's name map ({@link MoeNameMap#forModelType(String)})
-     * @param options what to accept (non-finite values, unused family tensors)
+     * @param options what to accept (non-finite values, tensors under the prefix the layer does not read)
      * @throws IllegalArgumentException on a null argument or a layer tensor the family cannot supply
      * @throws org.moe4j.checkpoint.CheckpointException naming the file and tensor at fault (on the other
      *                                                  ranks: naming the failing rank and its message);
@@ -1240,8 +1257,7 @@ public final class MoeLayer implements AutoCloseable {
      * @param dir       destination directory (created if missing)
      * @param optimizer the optimiser over {@link #parameters()}
      * @param step      the caller's step counter, returned by {@link #loadTrainingState}
-     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0,
-     *                                  or the layer has expert linear biases (not in this layout yet)
+     * @throws IllegalArgumentException if the optimiser does not hold this layer's parameters, or step &lt; 0
      * @throws org.moe4j.checkpoint.CheckpointException on write failure on any rank
      * @throws IllegalStateException if the layer is closed
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this layer
@@ -1278,6 +1294,11 @@ public final class MoeLayer implements AutoCloseable {
         }
     }
 
+    /** Whether replicated gradients and the bias load are summed over the ranks ({@link Builder#syncReplicated}). */
+    boolean syncReplicated() {
+        return syncReplicated;
+    }
+
     /**
      * Sums small counters over the ranks (a collective; every rank gets the sums).
      *
@@ -1311,10 +1332,14 @@ public final class MoeLayer implements AutoCloseable {
      * @param path   destination
      * @param prefix e.g. {@code model.layers.3.mlp.}
      * @throws IllegalArgumentException for a layer with expert linear biases (use {@link #export} with the
-     *                                  gpt-oss map)
+     *                                  gpt-oss map, or {@link #saveTrainingState})
      */
     public void save(java.nio.file.Path path, String prefix) {
-        LayerCheckpointing.stateNames(this); // refuses what the DeepSeek layout cannot name, before writing
+        if (experts.b1() != null) { // refused before anything is written
+            throw new IllegalArgumentException("MoeLayer.save: expert linear biases (config.features.expertLinearBias)"
+                    + " are not among the tensors save writes; use export with MoeNameMap.forModelType(\"gpt_oss\")"
+                    + " (W = 1) or saveTrainingState");
+        }
         Map<Buffer, HostView> views = new IdentityHashMap<>();
         try (HostBuffer bias = HostBuffer.ofFloats(router.expertBias().values(), config.experts())) {
             Map<String, HostBuffer> t = namedTensors(prefix, views, true);

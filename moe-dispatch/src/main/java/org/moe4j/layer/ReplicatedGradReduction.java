@@ -13,7 +13,8 @@ import org.moe4j.experts.ExpertKernels.GemmSpec;
 import org.moe4j.experts.TokenBlockTree;
 
 /**
- * Reduces the gradient of a replicated parameter (gate, shared experts) over the tokens of all ranks
+ * Reduces the gradient of a replicated parameter (gate and its bias, shared experts and their gate) over the
+ * tokens of all ranks
  * on the fixed {@link TokenBlockTree}: each rank reduces the tree nodes inside its own tokens, the
  * ranks all-gather those node values, and every rank evaluates the rest of the tree identically, so
  * the gradient is the same bits for any world size (see {@link TokenBlockTree} for the condition) and
@@ -157,6 +158,27 @@ final class ReplicatedGradReduction {
         @Override
         public void close() {
             nodes.close();
+        }
+    }
+
+    /**
+     * The node values of a plain sum over tokens, {@code Σ_tokens a[t]} (e.g. a bias gradient), on the same
+     * tree: {@code aᵀ · 1} with a column of ones, so each block's partial adds its rows in ascending order
+     * from zero exactly as a bias-gradient loop would. A collective when exchanging.
+     *
+     * @param plan the plan of this backward
+     * @param a    F32 {@code [tokens, M]}
+     * @return the node values of an {@code [M, 1]} gradient (caller closes), or null when no rank has tokens
+     */
+    Gathered gatherSum(Plan plan, Buffer a) {
+        long tokens = a.shape().dim(0);
+        try (HostBuffer h = HostBuffer.allocate(DType.F32, tokens, 1)) {
+            for (long t = 0; t < tokens; t++) {
+                h.setFloat(t, 1f);
+            }
+            try (Buffer ones = backend.upload(h)) { // staged: a constant column made on the host
+                return gather(plan, a, ones, false);
+            }
         }
     }
 

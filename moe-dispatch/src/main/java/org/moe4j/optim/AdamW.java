@@ -613,11 +613,9 @@ public final class AdamW implements AutoCloseable {
     }
 
     /**
-     * Restores a checkpoint's optimiser state all or nothing: checks the arguments and that this
-     * optimiser is open, then, inside one exclusive use of it, runs {@code commit} (which writes the
-     * moments, e.g. into the {@link #firstMoment}/{@link #secondMoment} buffers, and may refuse by
-     * throwing) and only when it returns sets the step count and options. If anything throws, the
-     * step count and options are unchanged.
+     * Restores a checkpoint's optimiser state all or nothing, with no skipped steps: the same as
+     * {@link #restore(long, long, Options, Runnable) restore(steps, 0, options, commit)} (a checkpoint
+     * that does not record {@link #skippedSteps()}).
      *
      * @param steps   steps already taken, &ge; 0
      * @param options the hyper-parameters to restore
@@ -629,8 +627,32 @@ public final class AdamW implements AutoCloseable {
      *                                               ({@code commit} then does not run)
      */
     public void restore(long steps, Options options, Runnable commit) {
+        restore(steps, 0, options, commit);
+    }
+
+    /**
+     * Restores a checkpoint's optimiser state all or nothing: checks the arguments and that this
+     * optimiser is open, then, inside one exclusive use of it, runs {@code commit} (which writes the
+     * moments, e.g. into the {@link #firstMoment}/{@link #secondMoment} buffers, and may refuse by
+     * throwing) and only when it returns sets the step count, the skipped-step count and the options.
+     * If anything throws, none of them changes.
+     *
+     * @param steps        steps already taken, &ge; 0
+     * @param skippedSteps steps skipped for a non-finite gradient so far ({@link #skippedSteps()}), &ge; 0
+     * @param options      the hyper-parameters to restore
+     * @param commit       writes the rest of the restored state; runs while this optimiser is held
+     * @throws IllegalArgumentException if {@code steps} or {@code skippedSteps} is negative
+     * @throws NullPointerException     if {@code options} or {@code commit} is null
+     * @throws IllegalStateException    if the optimiser is closed ({@code commit} then does not run)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     *                                               ({@code commit} then does not run)
+     */
+    public void restore(long steps, long skippedSteps, Options options, Runnable commit) {
         if (steps < 0) {
             throw new IllegalArgumentException("AdamW.restore: steps=" + steps + " must be >= 0");
+        }
+        if (skippedSteps < 0) {
+            throw new IllegalArgumentException("AdamW.restore: skippedSteps=" + skippedSteps + " must be >= 0");
         }
         Objects.requireNonNull(options, "AdamW.restore: options");
         Objects.requireNonNull(commit, "AdamW.restore: commit");
@@ -642,6 +664,7 @@ public final class AdamW implements AutoCloseable {
             hostTakesOver();
             commit.run();
             step = steps;
+            skipped = skippedSteps;
             this.options = options;
         } finally {
             use.exit();

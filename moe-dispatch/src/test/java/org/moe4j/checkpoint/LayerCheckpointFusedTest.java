@@ -132,4 +132,101 @@ class LayerCheckpointFusedTest {
             dst.values().forEach(HostBuffer::close);
         }
     }
+
+    /** Exports a full layer under {@code m.}, adds {@code extra} (closed here) and writes it. */
+    private void writeLayer(MoeNameMap n, Map<MoeTensor, HostBuffer> src, Map<String, HostBuffer> extra) {
+        LayerCheckpoint.Geometry all = new LayerCheckpoint.Geometry(E, 0, E, H, F);
+        Map<String, HostBuffer> out = LayerCheckpoint.exportTensors("m.", n, all, src, DType.F32, true, true);
+        try {
+            out.putAll(extra);
+            SafetensorsWriter.write(dir.resolve(HfCheckpoint.SINGLE), out, Map.of());
+        } finally {
+            out.values().forEach(HostBuffer::close);
+            extra.values().forEach(HostBuffer::close);
+        }
+    }
+
+    /** Loads {@code dst} strictly (or ignoring unused tensors) and returns the failure, or null. */
+    private static CheckpointException tryLoad(MoeNameMap n, LayerCheckpoint.Geometry g, Map<MoeTensor, HostBuffer> dst,
+                                               boolean ignoreUnused, Path dir) {
+        try (HfCheckpoint ck = HfCheckpoint.open(dir)) {
+            LayerCheckpoint.load(ck, "m.", n, g, dst, new LayerCheckpoint.Options(false, ignoreUnused));
+            return null;
+        } catch (CheckpointException e) {
+            return e;
+        }
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"gpt_oss", "llama4"})
+    void anUnreadFusedTensorUnderTheLayerPrefixIsRefusedByNameUnlessIgnoreUnused(String family) {
+        MoeNameMap n = MoeNameMap.forModelType(family);
+        Map<MoeTensor, HostBuffer> src = slots(n, E, new Random(11));
+        LayerCheckpoint.Geometry all = new LayerCheckpoint.Geometry(E, 0, E, H, F);
+        try {
+            // a tensor under another prefix, or not of the family's layout, is not the layer's business
+            writeLayer(n, src, Map.of("other.experts.gate_up_proj", HostBuffer.allocate(DType.F32, E, H, 2 * F),
+                    "m.reference_output", HostBuffer.allocate(DType.F32, 3, H)));
+            // the layer's fused tensors count as read when a rank reads only its slice of them, or only
+            // one of gate/up (gate_up is still read) ...
+            for (int rank = 0; rank < 2; rank++) {
+                Map<MoeTensor, HostBuffer> part = slots(n, 2, null);
+                try {
+                    part.remove(MoeTensor.EXPERT_UP).close();
+                    assertEquals(null, tryLoad(n, new LayerCheckpoint.Geometry(E, 2 * rank, 2, H, F), part, false, dir));
+                } finally {
+                    part.values().forEach(HostBuffer::close);
+                }
+            }
+            // ... but a fused tensor the layer does not read at all is named
+            Map<MoeTensor, HostBuffer> noDown = slots(n, E, null);
+            try {
+                noDown.remove(MoeTensor.EXPERT_DOWN).close();
+                CheckpointException e = tryLoad(n, all, noDown, false, dir);
+                assertTrue(e != null && e.getMessage().contains("holds m." + n.downProj() + " under the layer prefix"),
+                        String.valueOf(e));
+            } finally {
+                noDown.values().forEach(HostBuffer::close);
+            }
+            // an extra fused tensor under the layer's prefix: gate_up in MXFP4 form beside the plain one the layer reads
+            String extra = "m." + n.mxfp4Blocks(n.gateProj());
+            writeLayer(n, src, Map.of(extra, HostBuffer.allocate(DType.F32, E, 2 * F, 1, 16)));
+            Map<MoeTensor, HostBuffer> dst = slots(n, E, null);
+            try {
+                CheckpointException e = tryLoad(n, all, dst, false, dir);
+                assertTrue(e != null && e.getMessage().contains("holds " + extra + " under the layer prefix 'm.'")
+                        && e.getMessage().contains("ignoreUnused"), String.valueOf(e));
+                for (float v : dst.get(MoeTensor.EXPERT_GATE).toFloatArray()) {
+                    assertEquals(0f, v, 0f, "a refused load writes nothing");
+                }
+                assertEquals(null, tryLoad(n, all, dst, true, dir), "ignoreUnused loads the rest");
+                assertTrue(java.util.Arrays.equals(src.get(MoeTensor.EXPERT_UP).toFloatArray(),
+                        dst.get(MoeTensor.EXPERT_UP).toFloatArray()), "experts loaded with ignoreUnused");
+            } finally {
+                dst.values().forEach(HostBuffer::close);
+            }
+        } finally {
+            src.values().forEach(HostBuffer::close);
+        }
+    }
+
+    @org.junit.jupiter.api.Test
+    void perExpertTensorsOfOtherRanksAreReadButExpertsBeyondTheLayerAreRefused() {
+        MoeNameMap n = MoeNameMap.deepseekV3();
+        Map<MoeTensor, HostBuffer> src = slots(n, E, new Random(5));
+        writeLayer(n, src, Map.of("m.experts." + E + ".gate_proj.weight", HostBuffer.allocate(DType.F32, F, H)));
+        src.values().forEach(HostBuffer::close);
+        for (int rank = 0; rank < 2; rank++) {
+            Map<MoeTensor, HostBuffer> dst = slots(n, 2, null);
+            try {
+                LayerCheckpoint.Geometry g = new LayerCheckpoint.Geometry(E, 2 * rank, 2, H, F);
+                CheckpointException e = tryLoad(n, g, dst, false, dir);
+                assertTrue(e != null && e.getMessage().contains("holds m.experts." + E + ".gate_proj.weight under"),
+                        "rank " + rank + ": only the expert beyond E=" + E + " is unread: " + e);
+                assertEquals(null, tryLoad(n, g, dst, true, dir));
+            } finally {
+                dst.values().forEach(HostBuffer::close);
+            }
+        }
+    }
 }

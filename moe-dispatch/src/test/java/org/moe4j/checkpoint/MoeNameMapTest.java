@@ -57,6 +57,12 @@ class MoeNameMapTest {
                 MoeNameMap.ExpertLayout.PER_EXPERT, "experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight",
                 "experts.{e}.down_proj.weight", null, null, "s.gate", null, null, null, "_scale_inv", "_blocks", "_scales"));
         assertTrue(e.getMessage().contains("shared"), e.getMessage());
+        // per-expert bias patterns (the training state's) need the expert placeholder like the weights
+        e = assertThrows(IllegalArgumentException.class, () -> new MoeNameMap("x", "gate.weight", null, null,
+                MoeNameMap.ExpertLayout.PER_EXPERT, "experts.{e}.gate_proj.weight", "experts.{e}.up_proj.weight",
+                "experts.{e}.down_proj.weight", "experts.gate_up_proj.bias", null, null, null, null, null, "_scale_inv",
+                "_blocks", "_scales"));
+        assertTrue(e.getMessage().contains("gateUpBias='experts.gate_up_proj.bias'"), e.getMessage());
         assertThrows(IllegalArgumentException.class, () -> MoeNameMap.expert("experts.{e}.w1.weight", -1));
     }
 }

@@ -14,6 +14,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.AuxLoss;
+import org.moe4j.core.config.LayerFeatures;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.config.ScoreFunction;
 import org.moe4j.core.cpu.CpuParallel;
@@ -21,13 +22,16 @@ import org.moe4j.core.init.ParamInit;
 import org.moe4j.dispatch.LocalGroup;
 import org.moe4j.experts.internal.CpuExpertKernels;
 import org.moe4j.optim.AdamW;
+import org.moe4j.optim.Parameter;
 import org.moe4j.routing.AuxLosses;
 
 /**
  * A whole training run (forward, MSE loss, backward, gradient reduction, AdamW, expert-bias update,
  * several steps) gives the same bits for every expert-parallel world size and thread count, whenever
  * every rank but the last holds a multiple of {@link org.moe4j.experts.TokenBlockTree#BLOCK} tokens:
- * every weight (gate, shared experts, routed experts), the expert bias, the losses and the aux losses.
+ * every weight (gate, shared experts, routed experts), the expert bias, the losses and the aux losses; also
+ * for the model-family variants whose replicated parameters are more than the gate and shared experts
+ * (gpt-oss: router bias, expert linear biases, clamped SwiGLU; Qwen2-MoE: gated shared expert).
  */
 class WorldSizeDeterminismTest {
     static final int STEPS = 4;
@@ -36,11 +40,33 @@ class WorldSizeDeterminismTest {
     static final AuxLoss BATCH_AUX = new AuxLoss(1e-2, 1e-3, 1e-4, 0);
     /** Sequence-wise balance loss over sequences of one block. */
     static final AuxLoss SEQUENCE_AUX = new AuxLoss(0, 1e-2, 0, 64);
+    /** Clamp of the gpt-oss-style SwiGLU: low enough that some activations are clamped at this scale. */
+    static final double GPT_OSS_LIMIT = 0.5;
+
+    /** The layer variants trained: the DeepSeek-V3 recipe and two model families' replicated extras. */
+    enum Family {
+        /** Node-limited sigmoid routing, one ungated shared expert. */
+        DEEPSEEK,
+        /** gpt-oss: softmax routing with a router bias, expert linear biases, clamped SwiGLU, no shared expert. */
+        GPT_OSS,
+        /** Qwen2-MoE: softmax routing, a shared expert behind a sigmoid gate. */
+        QWEN2
+    }
 
     static MoeConfig config(int world, AuxLoss aux) {
-        return MoeConfig.builder().hidden(HIDDEN).experts(8).topK(2).ffn(16).scoreFunction(ScoreFunction.SIGMOID)
-                .groups(4, 2).routeNorm(true).routeScale(2.5).expertBiasCoeff(1e-2).sharedExperts(1, 16)
-                .auxLoss(aux).expertParallel(world).build();
+        return config(world, aux, Family.DEEPSEEK);
+    }
+
+    static MoeConfig config(int world, AuxLoss aux, Family family) {
+        MoeConfig.Builder b = MoeConfig.builder().hidden(HIDDEN).experts(8).topK(2).ffn(16).expertBiasCoeff(1e-2)
+                .auxLoss(aux).expertParallel(world);
+        return switch (family) {
+            case DEEPSEEK -> b.scoreFunction(ScoreFunction.SIGMOID).groups(4, 2).routeNorm(true).routeScale(2.5)
+                    .sharedExperts(1, 16).build();
+            case GPT_OSS -> b.scoreFunction(ScoreFunction.SOFTMAX).features(LayerFeatures.NONE.withRouterBias(true)
+                    .withExpertLinearBias(true).withClampedSwiglu(GPT_OSS_LIMIT, 1.702)).build();
+            case QWEN2 -> b.scoreFunction(ScoreFunction.SOFTMAX).sharedExperts(1, 16).sharedExpertGate(true).build();
+        };
     }
 
     /** Everything a run ends with, by name: weights by global (Hugging Face) name, bias, losses per step. */
@@ -49,9 +75,13 @@ class WorldSizeDeterminismTest {
     }
 
     static Map<String, float[]> train(int[] tokensPerRank, int threads, AuxLoss aux, boolean tree) {
+        return train(tokensPerRank, threads, aux, tree, Family.DEEPSEEK);
+    }
+
+    static Map<String, float[]> train(int[] tokensPerRank, int threads, AuxLoss aux, boolean tree, Family family) {
         int world = tokensPerRank.length;
         int global = Arrays.stream(tokensPerRank).sum();
-        MoeConfig cfg = config(world, aux);
+        MoeConfig cfg = config(world, aux, family);
         List<Map<String, float[]>> ranks;
         try (CpuParallel pool = new CpuParallel(threads)) {
             ranks = LocalGroup.run(world, comm -> {
@@ -99,6 +129,11 @@ class WorldSizeDeterminismTest {
                     out.put("aux", auxValues);
                     out.put("bias", layer.expertBias().values());
                     layer.namedTensors("").forEach((k, v) -> out.put(k, v.toFloatArray()));
+                    for (Parameter p : layer.parameters()) { // expert linear biases have no per-expert names
+                        if (p.name().startsWith("experts.") && p.name().endsWith("_bias")) {
+                            out.put("routed." + p.name(), ((HostBuffer) p.value()).toFloatArray());
+                        }
+                    }
                 }
                 return out;
             });
@@ -106,7 +141,7 @@ class WorldSizeDeterminismTest {
         Map<String, float[]> merged = new LinkedHashMap<>();
         for (Map<String, float[]> r : ranks) {
             r.forEach((k, v) -> {
-                if (k.startsWith("sq.") || k.startsWith("dx.")) {
+                if (k.startsWith("sq.") || k.startsWith("dx.") || k.startsWith("routed.")) {
                     merged.merge(k, v, WorldSizeDeterminismTest::concat);
                 } else if (k.startsWith("experts.")) {
                     merged.put(k, v); // this rank's routed experts, by global index
@@ -176,6 +211,42 @@ class WorldSizeDeterminismTest {
     }
 
     @Test
+    void gptOssRouterBiasAndExpertLinearBiasesAreBitwiseIdenticalForWorldSizes124() {
+        Map<String, float[]> w1 = train(new int[] {256}, 1, BATCH_AUX, true, Family.GPT_OSS);
+        assertMoved(w1, "gate.bias");
+        assertMoved(w1, "routed.experts.down_proj_bias");
+        assertSameRun(w1, train(new int[] {128, 128}, 2, BATCH_AUX, true, Family.GPT_OSS), "gpt-oss W=2");
+        assertSameRun(w1, train(new int[] {64, 64, 64, 64}, 1, BATCH_AUX, true, Family.GPT_OSS), "gpt-oss W=4");
+        assertSameRun(w1, train(new int[] {64, 128, 0, 64}, 3, BATCH_AUX, true, Family.GPT_OSS),
+                "gpt-oss W=4, uneven, one rank without tokens");
+    }
+
+    @Test
+    void qwen2SharedExpertGateIsBitwiseIdenticalForWorldSizes124() {
+        Map<String, float[]> w1 = train(new int[] {256}, 2, BATCH_AUX, true, Family.QWEN2);
+        assertMoved(w1, "shared_expert_gate.weight");
+        assertSameRun(w1, train(new int[] {128, 128}, 1, BATCH_AUX, true, Family.QWEN2), "Qwen2-MoE W=2");
+        assertSameRun(w1, train(new int[] {64, 64, 64, 64}, 3, BATCH_AUX, true, Family.QWEN2), "Qwen2-MoE W=4");
+        Map<String, float[]> shortLast = train(new int[] {200}, 1, BATCH_AUX, true, Family.QWEN2);
+        assertSameRun(shortLast, train(new int[] {192, 8}, 2, BATCH_AUX, true, Family.QWEN2),
+                "Qwen2-MoE W=2, 192 + 8");
+    }
+
+    /** A parameter must have left its initial value (zero for a bias) for a comparison to mean something. */
+    static void assertMoved(Map<String, float[]> run, String name) {
+        float[] v = run.get(name);
+        assertNotEquals(null, v, name + " missing");
+        float[] start = new float[v.length];
+        if (name.equals("shared_expert_gate.weight")) {
+            try (HostBuffer init = HostBuffer.allocate(DType.F32, 1, HIDDEN)) {
+                ParamInit.fillUniform(init, 5, MoeLayer.STREAM_SHARED_GATE, 0, ParamInit.linearBound(HIDDEN));
+                start = init.toFloatArray();
+            }
+        }
+        assertFalse(Arrays.equals(start, v), name + " did not move from its initial value");
+    }
+
+    @Test
     void withoutTheTreeTheReplicatedWeightsDependOnTheWorldSize() {
         // the rank-order all-reduce of per-rank sums: what the tree replaces (shows the tests above are not vacuous)
         Map<String, float[]> w1 = train(new int[] {256}, 1, BATCH_AUX, false);
@@ -183,5 +254,17 @@ class WorldSizeDeterminismTest {
         assertFalse(Arrays.equals(w1.get("gate.weight"), w2.get("gate.weight"))
                 && Arrays.equals(w1.get("shared_experts.down_proj.weight"), w2.get("shared_experts.down_proj.weight")),
                 "replicated weights identical without the tree");
+    }
+
+    @Test
+    void withoutTheTreeTheRouterBiasAndSharedExpertGateDependOnTheWorldSize() {
+        // the same for the family variants' replicated parameters (the family tests above fail on this path)
+        Map<String, float[]> gpt1 = train(new int[] {256}, 1, BATCH_AUX, false, Family.GPT_OSS);
+        Map<String, float[]> gpt2 = train(new int[] {128, 128}, 1, BATCH_AUX, false, Family.GPT_OSS);
+        assertFalse(Arrays.equals(gpt1.get("gate.bias"), gpt2.get("gate.bias")), "router bias identical without the tree");
+        Map<String, float[]> qwen1 = train(new int[] {256}, 1, BATCH_AUX, false, Family.QWEN2);
+        Map<String, float[]> qwen2 = train(new int[] {128, 128}, 1, BATCH_AUX, false, Family.QWEN2);
+        assertFalse(Arrays.equals(qwen1.get("shared_expert_gate.weight"), qwen2.get("shared_expert_gate.weight")),
+                "shared-expert gate identical without the tree");
     }
 }

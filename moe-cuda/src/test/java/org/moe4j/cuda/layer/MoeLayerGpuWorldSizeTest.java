@@ -3,6 +3,7 @@ package org.moe4j.cuda.layer;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.time.Duration;
 import java.util.Arrays;
@@ -17,6 +18,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.AuxLoss;
+import org.moe4j.core.config.LayerFeatures;
 import org.moe4j.core.config.MoeConfig;
 import org.moe4j.core.config.ScoreFunction;
 import org.moe4j.core.init.ParamInit;
@@ -56,9 +58,17 @@ class MoeLayerGpuWorldSizeTest {
     }
 
     static Map<String, float[]> train(int world, DType expertDtype) {
-        MoeConfig cfg = MoeConfig.builder().hidden(HIDDEN).experts(8).topK(2).ffn(16).scoreFunction(ScoreFunction.SIGMOID)
-                .groups(4, 2).routeNorm(true).routeScale(2.5).expertBiasCoeff(1e-2).sharedExperts(1, 16)
-                .auxLoss(new AuxLoss(1e-2, 0, 1e-4, 0)).expertDtype(expertDtype).expertParallel(world).build();
+        return train(world, MoeConfig.builder().scoreFunction(ScoreFunction.SIGMOID).groups(4, 2).routeNorm(true)
+                .routeScale(2.5).sharedExperts(1, 16).expertDtype(expertDtype));
+    }
+
+    /**
+     * Trains the layer configured by {@code family} (hidden, experts, topK, ffn, aux losses and the world
+     * size are set here) at world size {@code world}.
+     */
+    static Map<String, float[]> train(int world, MoeConfig.Builder family) {
+        MoeConfig cfg = family.hidden(HIDDEN).experts(8).topK(2).ffn(16).expertBiasCoeff(1e-2)
+                .auxLoss(new AuxLoss(1e-2, 0, 1e-4, 0)).expertParallel(world).build();
         int per = GLOBAL_TOKENS / world;
         List<Map<String, float[]>> ranks = VirtualRankGroup.run(cuda.context(), world, TIMEOUT, comm -> {
             Map<String, float[]> out = new LinkedHashMap<>();
@@ -130,11 +140,42 @@ class MoeLayerGpuWorldSizeTest {
         Map<String, float[]> w1 = train(1, expertDtype);
         assertNotEquals(0f, w1.get("bias")[0], "the expert bias must have moved");
         for (int world : new int[] {2, 4}) {
-            Map<String, float[]> ww = train(world, expertDtype);
-            assertEquals(w1.keySet(), ww.keySet());
-            for (String k : w1.keySet()) {
-                assertArrayEquals(w1.get(k), ww.get(k), 0f, k + " W=" + world + " " + expertDtype);
-            }
+            assertSameRun(w1, train(world, expertDtype), "W=" + world + " " + expertDtype);
+        }
+    }
+
+    /** The family variants' replicated parameters (router bias, shared-expert gate) go through the tree too. */
+    enum Family {
+        /** Router bias, expert linear biases, clamped SwiGLU. */
+        GPT_OSS,
+        /** A shared expert behind a sigmoid gate. */
+        QWEN2_MOE;
+
+        MoeConfig.Builder config() {
+            MoeConfig.Builder b = MoeConfig.builder().scoreFunction(ScoreFunction.SOFTMAX);
+            return switch (this) {
+                case GPT_OSS -> b.features(LayerFeatures.NONE.withRouterBias(true).withExpertLinearBias(true)
+                        .withClampedSwiglu(0.5, 1.702));
+                case QWEN2_MOE -> b.sharedExperts(1, 16).sharedExpertGate(true);
+            };
+        }
+    }
+
+    @ParameterizedTest
+    @EnumSource(Family.class)
+    void familyVariantsAreBitwiseIdenticalForWorldSizes124(Family family) {
+        Map<String, float[]> w1 = train(1, family.config());
+        String replicated = family == Family.GPT_OSS ? "gate.bias" : "shared_expert_gate.weight";
+        assertTrue(w1.containsKey(replicated), replicated + " is a parameter");
+        for (int world : new int[] {2, 4}) {
+            assertSameRun(w1, train(world, family.config()), family + " W=" + world);
+        }
+    }
+
+    static void assertSameRun(Map<String, float[]> expected, Map<String, float[]> actual, String what) {
+        assertEquals(expected.keySet(), actual.keySet(), what);
+        for (String k : expected.keySet()) {
+            assertArrayEquals(expected.get(k), actual.get(k), 0f, k + " " + what);
         }
     }
 }

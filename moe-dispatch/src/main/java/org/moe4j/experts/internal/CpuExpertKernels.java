@@ -14,6 +14,7 @@ import org.moe4j.core.DType;
 import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.cpu.CpuParallel;
+import org.moe4j.core.cpu.VectorMath;
 import org.moe4j.experts.ExpertKernels;
 
 /**
@@ -338,7 +339,7 @@ public final class CpuExpertKernels implements ExpertKernels {
                 long byteOff = (long) i * 4;
                 FloatVector h = FloatVector.fromMemorySegment(S, gs, byteOff, LE, m);
                 FloatVector v = FloatVector.fromMemorySegment(S, us, byteOff, LE, m);
-                FloatVector sig = one.div(one.add(h.neg().lanewise(VectorOperators.EXP)));
+                FloatVector sig = one.div(one.add(VectorMath.exp(h.neg()))); // not lanewise(EXP): JIT-dependent bits
                 h.mul(sig).mul(v).intoMemorySegment(os, byteOff, LE, m);
             }
         });
@@ -369,7 +370,7 @@ public final class CpuExpertKernels implements ExpertKernels {
                 FloatVector h = FloatVector.fromMemorySegment(S, gs, byteOff, LE, m);
                 FloatVector v = FloatVector.fromMemorySegment(S, us, byteOff, LE, m);
                 FloatVector dy = FloatVector.fromMemorySegment(S, ds, byteOff, LE, m);
-                FloatVector sig = one.div(one.add(h.neg().lanewise(VectorOperators.EXP)));
+                FloatVector sig = one.div(one.add(VectorMath.exp(h.neg()))); // not lanewise(EXP): JIT-dependent bits
                 FloatVector silu = h.mul(sig);
                 // silu'(h) = σ(h)·(1 + h·(1 − σ(h)))
                 FloatVector dsilu = sig.mul(one.add(h.mul(one.sub(sig))));

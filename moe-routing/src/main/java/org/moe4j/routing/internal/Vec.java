@@ -1,18 +1,18 @@
 package org.moe4j.routing.internal;
 
 import jdk.incubator.vector.FloatVector;
-import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorShape;
 import jdk.incubator.vector.VectorSpecies;
+import org.moe4j.core.cpu.VectorMath;
 
 /**
  * Row-wise vector helpers for the routing kernels. Only exactly rounded IEEE operations are used
  * (add, mul, div, fma, min/max, bit manipulation) and lane sums are taken in lane order, so
- * interpreted, C1 and C2 code give bitwise identical results. In particular {@link #exp} is a
- * Cephes-style polynomial written here instead of {@code VectorOperators.EXP}, whose intrinsic and
- * fallback implementations may differ in the last bit.
+ * interpreted, C1 and C2 code give bitwise identical results. In particular {@link #exp} is the
+ * Cephes-style polynomial of {@link VectorMath#exp} instead of {@code VectorOperators.EXP}, whose
+ * intrinsic and fallback implementations may differ in the last bit.
  */
 final class Vec {
     /**
@@ -24,17 +24,6 @@ final class Vec {
     static final int L = S.length();
     /** Int lanes of the same shape, so float and int vectors have the same lane count. */
     static final VectorSpecies<Integer> IS = VectorSpecies.of(int.class, S.vectorShape());
-
-    private static final float LOG2E = 1.44269504088896341f;
-    private static final float LN2_HI = 0.693359375f;
-    private static final float LN2_LO = -2.12194440e-4f;
-    /** Below this {@code exp} returns 0 (the true value is under 1.7e-38, irrelevant next to 1). */
-    private static final float EXP_LO = -87.0f;
-    /** Above this {@code exp} returns +Inf. */
-    private static final float EXP_HI = 88.7f;
-    /** 1.5 · 2²³: adding it rounds a float of magnitude < 2²² to an integer (ties to even). */
-    private static final float ROUND_MAGIC = 12582912f;
-    private static final int ROUND_MAGIC_BITS = Float.floatToRawIntBits(ROUND_MAGIC);
 
     private Vec() {
     }
@@ -61,29 +50,10 @@ final class Vec {
 
     /**
      * @param x arguments
-     * @return {@code e^x} per lane, within about 1 ulp; 0 below -87, +Inf above 88.7
+     * @return {@code e^x} per lane ({@link VectorMath#exp}: exactly rounded operations only)
      */
     static FloatVector exp(FloatVector x) {
-        VectorMask<Float> under = x.compare(VectorOperators.LT, EXP_LO);
-        VectorMask<Float> over = x.compare(VectorOperators.GT, EXP_HI);
-        FloatVector xc = x.max(EXP_LO).min(EXP_HI);
-        FloatVector t = xc.mul(LOG2E).add(ROUND_MAGIC);
-        FloatVector n = t.sub(ROUND_MAGIC);
-        IntVector ni = (IntVector) t.reinterpretAsInts();
-        ni = ni.sub(ROUND_MAGIC_BITS);
-        FloatVector r = n.fma(FloatVector.broadcast(S, -LN2_HI), xc);
-        r = n.fma(FloatVector.broadcast(S, -LN2_LO), r);
-        FloatVector p = r.fma(1.9875691500E-4f, 1.3981999507E-3f);
-        p = p.fma(r, FloatVector.broadcast(S, 8.3334519073E-3f));
-        p = p.fma(r, FloatVector.broadcast(S, 4.1665795894E-2f));
-        p = p.fma(r, FloatVector.broadcast(S, 1.6666665459E-1f));
-        p = p.fma(r, FloatVector.broadcast(S, 5.0000001201E-1f));
-        FloatVector y = p.fma(r.mul(r), r).add(1f);
-        // 2^n as 2^(n-1) · 2 so that n = 128 (x near 88.7) stays representable
-        FloatVector scale = (FloatVector) ni.add(126).lanewise(VectorOperators.LSHL, 23).reinterpretAsFloats();
-        y = y.mul(scale).mul(2f);
-        y = y.blend(0f, under);
-        return y.blend(Float.POSITIVE_INFINITY, over);
+        return VectorMath.exp(x);
     }
 
     /** @return the lanes of {@code v} summed in lane order */
