@@ -7,7 +7,6 @@ import jdk.incubator.vector.ByteVector;
 import jdk.incubator.vector.FloatVector;
 import jdk.incubator.vector.IntVector;
 import jdk.incubator.vector.ShortVector;
-import jdk.incubator.vector.VectorMask;
 import jdk.incubator.vector.VectorOperators;
 import jdk.incubator.vector.VectorSpecies;
 import org.moe4j.core.DType;
@@ -24,11 +23,21 @@ final class Dequant {
     static final ValueLayout.OfFloat F32 = ValueLayout.JAVA_FLOAT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     static final ValueLayout.OfShort I16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     private static final VectorSpecies<Float> FS = FloatVector.SPECIES_PREFERRED;
+    /** Int lanes of {@link #FS}'s shape; constants, so the JIT intrinsifies the conversions (a species looked up per call is not). */
+    private static final VectorSpecies<Integer> IS = VectorSpecies.of(int.class, FS.vectorShape());
+    /** Short lanes of half {@link #FS}'s width (one bf16 per float lane). */
+    private static final VectorSpecies<Short> SS = VectorSpecies.of(short.class,
+            jdk.incubator.vector.VectorShape.forBitSize(Math.max(64, FS.vectorBitSize() / 2)));
+    /** Byte lanes of a quarter of {@link #FS}'s width (one fp8 per float lane). */
+    private static final VectorSpecies<Byte> BS = VectorSpecies.of(byte.class,
+            jdk.incubator.vector.VectorShape.forBitSize(Math.max(64, FS.vectorBitSize() / 4)));
     /**
      * The widening loads need byte and short vectors of a quarter and a half of the float width;
      * the smallest vector shape is 64 bits, so float vectors narrower than 256 bits (e.g. 128-bit
      * NEON) take the scalar loops.
      */
+    /** {@code Float.NaN}'s bits (the scalar table's NaN). */
+    private static final int FLOAT_NAN_BITS = Float.floatToRawIntBits(Float.NaN);
     private static final boolean VECTOR = FS.vectorBitSize() >= 256;
 
     /** E2M1 values by nibble (sign in bit 3). */
@@ -127,32 +136,56 @@ final class Dequant {
      */
     static void fp8Row(VectorSpecies<Float> fs, MemorySegment w, long rowByte, int cols, float[] blockScale, float[] out) {
         int i = 0;
-        if (fs != null) {
-            VectorSpecies<Integer> is = VectorSpecies.of(int.class, fs.vectorShape());
-            VectorSpecies<Byte> bs = VectorSpecies.of(byte.class,
-                    jdk.incubator.vector.VectorShape.forBitSize(fs.vectorBitSize() / 4));
-            int lanes = fs.length();
-            FloatVector two120 = FloatVector.broadcast(fs, 0x1p120f);
-            for (; i + lanes <= cols; i += lanes) {
-                // Vectorised: the 7 magnitude bits moved into an fp32 exponent/mantissa are exact fp32
-                // (sub)normals; 2^120 rebiases E4M3's exponent (bias 7) to fp32's (bias 127).
-                int blk = i >>> 7;
-                if (((i + lanes - 1) >>> 7) != blk) {
-                    break; // a vector straddling two scale blocks: finish with the scalar loop
-                }
-                IntVector b = (IntVector) ByteVector.fromMemorySegment(bs, w, rowByte + i, ByteOrder.LITTLE_ENDIAN)
-                        .convertShape(VectorOperators.B2I, is, 0);
-                IntVector mag = b.and(0x7F);
-                IntVector bits = mag.lanewise(VectorOperators.LSHL, 20).or(b.and(0x80).lanewise(VectorOperators.LSHL, 24));
-                FloatVector f = bits.reinterpretAsFloats().mul(two120).mul(blockScale[blk]);
-                VectorMask<Integer> nan = mag.eq(0x7F);
-                f = f.blend(Float.NaN, nan.cast(fs));
-                f.intoArray(out, i);
-            }
+        if (fs == FS) { // the constant species: the JIT compiles the conversions as vector instructions
+            i = fp8VectorsPreferred(w, rowByte, cols, blockScale, out);
+        } else if (fs != null) { // another width (tests): species looked up per call
+            i = fp8Vectors(fs, VectorSpecies.of(int.class, fs.vectorShape()), VectorSpecies.of(byte.class,
+                    jdk.incubator.vector.VectorShape.forBitSize(fs.vectorBitSize() / 4)), w, rowByte, cols, blockScale, out);
         }
         for (; i < cols; i++) {
             out[i] = FP8_E4M3[w.get(ValueLayout.JAVA_BYTE, rowByte + i) & 0xFF] * blockScale[i >>> 7];
         }
+    }
+
+    /**
+     * The vector part of {@link #fp8Row} at the preferred width, with the species as constants so the JIT
+     * compiles the widening load as one instruction (a species passed as an argument is only constant
+     * where the JIT inlines the call, which it may refuse for a loop it already compiled on its own).
+     */
+    private static int fp8VectorsPreferred(MemorySegment w, long rowByte, int cols, float[] blockScale, float[] out) {
+        int i = 0;
+        int lanes = FS.length();
+        for (; i + lanes <= cols && (i >>> 7) == ((i + lanes - 1) >>> 7); i += lanes) {
+            IntVector b = (IntVector) ByteVector.fromMemorySegment(BS, w, rowByte + i, ByteOrder.LITTLE_ENDIAN)
+                    .convertShape(VectorOperators.B2I, IS, 0);
+            fp8Values(b, blockScale[i >>> 7]).intoArray(out, i);
+        }
+        return i;
+    }
+
+    /** {@link #fp8VectorsPreferred} at any width (tests check every species): returns the first column left. */
+    private static int fp8Vectors(VectorSpecies<Float> fs, VectorSpecies<Integer> is, VectorSpecies<Byte> bs,
+            MemorySegment w, long rowByte, int cols, float[] blockScale, float[] out) {
+        int i = 0;
+        int lanes = fs.length();
+        for (; i + lanes <= cols && (i >>> 7) == ((i + lanes - 1) >>> 7); i += lanes) { // one scale block per vector
+            IntVector b = (IntVector) ByteVector.fromMemorySegment(bs, w, rowByte + i, ByteOrder.LITTLE_ENDIAN)
+                    .convertShape(VectorOperators.B2I, is, 0);
+            fp8Values(b, blockScale[i >>> 7]).intoArray(out, i);
+        }
+        return i;
+    }
+
+    /**
+     * E4M3 bytes (one per int lane) times their block scale: the 7 magnitude bits moved into an fp32
+     * exponent/mantissa are exact fp32 (sub)normals, 2^120 rebiases E4M3's exponent (bias 7) to fp32's
+     * (bias 127); magnitude 0x7F is NaN (set in the int domain: NaN stays NaN through the products).
+     */
+    private static FloatVector fp8Values(IntVector b, float scale) {
+        IntVector mag = b.and(0x7F);
+        IntVector bits = mag.lanewise(VectorOperators.LSHL, 20).or(b.and(0x80).lanewise(VectorOperators.LSHL, 24))
+                .blend(FLOAT_NAN_BITS, mag.eq(0x7F));
+        return bits.reinterpretAsFloats().mul(0x1p120f).mul(scale);
     }
 
     /**
@@ -166,19 +199,27 @@ final class Dequant {
      */
     static void bf16Row(VectorSpecies<Float> fs, MemorySegment src, long first, float[] out, int n) {
         int i = 0;
-        if (fs != null) { // vectorised: bf16 bits are the top half of the fp32 bits
-            VectorSpecies<Integer> is = VectorSpecies.of(int.class, fs.vectorShape());
-            VectorSpecies<Short> ss = VectorSpecies.of(short.class,
-                    jdk.incubator.vector.VectorShape.forBitSize(fs.vectorBitSize() / 2));
-            for (int lanes = fs.length(); i + lanes <= n; i += lanes) {
-                ShortVector.fromMemorySegment(ss, src, (first + i) * 2, ByteOrder.LITTLE_ENDIAN)
-                        .convertShape(VectorOperators.S2I, is, 0).reinterpretAsInts()
-                        .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(out, i);
-            }
+        if (fs == FS) { // the constant species: the JIT compiles the conversion as vector instructions
+            i = bf16Vectors(FS, IS, SS, src, first, out, n);
+        } else if (fs != null) { // another width (tests): species looked up per call
+            i = bf16Vectors(fs, VectorSpecies.of(int.class, fs.vectorShape()), VectorSpecies.of(short.class,
+                    jdk.incubator.vector.VectorShape.forBitSize(fs.vectorBitSize() / 2)), src, first, out, n);
         }
         for (; i < n; i++) {
             out[i] = DType.bf16ToF32(src.get(I16, (first + i) * 2));
         }
+    }
+
+    /** The vector part of {@link #bf16Row} (bf16 bits are the top half of the fp32 bits): returns the first value left. */
+    private static int bf16Vectors(VectorSpecies<Float> fs, VectorSpecies<Integer> is, VectorSpecies<Short> ss,
+            MemorySegment src, long first, float[] out, int n) {
+        int i = 0;
+        for (int lanes = fs.length(); i + lanes <= n; i += lanes) {
+            ShortVector.fromMemorySegment(ss, src, (first + i) * 2, ByteOrder.LITTLE_ENDIAN)
+                    .convertShape(VectorOperators.S2I, is, 0).reinterpretAsInts()
+                    .lanewise(VectorOperators.LSHL, 16).reinterpretAsFloats().intoArray(out, i);
+        }
+        return i;
     }
 
     /**
