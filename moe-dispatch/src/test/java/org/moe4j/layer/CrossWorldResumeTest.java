@@ -13,7 +13,6 @@ import java.util.Map;
 import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
-import org.moe4j.core.buffer.Buffer;
 import org.moe4j.core.buffer.HostBuffer;
 import org.moe4j.core.config.AuxLoss;
 import org.moe4j.core.config.MoeConfig;
@@ -61,24 +60,7 @@ class CrossWorldResumeTest {
 
     /** One step on this rank's contiguous slice of the global batch; the bias is updated every second step. */
     static void step(MoeLayer layer, AdamW opt, int step) {
-        int world = layer.communicator().size();
-        int per = GLOBAL_TOKENS / world;
-        int from = layer.communicator().rank() * per * HIDDEN;
-        float[] x = ExactResumeTest.data(42, step, GLOBAL_TOKENS * HIDDEN);
-        float[] dy = ExactResumeTest.data(43, step, GLOBAL_TOKENS * HIDDEN);
-        try (HostBuffer xr = HostBuffer.ofFloats(Arrays.copyOfRange(x, from, from + per * HIDDEN), per, HIDDEN);
-             HostBuffer dyr = HostBuffer.ofFloats(Arrays.copyOfRange(dy, from, from + per * HIDDEN), per, HIDDEN)) {
-            MoeLayer.Forward f = layer.forward(xr);
-            f.output().close();
-            try (Buffer dx = layer.backward(f.context(), dyr)) {
-                layer.reduceGradients();
-            }
-            opt.step();
-            opt.zeroGrad();
-            if (step % 2 == 1) {
-                layer.updateExpertBias();
-            }
-        }
+        ExactResumeTest.step(layer, opt, 42, step, GLOBAL_TOKENS);
     }
 
     /** This rank's state: every parameter with its two moments, the bias, its load and the step counts. */

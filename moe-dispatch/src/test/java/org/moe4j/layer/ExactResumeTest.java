@@ -45,12 +45,17 @@ class ExactResumeTest {
 
     /** One training step on this rank's slice of the global batch; the bias is updated every second step. */
     static void step(MoeLayer layer, AdamW opt, long seed, int step) {
+        step(layer, opt, seed, step, TOKENS);
+    }
+
+    /** {@link #step(MoeLayer, AdamW, long, int)} with a global batch of {@code tokens} split evenly over the ranks. */
+    static void step(MoeLayer layer, AdamW opt, long seed, int step, int tokens) {
         int h = layer.config().hidden();
         int w = layer.communicator().size();
-        int per = TOKENS / w;
+        int per = tokens / w;
         int r = layer.communicator().rank();
-        float[] x = data(seed, step, TOKENS * h);
-        float[] dy = data(seed + 1, step, TOKENS * h);
+        float[] x = data(seed, step, tokens * h);
+        float[] dy = data(seed + 1, step, tokens * h);
         try (HostBuffer xr = HostBuffer.ofFloats(java.util.Arrays.copyOfRange(x, r * per * h, (r + 1) * per * h), per, h);
              HostBuffer dyr = HostBuffer.ofFloats(java.util.Arrays.copyOfRange(dy, r * per * h, (r + 1) * per * h), per, h)) {
             MoeLayer.Forward f = layer.forward(xr);

@@ -406,7 +406,7 @@ public final class Router implements AutoCloseable {
                 kernels.routeDeferred(params, logits, expertBias.buffer(), paddingMask, scores, selected, weights, lse,
                         counts, firstBad);
                 RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, selected, weights,
-                        lse, counts, null, -1, 0, AuxLosses.NONE, null, Math.max(tokens, 1), 0f, leases);
+                        lse, counts, null, null, -1, 0, AuxLosses.NONE, null, Math.max(tokens, 1), 0f, leases);
                 if (accumulateLoad) {
                     expertBias.accumulate(counts, firstBad); // last: nothing above may fail after this
                 }
@@ -448,7 +448,7 @@ public final class Router implements AutoCloseable {
                 selCounts.close(); // the pre-drop counts are no longer needed
             }
             RouterOutput out = new RouterOutput(this, tokens, x, gate, logits, scores, selected, topkIdx, weights, lse,
-                    tokensPerExpert, selectedPerExpert, valid, dropped, ar.losses, ar.grad, ar.segmentLength, ar.zGrad,
+                    tokensPerExpert, tokensPerExpert, selectedPerExpert, valid, dropped, ar.losses, ar.grad, ar.segmentLength, ar.zGrad,
                     leases);
             if (accumulateLoad) {
                 expertBias.accumulate(selectedPerExpert); // last: nothing above may fail after this

@@ -39,7 +39,7 @@ public final class RouterOutput implements AutoCloseable {
 
     RouterOutput(Router router, int tokens, Buffer x, Buffer gateWeight, Buffer logits, Buffer scores,
             Buffer selected, Buffer topkIdx, Buffer topkWeights, Buffer lse, Buffer tokensPerExpert,
-            int[] selectedPerExpert, int validTokens, long dropped, AuxLosses auxLosses, HostBuffer auxGrad,
+            HostBuffer hostCounts, int[] selectedPerExpert, int validTokens, long dropped, AuxLosses auxLosses, HostBuffer auxGrad,
             int auxSegmentLength, float zGrad, List<Buffer> leases) {
         this.router = router;
         this.tokens = tokens;
@@ -52,7 +52,7 @@ public final class RouterOutput implements AutoCloseable {
         this.topkWeights = topkWeights;
         this.lse = lse;
         this.tokensPerExpert = tokensPerExpert;
-        this.hostCounts = tokensPerExpert instanceof HostBuffer h ? h : null;
+        this.hostCounts = hostCounts; // tokensPerExpert itself when the router counted on the host, else null
         this.selectedPerExpert = selectedPerExpert;
         this.validTokens = validTokens;
         this.dropped = dropped;
