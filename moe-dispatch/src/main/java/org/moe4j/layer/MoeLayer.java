@@ -1,6 +1,7 @@
 package org.moe4j.layer;
 
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -154,6 +155,10 @@ public final class MoeLayer implements AutoCloseable {
     private final Buffer sharedGateGrad;  // [1, hidden]
     private final BufferAllocator allocator; // counts the state and the step scopes' buffers
     private final BufferScope state; // owns the weights, gradients and router state
+    /** The most token counts whose {@code [0, tokens]} table {@link #rowOffsets} keeps. */
+    private static final int ROW_TABLES_KEPT = 8;
+    private final Map<Long, Buffer> rowTables = new HashMap<>(); // guarded by itself; I32 [2] per token count
+    private BufferScope rowTableScope; // guarded by rowTables; owns the tables of rowTables
     /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
     private final ReplicatedGradReduction replicated;
     /** Refuses overlapping calls from two threads. */
@@ -304,6 +309,7 @@ public final class MoeLayer implements AutoCloseable {
         this.backend = chosen.newPool("MoeLayer rank " + comm.rank()); // device memory: reported on close
         this.allocator = BufferAllocator.current().newChild("MoeLayer rank " + comm.rank());
         this.state = BufferScope.detached("MoeLayer rank " + comm.rank() + " state", allocator);
+        this.rowTableScope = BufferScope.detached("MoeLayer rank " + comm.rank() + " row tables", allocator);
         try (BufferScope.Activation _ = state.enter()) {
             this.router = buildRouter(b, rk);
             this.dispatcher = Dispatcher.create(DispatchConfig.from(config).withForceBalanced(b.forceBalanced), comm,
@@ -381,9 +387,29 @@ public final class MoeLayer implements AutoCloseable {
         return z;
     }
 
+    /**
+     * I32 {@code [2]} = {@code {0, rows}}, the one group of the family kernels' bias and bias-gradient
+     * calls: uploaded once per token count into a table the layer keeps (do not close it), so a step
+     * after warm-up uploads nothing for it. At most {@value #ROW_TABLES_KEPT} token counts are kept;
+     * a new one beyond that frees them all first (stream-ordered, after the work queued on them).
+     */
     private Buffer rowOffsets(long rows) {
-        try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(rows)}, 2)) {
-            return backend.upload(h); // staged: the offsets are made on the host
+        synchronized (rowTables) {
+            Buffer kept = rowTables.get(rows);
+            if (kept != null) {
+                return kept;
+            }
+            if (rowTables.size() >= ROW_TABLES_KEPT) {
+                rowTableScope.close();
+                rowTables.clear();
+                rowTableScope = BufferScope.detached("MoeLayer rank " + comm.rank() + " row tables", allocator);
+            }
+            try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(rows)}, 2);
+                 BufferScope.Activation _ = rowTableScope.enter()) { // owned by the layer, not the caller's scope
+                Buffer made = backend.upload(h); // staged: the offsets are made on the host, once per token count
+                rowTables.put(rows, made);
+                return made;
+            }
         }
     }
 
@@ -627,7 +653,8 @@ public final class MoeLayer implements AutoCloseable {
         RouterOutput route;
         if (routerBias != null) {
             logits = backend.allocate(DType.F32, Shape.of(tokens, config.experts()));
-            try (Buffer whole = rowOffsets(tokens)) {
+            try {
+                Buffer whole = rowOffsets(tokens); // kept by the layer
                 gateKernels.gateLogits(x, gateWeight, logits);
                 featureKernels.addGroupBias(logits, routerBias, whole);
                 route = router.forwardLogits(logits);
@@ -846,13 +873,12 @@ public final class MoeLayer implements AutoCloseable {
                     if (routerBias != null) { // routed from logits with the bias: the gate backward is done here
                         boolean local = replicated == null; // else the tree above reduced the weight and bias
                         try (Buffer dXr = backend.allocate(DType.F32, Shape.of(tokens, config.hidden()));
-                             Buffer dW = local ? backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())) : null;
-                             Buffer whole = local ? rowOffsets(tokens) : null) {
+                             Buffer dW = local ? backend.allocate(DType.F32, Shape.of(config.experts(), config.hidden())) : null) {
                             gateKernels.gateBackward(ctx.x, gateWeight, rg.dLogits(), dXr, dW);
                             addInto(dX, dXr);
                             if (local) {
                                 addInto(gateGrad, dW);
-                                featureKernels.groupBiasGrad(rg.dLogits(), whole, routerBiasGrad);
+                                featureKernels.groupBiasGrad(rg.dLogits(), rowOffsets(tokens), routerBiasGrad);
                             }
                         }
                     } else {
@@ -1370,7 +1396,7 @@ public final class MoeLayer implements AutoCloseable {
             }
             closed = true;
             Handover.closeAll(backend, allocator, state, router, gateGrad, gateWeight, sharedGateGrad, sharedGate,
-                    routerBiasGrad, routerBias, shared, experts);
+                    routerBiasGrad, routerBias, shared, experts, rowTableScope); // under use, as rowOffsets
         } finally {
             use.exit();
         }

@@ -134,12 +134,22 @@ public final class CudaExpertKernels implements ExpertKernels {
 
     /** Validates the offsets on the host (one small read-back) and returns a device copy owner. */
     private DeviceBuffer offsets(Buffer groupOffsets, int groups, int rows, int[] hostOut) {
+        return offsets(groupOffsets, groups, rows, hostOut, true);
+    }
+
+    /**
+     * Validates the offsets on the host (one small read-back when they are on the device) into
+     * {@code hostOut}; with {@code deviceCopy} a host table is also copied to the device.
+     *
+     * @return the device copy of a host table (caller closes), else null
+     */
+    private DeviceBuffer offsets(Buffer groupOffsets, int groups, int rows, int[] hostOut, boolean deviceCopy) {
         groupOffsets.require("groupOffsets", DType.I32, groups + 1L);
         int[] off;
         DeviceBuffer devOff;
         if (groupOffsets instanceof HostBuffer h) {
             off = h.toIntArray();
-            devOff = k.pool().copyOf(h);
+            devOff = deviceCopy ? k.pool().copyOf(h) : null;
         } else {
             DeviceBuffer d = dev("groupOffsets", groupOffsets);
             try (HostBuffer h = HostBuffer.allocate(DType.I32, groups + 1L)) {
@@ -516,10 +526,7 @@ public final class CudaExpertKernels implements ExpertKernels {
         int segments = out.shape().dimInt(0);
         out.shape().require("groupedWeightGradTree out", segments, m, n);
         int[] off = new int[segments + 1];
-        DeviceBuffer copy = offsets(segmentOffsets, segments, rows, off);
-        if (copy != null) {
-            copy.close(); // only the host values are needed
-        }
+        offsets(segmentOffsets, segments, rows, off, false); // only the host values are needed: no upload
         DeviceBuffer o = dev("out", out);
         if (segments == 0 || m == 0 || n == 0) {
             return;
