@@ -689,8 +689,8 @@ public final class CudaExpertKernels implements ExpertKernels {
                 .arg(dev("up", up)).arg(n).arg(dev("out", out)).launch();
     }
 
-    @Override
-    public void swigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp) {
+    /** Checks the five F32 operands of a SwiGLU backward (one shape) and returns their element count. */
+    private static long swigluBackwardElements(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp) {
         f32("gate", gate, -1);
         f32("up", up, -1);
         f32("dOut", dOut, -1);
@@ -701,6 +701,12 @@ public final class CudaExpertKernels implements ExpertKernels {
         sameShape("dGate", dGate, gate);
         sameShape("dUp", dUp, gate);
         long n = gate.numel();
+        return n;
+    }
+
+    @Override
+    public void swigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp) {
+        long n = swigluBackwardElements(gate, up, dOut, dGate, dUp);
         if (n == 0) {
             return;
         }
@@ -760,16 +766,7 @@ public final class CudaExpertKernels implements ExpertKernels {
     public void clampedSwigluBackward(Buffer gate, Buffer up, Buffer dOut, Buffer dGate, Buffer dUp, float limit,
                                       float alpha) {
         clampParams(limit, alpha);
-        f32("gate", gate, -1);
-        f32("up", up, -1);
-        f32("dOut", dOut, -1);
-        f32("dGate", dGate, -1);
-        f32("dUp", dUp, -1);
-        sameShape("up", up, gate);
-        sameShape("dOut", dOut, gate);
-        sameShape("dGate", dGate, gate);
-        sameShape("dUp", dUp, gate);
-        long n = gate.numel();
+        long n = swigluBackwardElements(gate, up, dOut, dGate, dUp);
         if (n == 0) {
             return;
         }

@@ -164,15 +164,24 @@ public final class CpuExpertKernels implements ExpertKernels {
         int groups = dim(ho, 0);
         ho.shape().require("groupedWeightGrad out", groups, m, n);
         int[] off = offsets(groupOffsets, groups, rows);
-        Gemm[] gemms = new Gemm[groups];
-        for (int g = 0; g < groups; g++) {
+        Gemm[] gemms = weightGradGemms(ha, hb, ho, off, m, n);
+        run(gemms, spec);
+    }
+
+    /**
+     * One {@code out[g] = a[rows of g]ᵀ · b[rows of g]} GEMM per group {@code g} of {@code off}
+     * ({@code a} is {@code [rows, m]}, {@code b} is {@code [rows, n]}, {@code out} is {@code [groups, m, n]}).
+     */
+    private static Gemm[] weightGradGemms(HostBuffer ha, HostBuffer hb, HostBuffer ho, int[] off, int m, int n) {
+        Gemm[] gemms = new Gemm[off.length - 1];
+        for (int g = 0; g < gemms.length; g++) {
             int kk = off[g + 1] - off[g];
             gemms[g] = new Gemm(m, n, kk,
                     ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * m, 1, m,
                     hb.segment(), hb.dtype() == DType.BF16, (long) off[g] * n, n, false,
                     ho.segment(), (long) g * m * n, n);
         }
-        run(gemms, spec);
+        return gemms;
     }
 
     @Override
@@ -199,14 +208,7 @@ public final class CpuExpertKernels implements ExpertKernels {
         int segments = dim(ho, 0);
         ho.shape().require("groupedWeightGradTree out", segments, m, n);
         int[] off = offsets(segmentOffsets, segments, rows);
-        Gemm[] gemms = new Gemm[segments];
-        for (int g = 0; g < segments; g++) {
-            int kk = off[g + 1] - off[g];
-            gemms[g] = new Gemm(m, n, kk,
-                    ha.segment(), ha.dtype() == DType.BF16, (long) off[g] * m, 1, m,
-                    hb.segment(), hb.dtype() == DType.BF16, (long) off[g] * n, n, false,
-                    ho.segment(), (long) g * m * n, n);
-        }
+        Gemm[] gemms = weightGradGemms(ha, hb, ho, off, m, n);
         boolean accumulate = spec.accumulate();
         boolean round = spec.bf16Operands();
         int tiles = 0;
