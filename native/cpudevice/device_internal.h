@@ -36,6 +36,13 @@ enum { kKernelNode = 1, kMemsetNode = 2, kMemcpyNode = 3, kCollectiveNode = 4, k
 // s's capture was invalidated.
 CUresult capture_enqueue(CUstream s, GraphNode node, bool* recorded);
 
+// An operation on s: CUDA_SUCCESS unless s is the legacy default stream (0) while a blocking stream
+// (no CU_STREAM_NON_BLOCKING) of the current device captures. The legacy stream waits for, and holds
+// back, every blocking stream, which a capture cannot record: as the driver does, every such capture
+// is invalidated (its cuStreamEndCapture fails with CUDA_ERROR_STREAM_CAPTURE_INVALIDATED) and the
+// operation fails with CUDA_ERROR_STREAM_CAPTURE_IMPLICIT without running.
+CUresult legacy_stream_use(CUstream s);
+
 // True when s is capturing (its capture may be invalidated).
 bool stream_capturing(CUstream s);
 

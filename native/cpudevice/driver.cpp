@@ -96,6 +96,7 @@ int device_count() {
 
 struct CUstream_st {
     unsigned flags;
+    int device;                                                       // of the context current at creation
     CUstreamCaptureStatus capture = CU_STREAM_CAPTURE_STATUS_NONE;  // guarded by g_stateLock
     std::vector<cpudev::GraphNode> nodes;                             // recorded while capturing
     std::shared_ptr<std::vector<uintptr_t>> graphMemory;              // allocations made while capturing
@@ -343,9 +344,24 @@ bool device_range_live(const void* p, size_t bytes) { return in_allocation((uint
 bool stream_valid(CUstream s) { return stream_ok(s); }
 CUresult sticky_error() { return t_current < 0 ? CUDA_SUCCESS : (CUresult)g_sticky[t_current].load(); }
 
+CUresult legacy_stream_use(CUstream s) {
+    if (s) return CUDA_SUCCESS;
+    const int dev = t_current < 0 ? 0 : t_current;
+    std::lock_guard<std::mutex> g(g_stateLock);
+    bool implicit = false;
+    for (void* p : g_streams) {
+        CUstream c = static_cast<CUstream>(p);
+        if (c && c->device == dev && !(c->flags & CU_STREAM_NON_BLOCKING) && c->capture == CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+            c->capture = CU_STREAM_CAPTURE_STATUS_INVALIDATED;  // the driver invalidates the capture too
+            implicit = true;
+        }
+    }
+    return implicit ? CUDA_ERROR_STREAM_CAPTURE_IMPLICIT : CUDA_SUCCESS;
+}
+
 CUresult capture_enqueue(CUstream s, GraphNode node, bool* recorded) {
     *recorded = false;
-    if (!s) return CUDA_SUCCESS;  // the legacy stream never captures
+    if (!s) return legacy_stream_use(s);  // the legacy stream never captures, and waits for every blocking stream
     std::lock_guard<std::mutex> g(g_stateLock);
     if (s->capture == CU_STREAM_CAPTURE_STATUS_NONE) return CUDA_SUCCESS;
     if (s->capture == CU_STREAM_CAPTURE_STATUS_INVALIDATED) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
@@ -543,6 +559,7 @@ API CUresult cuMemAllocAsync(CUdeviceptr* dptr, size_t bytesize, CUstream hStrea
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (!dptr) return CUDA_ERROR_INVALID_VALUE;
+    if (CUresult r = cpudev::legacy_stream_use(hStream)) return r;
     void* p = nullptr;
     CUresult r = alloc(&p, bytesize, false);
     if (r == CUDA_SUCCESS) *dptr = (CUdeviceptr)(uintptr_t)p;
@@ -553,6 +570,7 @@ API CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hStream) {
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
     if (dptr == 0) return CUDA_ERROR_INVALID_VALUE;
+    if (CUresult r = cpudev::legacy_stream_use(hStream)) return r;
     if (hStream) {
         std::lock_guard<std::mutex> g(g_stateLock);
         if (hStream->capture == CU_STREAM_CAPTURE_STATUS_INVALIDATED) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
@@ -656,7 +674,7 @@ API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CU
 API CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags) {
     if (CUresult r = ctx_ready()) return r;
     if (!phStream || (Flags & ~1u)) return CUDA_ERROR_INVALID_VALUE;
-    CUstream s = new CUstream_st{Flags};
+    CUstream s = new CUstream_st{Flags, t_current};
     std::lock_guard<std::mutex> g(g_stateLock);
     g_streams.insert(s);
     *phStream = s;
@@ -666,6 +684,7 @@ API CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags) {
 API CUresult cuStreamSynchronize(CUstream hStream) {
     if (CUresult r = ctx_ready()) return r;
     if (!stream_ok(hStream)) return CUDA_ERROR_INVALID_HANDLE;
+    if (CUresult r = cpudev::legacy_stream_use(hStream)) return r;
     return refuse_in_capture(hStream);
 }
 
@@ -950,6 +969,7 @@ API CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsi
             return run_launch(k, grid, block, sharedMemBytes, at.data());
         });
     }
+    if (CUresult r = cpudev::legacy_stream_use(hStream)) return r;
     return run_launch(k, dim3{gx, gy, gz}, dim3{bx, by, bz}, sharedMemBytes, slots.data());
 }
 

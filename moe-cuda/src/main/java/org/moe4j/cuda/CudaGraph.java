@@ -17,7 +17,9 @@ import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
  * <p>Capture refuses work that needs the host: a {@code cuStreamSynchronize} (for example the wait of
  * a device→host read whose value host code needs) fails with {@code CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED},
  * and {@link #capture} then throws a {@link CudaException} saying the captured code synchronised with the
- * host. Work must go to the capturing stream (not the legacy default stream, which cannot capture).
+ * host. Work must go to the capturing stream: an operation on the context's legacy default stream
+ * while a blocking stream captures fails with {@code CUDA_ERROR_STREAM_CAPTURE_IMPLICIT} and invalidates
+ * the capture, and {@link #capture} then throws a {@link CudaException} saying so.
  */
 public final class CudaGraph implements AutoCloseable {
     private final CudaStream stream;
@@ -105,14 +107,14 @@ public final class CudaGraph implements AutoCloseable {
                     destroyQuietly(graph, failure);
                 }
                 if (failure instanceof CudaException ce && ce.code() == cuda_h.CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) {
-                    CudaException refused = new CudaException("CudaGraph.capture(" + stream + ")", ce.code(), ce.errorName(),
-                            "CUDA graph capture refused: the captured code synchronised with the host (a device→host "
-                            + "read whose value the host waits for, in " + ce.getMessage() + "); only host-sync-free work "
-                            + "can be captured");
-                    for (Throwable suppressed : ce.getSuppressed()) {
-                        refused.addSuppressed(suppressed);
-                    }
-                    throw refused;
+                    throw refusal(stream, ce, "the captured code synchronised with the host (a device→host read whose "
+                            + "value the host waits for, in " + ce.getMessage() + "); only host-sync-free work can be captured");
+                }
+                if (failure instanceof CudaException ce && ce.code() == cuda_h.CUDA_ERROR_STREAM_CAPTURE_IMPLICIT) {
+                    throw refusal(stream, ce, "the captured code queued work on the context's legacy default stream (in "
+                            + ce.getMessage() + "), which would wait for the capturing stream; queue every operation of "
+                            + "the captured work on the capturing stream (a DevicePool made by CudaContext.createPool(stream) "
+                            + "allocates, zeroes and frees there)");
                 }
                 if (failure instanceof RuntimeException re) {
                     throw re;
@@ -130,6 +132,16 @@ public final class CudaGraph implements AutoCloseable {
             CudaException.check(rc, "cuStreamEndCapture(" + stream + ")");
             return graph;
         }
+    }
+
+    /** {@code CUDA graph capture refused: why}, with the driver's code and the cause's suppressed exceptions. */
+    private static CudaException refusal(CudaStream stream, CudaException cause, String why) {
+        CudaException refused = new CudaException("CudaGraph.capture(" + stream + ")", cause.code(), cause.errorName(),
+                "CUDA graph capture refused: " + why);
+        for (Throwable suppressed : cause.getSuppressed()) {
+            refused.addSuppressed(suppressed);
+        }
+        return refused;
     }
 
     /**

@@ -206,6 +206,61 @@ class CudaGraphGpuTest {
         }
     }
     /**
+     * As the driver does, an operation on the legacy default stream while a blocking stream captures
+     * (here the zeroing of a buffer from a pool on the legacy stream) fails with
+     * {@code CUDA_ERROR_STREAM_CAPTURE_IMPLICIT} without running and invalidates the capture; the capture
+     * is refused naming it, and the stream captures again afterwards.
+     */
+    @Test
+    void aLegacyStreamOperationDuringCaptureFailsAndInvalidatesTheCapture() {
+        try (DevicePool legacy = ctx.createPool(); CudaModule m = ctx.loadModule("smoke"); CudaStream s = ctx.createStream();
+                HostBuffer hx = HostBuffer.allocate(DType.F32, N); HostBuffer out = HostBuffer.allocate(DType.F32, N)) {
+            CudaFunction saxpy = m.function("moe4j_saxpy");
+            fill(hx);
+            try (DeviceBuffer dx = legacy.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    DeviceBuffer dy = legacy.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    DevicePool onStream = ctx.createPool(s)) {
+                dy.copyFrom(hx); // non-zero, so a zeroing that ran would show
+                CudaException[] inside = new CudaException[1];
+                CudaException e = assertThrows(CudaException.class, () -> CudaGraph.capture(s, () -> {
+                    step(saxpy, 1f, hx, dx, dy, out, s);
+                    try {
+                        dy.zeroAsync(ctx.defaultStream());
+                    } catch (CudaException planted) {
+                        inside[0] = planted;
+                        throw planted;
+                    }
+                }));
+                assertEquals("CUDA_ERROR_STREAM_CAPTURE_IMPLICIT", inside[0] == null ? null : inside[0].errorName());
+                assertEquals("CUDA_ERROR_STREAM_CAPTURE_IMPLICIT", e.errorName());
+                assertTrue(e.getMessage().contains("CUDA graph capture refused: the captured code queued work on the "
+                        + "context's legacy default stream"), e.getMessage());
+                assertFalse(CudaGraph.isCapturing(s));
+                try (HostBuffer back = HostBuffer.allocate(DType.F32, N)) {
+                    dy.copyTo(back);
+                    for (int i = 0; i < N; i++) {
+                        assertEquals(hx.getFloat(i), back.getFloat(i), 0f, "the refused zeroing ran: element " + i);
+                    }
+                }
+                // the same work with its memory from a pool on the capturing stream is captured
+                try (CudaGraph g = CudaGraph.capture(s, () -> {
+                    try (DeviceBuffer tmp = onStream.allocate(DType.F32, org.moe4j.core.Shape.of(N))) {
+                        step(saxpy, 1f, hx, tmp, dy, out, s);
+                    }
+                })) {
+                    assertEquals(0, onStream.liveCount(), "the buffer of the captured work was closed in it");
+                    dy.zero();
+                    g.launch();
+                    s.synchronize();
+                    for (int i = 0; i < N; i++) {
+                        assertEquals(hx.getFloat(i), out.getFloat(i), 0f, "replay, element " + i);
+                    }
+                }
+            }
+        }
+    }
+
+    /**
      * An Error thrown by the captured body (here an AssertionError) must still end the capture: the
      * error comes out unchanged and the stream is no longer capturing, for capture and update alike.
      */
