@@ -51,12 +51,13 @@ moe_adamw_f32(float* __restrict__ p, const float* __restrict__ g, float* __restr
     adamw_body(p, g, m, v, n, lr, b1, b2, c1, c2, eps, decay);
 }
 
-// AdamW with the non-finite skip decided on the device (AdamW.stepOnDevice). state: int64 [3] =
-// {applied steps t, skipped steps, skip flag}.
+// AdamW with the non-finite skip decided on the device (AdamW.stepOnDevice). state: int64 [4] =
+// {applied steps t, skipped steps, skip flag, table base}; the base lives on the device so that the
+// host can move the table on between replays of a captured step without changing a launch.
 //   moe_flag_nonfinite_f32: state[2] = 1 when x holds a NaN or +-Inf (every writer stores 1).
 //   moe_adamw_guarded_f32:  nothing when state[2] != 0; else the moe_adamw_f32 update with the bias
 //                           corrections of step t = state[0] + 1 from the host-computed table
-//                           [size][2] = (1 - b1^t, 1 - b2^t) for t = base+1 .. base+size (bitwise
+//                           [size][2] = (1 - b1^t, 1 - b2^t) for t = state[3]+1 .. state[3]+size (bitwise
 //                           the host's values; a t outside the table updates nothing).
 //   moe_adamw_finish:       block 1: state[1]++ if flagged else state[0]++; state[2] = 0.
 extern "C" __global__ void __launch_bounds__(256)
@@ -72,10 +73,10 @@ moe_flag_nonfinite_f32(const float* __restrict__ x, long n, long long* __restric
 
 extern "C" __global__ void __launch_bounds__(256)
 moe_adamw_guarded_f32(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
-                      long n, float lr, float b1, float b2, const float* __restrict__ table, long base, long size,
+                      long n, float lr, float b1, float b2, const float* __restrict__ table, long size,
                       float eps, float decay, const long long* __restrict__ state) {
     if (state[2] != 0) return;
-    const long i0 = (long)state[0] - base;
+    const long i0 = (long)(state[0] - state[3]);
     if (i0 < 0 || i0 >= size) return;
     adamw_body(p, g, m, v, n, lr, b1, b2, table[2 * i0], table[2 * i0 + 1], eps, decay);
 }

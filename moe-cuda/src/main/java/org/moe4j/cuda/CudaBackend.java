@@ -15,6 +15,14 @@ import org.moe4j.core.buffer.HostBuffer;
  * the fatbins built out of {@code native/*.cu}. Registered through {@code ServiceLoader}; priority 100,
  * so automatic selection prefers it wherever {@link #probe()} says it can run.
  *
+ * <p>Every pool of the backend (the shared one and those of {@link #newPool}) allocates, zeroes and
+ * frees on the compute {@linkplain #stream() stream} the kernels run on, so no step of a layer needs
+ * the context's legacy default stream and a step can be captured as one CUDA graph
+ * ({@link LayerStepGraph}). Work queued on another stream with a buffer of the backend must have
+ * completed before the buffer is closed (the communicators of this package wait for each collective
+ * on the host; the synchronous copies of {@link DeviceBuffer} run on the legacy stream, which waits for
+ * the compute stream, and return when done).
+ *
  * <p>The device is {@code moe4j.cuda.device} (system property), else {@code LOCAL_RANK} (torchrun),
  * else 0. Context, pool, compute stream and loaded modules are shared by every instance in the process
  * (ServiceLoader makes a new instance per lookup) and live as long as the process.
@@ -50,8 +58,8 @@ public final class CudaBackend implements PooledBackend {
 
     /**
      * A backend on the same device, context, stream and kernels whose buffers come from a new
-     * {@link DevicePool} (on the context's default stream, as the shared pool): closing it reports
-     * the buffers still live ({@code memory leaked}).
+     * {@link DevicePool} on the backend's compute {@linkplain #stream() stream}, like the shared pool:
+     * closing it reports the buffers still live ({@code memory leaked}).
      *
      * @param name names the pool in messages
      * @return the pooled backend
@@ -61,7 +69,8 @@ public final class CudaBackend implements PooledBackend {
     @Override
     public CudaBackend newPool(String name) {
         java.util.Objects.requireNonNull(name, "name");
-        return new CudaBackend(shared().context.createPool(), name);
+        Shared s = shared();
+        return new CudaBackend(s.context.createPool(s.stream), name);
     }
 
     /**
@@ -90,8 +99,8 @@ public final class CudaBackend implements PooledBackend {
 
         Shared(int ordinal) {
             context = CudaContext.open(ordinal);
-            pool = context.createPool();
             stream = context.createStream();
+            pool = context.createPool(stream); // ordered with the kernels: a step can be captured as a graph
         }
     }
 

@@ -22,6 +22,8 @@ import org.moe4j.cuda.internal.ffi.cuda.cuda_h;
  * the capture, and {@link #capture} then throws a {@link CudaException} saying so.
  */
 public final class CudaGraph implements AutoCloseable {
+    /** The stream this thread captures and the host copies queued on it so far; null when it captures none. */
+    private static final ThreadLocal<HostCopies> HOST_COPIES = new ThreadLocal<>();
     private final CudaStream stream;
     private final MemorySegment exec; // CUgraphExec
     private volatile boolean closed;
@@ -45,13 +47,44 @@ public final class CudaGraph implements AutoCloseable {
      *                                  failure to destroy the partial graph is added as suppressed
      */
     public static CudaGraph capture(CudaStream stream, Runnable body) {
+        return capture(stream, body, new java.util.ArrayList<>());
+    }
+
+    /** The host copies queued on a capturing stream ({@link #noteHostCopy}). */
+    private record HostCopies(CudaStream stream, java.util.List<String> copies) {
+    }
+
+    /**
+     * Notes a copy between host memory and {@code stream}: while this thread captures that stream, the
+     * copy becomes a node that touches its host memory at every replay, so {@link LayerStepGraph}
+     * refuses a capture that made one. Cheap when nothing captures (a thread-local read).
+     */
+    static void noteHostCopy(CudaStream stream, String direction, DeviceBuffer device) {
+        HostCopies c = HOST_COPIES.get();
+        if (c != null && c.stream.handle().address() == stream.handle().address()) {
+            c.copies.add(direction + " " + device.describe());
+        }
+    }
+
+    /**
+     * {@link #capture(CudaStream, Runnable)} that also lists the copies between host memory and the
+     * stream that the body queued (each one reads or writes its host memory at every replay).
+     */
+    static CudaGraph capture(CudaStream stream, Runnable body, java.util.List<String> hostCopies) {
         Objects.requireNonNull(stream, "stream");
         Objects.requireNonNull(body, "body");
         if (stream.isDefault()) {
             throw new IllegalArgumentException("CudaGraph.capture: the legacy default stream cannot be captured; "
                     + "use a stream from CudaContext.createStream()");
         }
-        MemorySegment graph = record(stream, body);
+        HostCopies outer = HOST_COPIES.get();
+        HOST_COPIES.set(new HostCopies(stream, hostCopies));
+        MemorySegment graph;
+        try {
+            graph = record(stream, body);
+        } finally {
+            HOST_COPIES.set(outer);
+        }
         CudaGraph made;
         try (Arena a = Arena.ofConfined()) {
             MemorySegment out = a.allocate(ValueLayout.ADDRESS);
@@ -138,6 +171,7 @@ public final class CudaGraph implements AutoCloseable {
     private static CudaException refusal(CudaStream stream, CudaException cause, String why) {
         CudaException refused = new CudaException("CudaGraph.capture(" + stream + ")", cause.code(), cause.errorName(),
                 "CUDA graph capture refused: " + why);
+        refused.initCause(cause); // where in the captured code it happened
         for (Throwable suppressed : cause.getSuppressed()) {
             refused.addSuppressed(suppressed);
         }

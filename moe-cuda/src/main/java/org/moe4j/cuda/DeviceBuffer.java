@@ -185,6 +185,7 @@ public final class DeviceBuffer implements Buffer {
             return;
         }
         context().makeCurrent();
+        CudaGraph.noteHostCopy(stream, "host->device copy into", this);
         CudaException.check(cuda_h.cuMemcpyHtoDAsync_v2(dst, src.segment(), byteSize(), stream.handle()),
                 "cuMemcpyHtoDAsync_v2(" + byteSize() + " bytes to " + describe() + ")");
     }
@@ -216,6 +217,7 @@ public final class DeviceBuffer implements Buffer {
             return;
         }
         context().makeCurrent();
+        CudaGraph.noteHostCopy(stream, "device->host copy from", this);
         CudaException.check(cuda_h.cuMemcpyDtoHAsync_v2(dst.segment(), src, byteSize(), stream.handle()),
                 "cuMemcpyDtoHAsync_v2(" + byteSize() + " bytes from " + describe() + ")");
     }
@@ -274,12 +276,18 @@ public final class DeviceBuffer implements Buffer {
         CudaException.check(cuda_h.cuMemsetD8Async(dst, (byte) 0, byteSize(), stream.handle()), "cuMemsetD8Async(" + describe() + ")");
     }
 
-    /** Sets every byte to zero and waits for it. */
+    /**
+     * Sets every byte to zero on the pool's {@linkplain DevicePool#stream() stream} and waits for it;
+     * while that stream captures a CUDA graph, the zeroing is recorded in the graph (it runs at each
+     * replay, in stream order) and nothing is waited for.
+     */
     @Override
     public void zero() {
-        CudaStream s = context().defaultStream();
+        CudaStream s = pool.stream();
         zeroAsync(s);
-        s.synchronize();
+        if (!CudaGraph.isCapturing(s)) {
+            s.synchronize();
+        }
     }
 
     /**

@@ -363,7 +363,11 @@ public final class DevicePool implements AutoCloseable {
         try {
             b.copyFrom(host);
         } catch (RuntimeException e) {
-            b.close();
+            try {
+                b.close();
+            } catch (RuntimeException suppressed) { // e.g. a capture the failed copy invalidated: report the copy
+                e.addSuppressed(suppressed);
+            }
             throw e;
         }
         return b;

@@ -144,6 +144,42 @@ public interface ExpertKernels {
     }
 
     /**
+     * Whether {@link #groupedWeightGradTree(Buffer, Buffer, Buffer, int, Buffer, Buffer, GemmSpec)} reads
+     * a leaf-bounds table the caller keeps (a device backend, which would otherwise upload it at every
+     * call); callers that get {@code false} need not build one.
+     *
+     * @return true when a kept leaf-bounds table saves an upload per call
+     */
+    default boolean usesLeafBounds() {
+        return false;
+    }
+
+    /**
+     * {@link #groupedWeightGradTree(Buffer, Buffer, Buffer, int, Buffer, GemmSpec)} with the leaf bounds
+     * lent by the caller: {@code leafBounds} holds {@link TokenBlockTree#leafBounds} of the segment
+     * offsets and {@code blockRows}, in this backend's memory, and is kept by the caller (for example
+     * one table per token count), so the call uploads nothing and can be captured in a CUDA graph. The
+     * default ignores the table.
+     *
+     * @param a              row operand {@code [rows, M]}
+     * @param b              row operand {@code [rows, N]}
+     * @param segmentOffsets I32 {@code [segments + 1]}, non-decreasing
+     * @param blockRows      rows per block, {@code >= 1}
+     * @param leafBounds     I32 {@code [leaves + 1]}: {@code TokenBlockTree.leafBounds(segmentOffsets, blockRows)}
+     *                       (its size is checked, its values are trusted), borrowed
+     * @param out            F32 {@code [segments, M, N]}
+     * @param spec           accumulate / bf16 options
+     * @throws IllegalArgumentException on shape, dtype, offset or block-size errors, or a {@code leafBounds}
+     *                                  that is not I32 of the leaf count plus one (before anything is written)
+     * @throws UnsupportedOperationException where {@link #supportsTokenBlockTree()} is false
+     */
+    default void groupedWeightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer leafBounds,
+            Buffer out, GemmSpec spec) {
+        java.util.Objects.requireNonNull(leafBounds, "leafBounds");
+        groupedWeightGradTree(a, b, segmentOffsets, blockRows, out, spec);
+    }
+
+    /**
      * Evaluates a token-block tree from node values: runs {@code nodes[dst] += nodes[src]} for every
      * pair of {@code plan} in order (element-wise, fp32), then {@code out (+)= nodes[root]}, with
      * {@code plan = [dst0, src0, ..., root]} as made by {@link TokenBlockTree#combinePlan}. The rows of

@@ -50,13 +50,16 @@ public final class SharedExperts implements AutoCloseable {
      * Forward context: the dense MLP's context plus the offsets buffer it borrows.
      *
      * @param inner   the dense MLP's forward context
-     * @param offsets the single-group offsets buffer, closed with the context
+     * @param offsets the single-group offsets buffer made by {@link #forward(Buffer)}, closed with the
+     *                context; null when the caller lent it ({@link #forward(Buffer, Buffer)})
      */
     public record Context(GroupedExperts.Context inner, Buffer offsets) implements AutoCloseable {
         @Override
         public void close() {
             inner.close();
-            offsets.close();
+            if (offsets != null) {
+                offsets.close();
+            }
         }
     }
 
@@ -80,8 +83,30 @@ public final class SharedExperts implements AutoCloseable {
         try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(tokens)}, 2)) {
             off = backend.upload(h); // staged: the offsets are made on the host
         }
-        GroupedExperts.Result r = mlp.forward(x, off);
+        GroupedExperts.Result r;
+        try {
+            r = mlp.forward(x, off);
+        } catch (RuntimeException e) {
+            off.close();
+            throw e;
+        }
         return new Result(r.output(), new Context(r.context(), off));
+    }
+
+    /**
+     * {@link #forward(Buffer)} with the single group's offsets lent by the caller (e.g. a table kept
+     * per token count), so the call uploads nothing.
+     *
+     * @param x       {@code [tokens, hidden]} (borrowed until backward)
+     * @param offsets I32 {@code [2]} = {@code {0, tokens}} in the backend's memory, borrowed until
+     *                backward (not closed by it)
+     * @return output and context
+     * @throws IllegalArgumentException if {@code offsets} is not I32 {@code [2]}
+     */
+    public Result forward(Buffer x, Buffer offsets) {
+        offsets.require("SharedExperts.forward: offsets", DType.I32, 2);
+        GroupedExperts.Result r = mlp.forward(x, offsets);
+        return new Result(r.output(), new Context(r.context(), null));
     }
 
     /**
@@ -94,7 +119,9 @@ public final class SharedExperts implements AutoCloseable {
         try {
             return mlp.backward(ctx.inner(), dY);
         } finally {
-            ctx.offsets().close();
+            if (ctx.offsets() != null) {
+                ctx.offsets().close();
+            }
         }
     }
 

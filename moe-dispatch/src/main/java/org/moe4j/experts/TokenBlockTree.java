@@ -70,6 +70,46 @@ public final class TokenBlockTree {
     }
 
     /**
+     * The leaf bounds of {@link ExpertKernels#groupedWeightGradTree}: every segment's rows
+     * {@code [off[s], off[s+1])} cut into blocks of {@code blockRows} rows from {@code off[s]}, listed
+     * as the first row of each block in segment order, then {@code off[segments]}. Block {@code i} is
+     * rows {@code [bounds[i], bounds[i+1])} (the last block of a segment ends where the next begins).
+     * A device backend keeps this table in its memory per layout, so a backward uploads nothing.
+     *
+     * @param segmentOffsets {@code [segments + 1]} row offsets, {@code >= 0} and non-decreasing
+     * @param blockRows      rows per block, {@code >= 1}
+     * @return {@code [leaves + 1]} row bounds
+     * @throws IllegalArgumentException if {@code segmentOffsets} is empty, negative or decreasing, or
+     *                                  {@code blockRows < 1}
+     */
+    public static int[] leafBounds(int[] segmentOffsets, int blockRows) {
+        if (blockRows < 1) {
+            throw new IllegalArgumentException("TokenBlockTree.leafBounds: blockRows=" + blockRows + " must be >= 1");
+        }
+        if (segmentOffsets.length == 0 || segmentOffsets[0] < 0) {
+            throw new IllegalArgumentException("TokenBlockTree.leafBounds: segmentOffsets must be non-empty and start at"
+                    + " a row >= 0 but is " + java.util.Arrays.toString(segmentOffsets));
+        }
+        long leaves = 0;
+        for (int s = 0; s + 1 < segmentOffsets.length; s++) {
+            if (segmentOffsets[s + 1] < segmentOffsets[s]) {
+                throw new IllegalArgumentException("TokenBlockTree.leafBounds: segmentOffsets[" + (s + 1) + "]="
+                        + segmentOffsets[s + 1] + " < segmentOffsets[" + s + "]=" + segmentOffsets[s]);
+            }
+            leaves += ((long) segmentOffsets[s + 1] - segmentOffsets[s] + blockRows - 1) / blockRows;
+        }
+        int[] bounds = new int[Math.toIntExact(leaves + 1)];
+        int leaf = 0;
+        for (int s = 0; s + 1 < segmentOffsets.length; s++) {
+            for (long r = segmentOffsets[s]; r < segmentOffsets[s + 1]; r += blockRows) {
+                bounds[leaf++] = (int) r;
+            }
+        }
+        bounds[leaf] = segmentOffsets[segmentOffsets.length - 1];
+        return bounds;
+    }
+
+    /**
      * The number of blocks a rank's tokens fill.
      *
      * @param tokens a token count, {@code >= 0}

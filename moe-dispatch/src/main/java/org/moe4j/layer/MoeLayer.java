@@ -157,8 +157,13 @@ public final class MoeLayer implements AutoCloseable {
     private final BufferScope state; // owns the weights, gradients and router state
     /** The most token counts whose {@code [0, tokens]} table {@link #rowOffsets} keeps. */
     private static final int ROW_TABLES_KEPT = 8;
-    private final Map<Long, Buffer> rowTables = new HashMap<>(); // guarded by itself; I32 [2] per token count
+    private final Map<Object, Buffer> rowTables = new HashMap<>(); // guarded by itself; kept tables per token count
     private BufferScope rowTableScope; // guarded by rowTables; owns the tables of rowTables
+    /**
+     * Forward contexts not yet closed and {@link TableHold}s not yet released: they may use kept tables,
+     * so none is freed while one is open.
+     */
+    private final java.util.concurrent.atomic.AtomicInteger tableHolds = new java.util.concurrent.atomic.AtomicInteger();
     /** Token-block-tree reduction of the replicated gradients, or null where the expert kernels lack it. */
     private final ReplicatedGradReduction replicated;
     /** Refuses overlapping calls from two threads. */
@@ -191,6 +196,7 @@ public final class MoeLayer implements AutoCloseable {
             this.expertCtx = expertCtx;
             this.expertOut = expertOut;
             this.sharedCtx = sharedCtx;
+            owner.tableHolds.incrementAndGet();
         }
 
         /**
@@ -223,6 +229,7 @@ public final class MoeLayer implements AutoCloseable {
                 return;
             }
             closed = true;
+            owner.tableHolds.decrementAndGet();
             // every part is closed even if one fails; later failures are attached as suppressed
             Handover.closeAll(route, dispatch, uploadedOffsets, expertOut, variant, sharedCtx, expertCtx);
         }
@@ -325,7 +332,7 @@ public final class MoeLayer implements AutoCloseable {
             // the token-block tree covers every replicated parameter: the gate and its bias, the shared experts
             // and their gate (docs/training.md)
             this.replicated = b.tokenBlockTree && ek.supportsTokenBlockTree()
-                    ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek) : null;
+                    ? new ReplicatedGradReduction(comm, syncReplicated, backend, ek, this::keptTable) : null;
             if (replicated != null && staticEqualShapes()) {
                 replicated.assumeEqualTokens(); // the dispatcher refuses a step where the ranks' [T, K] differ
             }
@@ -389,28 +396,78 @@ public final class MoeLayer implements AutoCloseable {
 
     /**
      * I32 {@code [2]} = {@code {0, rows}}, the one group of the family kernels' bias and bias-gradient
-     * calls: uploaded once per token count into a table the layer keeps (do not close it), so a step
-     * after warm-up uploads nothing for it. At most {@value #ROW_TABLES_KEPT} token counts are kept;
-     * a new one beyond that frees them all first (stream-ordered, after the work queued on them).
+     * calls and of the shared experts: uploaded once per token count into a table the layer keeps (do
+     * not close it), so a step after warm-up uploads nothing for it. At most {@value #ROW_TABLES_KEPT}
+     * token counts are kept; a new one beyond that frees them all first (stream-ordered, after the
+     * work queued on them), unless a forward context is open (it may hold one until its backward).
      */
     private Buffer rowOffsets(long rows) {
+        return keptTable(rows, () -> HostBuffer.ofInts(new int[] {0, Math.toIntExact(rows)}, 2));
+    }
+
+    /**
+     * A constant table the layer keeps in its backend's memory under {@code key} (do not close it): made
+     * from {@code values} (closed here) on first use, so a step after warm-up uploads nothing for it
+     * (a step captured as a CUDA graph reads it at every replay). The tables of at most
+     * {@value #ROW_TABLES_KEPT} keys are kept; a new one beyond that frees them all first
+     * (stream-ordered, after the work queued on them), unless a forward context or a {@link TableHold}
+     * is open.
+     */
+    private Buffer keptTable(Object key, java.util.function.Supplier<HostBuffer> values) {
         synchronized (rowTables) {
-            Buffer kept = rowTables.get(rows);
+            Buffer kept = rowTables.get(key);
             if (kept != null) {
                 return kept;
             }
-            if (rowTables.size() >= ROW_TABLES_KEPT) {
+            if (rowTables.size() >= ROW_TABLES_KEPT && tableHolds.get() == 0) {
                 rowTableScope.close();
                 rowTables.clear();
                 rowTableScope = BufferScope.detached("MoeLayer rank " + comm.rank() + " row tables", allocator);
             }
-            try (HostBuffer h = HostBuffer.ofInts(new int[] {0, Math.toIntExact(rows)}, 2);
+            try (HostBuffer h = values.get();
                  BufferScope.Activation _ = rowTableScope.enter()) { // owned by the layer, not the caller's scope
-                Buffer made = backend.upload(h); // staged: the offsets are made on the host, once per token count
-                rowTables.put(rows, made);
+                Buffer made = backend.upload(h); // staged: the table is made on the host, once per key
+                rowTables.put(key, made);
                 return made;
             }
         }
+    }
+
+    /**
+     * Keeps the layer's per-token-count tables alive until {@link #close()}: while a hold is open the
+     * layer frees none of them, however many token counts it sees (it keeps more instead). Taken by
+     * whoever keeps work that reads them beyond one call, e.g. a CUDA graph that captured a step.
+     */
+    public final class TableHold implements AutoCloseable {
+        private boolean released;
+
+        private TableHold() {
+            tableHolds.incrementAndGet();
+        }
+
+        /** Releases the hold (idempotent); the tables are freed later, when the layer needs room. */
+        @Override
+        public synchronized void close() {
+            if (!released) {
+                released = true;
+                tableHolds.decrementAndGet();
+            }
+        }
+    }
+
+    /**
+     * Holds the layer's kept tables (the {@code {0, tokens}} offsets, the token-block tree's leaf
+     * bounds) so that none is freed until the hold is closed: for work that reads them after the call
+     * that made them returned, such as a step captured as a CUDA graph.
+     *
+     * @return the hold; close it when that work is gone
+     * @throws IllegalStateException if the layer is closed
+     */
+    public TableHold holdTables() {
+        if (closed) {
+            throw new IllegalStateException("MoeLayer.holdTables: the layer is closed");
+        }
+        return new TableHold();
     }
 
     /**
@@ -708,7 +765,7 @@ public final class MoeLayer implements AutoCloseable {
                 }
             }
             if (shared != null) {
-                sh = shared.forward(x);
+                sh = shared.forward(x, rowOffsets(tokens)); // {0, tokens}: the table the layer keeps
                 if (sharedGate != null) {
                     sharedOut = sh.output();
                     sharedLogit = backend.allocate(DType.F32, Shape.of(tokens, 1));
@@ -814,6 +871,7 @@ public final class MoeLayer implements AutoCloseable {
             Buffer dTopk = null;     // score before experts: gradient of the routing weights
             Buffer dS = null;        // gated shared expert: gradient of the ungated shared output
             Buffer dLogit = null;    // gated shared expert: gradient of its gate logit
+            RuntimeException failure = null;
             try {
                 if (before) {
                     dCombined = backend.allocate(DType.F32, Shape.of(tokens * config.topK(), config.hidden()));
@@ -915,16 +973,37 @@ public final class MoeLayer implements AutoCloseable {
                 }
             }
             } catch (RuntimeException e) {
+                failure = e;
                 if (dX != null) {
-                    dX.close();
+                    try {
+                        dX.close();
+                    } catch (RuntimeException closing) {
+                        e.addSuppressed(closing);
+                    }
                 }
                 throw e;
             } finally {
-                for (AutoCloseable c : new AutoCloseable[] {pending, sharedPending, dXs, plan, dCombined, dTopk, dS,
-                        dLogit}) {
-                    closeQuietly(c);
+                List<AutoCloseable> scratch = new ArrayList<>(java.util.Arrays.asList(pending, sharedPending, dXs, plan,
+                        dCombined, dTopk, dS, dLogit));
+                scratch.addAll(gathered);
+                RuntimeException closing = null;
+                for (AutoCloseable c : scratch) {
+                    try {
+                        closeQuietly(c);
+                    } catch (RuntimeException e) {
+                        if (closing == null) {
+                            closing = e;
+                        } else {
+                            closing.addSuppressed(e);
+                        }
+                    }
                 }
-                gathered.forEach(MoeLayer::closeQuietly);
+                if (closing != null) { // a failure already on its way out keeps its place: the close is attached
+                    if (failure == null) {
+                        throw closing;
+                    }
+                    failure.addSuppressed(closing);
+                }
             }
             return dX;
         }
@@ -1132,6 +1211,14 @@ public final class MoeLayer implements AutoCloseable {
             }
         }
         return out;
+    }
+
+    /**
+     * Returns whether {@link #close()} was called.
+     * @return true after {@link #close()}
+     */
+    public boolean isClosed() {
+        return closed;
     }
 
     /** Zeroes every gradient. */

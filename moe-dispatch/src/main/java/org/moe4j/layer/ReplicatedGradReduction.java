@@ -25,6 +25,8 @@ final class ReplicatedGradReduction {
     private final boolean exchange;
     private final Backend backend;
     private final ExpertKernels kernels;
+    /** The layer's kept device tables, used where the kernels read a kept leaf-bounds table. */
+    private final KeptTables tables;
     /** Every rank has this rank's token count (the dispatcher refuses anything else): no count exchange. */
     private boolean equalTokens;
 
@@ -33,12 +35,37 @@ final class ReplicatedGradReduction {
      * @param exchange reduce over all ranks (else over this rank's tokens only)
      * @param backend  allocates the node buffers
      * @param kernels  kernels with {@link ExpertKernels#supportsTokenBlockTree()}
+     * @param tables   the layer's kept tables (leaf bounds and the ones column live there where the kernels
+     *                 {@linkplain ExpertKernels#usesLeafBounds() read kept tables}: a backward uploads nothing)
      */
-    ReplicatedGradReduction(Communicator comm, boolean exchange, Backend backend, ExpertKernels kernels) {
+    ReplicatedGradReduction(Communicator comm, boolean exchange, Backend backend, ExpertKernels kernels,
+            KeptTables tables) {
         this.comm = comm;
         this.exchange = exchange && comm.size() > 1;
         this.backend = backend;
         this.kernels = kernels;
+        this.tables = tables;
+    }
+
+    /** Constant tables kept by the layer in its backend's memory, one per key (not closed by users). */
+    @FunctionalInterface
+    interface KeptTables {
+        /**
+         * Returns the table kept under {@code key}, made from {@code values} (closed by the callee) on first use.
+         *
+         * @param key    identifies the table's contents
+         * @param values makes the host values when the table does not exist yet
+         * @return the kept table (do not close)
+         */
+        Buffer get(Object key, java.util.function.Supplier<HostBuffer> values);
+    }
+
+    /** Key of a kept leaf-bounds table: the segment offsets it was made from. */
+    private record LeafBoundsKey(List<Integer> segmentOffsets) {
+    }
+
+    /** Key of a kept column of ones. */
+    private record OnesKey(long tokens) {
     }
 
     /**
@@ -53,13 +80,16 @@ final class ReplicatedGradReduction {
     /** The tree layout of one backward: this rank's node segments and how to combine every rank's nodes. */
     static final class Plan implements AutoCloseable {
         private final Buffer segmentOffsets; // I32 [myNodes + 1], rows of this rank's tokens
+        private final Buffer leafBounds;     // I32 [leaves + 1] kept by the layer, or null where the kernels upload them
         private final int myNodes;
         private final long[] nodesPerRank;
         private final int totalNodes;
         private final int[] combine;
 
-        private Plan(Buffer segmentOffsets, int myNodes, long[] nodesPerRank, int totalNodes, int[] combine) {
+        private Plan(Buffer segmentOffsets, Buffer leafBounds, int myNodes, long[] nodesPerRank, int totalNodes,
+                int[] combine) {
             this.segmentOffsets = segmentOffsets;
+            this.leafBounds = leafBounds;
             this.myNodes = myNodes;
             this.nodesPerRank = nodesPerRank;
             this.totalNodes = totalNodes;
@@ -108,7 +138,15 @@ final class ReplicatedGradReduction {
         // a host table: the tree kernels lay out their leaves from the offsets on the host, so a device copy
         // would only be read back again (a device→host read per backward on a device backend)
         Buffer off = HostBuffer.ofInts(offsets, offsets.length);
-        return new Plan(off, mine.size(), nodesPerRank, all.size(), combine);
+        Buffer bounds = null;
+        if (kernels.usesLeafBounds()) { // a device table kept per layout: the backward uploads nothing
+            List<Integer> key = java.util.Arrays.stream(offsets).boxed().toList();
+            bounds = tables.get(new LeafBoundsKey(key), () -> {
+                int[] b = TokenBlockTree.leafBounds(offsets, TokenBlockTree.BLOCK);
+                return HostBuffer.ofInts(b, b.length);
+            });
+        }
+        return new Plan(off, bounds, mine.size(), nodesPerRank, all.size(), combine);
     }
 
     private long[] equal(long tokens) {
@@ -172,14 +210,21 @@ final class ReplicatedGradReduction {
      */
     Gathered gatherSum(Plan plan, Buffer a) {
         long tokens = a.shape().dim(0);
-        try (HostBuffer h = HostBuffer.allocate(DType.F32, tokens, 1)) {
-            for (long t = 0; t < tokens; t++) {
-                h.setFloat(t, 1f);
-            }
-            try (Buffer ones = backend.upload(h)) { // staged: a constant column made on the host
-                return gather(plan, a, ones, false);
-            }
+        if (kernels.usesLeafBounds()) { // a device table kept per token count: nothing uploaded per backward
+            return gather(plan, a, tables.get(new OnesKey(tokens), () -> ones(tokens)), false);
         }
+        try (HostBuffer h = ones(tokens); Buffer ones = backend.upload(h)) { // staged: a constant column made on the host
+            return gather(plan, a, ones, false);
+        }
+    }
+
+    /** F32 {@code [tokens, 1]} of ones (caller closes). */
+    private static HostBuffer ones(long tokens) {
+        HostBuffer h = HostBuffer.allocate(DType.F32, tokens, 1);
+        for (long t = 0; t < tokens; t++) {
+            h.setFloat(t, 1f);
+        }
+        return h;
     }
 
     /**
@@ -200,7 +245,12 @@ final class ReplicatedGradReduction {
         long n = b.shape().dim(1);
         Buffer local = backend.allocate(DType.F32, Shape.of(plan.myNodes, m, n));
         try {
-            kernels.groupedWeightGradTree(a, b, plan.segmentOffsets, TokenBlockTree.BLOCK, local, new GemmSpec(false, bf16));
+            GemmSpec spec = new GemmSpec(false, bf16);
+            if (plan.leafBounds != null) {
+                kernels.groupedWeightGradTree(a, b, plan.segmentOffsets, TokenBlockTree.BLOCK, plan.leafBounds, local, spec);
+            } else {
+                kernels.groupedWeightGradTree(a, b, plan.segmentOffsets, TokenBlockTree.BLOCK, local, spec);
+            }
             if (!exchange) {
                 Gathered g = new Gathered(local, plan.combine);
                 local = null;
@@ -214,6 +264,16 @@ final class ReplicatedGradReduction {
                 throw e;
             }
             return new Gathered(all, plan.combine);
+        } catch (RuntimeException e) {
+            if (local != null) { // a failed close must not hide why the gather failed
+                try {
+                    local.close();
+                } catch (RuntimeException closing) {
+                    e.addSuppressed(closing);
+                }
+                local = null;
+            }
+            throw e;
         } finally {
             if (local != null) {
                 local.close();

@@ -149,6 +149,7 @@ public final class AdamW implements AutoCloseable {
     private long skipped;
     private boolean closed;
     private DeviceCounters device; // stepOnDevice(): counters, flag and bias table on the device; null before
+    private int tableRows = DEVICE_TABLE_STEPS; // rows of the device bias table when it is made
 
     /**
      * An optimiser on the backend that holds the parameters: the CPU backend for host buffers,
@@ -253,6 +254,22 @@ public final class AdamW implements AutoCloseable {
             throw new IllegalArgumentException("AdamW: parameter " + name + " must be F32, got " + b.dtype()
                     + " on " + b.device());
         }
+    }
+
+    /**
+     * Returns the parameters this optimiser updates, in the order given.
+     * @return the parameters this optimiser updates (unmodifiable)
+     */
+    public List<Parameter> parameters() {
+        return params;
+    }
+
+    /**
+     * Returns whether {@link #close()} was called.
+     * @return true after {@link #close()}
+     */
+    public boolean isClosed() {
+        return closed;
     }
 
     /**
@@ -437,20 +454,28 @@ public final class AdamW implements AutoCloseable {
                 (float) o.eps(), decay);
     }
 
-    /** Steps between two reads of the device counters by {@link #stepOnDevice()} (rows of the bias table). */
+    /** Default steps between two reads of the device counters by {@link #stepOnDevice()} (rows of the bias table). */
     static final int DEVICE_TABLE_STEPS = 1024;
+    /** The most rows {@link #deviceTableSteps(int)} accepts. */
+    public static final int MAX_DEVICE_TABLE_STEPS = 1 << 20;
 
     /**
      * {@link #step()} with the non-finite check and the skip decided on the device, so nothing is read
      * back to the host and the step can be captured in a CUDA graph. The policy is {@link #step()}'s
      * exactly: when a gradient holds a NaN or infinite element no parameter, moment or step count
      * changes and the step counts as skipped; otherwise the update is bitwise {@link #step()}'s (the
-     * bias corrections come from a table the host computes with the same formula). The step and skip
-     * counts live on the device and are read back only when asked for ({@link #steps()},
+     * bias corrections come from a table the host computes with the same formula, indexed on the
+     * device by the device step count minus the table's base, which the device holds too). The step
+     * and skip counts live on the device and are read back only when asked for ({@link #steps()},
      * {@link #skippedSteps()}, or a {@link #step()}/{@link #restore} that takes over), plus once every
-     * {@value #DEVICE_TABLE_STEPS} calls to move the bias table on; no report names the bad element.
+     * {@link #deviceTableSteps()} calls to move the bias table on; no report names the bad element.
      * Where the kernels cannot decide on the device ({@link OptimizerKernels#skipsOnDevice()} false,
      * e.g. the CPU backend, where the check costs no synchronisation) this is {@link #step()}.
+     *
+     * <p>Captured in a CUDA graph, the call's host part runs once, at capture; each replay runs its
+     * device part. Before each replay call {@link #prepareDeviceStep()}, and after it
+     * {@link #recordReplayedStep()}, so the table is moved on in time and the counts are read back on
+     * request (the graph classes of the CUDA backend do this).
      *
      * @throws IllegalStateException if this optimiser or one of its parameters was closed (nothing changed)
      * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
@@ -470,7 +495,7 @@ public final class AdamW implements AutoCloseable {
             }
             for (int i = 0; i < params.size(); i++) {
                 kernels.adamWGuarded(params.get(i).value(), params.get(i).grad(), m.get(i), v.get(i),
-                        scalars(o, params.get(i), 0f, 0f), d.table, d.base, d.state);
+                        scalars(o, params.get(i), 0f, 0f), d.table, d.state);
             }
             kernels.finishGuardedStep(d.state);
             d.pending++;
@@ -479,11 +504,108 @@ public final class AdamW implements AutoCloseable {
         }
     }
 
-    /** The device side of {@link #stepOnDevice()}: {applied, skipped, flag} and the bias table from {@code base + 1}. */
+    /**
+     * Makes the next guarded step ({@link #stepOnDevice()}, or the replay of a CUDA graph that captured
+     * it) runnable with no host work: creates the device counters and bias table, or rebuilds them
+     * when they are stale (after {@link #step()} or a restore), when the table has no row left for the
+     * step, or when the options' betas changed. A rebuild reads the device counters back (one
+     * device→host read) and uploads the table and counters, on the context's default stream and
+     * synchronously, so call it on the host, never while a stream captures. Cheap when nothing is due.
+     *
+     * @throws IllegalStateException if the optimiser or one of its parameters was closed, or its kernels
+     *                               decide the skip on the host ({@link OptimizerKernels#skipsOnDevice()}
+     *                               false: there is no device step to prepare)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public void prepareDeviceStep() {
+        use.enter("prepareDeviceStep");
+        try {
+            requireDeviceStep("prepareDeviceStep");
+            deviceCounters(options);
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Counts one guarded step that ran outside this object: the replay of a CUDA graph that captured
+     * {@link #stepOnDevice()}, launched after {@link #prepareDeviceStep()}. {@link #steps()} and
+     * {@link #skippedSteps()} then read the device counters back, and the next
+     * {@link #prepareDeviceStep()} moves the table on once its rows are used up. Reads nothing.
+     *
+     * @throws IllegalStateException if the optimiser or one of its parameters was closed, its kernels
+     *                               have no device step, or no device step was prepared since the host
+     *                               last took the counters over (nothing to replay)
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public void recordReplayedStep() {
+        use.enter("recordReplayedStep");
+        try {
+            requireDeviceStep("recordReplayedStep");
+            DeviceCounters d = device;
+            if (d == null || d.pending < 0 || d.pending >= d.rows) {
+                throw new IllegalStateException("AdamW.recordReplayedStep: no device step was prepared for it"
+                        + (d != null && d.pending >= d.rows ? " (the bias table's " + d.rows + " rows are used up)" : "")
+                        + "; call prepareDeviceStep() before each replay");
+            }
+            d.pending++;
+        } finally {
+            use.exit();
+        }
+    }
+
+    /**
+     * Returns the rows of the device bias table: how many guarded steps run between two reads of the
+     * device counters.
+     *
+     * @return the rows of the device bias table ({@value #DEVICE_TABLE_STEPS} unless set)
+     */
+    public int deviceTableSteps() {
+        return tableRows;
+    }
+
+    /**
+     * Sets the rows of the device bias table (fewer rows: less memory, more frequent reads of the
+     * device counters). Only before the first device step, since a captured step holds the table.
+     *
+     * @param rows between 1 and {@value #MAX_DEVICE_TABLE_STEPS}
+     * @throws IllegalArgumentException if {@code rows} is outside that range
+     * @throws IllegalStateException    if a device step was already made or prepared, or the optimiser is closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this optimiser
+     */
+    public void deviceTableSteps(int rows) {
+        if (rows < 1 || rows > MAX_DEVICE_TABLE_STEPS) {
+            throw new IllegalArgumentException("AdamW.deviceTableSteps: rows=" + rows + " must be in [1, "
+                    + MAX_DEVICE_TABLE_STEPS + "]");
+        }
+        use.enter("deviceTableSteps");
+        try {
+            if (closed) {
+                throw new IllegalStateException("AdamW.deviceTableSteps: the optimiser is closed");
+            }
+            if (device != null) {
+                throw new IllegalStateException("AdamW.deviceTableSteps: the device table already exists ("
+                        + device.rows + " rows); set its size before the first device step");
+            }
+            tableRows = rows;
+        } finally {
+            use.exit();
+        }
+    }
+
+    private void requireDeviceStep(String call) {
+        if (!kernels.skipsOnDevice()) {
+            throw new IllegalStateException("AdamW." + call + ": " + kernels.getClass().getSimpleName()
+                    + " decide the non-finite skip on the host (OptimizerKernels.skipsOnDevice() is false): no device step");
+        }
+        checkUsable();
+    }
+
+    /** The device side of {@link #stepOnDevice()}: {applied, skipped, flag, table base} and the bias table from base + 1. */
     private static final class DeviceCounters {
-        Buffer state;         // I64 [3]
-        Buffer table;         // F32 [DEVICE_TABLE_STEPS, 2]
-        long base;            // the applied-step count when the table was built
+        Buffer state;         // I64 [4]: applied steps, skipped steps, skip flag, the applied-step count the table starts after
+        Buffer table;         // F32 [rows, 2]
+        int rows;
         double beta1 = Double.NaN;
         double beta2 = Double.NaN;
         int pending = -1;     // guarded steps since the host counters were last equal to the device's; -1: stale
@@ -503,27 +625,33 @@ public final class AdamW implements AutoCloseable {
         DeviceCounters d = device;
         if (d == null) {
             d = new DeviceCounters();
-            d.state = backend.allocate(DType.I64, org.moe4j.core.Shape.of(3));
-            d.table = backend.allocate(DType.F32, org.moe4j.core.Shape.of(DEVICE_TABLE_STEPS, 2));
+            d.rows = tableRows;
+            try {
+                d.state = backend.allocate(DType.I64, org.moe4j.core.Shape.of(4));
+                d.table = backend.allocate(DType.F32, org.moe4j.core.Shape.of(d.rows, 2));
+            } catch (RuntimeException e) {
+                d.close();
+                throw e;
+            }
             device = d;
         }
-        if (d.pending >= 0 && d.pending < DEVICE_TABLE_STEPS && d.beta1 == o.beta1() && d.beta2 == o.beta2()) {
+        if (d.pending >= 0 && d.pending < d.rows && d.beta1 == o.beta1() && d.beta2 == o.beta2()) {
             return d;
         }
         syncCounters();
         try (org.moe4j.core.buffer.HostBuffer h = org.moe4j.core.buffer.HostBuffer.allocate(DType.F32,
-                DEVICE_TABLE_STEPS, 2); org.moe4j.core.buffer.HostBuffer c = org.moe4j.core.buffer.HostBuffer.allocate(
-                        DType.I64, 3)) {
-            for (int i = 0; i < DEVICE_TABLE_STEPS; i++) {
+                d.rows, 2); org.moe4j.core.buffer.HostBuffer c = org.moe4j.core.buffer.HostBuffer.allocate(
+                        DType.I64, 4)) {
+            for (int i = 0; i < d.rows; i++) {
                 h.setFloat(2L * i, biasCorrection(o.beta1(), step + 1 + i));
                 h.setFloat(2L * i + 1, biasCorrection(o.beta2(), step + 1 + i));
             }
             c.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 0, step);
             c.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 1, skipped);
+            c.segment().setAtIndex(java.lang.foreign.ValueLayout.JAVA_LONG_UNALIGNED, 3, step); // the table's base
             d.table.copyFrom(h);
             d.state.copyFrom(c);
         }
-        d.base = step;
         d.beta1 = o.beta1();
         d.beta2 = o.beta2();
         d.pending = 0;

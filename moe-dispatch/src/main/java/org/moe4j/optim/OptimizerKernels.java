@@ -89,7 +89,7 @@ public interface OptimizerKernels {
      * queued, nothing read back.
      *
      * @param x     F32
-     * @param state I64 {@code [3]}: {applied steps, skipped steps, skip flag}
+     * @param state I64 {@code [4]}: {applied steps, skipped steps, skip flag, bias-table base}
      * @throws UnsupportedOperationException where {@link #skipsOnDevice()} is false
      */
     default void flagNonFinite(Buffer x, Buffer state) {
@@ -98,9 +98,10 @@ public interface OptimizerKernels {
 
     /**
      * {@link #adamW} unless {@code state[2]} is set (then nothing changes), with the bias corrections
-     * of step {@code t = state[0] + 1} taken from {@code biasTable} (row {@code t - tableBase - 1});
-     * the {@code bias1}/{@code bias2} of {@code step} are ignored. A {@code t} outside the table
-     * updates nothing.
+     * of step {@code t = state[0] + 1} taken from {@code biasTable} (row {@code state[0] - state[3]}:
+     * the table's base lives on the device, so the host can move the table on between replays of a
+     * captured step without changing the launch); the {@code bias1}/{@code bias2} of {@code step} are
+     * ignored. A {@code t} outside the table updates nothing.
      *
      * @param param     in/out: F32 parameter values
      * @param grad      F32 gradient
@@ -108,13 +109,13 @@ public interface OptimizerKernels {
      * @param v         in/out: F32 second moment
      * @param step      the other scalars
      * @param biasTable F32 {@code [rows, 2]}: {@code (1 − beta1^t, 1 − beta2^t)} for
-     *                  {@code t = tableBase + 1 ...}
-     * @param tableBase the step before the table's first row
-     * @param state     I64 {@code [3]}: {applied steps, skipped steps, skip flag}
+     *                  {@code t = state[3] + 1 ...}
+     * @param state     I64 {@code [4]}: {applied steps, skipped steps, skip flag, the applied-step count
+     *                  before the table's first row}
      * @throws UnsupportedOperationException where {@link #skipsOnDevice()} is false
      */
     default void adamWGuarded(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep step, Buffer biasTable,
-            long tableBase, Buffer state) {
+            Buffer state) {
         throw new UnsupportedOperationException(getClass().getSimpleName() + " has no device-side skip decision");
     }
 
@@ -122,7 +123,7 @@ public interface OptimizerKernels {
      * Ends a guarded step on the device: counts it as skipped ({@code state[1]++}) when flagged, else
      * as applied ({@code state[0]++}), and clears the flag.
      *
-     * @param state I64 {@code [3]}: {applied steps, skipped steps, skip flag}
+     * @param state I64 {@code [4]}: {applied steps, skipped steps, skip flag, bias-table base}
      * @throws UnsupportedOperationException where {@link #skipsOnDevice()} is false
      */
     default void finishGuardedStep(Buffer state) {

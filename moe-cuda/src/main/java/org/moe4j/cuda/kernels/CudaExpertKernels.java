@@ -510,6 +510,38 @@ public final class CudaExpertKernels implements ExpertKernels {
     @Override
     public void groupedWeightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer out,
             GemmSpec spec) {
+        weightGradTree(a, b, segmentOffsets, blockRows, null, out, spec);
+    }
+
+    /** {@inheritDoc} */
+    @Override
+    public boolean usesLeafBounds() {
+        return true;
+    }
+
+    /**
+     * {@inheritDoc}
+     *
+     * <p>On the GPU the table is read where it is: no upload, no read-back, nothing from host memory,
+     * so the call can be captured in a CUDA graph.
+     */
+    @Override
+    public void groupedWeightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer leafBounds,
+            Buffer out, GemmSpec spec) {
+        java.util.Objects.requireNonNull(leafBounds, "leafBounds");
+        weightGradTree(a, b, segmentOffsets, blockRows, leafBounds, out, spec);
+    }
+
+    /** A device copy of {@code values} (caller closes). */
+    private DeviceBuffer uploadInts(int[] values) {
+        try (HostBuffer h = HostBuffer.ofInts(values, values.length)) {
+            return k.pool().copyOf(h);
+        }
+    }
+
+    /** The tree weight gradient; {@code kept} is the caller's leaf-bounds table, or null to upload one. */
+    private void weightGradTree(Buffer a, Buffer b, Buffer segmentOffsets, int blockRows, Buffer kept, Buffer out,
+            GemmSpec spec) {
         floating("a", a, 2);
         floating("b", b, 2);
         f32("out", out, 3);
@@ -528,29 +560,29 @@ public final class CudaExpertKernels implements ExpertKernels {
         int[] off = new int[segments + 1];
         offsets(segmentOffsets, segments, rows, off, false); // only the host values are needed: no upload
         DeviceBuffer o = dev("out", out);
+        int[] bounds = org.moe4j.experts.TokenBlockTree.leafBounds(off, blockRows);
+        int leaves = bounds.length - 1;
+        DeviceBuffer keptBounds = null;
+        if (kept != null) {
+            kept.require("leafBounds", DType.I32, bounds.length);
+            keptBounds = dev("leafBounds", kept);
+        }
         if (segments == 0 || m == 0 || n == 0) {
             return;
         }
-        int[] bounds = new int[rows + 2];
-        int leaves = 0;
         int maxLeaves = 0;
         for (int s = 0; s < segments; s++) {
-            int before = leaves;
-            for (int r = off[s]; r < off[s + 1]; r += blockRows) {
-                bounds[leaves++] = r;
-            }
-            maxLeaves = Math.max(maxLeaves, leaves - before);
+            maxLeaves = Math.max(maxLeaves, (off[s + 1] - off[s] + blockRows - 1) / blockRows);
         }
-        bounds[leaves] = off[segments];
         long plane = (long) m * n * 4;
         GemmSpec overwrite = new GemmSpec(false, spec.bf16Operands());
         boolean cast = tensorCores(a, b, spec, m, n);
         DeviceBuffer ab = cast ? asBf16(a) : dev("a", a); // cast once, not once per block
         DeviceBuffer bb = cast ? asBf16(b) : dev("b", b);
         int levels = 1 + (maxLeaves <= 1 ? 0 : 32 - Integer.numberOfLeadingZeros(maxLeaves - 1));
-        try (HostBuffer hb = HostBuffer.ofInts(java.util.Arrays.copyOf(bounds, leaves + 1), leaves + 1);
-             DeviceBuffer bd = k.pool().copyOf(hb);
+        try (DeviceBuffer uploaded = keptBounds != null ? null : uploadInts(bounds);
              DeviceBuffer stack = k.pool().allocateUninitialized(DType.F32, Shape.of(levels, m, n))) {
+            DeviceBuffer bd = keptBounds != null ? keptBounds : uploaded;
             CudaOptimizerKernels add = adder();
             int leaf = 0;
             for (int s = 0; s < segments; s++) {

@@ -97,7 +97,7 @@ public final class CudaOptimizerKernels implements OptimizerKernels {
     }
 
     private static void guardState(Buffer state) {
-        state.require("state", DType.I64, 3);
+        state.require("state", DType.I64, 4);
     }
 
     @Override
@@ -113,8 +113,7 @@ public final class CudaOptimizerKernels implements OptimizerKernels {
     }
 
     @Override
-    public void adamWGuarded(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep s, Buffer biasTable, long tableBase,
-            Buffer state) {
+    public void adamWGuarded(Buffer param, Buffer grad, Buffer m, Buffer v, AdamWStep s, Buffer biasTable, Buffer state) {
         long n = param.numel();
         f32("param", param, n);
         f32("grad", grad, n);
@@ -125,15 +124,12 @@ public final class CudaOptimizerKernels implements OptimizerKernels {
             throw new IllegalArgumentException("biasTable: expected F32 [rows, 2] but got " + biasTable.dtype() + " "
                     + biasTable.shape());
         }
-        if (tableBase < 0) {
-            throw new IllegalArgumentException("tableBase must be >= 0 but got " + tableBase);
-        }
         if (n == 0) {
             return;
         }
         k.launch("moe_adamw_guarded_f32").grid(Math.min(blocks(n, BLOCK), MAX_GRID)).block(BLOCK)
                 .arg(dev("param", param)).arg(dev("grad", grad)).arg(dev("m", m)).arg(dev("v", v)).arg(n)
-                .arg(s.lr()).arg(s.beta1()).arg(s.beta2()).arg(dev("biasTable", biasTable)).arg(tableBase)
+                .arg(s.lr()).arg(s.beta1()).arg(s.beta2()).arg(dev("biasTable", biasTable))
                 .arg(biasTable.numel() / 2).arg(s.eps()).arg(s.decay()).arg(dev("state", state)).launch();
     }
 

@@ -19,6 +19,12 @@ import org.moe4j.dispatch.spi.Rendezvous;
  * group's {@link Rendezvous}, read the peers' inputs with copies on this rank's stream into this
  * rank's outputs only, synchronize the stream, and meet again so that nobody returns (and reuses
  * an input) while a peer still reads it.
+ *
+ * <p>A group of one rank needs no coordination: there each collective (after the same argument
+ * checks) is a stream-ordered device copy, or nothing, on the receiving buffer's pool stream (the CUDA
+ * backend's compute stream for its buffers), with no host synchronisation, so a one-rank layer step
+ * can be captured as a CUDA graph. Its output is then ready in that stream's order (the backend's
+ * kernels and the synchronous copies, which run on the legacy stream, see it).
  */
 public final class VirtualRankCommunicator implements Communicator {
     private final Rendezvous rv;
@@ -79,6 +85,14 @@ public final class VirtualRankCommunicator implements Communicator {
             throw new IllegalArgumentException("allToAllV: recv " + r.describe() + " and send " + s.describe()
                     + " differ in dtype or row size");
         }
+        if (size() == 1) {
+            if (sendRows[0] != recvRows[0]) {
+                throw new IllegalArgumentException("allToAllV: rank 0 sends " + sendRows[0] + " rows to itself but"
+                        + " expects " + recvRows[0]);
+            }
+            copyRows(s, 0, r, 0, recvRows[0], r.pool().stream());
+            return;
+        }
         context.synchronize();
         Object[] all = rv.exchange(rank, "allToAllV", new Rows(s, sendRows.clone(), r, recvRows.clone()));
         for (int src = 0; src < size(); src++) {
@@ -95,7 +109,7 @@ public final class VirtualRankCommunicator implements Communicator {
         long dstRow = 0;
         for (int src = 0; src < size(); src++) {
             Rows p = (Rows) all[src];
-            copyRows(p.send, RowLayout.prefix(p.sendRows, rank), r, dstRow, recvRows[src]);
+            copyRows(p.send, RowLayout.prefix(p.sendRows, rank), r, dstRow, recvRows[src], stream);
             dstRow += recvRows[src];
         }
         stream.synchronize();
@@ -106,6 +120,9 @@ public final class VirtualRankCommunicator implements Communicator {
     public void allReduce(Buffer buffer, ReduceOp op) {
         DeviceBuffer b = device("allReduce buffer", buffer);
         Objects.requireNonNull(op, "op");
+        if (size() == 1) {
+            return; // the reduction over one rank is its own value
+        }
         context.synchronize();
         Object[] all = rv.exchange(rank, "allReduce", b);
         for (int r = 0; r < size(); r++) {
@@ -146,6 +163,14 @@ public final class VirtualRankCommunicator implements Communicator {
                     + "] = " + recvRows[rank]);
         }
         long rowBytes = RowLayout.rowBytes(r);
+        if (size() == 1) {
+            if (s.dtype() != r.dtype() || RowLayout.rowBytes(s) != rowBytes) {
+                throw new IllegalArgumentException("allGatherV: send " + s.describe() + " and recv " + r.describe()
+                        + " differ in dtype or row size");
+            }
+            copyRows(s, 0, r, 0, recvRows[0], r.pool().stream());
+            return;
+        }
         context.synchronize();
         Object[] all = rv.exchange(rank, "allGatherV", new Rows(s, null, r, recvRows.clone()));
         long dstRow = 0;
@@ -159,7 +184,7 @@ public final class VirtualRankCommunicator implements Communicator {
                 fail("allGatherV: ranks disagree on recvRows: rank " + src + " has " + Arrays.toString(p.recvRows)
                         + ", rank " + rank + " has " + Arrays.toString(recvRows));
             }
-            copyRows(p.send, 0, r, dstRow, recvRows[src]);
+            copyRows(p.send, 0, r, dstRow, recvRows[src], stream);
             dstRow += recvRows[src];
         }
         stream.synchronize();
@@ -175,6 +200,10 @@ public final class VirtualRankCommunicator implements Communicator {
         if (RowLayout.rows(r) != rows[rank] || r.dtype() != s.dtype() || RowLayout.rowBytes(r) != RowLayout.rowBytes(s)) {
             throw new IllegalArgumentException("reduceScatterV: recv " + r.describe() + " must be " + s.dtype() + " with "
                     + rows[rank] + " rows (rows[" + rank + "]) of the send row size");
+        }
+        if (size() == 1) {
+            copyRows(s, 0, r, 0, rows[0], r.pool().stream()); // the reduction over one rank is its own value
+            return;
         }
         context.synchronize();
         Object[] all = rv.exchange(rank, "reduceScatterV", new Rows(s, rows.clone(), r, null));
@@ -206,6 +235,9 @@ public final class VirtualRankCommunicator implements Communicator {
     @Override
     public void barrier() {
         checkOpen();
+        if (size() == 1) {
+            return;
+        }
         rv.exchange(rank, "barrier", null);
     }
 
@@ -218,7 +250,7 @@ public final class VirtualRankCommunicator implements Communicator {
         stream.close();
     }
 
-    private void copyRows(DeviceBuffer from, long fromRow, DeviceBuffer to, long toRow, long rows) {
+    private static void copyRows(DeviceBuffer from, long fromRow, DeviceBuffer to, long toRow, long rows, CudaStream on) {
         if (rows == 0) {
             return;
         }
@@ -227,7 +259,7 @@ public final class VirtualRankCommunicator implements Communicator {
         long size = to.dtype().byteSize();
         try (DeviceBuffer src = from.view(from.dtype(), Shape.of(elems), fromRow * rowElems * size);
              DeviceBuffer dst = to.view(to.dtype(), Shape.of(elems), toRow * rowElems * size)) {
-            dst.copyFromAsync(src, stream);
+            dst.copyFromAsync(src, on);
         }
     }
 

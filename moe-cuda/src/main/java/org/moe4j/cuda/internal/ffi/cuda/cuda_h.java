@@ -70,6 +70,8 @@ public final class cuda_h {
     public static final int CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900;
     /** {@code CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901} */
     public static final int CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901;
+    /** {@code CUDA_ERROR_STREAM_CAPTURE_IMPLICIT = 906} */
+    public static final int CUDA_ERROR_STREAM_CAPTURE_IMPLICIT = 906;
     /** {@code CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE = 910} */
     public static final int CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE = 910;
     /** {@code CU_STREAM_CAPTURE_MODE_GLOBAL = 0} */
