@@ -58,6 +58,38 @@ class CudaGraphGpuTest {
         dy.copyToAsync(out, s);
     }
 
+    /**
+     * The copies between host memory and the capturing stream are listed (each one touches its host
+     * memory at every replay: LayerStepGraph refuses a step that makes one); copies on another stream
+     * and copies after the capture are not.
+     */
+    @Test
+    void theHostCopiesQueuedOnTheCapturingStreamAreListed() {
+        try (DevicePool pool = ctx.createPool(); CudaModule m = ctx.loadModule("smoke"); CudaStream s = ctx.createStream();
+                CudaStream other = ctx.createStream(); HostBuffer hx = HostBuffer.allocate(DType.F32, N);
+                HostBuffer out = HostBuffer.allocate(DType.F32, N)) {
+            CudaFunction saxpy = m.function("moe4j_saxpy");
+            fill(hx);
+            try (DeviceBuffer dx = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N));
+                    DeviceBuffer dy = pool.allocate(DType.F32, org.moe4j.core.Shape.of(N))) {
+                java.util.List<String> copies = new java.util.ArrayList<>();
+                try (CudaGraph g = CudaGraph.capture(s, () -> step(saxpy, 1f, hx, dx, dy, out, s), copies)) {
+                    assertEquals(2, copies.size(), copies.toString());
+                    assertTrue(copies.get(0).startsWith("host->device copy into DeviceBuffer"), copies.get(0));
+                    assertTrue(copies.get(1).startsWith("device->host copy from DeviceBuffer"), copies.get(1));
+                }
+                java.util.List<String> none = new java.util.ArrayList<>();
+                try (CudaGraph g = CudaGraph.capture(s, () -> Launch.of(saxpy).grid((N + 255) / 256).block(256).stream(s)
+                        .arg((long) N).arg(1f).arg(dx).arg(dy).launch(), none)) {
+                    assertTrue(none.isEmpty(), none.toString());
+                }
+                dx.copyFromAsync(hx, other); // not capturing: nothing is noted anywhere
+                other.synchronize();
+                assertTrue(none.isEmpty(), none.toString());
+            }
+        }
+    }
+
     @Test
     void aCapturedStepRunsNothingUntilReplayedThenReadsTheFixedInputBuffersEachTime() {
         float alpha = (float) rnd.nextGaussian();

@@ -154,6 +154,20 @@ class TokenBlockTreeTest {
     }
 
     @Test
+    void leafBoundsCutEverySegmentIntoBlocksFromItsFirstRow() {
+        // segments [3, 10), [10, 10) (empty), [10, 14) in blocks of 4: 3 7 | - | 10, then the end
+        assertArrayEquals(new int[] {3, 7, 10, 14}, TokenBlockTree.leafBounds(new int[] {3, 10, 10, 14}, 4));
+        assertArrayEquals(new int[] {0, 64, 128, 150}, TokenBlockTree.leafBounds(new int[] {0, 150}, 64));
+        assertArrayEquals(new int[] {5}, TokenBlockTree.leafBounds(new int[] {5}, 1), "no segment: only the end");
+        assertThrows(IllegalArgumentException.class, () -> TokenBlockTree.leafBounds(new int[] {0, 8}, 0));
+        assertThrows(IllegalArgumentException.class, () -> TokenBlockTree.leafBounds(new int[0], 4));
+        assertThrows(IllegalArgumentException.class, () -> TokenBlockTree.leafBounds(new int[] {-1, 8}, 4));
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> TokenBlockTree.leafBounds(new int[] {0, 8, 4}, 4));
+        assertTrue(e.getMessage().contains("segmentOffsets[2]=4 < segmentOffsets[1]=8"), e.getMessage());
+    }
+
+    @Test
     void treeKernelRefusesBadArgumentsBeforeWriting() {
         CpuExpertKernels k = new CpuExpertKernels(CpuParallel.common());
         try (HostBuffer a = HostBuffer.allocate(DType.F32, 8, 2); HostBuffer b = HostBuffer.allocate(DType.F32, 8, 3);

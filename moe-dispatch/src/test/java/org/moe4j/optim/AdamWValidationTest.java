@@ -137,6 +137,32 @@ class AdamWValidationTest {
     }
 
     @Test
+    void theDeviceStepCallsRefuseHostKernelsAndTheTableSizeIsChecked() {
+        try (HostBuffer w = HostBuffer.ofFloats(new float[] {1, 2}, 2); HostBuffer g = HostBuffer.ofFloats(new float[2], 2)) {
+            Parameter p = new Parameter("w", w, g);
+            AdamW opt = new AdamW(List.of(p), AdamW.Options.defaults(0.1));
+            assertEquals(List.of(p), opt.parameters());
+            assertEquals(AdamW.DEVICE_TABLE_STEPS, opt.deviceTableSteps());
+            for (int bad : new int[] {0, -1, AdamW.MAX_DEVICE_TABLE_STEPS + 1}) {
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class, () -> opt.deviceTableSteps(bad));
+                assertTrue(e.getMessage().contains("rows=" + bad), e.getMessage());
+            }
+            assertEquals(AdamW.DEVICE_TABLE_STEPS, opt.deviceTableSteps(), "a refused size changes nothing");
+            opt.deviceTableSteps(3);
+            assertEquals(3, opt.deviceTableSteps());
+            // the CPU kernels decide the skip on the host: there is no device step to prepare or count
+            IllegalStateException prepare = assertThrows(IllegalStateException.class, opt::prepareDeviceStep);
+            assertTrue(prepare.getMessage().contains("skipsOnDevice() is false"), prepare.getMessage());
+            assertThrows(IllegalStateException.class, opt::recordReplayedStep);
+            assertEquals(0, opt.steps(), "the refused calls counted no step");
+            assertFalse(opt.isClosed());
+            opt.close();
+            assertTrue(opt.isClosed());
+            assertThrows(IllegalStateException.class, () -> opt.deviceTableSteps(4));
+        }
+    }
+
+    @Test
     void aStepAfterCloseOrOnAClosedParameterIsRefusedWithNothingUpdated() {
         HostBuffer w = HostBuffer.ofFloats(new float[] {1, 2}, 2);
         try (HostBuffer g = HostBuffer.ofFloats(new float[] {1, 1}, 2); HostBuffer v = HostBuffer.ofFloats(new float[] {3, 4}, 2);

@@ -1,6 +1,8 @@
 package org.moe4j.cuda.kernels;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.moe4j.cuda.kernels.GpuParity.assertBitEqual;
 import static org.moe4j.cuda.kernels.GpuParity.assertFullyWritten;
@@ -224,6 +226,31 @@ class CudaExpertKernelsGpuTest {
                 double tol = bf16 ? SAME_OPERANDS_TOLERANCE : FP32_TOLERANCE;
                 assertTrue(relError(w, cpuOut) < tol, "tree vs the CPU tree " + relError(w, cpuOut));
                 assertArrayEquals(w.toFloatArray(), c.toFloatArray(), 0f, "split nodes combined vs one segment");
+            }
+            // the same nodes from a leaf-bounds table the caller keeps on the device (what a layer lends):
+            // bitwise the uploading call's; a table of the wrong size is refused before anything is written
+            int[] bounds = org.moe4j.experts.TokenBlockTree.leafBounds(segOff, block);
+            try (HostBuffer hb = HostBuffer.ofInts(bounds, bounds.length);
+                    HostBuffer shortB = HostBuffer.ofInts(java.util.Arrays.copyOf(bounds, bounds.length - 1), bounds.length - 1);
+                    DeviceBuffer kept = up(hb); DeviceBuffer keptShort = up(shortB);
+                    DeviceBuffer fromKept = poisonedDevice(DType.F32, nodes.size(), m, n);
+                    DeviceBuffer uploaded = poisonedDevice(DType.F32, nodes.size(), m, n)) {
+                assertTrue(gpu.usesLeafBounds());
+                IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                        () -> gpu.groupedWeightGradTree(dA, dB, split, block, keptShort, fromKept, spec));
+                assertTrue(e.getMessage().contains("leafBounds"), e.getMessage());
+                try (HostBuffer untouched = down(fromKept)) {
+                    for (long i = 0; i < untouched.numel(); i++) {
+                        assertEquals(GpuParity.POISON, untouched.segment().getAtIndex(
+                                java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED, i), "refused call wrote element " + i);
+                    }
+                }
+                gpu.groupedWeightGradTree(dA, dB, split, block, kept, fromKept, spec);
+                gpu.groupedWeightGradTree(dA, dB, split, block, uploaded, spec); // parts was consumed by the combine
+                try (HostBuffer p = down(uploaded); HostBuffer k = down(fromKept)) {
+                    assertFullyWritten("tree nodes from kept leaf bounds", k);
+                    assertArrayEquals(p.toFloatArray(), k.toFloatArray(), 0f, "kept leaf bounds vs uploaded ones");
+                }
             }
         }
     }

@@ -40,7 +40,7 @@ import org.moe4j.optim.Parameter;
 class LayerStepGraphGpuTest {
     private static final Duration TIMEOUT = Duration.ofSeconds(300);
     private static final int TOKENS = 32;
-    private static final int REPLAYS = 5;
+    private static final int REPLAYS = 4; // with a 2-row bias table: the table is moved on twice
     private static CudaBackend cuda;
 
     @BeforeAll
@@ -143,6 +143,7 @@ class LayerStepGraphGpuTest {
                     }
                     assertBitwise(eager.expertBias().values(), graphed.expertBias().values(), "expert bias");
                     assertArrayEquals(eager.expertBias().load(), graphed.expertBias().load(), "expert load");
+                    assertEquals(eager.expertBias().microBatches(), graphed.expertBias().microBatches(), "micro-batches");
                     assertEquals(REPLAYS + 1L, eagerOpt.steps(), "eager AdamW steps");
                     assertEquals(REPLAYS + 1L, graphOpt.steps(), "AdamW steps read back from the device after replays");
                     assertEquals(0, graphOpt.skippedSteps());
@@ -192,6 +193,48 @@ class LayerStepGraphGpuTest {
     }
 
     @Test
+    void aGraphKeepsItsTablesAliveAndRefusesReplaysAfterAnOptionsChange() {
+        MoeConfig cfg = SyncFreeLayerStepGpuTest.staticConfig(1);
+        VirtualRankGroup.run(cuda.context(), 1, TIMEOUT, c -> {
+            Random g = new Random(7);
+            try (HostBuffer xh = MoeLayerGpuTest.random(g, TOKENS, cfg.hidden());
+                 Buffer x = cuda.upload(xh);
+                 Buffer dy = cuda.upload(xh);
+                 MoeLayer layer = MoeLayer.builder(cfg, c).seed(3).backend(cuda).build();
+                 AdamW opt = adamW(layer, 0);
+                 LayerStepGraph step = LayerStepGraph.capture(layer, opt, x, dy)) {
+                step.replay();
+                // eager steps at more new token counts than the layer keeps tables for: the graph holds its own
+                // tables, so the next replay reads live memory (the CPU device checks every kernel access)
+                for (int t = 1; t <= 9; t++) {
+                    try (HostBuffer th = MoeLayerGpuTest.random(g, t, cfg.hidden()); Buffer tx = cuda.upload(th)) {
+                        MoeLayer.Forward f = layer.forward(tx);
+                        try (Buffer out = f.output(); Buffer dIn = layer.backward(f.context(), tx)) {
+                            assertEquals(t, dIn.shape().dim(0));
+                        }
+                    }
+                }
+                step.replay();
+                float[] replayed = floats(step.output());
+                for (int i = 0; i < replayed.length; i++) {
+                    assertTrue(Float.isFinite(replayed[i]), "replay after other token counts: y[" + i + "]");
+                }
+                assertEquals(2, step.replays());
+                // the optimiser's options are arguments of the captured kernels: a change makes replays refuse
+                AdamW.Options captured = opt.options();
+                opt.options(AdamW.Options.defaults(2e-2));
+                IllegalStateException changed = assertThrows(IllegalStateException.class, step::replay);
+                assertTrue(changed.getMessage().contains("options changed since the capture"), changed.getMessage());
+                assertEquals(2, step.replays(), "the refused replay launched nothing");
+                opt.options(captured);
+                step.replay();
+                assertEquals(3, step.replays());
+            }
+            return null;
+        });
+    }
+
+    @Test
     void argumentsAndConfigurationsThatCannotBeCapturedAreRefusedBeforeAnythingRuns() {
         MoeConfig cfg = SyncFreeLayerStepGpuTest.staticConfig(1);
         MoeConfig aux = cfg.toBuilder().auxLoss(new AuxLoss(1e-2, 0, 0, 0)).build();
@@ -231,6 +274,8 @@ class LayerStepGraphGpuTest {
                 assertBitwise(before, floats(layer.gateWeight()), "gate weight after refused captures");
                 assertBitwise(otherBefore, floats(other.gateWeight()), "the other layer's gate weight");
                 assertEquals(0, opt.steps(), "no optimiser step ran");
+                IllegalStateException unprepared = assertThrows(IllegalStateException.class, opt::recordReplayedStep);
+                assertTrue(unprepared.getMessage().contains("no device step was prepared"), unprepared.getMessage());
             }
             return null;
         });
