@@ -258,17 +258,7 @@ public final class LayerStepGraph implements AutoCloseable {
     public void replay() {
         use.enter("replay");
         try {
-            if (closed) {
-                throw new BufferClosedException(toString());
-            }
-            if (layer.isClosed() || optimizer.isClosed()) {
-                throw new IllegalStateException("LayerStepGraph.replay: the " + (layer.isClosed() ? "layer" : "optimizer")
-                        + " was closed; close the graph first");
-            }
-            if (x.isClosed() || dY.isClosed()) {
-                throw new IllegalStateException("LayerStepGraph.replay: the fixed input " + (x.isClosed() ? "x" : "dY")
-                        + " was closed; the graph reads it at every replay");
-            }
+            requireUsable("replay");
             if (!optimizer.options().equals(options)) {
                 throw new IllegalStateException("LayerStepGraph.replay: the optimizer's options changed since the capture ("
                         + options + " -> " + optimizer.options() + "); they are arguments of the captured kernels:"
@@ -280,6 +270,40 @@ public final class LayerStepGraph implements AutoCloseable {
             replays++;
         } finally {
             use.exit();
+        }
+    }
+
+    /**
+     * Runs the captured step once eagerly, without the graph: the same calls on the same fixed buffers
+     * (with the optimiser's current options), so {@link #output()} and {@link #inputGrad()} hold its
+     * results and the next replay continues from it. What a replay saves is the host work of this call
+     * (JMH's {@code LayerStepGraphBenchmark} compares the two). Not counted in {@link #replays()}.
+     *
+     * @throws BufferClosedException if this graph is closed
+     * @throws IllegalStateException if the layer, the optimiser, {@code x} or {@code dY} was closed
+     * @throws org.moe4j.core.ConcurrentUseException if another thread is inside a call of this graph
+     */
+    public void stepEagerly() {
+        use.enter("stepEagerly");
+        try {
+            requireUsable("stepEagerly");
+            step();
+        } finally {
+            use.exit();
+        }
+    }
+
+    private void requireUsable(String call) {
+        if (closed) {
+            throw new BufferClosedException(toString());
+        }
+        if (layer.isClosed() || optimizer.isClosed()) {
+            throw new IllegalStateException("LayerStepGraph." + call + ": the " + (layer.isClosed() ? "layer" : "optimizer")
+                    + " was closed; close the graph first");
+        }
+        if (x.isClosed() || dY.isClosed()) {
+            throw new IllegalStateException("LayerStepGraph." + call + ": the fixed input " + (x.isClosed() ? "x" : "dY")
+                    + " was closed; the graph reads it at every replay");
         }
     }
 

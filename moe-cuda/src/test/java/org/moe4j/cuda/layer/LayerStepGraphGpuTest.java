@@ -229,6 +229,10 @@ class LayerStepGraphGpuTest {
                 opt.options(captured);
                 step.replay();
                 assertEquals(3, step.replays());
+                step.stepEagerly(); // the same step without the graph: counted by the optimiser, not as a replay
+                step.replay();
+                assertEquals(4, step.replays());
+                assertEquals(1 + 4 + 1, opt.steps(), "the capture's step, the replays and the eager step");
             }
             return null;
         });
