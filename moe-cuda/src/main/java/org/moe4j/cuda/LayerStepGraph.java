@@ -123,6 +123,7 @@ public final class LayerStepGraph implements AutoCloseable {
         if (optimizer.isClosed()) {
             throw new IllegalStateException("LayerStepGraph.capture: the optimizer is closed");
         }
+        DevicePool pool = layerPool(layer); // not on the CUDA backend: said first, before the options
         layer.requireSyncFreeStep();
         int world = layer.communicator().size();
         if (world > 1) {
@@ -130,7 +131,6 @@ public final class LayerStepGraph implements AutoCloseable {
                     + " cannot be captured: the virtual ranks meet through the host at every collective and"
                     + " NcclCommunicator waits on the host for each collective; capture W = 1 layers");
         }
-        DevicePool pool = layerPool(layer);
         CudaStream compute = new CudaBackend().stream();
         if (pool.stream() != compute) {
             throw new IllegalArgumentException("LayerStepGraph.capture: the layer's memory is ordered on " + pool.stream()

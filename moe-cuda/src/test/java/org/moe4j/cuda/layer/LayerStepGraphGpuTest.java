@@ -292,6 +292,22 @@ class LayerStepGraphGpuTest {
     }
 
     @Test
+    void aLayerOnAnotherBackendIsRefusedNamingIt() {
+        MoeConfig cfg = SyncFreeLayerStepGpuTest.staticConfig(1);
+        org.moe4j.dispatch.LocalGroup.run(1, TIMEOUT, c -> {
+            org.moe4j.core.backend.CpuBackend cpu = new org.moe4j.core.backend.CpuBackend();
+            try (MoeLayer layer = MoeLayer.builder(cfg, c).seed(1).backend(cpu).build();
+                 AdamW opt = new AdamW(layer.parameters(), AdamW.Options.defaults(1e-2));
+                 HostBuffer xh = MoeLayerGpuTest.random(new Random(2), TOKENS, cfg.hidden());
+                 Buffer x = cuda.upload(xh)) {
+                assertRefused(IllegalArgumentException.class, "backend not cuda", () -> LayerStepGraph.capture(layer, opt, x, x));
+                assertEquals(0, opt.steps());
+            }
+            return null;
+        });
+    }
+
+    @Test
     void expertParallelLayersAreRefusedNamingWhy() {
         MoeConfig cfg = SyncFreeLayerStepGpuTest.staticConfig(2);
         List<String> messages = VirtualRankGroup.run(cuda.context(), 2, TIMEOUT, c -> {
