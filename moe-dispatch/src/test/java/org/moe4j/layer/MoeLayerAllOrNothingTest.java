@@ -224,6 +224,54 @@ class MoeLayerAllOrNothingTest {
         }));
     }
 
+    /**
+     * As above, but the failing backward is the second one after a {@code zeroGrad()} (gradient
+     * accumulation): the gradients then hold the first backward's sums, and both ranks keep exactly
+     * those, bit for bit.
+     */
+    @Test
+    void aFailingBackwardOntoAccumulatedGradientsKeepsThemBitForBit() {
+        ExpertKernels cpu = new CpuExpertKernels();
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+        ExpertKernels failing = (ExpertKernels) Proxy.newProxyInstance(ExpertKernels.class.getClassLoader(),
+                new Class<?>[] {ExpertKernels.class}, (proxy, method, args) -> {
+                    if (armed.get() && method.getName().equals("swigluBackward")) {
+                        throw new IllegalStateException("injected expert-kernel failure");
+                    }
+                    try {
+                        return method.invoke(cpu, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                });
+        assertTimeoutPreemptively(BOUND, () -> LocalGroup.run(2, TIMEOUT, comm -> {
+            MoeLayer.Builder b = MoeLayer.builder(config(2), comm).seed(3);
+            if (comm.rank() == 1) {
+                b.expertKernels(failing);
+            }
+            try (MoeLayer layer = b.build(); HostBuffer x = x(20 + comm.rank()); HostBuffer dy = x(30 + comm.rank())) {
+                layer.zeroGrad();
+                MoeLayer.Forward f1 = layer.forward(x);
+                f1.output().close();
+                layer.backward(f1.context(), dy).close();
+                List<float[]> first = grads(layer);
+                comm.barrier();
+                if (comm.rank() == 1) {
+                    armed.set(true);
+                }
+                MoeLayer.Forward f2 = layer.forward(x);
+                f2.output().close();
+                assertThrows(RuntimeException.class, () -> layer.backward(f2.context(), dy));
+                List<float[]> after = grads(layer);
+                assertEquals(first.size(), after.size());
+                for (int i = 0; i < first.size(); i++) {
+                    assertArrayEquals(first.get(i), after.get(i), "rank " + comm.rank() + " gradient " + i);
+                }
+            }
+            return null;
+        }));
+    }
+
     @Test
     void aClosedLayerRefusesEveryCallWithATypedException() {
         LocalGroup.run(1, TIMEOUT, comm -> {
