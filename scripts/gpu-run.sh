@@ -20,12 +20,14 @@
 #    8 calibrate    the CPU device's emulated PTX against this GPU, bit for bit (./calibrate)
 #    9 gemm-bench   GroupedGemmGpuBench and the torch._grouped_mm / cuBLAS peer at two row counts
 #   10 comm         (time left) communicator tests: virtual ranks, NCCL, multi-process
-#   11 bench-more   (time left) router and permute benchmarks and their PyTorch peers
+#   11 graph        (time left) a sync-free layer step (0 host reads, SyncFreeLayerStepGpuTest), CUDA graph
+#                   capture rules (CudaGraphGpuTest) and a whole layer step replayed (LayerStepGraphGpuTest)
+#   12 bench-more   (time left) router and permute benchmarks and their PyTorch peers
 #   sanitizer       only when MOE4J_STEPS names it: compute-sanitizer memcheck over the parity tests
 # MOE4J_STEPS=a,b,... runs only the named steps (still in plan order).
 #
 # OUT_DIR (default $OUT, else ./gpu-results) receives at most 8 files: summary.txt, env.txt, tests.log
-# (one line per test as it finishes, steps 2-7 and 10), calibrate.log, bench.log (steps 9 and 11,
+# (one line per test as it finishes, steps 2-7, 10 and 11), calibrate.log, bench.log (steps 9 and 12,
 # PyTorch peers included), sanitizer.log (only with that step), and hs_err_<pid>.log of a JVM that
 # crashed. The summary is also printed last.
 # Exit status: 0 every step that ran passed (GPU tests skipped for lack of a GPU count as passed
@@ -83,6 +85,7 @@ PLAN=(
   "calibrate|calibrate|120|CPU-device emulator vs this GPU"
   "gemm-bench|bench|BENCH|grouped GEMM benchmark + torch/cuBLAS peer"
   "comm|tests|TEST|communicator tests (time left)"
+  "graph|tests|TEST|sync-free step, graph capture, whole layer step replayed (time left)"
   "bench-more|bench|BENCH|router and permute benchmarks + peers (time left)"
   "sanitizer|sanitizer|180|compute-sanitizer memcheck over the parity tests (only on request)"
 )
@@ -376,6 +379,9 @@ PY
     comm)
       junit_step "$name" "$limit" -- --select-class org.moe4j.cuda.comm.DeviceCommGpuTest \
         --select-class org.moe4j.cuda.comm.DispatcherOnVirtualRanksGpuTest --select-class org.moe4j.cuda.comm.NcclMultiProcessGpuTest ;;
+    graph)
+      junit_step "$name" "$limit" -- --select-class org.moe4j.cuda.layer.SyncFreeLayerStepGpuTest \
+        --select-class org.moe4j.cuda.CudaGraphGpuTest --select-class org.moe4j.cuda.layer.LayerStepGraphGpuTest ;;
     bench-more)
       LINES+=("$(printf '%-12s (bench.log)' "$name")")
       for pair in "RouterGpuBench router_peer" "PermuteGpuBench permute_peer"; do

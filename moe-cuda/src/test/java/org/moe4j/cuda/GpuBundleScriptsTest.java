@@ -32,7 +32,7 @@ public class GpuBundleScriptsTest {
     static final Path SCRIPTS = KernelResourcesTest.repoRoot().resolve("scripts");
     /** Every step of gpu-run.sh's default plan, in order (sanitizer only on request). */
     public static final List<String> DEFAULT_PLAN = List.of("env", "smoke", "routing", "gemm-mma", "gemm-wgmma",
-            "layer-mma", "layer-wgmma", "calibrate", "gemm-bench", "comm", "bench-more");
+            "layer-mma", "layer-wgmma", "calibrate", "gemm-bench", "comm", "graph", "bench-more");
     /** What the device tool brings back of an OUT folder: at most this many files. */
     public static final int MAX_OUT_FILES = 8;
 
