@@ -190,12 +190,12 @@ class MoeLayerAllOrNothingTest {
      * collectives and before the dispatch-backward one; rank 0's dispatch-backward collective then
      * fails. Neither rank may keep part of the step's gradients.
      */
-    @Test
-    void aBackwardThatFailsOnOneRankLeavesNoRankWithHalfItsGradients() {
+    /** CPU expert kernels whose {@code swigluBackward} throws while {@code armed} says so. */
+    static ExpertKernels failingSwigluBackward(java.util.function.BooleanSupplier armed) {
         ExpertKernels cpu = new CpuExpertKernels();
-        ExpertKernels failing = (ExpertKernels) Proxy.newProxyInstance(ExpertKernels.class.getClassLoader(),
+        return (ExpertKernels) Proxy.newProxyInstance(ExpertKernels.class.getClassLoader(),
                 new Class<?>[] {ExpertKernels.class}, (proxy, method, args) -> {
-                    if (method.getName().equals("swigluBackward")) {
+                    if (armed.getAsBoolean() && method.getName().equals("swigluBackward")) {
                         throw new IllegalStateException("injected expert-kernel failure");
                     }
                     try {
@@ -204,6 +204,11 @@ class MoeLayerAllOrNothingTest {
                         throw e.getCause();
                     }
                 });
+    }
+
+    @Test
+    void aBackwardThatFailsOnOneRankLeavesNoRankWithHalfItsGradients() {
+        ExpertKernels failing = failingSwigluBackward(() -> true);
         assertTimeoutPreemptively(BOUND, () -> LocalGroup.run(2, TIMEOUT, comm -> {
             MoeLayer.Builder b = MoeLayer.builder(config(2), comm).seed(3);
             if (comm.rank() == 1) {
@@ -231,19 +236,8 @@ class MoeLayerAllOrNothingTest {
      */
     @Test
     void aFailingBackwardOntoAccumulatedGradientsKeepsThemBitForBit() {
-        ExpertKernels cpu = new CpuExpertKernels();
         java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
-        ExpertKernels failing = (ExpertKernels) Proxy.newProxyInstance(ExpertKernels.class.getClassLoader(),
-                new Class<?>[] {ExpertKernels.class}, (proxy, method, args) -> {
-                    if (armed.get() && method.getName().equals("swigluBackward")) {
-                        throw new IllegalStateException("injected expert-kernel failure");
-                    }
-                    try {
-                        return method.invoke(cpu, args);
-                    } catch (InvocationTargetException e) {
-                        throw e.getCause();
-                    }
-                });
+        ExpertKernels failing = failingSwigluBackward(armed::get);
         assertTimeoutPreemptively(BOUND, () -> LocalGroup.run(2, TIMEOUT, comm -> {
             MoeLayer.Builder b = MoeLayer.builder(config(2), comm).seed(3);
             if (comm.rank() == 1) {
